@@ -1,0 +1,313 @@
+"""Configuration: TOML, every key overridable by ``WSGATE_<SECTION>_<KEY>``.
+
+:func:`load` reads a file (or nothing: every key has a safe default), applies
+environment overrides and validates the whole in one msgspec pass. An unknown
+key or a bad value raises :class:`~wsgate.exceptions.ConfigError` naming the
+key, so start-up stops with a message that says what to fix.
+
+Environment overrides address scalar and list keys of the ``[server]``,
+``[api]``, ``[auth]``, ``[broker]``, ``[presence]`` and ``[history]``
+sections: ``WSGATE_SERVER_LISTEN=0.0.0.0:8080``. A list takes JSON
+(``["a","b"]``) or a comma-separated string; a bool takes
+``true``/``false``/``1``/``0``. Tables of tables (``[services.x]``,
+``[[routes]]``) come from the file only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from wsgate.exceptions import ConfigError
+
+__all__ = [
+    "ApiConfig",
+    "AuthConfig",
+    "AwsCredential",
+    "BrokerConfig",
+    "ChannelRule",
+    "Config",
+    "HistoryConfig",
+    "PresenceConfig",
+    "RateLimitRule",
+    "RelayRule",
+    "RouteRule",
+    "ServerConfig",
+    "ServiceConfig",
+    "load",
+    "parse_listen",
+]
+
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Pattern = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Section):
+    """``[server]``: the public WebSocket listener."""
+
+    listen: str = "127.0.0.1:8080"
+    path: str = "/ws"
+    allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["http://localhost:8080"])
+    """Origins allowed at the handshake; ``*`` allows any; a request without
+    ``Origin`` (not a browser) is allowed."""
+    tls_cert: str = ""
+    tls_key: str = ""
+    node_id: str = ""
+    """This node's id (prefix of its connection ids); random when empty."""
+    max_message_bytes: Positive = 65536
+    """A message past this closes the connection with 1009."""
+    heartbeat_ms: Positive = 25000
+    """Idle time before the server pings; advertised in WELCOME."""
+    heartbeat_timeout_ms: Positive = 10000
+    """No pong within this after a ping closes with 4408."""
+    handshake_timeout_ms: Positive = 5000
+    outbound_high_water_bytes: Positive = 1 << 20
+    """Outbound bytes queued for one connection past which it is closed with 4000."""
+    read_buffer_bytes: Positive = 2048
+    """Initial read buffer per connection; grows for larger frames."""
+    static_dir: str = ""
+    """A directory served on plain GETs of the public listener (the demo)."""
+
+
+class AwsCredential(_Section):
+    access_key_id: str
+    secret_access_key: str
+
+
+class AwsConfig(_Section):
+    credentials: list[AwsCredential] = msgspec.field(default_factory=list)
+    region: str = "us-east-1"
+
+
+class ApiConfig(_Section):
+    """``[api]``: the internal API, never public."""
+
+    listen: str = "127.0.0.1:8081"
+    keys: list[str] = msgspec.field(default_factory=list)
+    keys_file: str = ""
+    aws: AwsConfig = msgspec.field(default_factory=AwsConfig)
+
+
+class AuthConfig(_Section):
+    """``[auth]``: session cookies."""
+
+    cookie_name: str = "wsgate_session"
+    keys: list[str] = msgspec.field(default_factory=list)
+    """Base64 32-byte keys: the first seals, all open."""
+    keys_file: str = ""
+    """A file of keys, one a line, re-read on SIGHUP."""
+    securecookie_hash_key: str = ""
+    """Base64 gorilla/securecookie hash key; with ``securecookie_block_key``
+    enables reading cookies a Go service issued."""
+    securecookie_block_key: str = ""
+    sign_in_url: str = "/sign-in"
+    allow_anonymous: bool = False
+    cookie_ttl_s: Positive = 86400
+    """Lifetime of cookies issued by ``wsgate cookie`` and the demo."""
+
+
+class BrokerConfig(_Section):
+    """``[broker]``: ``memory://``, ``redis://…`` or ``nats://…``."""
+
+    url: str = "memory://"
+
+
+class PresenceConfig(_Section):
+    """``[presence]``: presence diffs."""
+
+    batch_ms: NonNegative = 50
+    """Diffs of one channel within this window go out as one PRESENCE."""
+    max_members: NonNegative = 100
+    """Past this many members a channel's JOINED and PRESENCE carry only ``count``."""
+
+
+class HistoryConfig(_Section):
+    """``[history]``: per-channel bounded history for recovery."""
+
+    size: NonNegative = 100
+    """Actions kept per channel (0 disables history)."""
+
+
+class ServiceConfig(_Section):
+    """``[services.<name>]``."""
+
+    url: str
+    timeout_ms: Positive = 2000
+    secret: str = ""
+    max_concurrency: Positive = 256
+
+
+class RouteRule(_Section):
+    """``[[routes]]``: action-type pattern to a service."""
+
+    match: Pattern
+    service: str
+    roles: list[str] = msgspec.field(default_factory=list)
+
+
+class RelayRule(_Section):
+    """``[[relays]]``: action types relayed to the other members of ``meta.channel``."""
+
+    match: Pattern
+
+
+class ChannelRule(_Section):
+    """``[[channels]]``: who may join the channels whose address matches ``match``.
+
+    ``match`` is a glob (``*`` matches anything, ``*:admin/*``). A principal
+    must satisfy every matching rule: for each non-empty list, hold at least
+    one of its entries.
+    """
+
+    match: Pattern
+    roles: list[str] = msgspec.field(default_factory=list)
+    teams: list[str] = msgspec.field(default_factory=list)
+    orgs: list[str] = msgspec.field(default_factory=list)
+
+
+class RateLimitRule(_Section):
+    """``[[rate_limits]]``."""
+
+    match: Pattern
+    per: Literal["connection", "user", "ip"] = "connection"
+    rate: Annotated[str, msgspec.Meta(pattern=r"^\d+/\d*(ms|s|m|h)$")] = "10/1s"
+    burst: Positive = 1
+
+
+class Config(_Section):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
+    presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
+    history: HistoryConfig = msgspec.field(default_factory=HistoryConfig)
+    services: dict[str, ServiceConfig] = msgspec.field(default_factory=dict)
+    routes: list[RouteRule] = msgspec.field(default_factory=list)
+    relays: list[RelayRule] = msgspec.field(default_factory=list)
+    channels: list[ChannelRule] = msgspec.field(default_factory=list)
+    rate_limits: list[RateLimitRule] = msgspec.field(default_factory=list)
+
+
+_ENV_SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "server": ServerConfig,
+    "api": ApiConfig,
+    "auth": AuthConfig,
+    "broker": BrokerConfig,
+    "presence": PresenceConfig,
+    "history": HistoryConfig,
+}
+_PATH_RE = re.compile(r"`\$((?:\.[A-Za-z_][\w]*|\[\d+\]|\[\.\.\.\])*)`")
+
+
+def _env_value(key: str, raw: str, kind: Any) -> Any:
+    text = raw.strip()
+    if kind is bool or kind == "bool":
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(key, f"expected true or false, got {raw!r}")
+    if str(kind).startswith("list"):
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise ConfigError(key, f"expected a JSON list: {exc}") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if "int" in str(kind):
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(key, f"expected an integer, got {raw!r}") from None
+    return raw
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith("WSGATE_"):
+            continue
+        rest = name[len("WSGATE_") :].lower()
+        section, _, key = rest.partition("_")
+        struct = _ENV_SECTIONS.get(section)
+        if struct is None or not key:
+            continue  # WSGATE_CONFIG and friends belong to the CLI
+        dotted = f"{section}.{key}"
+        fields = {f.name: f.type for f in msgspec.structs.fields(struct)}
+        if key not in fields:
+            raise ConfigError(dotted, f"unknown key (from environment variable {name})")
+        target = data.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(section, "expected a table")
+        target[key] = _env_value(dotted, value, fields[key])
+
+
+def _dotted(path: str) -> str:
+    return path.lstrip(".").replace("[", ".").replace("]", "").replace("...", "?") or "(root)"
+
+
+def from_mapping(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    """Validate ``data`` (as parsed from TOML) with ``env`` overrides applied."""
+    merged = json.loads(json.dumps(dict(data)))  # a deep copy we may mutate
+    _apply_env(merged, os.environ if env is None else env)
+    try:
+        config = msgspec.convert(merged, Config)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        match = _PATH_RE.search(text)
+        key = _dotted(match.group(1)) if match else "(root)"
+        if "unknown field" in text:
+            field = text.split("`")[1] if "`" in text else "?"
+            key = f"{key}.{field}" if key != "(root)" else field
+            raise ConfigError(key, "unknown key") from None
+        raise ConfigError(key, text.split(" - at ")[0]) from None
+    _check(config)
+    return config
+
+
+def parse_listen(key: str, value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:80`` too); raise ConfigError naming ``key``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"expected host:port, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _check(config: Config) -> None:
+    parse_listen("server.listen", config.server.listen)
+    parse_listen("api.listen", config.api.listen)
+    if not config.server.path.startswith("/"):
+        raise ConfigError("server.path", "must start with /")
+    if bool(config.server.tls_cert) != bool(config.server.tls_key):
+        raise ConfigError("server.tls_cert", "tls_cert and tls_key must be set together")
+    scheme = config.broker.url.partition("://")[0]
+    if scheme not in ("memory", "redis", "rediss", "nats"):
+        raise ConfigError("broker.url", f"unsupported scheme {scheme!r}")
+    for i, route in enumerate(config.routes):
+        if route.service not in config.services:
+            raise ConfigError(f"routes.{i}.service", f"no [services.{route.service}]")
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file at ``path`` (defaults only when ``None``) and validate it."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError("(file)", f"cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("(file)", f"{path} is not valid TOML: {exc}") from None
+    return from_mapping(data, env)

@@ -1,0 +1,99 @@
+"""The gateway's own actions (``@@wsgate/*``) and their payloads."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+__all__ = [
+    "CONNECTED",
+    "DISCONNECTED",
+    "ERROR",
+    "JOIN",
+    "JOINED",
+    "LEAVE",
+    "LEFT",
+    "NAVIGATE",
+    "PING",
+    "PONG",
+    "PRESENCE",
+    "WELCOME",
+    "ErrorPayload",
+    "JoinPayload",
+    "JoinedPayload",
+    "LeavePayload",
+    "Member",
+    "NavigatePayload",
+    "PresencePayload",
+    "WelcomePayload",
+]
+
+# client -> gateway
+JOIN: Final = "@@wsgate/JOIN"
+LEAVE: Final = "@@wsgate/LEAVE"
+NAVIGATE: Final = "@@wsgate/NAVIGATE"
+PING: Final = "@@wsgate/PING"
+# gateway -> client
+WELCOME: Final = "@@wsgate/WELCOME"
+JOINED: Final = "@@wsgate/JOINED"
+LEFT: Final = "@@wsgate/LEFT"
+PONG: Final = "@@wsgate/PONG"
+PRESENCE: Final = "@@wsgate/PRESENCE"
+ERROR: Final = "@@wsgate/ERROR"
+# lifecycle events for services
+CONNECTED: Final = "@@wsgate/CONNECTED"
+DISCONNECTED: Final = "@@wsgate/DISCONNECTED"
+
+
+class JoinPayload(msgspec.Struct, forbid_unknown_fields=True):
+    channel: str
+    since: int | None = None
+    """Last ``meta.offset`` seen; missed actions are replayed after JOINED."""
+
+
+class LeavePayload(msgspec.Struct, forbid_unknown_fields=True):
+    channel: str
+
+
+class NavigatePayload(msgspec.Struct, forbid_unknown_fields=True):
+    view: str
+    hub: str | None = None
+
+
+class Member(msgspec.Struct):
+    """One connection in a channel, as presence shows it."""
+
+    userId: str
+    connectionId: str
+    name: str = ""
+
+
+class JoinedPayload(msgspec.Struct, omit_defaults=True):
+    channel: str
+    count: int
+    offset: int
+    members: list[Member] | None = None
+    recovered: bool | None = None
+
+
+class PresencePayload(msgspec.Struct):
+    channel: str
+    joined: list[Member]
+    left: list[Member]
+    count: int
+
+
+class WelcomePayload(msgspec.Struct):
+    connectionId: str
+    userId: str | None
+    node: str
+    hubs: list[str]
+    heartbeatMs: int
+
+
+class ErrorPayload(msgspec.Struct, omit_defaults=True):
+    code: str
+    message: str
+    retryAfterMs: int | None = None
+    signInUrl: str | None = None

@@ -1,0 +1,143 @@
+"""The action envelope (a Flux Standard Action) and its codec.
+
+Inbound frames are decoded and validated in one msgspec pass into
+:class:`Action`. The payload stays raw JSON (:class:`msgspec.Raw`): relaying or
+forwarding an action never decodes and re-encodes what the gateway does not
+need to read. Decoding never raises: it returns an :class:`Action` or a
+:class:`DecodeFailure` value, which the core answers with ``@@wsgate/ERROR``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from wsgate.protocol.codes import ErrorCode
+
+__all__ = [
+    "GATEWAY_PREFIX",
+    "MAX_META_ID",
+    "MAX_TYPE",
+    "NULL",
+    "Action",
+    "DecodeFailure",
+    "From",
+    "Meta",
+    "OutMeta",
+    "Outbound",
+    "decode_action",
+    "encode",
+]
+
+MAX_TYPE: Final = 128
+MAX_META_ID: Final = 64
+GATEWAY_PREFIX: Final = "@@wsgate/"
+NULL: Final = msgspec.Raw(b"null")
+
+ActionType = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_./:@$-]{1,128}$")]
+MetaId = Annotated[str, msgspec.Meta(max_length=MAX_META_ID)]
+
+
+class Meta(msgspec.Struct, omit_defaults=True):
+    """What a client may put in ``meta``; other keys are ignored."""
+
+    id: MetaId | None = None
+    """Client correlation id; answers carry it as ``inReplyTo``."""
+    channel: str | None = None
+    """The channel the action concerns; must be joined."""
+    echo: bool = False
+    """Relay to the sender too (relays skip the sender unless asked)."""
+
+
+class Action(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """An inbound action, validated."""
+
+    type: ActionType
+    payload: msgspec.Raw = NULL
+    meta: Meta | None = None
+    error: bool = False
+
+
+class From(msgspec.Struct):
+    """``meta.from`` on relayed actions: who sent it."""
+
+    userId: str
+    connectionId: str
+
+
+class OutMeta(msgspec.Struct, omit_defaults=True):
+    """``meta`` on what the gateway delivers."""
+
+    channel: str | None = None
+    offset: int | None = None
+    inReplyTo: str | None = None
+    from_: From | None = msgspec.field(default=None, name="from")
+
+
+class Outbound(msgspec.Struct, omit_defaults=True):
+    """An action the gateway sends; ``payload`` is raw JSON or any value."""
+
+    type: str
+    payload: Any = None
+    meta: OutMeta | None = None
+    error: bool = False
+
+
+class DecodeFailure(msgspec.Struct, frozen=True):
+    """Why a frame is not a valid action, and the ``meta.id`` to answer to."""
+
+    code: ErrorCode
+    message: str
+    in_reply_to: str | None = None
+
+
+class _LooseMeta(msgspec.Struct):
+    id: Any = None
+
+
+class _Loose(msgspec.Struct):
+    meta: Any = None
+
+
+_decoder: Final = msgspec.json.Decoder(Action)
+_loose: Final = msgspec.json.Decoder(_Loose)
+_encoder: Final = msgspec.json.Encoder()
+_TOO_LONG: Final = re.compile(r"length <= \d+")
+
+
+def _reply_id(data: bytes) -> str | None:
+    """Best effort: the ``meta.id`` of an invalid action, if it is usable."""
+    try:
+        meta = _loose.decode(data).meta
+    except msgspec.DecodeError:
+        return None
+    if isinstance(meta, dict):
+        mid = meta.get("id")
+        if isinstance(mid, str) and len(mid) <= MAX_META_ID:
+            return mid
+    return None
+
+
+def decode_action(data: bytes | str) -> Action | DecodeFailure:
+    """Decode one text frame into an :class:`Action`.
+
+    Returns a :class:`DecodeFailure` (``BAD_REQUEST``, or ``TOO_LARGE`` for a
+    field past its length limit) instead of raising. The message quotes only
+    the client's own input and the rule it broke.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        return _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        code = ErrorCode.TOO_LARGE if _TOO_LONG.search(text) else ErrorCode.BAD_REQUEST
+        return DecodeFailure(code, text, _reply_id(raw))
+    except msgspec.DecodeError as exc:
+        return DecodeFailure(ErrorCode.BAD_REQUEST, f"not JSON: {exc}")
+
+
+def encode(action: Outbound) -> bytes:
+    """Encode an outbound action to the bytes of one text frame."""
+    return _encoder.encode(action)
