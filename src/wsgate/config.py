@@ -77,8 +77,8 @@ class ServerConfig(_Section):
     """Outbound bytes queued for one connection past which it is closed with 4000."""
     read_buffer_bytes: Positive = 2048
     """Initial read buffer per connection; grows for larger frames."""
-    static_dir: str = ""
-    """A directory served on plain GETs of the public listener (the demo)."""
+    max_channels_per_connection: Positive = 64
+    """Views one connection may have joined at once (``TOO_LARGE`` past it)."""
 
 
 class AwsCredential(_Section):
@@ -131,6 +131,8 @@ class PresenceConfig(_Section):
     """Diffs of one channel within this window go out as one PRESENCE."""
     max_members: NonNegative = 100
     """Past this many members a channel's JOINED and PRESENCE carry only ``count``."""
+    large_batch_ms: NonNegative = 1000
+    """Count-only updates of a channel past ``max_members`` go out at most this often."""
 
 
 class HistoryConfig(_Section):
@@ -138,6 +140,8 @@ class HistoryConfig(_Section):
 
     size: NonNegative = 100
     """Actions kept per channel (0 disables history)."""
+    ttl_s: NonNegative = 300
+    """How long a channel's history outlives its last member."""
 
 
 class ServiceConfig(_Section):

@@ -1,0 +1,105 @@
+"""In-memory backends: the default for one node, and the reference for tests."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from wsgate.backends.base import Replay
+from wsgate.typing import ChannelAddress
+
+__all__ = ["MemoryHistory"]
+
+
+class _Stream:
+    __slots__ = ("base", "entries", "evicted", "top")
+
+    def __init__(self, base: int, size: int) -> None:
+        self.base = base
+        """Offsets at or above this were all seen by this stream."""
+        self.top = base
+        self.evicted = base
+        """Highest offset evicted (or the base): recovery needs ``since >= evicted``."""
+        self.entries: deque[tuple[int, bytes]] = deque(maxlen=size)
+
+
+class MemoryHistory:
+    """:class:`~wsgate.backends.base.HistoryStore` as ring buffers in this process.
+
+    Offsets come from one node-wide counter, so they never repeat even when a
+    channel is dropped and re-created; a re-created stream starts with
+    ``base`` at the counter, and a client whose ``since`` is older than that
+    is told ``recovered: false``.
+    """
+
+    def __init__(
+        self, size: int = 100, ttl_s: float = 300.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._size = size
+        self._ttl = ttl_s
+        self._clock = clock
+        self._counter = 0
+        self._streams: dict[ChannelAddress, _Stream] = {}
+        self._idle: OrderedDict[ChannelAddress, float] = OrderedDict()
+
+    def _stream(self, channel: ChannelAddress) -> _Stream:
+        stream = self._streams.get(channel)
+        if stream is None:
+            stream = self._streams[channel] = _Stream(self._counter, self._size)
+        return stream
+
+    def next_offset(self, channel: ChannelAddress) -> int:
+        self._counter += 1
+        self._stream(channel).top = self._counter
+        return self._counter
+
+    def append(self, channel: ChannelAddress, offset: int, data: bytes) -> None:
+        if self._size == 0:
+            return
+        stream = self._stream(channel)
+        entries = stream.entries
+        if len(entries) == entries.maxlen:
+            stream.evicted = entries[0][0]
+        entries.append((offset, data))
+
+    def top(self, channel: ChannelAddress) -> int:
+        stream = self._streams.get(channel)
+        return self._counter if stream is None else stream.top
+
+    def since(self, channel: ChannelAddress, offset: int) -> Replay:
+        stream = self._streams.get(channel)
+        if stream is None:
+            return Replay(offset >= self._counter, [])
+        if offset < stream.evicted or offset > stream.top:
+            return Replay(False, [])
+        return Replay(True, [data for off, data in stream.entries if off > offset])
+
+    def retain(self, channel: ChannelAddress, active: bool) -> None:
+        self._sweep()
+        if active:
+            self._idle.pop(channel, None)
+            self._stream(channel)
+        elif channel in self._streams:
+            if self._ttl <= 0 or not self._streams[channel].entries:
+                # Nothing to recover: drop at once so idle views cost nothing.
+                del self._streams[channel]
+            else:
+                self._idle[channel] = self._clock() + self._ttl
+                self._idle.move_to_end(channel)
+
+    def _sweep(self, budget: int = 16) -> None:
+        """Drop up to ``budget`` expired idle streams (bounded work per call)."""
+        now = self._clock()
+        idle = self._idle
+        for _ in range(budget):
+            if not idle:
+                return
+            channel, expires = next(iter(idle.items()))
+            if expires > now:
+                return
+            del idle[channel]
+            self._streams.pop(channel, None)
+
+    def __len__(self) -> int:
+        return len(self._streams)

@@ -1,0 +1,89 @@
+"""Inbound actions: decode, then route by a table from type to handler.
+
+Order of decisions for one text message:
+
+1. decode and validate (:func:`wsgate.protocol.envelope.decode_action`); a
+   failure answers ``BAD_REQUEST``/``TOO_LARGE``;
+2. a built-in ``@@wsgate/*`` type goes to its handler (:mod:`.builtin`);
+3. a type matching a ``[[relays]]`` rule is relayed to ``meta.channel``;
+4. otherwise the ``upstream`` hook (procedure discovery) gets it, and with no
+   hook or no route the answer is ``NO_ROUTE``.
+
+Every refusal is an ``@@wsgate/ERROR`` carrying ``meta.inReplyTo``; the
+connection stays open. No step awaits: handlers that call a service start
+their own I/O and answer later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from wsgate.protocol.codes import ErrorCode
+from wsgate.protocol.envelope import GATEWAY_PREFIX, Action, DecodeFailure, decode_action
+from wsgate.protocol.patterns import PatternTable
+
+if TYPE_CHECKING:
+    from wsgate.core.connection import Connection
+
+__all__ = ["Dispatcher", "Handler", "Upstream"]
+
+log = logging.getLogger("wsgate.dispatch")
+
+Handler = Callable[["Connection", Action], None]
+"""Handles one decoded action of a connection."""
+
+Upstream = Callable[["Connection", Action], bool]
+"""Tries to hand an action to a service; returns ``False`` when no route exists."""
+
+
+class Dispatcher:
+    """Routes each inbound action by type: built-ins, relays, then upstream."""
+
+    __slots__ = ("_builtins", "_relays", "relay", "upstream")
+
+    def __init__(self, relay: Handler, relay_patterns: list[str]) -> None:
+        self._builtins: dict[str, Handler] = {}
+        self._relays: PatternTable[bool] = PatternTable((p, True) for p in relay_patterns)
+        self.relay = relay
+        self.upstream: Upstream | None = None
+        """Set by the node when procedure discovery is configured."""
+
+    def register(self, type_: str, handler: Handler) -> None:
+        """Handle the built-in action ``type_`` with ``handler``."""
+        self._builtins[type_] = handler
+
+    def dispatch(self, conn: Connection, data: bytes) -> None:
+        """Handle one complete text message of ``conn``. Never raises."""
+        action = decode_action(data)
+        if isinstance(action, DecodeFailure):
+            conn.send_error(action.code, action.message, action.in_reply_to)
+            return
+        try:
+            self._route(conn, action)
+        except Exception:
+            # A bug, not the client's fault: log it with the type, never the payload.
+            log.exception("handler failed for %s on %s", action.type, conn.id)
+            conn.send_error(ErrorCode.INTERNAL, "internal error", _reply_id(action))
+
+    def _route(self, conn: Connection, action: Action) -> None:
+        handler = self._builtins.get(action.type)
+        if handler is not None:
+            handler(conn, action)
+            return
+        if action.type.startswith(GATEWAY_PREFIX):
+            conn.send_error(
+                ErrorCode.NO_ROUTE, f"unknown gateway action {action.type}", _reply_id(action)
+            )
+            return
+        if self._relays.lookup(action.type) is not None:
+            self.relay(conn, action)
+            return
+        if self.upstream is not None and self.upstream(conn, action):
+            return
+        conn.send_error(ErrorCode.NO_ROUTE, f"no route for {action.type}", _reply_id(action))
+
+
+def _reply_id(action: Action) -> str | None:
+    return None if action.meta is None else action.meta.id

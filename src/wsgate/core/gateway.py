@@ -1,0 +1,158 @@
+"""The core's facade: opens sessions, keeps membership, answers the transport.
+
+:class:`Gateway` implements :class:`~wsgate.transport.base.ConnectionHandler`.
+The transport calls :meth:`Gateway.open` after a handshake; the returned
+:class:`~wsgate.core.connection.Connection` is the session it feeds. The
+internal API calls :meth:`join`, :meth:`leave`, :meth:`disconnect` and the
+:class:`~wsgate.core.fanout.Fanout` publish methods.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Protocol
+
+from wsgate.auth.principal import Principal
+from wsgate.backends.base import HistoryStore
+from wsgate.core import builtin
+from wsgate.core.clock import Scheduler
+from wsgate.core.connection import Connection
+from wsgate.core.dispatch import Dispatcher
+from wsgate.core.fanout import Fanout
+from wsgate.core.pool import Channel, Pool
+from wsgate.core.presence import PresenceBatcher
+from wsgate.protocol import builtins as bi
+from wsgate.protocol.address import Address
+from wsgate.protocol.codes import CloseCode, ErrorCode
+from wsgate.transport.base import Sink
+from wsgate.typing import ChannelAddress, ConnectionId, HubId, NodeId
+
+__all__ = ["Authorizer", "Gateway", "JoinRefused"]
+
+
+class Authorizer(Protocol):
+    """The channel policy the core asks (see :mod:`wsgate.auth.policy`)."""
+
+    def allows(self, principal: Principal, address: Address) -> bool: ...
+
+    def hubs_for(self, principal: Principal) -> list[HubId]: ...
+
+
+class JoinRefused(Exception):
+    """Internal signal from :meth:`Gateway.join`; carries the client-facing code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Gateway:
+    """One node's connections, hubs and channels, and what they may do."""
+
+    def __init__(
+        self,
+        *,
+        node_id: NodeId,
+        policy: Authorizer,
+        scheduler: Scheduler,
+        history: HistoryStore,
+        relays: list[str],
+        presence: PresenceBatcher,
+        heartbeat_ms: int = 25000,
+        max_channels: int = 64,
+        id_factory: Callable[[], str] = lambda: secrets.token_urlsafe(9),
+    ) -> None:
+        self.node_id = node_id
+        self.policy = policy
+        self.scheduler = scheduler
+        self.history = history
+        self.presence = presence
+        self.heartbeat_ms = heartbeat_ms
+        self.max_channels = max_channels
+        """Views one connection may have joined at once (``TOO_LARGE`` past it)."""
+        self.pool = Pool()
+        self.fanout = Fanout(self)
+        self.dispatcher = Dispatcher(self.fanout.relay, relays)
+        builtin.install(self)
+        self._new_id = id_factory
+
+    # Sessions -----------------------------------------------------------------
+
+    def open(self, sink: Sink, principal: Principal, peer: str) -> Connection:
+        """Admit a handshaken connection: join its hubs and send ``WELCOME``."""
+        cid = ConnectionId(f"{self.node_id}.{self._new_id()}")
+        hubs = tuple(self.policy.hubs_for(principal))
+        conn = Connection(self, cid, principal, sink, peer, hubs)
+        self.pool.add(conn)
+        welcome = bi.WelcomePayload(
+            connectionId=cid,
+            userId=principal.sub or None,
+            node=self.node_id,
+            hubs=list(hubs),
+            heartbeatMs=self.heartbeat_ms,
+        )
+        conn.send_action(bi.WELCOME, welcome)
+        return conn
+
+    def close(self, conn: Connection) -> None:
+        """The connection is gone: take it out of everything, tell the others."""
+        if conn.closed:
+            return
+        conn.closed = True
+        for channel in self.pool.remove(conn):
+            self._after_leave(channel, conn)
+
+    def disconnect(self, cid: ConnectionId, code: int = CloseCode.NORMAL, reason: str = "") -> bool:
+        """Close a local connection by id; ``False`` when it is not here."""
+        conn = self.pool.connections.get(cid)
+        if conn is None:
+            return False
+        conn.sink.close(code, reason)
+        return True
+
+    # Membership ---------------------------------------------------------------
+
+    def join(self, conn: Connection, address: Address) -> tuple[Channel, bool]:
+        """Join the view ``address``; raise :class:`JoinRefused` when not allowed."""
+        if address.view is None:
+            raise JoinRefused(
+                ErrorCode.BAD_REQUEST, "hubs are joined on connect; join a view <hub>:<view>"
+            )
+        if not self.policy.allows(conn.principal, address):
+            raise JoinRefused(ErrorCode.FORBIDDEN, f"not allowed to join {address.value}")
+        channels = conn.channels
+        full = channels is not None and len(channels) >= self.max_channels
+        if full and address.value not in (channels or ()):
+            raise JoinRefused(
+                ErrorCode.TOO_LARGE, f"at most {self.max_channels} channels per connection"
+            )
+        channel, added = self.pool.join(conn, address.hub, address.value)
+        if added:
+            if len(channel.members) == 1:
+                self.history.retain(channel.address, True)
+            self.presence.joined(channel, conn)
+        return channel, added
+
+    def leave(self, conn: Connection, address: ChannelAddress) -> bool:
+        """Leave ``address``; ``False`` when the connection was not in it."""
+        channel = self.pool.leave(conn, address)
+        if channel is None:
+            return False
+        self._after_leave(channel, conn)
+        return True
+
+    def _after_leave(self, channel: Channel, conn: Connection) -> None:
+        self.presence.left(channel, conn)
+        if not channel.members:
+            self.presence.discard(channel)
+            self.history.retain(channel.address, False)
+
+    def joined_payload(self, channel: Channel) -> bi.JoinedPayload:
+        return bi.JoinedPayload(
+            channel=channel.address,
+            count=len(channel.members),
+            offset=self.history.top(channel.address),
+            members=self.presence.snapshot(channel),
+        )

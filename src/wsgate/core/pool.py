@@ -1,0 +1,152 @@
+"""Pool → Hub → Channel: who is where, on this node.
+
+- The :class:`Pool` holds every local connection, indexed by id and by user,
+  and the hubs that have at least one member.
+- A :class:`Hub` (``system``, ``public`` or an organization) holds the
+  connections that joined it on connect and its view channels.
+- A :class:`Channel` (``<hub>:<view>``) holds the connections that joined it.
+
+Hubs and channels exist from their first member to their last: :meth:`Pool.join`
+creates them, :meth:`Pool.leave` and :meth:`Pool.remove` delete them when they
+empty, so memory returns to baseline however many views come and go.
+
+Pure bookkeeping: no I/O, no policy. :mod:`wsgate.core.gateway` decides what is
+allowed and what is sent.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
+
+if TYPE_CHECKING:
+    from wsgate.core.connection import Connection
+    from wsgate.core.presence import PendingPresence
+
+__all__ = ["Channel", "Hub", "Pool"]
+
+
+class Channel:
+    """A view channel and its local members (insertion-ordered)."""
+
+    __slots__ = ("address", "hub", "members", "presence")
+
+    def __init__(self, address: ChannelAddress, hub: Hub) -> None:
+        self.address = address
+        self.hub = hub
+        self.members: dict[ConnectionId, Connection] = {}
+        self.presence: PendingPresence | None = None
+        """Diffs waiting for the batch window (see :mod:`wsgate.core.presence`)."""
+
+
+class Hub:
+    """A hub: its connected members and its live view channels."""
+
+    __slots__ = ("channels", "id", "members")
+
+    def __init__(self, hub_id: HubId) -> None:
+        self.id = hub_id
+        self.members: dict[ConnectionId, Connection] = {}
+        self.channels: dict[ChannelAddress, Channel] = {}
+
+
+class Pool:
+    """Every local connection, hub and channel."""
+
+    __slots__ = ("connections", "hubs", "users")
+
+    def __init__(self) -> None:
+        self.connections: dict[ConnectionId, Connection] = {}
+        self.users: dict[UserId, dict[ConnectionId, Connection]] = {}
+        self.hubs: dict[HubId, Hub] = {}
+
+    # Connections -------------------------------------------------------------
+
+    def add(self, conn: Connection) -> None:
+        """Register ``conn`` and put it in each of its hubs."""
+        self.connections[conn.id] = conn
+        if not conn.principal.anonymous:
+            self.users.setdefault(conn.user_id, {})[conn.id] = conn
+        for hub_id in conn.hubs:
+            hub = self.hubs.get(hub_id)
+            if hub is None:
+                hub = self.hubs[hub_id] = Hub(hub_id)
+            hub.members[conn.id] = conn
+
+    def remove(self, conn: Connection) -> list[Channel]:
+        """Take ``conn`` out of everything; return the channels it was in.
+
+        The caller sends the ``left`` presence diffs; emptied channels and hubs
+        are already gone from the pool (but the returned objects are intact).
+        """
+        left = [ch for addr in list(conn.channels or ()) if (ch := self.leave(conn, addr))]
+        self.connections.pop(conn.id, None)
+        tabs = self.users.get(conn.user_id)
+        if tabs is not None:
+            tabs.pop(conn.id, None)
+            if not tabs:
+                del self.users[conn.user_id]
+        for hub_id in conn.hubs:
+            hub = self.hubs.get(hub_id)
+            if hub is not None:
+                hub.members.pop(conn.id, None)
+                if not hub.members and not hub.channels:
+                    del self.hubs[hub_id]
+        return left
+
+    # Channels ----------------------------------------------------------------
+
+    def channel(self, address: ChannelAddress) -> Channel | None:
+        hub_id, _, _ = address.partition(":")
+        hub = self.hubs.get(HubId(hub_id))
+        return None if hub is None else hub.channels.get(address)
+
+    def join(
+        self, conn: Connection, hub_id: HubId, address: ChannelAddress
+    ) -> tuple[Channel, bool]:
+        """Add ``conn`` to the view ``address`` of ``hub_id``.
+
+        Returns the channel and whether the connection was newly added (a
+        second JOIN of the same channel is idempotent).
+        """
+        hub = self.hubs.get(hub_id)
+        if hub is None:
+            hub = self.hubs[hub_id] = Hub(hub_id)
+        channel = hub.channels.get(address)
+        if channel is None:
+            channel = hub.channels[address] = Channel(address, hub)
+        if conn.id in channel.members:
+            return channel, False
+        channel.members[conn.id] = conn
+        if conn.channels is None:
+            conn.channels = set()
+        conn.channels.add(address)
+        return channel, True
+
+    def leave(self, conn: Connection, address: ChannelAddress) -> Channel | None:
+        """Remove ``conn`` from ``address``; return the channel if it was a member."""
+        if conn.channels is None or address not in conn.channels:
+            return None
+        conn.channels.discard(address)
+        if not conn.channels:
+            conn.channels = None
+        if conn.views:
+            for hub_id, view in list(conn.views.items()):
+                if view == address:
+                    del conn.views[hub_id]
+            if not conn.views:
+                conn.views = None
+        channel = self.channel(address)
+        if channel is None:
+            return None
+        channel.members.pop(conn.id, None)
+        if not channel.members:
+            hub = channel.hub
+            hub.channels.pop(address, None)
+            if not hub.members and not hub.channels:
+                self.hubs.pop(hub.id, None)
+        return channel
+
+    def channel_count(self) -> int:
+        return sum(len(hub.channels) for hub in self.hubs.values())

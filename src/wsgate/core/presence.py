@@ -1,0 +1,131 @@
+"""Presence diffs, batched per channel.
+
+When members come and go, the other members get ``@@wsgate/PRESENCE
+{channel, joined, left, count}``. Diffs of one channel are collected for
+``batch_ms`` and sent as one action, encoded once for all its members. Past
+``max_members`` a channel's diffs carry only ``count`` and go out at most once
+per ``large_batch_ms``: 10,000 members joining one channel cost a few
+thousand count updates, not 50 million diffs.
+
+Diffs are idempotent: a client applies ``joined``/``left`` by
+``connectionId``, so a member may see a join it already knows from its
+``JOINED`` snapshot (or its own) without harm.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from wsgate.core.clock import Scheduler, TimerHandle
+from wsgate.protocol import builtins as bi
+from wsgate.protocol.envelope import Outbound, encode
+from wsgate.typing import ConnectionId
+
+if TYPE_CHECKING:
+    from wsgate.core.connection import Connection
+    from wsgate.core.pool import Channel
+
+__all__ = ["PendingPresence", "PresenceBatcher"]
+
+
+class PendingPresence:
+    """The diffs of one channel waiting for its batch window to end."""
+
+    __slots__ = ("joined", "left", "timer")
+
+    def __init__(self) -> None:
+        self.joined: dict[ConnectionId, bi.Member] = {}
+        self.left: dict[ConnectionId, bi.Member] = {}
+        self.timer: TimerHandle | None = None
+
+
+class PresenceBatcher:
+    """Collects joins and leaves per channel and sends them in batches."""
+
+    __slots__ = ("_batch", "_large_batch", "_max", "_scheduler")
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        *,
+        batch_ms: int = 50,
+        max_members: int = 100,
+        large_batch_ms: int = 1000,
+    ) -> None:
+        self._scheduler = scheduler
+        self._batch = batch_ms / 1000
+        self._large_batch = max(large_batch_ms, batch_ms) / 1000
+        self._max = max_members
+
+    def is_large(self, channel: Channel) -> bool:
+        """Past the size threshold, presence shows only ``count``."""
+        return len(channel.members) > self._max
+
+    def snapshot(self, channel: Channel) -> list[bi.Member] | None:
+        """The member list for ``JOINED``, or ``None`` past the threshold."""
+        if self.is_large(channel):
+            return None
+        return [conn.member for conn in channel.members.values()]
+
+    def joined(self, channel: Channel, conn: Connection) -> None:
+        """``conn`` was added to ``channel``."""
+        if self._unbatched(channel):
+            self._send(channel, [conn.member], [], skip=conn)
+            return
+        pending = self._pending(channel)
+        if pending.left.pop(conn.id, None) is None and not self.is_large(channel):
+            pending.joined[conn.id] = conn.member
+
+    def left(self, channel: Channel, conn: Connection) -> None:
+        """``conn`` was removed from ``channel`` (which may now be empty)."""
+        if self._unbatched(channel):
+            self._send(channel, [], [conn.member], skip=conn)
+            return
+        pending = self._pending(channel)
+        if pending.joined.pop(conn.id, None) is None and not self.is_large(channel):
+            pending.left[conn.id] = conn.member
+
+    def _unbatched(self, channel: Channel) -> bool:
+        return self._batch <= 0 and not self.is_large(channel)
+
+    def _pending(self, channel: Channel) -> PendingPresence:
+        pending = channel.presence
+        if pending is None:
+            pending = channel.presence = PendingPresence()
+        if pending.timer is None:
+            delay = self._large_batch if self.is_large(channel) else self._batch
+            pending.timer = self._scheduler.call_later(delay, lambda: self.flush(channel))
+        return pending
+
+    def flush(self, channel: Channel) -> None:
+        """Send what is pending for ``channel`` (its timer calls this)."""
+        pending = channel.presence
+        channel.presence = None
+        if pending is None or not channel.members:
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if self.is_large(channel):
+            self._send(channel, [], [])
+        elif pending.joined or pending.left:
+            self._send(channel, list(pending.joined.values()), list(pending.left.values()))
+
+    def discard(self, channel: Channel) -> None:
+        """The channel emptied: drop its pending diffs and timer."""
+        pending = channel.presence
+        channel.presence = None
+        if pending is not None and pending.timer is not None:
+            pending.timer.cancel()
+
+    @staticmethod
+    def _send(
+        channel: Channel,
+        joined: list[bi.Member],
+        left: list[bi.Member],
+        skip: Connection | None = None,
+    ) -> None:
+        payload = bi.PresencePayload(channel.address, joined, left, len(channel.members))
+        data = encode(Outbound(bi.PRESENCE, payload))
+        for conn in channel.members.values():
+            if conn is not skip:
+                conn.sink.send(data)

@@ -1,0 +1,114 @@
+"""Envelope codec, address grammar, pattern table and close-code policy."""
+
+from __future__ import annotations
+
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wsgate.protocol import (
+    Action,
+    CloseCode,
+    DecodeFailure,
+    ErrorCode,
+    Outbound,
+    OutMeta,
+    PatternTable,
+    decode_action,
+    encode,
+    parse_address,
+    should_reconnect,
+)
+from wsgate.protocol.envelope import From
+
+
+def test_decode_keeps_payload_raw_and_reads_meta() -> None:
+    action = decode_action(
+        b'{"type":"orders/UPDATE","payload":{"id":42},"meta":{"id":"c1","channel":"acme:o/1","x":1}}'
+    )
+    assert isinstance(action, Action)
+    assert bytes(action.payload) == b'{"id":42}'
+    assert action.meta is not None and action.meta.id == "c1" and action.meta.channel == "acme:o/1"
+
+
+def test_encode_outbound_embeds_raw_payload_and_wire_names() -> None:
+    action = decode_action(b'{"type":"a","payload":[1, 2]}')
+    assert isinstance(action, Action)
+    out = Outbound("a", action.payload, OutMeta("acme:x", 7, "c1", From("u1", "n1.x")))
+    assert msgspec.json.decode(encode(out)) == {
+        "type": "a",
+        "payload": [1, 2],
+        "meta": {
+            "channel": "acme:x",
+            "offset": 7,
+            "inReplyTo": "c1",
+            "from": {"userId": "u1", "connectionId": "n1.x"},
+        },
+    }
+
+
+@given(st.binary(max_size=200))
+def test_decode_never_raises(data: bytes) -> None:
+    result = decode_action(data)
+    assert isinstance(result, Action | DecodeFailure)
+
+
+@given(st.from_regex(r"[A-Za-z0-9_./:@$-]{1,128}", fullmatch=True))
+def test_every_valid_type_decodes(type_: str) -> None:
+    assert isinstance(decode_action(msgspec.json.encode({"type": type_})), Action)
+
+
+def test_failures_name_the_rule() -> None:
+    failure = decode_action(b'{"type":"x","meta":{"id":"' + b"a" * 65 + b'"}}')
+    assert isinstance(failure, DecodeFailure) and failure.code is ErrorCode.TOO_LARGE
+    failure = decode_action(b'{"type":"bad type","meta":{"id":"q"}}')
+    assert isinstance(failure, DecodeFailure)
+    assert failure.code is ErrorCode.BAD_REQUEST and failure.in_reply_to == "q"
+    assert "$.type" in failure.message
+
+
+def test_addresses() -> None:
+    assert parse_address("acme") == ("acme", None)
+    assert parse_address("acme:orders/42") == ("acme", "orders/42")
+    assert parse_address("acme:team/red/board").value == "acme:team/red/board"  # type: ignore[union-attr]
+    for bad in [
+        "",
+        "a:b:c",
+        "acme:",
+        ":v",
+        "acme:../x",
+        "acme:a/../b",
+        "ac me:x",
+        "a" * 65,
+        3,
+        None,
+    ]:
+        assert parse_address(bad) is None, bad
+
+
+def test_pattern_table_most_specific_wins() -> None:
+    table = PatternTable(
+        [("*", "all"), ("orders/*", "orders"), ("orders/UPDATE", "update"), ("orders/UP*", "up")]
+    )
+    assert table.lookup("orders/UPDATE") == "update"
+    assert table.lookup("orders/UPSERT") == "up"
+    assert table.lookup("orders/GET") == "orders"
+    assert table.lookup("chat/x") == "all"
+    table.remove("*")
+    assert table.lookup("chat/x") is None
+    assert len(table) == 3
+
+
+def test_pattern_lookup_probes_do_not_grow_with_routes() -> None:
+    small = PatternTable([(f"svc{i}/*", i) for i in range(10)])
+    big = PatternTable([(f"svc{i}/*", i) for i in range(10_000)])
+    # Prefix probes are one per distinct prefix length, not one per route.
+    assert len(big._lengths) <= len(small._lengths) + 4
+    assert big.lookup("svc9999/x") == 9999
+
+
+def test_close_codes_say_whether_to_reconnect() -> None:
+    for code in (1001, 1006, 1011, 1012, 4000, 4408, 4429):
+        assert should_reconnect(code), code
+    for code in (1000, 1002, 1008, 1009, CloseCode.UNAUTHENTICATED, CloseCode.FORBIDDEN):
+        assert not should_reconnect(code), code
