@@ -1,0 +1,144 @@
+"""Who is connecting: the session cookie of a WebSocket handshake.
+
+The transport calls :meth:`Authenticator.authenticate` with the request
+headers of every upgrade (and plain GET). It answers a
+:class:`~wsgate.auth.principal.Principal`, :data:`~wsgate.auth.principal.ANONYMOUS`
+when there is no usable cookie and anonymous access is on, or ``None`` when
+the request must be refused (4401 for an upgrade, 302 to ``auth.sign_in_url``
+for a GET). It never raises on hostile input and never says *why* a cookie
+was refused -- the reason is counted in :attr:`Authenticator.refusals` for
+metrics, not sent to the peer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Final, Protocol, runtime_checkable
+
+from wsgate.auth.cookie import CookieCodec
+from wsgate.auth.keyring import KeyRing
+from wsgate.auth.principal import ANONYMOUS, Principal
+from wsgate.auth.securecookie import SecureCookieCodec
+from wsgate.config import AuthConfig
+from wsgate.exceptions import CookieExpired, CookieInvalid
+
+__all__ = ["MAX_COOKIE_HEADER", "Authenticator", "cookie_values"]
+
+MAX_COOKIE_HEADER: Final = 16384
+"""Cookie header bytes looked at; the rest of a longer header is ignored."""
+
+_MAX_CANDIDATES: Final = 4
+"""Values of our cookie tried (a browser may send one per matching path)."""
+
+
+@runtime_checkable
+class _MultiDict(Protocol):
+    def getall(self, key: str, default: list[str], /) -> list[str]: ...
+
+
+def _cookie_headers(headers: Mapping[str, str]) -> list[str]:
+    """Every ``Cookie`` header, looked up case-insensitively.
+
+    HTTP/2 may split cookies over several headers (RFC 9113 §8.2.3); a
+    multidict (aiohttp, picows) returns them all through ``getall``.
+    """
+    if isinstance(headers, _MultiDict):
+        found = headers.getall("Cookie", [])
+        if found:
+            return [str(v) for v in found]
+    value = headers.get("Cookie") or headers.get("cookie")
+    if value is not None:
+        return [value]
+    return [v for k, v in headers.items() if isinstance(k, str) and k.lower() == "cookie"]
+
+
+def cookie_values(header: str, name: str) -> Iterator[str]:
+    """Yield the values of cookie ``name`` in a ``Cookie`` header, in order.
+
+    Follows RFC 6265 §5.4 leniently: pairs split on ``;``, whitespace trimmed,
+    a value in double quotes unquoted; pairs without ``=`` skipped.
+    """
+    for pair in header[:MAX_COOKIE_HEADER].split(";"):
+        key, sep, value = pair.partition("=")
+        if not sep or key.strip() != name:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+            value = value[1:-1]
+        yield value
+
+
+class Authenticator:
+    """Turns handshake headers into a principal (see the module docstring).
+
+    Build it once per node; it is cheap to call (a header split, one base64
+    decode and one AES-GCM open) and safe to call from any thread. Reloading
+    the key ring takes effect on the next call.
+    """
+
+    def __init__(self, auth: AuthConfig, ring: KeyRing) -> None:
+        """Raises :class:`~wsgate.exceptions.ConfigError` for bad securecookie keys."""
+        self.cookie_name: str = auth.cookie_name
+        self.allow_anonymous: bool = auth.allow_anonymous
+        self.codec: CookieCodec = CookieCodec.from_config(auth, ring)
+        """The AES-GCM codec, tried first."""
+        self.securecookie: SecureCookieCodec | None = SecureCookieCodec.from_config(auth)
+        """The gorilla/securecookie codec, tried second when configured."""
+        self.refusals: Counter[str] = Counter()
+        """Why requests got no principal: ``missing``, ``invalid``, ``expired``
+        (for metrics; counts may be approximate under threads)."""
+
+    def __call__(self, headers: Mapping[str, str]) -> Principal | None:
+        return self.authenticate(headers)
+
+    def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
+        """The principal of a request with ``headers`` (a mapping or multidict).
+
+        A valid session cookie gives its principal; otherwise
+        :data:`ANONYMOUS` when ``auth.allow_anonymous``, else ``None``.
+        Never raises.
+        """
+        try:
+            name = self.cookie_name
+            values = [v for h in _cookie_headers(headers) for v in cookie_values(h, name)]
+        except Exception:  # a hostile headers object: treat as no cookie
+            values = []
+        principal = self.open_any(values[:_MAX_CANDIDATES])
+        if principal is not None:
+            return principal
+        return ANONYMOUS if self.allow_anonymous else None
+
+    def open_any(self, values: Iterable[str]) -> Principal | None:
+        """The principal of the first of ``values`` that opens, else ``None``.
+
+        Records the reason for the last refusal in :attr:`refusals`.
+        """
+        reason = "missing"
+        for value in values:
+            try:
+                principal = self._open(value)
+            except CookieExpired:
+                reason = "expired"
+                continue
+            except CookieInvalid:
+                if reason != "expired":
+                    reason = "invalid"
+                continue
+            if principal.anonymous:  # a cookie must name a user
+                reason = "invalid"
+                continue
+            return principal
+        self.refusals[reason] += 1
+        return None
+
+    def _open(self, value: str) -> Principal:
+        secure = self.securecookie
+        if secure is None:
+            return self.codec.open(value)
+        try:
+            return self.codec.open(value)
+        except CookieInvalid:
+            # An expired AES cookie is final; only a value that is not ours at
+            # all may be a gorilla cookie.
+            return secure.open(self.cookie_name, value)

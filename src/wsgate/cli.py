@@ -1,0 +1,185 @@
+"""The ``wsgate`` command line.
+
+::
+
+    wsgate serve [--config FILE]          run a node (FILE defaults to $WSGATE_CONFIG)
+    wsgate demo [--port N]                run the demo: gateway, services and web app
+    wsgate routes [--config FILE]         print the live route table
+    wsgate keys new                       print a fresh base64 32-byte session key
+    wsgate cookie [--config FILE] --user U --org O [--org O2]... [--team T]...
+                  [--role R]... [--name N] [--ttl S]
+                                          print a sealed session-cookie value
+
+Exit status: what the command returns (0 on success); 2 for a usage error, a
+:class:`~wsgate.exceptions.ConfigError` or a
+:class:`~wsgate.exceptions.KeyRingError`, reported on stderr as
+``wsgate: <message>``; 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+
+from wsgate import __version__
+from wsgate.exceptions import ConfigError, KeyRingError
+
+__all__ = ["build_parser", "main"]
+
+_CONFIG_ENV = "WSGATE_CONFIG"
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    path: str | None = args.config or os.environ.get(_CONFIG_ENV) or None
+    return path
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from wsgate import node
+
+    return node.serve(_config_path(args))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from wsgate import node
+
+    return node.demo(args.port)
+
+
+def _cmd_routes(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    if path is None:
+        raise ConfigError("(file)", f"routes needs --config FILE or ${_CONFIG_ENV}")
+    from wsgate import node
+
+    return node.print_routes(path)
+
+
+def _cmd_keys_new(args: argparse.Namespace) -> int:
+    from wsgate.auth.keyring import new_key
+
+    print(new_key())
+    return 0
+
+
+def _cmd_cookie(args: argparse.Namespace) -> int:
+    from wsgate.auth.cookie import CookieCodec
+    from wsgate.auth.keyring import KeyRing
+    from wsgate.auth.principal import Principal
+    from wsgate.config import load
+    from wsgate.protocol.address import is_hub_id
+
+    for org in args.org:
+        if not is_hub_id(org):
+            raise ConfigError("--org", f"{org!r} is not an organization id ([A-Za-z0-9_-]{{1,64}})")
+    config = load(_config_path(args))
+    ring = KeyRing.from_config(config.auth)
+    codec = CookieCodec.from_config(config.auth, ring)
+    if args.ttl is not None:
+        codec.ttl_s = args.ttl
+    principal = Principal(
+        sub=args.user,
+        sid=args.sid or secrets.token_urlsafe(12),
+        name=args.name or "",
+        org=args.org[0],
+        orgs=tuple(dict.fromkeys(args.org)),
+        teams=tuple(dict.fromkeys(args.team)),
+        roles=tuple(dict.fromkeys(args.role)),
+    )
+    print(codec.seal(principal))
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port (1-65535), got {text!r}")
+    return value
+
+
+def _user(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("a user id cannot be empty")
+    return text
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; each subcommand sets ``handler`` in the namespace."""
+    parser = argparse.ArgumentParser(
+        prog="wsgate", description="A WebSocket API gateway for Redux-style actions."
+    )
+    parser.add_argument("--version", action="version", version=f"wsgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = f"the TOML config file (default: ${_CONFIG_ENV}, else built-in defaults)"
+
+    serve = sub.add_parser("serve", help="run a gateway node")
+    serve.add_argument("--config", metavar="FILE", help=config_help)
+    serve.set_defaults(handler=_cmd_serve)
+
+    demo = sub.add_parser("demo", help="run the demo gateway, services and web app")
+    demo.add_argument("--port", type=_port, default=8080, help="public port (default 8080)")
+    demo.set_defaults(handler=_cmd_demo)
+
+    routes = sub.add_parser("routes", help="print the live route table")
+    routes.add_argument("--config", metavar="FILE", help=f"the config file (or ${_CONFIG_ENV})")
+    routes.set_defaults(handler=_cmd_routes)
+
+    keys = sub.add_parser("keys", help="session keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_new = keys_sub.add_parser("new", help="print a fresh base64 32-byte session key")
+    keys_new.set_defaults(handler=_cmd_keys_new)
+
+    cookie = sub.add_parser(
+        "cookie", help="print a sealed session-cookie value (development and tests)"
+    )
+    cookie.add_argument("--config", metavar="FILE", help=config_help)
+    cookie.add_argument("--user", required=True, type=_user, help="user id (sub)")
+    cookie.add_argument(
+        "--org",
+        required=True,
+        action="append",
+        help="organization; the first is the active one; repeat for more",
+    )
+    cookie.add_argument("--team", action="append", default=[], help="team id; repeatable")
+    cookie.add_argument("--role", action="append", default=[], help="role; repeatable")
+    cookie.add_argument("--name", help="display name")
+    cookie.add_argument("--sid", help="session id (default: random)")
+    cookie.add_argument(
+        "--ttl", type=_positive, metavar="S", help="lifetime in s (default: auth.cookie_ttl_s)"
+    )
+    cookie.set_defaults(handler=_cmd_cookie)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (see the module docstring)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (ConfigError, KeyRingError) as exc:
+        print(f"wsgate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

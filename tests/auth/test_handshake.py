@@ -1,0 +1,160 @@
+"""Authenticator: Cookie header parsing, codecs in order, anonymous fallback."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from multidict import CIMultiDict
+
+from wsgate.auth.cookie import CookieCodec
+from wsgate.auth.handshake import Authenticator, cookie_values
+from wsgate.auth.keyring import KeyRing
+from wsgate.auth.principal import ANONYMOUS, Principal
+from wsgate.auth.securecookie import SecureCookieCodec
+from wsgate.config import AuthConfig
+
+KEY = os.urandom(32)
+HASH, BLOCK = os.urandom(32), os.urandom(32)
+DAN = Principal(sub="dan", org="acme", orgs=("acme",))
+
+
+def auth(**kw: object) -> AuthConfig:
+    return AuthConfig(keys=[base64.b64encode(KEY).decode()], **kw)  # type: ignore[arg-type]
+
+
+def make(**kw: object) -> tuple[Authenticator, CookieCodec]:
+    config = auth(**kw)
+    ring = KeyRing.from_config(config)
+    return Authenticator(config, ring), CookieCodec.from_config(config, ring)
+
+
+def test_cookie_values_parsing() -> None:
+    header = 'a=1; wsgate_session="v1" ;b=2;wsgate_session = v2;noequals; wsgate_session='
+    assert list(cookie_values(header, "wsgate_session")) == ["v1", "v2", ""]
+    assert list(cookie_values("", "x")) == []
+
+
+def test_no_cookie_refused_or_anonymous() -> None:
+    a, _ = make()
+    assert a({}) is None
+    assert a({"Cookie": "other=1"}) is None
+    assert a.refusals["missing"] == 2
+    a, _ = make(allow_anonymous=True)
+    assert a({}) is ANONYMOUS
+
+
+def test_valid_cookie_any_header_case_and_container() -> None:
+    a, codec = make()
+    value = codec.seal(DAN)
+    for headers in (
+        {"Cookie": f"x=1; wsgate_session={value}"},
+        {"cookie": f"wsgate_session={value}"},
+        {"COOKIE": f'wsgate_session="{value}"'},
+        CIMultiDict([("cookie", "x=1"), ("Cookie", f"wsgate_session={value}")]),
+    ):
+        p = a.authenticate(headers)
+        assert p is not None and p.sub == "dan"
+
+
+def test_bad_cookie_refused_or_anonymous() -> None:
+    a, codec = make()
+    value = codec.seal(DAN)
+    assert a({"Cookie": f"wsgate_session={value[:-2]}"}) is None
+    assert a.refusals["invalid"] == 1
+    a, _ = make(allow_anonymous=True)
+    assert a({"Cookie": "wsgate_session=garbage"}) is ANONYMOUS
+
+
+def test_expired_cookie_counted() -> None:
+    a, codec = make()
+    value = codec.seal(Principal(sub="dan", iat=1, exp=2))
+    assert a({"Cookie": f"wsgate_session={value}"}) is None
+    assert a.refusals["expired"] == 1
+
+
+def test_cookie_without_user_is_refused() -> None:
+    a, codec = make()
+    assert a({"Cookie": f"wsgate_session={codec.seal(Principal(sub=''))}"}) is None
+
+
+def test_first_good_value_of_duplicates_wins() -> None:
+    a, codec = make()
+    value = codec.seal(DAN)
+    p = a({"Cookie": f"wsgate_session=stale; wsgate_session={value}"})
+    assert p is not None and p.sub == "dan"
+
+
+def test_other_cookie_name() -> None:
+    a, codec = make(cookie_name="sess")
+    value = codec.seal(DAN)
+    assert a({"Cookie": f"wsgate_session={value}"}) is None
+    assert a({"Cookie": f"sess={value}"}) == codec.open(value)
+
+
+def test_securecookie_fallback() -> None:
+    a, _ = make(
+        securecookie_hash_key=base64.b64encode(HASH).decode(),
+        securecookie_block_key=base64.b64encode(BLOCK).decode(),
+    )
+    go_value = SecureCookieCodec(HASH, BLOCK).encode("wsgate_session", DAN)
+    assert a({"Cookie": f"wsgate_session={go_value}"}) == DAN
+    forged = SecureCookieCodec(os.urandom(32), BLOCK).encode("wsgate_session", DAN)
+    assert a({"Cookie": f"wsgate_session={forged}"}) is None
+
+
+def test_securecookie_not_configured_is_not_tried() -> None:
+    a, _ = make()
+    go_value = SecureCookieCodec(HASH, BLOCK).encode("wsgate_session", DAN)
+    assert a({"Cookie": f"wsgate_session={go_value}"}) is None
+
+
+def test_key_reload_takes_effect(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(base64.b64encode(KEY).decode() + "\n")
+    config = AuthConfig(keys_file=str(path))
+    ring = KeyRing.from_config(config)
+    a = Authenticator(config, ring)
+    new = os.urandom(32)
+    value = CookieCodec(KeyRing([new])).seal(DAN)
+    assert a({"Cookie": f"wsgate_session={value}"}) is None
+    path.write_text(base64.b64encode(new).decode() + "\n")
+    ring.reload()
+    assert a({"Cookie": f"wsgate_session={value}"}) == CookieCodec(KeyRing([new])).open(value)
+
+
+class Hostile(Mapping[str, str]):
+    def __getitem__(self, key: str) -> str:
+        raise RuntimeError("boom")
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    def __len__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        Hostile(),
+        {"Cookie": b"wsgate_session=x"},
+        {"Cookie": None},
+        {"Cookie": "wsgate_session=" + "A" * 100_000},
+        {"Cookie": ";;;===;\x00\xff"},
+    ],
+)
+def test_hostile_headers_never_raise(headers: Mapping[str, str]) -> None:
+    a, _ = make()
+    assert a(headers) is None
+
+
+@given(st.text(max_size=500))
+def test_any_header_text_never_raises(text: str) -> None:
+    a, _ = make(allow_anonymous=True, securecookie_hash_key=base64.b64encode(HASH).decode())
+    assert a({"Cookie": text}) is ANONYMOUS

@@ -1,0 +1,86 @@
+"""Build a core Gateway with fakes, and talk to it like a client would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from wsgate.auth.policy import ChannelPolicy
+
+from wsgate.auth.principal import Principal
+from wsgate.backends.memory import MemoryHistory
+from wsgate.config import ChannelRule
+from wsgate.core.connection import Connection
+from wsgate.core.gateway import Gateway
+from wsgate.core.presence import PresenceBatcher
+from wsgate.typing import NodeId
+
+from .fakes import ManualClock, RecordingSink
+
+
+class Harness:
+    def __init__(
+        self,
+        *,
+        batch_ms: int = 0,
+        max_members: int = 100,
+        relays: tuple[str, ...] = ("chat/*",),
+        history: int = 100,
+        max_channels: int = 64,
+        rules: list[ChannelRule] | None = None,
+        allow_anonymous: bool = True,
+    ) -> None:
+        self.clock = ManualClock()
+        self.history = MemoryHistory(history, 300.0, self.clock.time)
+        self.gw = Gateway(
+            node_id=NodeId("n1"),
+            policy=ChannelPolicy(rules or [], allow_anonymous),
+            scheduler=self.clock,
+            history=self.history,
+            relays=list(relays),
+            presence=PresenceBatcher(
+                self.clock, batch_ms=batch_ms, max_members=max_members, large_batch_ms=1000
+            ),
+            max_channels=max_channels,
+        )
+
+    def connect(self, user: str, org: str = "acme", **claims: Any) -> Client:
+        principal = Principal(sub=user, name=user.title(), org=org, orgs=(org,), **claims)
+        sink = RecordingSink()
+        conn = self.gw.open(sink, principal, "127.0.0.1")
+        return Client(conn, sink)
+
+
+class Client:
+    def __init__(self, conn: Connection, sink: RecordingSink) -> None:
+        self.conn = conn
+        self.sink = sink
+
+    @property
+    def id(self) -> str:
+        return self.conn.id
+
+    def send(self, type_: str, payload: Any = None, **meta: Any) -> list[dict[str, Any]]:
+        """Send one action; return what this client received because of it."""
+        self.sink.frames.clear()
+        action: dict[str, Any] = {"type": type_}
+        if payload is not None:
+            action["payload"] = payload
+        if meta:
+            action["meta"] = meta
+        self.conn.on_message(msgspec.json.encode(action))
+        return self.sink.take()
+
+    def raw(self, data: bytes) -> list[dict[str, Any]]:
+        self.sink.frames.clear()
+        self.conn.on_message(data)
+        return self.sink.take()
+
+    def join(self, channel: str, **extra: Any) -> list[dict[str, Any]]:
+        return self.send("@@wsgate/JOIN", {"channel": channel, **extra}, id="j")
+
+    def take(self) -> list[dict[str, Any]]:
+        return self.sink.take()
+
+    def close(self) -> None:
+        self.conn.on_close(1000)

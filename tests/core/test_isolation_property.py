@@ -1,0 +1,115 @@
+"""Property: no action ever reaches a connection outside its target or its organization.
+
+Hypothesis drives random sequences of connect, join, leave, navigate, relay
+and disconnect by users of several organizations through the real core and
+the real channel policy. After every relay the set of connections that
+received it must be exactly the channel's members as each client was told
+(JOINED minus LEFT), minus the sender, and each recipient must belong to the
+channel's organization.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from .harness import Client, Harness
+
+USERS = {"ann": "acme", "ben": "acme", "cat": "globex", "dan": "globex", "eve": "initech"}
+HUBS = ["acme", "globex", "initech", "public"]
+VIEWS = ["orders/1", "orders/2", "board"]
+
+
+class Isolation(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.h = Harness(batch_ms=0)
+        self.clients: list[Client] = []
+        self.believed: dict[str, set[str]] = {}
+        self.serial = 0
+
+    def _absorb(self, client: Client, actions: list[dict[str, Any]]) -> None:
+        mine = self.believed.setdefault(client.id, set())
+        for a in actions:
+            if a["type"] == "@@wsgate/JOINED":
+                mine.add(a["payload"]["channel"])
+            elif a["type"] == "@@wsgate/LEFT":
+                mine.discard(a["payload"]["channel"])
+
+    def _live(self) -> list[Client]:
+        return [c for c in self.clients if not c.conn.closed]
+
+    @rule(user=st.sampled_from(sorted(USERS)))
+    def connect(self, user: str) -> None:
+        client = self.h.connect(user, USERS[user])
+        self.clients.append(client)
+        self._absorb(client, client.take())
+
+    @precondition(lambda self: self._live())
+    @rule(data=st.data(), hub=st.sampled_from(HUBS), view=st.sampled_from(VIEWS))
+    def join(self, data: st.DataObject, hub: str, view: str) -> None:
+        client = data.draw(st.sampled_from(self._live()))
+        got = client.join(f"{hub}:{view}")
+        self._absorb(client, got)
+        if hub not in (USERS[client.conn.principal.sub], "public"):
+            assert got[-1]["payload"]["code"] == "FORBIDDEN"
+
+    @precondition(lambda self: self._live())
+    @rule(data=st.data(), hub=st.sampled_from(HUBS), view=st.sampled_from(VIEWS))
+    def leave(self, data: st.DataObject, hub: str, view: str) -> None:
+        client = data.draw(st.sampled_from(self._live()))
+        self._absorb(client, client.send("@@wsgate/LEAVE", {"channel": f"{hub}:{view}"}))
+
+    @precondition(lambda self: self._live())
+    @rule(data=st.data(), view=st.sampled_from(VIEWS), hub=st.sampled_from([None, *HUBS]))
+    def navigate(self, data: st.DataObject, view: str, hub: str | None) -> None:
+        client = data.draw(st.sampled_from(self._live()))
+        payload = {"view": view} if hub is None else {"view": view, "hub": hub}
+        self._absorb(client, client.send("@@wsgate/NAVIGATE", payload))
+
+    @precondition(lambda self: self._live())
+    @rule(data=st.data(), hub=st.sampled_from(HUBS), view=st.sampled_from(VIEWS))
+    def relay(self, data: st.DataObject, hub: str, view: str) -> None:
+        sender = data.draw(st.sampled_from(self._live()))
+        channel = f"{hub}:{view}"
+        self.serial += 1
+        marker = self.serial
+        for c in self._live():
+            self._absorb(c, c.take())
+        sender.send("chat/MESSAGE", {"serial": marker}, channel=channel)
+        expected = {
+            c.id for c in self._live() if channel in self.believed.get(c.id, ()) and c is not sender
+        }
+        if channel not in self.believed.get(sender.id, ()):
+            expected = set()
+        received = set()
+        for c in self._live():
+            got = c.take()
+            relayed = [a for a in got if a["type"] == "chat/MESSAGE"]
+            if relayed:
+                assert [a["payload"]["serial"] for a in relayed] == [marker]
+                assert relayed[0]["meta"]["channel"] == channel
+                received.add(c.id)
+                principal = c.conn.principal
+                assert hub == "public" or hub in principal.all_orgs()
+            self._absorb(c, got)
+        assert received == expected
+
+    @precondition(lambda self: self._live())
+    @rule(data=st.data())
+    def disconnect(self, data: st.DataObject) -> None:
+        client = data.draw(st.sampled_from(self._live()))
+        client.close()
+        self.believed.pop(client.id, None)
+
+    @invariant()
+    def pool_matches_beliefs(self) -> None:
+        for c in self._live():
+            assert (c.conn.channels or set()) == self.believed.get(c.id, set())
+
+
+Isolation.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestIsolation = Isolation.TestCase
