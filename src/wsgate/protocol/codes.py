@@ -32,6 +32,8 @@ class ErrorCode(StrEnum):
     UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
     INTERNAL = "INTERNAL"
     """A bug in the gateway; details are logged, never sent."""
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    """No valid session at the upgrade; ``signInUrl`` says where. A 4401 close follows."""
 
 
 TEMPORARY = frozenset(

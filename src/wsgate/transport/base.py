@@ -16,11 +16,19 @@ no-op, so fan-out never needs to check.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from wsgate.auth.principal import Principal
 
-__all__ = ["ConnectionHandler", "Session", "Sink"]
+__all__ = [
+    "BinaryEchoSession",
+    "BinarySink",
+    "ConnectionHandler",
+    "HttpResponse",
+    "Session",
+    "Sink",
+]
 
 
 class Sink(Protocol):
@@ -58,3 +66,40 @@ class ConnectionHandler(Protocol):
 
     def open(self, sink: Sink, principal: Principal, peer: str) -> Session:
         """A connection completed its handshake; ``peer`` is the client IP."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A plain HTTP answer on the public listener (``plain_get``'s result).
+
+    Sent with ``Connection: close``; ``Content-Length`` is added for a
+    non-empty body. ``status`` must not be 101.
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+class BinarySink(Sink, Protocol):
+    """A sink that can also send binary messages.
+
+    The transport's sinks are; the gateway itself never sends binary (design
+    §2). Only the Autobahn echo handler (``scripts/autobahn.py``) uses it.
+    """
+
+    def send_binary(self, data: bytes) -> None:
+        """Queue one binary message; same rules as :meth:`Sink.send`."""
+
+
+class BinaryEchoSession(Session, Protocol):
+    """A session that takes binary messages instead of refusing them.
+
+    When a session has ``on_binary_message``, the transport calls it with the
+    complete binary message instead of :meth:`Session.on_binary`. Only test
+    and conformance handlers (the Autobahn echo) have it; the gateway's
+    sessions refuse binary (``BAD_REQUEST``).
+    """
+
+    def on_binary_message(self, data: bytes) -> None:
+        """One complete binary message (reassembled from fragments)."""

@@ -1,0 +1,405 @@
+"""One WebSocket connection: picows frames in, a :class:`Session` driven, frames out.
+
+picows parses frames and answers pings; everything above a single frame is
+ours (design §8): message reassembly, UTF-8 validation, the size limit, the
+close handshake, heartbeats and the outbound buffer.
+
+Lifecycle, in call order::
+
+    GateListener(ctx, principal)         # by the server's listener factory,
+                                         # before the 101 response
+    on_ws_connected(transport)           # after the 101: handler.open(...)
+    on_ws_frame(transport, frame) ...    # each frame; complete messages go
+                                         # to session.on_message / on_binary
+    close(code) / peer close / failure   # close handshake (RFC 6455 §7)
+    on_ws_disconnected(transport)        # socket gone: session.on_close(code),
+                                         # exactly once
+
+States: ``OPEN`` (messages flow), ``CLOSING`` (a close frame went out; only a
+close frame is still awaited, everything else is ignored and ``send`` is a
+no-op), ``CLOSED`` (the handshake is done or the socket is gone).
+
+Close codes this module sends: 1000 (echo of an empty close), the peer's own
+code echoed (RFC 6455 §5.5.1), 1002 (protocol error: reserved bits, bad
+fragmentation, invalid close code or length), 1007 (text that is not UTF-8,
+§8.1), 1009 (message past ``max_message_bytes``), 4000 (slow consumer), 4401
+(unauthenticated, after an ``ERROR`` action), 4408 (heartbeat timeout), and
+whatever :meth:`GateListener.close` is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+from collections.abc import Callable
+from typing import Final
+
+from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
+
+from wsgate.auth.principal import Principal
+from wsgate.transport.base import ConnectionHandler, Session
+from wsgate.transport.framing import encode_binary_frame, encode_text_frame
+from wsgate.transport.heartbeat import HB_IDLE, HB_STOP, HB_WAIT, HeartbeatWheel
+from wsgate.transport.outbound import BufferedListener, OutboundContext
+
+__all__ = ["CLOSE_GRACE_S", "GateListener", "ListenerContext", "is_valid_close_code"]
+
+CLOSE_GRACE_S: Final = 3.0
+"""How long a closing connection waits for the peer's close frame (or for its
+socket to drain) before the TCP connection is aborted."""
+
+_OPEN: Final = 0
+_CLOSING: Final = 1
+_CLOSED: Final = 2
+_CONNECTING: Final = 3
+
+_TEXT: Final = WSMsgType.TEXT
+_BINARY: Final = WSMsgType.BINARY
+_CONT: Final = WSMsgType.CONTINUATION
+_CLOSE: Final = WSMsgType.CLOSE
+_PONG: Final = WSMsgType.PONG
+
+_IDLE_CHECKS_BEFORE_PING: Final = 3
+"""Checks run every heartbeat/2; a ping goes out after three checks without a
+frame, i.e. after between 1 and 1.5 heartbeat intervals of silence."""
+
+_utf8_decoder: Final = codecs.getincrementaldecoder("utf-8")
+
+# RFC 6455 §7.4.1 and the IANA registry: 1000–1003, 1007–1014 may be sent;
+# 1004 is reserved, 1005/1006/1015 must never appear in a close frame;
+# 1016–2999 are reserved; 3000–4999 are for libraries and applications.
+_VALID_LOW_CODES: Final = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Tell whether ``code`` may appear in a close frame (RFC 6455 §7.4)."""
+    return code in _VALID_LOW_CODES or 3000 <= code <= 4999
+
+
+def _close_payload(reason: str) -> bytes:
+    """The reason as UTF-8, cut to fit a control frame (§5.5: ≤ 125 bytes, 2 for the code)."""
+    data = reason.encode()
+    if len(data) > 123:
+        data = data[:123].decode(errors="ignore").encode()
+    return data
+
+
+class ListenerContext(OutboundContext):
+    """What every connection of one listener shares (one object, one slot each)."""
+
+    __slots__ = (
+        "close_grace",
+        "connections",
+        "handler",
+        "max_message",
+        "on_empty",
+        "unauthenticated_frame",
+        "wheel",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        handler: ConnectionHandler,
+        max_message: int,
+        high_water: int,
+        heartbeat_s: float,
+        heartbeat_timeout_s: float,
+        unauthenticated_frame: bytes,
+        close_grace: float = CLOSE_GRACE_S,
+    ) -> None:
+        super().__init__(loop, high_water)
+        self.handler = handler
+        self.max_message = max_message
+        self.wheel = HeartbeatWheel(loop, heartbeat_s, heartbeat_timeout_s)
+        self.unauthenticated_frame = unauthenticated_frame
+        """The encoded ``ERROR`` (``UNAUTHENTICATED``, ``signInUrl``) sent before 4401."""
+        self.close_grace = close_grace
+        self.connections: set[GateListener] = set()
+        """Open connections (added after the 101, removed when the socket is gone)."""
+        self.on_empty: asyncio.Event | None = None
+        """Set when ``connections`` becomes empty, while someone (drain) waits."""
+
+
+class GateListener(BufferedListener):
+    """One connection: the :class:`~wsgate.transport.base.Sink` the core sees.
+
+    ``principal is None`` marks a connection that failed authentication: it
+    gets the ``UNAUTHENTICATED`` error and a 4401 close, and no session.
+    """
+
+    __slots__ = (
+        "_close_timer",
+        "_frag",
+        "_frag_dec",
+        "_frag_op",
+        "_hb_slot",
+        "_idle",
+        "_peer_code",
+        "_ping_out",
+        "_principal",
+        "_session",
+        "_state",
+    )
+
+    _ctx: ListenerContext
+
+    def __init__(self, ctx: ListenerContext, principal: Principal | None) -> None:
+        super().__init__(ctx)
+        self._principal = principal
+        self._session: Session | None = None
+        self._state = _CONNECTING
+        self._frag: bytearray | None = None
+        """The fragments of the message being reassembled (RFC 6455 §5.4)."""
+        self._frag_op: WSMsgType | None = None
+        self._frag_dec: codecs.IncrementalDecoder | None = None
+        """UTF-8 check of a fragmented text message, fragment by fragment (fail fast)."""
+        self._idle = 0
+        """Heartbeat checks since the last inbound frame."""
+        self._ping_out = False
+        self._hb_slot = -1
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._peer_code = 1006
+        """The close code the peer sent (1005 for an empty close), 1006 if none."""
+
+    # -- Sink -------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Queue one text message; a no-op unless the connection is open."""
+        if self._state:
+            return
+        self._enqueue(encode_text_frame(data))
+
+    def send_binary(self, data: bytes) -> None:
+        """Queue one binary message (Autobahn echo only); no-op unless open."""
+        if self._state:
+            return
+        self._enqueue(encode_binary_frame(data))
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Flush what is queued, send a close frame with ``code``, await the peer's.
+
+        The TCP connection is closed when the peer's close frame arrives, or
+        aborted after ``close_grace`` seconds. A no-op unless open.
+        """
+        if self._state == _OPEN:
+            self._start_close(code, reason)
+
+    # -- picows callbacks -------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self._wst = transport
+        self._state = _OPEN
+        ctx = self._ctx
+        ctx.connections.add(self)
+        ctx.wheel.add(self, HB_IDLE)
+        principal = self._principal
+        if principal is None:
+            # design §3: an upgrade without a valid session gets ERROR
+            # (signInUrl), then 4401 — not an HTTP error, which a browser
+            # could not read.
+            self._enqueue(ctx.unauthenticated_frame)
+            self._start_close(4401, "unauthenticated")
+            return
+        self._principal = None  # the session keeps what it needs
+        peer = transport.underlying_transport.get_extra_info("peername")
+        self._session = ctx.handler.open(self, principal, peer[0] if peer else "")
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        self._idle = 0
+        if self._state:
+            # RFC 6455 §5.5.1: after sending a close frame, only the peer's
+            # close frame matters.
+            if self._state == _CLOSING and frame.msg_type is _CLOSE:
+                self._state = _CLOSED
+                self._peer_code = self._received_code(frame)
+                transport.disconnect()
+            return
+        # §5.2: "MUST be 0 unless an extension is negotiated" — we negotiate none.
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            self._fail(1002, "reserved bits set")
+            return
+        op = frame.msg_type
+        if op is _TEXT or op is _BINARY:
+            if self._frag_op is not None:
+                # §5.4: fragments of one message must not be interleaved with
+                # another data message.
+                self._fail(1002, "data frame inside a fragmented message")
+                return
+            if frame.payload_size > self._ctx.max_message:
+                self._fail(1009, "message too big")
+                return
+            if frame.fin:
+                data = frame.get_payload_as_bytes()
+                if op is _TEXT:
+                    self._text(data)
+                else:
+                    self._binary(data)
+                return
+            self._frag_op = op
+            self._frag = bytearray(frame.get_payload_as_memoryview())
+            if op is _TEXT:
+                self._frag_dec = dec = _utf8_decoder()
+                self._check_fragment(dec, self._frag, False)
+        elif op is _CONT:
+            buf = self._frag
+            if buf is None:
+                self._fail(1002, "continuation without a message")
+                return
+            if len(buf) + frame.payload_size > self._ctx.max_message:
+                self._fail(1009, "message too big")
+                return
+            payload = frame.get_payload_as_memoryview()
+            buf += payload
+            checker = self._frag_dec
+            if checker is not None and not self._check_fragment(checker, payload, frame.fin):
+                return
+            if frame.fin:
+                data = bytes(buf)
+                first = self._frag_op
+                self._frag = self._frag_op = self._frag_dec = None
+                if first is _TEXT:
+                    self._session.on_message(data)  # type: ignore[union-attr]
+                else:
+                    self._binary(data)
+        elif op is _PONG:
+            self._ping_out = False
+        elif op is _CLOSE:
+            self._peer_close(frame)
+        # PING never gets here: picows answers it (enable_auto_pong).
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._state = _CLOSED
+        self._out = None
+        self._frag = self._frag_op = self._frag_dec = None
+        timer = self._close_timer
+        if timer is not None:
+            self._close_timer = None
+            timer.cancel()
+        ctx = self._ctx
+        ctx.wheel.remove(self)
+        conns = ctx.connections
+        conns.discard(self)
+        if not conns and ctx.on_empty is not None:
+            ctx.on_empty.set()
+        session = self._session
+        if session is not None:
+            self._session = None
+            session.on_close(self._peer_code)
+
+    # -- heartbeat (called by the wheel) ----------------------------------
+
+    def heartbeat_due(self) -> int:
+        """Ping after a silence, close 4408 when the ping gets no answer."""
+        if self._state:
+            return HB_STOP
+        if self._ping_out:
+            if self._idle:
+                # Nothing at all since the ping (a frame resets _idle to 0).
+                self._terminate(4408, "heartbeat timeout")
+                return HB_STOP
+            self._ping_out = False
+            return HB_IDLE
+        self._idle = idle = self._idle + 1
+        if idle < _IDLE_CHECKS_BEFORE_PING:
+            return HB_IDLE
+        self._ping_out = True
+        self._idle = 1  # stays non-zero unless a frame (the pong) arrives
+        self._wst.send_ping()
+        return HB_WAIT
+
+    # -- internals --------------------------------------------------------
+
+    def _text(self, data: bytes) -> None:
+        # §8.1: a text message must be valid UTF-8. isascii() is a fast scan
+        # and covers nearly all JSON; decode only when it says no.
+        if not data.isascii():
+            try:
+                data.decode()
+            except UnicodeDecodeError:
+                self._fail(1007, "invalid UTF-8")
+                return
+        self._session.on_message(data)  # type: ignore[union-attr]
+
+    def _binary(self, data: bytes) -> None:
+        session = self._session
+        echo: Callable[[bytes], None] | None = getattr(session, "on_binary_message", None)
+        if echo is not None:
+            echo(data)
+        else:
+            session.on_binary()  # type: ignore[union-attr]
+
+    def _check_fragment(
+        self, dec: codecs.IncrementalDecoder, payload: bytes | bytearray | memoryview, final: bool
+    ) -> bool:
+        # §8.1 allows failing as soon as the bytes so far cannot be UTF-8.
+        try:
+            dec.decode(payload, final)
+        except UnicodeDecodeError:
+            self._fail(1007, "invalid UTF-8")
+            return False
+        return True
+
+    @staticmethod
+    def _received_code(frame: WSFrame) -> int:
+        # §7.1.5: a close frame without a code means 1005 (no status received).
+        if frame.payload_size < 2:
+            return 1005
+        return int.from_bytes(frame.get_payload_as_memoryview()[:2], "big")
+
+    def _peer_close(self, frame: WSFrame) -> None:
+        """The peer started the close handshake: answer it, then close TCP."""
+        wst = self._wst
+        self._state = _CLOSED
+        self._frag = self._frag_op = self._frag_dec = None
+        code = self._received_code(frame)
+        self._peer_code = code
+        if code == 1005:
+            reply = 1000
+        elif frame.payload_size == 1 or not is_valid_close_code(code):
+            reply = 1002  # §5.5.1 (a 1-byte body has no code) and §7.4
+        else:
+            # picows already refused a reason that is not UTF-8 (1007).
+            reply = code  # §5.5.1: "typically echoing the status code it received"
+        self.flush()
+        wst.send_close(WSCloseCode(reply))
+        # §7.1.1: the server should close the TCP connection first.
+        wst.disconnect()
+
+    def _start_close(self, code: int, reason: str) -> None:
+        """Flush, send our close frame, and wait for the peer's (bounded)."""
+        self._state = _CLOSING
+        self._frag = self._frag_op = self._frag_dec = None
+        self.flush()
+        self._wst.send_close(WSCloseCode(code), _close_payload(reason))
+        self._close_timer = self._ctx.loop.call_later(self._ctx.close_grace, self._abort)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """_Fail the WebSocket Connection_ (§7.1.7) for a peer's protocol error."""
+        self._start_close(code, reason)
+
+    def _terminate(self, code: int, reason: str) -> None:
+        """Close a peer that does not read or answer: close frame, then disconnect.
+
+        Pending frames are dropped; the socket is closed once what the
+        transport holds is written, or aborted after ``close_grace``.
+        """
+        self._state = _CLOSING
+        self._out = None
+        self._frag = self._frag_op = self._frag_dec = None
+        wst = self._wst
+        wst.send_close(WSCloseCode(code), _close_payload(reason))
+        wst.disconnect()
+        if self._close_timer is None:
+            self._close_timer = self._ctx.loop.call_later(self._ctx.close_grace, self._abort)
+
+    def _overflow(self) -> None:
+        if self._state == _OPEN:
+            self._terminate(4000, "slow consumer")
+
+    def _abort(self) -> None:
+        self._close_timer = None
+        self._wst.underlying_transport.abort()

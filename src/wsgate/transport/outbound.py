@@ -1,0 +1,159 @@
+"""Per-connection outbound buffers, flushed once per event-loop iteration.
+
+Design §8: the kernel, not Python, is the cost of fan-out — one ``send`` per
+message per connection. So frames are not written when they are sent; they
+are appended to the connection's outbound buffer, and one callback per loop
+iteration writes every connection that has something pending with *one*
+transport write (many frames, one syscall).
+
+Lifecycle of one connection's buffer::
+
+    _enqueue(frame)   # first frame this iteration: the buffer is the frame
+                      # itself and the connection goes on the dirty list
+    _enqueue(frame)   # later frames: it becomes a bytearray and grows
+    ...               # end of the iteration: Flusher._run() calls
+    flush()           # one underlying_transport.write(); buffer dropped
+
+An idle connection holds no buffer at all (``_out is None``).
+
+High-water mark: when the bytes pending here plus the bytes the transport
+has not yet handed to the kernel pass ``high_water``, :meth:`_overflow` is
+called (the listener closes the connection with 4000, slow consumer) and the
+buffer is dropped. A stalled reader therefore costs bounded memory and never
+delays anyone else: nobody waits for its socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final
+
+from picows import WSListener, WSTransport
+
+__all__ = ["BufferedListener", "Flusher", "OutboundContext"]
+
+_log: Final = logging.getLogger("wsgate.transport")
+
+
+class Flusher:
+    """The one writer of a listener (so of a loop): one ``call_soon`` per iteration.
+
+    :meth:`mark` puts a connection on the dirty list and schedules
+    :meth:`_run` if it is not scheduled yet; ``_run`` flushes every dirty
+    connection, once each, in the order they became dirty.
+    """
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[BufferedListener] = []
+        self._scheduled = False
+
+    def mark(self, conn: BufferedListener) -> None:
+        """Flush ``conn`` at the end of this loop iteration.
+
+        Called by :meth:`BufferedListener._enqueue` only when its buffer goes
+        from empty to non-empty, so each connection is listed at most once.
+        """
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        dirty = self._dirty
+        self._dirty = []
+        for conn in dirty:
+            try:
+                conn.flush()
+            except Exception:  # a bug must not keep the other connections unflushed
+                _log.exception("outbound flush failed")
+
+
+class OutboundContext:
+    """What a listener's connections share for the outbound path."""
+
+    __slots__ = ("flusher", "high_water", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, high_water: int) -> None:
+        self.loop = loop
+        self.flusher = Flusher(loop)
+        self.high_water = high_water
+        """Pending + transport-buffered bytes past which a connection is closed 4000."""
+
+
+class BufferedListener(WSListener):
+    """A picows listener with a coalescing outbound buffer.
+
+    Subclasses set ``_wst`` in ``on_ws_connected`` before the first
+    :meth:`_enqueue`, and implement :meth:`_overflow`.
+    """
+
+    __slots__ = ("_backlog", "_ctx", "_out", "_wst")
+
+    _ctx: OutboundContext
+    _wst: WSTransport
+
+    def __init__(self, ctx: OutboundContext) -> None:
+        self._ctx = ctx
+        self._out: bytes | bytearray | None = None
+        """Frames not yet written: ``None`` when idle, the frame itself when
+        one is pending (no copy), a ``bytearray`` from the second frame on."""
+        self._backlog = 0
+        """The transport's write buffer size as last seen (after our last
+        write, or on pause/resume); stale by at most the asyncio low-water
+        mark, since a drain below it calls :meth:`resume_writing`."""
+
+    def _enqueue(self, frame: bytes) -> None:
+        """Append one encoded frame; it goes out with this iteration's flush."""
+        out = self._out
+        if out is None:
+            self._out = frame
+            self._ctx.flusher.mark(self)
+            pending = len(frame)
+        elif isinstance(out, bytes):
+            buf = bytearray(out)
+            buf += frame
+            self._out = buf
+            pending = len(buf)
+        else:
+            out += frame
+            pending = len(out)
+        if pending + self._backlog > self._ctx.high_water:
+            self._out = None
+            self._overflow()
+
+    def flush(self) -> None:
+        """Write everything pending with one ``underlying_transport.write()``.
+
+        Called by the :class:`Flusher` once per iteration, and by the listener
+        before it sends a close frame (RFC 6455 §5.5.1: data queued before the
+        close goes out before it). A no-op when nothing is pending.
+        """
+        out = self._out
+        if out is None:
+            return
+        self._out = None
+        tr = self._wst.underlying_transport
+        if tr.is_closing():
+            return
+        tr.write(out)
+        backlog = tr.get_write_buffer_size()
+        self._backlog = backlog
+        if backlog > self._ctx.high_water:
+            self._overflow()
+
+    def pause_writing(self) -> None:
+        """The transport's buffer passed asyncio's high mark: note its size."""
+        self._backlog = self._wst.underlying_transport.get_write_buffer_size()
+
+    def resume_writing(self) -> None:
+        """The transport's buffer drained below asyncio's low mark."""
+        self._backlog = self._wst.underlying_transport.get_write_buffer_size()
+
+    def _overflow(self) -> None:
+        """Pending data passed the high-water mark; the buffer is already dropped."""
+        raise NotImplementedError

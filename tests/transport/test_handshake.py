@@ -1,0 +1,160 @@
+"""The HTTP side: origin check, cookie redirect/4401, plain GETs, subprotocol."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import websockets
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.transport.conftest import Start
+from tests.transport.helpers import COOKIE, OP_TEXT, USER, RawClient
+from wsgate.protocol import SUBPROTOCOL
+from wsgate.transport import HttpResponse
+
+
+def url(port: int, path: str = "/ws") -> str:
+    return f"ws://127.0.0.1:{port}{path}"
+
+
+async def test_origin_not_allowed_gets_403(start: Start) -> None:
+    listener, handler = await start()
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(
+            url(listener.port),
+            origin=websockets.Origin("http://evil.example"),
+            additional_headers={"Cookie": COOKIE},
+            open_timeout=5,
+        ):
+            pass
+    assert info.value.response.status_code == 403
+    assert handler.sessions == []
+
+
+async def test_allowed_origin_and_no_origin_are_accepted(start: Start) -> None:
+    listener, handler = await start()
+    async with connect(
+        url(listener.port),
+        origin=websockets.Origin("http://good.example"),
+        additional_headers={"Cookie": COOKIE},
+        open_timeout=5,
+    ):
+        pass
+    # No Origin header at all: not a browser, allowed.
+    client = await RawClient.connect(listener.port)
+    assert client.status == 101
+    await client.aclose()
+    sessions = await handler.wait_sessions(2)
+    assert sessions[0].principal == USER
+    assert sessions[1].peer == "127.0.0.1"
+
+
+async def test_star_allows_any_origin(start: Start) -> None:
+    listener, handler = await start(allowed_origins=["*"])
+    async with connect(
+        url(listener.port),
+        origin=websockets.Origin("http://anything.example"),
+        additional_headers={"Cookie": COOKIE},
+        open_timeout=5,
+    ):
+        pass
+    await handler.wait_sessions(1)
+
+
+async def test_plain_get_without_cookie_redirects_to_sign_in(start: Start) -> None:
+    listener, _ = await start()
+    client = await RawClient.connect(listener.port, path="/", headers={}, upgrade=False)
+    assert client.status == 302
+    assert client.headers["location"] == "/sign-in"
+    await client.aclose()
+
+
+async def test_plain_get_with_cookie_is_404(start: Start) -> None:
+    listener, _ = await start()
+    client = await RawClient.connect(listener.port, path="/other", upgrade=False)
+    assert client.status == 404
+    await client.aclose()
+    # The WebSocket path without an upgrade is a plain GET too.
+    client = await RawClient.connect(listener.port, path="/ws", headers={}, upgrade=False)
+    assert client.status == 302
+    await client.aclose()
+
+
+async def test_plain_get_answer_wins(start: Start) -> None:
+    seen: list[str] = []
+
+    def plain_get(path: str, headers: object) -> HttpResponse | None:
+        seen.append(path)
+        if path.startswith("/index.html"):
+            return HttpResponse(200, (("Content-Type", "text/html"),), b"<p>hi</p>")
+        return None
+
+    listener, _ = await start(plain_get=plain_get)
+    client = await RawClient.connect(
+        listener.port, path="/index.html?x=1", headers={}, upgrade=False
+    )
+    assert client.status == 200
+    assert client.headers["content-type"] == "text/html"
+    async with __import__("asyncio").timeout(5):
+        body = await client.reader.readexactly(int(client.headers["content-length"]))
+    assert body == b"<p>hi</p>"
+    await client.aclose()
+    client = await RawClient.connect(listener.port, path="/nope", headers={}, upgrade=False)
+    assert client.status == 302  # plain_get declined: no cookie -> sign in
+    await client.aclose()
+    assert seen == ["/index.html?x=1", "/nope"]
+
+
+async def test_upgrade_without_cookie_gets_error_then_4401(start: Start) -> None:
+    listener, handler = await start()
+    client = await RawClient.connect(listener.port, headers={})
+    assert client.status == 101
+    op, fin, payload = await client.recv_frame()
+    assert (op, fin) == (OP_TEXT, True)
+    assert json.loads(payload) == {
+        "type": "@@wsgate/ERROR",
+        "error": True,
+        "payload": {"code": "UNAUTHENTICATED", "message": "sign in", "signInUrl": "/sign-in"},
+    }
+    data, code = await client.recv_until_close()
+    assert (data, code) == ([], 4401)
+    await client.aclose()
+    assert handler.sessions == []
+
+
+async def test_upgrade_without_cookie_websockets_client(start: Start) -> None:
+    listener, _ = await start()
+    async with connect(url(listener.port), open_timeout=5) as ws:
+        first = json.loads(await ws.recv())
+        assert first["payload"]["code"] == "UNAUTHENTICATED"
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+
+
+async def test_subprotocol_offered_is_answered(start: Start) -> None:
+    listener, _ = await start()
+    async with connect(
+        url(listener.port),
+        subprotocols=[websockets.Subprotocol("other"), websockets.Subprotocol(SUBPROTOCOL)],
+        additional_headers={"Cookie": COOKIE},
+        open_timeout=5,
+    ) as ws:
+        assert ws.subprotocol == SUBPROTOCOL
+
+
+async def test_other_subprotocols_get_none(start: Start) -> None:
+    listener, _ = await start()
+    client = await RawClient.connect(
+        listener.port, headers={"Cookie": COOKIE, "Sec-WebSocket-Protocol": "mqtt, other"}
+    )
+    assert client.status == 101
+    assert "sec-websocket-protocol" not in client.headers
+    await client.aclose()
+    client = await RawClient.connect(
+        listener.port, headers={"Cookie": COOKIE, "Sec-WebSocket-Protocol": f"x, {SUBPROTOCOL}"}
+    )
+    assert client.headers["sec-websocket-protocol"] == SUBPROTOCOL
+    await client.aclose()

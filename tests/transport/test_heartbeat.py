@@ -1,0 +1,63 @@
+"""Heartbeats: ping after silence, 4408 when the ping gets no pong."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from websockets.asyncio.client import connect
+
+from tests.transport.conftest import Start
+from tests.transport.helpers import COOKIE, OP_PING, OP_TEXT, RawClient, frame
+
+
+async def test_no_pong_closes_4408(start: Start) -> None:
+    listener, handler = await start(heartbeat_ms=200, heartbeat_timeout_ms=200)
+    t0 = time.monotonic()
+    client = await RawClient.connect(listener.port)  # never answers pings
+    (session,) = await handler.wait_sessions(1)
+    op, _, _ = await client.recv_frame(timeout=3)
+    t_ping = time.monotonic()
+    assert op == OP_PING
+    # Pinged after between 1 and 1.5 intervals of silence (plus one tick).
+    assert 0.18 <= t_ping - t0 <= 0.6, t_ping - t0
+    data, code = await client.recv_until_close(timeout=3)
+    t_close = time.monotonic()
+    assert (data, code) == ([], 4408)
+    assert 0.18 <= t_close - t_ping <= 0.6, t_close - t_ping
+    await client.expect_eof(timeout=5)
+    async with asyncio.timeout(5):
+        await session.closed.wait()
+    assert session.closes == [1006]  # the peer never sent a close frame
+    assert listener.connection_count == 0
+
+
+async def test_a_client_that_answers_pings_stays(start: Start) -> None:
+    listener, handler = await start(heartbeat_ms=100, heartbeat_timeout_ms=100)
+    async with connect(
+        f"ws://127.0.0.1:{listener.port}/ws",
+        additional_headers={"Cookie": COOKIE},
+        open_timeout=5,
+        ping_interval=None,  # the server pings; the client only answers
+    ) as ws:
+        await asyncio.sleep(1.0)  # ten heartbeat intervals
+        await ws.send("still here")
+        (session,) = await handler.wait_sessions(1)
+        async with asyncio.timeout(5):
+            await session.got_message.wait()
+        assert session.closes == []
+    assert session.messages == [b"still here"]
+
+
+async def test_traffic_counts_as_alive(start: Start) -> None:
+    listener, handler = await start(heartbeat_ms=200, heartbeat_timeout_ms=100)
+    client = await RawClient.connect(listener.port)
+    (session,) = await handler.wait_sessions(1)
+    # Send something every 50 ms for ~1 s: never silent for a heartbeat, so no ping.
+    for i in range(20):
+        client.send(frame(OP_TEXT, str(i).encode()))
+        await asyncio.sleep(0.05)
+    assert len(session.messages) == 20
+    assert session.closes == []
+    assert client.reader.at_eof() is False
+    assert len(client.reader._buffer) == 0  # nothing came: no ping

@@ -1,0 +1,117 @@
+"""Frames out: the framing cache, one write per iteration, the slow consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from tests.transport.conftest import Start
+from tests.transport.helpers import COOKIE, OP_TEXT, RawClient
+from wsgate.transport.framing import encode_binary_frame, encode_text_frame
+
+
+def test_text_frame_headers() -> None:
+    # RFC 6455 §5.2: 7-bit, 16-bit (126) and 64-bit (127) lengths; no mask bit.
+    assert encode_text_frame(b"") == b"\x81\x00"
+    assert encode_text_frame(b"a" * 125)[:2] == b"\x81\x7d"
+    assert encode_text_frame(b"a" * 126)[:4] == b"\x81\x7e\x00\x7e"
+    assert encode_text_frame(b"a" * 65535)[:4] == b"\x81\x7e\xff\xff"
+    assert encode_text_frame(b"a" * 65536)[:10] == b"\x81\x7f" + (65536).to_bytes(8, "big")
+    assert len(encode_text_frame(b"a" * 65536)) == 65536 + 10
+    assert encode_binary_frame(b"\x00")[:2] == b"\x82\x01"
+
+
+def test_same_object_is_framed_once() -> None:
+    payload = b'{"type":"x"}' * 3
+    first = encode_text_frame(payload)
+    assert encode_text_frame(payload) is first
+    equal_copy = bytes(bytearray(payload))
+    assert equal_copy is not payload
+    second = encode_text_frame(equal_copy)
+    assert second == first and second is not first  # compared by identity, not value
+    other = encode_text_frame(b"other")
+    assert other.endswith(b"other")
+    assert encode_text_frame(payload) is not first  # the cache holds one entry
+
+
+async def test_frames_of_one_iteration_go_out_in_one_write(start: Start) -> None:
+    # The test loop is asyncio's, so the transport is a Python object whose
+    # write() can be wrapped to count calls.
+    listener, handler = await start()
+    client = await RawClient.connect(listener.port)
+    (session,) = await handler.wait_sessions(1)
+    (conn,) = listener._ctx.connections
+    tr = conn._wst.underlying_transport
+    assert isinstance(tr, asyncio.Transport)
+    writes: list[int] = []
+    real_write = tr.write
+
+    def counting_write(data: Any) -> None:
+        writes.append(len(data))
+        real_write(data)
+
+    tr.write = counting_write  # type: ignore[method-assign]
+    for i in range(100):
+        session.sink.send(f"m{i:03d}".encode())
+    assert writes == []  # nothing written yet: buffered
+    await asyncio.sleep(0)  # one loop iteration: the flusher runs
+    await asyncio.sleep(0)
+    assert writes == [100 * (2 + 4)]  # 100 frames of 2+4 bytes, one write
+    for i in range(100, 150):  # the next iteration: a second write
+        session.sink.send(f"m{i:03d}".encode())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert writes == [600, 300]
+    for i in range(150):
+        assert await client.recv_frame() == (OP_TEXT, True, f"m{i:03d}".encode())
+
+
+async def test_slow_consumer_is_closed_4000_and_others_are_not_slowed(start: Start) -> None:
+    listener, handler = await start(outbound_high_water_bytes=256 * 1024)
+    slow = await RawClient.connect(listener.port, rcvbuf=4096)  # never reads (for now)
+    await handler.wait_sessions(1)
+    n, size = 500, 10_000
+    async with connect(
+        f"ws://127.0.0.1:{listener.port}/ws",
+        additional_headers={"Cookie": COOKIE},
+        open_timeout=5,
+        max_size=None,
+        max_queue=None,
+    ) as fast:
+        slow_session, fast_session = await handler.wait_sessions(2)
+
+        async def receive_all() -> int:
+            got = 0
+            async with asyncio.timeout(10):
+                while got < n:
+                    msg = await fast.recv(decode=False)
+                    assert len(msg) == size
+                    got += 1
+            return got
+
+        reader = asyncio.create_task(receive_all())
+        t0 = time.monotonic()
+        for i in range(n):
+            msg = str(i % 10).encode() * size  # one object, sent to both: framed once
+            slow_session.sink.send(msg)
+            fast_session.sink.send(msg)
+            if i % 5 == 4:
+                await asyncio.sleep(0)
+        assert await reader == n
+        elapsed = time.monotonic() - t0
+        # The fast client got everything while the slow one was still being
+        # given its grace period: nobody waited for the stalled socket.
+        assert not slow_session.closed.is_set()
+        assert elapsed < 3.0, elapsed
+        assert fast_session.closes == []
+    # The slow client, reading at last: part of the data, then close 4000.
+    data, code = await slow.recv_until_close(timeout=10)
+    assert code == 4000
+    assert 0 < sum(len(d) for d in data) < n * size
+    await slow.expect_eof()
+    async with asyncio.timeout(5):
+        await slow_session.closed.wait()
+    assert listener.connection_count == 0
