@@ -1,0 +1,109 @@
+"""The demo site: sign-in, the web app and the JS client on the public listener.
+
+``wsgate demo`` serves, on the gateway's own port (so the session cookie
+travels with the WebSocket upgrade):
+
+- ``GET /sign-in`` the sign-in form; ``GET /sign-in?user=&name=&org=`` seals
+  a session cookie for that user and redirects to ``/``;
+- ``GET /`` the app (302 to ``/sign-in`` without a valid cookie);
+- ``GET /demo/<file>`` from ``examples/demo/``, ``GET /js/<file>`` from
+  ``clients/js/``;
+- the WebSocket at ``/ws``.
+
+Development only: anyone can sign in as anyone. Keys are made fresh at each
+start, so restarting the demo signs everybody out.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from wsgate.auth.cookie import CookieCodec
+from wsgate.auth.handshake import Authenticator
+from wsgate.auth.keyring import KeyRing, new_key
+from wsgate.auth.principal import Principal
+from wsgate.config import Config, from_mapping
+from wsgate.transport.base import HttpResponse
+
+__all__ = ["DemoSite", "demo_config", "repo_root"]
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_ORGS = ("acme", "globex")
+
+
+def repo_root() -> Path:
+    """The checkout this package runs from (``examples/`` and ``clients/`` live there)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def demo_config(port: int) -> Config:
+    origins = [f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
+    return from_mapping(
+        {
+            "server": {"listen": f"127.0.0.1:{port}", "allowed_origins": origins},
+            "api": {"listen": "127.0.0.1:0", "keys": [new_key()]},
+            "auth": {"keys": [new_key()], "sign_in_url": "/sign-in"},
+            "relays": [{"match": "chat/*"}, {"match": "cursor/*"}],
+        },
+        env={},
+    )
+
+
+def _file(path: Path) -> HttpResponse:
+    try:
+        body = path.read_bytes()
+    except OSError:
+        return HttpResponse(404, (("Content-Type", "text/plain"),), b"not found\n")
+    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if path.suffix in (".js", ".mjs"):
+        kind = "text/javascript"
+    return HttpResponse(200, (("Content-Type", f"{kind}; charset=utf-8"),), body)
+
+
+class DemoSite:
+    """Answers the demo's plain GETs; pass :meth:`handle` as the node's ``plain_get``."""
+
+    def __init__(self, config: Config, root: Path | None = None) -> None:
+        self._root = root or repo_root()
+        ring = KeyRing.from_config(config.auth)
+        self._codec = CookieCodec.from_config(config.auth, ring)
+        self._authenticate = Authenticator(config.auth, ring)
+        self._cookie = config.auth.cookie_name
+        self._ttl = config.auth.cookie_ttl_s
+
+    def handle(self, target: str, headers: Mapping[str, str]) -> HttpResponse | None:
+        url = urlsplit(target)
+        path = url.path
+        if path == "/sign-in":
+            return self._sign_in(parse_qs(url.query))
+        if path == "/sign-out":
+            cookie = f"{self._cookie}=; Path=/; Max-Age=0"
+            return HttpResponse(302, (("Location", "/sign-in"), ("Set-Cookie", cookie)))
+        if path in ("/", "/index.html"):
+            if self._authenticate(headers) is None:
+                return HttpResponse(302, (("Location", "/sign-in"),))
+            return _file(self._root / "examples/demo/index.html")
+        for prefix, folder in (("/demo/", "examples/demo"), ("/js/", "clients/js")):
+            if path.startswith(prefix):
+                name = path[len(prefix) :]
+                if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
+                    return HttpResponse(404, body=b"not found\n")
+                return _file(self._root / folder / name)
+        return None
+
+    def _sign_in(self, query: dict[str, list[str]]) -> HttpResponse:
+        user = query.get("user", [""])[0]
+        if not user:
+            return _file(self._root / "examples/demo/sign-in.html")
+        org = query.get("org", ["acme"])[0]
+        name = query.get("name", [user])[0][:64] or user
+        if not _NAME.fullmatch(user) or org not in _ORGS:
+            return HttpResponse(400, (("Content-Type", "text/plain"),), b"bad user or org\n")
+        principal = Principal(sub=user, sid=f"demo-{user}", name=name, org=org, orgs=(org,))
+        value = self._codec.seal(principal)
+        cookie = f"{self._cookie}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={self._ttl}"
+        return HttpResponse(302, (("Location", "/"), ("Set-Cookie", cookie)))
