@@ -1,0 +1,154 @@
+"""What a service answers: replies to the caller and publishes to targets.
+
+A ``200`` answer body is ``{"reply": [action, ...], "publish": [{"to": target,
+"action": action, "exclude": {"connection": id}?}, ...]}``, both keys
+optional. :func:`decode_result` validates it in one msgspec pass:
+
+- every action has a valid ``type`` (the grammar of the wire protocol) that
+  does not start with ``@@wsgate/`` (services never speak for the gateway),
+  an optional ``payload`` (kept raw, never re-encoded), ``error`` and
+  ``meta.channel`` (a valid address); other ``meta`` keys are dropped;
+- a target names exactly one of ``connection``, ``user``, ``channel`` (a
+  valid address) or ``hub`` (a valid hub id);
+- at most :data:`MAX_ACTIONS` replies and as many publishes.
+
+The same :class:`Publish` struct fits the body of ``POST /v1/publish``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+import msgspec
+
+from wsgate.protocol.address import is_hub_id, parse_address
+from wsgate.protocol.envelope import GATEWAY_PREFIX, NULL, Outbound, OutMeta
+
+__all__ = [
+    "MAX_ACTIONS",
+    "InvocationResult",
+    "Publish",
+    "ResultAction",
+    "ResultMeta",
+    "Target",
+    "decode_result",
+]
+
+MAX_ACTIONS: Final = 1000
+"""Most replies (and most publishes) one answer may carry."""
+
+ActionType = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_./:@$-]{1,128}$")]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=265)]
+
+
+class ResultMeta(msgspec.Struct, omit_defaults=True):
+    """``meta`` a service may set: the channel the action concerns."""
+
+    channel: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.channel is not None and parse_address(self.channel) is None:
+            raise ValueError("meta.channel is not a channel address")
+
+
+class ResultAction(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """An action in a service's answer, validated."""
+
+    type: ActionType
+    payload: msgspec.Raw = NULL
+    meta: ResultMeta | None = None
+    error: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type.startswith(GATEWAY_PREFIX):
+            raise ValueError(f"types starting with {GATEWAY_PREFIX} are the gateway's")
+
+    def outbound(self) -> Outbound:
+        """This action as the gateway delivers it (payload passed through raw).
+
+        Returns a new :class:`Outbound` each call; the caller may set
+        ``meta.inReplyTo`` on it.
+        """
+        channel = self.meta.channel if self.meta is not None else None
+        return Outbound(
+            type=self.type,
+            payload=None if self.payload == NULL else self.payload,
+            meta=OutMeta(channel=channel) if channel is not None else None,
+            error=self.error,
+        )
+
+
+class Target(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
+    """Where a publish goes: exactly one of the four fields is set."""
+
+    connection: Id | None = None
+    user: Id | None = None
+    channel: Id | None = None
+    hub: Id | None = None
+
+    def __post_init__(self) -> None:
+        set_ = [v for v in (self.connection, self.user, self.channel, self.hub) if v is not None]
+        if len(set_) != 1:
+            raise ValueError("a target names exactly one of connection, user, channel, hub")
+        if self.channel is not None and parse_address(self.channel) is None:
+            raise ValueError("channel is not a channel address")
+        if self.hub is not None and not is_hub_id(self.hub):
+            raise ValueError("hub is not a hub id")
+
+    @property
+    def kind(self) -> str:
+        """``"connection"``, ``"user"``, ``"channel"`` or ``"hub"``."""
+        for name in ("connection", "user", "channel"):
+            if getattr(self, name) is not None:
+                return name
+        return "hub"
+
+    @property
+    def value(self) -> str:
+        """The id or address of the one field set."""
+        for value in (self.connection, self.user, self.channel, self.hub):
+            if value is not None:
+                return value
+        raise AssertionError("unreachable: __post_init__ guarantees one is set")
+
+
+class Publish(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """One publish: ``action`` to everyone allowed in ``to``, except ``exclude``."""
+
+    to: Target
+    action: ResultAction
+    exclude: Target | None = None
+    """Only ``{"connection": id}``: skip that connection (usually the sender)."""
+
+    def __post_init__(self) -> None:
+        if self.exclude is not None and self.exclude.connection is None:
+            raise ValueError("exclude names a connection")
+
+
+class _Answer(msgspec.Struct, forbid_unknown_fields=True):
+    reply: Annotated[list[ResultAction], msgspec.Meta(max_length=MAX_ACTIONS)] = []
+    publish: Annotated[list[Publish], msgspec.Meta(max_length=MAX_ACTIONS)] = []
+
+
+class InvocationResult(msgspec.Struct, frozen=True):
+    """A successful invocation: what to send back and what to publish."""
+
+    replies: list[Outbound] = msgspec.field(default_factory=list)
+    """Actions for the calling connection, in order; set ``meta.inReplyTo``."""
+    publishes: list[Publish] = msgspec.field(default_factory=list)
+    """Publishes in order; ``publish.action.outbound()`` gives what to deliver."""
+
+
+_decoder: Final = msgspec.json.Decoder(_Answer)
+
+
+def decode_result(body: bytes) -> InvocationResult | str:
+    """Decode a ``200`` answer; return the result, or why it is malformed.
+
+    The reason is for the gateway's log only, never for the client.
+    """
+    try:
+        answer = _decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return str(exc)
+    return InvocationResult([a.outbound() for a in answer.reply], answer.publish)

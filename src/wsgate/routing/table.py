@@ -1,0 +1,350 @@
+"""The route table: action-type patterns to services, from every source.
+
+Patterns are exact types (``orders/UPDATE``), prefixes (``orders/*``) and the
+catch-all ``*``; the most specific wins (:class:`~wsgate.protocol.patterns.
+PatternTable`), and :meth:`RouteTable.lookup` costs one dict probe for exact
+types plus one per distinct prefix length, whatever the number of routes.
+
+Sources merge into one live table:
+
+1. static: ``[services.<name>]`` and ``[[routes]]`` of the config
+   (:meth:`RouteTable.from_config`, or :meth:`add_service` / :meth:`add_route`);
+2. self-registration: :meth:`register` adds or renews one instance (URL) of a
+   service with the patterns it handles and a TTL; a registration not renewed
+   within its TTL drops out. Expiry is checked lazily by :meth:`lookup` (one
+   comparison per call) and by :meth:`sweep`, which the owner may call
+   periodically to keep :meth:`snapshot` tidy.
+
+When sources disagree about a pattern, a static route wins over a
+registration, and among registrations the service registered first keeps the
+pattern until it expires. A registered instance of a service declared in the
+config joins that service (and uses its timeout, secret and concurrency cap);
+a service known only from registrations uses the table's ``registered_*``
+defaults and disappears with its last instance.
+
+Time comes from the injected ``clock`` (monotonic seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from wsgate.config import Config
+from wsgate.protocol.patterns import PatternTable
+from wsgate.routing.instances import (
+    BACKOFF_MAX_S,
+    BACKOFF_MIN_S,
+    Instance,
+    Service,
+    ServicePool,
+)
+
+__all__ = ["MAX_ACTIONS_PER_REGISTRATION", "MAX_TTL_S", "RouteTable"]
+
+log = logging.getLogger(__name__)
+
+MAX_ACTIONS_PER_REGISTRATION: Final = 256
+MAX_TTL_S: Final = 86400.0
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_PATTERN_RE: Final = re.compile(r"\*|[A-Za-z0-9_./:@$-]{1,128}\*?")
+_URL_RE: Final = re.compile(r"https?://[^\s]{1,2040}")
+
+
+def _specificity(pattern: str) -> tuple[int, int, str]:
+    """Sort key: exact types first, then longer prefixes, ``*`` last."""
+    if pattern.endswith("*"):
+        return (1, -len(pattern), pattern)
+    return (0, 0, pattern)
+
+
+class RouteTable:
+    """The live route table. Not thread-safe; use it from one event loop."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        backoff_min_s: float = BACKOFF_MIN_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
+        max_registrations: int = 1024,
+        registered_timeout_ms: int = 2000,
+        registered_secret: str = "",
+        registered_max_concurrency: int = 256,
+    ) -> None:
+        self._clock = clock
+        self._backoff = (backoff_min_s, backoff_max_s)
+        self._max_registrations = max_registrations
+        """Registered instances held at most; :meth:`register` refuses more."""
+        self._registered_defaults = (
+            registered_timeout_ms,
+            registered_secret,
+            registered_max_concurrency,
+        )
+        self._pools: dict[str, ServicePool] = {}
+        self._static: dict[str, tuple[str, tuple[str, ...]]] = {}
+        """pattern -> (service name, roles) from the config."""
+        self._routes: dict[str, Service] = {}
+        """The effective pattern -> service map (mirrors ``_table``)."""
+        self._table: PatternTable[Service] = PatternTable()
+        self._routes_by_key: dict[tuple[str, tuple[str, ...]], Service] = {}
+        self._registered = 0
+
+    @classmethod
+    def from_config(cls, config: Config, **settings: Any) -> RouteTable:
+        """A table holding the config's services and routes; ``settings`` go to ``__init__``."""
+        table = cls(**settings)
+        for name, svc in config.services.items():
+            table.add_service(
+                name,
+                svc.url,
+                timeout_ms=svc.timeout_ms,
+                secret=svc.secret,
+                max_concurrency=svc.max_concurrency,
+            )
+        for rule in config.routes:
+            table.add_route(rule.match, rule.service, rule.roles)
+        return table
+
+    # Static source
+
+    def add_service(
+        self,
+        name: str,
+        url: str,
+        *,
+        timeout_ms: int = 2000,
+        secret: str = "",
+        max_concurrency: int = 256,
+    ) -> None:
+        """Declare a static service with an instance at ``url``.
+
+        Declaring the same name again adds another instance (the settings of
+        the first declaration stay); a registered instance at ``url`` becomes
+        static (it no longer expires).
+        """
+        pool = self._pools.get(name)
+        if pool is None or not pool.static:
+            fresh = self._new_pool(name, timeout_ms, secret, max_concurrency, static=True)
+            if pool is not None:  # registered instances join the declared service
+                fresh.instances.extend(pool.instances)
+                fresh.refresh_expiry()
+            self._pools[name] = pool = fresh
+        inst = pool.find(url)
+        if inst is None:
+            pool.instances.insert(0, Instance(url, "static"))
+        elif inst.source == "registered":
+            inst.source, inst.expires_at, inst.actions = "static", None, ()
+            self._registered -= 1
+            pool.refresh_expiry()
+        self._rebuild()
+
+    def add_route(self, pattern: str, service: str, roles: Iterable[str] = ()) -> None:
+        """Route ``pattern`` to the static service ``service`` (declared first)."""
+        pool = self._pools.get(service)
+        if pool is None or not pool.static:
+            raise ValueError(f"no static service {service!r}")
+        key = (service, tuple(roles))
+        self._static[pattern] = key
+        # Static routes win over registrations, so this is a local change.
+        binding = self._routes_by_key.get(key)
+        if binding is None or binding.pool is not pool:
+            binding = self._routes_by_key[key] = Service(pool, key[1])
+        if self._routes.get(pattern) is not binding:
+            self._routes[pattern] = binding
+            self._table.add(pattern, binding)
+
+    # Self-registration
+
+    def register(
+        self,
+        name: str,
+        url: str,
+        actions: list[str],
+        ttl_s: float,
+        now: float | None = None,
+    ) -> None:
+        """Add or renew the instance ``url`` of service ``name`` for ``ttl_s`` seconds.
+
+        ``actions`` are the patterns it handles (replacing those of an earlier
+        registration of the same instance). Renewing keeps the instance's
+        health. Registering the URL of a static instance changes nothing.
+        Raises :class:`ValueError` (its message fit for the registering
+        service) on a bad name, URL, pattern or TTL, or when
+        ``max_registrations`` instances are already registered.
+        """
+        self._check_registration(name, url, actions, ttl_s)
+        now = self._clock() if now is None else now
+        patterns = tuple(dict.fromkeys(actions))
+        pool = self._pools.get(name)
+        if pool is None:
+            timeout_ms, secret, cap = self._registered_defaults
+            pool = self._new_pool(name, timeout_ms, secret, cap, static=False)
+            self._pools[name] = pool
+        inst = pool.find(url)
+        if inst is None:
+            if self._registered >= self._max_registrations:
+                raise ValueError("registration limit reached")
+            inst = Instance(url, "registered")
+            pool.instances.append(inst)
+            self._registered += 1
+            log.info("service %s: registered %s", name, url)
+        if inst.source == "static":
+            return  # the config already declares this instance; it never expires
+        inst.expires_at = now + ttl_s
+        changed = inst.actions != patterns
+        inst.actions = patterns
+        pool.refresh_expiry()
+        if changed:
+            self._rebuild()
+
+    def unregister(self, name: str, url: str) -> bool:
+        """Drop the registered instance ``url`` of ``name`` now; ``True`` if it existed."""
+        pool = self._pools.get(name)
+        inst = pool.find(url) if pool is not None else None
+        if pool is None or inst is None or inst.source != "registered":
+            return False
+        pool.instances.remove(inst)
+        self._registered -= 1
+        self._after_removal(pool)
+        self._rebuild()
+        return True
+
+    def sweep(self, now: float | None = None) -> int:
+        """Drop registrations expired at ``now``; return how many dropped."""
+        now = self._clock() if now is None else now
+        dropped = 0
+        for pool in list(self._pools.values()):
+            if pool.next_expiry > now:
+                continue
+            gone = pool.drop_expired(now)
+            for inst in gone:
+                log.info("service %s: registration of %s expired", pool.name, inst.url)
+            dropped += len(gone)
+            self._after_removal(pool)
+        if dropped:
+            self._registered -= dropped
+            self._rebuild()
+        return dropped
+
+    # Queries
+
+    def lookup(self, action_type: str) -> Service | None:
+        """The service of the most specific pattern matching ``action_type``.
+
+        ``None`` when nothing matches. An entry whose registrations have all
+        expired is dropped first (a less specific one may then match).
+        """
+        service = self._table.lookup(action_type)
+        if service is not None and service.pool.next_expiry <= self._clock():
+            self.sweep()
+            service = self._table.lookup(action_type)
+        return service
+
+    def service(self, name: str) -> Service | None:
+        """The service called ``name`` (no route roles), e.g. for lifecycle events."""
+        pool = self._pools.get(name)
+        return Service(pool) if pool is not None else None
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every route, most specific first, as JSON-ready dicts.
+
+        ``{"pattern", "service", "roles", "instances": [{"url", "source",
+        "healthy", "expires_in"}]}``; ``expires_in`` is seconds left for a
+        registration and ``None`` for a static instance.
+        """
+        now = self._clock()
+        entries = []
+        for pattern in sorted(self._routes, key=_specificity):
+            service = self._routes[pattern]
+            instances = [
+                {
+                    "url": inst.url,
+                    "source": inst.source,
+                    "healthy": inst.healthy(now),
+                    "expires_in": (
+                        None
+                        if inst.expires_at is None
+                        else round(max(inst.expires_at - now, 0.0), 3)
+                    ),
+                }
+                for inst in service.pool.instances
+                if inst.live(now)
+            ]
+            entries.append(
+                {
+                    "pattern": pattern,
+                    "service": service.name,
+                    "roles": list(service.roles),
+                    "instances": instances,
+                }
+            )
+        return entries
+
+    def __len__(self) -> int:
+        """Number of effective routes."""
+        return len(self._routes)
+
+    # Internals
+
+    def _new_pool(
+        self, name: str, timeout_ms: int, secret: str, cap: int, *, static: bool
+    ) -> ServicePool:
+        return ServicePool(
+            name,
+            timeout_ms=timeout_ms,
+            secret=secret,
+            max_concurrency=cap,
+            static=static,
+            clock=self._clock,
+            backoff_min_s=self._backoff[0],
+            backoff_max_s=self._backoff[1],
+        )
+
+    def _after_removal(self, pool: ServicePool) -> None:
+        pool.refresh_expiry()
+        if not pool.static and not pool.instances:
+            del self._pools[pool.name]
+
+    def _check_registration(self, name: str, url: str, actions: list[str], ttl_s: float) -> None:
+        if not _NAME_RE.fullmatch(name):
+            raise ValueError("name: 1-64 chars of [A-Za-z0-9_.-]")
+        if not _URL_RE.fullmatch(url):
+            raise ValueError("url: an http:// or https:// URL")
+        if not isinstance(actions, list) or not 1 <= len(actions) <= MAX_ACTIONS_PER_REGISTRATION:
+            raise ValueError(f"actions: a list of 1-{MAX_ACTIONS_PER_REGISTRATION} patterns")
+        for pattern in actions:
+            if not isinstance(pattern, str) or not _PATTERN_RE.fullmatch(pattern):
+                raise ValueError(f"actions: {pattern!r} is not an action type or prefix*")
+        if not 0 < ttl_s <= MAX_TTL_S:
+            raise ValueError(f"ttl: seconds in (0, {MAX_TTL_S:g}]")
+
+    def _rebuild(self) -> None:
+        """Recompute the effective routes; touch the pattern table only where they changed."""
+        routes: dict[str, Service] = {}
+        bindings: dict[tuple[str, tuple[str, ...]], Service] = {}
+
+        def bind(pool: ServicePool, roles: tuple[str, ...]) -> Service:
+            key = (pool.name, roles)
+            old = self._routes_by_key.get(key)
+            if old is not None and old.pool is pool:
+                bindings[key] = old
+            return bindings.setdefault(key, Service(pool, roles))
+
+        for pattern, (name, roles) in self._static.items():
+            routes[pattern] = bind(self._pools[name], roles)
+        for pool in self._pools.values():
+            for inst in pool.instances:
+                for pattern in inst.actions:
+                    if pattern not in routes:  # static, then the first registered, wins
+                        routes[pattern] = bind(pool, ())
+        for pattern in self._routes.keys() - routes.keys():
+            self._table.remove(pattern)
+        for pattern, service in routes.items():
+            if self._routes.get(pattern) is not service:
+                self._table.add(pattern, service)
+        self._routes = routes
+        self._routes_by_key = bindings
