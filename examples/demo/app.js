@@ -1,0 +1,234 @@
+/**
+ * The demo web app: who I am, a view picker (NAVIGATE), who else is in the
+ * view (JOINED + PRESENCE), a chat relayed to the view's channel, and a log
+ * of every action received. Served by `wsgate demo` at /demo/app.js.
+ */
+
+import { createClient } from '/js/wsgate.js';
+
+const CHAT = 'chat/MESSAGE';
+const MAX_LOG = 100;
+const $ = (id) => document.getElementById(id);
+
+const el = {
+  me: $('me'),
+  status: $('status'),
+  view: $('view-select'),
+  channel: $('channel'),
+  members: $('members'),
+  count: $('member-count'),
+  chatLog: $('chat-log'),
+  chatForm: $('chat-form'),
+  chatInput: $('chat-input'),
+  chatSend: $('chat-send'),
+  actionLog: $('action-log'),
+  otherOrigin: $('other-origin'),
+};
+
+const client = createClient(); // ws(s)://<this host>/ws
+/** For the console (and the browser tests). */
+window.wsgate = client;
+
+/** The current view channel (`<org>:<view>`), once joined. */
+let channel = null;
+/** The view last asked for (`orders/42`). */
+let currentView = null;
+/** Display names by user id, learnt from presence. */
+const names = new Map();
+
+// ---------------------------------------------------------------- events
+
+client.on('state', renderStatus);
+
+client.on('welcome', (welcome) => {
+  renderMe();
+  logLine(`welcome: connection ${welcome.connectionId} on node ${welcome.node}`);
+});
+
+client.on('unauthenticated', ({ signInUrl }) => {
+  location.assign(signInUrl || '/sign-in');
+});
+
+client.on('presence', ({ channel: changed, members }) => {
+  for (const m of members) if (m.name) names.set(m.userId, m.name);
+  if (changed === channel) renderMembers();
+  renderMe();
+});
+
+client.on(CHAT, (action) => {
+  if (action.meta?.channel !== channel) return;
+  appendChat(action.meta?.from?.userId ?? '?', String(action.payload?.text ?? ''), false);
+});
+
+client.on('*', logAction);
+client.on('error', (err) => logLine(`error ${err.code}: ${err.message}`));
+
+// ------------------------------------------------------------------ view
+
+el.view.addEventListener('change', () => openView(el.view.value));
+
+/**
+ * NAVIGATE to `view`: the gateway leaves the previous view and joins
+ * `<my org>:<view>`.
+ *
+ * @param {string} view
+ */
+async function openView(view) {
+  if (!view) return;
+  currentView = view;
+  setChatEnabled(false);
+  if (el.view.value !== view) addViewOption(view);
+  try {
+    const joined = await client.navigate(view);
+    if (view !== currentView) return; // another view was asked for meanwhile
+    channel = joined.payload.channel;
+    history.replaceState(null, '', `#${encodeURIComponent(view)}`);
+    el.channel.textContent = channel;
+    el.chatLog.replaceChildren();
+    renderMembers();
+    setChatEnabled(true);
+  } catch (err) {
+    logLine(`cannot open ${view}: ${err.code ?? ''} ${err.message}`);
+  }
+}
+
+/** @param {string} view */
+function addViewOption(view) {
+  if (![...el.view.options].some((o) => o.value === view)) el.view.add(new Option(view, view));
+  el.view.value = view;
+}
+
+// ------------------------------------------------------------------ chat
+
+el.chatForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const text = el.chatInput.value.trim();
+  if (!text || !channel) return;
+  // Relayed to the other members of the channel; the gateway skips the
+  // sender, so my own message is shown here, once.
+  client.dispatch({ type: CHAT, payload: { text }, meta: { channel } });
+  appendChat(client.welcome?.userId ?? 'me', text, true);
+  el.chatInput.value = '';
+  el.chatInput.focus();
+});
+
+/**
+ * @param {string} userId
+ * @param {string} text
+ * @param {boolean} mine
+ */
+function appendChat(userId, text, mine) {
+  const li = document.createElement('li');
+  li.dataset.testid = 'chat-message';
+  li.dataset.from = userId;
+  if (mine) li.classList.add('mine');
+  const from = document.createElement('span');
+  from.className = 'from';
+  from.textContent = names.get(userId) ?? userId;
+  const body = document.createElement('span');
+  body.className = 'text';
+  body.textContent = text;
+  li.append(from, body);
+  el.chatLog.append(li);
+  el.chatLog.scrollTop = el.chatLog.scrollHeight;
+}
+
+/** @param {boolean} on */
+function setChatEnabled(on) {
+  el.chatInput.disabled = !on;
+  el.chatSend.disabled = !on;
+  el.chatInput.placeholder = on ? `Message ${channel}` : 'Open a view to chat';
+}
+
+// ------------------------------------------------------------- rendering
+
+function renderStatus(state) {
+  el.status.textContent = state;
+  el.status.dataset.state = state;
+}
+
+function renderMe() {
+  const welcome = client.welcome;
+  if (!welcome) return;
+  const org = (welcome.hubs ?? []).find((h) => h !== 'system' && h !== 'public') ?? '';
+  const name = names.get(welcome.userId);
+  el.me.dataset.user = welcome.userId;
+  el.me.textContent = `${name ? `${name} (${welcome.userId})` : welcome.userId}${org ? ` · ${org}` : ''}`;
+}
+
+/** One list item per user (a user may have several tabs open). */
+function renderMembers() {
+  const byUser = new Map();
+  for (const m of channel ? client.presence(channel) : []) {
+    const entry = byUser.get(m.userId) ?? { name: m.name || m.userId, connections: 0 };
+    entry.connections += 1;
+    byUser.set(m.userId, entry);
+  }
+  const me = client.welcome?.userId;
+  const items = [...byUser]
+    .sort(([, a], [, b]) => a.name.localeCompare(b.name))
+    .map(([userId, { name, connections }]) => {
+      const li = document.createElement('li');
+      li.dataset.testid = 'member';
+      li.dataset.user = userId;
+      li.textContent = name;
+      if (userId === me) li.append(tag('you'));
+      if (connections > 1) li.append(tag(`×${connections}`));
+      return li;
+    });
+  el.members.replaceChildren(...items);
+  el.count.textContent = String(channel ? client.presenceCount(channel) : 0);
+}
+
+/** @param {string} text */
+function tag(text) {
+  const span = document.createElement('span');
+  span.className = 'tag';
+  span.textContent = text;
+  return span;
+}
+
+/** @param {{type: string, payload?: any, meta?: any, error?: boolean}} action */
+function logAction(action) {
+  const li = document.createElement('li');
+  if (action.error) li.classList.add('error');
+  const type = document.createElement('code');
+  type.className = 'type';
+  type.textContent = action.type;
+  const rest = document.createElement('code');
+  rest.className = 'json';
+  rest.textContent = JSON.stringify({ payload: action.payload, meta: action.meta });
+  li.append(type, ' ', rest);
+  prependLog(li);
+}
+
+/** @param {string} text */
+function logLine(text) {
+  const li = document.createElement('li');
+  li.className = 'note';
+  li.textContent = text;
+  prependLog(li);
+}
+
+/** @param {HTMLElement} li */
+function prependLog(li) {
+  el.actionLog.prepend(li);
+  while (el.actionLog.children.length > MAX_LOG) el.actionLog.lastElementChild.remove();
+}
+
+// The view named in the URL (#orders/42): opened at load (NAVIGATE waits for
+// the connection) and when the hash changes (back and forward). After a
+// reconnect the client rejoins the view by itself.
+function viewFromHash() {
+  const wanted = decodeURIComponent(location.hash.slice(1));
+  if (wanted && wanted !== currentView) openView(wanted);
+}
+window.addEventListener('hashchange', viewFromHash);
+viewFromHash();
+
+// The other host name: a second cookie jar for a second user.
+{
+  const other = location.hostname === '127.0.0.1' ? 'localhost' : '127.0.0.1';
+  el.otherOrigin.textContent = other;
+  el.otherOrigin.href = `${location.protocol}//${other}${location.port ? `:${location.port}` : ''}/sign-in`;
+}

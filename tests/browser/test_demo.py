@@ -1,0 +1,384 @@
+"""Browser tests: the demo web app and the JS client in the system Chromium.
+
+Each module run starts ``wsgate demo`` on a free port, then drives Chromium
+(``/usr/bin/chromium``, never a downloaded browser) through Playwright, one
+browser context (one cookie jar) per user. Without Chromium the tests skip,
+unless ``CI`` is set, where they fail: CI must install it
+(``apt-get install -y chromium``).
+
+Every wait is bounded: Playwright timeouts are 10 s, the server gets 20 s to
+answer, and the subprocess is terminated (then killed) at the end.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 10_000
+SERVER_START_S = 20.0
+
+
+def _unavailable(reason: str) -> None:
+    """Skip on a developer machine, fail on CI: CI must run these tests."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: browser tests must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_until_answering(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll ``url`` until it answers 200, the process dies, or time runs out."""
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"wsgate demo exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            exc.close()
+        except OSError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"wsgate demo did not answer {url} in {SERVER_START_S} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``wsgate demo`` on a free port, as ``http://127.0.0.1:<port>``."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("demo") / "demo.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "wsgate.cli", "demo", "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            _wait_until_answering(f"{base}/sign-in", proc, log)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """The system Chromium, headless."""
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is not installed")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=30_000
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+SignIn = Callable[[str, str, str], "Page"]
+
+
+@pytest.fixture
+def sign_in(browser: Browser, demo_url: str) -> Iterator[SignIn]:
+    """Sign a user in through the form, in a context (cookie jar) of its own.
+
+    Fails the test at teardown if a page logged a script error.
+    """
+    from playwright.sync_api import expect
+
+    contexts = []
+    errors: list[str] = []
+
+    def sign_in(user: str, name: str, org: str) -> Page:
+        context = browser.new_context()
+        contexts.append(context)
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(f"{user}: {exc}"))
+        page.on(
+            "console",
+            lambda msg: errors.append(f"{user}: {msg.text}") if msg.type == "error" else None,
+        )
+        page.goto(f"{demo_url}/sign-in")
+        page.get_by_test_id("sign-in-user").fill(user)
+        page.get_by_test_id("sign-in-name").fill(name)
+        page.get_by_test_id("sign-in-org").select_option(org)
+        page.get_by_test_id("sign-in-submit").click()
+        page.wait_for_url(f"{demo_url}/")
+        expect(page.get_by_test_id("status")).to_have_attribute("data-state", "open")
+        expect(page.get_by_test_id("me")).to_contain_text(user)
+        expect(page.get_by_test_id("me")).to_contain_text(org)
+        return page
+
+    try:
+        yield sign_in
+        assert not errors, f"errors in the page: {errors}"
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def open_view(page: Page, view: str, channel: str) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_test_id("view-select").select_option(view)
+    expect(page.get_by_test_id("channel")).to_have_text(channel)
+    expect(page.get_by_test_id("chat-input")).to_be_enabled()
+
+
+def say(page: Page, text: str) -> None:
+    page.get_by_test_id("chat-input").fill(text)
+    page.get_by_test_id("chat-send").click()
+
+
+def members(page: Page, user: str | None = None) -> Any:
+    items = page.get_by_test_id("members").locator("li")
+    return items if user is None else items.and_(page.locator(f'[data-user="{user}"]'))
+
+
+def chat(page: Page, text: str | None = None) -> Any:
+    items = page.get_by_test_id("chat-log").locator("li")
+    return items if text is None else items.filter(has_text=text)
+
+
+def test_signed_out_visit_goes_to_sign_in(browser: Browser, demo_url: str) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{demo_url}/")
+        assert page.url == f"{demo_url}/sign-in"
+        assert page.get_by_test_id("sign-in-form").is_visible()
+    finally:
+        context.close()
+
+
+def test_members_chat_and_leave(sign_in: SignIn) -> None:
+    from playwright.sync_api import expect
+
+    alice = sign_in("alice", "Alice", "acme")
+    bob = sign_in("bob", "Bob", "acme")
+    open_view(alice, "orders/42", "acme:orders/42")
+    open_view(bob, "orders/42", "acme:orders/42")
+
+    # Each sees the other (JOINED for the later one, PRESENCE for the earlier).
+    expect(members(alice, "bob")).to_have_count(1)
+    expect(members(bob, "alice")).to_have_count(1)
+    expect(members(alice, "bob")).to_contain_text("Bob")
+
+    # Alice's message reaches Bob with Alice as its sender...
+    say(alice, "hello bob")
+    message = chat(bob, "hello bob")
+    expect(message).to_have_count(1)
+    expect(message).to_have_attribute("data-from", "alice")
+    expect(message).to_contain_text("Alice")
+    # ...and is shown once to Alice. Bob's answer comes after any echo of it
+    # would have, so once Alice has the answer, the count is final.
+    say(bob, "hi alice")
+    expect(chat(alice, "hi alice")).to_have_count(1)
+    expect(chat(alice, "hello bob")).to_have_count(1)
+    expect(chat(bob, "hi alice")).to_have_count(1)
+
+    # Bob moves to another view: Alice sees him leave.
+    open_view(bob, "orders/43", "acme:orders/43")
+    expect(members(alice, "bob")).to_have_count(0)
+    expect(members(alice)).to_have_count(1)
+    expect(members(bob, "alice")).to_have_count(0)
+    expect(members(bob, "bob")).to_have_count(1)
+
+
+def test_other_organization_sees_nothing(sign_in: SignIn) -> None:
+    from playwright.sync_api import expect
+
+    dave = sign_in("dave", "Dave", "acme")
+    erin = sign_in("erin", "Erin", "acme")
+    carol = sign_in("carol", "Carol", "globex")
+    open_view(dave, "orders/42", "acme:orders/42")
+    open_view(erin, "orders/42", "acme:orders/42")
+    # The same view name in another organization is another channel.
+    open_view(carol, "orders/42", "globex:orders/42")
+
+    say(carol, "globex only")
+    say(dave, "acme only")
+    expect(chat(erin, "acme only")).to_have_count(1)
+    say(erin, "acme again")
+    expect(chat(dave, "acme again")).to_have_count(1)
+
+    # Both acme messages were delivered; none reached Carol, and hers reached
+    # no one in acme.
+    expect(chat(carol)).to_have_count(1)
+    expect(chat(carol, "globex only")).to_have_count(1)
+    expect(chat(dave, "globex only")).to_have_count(0)
+    expect(chat(erin, "globex only")).to_have_count(0)
+    expect(members(carol)).to_have_count(1)
+    expect(members(carol, "carol")).to_have_count(1)
+    expect(members(dave, "carol")).to_have_count(0)
+    expect(members(dave)).to_have_count(2)
+
+
+# ---------------------------------------------------------------------------
+# The JS client in the page, against a scripted server: reconnect after 1012
+# and rejoin with ``since``.
+
+
+class ScriptedGateway:
+    """A tiny wire-protocol server on a thread (the ``websockets`` sync API).
+
+    It welcomes each connection and answers JOIN with JOINED at offset 5. On
+    the first connection it then sends an action at offset 6 and closes with
+    1012 ("restart"). It records ``(connection number, action)`` received.
+    """
+
+    def __init__(self) -> None:
+        from websockets.sync.server import serve
+        from websockets.typing import Subprotocol
+
+        self.received: list[tuple[int, dict[str, Any]]] = []
+        self._numbers = itertools.count(1)
+        self._server = serve(
+            self._handle, "127.0.0.1", 0, subprotocols=[Subprotocol("wsgate.v1.json")]
+        )
+        self.port: int = self._server.socket.getsockname()[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _handle(self, ws: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        number = next(self._numbers)
+        welcome = {
+            "connectionId": f"t.{number}",
+            "userId": "alice",
+            "node": "t",
+            "hubs": ["system", "acme"],
+            "heartbeatMs": 25000,
+        }
+        try:
+            _send(ws, "@@wsgate/WELCOME", welcome)
+            for frame in ws:
+                action = json.loads(frame)
+                self.received.append((number, action))
+                if action["type"] != "@@wsgate/JOIN":
+                    continue
+                channel = action["payload"]["channel"]
+                joined = {"channel": channel, "members": [], "count": 1, "offset": 5}
+                _send(ws, "@@wsgate/JOINED", joined, inReplyTo=action["meta"]["id"])
+                if number == 1:
+                    _send(ws, "orders/UPDATE", {"id": 42}, channel=channel, offset=6)
+                    ws.close(1012, "restart")
+        except ConnectionClosed:
+            pass
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+
+
+def _send(ws: Any, type_: str, payload: Any, **meta: Any) -> None:
+    ws.send(json.dumps({"type": type_, "payload": payload, "meta": meta}))
+
+
+@pytest.fixture
+def scripted_gateway() -> Iterator[ScriptedGateway]:
+    gateway = ScriptedGateway()
+    try:
+        yield gateway
+    finally:
+        gateway.close()
+
+
+RECONNECT_SCRIPT = """
+async (url) => {
+  const { createClient } = await import('/js/wsgate.js');
+  const client = createClient({ url, backoff: { minMs: 50, maxMs: 200 } });
+  const closes = [];
+  client.on('close', (e) => closes.push(e));
+  let welcomes = 0;
+  const secondWelcome = new Promise((resolve) => client.on('welcome', () => {
+    welcomes += 1;
+    if (welcomes === 2) resolve();
+  }));
+  await client.join('acme:orders/42');
+  await secondWelcome;
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const result = { closes, state: client.state, offset: client.offset('acme:orders/42') };
+  client.close();
+  return result;
+}
+"""
+
+
+def test_client_reconnects_after_1012_and_rejoins_with_since(
+    browser: Browser, demo_url: str, scripted_gateway: ScriptedGateway
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{demo_url}/sign-in")  # any page of the origin that serves /js/
+        result = page.evaluate(RECONNECT_SCRIPT, f"ws://127.0.0.1:{scripted_gateway.port}/ws")
+    finally:
+        context.close()
+
+    assert result["closes"][0] == {
+        "code": 1012,
+        "reason": "restart",
+        "willReconnect": True,
+        "delayMs": 0,
+    }
+    assert result["state"] == "open"
+    joins = [
+        (n, a["payload"]) for n, a in scripted_gateway.received if a["type"] == "@@wsgate/JOIN"
+    ]
+    assert joins == [
+        (1, {"channel": "acme:orders/42"}),
+        (2, {"channel": "acme:orders/42", "since": 6}),
+    ]
+    # The rejoin was answered with offset 5, but the client keeps the 6 it saw.
+    assert result["offset"] == 6
