@@ -39,6 +39,7 @@ __all__ = [
     "RateLimitRule",
     "RelayRule",
     "RouteRule",
+    "RoutingConfig",
     "ServerConfig",
     "ServiceConfig",
     "load",
@@ -144,6 +145,16 @@ class HistoryConfig(_Section):
     """How long a channel's history outlives its last member."""
 
 
+class RoutingConfig(_Section):
+    """``[routing]``: procedure discovery defaults and per-connection limits."""
+
+    registered_secret: str = ""
+    """HMAC secret for services known only from self-registration."""
+    registered_timeout_ms: Positive = 2000
+    max_in_flight: Positive = 16
+    """Requests one connection may have waiting on services; past it ``RATE_LIMITED``."""
+
+
 class ServiceConfig(_Section):
     """``[services.<name>]``."""
 
@@ -197,6 +208,7 @@ class Config(_Section):
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
     history: HistoryConfig = msgspec.field(default_factory=HistoryConfig)
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     services: dict[str, ServiceConfig] = msgspec.field(default_factory=dict)
     routes: list[RouteRule] = msgspec.field(default_factory=list)
     relays: list[RelayRule] = msgspec.field(default_factory=list)
@@ -211,6 +223,7 @@ _ENV_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "broker": BrokerConfig,
     "presence": PresenceConfig,
     "history": HistoryConfig,
+    "routing": RoutingConfig,
 }
 _PATH_RE = re.compile(r"`\$((?:\.[A-Za-z_][\w]*|\[\d+\]|\[\.\.\.\])*)`")
 

@@ -16,20 +16,31 @@ start, so restarting the demo signs everybody out.
 
 from __future__ import annotations
 
+import importlib.util
 import mimetypes
 import re
-from collections.abc import Mapping
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
+
+from aiohttp import web
 
 from wsgate.auth.cookie import CookieCodec
 from wsgate.auth.handshake import Authenticator
 from wsgate.auth.keyring import KeyRing, new_key
 from wsgate.auth.principal import Principal
 from wsgate.config import Config, from_mapping
+from wsgate.sdk.publisher import Publisher
 from wsgate.transport.base import HttpResponse
 
-__all__ = ["DemoSite", "demo_config", "repo_root"]
+if TYPE_CHECKING:
+    from wsgate.node import Node
+
+__all__ = ["DemoSite", "demo_config", "repo_root", "start_orders"]
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _ORGS = ("acme", "globex")
@@ -40,17 +51,61 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def demo_config(port: int) -> Config:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def demo_config(port: int, orders_port: int | None = None) -> Config:
+    """The demo node: relays for chat and cursors, the orders service routed."""
     origins = [f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
+    orders = orders_port or _free_port()
     return from_mapping(
         {
             "server": {"listen": f"127.0.0.1:{port}", "allowed_origins": origins},
-            "api": {"listen": "127.0.0.1:0", "keys": [new_key()]},
+            "api": {"listen": "127.0.0.1:0", "keys": [secrets.token_urlsafe(24)]},
             "auth": {"keys": [new_key()], "sign_in_url": "/sign-in"},
             "relays": [{"match": "chat/*"}, {"match": "cursor/*"}],
+            "services": {
+                "orders": {
+                    "url": f"http://127.0.0.1:{orders}/actions",
+                    "secret": secrets.token_urlsafe(24),
+                }
+            },
+            "routes": [{"match": "orders/*", "service": "orders"}],
         },
         env={},
     )
+
+
+def _load_orders_module() -> ModuleType:
+    path = repo_root() / "examples/orders/service.py"
+    spec = importlib.util.spec_from_file_location("wsgate_demo_orders", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def start_orders(node: Node) -> Callable[[], Awaitable[None]]:
+    """Start ``examples/orders`` beside the node, on the port its config names."""
+    config = node.config
+    service = config.services["orders"]
+    port = urlsplit(service.url).port or 9000
+    publisher = Publisher(node.api_url, config.api.keys[0])
+    app = _load_orders_module().build(service.secret, publisher)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    async def stop() -> None:
+        await runner.cleanup()
+        await publisher.aclose()
+
+    return stop
 
 
 def _file(path: Path) -> HttpResponse:

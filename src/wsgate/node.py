@@ -15,8 +15,12 @@ import secrets
 import signal
 import ssl
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
+from aiohttp import web
+
+from wsgate.api.app import build_app
+from wsgate.api.state import ApiState
 from wsgate.auth.handshake import Authenticator
 from wsgate.auth.keyring import KeyRing
 from wsgate.auth.policy import ChannelPolicy
@@ -26,9 +30,12 @@ from wsgate.core.gateway import Gateway
 from wsgate.core.presence import PresenceBatcher
 from wsgate.exceptions import ConfigError, WsgateError
 from wsgate.protocol.codes import CloseCode
+from wsgate.routing.http_invoker import HttpInvoker
+from wsgate.routing.table import RouteTable
 from wsgate.transport.base import HttpResponse
 from wsgate.transport.server import Listener, start_listener
 from wsgate.typing import NodeId
+from wsgate.upstream import Upstream
 
 __all__ = ["Node", "demo", "print_routes", "serve"]
 
@@ -36,6 +43,17 @@ log = logging.getLogger("wsgate.node")
 
 PlainGet = Callable[[str, Mapping[str, str]], HttpResponse | None]
 """Answers plain HTTP GETs on the public listener (the demo's pages)."""
+
+
+def _api_keys(config: Config) -> list[str]:
+    keys = [k for k in config.api.keys if k]
+    if config.api.keys_file:
+        try:
+            with open(config.api.keys_file, encoding="utf-8") as f:
+                keys += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        except OSError as exc:
+            raise ConfigError("api.keys_file", f"cannot read: {exc.strerror}") from None
+    return keys
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -63,8 +81,29 @@ class Node:
         self.policy = ChannelPolicy(config.channels, config.auth.allow_anonymous)
         self._plain_get = plain_get
         self._ssl = _ssl_context(config)
+        self._api_keys = _api_keys(config)
+        self.routes = RouteTable.from_config(
+            config,
+            registered_secret=config.routing.registered_secret,
+            registered_timeout_ms=config.routing.registered_timeout_ms,
+        )
+        self.invoker = HttpInvoker()
         self.gateway: Gateway | None = None
+        self.upstream: Upstream | None = None
         self.listener: Listener | None = None
+        self.api: ApiState | None = None
+        self._api_runner: web.AppRunner | None = None
+        self._api_port = 0
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def api_port(self) -> int:
+        return self._api_port
+
+    @property
+    def api_url(self) -> str:
+        host, _ = parse_listen("api.listen", self.config.api.listen)
+        return f"http://{host}:{self._api_port}"
 
     @property
     def port(self) -> int:
@@ -97,6 +136,16 @@ class Node:
             heartbeat_ms=config.server.heartbeat_ms,
             max_channels=config.server.max_channels_per_connection,
         )
+        self.upstream = Upstream(
+            self.gateway,
+            self.routes,
+            self.invoker,
+            max_in_flight=config.routing.max_in_flight,
+        )
+        self.gateway.dispatcher.upstream = self.upstream
+        self.gateway.observer = self.upstream
+        await self._start_api()
+        self._sweeper = loop.create_task(self._sweep())
         self.listener = await start_listener(
             handler=self.gateway,
             config=config.server,
@@ -106,6 +155,26 @@ class Node:
             ssl_context=self._ssl,
         )
 
+    async def _start_api(self) -> None:
+        assert self.gateway is not None
+        aws = {c.access_key_id: c.secret_access_key for c in self.config.api.aws.credentials}
+        self.api = ApiState(self.gateway, self.routes, aws_secrets=aws)
+        if not self._api_keys:
+            log.warning("no [api] keys: the internal API refuses every /v1 request")
+        runner = web.AppRunner(build_app(self.api, self._api_keys), access_log=None)
+        await runner.setup()
+        host, port = parse_listen("api.listen", self.config.api.listen)
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._api_port = int(runner.addresses[0][1])
+        self._api_runner = runner
+
+    async def _sweep(self, every_s: float = 5.0) -> None:
+        """Drop expired self-registrations so the route table stays tidy."""
+        while True:
+            await asyncio.sleep(every_s)
+            self.routes.sweep()
+
     def reload_keys(self) -> None:
         """SIGHUP: re-read the key files; keep the old keys when that fails."""
         try:
@@ -114,38 +183,70 @@ class Node:
         except WsgateError as exc:
             log.error("session keys not reloaded: %s", exc)
 
-    async def stop(self, code: int = CloseCode.GOING_AWAY) -> None:
-        """Stop accepting, close every connection with ``code``."""
+    async def stop(self, code: int = CloseCode.GOING_AWAY, deadline_s: float = 10.0) -> None:
+        """Drain: not ready, stop accepting, let calls finish, close connections.
+
+        ``/readyz`` answers 503 at once; in-flight service calls get up to
+        ``deadline_s`` to finish (their answers still reach their clients);
+        then every connection is closed with ``code``.
+        """
+        if self.api is not None:
+            self.api.ready = False
         if self.listener is not None:
             await self.listener.close()
+        if self.upstream is not None:
+            cut = await self.upstream.drain(deadline_s)
+            if cut:
+                log.warning("drain: %d service calls cut off at the deadline", cut)
+        if self.listener is not None:
             await self.listener.drain(code, "node going away")
             self.listener = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        await self.invoker.aclose()
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()
+            self._api_runner = None
 
 
-async def _run(node: Node, banner: str) -> None:
+Extra = Callable[[Node], Awaitable[Callable[[], Awaitable[None]]]]
+"""Started after the node (the demo's orders service); returns its stopper."""
+
+
+async def _run(node: Node, banner: str, extra: Extra | None) -> None:
     await node.start()
+    stop_extra = await extra(node) if extra is not None else None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, node.reload_keys)
-    print(banner.format(url=node.url, port=node.port), flush=True)
+    print(banner.format(url=node.url, port=node.port, api=node.api_url), flush=True)
     await stop.wait()
     await node.stop()
+    if stop_extra is not None:
+        await stop_extra()
 
 
-def _event_loop_run(coro_node: Node, banner: str) -> int:
+def _event_loop_run(node: Node, banner: str, extra: Extra | None = None) -> int:
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
-    asyncio.run(_run(coro_node, banner))
+    asyncio.run(_run(node, banner, extra))
     return 0
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # picows logs every accepted and closed connection at INFO: too much per connection.
+    logging.getLogger("wsgate.transport.picows").setLevel(logging.WARNING)
 
 
 def serve(config_path: str | None) -> int:
     """``wsgate serve --config FILE``: run a node until SIGINT/SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _logging()
     try:
         node = Node(load(config_path))
     except WsgateError as exc:
@@ -156,15 +257,14 @@ def serve(config_path: str | None) -> int:
 
 def demo(port: int) -> int:
     """``wsgate demo``: the demo app on the memory backend, ephemeral keys."""
-    from wsgate.demo import DemoSite, demo_config
+    from wsgate.demo import DemoSite, demo_config, start_orders
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _logging()
     config = demo_config(port)
     site = DemoSite(config)
     node = Node(config, plain_get=site.handle)
-    return _event_loop_run(
-        node, "wsgate: demo on http://localhost:{port}/ (second user: http://127.0.0.1:{port}/)"
-    )
+    banner = "wsgate: demo on http://localhost:{port}/ (second user: http://127.0.0.1:{port}/)"
+    return _event_loop_run(node, banner, start_orders)
 
 
 def print_routes(config_path: str) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from wsgate.auth.policy import ChannelPolicy
 
+from wsgate.auth.policy import ChannelPolicy
 from wsgate.auth.principal import Principal
 from wsgate.backends.memory import MemoryHistory
 from wsgate.config import ChannelRule

@@ -271,3 +271,17 @@ def test_ten_thousand_join_leave_cycles_return_to_baseline() -> None:
     assert len(h.history) == 1
     assert h.clock.pending == 0
     assert growth < 64 * 1024, growth
+
+
+def test_navigate_with_since_recovers_like_join() -> None:
+    h = Harness()
+    alice, bob = h.connect("alice"), h.connect("bob")
+    alice.join("acme:v")
+    (joined,) = bob.send("@@wsgate/NAVIGATE", {"view": "v"}, id="n")
+    offset = joined["payload"]["offset"]
+    bob.close()
+    alice.send("chat/MESSAGE", {"n": 1}, channel="acme:v")
+    back = h.connect("bob")
+    got = back.send("@@wsgate/NAVIGATE", {"view": "v", "since": offset}, id="n")
+    assert got[0]["payload"]["recovered"] is True
+    assert [a["payload"] for a in got[1:]] == [{"n": 1}]

@@ -103,7 +103,7 @@ def install(gw: Gateway) -> None:
                 return
             gw.leave(conn, previous)
             conn.send_action(bi.LEFT, {"channel": previous})
-        if join_view(conn, action, address, None):
+        if join_view(conn, action, address, body.since):
             if conn.views is None:
                 conn.views = {}
             conn.views[address.hub] = address.value

@@ -8,6 +8,7 @@ created by :meth:`Gateway.open <wsgate.core.gateway.Gateway.open>` and dies in
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from wsgate.auth.principal import Principal
@@ -31,6 +32,7 @@ class Connection:
         "_member",
         "channels",
         "closed",
+        "connected_at",
         "hubs",
         "id",
         "peer",
@@ -61,6 +63,8 @@ class Connection:
         self.views: dict[HubId, ChannelAddress] | None = None
         """The current NAVIGATE view per hub."""
         self.closed = False
+        self.connected_at = time.time()
+        """Unix time of the handshake (for the internal API)."""
         self._member: bi.Member | None = None
 
     @property

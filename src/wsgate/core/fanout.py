@@ -16,10 +16,9 @@ the target's own index, never filtered from a wider set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from wsgate.protocol.address import parse_address
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, From, Outbound, OutMeta, encode
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
@@ -28,7 +27,10 @@ if TYPE_CHECKING:
     from wsgate.core.connection import Connection
     from wsgate.core.gateway import Gateway
 
-__all__ = ["Fanout"]
+__all__ = ["Deliver", "Fanout"]
+
+Deliver = Callable[[str, str, Any, From | None, ConnectionId | None, bool], int]
+"""``(target, type, payload, origin, exclude, error) -> local deliveries``."""
 
 
 def _send_all(members: Iterable[Connection], data: bytes, exclude: ConnectionId | None) -> int:
@@ -43,10 +45,16 @@ def _send_all(members: Iterable[Connection], data: bytes, exclude: ConnectionId 
 class Fanout:
     """Local delivery for one gateway."""
 
-    __slots__ = ("_gw",)
+    __slots__ = ("_by_kind", "_gw")
 
     def __init__(self, gateway: Gateway) -> None:
         self._gw = gateway
+        self._by_kind: dict[str, Deliver] = {
+            "connection": self.to_connection,
+            "user": self.to_user,
+            "channel": self.to_channel,
+            "hub": self.to_hub,
+        }
 
     def relay(self, conn: Connection, action: Action) -> None:
         """Relay ``action`` from ``conn`` to the other members of ``meta.channel``."""
@@ -65,7 +73,7 @@ class Fanout:
 
     def to_channel(
         self,
-        address: ChannelAddress,
+        target: str,
         type_: str,
         payload: Any,
         origin: From | None = None,
@@ -74,6 +82,7 @@ class Fanout:
     ) -> int:
         """Deliver to a view channel or a whole hub; return local deliveries."""
         gw = self._gw
+        address = ChannelAddress(target)
         hub_id, _, view = address.partition(":")
         if not view:
             return self.to_hub(HubId(hub_id), type_, payload, origin, exclude, error)
@@ -87,37 +96,61 @@ class Fanout:
 
     def to_hub(
         self,
-        hub_id: HubId,
+        hub_id: str,
         type_: str,
         payload: Any,
         origin: From | None = None,
         exclude: ConnectionId | None = None,
         error: bool = False,
     ) -> int:
-        hub = self._gw.pool.hubs.get(hub_id)
+        hub = self._gw.pool.hubs.get(HubId(hub_id))
         if hub is None:
             return 0
         data = encode(Outbound(type_, payload, OutMeta(hub_id, from_=origin), error))
         return _send_all(hub.members.values(), data, exclude)
 
     def to_user(
-        self, user: UserId, type_: str, payload: Any, exclude: ConnectionId | None = None
+        self,
+        user: str,
+        type_: str,
+        payload: Any,
+        origin: From | None = None,
+        exclude: ConnectionId | None = None,
+        error: bool = False,
     ) -> int:
-        tabs = self._gw.pool.users.get(user)
+        """Deliver to every local connection (tab) of ``user``."""
+        tabs = self._gw.pool.users.get(UserId(user))
         if not tabs:
             return 0
-        data = encode(Outbound(type_, payload))
+        data = encode(Outbound(type_, payload, OutMeta(from_=origin) if origin else None, error))
         return _send_all(tabs.values(), data, exclude)
 
     def to_connection(
-        self, cid: ConnectionId, type_: str, payload: Any, in_reply_to: str | None = None
+        self,
+        cid: str,
+        type_: str,
+        payload: Any,
+        origin: From | None = None,
+        exclude: ConnectionId | None = None,
+        error: bool = False,
     ) -> int:
-        conn = self._gw.pool.connections.get(cid)
-        if conn is None:
+        """Deliver to one local connection by id."""
+        conn = self._gw.pool.connections.get(ConnectionId(cid))
+        if conn is None or cid == exclude:
             return 0
-        conn.send_action(type_, payload, in_reply_to=in_reply_to)
+        data = encode(Outbound(type_, payload, OutMeta(from_=origin) if origin else None, error))
+        conn.sink.send(data)
         return 1
 
-    @staticmethod
-    def valid_channel(text: str) -> bool:
-        return parse_address(text) is not None
+    def to_target(
+        self,
+        kind: str,
+        value: str,
+        type_: str,
+        payload: Any,
+        exclude: ConnectionId | None = None,
+        error: bool = False,
+    ) -> int:
+        """Deliver to ``kind`` (``connection``, ``user``, ``channel``, ``hub``) ``value``."""
+        deliver: Deliver = self._by_kind[kind]
+        return deliver(value, type_, payload, None, exclude, error)

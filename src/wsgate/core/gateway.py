@@ -28,7 +28,7 @@ from wsgate.protocol.codes import CloseCode, ErrorCode
 from wsgate.transport.base import Sink
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, NodeId
 
-__all__ = ["Authorizer", "Gateway", "JoinRefused"]
+__all__ = ["Authorizer", "Gateway", "JoinRefused", "Observer"]
 
 
 class Authorizer(Protocol):
@@ -37,6 +37,21 @@ class Authorizer(Protocol):
     def allows(self, principal: Principal, address: Address) -> bool: ...
 
     def hubs_for(self, principal: Principal) -> list[HubId]: ...
+
+
+class Observer(Protocol):
+    """Told of lifecycle events (services route them as ``@@wsgate/CONNECTED`` etc.).
+
+    Called synchronously after the fact; implementations must not block.
+    """
+
+    def connected(self, conn: Connection) -> None: ...
+
+    def disconnected(self, conn: Connection) -> None: ...
+
+    def joined(self, conn: Connection, address: ChannelAddress) -> None: ...
+
+    def left(self, conn: Connection, address: ChannelAddress) -> None: ...
 
 
 class JoinRefused(Exception):
@@ -77,6 +92,8 @@ class Gateway:
         self.dispatcher = Dispatcher(self.fanout.relay, relays)
         builtin.install(self)
         self._new_id = id_factory
+        self.observer: Observer | None = None
+        """Set by the node when services listen to lifecycle events."""
 
     # Sessions -----------------------------------------------------------------
 
@@ -94,6 +111,8 @@ class Gateway:
             heartbeatMs=self.heartbeat_ms,
         )
         conn.send_action(bi.WELCOME, welcome)
+        if self.observer is not None:
+            self.observer.connected(conn)
         return conn
 
     def close(self, conn: Connection) -> None:
@@ -103,6 +122,8 @@ class Gateway:
         conn.closed = True
         for channel in self.pool.remove(conn):
             self._after_leave(channel, conn)
+        if self.observer is not None:
+            self.observer.disconnected(conn)
 
     def disconnect(self, cid: ConnectionId, code: int = CloseCode.NORMAL, reason: str = "") -> bool:
         """Close a local connection by id; ``False`` when it is not here."""
@@ -133,6 +154,8 @@ class Gateway:
             if len(channel.members) == 1:
                 self.history.retain(channel.address, True)
             self.presence.joined(channel, conn)
+            if self.observer is not None:
+                self.observer.joined(conn, channel.address)
         return channel, added
 
     def leave(self, conn: Connection, address: ChannelAddress) -> bool:
@@ -141,6 +164,8 @@ class Gateway:
         if channel is None:
             return False
         self._after_leave(channel, conn)
+        if self.observer is not None:
+            self.observer.left(conn, address)
         return True
 
     def _after_leave(self, channel: Channel, conn: Connection) -> None:

@@ -59,6 +59,8 @@ class LeavePayload(msgspec.Struct, forbid_unknown_fields=True):
 class NavigatePayload(msgspec.Struct, forbid_unknown_fields=True):
     view: str
     hub: str | None = None
+    since: int | None = None
+    """As in JOIN: replay what was missed in the new view (a reconnecting client)."""
 
 
 class Member(msgspec.Struct):

@@ -1,0 +1,110 @@
+"""The demo's orders service, built with wsgate's SDK.
+
+- ``orders/GET {id}`` replies ``orders/ITEM {id, status}`` to the sender;
+- ``orders/UPDATE {id, status}`` stores the status, publishes
+  ``orders/UPDATED`` to the order's view channel (``<hub>:orders/<id>``) for
+  everyone else there, and replies ``orders/SAVED`` to the sender;
+- ``orders/WATCH {id}`` replies nothing now (202) and, two seconds later, a
+  background job pushes ``orders/REMINDER`` to that connection by its id
+  through the gateway's internal API — the way any service answers later.
+
+Run: ``python examples/orders/service.py --port 9000 --secret S --api URL --api-key K``
+(``wsgate demo`` starts it for you).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from typing import Any
+
+from aiohttp import web
+
+from wsgate.routing.context import InvocationContext
+from wsgate.sdk import Publisher, Reply, Service
+
+WATCH_DELAY_S = 2.0
+
+
+def build(
+    secret: str, publisher: Publisher, watch_delay_s: float = WATCH_DELAY_S
+) -> web.Application:
+    service = Service(secret=secret)
+    orders: dict[str, str] = {}
+    jobs: set[asyncio.Task[None]] = set()
+
+    def order_id(action: dict[str, Any]) -> str:
+        payload = action.get("payload") or {}
+        return str(payload.get("id", "")) if isinstance(payload, dict) else ""
+
+    @service.action("orders/GET")
+    async def get(action: dict[str, Any], ctx: InvocationContext) -> Reply:
+        oid = order_id(action)
+        return Reply(
+            actions=[
+                {"type": "orders/ITEM", "payload": {"id": oid, "status": orders.get(oid, "new")}}
+            ]
+        )
+
+    @service.action("orders/UPDATE")
+    async def update(action: dict[str, Any], ctx: InvocationContext) -> Reply:
+        oid = order_id(action)
+        status = str((action.get("payload") or {}).get("status", "new"))
+        orders[oid] = status
+        channel = f"{ctx.hub}:orders/{oid}"
+        updated = {
+            "type": "orders/UPDATED",
+            "payload": {"id": oid, "status": status, "by": ctx.userId},
+        }
+        return Reply(
+            actions=[{"type": "orders/SAVED", "payload": {"id": oid, "status": status}}],
+            publish=[
+                {
+                    "to": {"channel": channel},
+                    "action": updated,
+                    "exclude": {"connection": ctx.connectionId},
+                }
+            ],
+        )
+
+    @service.action("orders/WATCH")
+    async def watch(action: dict[str, Any], ctx: InvocationContext) -> None:
+        oid = order_id(action)
+
+        async def remind() -> None:
+            await asyncio.sleep(watch_delay_s)
+            reminder = {
+                "type": "orders/REMINDER",
+                "payload": {"id": oid, "status": orders.get(oid, "new")},
+            }
+            with contextlib.suppress(Exception):  # the connection may be gone: nothing to do
+                await publisher.publish({"connection": ctx.connectionId}, reminder)
+
+        task = asyncio.get_running_loop().create_task(remind())
+        jobs.add(task)
+        task.add_done_callback(jobs.discard)
+        return None
+
+    return service.app()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--secret", required=True)
+    parser.add_argument("--api", required=True, help="the gateway's internal API URL")
+    parser.add_argument("--api-key", required=True)
+    args = parser.parse_args()
+    async with Publisher(args.api, args.api_key) as publisher:
+        runner = web.AppRunner(build(args.secret, publisher), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, args.host, args.port).start()
+        print(f"orders service on http://{args.host}:{args.port}/actions", flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

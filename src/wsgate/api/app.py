@@ -1,0 +1,71 @@
+"""The internal API application: bearer keys, health, and the route modules.
+
+Listens on ``[api] listen``, never the public address. ``/v1/*`` needs
+``Authorization: Bearer <key>`` (one of ``[api] keys``); ``/@connections/*``
+needs an AWS SigV4 signature (or a bearer key); ``/healthz`` and ``/readyz``
+are open so that orchestrators can probe them.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+from wsgate.api import aws, v1
+from wsgate.api.state import STATE, ApiState, json_error
+
+__all__ = ["MAX_BODY", "build_app"]
+
+MAX_BODY = 1 << 20
+"""Largest request body the internal API reads."""
+
+_OPEN = frozenset({"/healthz", "/readyz"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _bearer_ok(header: str, keys: Sequence[bytes]) -> bool:
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    given = token.strip().encode()
+    ok = False
+    for key in keys:  # compare with every key: time does not reveal which matched
+        ok |= hmac.compare_digest(given, key)
+    return ok
+
+
+def build_app(state: ApiState, keys: Sequence[str]) -> web.Application:
+    """The aiohttp application of the internal API for ``state``."""
+    encoded = [k.encode() for k in keys if k]
+
+    @web.middleware
+    async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if path in _OPEN:
+            return await handler(request)
+        bearer = _bearer_ok(request.headers.get("Authorization", ""), encoded)
+        if path.startswith("/@connections/") and not bearer:
+            return await handler(request)  # SigV4 is checked by the handler
+        if not bearer:
+            return json_error(401, "missing or invalid bearer key")
+        return await handler(request)
+
+    app = web.Application(middlewares=[authorize], client_max_size=MAX_BODY)
+    app[STATE] = state
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        if not request.app[STATE].ready:
+            return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_routes(v1.routes)
+    app.router.add_routes(aws.routes)
+    return app

@@ -1,0 +1,109 @@
+"""``/@connections/{id}``: the AWS API Gateway management API, compatible.
+
+Code written against AWS (``boto3.client("apigatewaymanagementapi",
+endpoint_url=...)``: ``post_to_connection``, ``get_connection``,
+``delete_connection``) works unchanged: requests are SigV4-signed with a
+credential from ``[api.aws] credentials``; a connection that is gone answers
+410 ``GoneException``, a bad signature 403 ``ForbiddenException``.
+
+``post_to_connection``'s ``Data`` is sent to the client as one text message,
+byte for byte (it must be UTF-8); with wsgate clients it should be an action.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from wsgate.api.sigv4 import verify_sigv4
+from wsgate.api.state import STATE
+from wsgate.core.connection import Connection
+from wsgate.protocol.codes import CloseCode
+from wsgate.typing import ConnectionId
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+MAX_DATA = 128 * 1024
+"""AWS's limit for ``post_to_connection`` data."""
+
+
+def _aws_error(status: int, kind: str, message: str) -> web.Response:
+    return web.json_response(
+        {"message": message}, status=status, headers={"x-amzn-ErrorType": kind}
+    )
+
+
+async def _authorized(request: web.Request) -> web.Response | bytes:
+    body = await request.read()
+    reason = verify_sigv4(
+        method=request.method,
+        raw_path=request.raw_path,
+        headers=request.headers,
+        body=body,
+        secrets=request.app[STATE].aws_secrets,
+    )
+    if reason is not None:
+        return _aws_error(403, "ForbiddenException", reason)
+    return body
+
+
+def _target(request: web.Request) -> Connection | web.Response:
+    cid = ConnectionId(request.match_info["id"])
+    conn = request.app[STATE].gateway.pool.connections.get(cid)
+    if conn is None or conn.closed:
+        return _aws_error(410, "GoneException", "connection is gone")
+    return conn
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@routes.post("/@connections/{id}")
+async def post_to_connection(request: web.Request) -> web.Response:
+    body = await _authorized(request)
+    if isinstance(body, web.Response):
+        return body
+    conn = _target(request)
+    if isinstance(conn, web.Response):
+        return conn
+    if len(body) > MAX_DATA:
+        return _aws_error(413, "PayloadTooLargeException", "data is larger than 128 KB")
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return _aws_error(400, "BadRequestException", "data must be UTF-8 text")
+    conn.sink.send(body)
+    return web.Response(status=200)
+
+
+@routes.get("/@connections/{id}")
+async def get_connection(request: web.Request) -> web.Response:
+    body = await _authorized(request)
+    if isinstance(body, web.Response):
+        return body
+    conn = _target(request)
+    if isinstance(conn, web.Response):
+        return conn
+    return web.json_response(
+        {
+            "connectedAt": _iso(conn.connected_at),
+            "identity": {"sourceIp": conn.peer, "userAgent": ""},
+            "lastActiveAt": _iso(conn.connected_at),
+        }
+    )
+
+
+@routes.delete("/@connections/{id}")
+async def delete_connection(request: web.Request) -> web.Response:
+    body = await _authorized(request)
+    if isinstance(body, web.Response):
+        return body
+    conn = _target(request)
+    if isinstance(conn, web.Response):
+        return conn
+    conn.sink.close(CloseCode.NORMAL, "deleted")
+    return web.Response(status=204)

@@ -1,0 +1,30 @@
+"""What the internal API's handlers reach: the core, the route table, readiness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from wsgate.core.gateway import Gateway
+from wsgate.routing.table import RouteTable
+
+__all__ = ["STATE", "ApiState", "json_error"]
+
+
+@dataclass
+class ApiState:
+    gateway: Gateway
+    routes: RouteTable
+    ready: bool = True
+    """``False`` while the node drains: ``/readyz`` answers 503."""
+    aws_secrets: dict[str, str] = field(default_factory=dict)
+    """Access key id → secret for the ``@connections`` paths."""
+
+
+STATE: web.AppKey[ApiState] = web.AppKey("wsgate_state", ApiState)
+
+
+def json_error(status: int, message: str) -> web.Response:
+    """An error answer: ``{"error": message}`` with ``status``."""
+    return web.json_response({"error": message}, status=status)

@@ -1,0 +1,171 @@
+"""``/v1/*``: publish, connections, channels, presence, hubs, routes, registration.
+
+Every handler answers JSON; errors are ``{"error": "..."}`` with a 4xx status
+and a message fit for the calling service (never internal details).
+"""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from wsgate.api.state import STATE, json_error
+from wsgate.core.connection import Connection
+from wsgate.core.gateway import JoinRefused
+from wsgate.delivery import deliver
+from wsgate.protocol import builtins as bi
+from wsgate.protocol.address import parse_address
+from wsgate.protocol.codes import CloseCode
+from wsgate.routing.results import Publish
+from wsgate.typing import ChannelAddress, ConnectionId, UserId
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+_publish = msgspec.json.Decoder(Publish)
+
+
+class _Registration(msgspec.Struct, forbid_unknown_fields=True):
+    url: str
+    actions: list[str]
+    ttl: float = 30.0
+
+
+_registration = msgspec.json.Decoder(_Registration)
+
+
+def _connection(request: web.Request) -> Connection | web.Response:
+    cid = ConnectionId(request.match_info["id"])
+    conn = request.app[STATE].gateway.pool.connections.get(cid)
+    if conn is None:
+        return json_error(404, "no such connection on this node")
+    return conn
+
+
+def describe(conn: Connection) -> dict[str, object]:
+    return {
+        "connectionId": conn.id,
+        "userId": conn.principal.sub or None,
+        "hubs": list(conn.hubs),
+        "channels": sorted(conn.channels or ()),
+        "ip": conn.peer,
+        "connectedAt": conn.connected_at,
+    }
+
+
+@routes.post("/v1/publish")
+async def publish(request: web.Request) -> web.Response:
+    try:
+        body = _publish.decode(await request.read())
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return json_error(400, f"bad publish: {exc}")
+    delivered = deliver(request.app[STATE].gateway, body)
+    return web.json_response({"delivered": delivered}, status=202)
+
+
+@routes.get("/v1/connections/{id}")
+async def get_connection(request: web.Request) -> web.Response:
+    conn = _connection(request)
+    if isinstance(conn, web.Response):
+        return conn
+    return web.json_response(describe(conn))
+
+
+@routes.delete("/v1/connections/{id}")
+async def delete_connection(request: web.Request) -> web.Response:
+    conn = _connection(request)
+    if isinstance(conn, web.Response):
+        return conn
+    conn.sink.close(CloseCode.NORMAL, "disconnected by the service")
+    return web.Response(status=204)
+
+
+@routes.delete("/v1/users/{user}/connections")
+async def delete_user_connections(request: web.Request) -> web.Response:
+    """Revocation: every tab of the user is closed with 4403 (do not reconnect)."""
+    gateway = request.app[STATE].gateway
+    tabs = list(gateway.pool.users.get(UserId(request.match_info["user"]), {}).values())
+    for conn in tabs:
+        conn.sink.close(CloseCode.FORBIDDEN, "session revoked")
+    return web.json_response({"disconnected": len(tabs)})
+
+
+@routes.put("/v1/connections/{id}/channels/{addr:.+}")
+async def join_channel(request: web.Request) -> web.Response:
+    """Join a connection server-side; the channel policy still applies."""
+    conn = _connection(request)
+    if isinstance(conn, web.Response):
+        return conn
+    address = parse_address(request.match_info["addr"])
+    if address is None:
+        return json_error(400, "bad channel address")
+    gateway = request.app[STATE].gateway
+    try:
+        channel, _ = gateway.join(conn, address)
+    except JoinRefused as refused:
+        return json_error(403 if refused.code == "FORBIDDEN" else 400, refused.message)
+    conn.send_action(bi.JOINED, gateway.joined_payload(channel))
+    return web.json_response({"channel": channel.address, "count": len(channel.members)})
+
+
+@routes.delete("/v1/connections/{id}/channels/{addr:.+}")
+async def leave_channel(request: web.Request) -> web.Response:
+    conn = _connection(request)
+    if isinstance(conn, web.Response):
+        return conn
+    address = ChannelAddress(request.match_info["addr"])
+    if not request.app[STATE].gateway.leave(conn, address):
+        return json_error(404, "the connection is not in that channel")
+    conn.send_action(bi.LEFT, {"channel": address})
+    return web.Response(status=204)
+
+
+@routes.get("/v1/channels/{addr:.+}/presence")
+async def presence(request: web.Request) -> web.Response:
+    address = ChannelAddress(request.match_info["addr"])
+    channel = request.app[STATE].gateway.pool.channel(address)
+    members = [] if channel is None else [c.member for c in channel.members.values()]
+    body = {"channel": address, "count": len(members), "members": members}
+    return web.Response(body=msgspec.json.encode(body), content_type="application/json")
+
+
+@routes.get("/v1/hubs")
+async def hubs(request: web.Request) -> web.Response:
+    pool = request.app[STATE].gateway.pool
+    body = [
+        {
+            "hub": hub.id,
+            "connections": len(hub.members),
+            "channels": [{"channel": a, "count": len(c.members)} for a, c in hub.channels.items()],
+        }
+        for hub in pool.hubs.values()
+    ]
+    return web.json_response(body)
+
+
+@routes.get("/v1/routes")
+async def list_routes(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].routes.snapshot())
+
+
+@routes.put("/v1/services/{name}")
+async def register(request: web.Request) -> web.Response:
+    try:
+        body = _registration.decode(await request.read())
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return json_error(400, f"bad registration: {exc}")
+    name = request.match_info["name"]
+    try:
+        request.app[STATE].routes.register(name, body.url, body.actions, body.ttl)
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    return web.json_response({"service": name, "ttl": body.ttl})
+
+
+@routes.delete("/v1/services/{name}")
+async def unregister(request: web.Request) -> web.Response:
+    url = request.query.get("url", "")
+    if not request.app[STATE].routes.unregister(request.match_info["name"], url):
+        return json_error(404, "no such registered instance")
+    return web.Response(status=204)

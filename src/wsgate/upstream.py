@@ -1,0 +1,190 @@
+"""Procedure calls: actions without a built-in or relay go to their service.
+
+:class:`Upstream` is the dispatcher's ``upstream`` hook and the gateway's
+lifecycle observer. For an inbound action it looks the type up in the
+:class:`~wsgate.routing.table.RouteTable` (no route: the dispatcher answers
+``NO_ROUTE``), checks the route's roles and ``meta.channel`` membership, and
+starts one task that calls the service and delivers its answer: ``reply``
+actions to the sender with ``meta.inReplyTo``, ``publish`` entries to their
+targets, failures as ``UPSTREAM_*`` errors without internal detail.
+
+Lifecycle events (``@@wsgate/CONNECTED``, ``DISCONNECTED``, ``JOINED``,
+``LEFT``) go, with the connection's context and no reply, to the services
+whose routes match those types — the counterpart of AWS's ``$connect`` and
+``$disconnect``.
+
+In-flight requests per connection are capped (``max_in_flight``); past the
+cap the action is refused with ``RATE_LIMITED`` and ``retryAfterMs`` rather
+than queued, so one client cannot pile up work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+import msgspec
+
+from wsgate.core.connection import Connection
+from wsgate.core.gateway import Gateway
+from wsgate.delivery import deliver
+from wsgate.protocol import builtins as bi
+from wsgate.protocol.codes import ErrorCode
+from wsgate.protocol.envelope import Action, Meta, OutMeta, encode
+from wsgate.routing.context import InvocationContext
+from wsgate.routing.http_invoker import HttpInvoker
+from wsgate.routing.instances import Service
+from wsgate.routing.table import RouteTable
+from wsgate.typing import ChannelAddress
+
+__all__ = ["Upstream"]
+
+log = logging.getLogger("wsgate.upstream")
+
+_MESSAGES = {
+    ErrorCode.UPSTREAM_TIMEOUT: "the service did not answer in time",
+    ErrorCode.UPSTREAM_ERROR: "the service failed",
+    ErrorCode.UPSTREAM_UNAVAILABLE: "the service is unavailable",
+    ErrorCode.INTERNAL: "internal error",
+}
+
+
+class Upstream:
+    """Routes actions to services and tells them of lifecycle events."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        table: RouteTable,
+        invoker: HttpInvoker,
+        *,
+        max_in_flight: int = 16,
+    ) -> None:
+        self._gw = gateway
+        self._table = table
+        self._invoker = invoker
+        self._max_in_flight = max_in_flight
+        self._in_flight: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # Inbound actions -----------------------------------------------------------
+
+    def __call__(self, conn: Connection, action: Action) -> bool:
+        service = self._table.lookup(action.type)
+        if service is None:
+            return False
+        meta = action.meta
+        rid = None if meta is None else meta.id
+        if not service.allows(conn.principal.roles):
+            conn.send_error(ErrorCode.FORBIDDEN, f"not allowed to send {action.type}", rid)
+            return True
+        channel = None if meta is None else meta.channel
+        if channel is not None and not conn.in_channel(ChannelAddress(channel)):
+            conn.send_error(ErrorCode.NOT_JOINED, f"not in {channel}", rid)
+            return True
+        busy = self._in_flight.get(conn.id, 0)
+        if busy >= self._max_in_flight:
+            conn.send_error(
+                ErrorCode.RATE_LIMITED,
+                f"at most {self._max_in_flight} requests in flight per connection",
+                rid,
+                retry_after_ms=100,
+            )
+            return True
+        self._in_flight[conn.id] = busy + 1
+        self._spawn(self._call(conn, service, action, channel, rid))
+        return True
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def context(self, conn: Connection, channel: str | None) -> InvocationContext:
+        p = conn.principal
+        return InvocationContext(
+            connectionId=conn.id,
+            userId=p.sub,
+            sessionId=p.sid,
+            hub=p.org or "public",
+            channel=channel,
+            orgs=p.all_orgs(),
+            teams=p.teams,
+            roles=p.roles,
+            node=self._gw.node_id,
+            requestId=secrets.token_hex(8),
+            receivedAt=time.time(),
+        )
+
+    async def _call(
+        self,
+        conn: Connection,
+        service: Service,
+        action: Action,
+        channel: str | None,
+        rid: str | None,
+    ) -> None:
+        try:
+            result = await self._invoker.invoke(service, action, self.context(conn, channel))
+        finally:
+            left = self._in_flight.get(conn.id, 1) - 1
+            if left <= 0:
+                self._in_flight.pop(conn.id, None)
+            else:
+                self._in_flight[conn.id] = left
+        if isinstance(result, ErrorCode):
+            if not conn.closed:
+                conn.send_error(result, _MESSAGES.get(result, "upstream failure"), rid)
+            return
+        if not conn.closed:
+            for reply in result.replies:
+                if rid is not None:
+                    meta = reply.meta or OutMeta()
+                    meta.inReplyTo = rid
+                    reply.meta = meta
+                conn.sink.send(encode(reply))
+        for publish in result.publishes:
+            deliver(self._gw, publish)
+
+    # Lifecycle events --------------------------------------------------------
+
+    def _event(self, conn: Connection, type_: str, channel: str | None, payload: Any) -> None:
+        service = self._table.lookup(type_)
+        if service is None:
+            return
+        action = Action(type=type_, meta=Meta(channel=channel) if channel else None)
+        if payload is not None:
+            action.payload = msgspec.Raw(msgspec.json.encode(payload))
+        self._spawn(self._invoker.notify(service, action, self.context(conn, channel)))
+
+    def connected(self, conn: Connection) -> None:
+        self._event(conn, bi.CONNECTED, None, {"ip": conn.peer})
+
+    def disconnected(self, conn: Connection) -> None:
+        self._in_flight.pop(conn.id, None)
+        self._event(conn, bi.DISCONNECTED, None, None)
+
+    def joined(self, conn: Connection, address: ChannelAddress) -> None:
+        self._event(conn, bi.JOINED, address, {"channel": address})
+
+    def left(self, conn: Connection, address: ChannelAddress) -> None:
+        self._event(conn, bi.LEFT, address, {"channel": address})
+
+    # Shutdown ----------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for in-flight calls; return how many were cut off."""
+        pending = set(self._tasks)
+        if not pending:
+            return 0
+        _, still = await asyncio.wait(pending, timeout=timeout)
+        for task in still:
+            task.cancel()
+        return len(still)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
