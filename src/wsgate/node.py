@@ -144,6 +144,7 @@ class Node:
         )
         self.gateway.dispatcher.upstream = self.upstream
         self.gateway.observer = self.upstream
+        self.gateway.admission = self.upstream
         await self._start_api()
         self._sweeper = loop.create_task(self._sweep())
         self.listener = await start_listener(

@@ -32,7 +32,7 @@ from wsgate.core.connection import Connection
 from wsgate.core.gateway import Gateway
 from wsgate.delivery import deliver
 from wsgate.protocol import builtins as bi
-from wsgate.protocol.codes import ErrorCode
+from wsgate.protocol.codes import CloseCode, ErrorCode
 from wsgate.protocol.envelope import Action, Meta, OutMeta, encode
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.http_invoker import HttpInvoker
@@ -42,6 +42,11 @@ from wsgate.typing import ChannelAddress
 
 __all__ = ["Upstream"]
 
+
+def _merged(have: tuple[str, ...], extra: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*have, *extra)))
+
+
 log = logging.getLogger("wsgate.upstream")
 
 _MESSAGES = {
@@ -49,6 +54,7 @@ _MESSAGES = {
     ErrorCode.UPSTREAM_ERROR: "the service failed",
     ErrorCode.UPSTREAM_UNAVAILABLE: "the service is unavailable",
     ErrorCode.INTERNAL: "internal error",
+    ErrorCode.FORBIDDEN: "the service refused this action",
 }
 
 
@@ -146,6 +152,47 @@ class Upstream:
                     meta.inReplyTo = rid
                     reply.meta = meta
                 conn.sink.send(encode(reply))
+        for publish in result.publishes:
+            deliver(self._gw, publish)
+
+    # Connect hook --------------------------------------------------------------
+
+    def admit(self, conn: Connection) -> None:
+        """The connect hook: a service routed for ``@@wsgate/CONNECT`` decides.
+
+        No such route: admitted at once. A 2xx answer admits, with the
+        answer's ``claims`` added to the session and its ``reply`` actions
+        sent after ``WELCOME``; a 403 refuses (close 4403); a failure or
+        timeout closes 1013 (try again later): the hook fails closed.
+        """
+        service = self._table.lookup(bi.CONNECT)
+        if service is None:
+            self._gw.admitted(conn)
+            return
+        self._spawn(self._admit(conn, service))
+
+    async def _admit(self, conn: Connection, service: Service) -> None:
+        action = Action(
+            type=bi.CONNECT, payload=msgspec.Raw(msgspec.json.encode({"ip": conn.peer}))
+        )
+        result = await self._invoker.invoke(service, action, self.context(conn, None))
+        if isinstance(result, ErrorCode):
+            if result is ErrorCode.FORBIDDEN:
+                self._gw.refused(conn, CloseCode.FORBIDDEN, "refused by the connect hook")
+            else:
+                self._gw.refused(conn, CloseCode.TRY_AGAIN_LATER, "try again later")
+            return
+        principal = conn.principal
+        claims = result.claims
+        if claims is not None:
+            principal = msgspec.structs.replace(
+                principal,
+                name=principal.name if claims.name is None else claims.name,
+                roles=_merged(principal.roles, claims.roles),
+                teams=_merged(principal.teams, claims.teams),
+                orgs=_merged(principal.orgs, claims.orgs),
+            )
+        self._gw.admitted(conn, principal, [encode(reply) for reply in result.replies])
         for publish in result.publishes:
             deliver(self._gw, publish)
 

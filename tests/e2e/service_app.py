@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from wsgate.routing.context import InvocationContext
-from wsgate.sdk import Publisher, Reply, Service
+from wsgate.sdk import Publisher, Refused, Reply, Service
 
 
 def build(name: str, secret: str, publisher: Publisher) -> web.Application:
@@ -47,6 +47,18 @@ def build(name: str, secret: str, publisher: Publisher) -> web.Application:
         jobs.add(task)
         task.add_done_callback(jobs.discard)
         return None
+
+    @service.action("@@wsgate/CONNECT")
+    async def connect(action: dict[str, Any], ctx: InvocationContext) -> Reply:
+        """The connect hook: refuse mallory, stall slowpoke, make vip an admin."""
+        events.append({"type": action["type"], "connectionId": ctx.connectionId, "channel": ctx.channel})
+        if ctx.userId == "mallory":
+            raise Refused("banned")
+        if ctx.userId == "slowpoke":
+            await asyncio.sleep(5)
+        claims = {"roles": ["admin"], "name": "Very Important"} if ctx.userId == "vip" else None
+        return Reply(actions=[{"type": "svc/HELLO", "payload": {"ip": (action.get("payload") or {}).get("ip")}}],
+                     claims=claims)
 
     @service.action("@@wsgate/*")
     async def lifecycle(action: dict[str, Any], ctx: InvocationContext) -> list[dict[str, Any]]:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
 import aiohttp
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
 
 from ..conftest import free_port
-from .gateway import API_KEY
+from .gateway import API_KEY, ORIGIN
 from .services import SECRET, start_service, with_service
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -75,6 +79,8 @@ async def test_lifecycle_events_reach_the_service_with_context() -> None:
     async with with_service() as (gw, svc):
         async with gw.peer("alice") as alice:
             cid = alice.id
+            hello = await alice.expect("svc/HELLO")  # the connect hook's reply, after WELCOME
+            assert hello["payload"] == {"ip": "127.0.0.1"}
             await alice.join("acme:orders/9")
             await alice.send("@@wsgate/LEAVE", {"channel": "acme:orders/9"}, id="x")
             await alice.expect("@@wsgate/LEFT")
@@ -83,11 +89,11 @@ async def test_lifecycle_events_reach_the_service_with_context() -> None:
             for _ in range(50):
                 async with http.get(f"{svc.url}/events") as resp:
                     events = [e for e in await resp.json() if e["connectionId"] == cid]
-                if len(events) == 4:
+                if len(events) == 5:
                     break
                 await asyncio.sleep(0.1)
         assert sorted(e["type"] for e in events) == sorted(
-            ["@@wsgate/CONNECTED", "@@wsgate/JOINED", "@@wsgate/LEFT", "@@wsgate/DISCONNECTED"])
+            ["@@wsgate/CONNECT", "@@wsgate/CONNECTED", "@@wsgate/JOINED", "@@wsgate/LEFT", "@@wsgate/DISCONNECTED"])
         assert {e["channel"] for e in events if e["type"] in ("@@wsgate/JOINED", "@@wsgate/LEFT")} == {"acme:orders/9"}
 
 
@@ -166,3 +172,36 @@ async def test_example_orders_service() -> None:
                 assert time.monotonic() - started >= 1.9
         finally:
             await orders.stop()
+
+
+async def test_connect_hook_refuses_adds_claims_and_fails_closed() -> None:
+    async with with_service() as (gw, _):
+        async with gw.peer("vip") as vip:  # the hook made vip an admin: admin routes open
+            await vip.send("admin/PURGE", {}, id="a")
+            assert (await vip.expect("@@wsgate/ERROR"))["payload"]["code"] == "UPSTREAM_ERROR"
+        headers = {"Cookie": gw.cookie("mallory")}
+        async with websockets.connect(gw.url, additional_headers=headers, origin=ORIGIN) as ws:  # type: ignore[arg-type]
+            with pytest.raises(ConnectionClosed) as closed:
+                for _ in range(5):
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    assert frame["type"] != "@@wsgate/WELCOME"
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+        headers = {"Cookie": gw.cookie("slowpoke")}
+        async with websockets.connect(gw.url, additional_headers=headers, origin=ORIGIN) as ws:  # type: ignore[arg-type]
+            await ws.send(json.dumps({"type": "@@wsgate/PING", "meta": {"id": "early"}}))
+            with pytest.raises(ConnectionClosed) as closed:
+                for _ in range(5):
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    assert frame["type"] != "@@wsgate/WELCOME"
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+
+
+async def test_messages_sent_before_welcome_wait_for_admission() -> None:
+    async with with_service() as (gw, _):
+        headers = {"Cookie": gw.cookie("alice")}
+        async with websockets.connect(gw.url, additional_headers=headers, origin=ORIGIN) as ws:  # type: ignore[arg-type]
+            await ws.send(json.dumps({"type": "@@wsgate/PING", "payload": 1, "meta": {"id": "early"}}))
+            types = []
+            for _ in range(3):
+                types.append(json.loads(await asyncio.wait_for(ws.recv(), 5))["type"])
+            assert types == ["@@wsgate/WELCOME", "svc/HELLO", "@@wsgate/PONG"]

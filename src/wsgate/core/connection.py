@@ -36,6 +36,7 @@ class Connection:
         "hubs",
         "id",
         "peer",
+        "pending",
         "principal",
         "sink",
         "views",
@@ -63,6 +64,8 @@ class Connection:
         self.views: dict[HubId, ChannelAddress] | None = None
         """The current NAVIGATE view per hub."""
         self.closed = False
+        self.pending: list[bytes] | None = None
+        """Messages received while a connect hook decides (``None``: admitted)."""
         self.connected_at = time.time()
         """Unix time of the handshake (for the internal API)."""
         self._member: bi.Member | None = None
@@ -87,7 +90,13 @@ class Connection:
     # Session protocol -------------------------------------------------------
 
     def on_message(self, data: bytes) -> None:
-        self._gateway.dispatcher.dispatch(self, data)
+        pending = self.pending
+        if pending is None:
+            self._gateway.dispatcher.dispatch(self, data)
+        elif len(pending) < self._gateway.max_pending:
+            pending.append(data)
+        else:
+            self.send_error(ErrorCode.RATE_LIMITED, "wait for WELCOME", retry_after_ms=100)
 
     def on_binary(self) -> None:
         self.send_error(ErrorCode.BAD_REQUEST, "binary frames are not accepted; send JSON text")

@@ -10,7 +10,7 @@ internal API calls :meth:`join`, :meth:`leave`, :meth:`disconnect` and the
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from wsgate.auth.principal import Principal
@@ -28,7 +28,7 @@ from wsgate.protocol.codes import CloseCode, ErrorCode
 from wsgate.transport.base import Sink
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, NodeId
 
-__all__ = ["Authorizer", "Gateway", "JoinRefused", "Observer"]
+__all__ = ["Admission", "Authorizer", "Gateway", "JoinRefused", "Observer"]
 
 
 class Authorizer(Protocol):
@@ -52,6 +52,18 @@ class Observer(Protocol):
     def joined(self, conn: Connection, address: ChannelAddress) -> None: ...
 
     def left(self, conn: Connection, address: ChannelAddress) -> None: ...
+
+
+class Admission(Protocol):
+    """A connect hook: decides on a connection before its ``WELCOME``.
+
+    :meth:`admit` starts the decision and returns at once; later it calls
+    :meth:`Gateway.admitted` (maybe with extra claims) or
+    :meth:`Gateway.refused`. Messages the client sends meanwhile are queued
+    (up to ``Gateway.max_pending``) and handled after admission.
+    """
+
+    def admit(self, conn: Connection) -> None: ...
 
 
 class JoinRefused(Exception):
@@ -94,32 +106,70 @@ class Gateway:
         self._new_id = id_factory
         self.observer: Observer | None = None
         """Set by the node when services listen to lifecycle events."""
+        self.admission: Admission | None = None
+        """Set by the node when a connect hook is routed."""
+        self.max_pending = 32
+        """Messages queued per connection while its admission runs."""
 
     # Sessions -----------------------------------------------------------------
 
     def open(self, sink: Sink, principal: Principal, peer: str) -> Connection:
-        """Admit a handshaken connection: join its hubs and send ``WELCOME``."""
+        """Take a handshaken connection: admit it now, or once the connect hook says so."""
         cid = ConnectionId(f"{self.node_id}.{self._new_id()}")
-        hubs = tuple(self.policy.hubs_for(principal))
-        conn = Connection(self, cid, principal, sink, peer, hubs)
+        conn = Connection(self, cid, principal, sink, peer, ())
+        if self.admission is None:
+            self.admitted(conn)
+        else:
+            conn.pending = []
+            self.admission.admit(conn)
+        return conn
+
+    def admitted(
+        self,
+        conn: Connection,
+        principal: Principal | None = None,
+        greeting: Iterable[bytes] = (),
+    ) -> None:
+        """Admit ``conn``: hubs, ``WELCOME``, then ``greeting``, then its queued messages.
+
+        ``principal`` replaces the connection's claims (a connect hook added some).
+        """
+        if conn.closed:
+            return
+        if principal is not None:
+            conn.principal = principal
+        conn.hubs = tuple(self.policy.hubs_for(conn.principal))
         self.pool.add(conn)
         welcome = bi.WelcomePayload(
-            connectionId=cid,
-            userId=principal.sub or None,
+            connectionId=conn.id,
+            userId=conn.principal.sub or None,
             node=self.node_id,
-            hubs=list(hubs),
+            hubs=list(conn.hubs),
             heartbeatMs=self.heartbeat_ms,
         )
         conn.send_action(bi.WELCOME, welcome)
+        for data in greeting:
+            conn.sink.send(data)
         if self.observer is not None:
             self.observer.connected(conn)
-        return conn
+        queued, conn.pending = conn.pending, None
+        for data in queued or ():
+            self.dispatcher.dispatch(conn, data)
+
+    def refused(self, conn: Connection, code: int, reason: str) -> None:
+        """The connect hook refused ``conn``: close it; it never joined anything."""
+        conn.pending = None
+        if not conn.closed:
+            conn.sink.close(code, reason)
 
     def close(self, conn: Connection) -> None:
         """The connection is gone: take it out of everything, tell the others."""
         if conn.closed:
             return
         conn.closed = True
+        if conn.pending is not None:  # closed before admission: never in the pool
+            conn.pending = None
+            return
         for channel in self.pool.remove(conn):
             self._after_leave(channel, conn)
         if self.observer is not None:

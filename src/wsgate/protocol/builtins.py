@@ -7,6 +7,7 @@ from typing import Final
 import msgspec
 
 __all__ = [
+    "CONNECT",
     "CONNECTED",
     "DISCONNECTED",
     "ERROR",
@@ -42,6 +43,8 @@ PONG: Final = "@@wsgate/PONG"
 PRESENCE: Final = "@@wsgate/PRESENCE"
 ERROR: Final = "@@wsgate/ERROR"
 # lifecycle events for services
+CONNECT: Final = "@@wsgate/CONNECT"
+"""The connect hook's event: routed to a service, answered before WELCOME."""
 CONNECTED: Final = "@@wsgate/CONNECTED"
 DISCONNECTED: Final = "@@wsgate/DISCONNECTED"
 

@@ -60,6 +60,8 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     """A message past ``server.max_message_bytes``."""
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+    """The connect hook could not decide (its service failed): reconnect with backoff."""
     SERVICE_RESTART = 1012
     """The node restarts or drains: reconnect at once."""
     SLOW_CONSUMER = 4000

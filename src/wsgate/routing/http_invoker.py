@@ -48,7 +48,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, overload
 
 import aiohttp
 import msgspec
@@ -236,6 +236,11 @@ class HttpInvoker:
                     data = await self._read(resp)
                 elif status in (202, 204):
                     return self._ok(service, inst, InvocationResult())
+                elif status == 403:
+                    # The service refuses this action (or, as a connect hook, this
+                    # connection): the client is told FORBIDDEN; the instance is fine.
+                    self.stats.failures[ErrorCode.FORBIDDEN] += 1
+                    return self._ok(service, inst, None)
                 else:
                     # 500/501 come from the handler of this one request: the
                     # instance is alive, and taking it out would let one bad
@@ -278,12 +283,23 @@ class HttpInvoker:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _ok(self, service: Service, inst: Instance, result: InvocationResult) -> InvocationResult:
+    @overload
+    def _ok(
+        self, service: Service, inst: Instance, result: InvocationResult
+    ) -> InvocationResult: ...
+
+    @overload
+    def _ok(self, service: Service, inst: Instance, result: None) -> ErrorCode: ...
+
+    def _ok(
+        self, service: Service, inst: Instance, result: InvocationResult | None
+    ) -> InvocationResult | ErrorCode:
+        """The instance answered; ``None`` stands for a 403 refusal (``FORBIDDEN``)."""
         if inst.failures and service.mark_ok(inst):
             log.info("service %s: instance %s is back", service.name, inst.url)
         if self._latched:
             self._latched.pop(service.name, None)
-        return result
+        return ErrorCode.FORBIDDEN if result is None else result
 
     def _fail(
         self,

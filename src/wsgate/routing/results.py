@@ -26,6 +26,7 @@ from wsgate.protocol.envelope import GATEWAY_PREFIX, NULL, Outbound, OutMeta
 
 __all__ = [
     "MAX_ACTIONS",
+    "Claims",
     "InvocationResult",
     "Publish",
     "ResultAction",
@@ -125,9 +126,26 @@ class Publish(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
             raise ValueError("exclude names a connection")
 
 
+Claim = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class Claims(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Claims a connect hook adds to a session before ``WELCOME``.
+
+    ``roles``, ``teams`` and ``orgs`` are added to the cookie's (never
+    removed); ``name`` replaces the display name.
+    """
+
+    name: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    roles: Annotated[list[Claim], msgspec.Meta(max_length=64)] = []
+    teams: Annotated[list[Claim], msgspec.Meta(max_length=64)] = []
+    orgs: Annotated[list[Claim], msgspec.Meta(max_length=64)] = []
+
+
 class _Answer(msgspec.Struct, forbid_unknown_fields=True):
     reply: Annotated[list[ResultAction], msgspec.Meta(max_length=MAX_ACTIONS)] = []
     publish: Annotated[list[Publish], msgspec.Meta(max_length=MAX_ACTIONS)] = []
+    claims: Claims | None = None
 
 
 class InvocationResult(msgspec.Struct, frozen=True):
@@ -137,6 +155,8 @@ class InvocationResult(msgspec.Struct, frozen=True):
     """Actions for the calling connection, in order; set ``meta.inReplyTo``."""
     publishes: list[Publish] = msgspec.field(default_factory=list)
     """Publishes in order; ``publish.action.outbound()`` gives what to deliver."""
+    claims: Claims | None = None
+    """Only meaningful in a connect hook's answer (see :class:`Claims`)."""
 
 
 _decoder: Final = msgspec.json.Decoder(_Answer)
@@ -151,4 +171,4 @@ def decode_result(body: bytes) -> InvocationResult | str:
         answer = _decoder.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return str(exc)
-    return InvocationResult([a.outbound() for a in answer.reply], answer.publish)
+    return InvocationResult([a.outbound() for a in answer.reply], answer.publish, answer.claims)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from wsgate.routing.signature import verify as verify_signature
 from wsgate.sdk.publisher import Publisher, PublishError
-from wsgate.sdk.service import Context, Handler, Reply, Service
+from wsgate.sdk.service import Context, Handler, Refused, Reply, Service
 
 __all__ = [
     "Context",
     "Handler",
     "PublishError",
     "Publisher",
+    "Refused",
     "Reply",
     "Service",
     "verify_signature",

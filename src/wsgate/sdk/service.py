@@ -57,6 +57,15 @@ class Reply:
 
     actions: list[dict[str, Any]] = field(default_factory=list)
     publish: list[dict[str, Any]] = field(default_factory=list)
+    claims: dict[str, Any] | None = None
+    """Connect hooks only: ``{"name"?, "roles"?, "teams"?, "orgs"?}`` added to the session."""
+
+
+class Refused(Exception):
+    """Raise in a handler to refuse the action (HTTP 403: the client gets ``FORBIDDEN``).
+
+    In a ``@@wsgate/CONNECT`` handler it refuses the connection (close 4403).
+    """
 
 
 HandlerResult = Reply | list[dict[str, Any]] | dict[str, Any] | None
@@ -132,6 +141,8 @@ class Service:
             return _error(404, "no handler for this action type")
         try:
             result = await handler(invocation.action, invocation.context)
+        except Refused as refused:
+            return _error(403, str(refused) or "refused")
         except Exception:
             log.exception("handler for %s failed", action_type)
             return _error(500, "handler failed")
@@ -147,6 +158,8 @@ class Service:
                 answer["reply"] = result.actions
             if result.publish:
                 answer["publish"] = result.publish
+            if result.claims is not None:
+                answer["claims"] = result.claims
         elif isinstance(result, dict):
             answer["reply"] = [result]
         else:
