@@ -16,7 +16,9 @@ import signal
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from wsgate.api.app import build_app
@@ -268,15 +270,51 @@ def demo(port: int) -> int:
     return _event_loop_run(node, banner, start_orders)
 
 
+def _format_routes(entries: list[dict[str, Any]]) -> str:
+    lines = [f"{'PATTERN':<28} {'SERVICE':<16} {'ROLES':<12} INSTANCES"]
+    for entry in entries:
+        roles = ",".join(entry.get("roles") or []) or "-"
+        instances = "; ".join(
+            f"{i['url']} [{i['source']}, {'up' if i['healthy'] else 'DOWN'}"
+            + (f", expires in {i['expires_in']:.0f}s" if i.get("expires_in") is not None else "")
+            + "]"
+            for i in entry.get("instances", [])
+        )
+        lines.append(f"{entry['pattern']:<28} {entry['service']:<16} {roles:<12} {instances}")
+    return "\n".join(lines)
+
+
+async def _live_routes(config: Config) -> list[dict[str, Any]] | None:
+    """The running node's table from its internal API, or ``None`` if unreachable."""
+    keys = _api_keys(config)
+    host, port = parse_listen("api.listen", config.api.listen)
+    if not keys or port == 0:
+        return None
+    headers = {"Authorization": f"Bearer {keys[0]}"}
+    timeout = aiohttp.ClientTimeout(total=3)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.get(f"http://{host}:{port}/v1/routes", headers=headers) as resp,
+        ):
+            if resp.status != 200:
+                return None
+            entries: list[dict[str, Any]] = await resp.json()
+            return entries
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
 def print_routes(config_path: str) -> int:
-    """``wsgate routes``: the static route table of a config."""
+    """``wsgate routes``: the live table of the node this config runs, else the static one."""
     try:
         config = load(config_path)
+        live = asyncio.run(_live_routes(config))
+        if live is None:
+            print("wsgate: node not reachable on [api] listen; the static table:", file=sys.stderr)
+            live = RouteTable.from_config(config).snapshot()
     except WsgateError as exc:
         print(f"wsgate: {exc}", file=sys.stderr)
         return 2
-    for rule in config.routes:
-        service = config.services[rule.service]
-        print(f"{rule.match:<32} {rule.service:<16} {service.url} (static)")
+    print(_format_routes(live))
     return 0
-
