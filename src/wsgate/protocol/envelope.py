@@ -29,9 +29,12 @@ __all__ = [
     "Outbound",
     "decode_action",
     "encode",
+    "json_depth",
 ]
 
 MAX_TYPE: Final = 128
+MAX_DEPTH: Final = 32
+"""Default limit on JSON nesting (arrays and objects) in one action."""
 MAX_META_ID: Final = 64
 GATEWAY_PREFIX: Final = "@@wsgate/"
 NULL: Final = msgspec.Raw(b"null")
@@ -105,6 +108,29 @@ _decoder: Final = msgspec.json.Decoder(Action)
 _loose: Final = msgspec.json.Decoder(_Loose)
 _encoder: Final = msgspec.json.Encoder()
 _TOO_LONG: Final = re.compile(r"length <= \d+")
+_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET: Final = re.compile(rb"[\[\]{}]")
+
+
+def json_depth(raw: bytes, limit: int) -> int:
+    """The nesting depth of ``raw``, counted up to ``limit + 1`` (then it stops).
+
+    Cheap for ordinary actions: when the document has at most ``limit``
+    brackets in all, it cannot be deeper, and nothing is scanned.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return 0
+    depth = deepest = 0
+    for m in _BRACKET.finditer(_STRING.sub(b"", raw)):
+        if m.group() in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        else:
+            depth -= 1
+    return deepest
 
 
 def _reply_id(data: bytes) -> str | None:
@@ -120,14 +146,19 @@ def _reply_id(data: bytes) -> str | None:
     return None
 
 
-def decode_action(data: bytes | str) -> Action | DecodeFailure:
+def decode_action(data: bytes | str, max_depth: int = MAX_DEPTH) -> Action | DecodeFailure:
     """Decode one text frame into an :class:`Action`.
 
     Returns a :class:`DecodeFailure` (``BAD_REQUEST``, or ``TOO_LARGE`` for a
-    field past its length limit) instead of raising. The message quotes only
-    the client's own input and the rule it broke.
+    field past its length limit or nesting deeper than ``max_depth``) instead
+    of raising. The message quotes only the client's own input and the rule
+    it broke.
     """
     raw = data.encode() if isinstance(data, str) else data
+    if json_depth(raw, max_depth) > max_depth:
+        # Checked before decoding: msgspec recurses, and a deep enough
+        # document would exhaust the interpreter's recursion limit.
+        return DecodeFailure(ErrorCode.TOO_LARGE, f"JSON nested deeper than {max_depth}")
     try:
         return _decoder.decode(raw)
     except msgspec.ValidationError as exc:
