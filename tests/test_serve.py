@@ -131,5 +131,5 @@ async def test_routes_shows_the_live_table_and_sigterm_stops_cleanly(tmp_path: P
             proc.send_signal(signal.SIGTERM)
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 10)
-            assert closed.value.rcvd is not None and closed.value.rcvd.code in (1001, 1012)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
         assert proc.wait(15) == 0

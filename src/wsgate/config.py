@@ -35,6 +35,7 @@ __all__ = [
     "ChannelRule",
     "Config",
     "HistoryConfig",
+    "LimitsConfig",
     "PresenceConfig",
     "RateLimitRule",
     "RelayRule",
@@ -78,6 +79,8 @@ class ServerConfig(_Section):
     """Outbound bytes queued for one connection past which it is closed with 4000."""
     read_buffer_bytes: Positive = 2048
     """Initial read buffer per connection; grows for larger frames."""
+    drain_timeout_ms: NonNegative = 10000
+    """On SIGTERM, how long in-flight service calls may take before connections close (1012)."""
     max_channels_per_connection: Positive = 64
     """Views one connection may have joined at once (``TOO_LARGE`` past it)."""
 
@@ -155,6 +158,33 @@ class RoutingConfig(_Section):
     """Requests one connection may have waiting on services; past it ``RATE_LIMITED``."""
 
 
+RateText = Annotated[str, msgspec.Meta(pattern=r"^(\d+/\d*(ms|s|m|h))?$")]
+
+
+class LimitsConfig(_Section):
+    """``[limits]``: what one client, user or address may cost (``docs/hardening.md``).
+
+    A rate is ``"<count>/<period>"`` (``"100/1s"``, ``"1/60s"``, ``"5/m"``);
+    an empty rate, or 0 for a count, disables that limit.
+    """
+
+    default_rate: RateText = "500/1s"
+    """Every inbound message of one connection, before it is even decoded."""
+    default_burst: Positive = 1000
+    abuse_refusals: NonNegative = 100
+    """``RATE_LIMITED`` refusals within ``abuse_window_s`` past which the connection
+    is closed with 4429 (0: never)."""
+    abuse_window_s: Positive = 10
+    max_connections: NonNegative = 50000
+    """Connections on this node (4429 past it)."""
+    max_connections_per_user: NonNegative = 64
+    max_connections_per_ip: NonNegative = 1024
+    handshake_rate_per_ip: RateText = "50/1s"
+    handshake_burst_per_ip: Positive = 200
+    max_json_depth: Positive = 32
+    """Nesting of arrays and objects in one message, the envelope included."""
+
+
 class ServiceConfig(_Section):
     """``[services.<name>]``."""
 
@@ -198,6 +228,7 @@ class RateLimitRule(_Section):
     match: Pattern
     per: Literal["connection", "user", "ip"] = "connection"
     rate: Annotated[str, msgspec.Meta(pattern=r"^\d+/\d*(ms|s|m|h)$")] = "10/1s"
+    """``"<count>/<period>"``: ``"1/60s"`` is one a minute."""
     burst: Positive = 1
 
 
@@ -209,6 +240,7 @@ class Config(_Section):
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
     history: HistoryConfig = msgspec.field(default_factory=HistoryConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     services: dict[str, ServiceConfig] = msgspec.field(default_factory=dict)
     routes: list[RouteRule] = msgspec.field(default_factory=list)
     relays: list[RelayRule] = msgspec.field(default_factory=list)
@@ -224,6 +256,7 @@ _ENV_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "presence": PresenceConfig,
     "history": HistoryConfig,
     "routing": RoutingConfig,
+    "limits": LimitsConfig,
 }
 _PATH_RE = re.compile(r"`\$((?:\.[A-Za-z_][\w]*|\[\d+\]|\[\.\.\.\])*)`")
 

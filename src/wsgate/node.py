@@ -26,9 +26,10 @@ from wsgate.api.state import ApiState
 from wsgate.auth.handshake import Authenticator
 from wsgate.auth.keyring import KeyRing
 from wsgate.auth.policy import ChannelPolicy
-from wsgate.backends.memory import MemoryHistory
+from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
 from wsgate.config import Config, load, parse_listen
 from wsgate.core.gateway import Gateway
+from wsgate.core.limits import Limiter
 from wsgate.core.presence import PresenceBatcher
 from wsgate.exceptions import ConfigError, WsgateError
 from wsgate.protocol.codes import CloseCode
@@ -135,6 +136,8 @@ class Node:
             history=MemoryHistory(config.history.size, config.history.ttl_s),
             relays=[rule.match for rule in config.relays],
             presence=presence,
+            limiter=Limiter(config.limits, config.rate_limits, MemoryRateLimits(), loop.time),
+            max_depth=config.limits.max_json_depth,
             heartbeat_ms=config.server.heartbeat_ms,
             max_channels=config.server.max_channels_per_connection,
         )
@@ -186,13 +189,17 @@ class Node:
         except WsgateError as exc:
             log.error("session keys not reloaded: %s", exc)
 
-    async def stop(self, code: int = CloseCode.GOING_AWAY, deadline_s: float = 10.0) -> None:
+    async def stop(
+        self, code: int = CloseCode.SERVICE_RESTART, deadline_s: float | None = None
+    ) -> None:
         """Drain: not ready, stop accepting, let calls finish, close connections.
 
         ``/readyz`` answers 503 at once; in-flight service calls get up to
         ``deadline_s`` to finish (their answers still reach their clients);
         then every connection is closed with ``code``.
         """
+        if deadline_s is None:
+            deadline_s = self.config.server.drain_timeout_ms / 1000
         if self.api is not None:
             self.api.ready = False
         if self.listener is not None:
@@ -202,7 +209,7 @@ class Node:
             if cut:
                 log.warning("drain: %d service calls cut off at the deadline", cut)
         if self.listener is not None:
-            await self.listener.drain(code, "node going away")
+            await self.listener.drain(code, "draining: reconnect")
             self.listener = None
         if self._sweeper is not None:
             self._sweeper.cancel()

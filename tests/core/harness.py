@@ -8,10 +8,11 @@ import msgspec
 
 from wsgate.auth.policy import ChannelPolicy
 from wsgate.auth.principal import Principal
-from wsgate.backends.memory import MemoryHistory
-from wsgate.config import ChannelRule
+from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
+from wsgate.config import ChannelRule, LimitsConfig, RateLimitRule
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import Gateway
+from wsgate.core.limits import Limiter
 from wsgate.core.presence import PresenceBatcher
 from wsgate.typing import NodeId
 
@@ -29,8 +30,13 @@ class Harness:
         max_channels: int = 64,
         rules: list[ChannelRule] | None = None,
         allow_anonymous: bool = True,
+        limits: LimitsConfig | None = None,
+        rate_limits: list[RateLimitRule] | None = None,
     ) -> None:
         self.clock = ManualClock()
+        limiter = None
+        if limits is not None:
+            limiter = Limiter(limits, rate_limits or [], MemoryRateLimits(), self.clock.time)
         self.history = MemoryHistory(history, 300.0, self.clock.time)
         self.gw = Gateway(
             node_id=NodeId("n1"),
@@ -42,12 +48,13 @@ class Harness:
                 self.clock, batch_ms=batch_ms, max_members=max_members, large_batch_ms=1000
             ),
             max_channels=max_channels,
+            limiter=limiter,
         )
 
-    def connect(self, user: str, org: str = "acme", **claims: Any) -> Client:
+    def connect(self, user: str, org: str = "acme", ip: str = "127.0.0.1", **claims: Any) -> Client:
         principal = Principal(sub=user, name=user.title(), org=org, orgs=(org,), **claims)
         sink = RecordingSink()
-        conn = self.gw.open(sink, principal, "127.0.0.1")
+        conn = self.gw.open(sink, principal, ip)
         return Client(conn, sink)
 
 

@@ -31,6 +31,11 @@ def build(name: str, secret: str, publisher: Publisher) -> web.Application:
                    "channel": ctx.channel, "roles": list(ctx.roles), "node": ctx.node}
         return Reply(actions=[{"type": "svc/ECHOED", "payload": {"got": action.get("payload"), "context": context, "by": name}}])
 
+    @service.action("svc/SLOW")
+    async def slow_echo(action: dict[str, Any], ctx: InvocationContext) -> list[dict[str, Any]]:
+        await asyncio.sleep(0.5)
+        return [{"type": "svc/SLOWED", "payload": action.get("payload")}]
+
     @service.action("svc/PUBLISH")
     async def publish(action: dict[str, Any], ctx: InvocationContext) -> Reply:
         payload = action.get("payload") or {}

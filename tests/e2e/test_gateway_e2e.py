@@ -151,9 +151,9 @@ async def test_anonymous_connections_may_use_public_only() -> None:
         assert (await anon.join("system:announcements"))["payload"]["code"] == "FORBIDDEN"
 
 
-async def test_stopping_the_node_closes_with_1001() -> None:
+async def test_stopping_the_node_closes_with_1012() -> None:
     async with running() as gw, gw.peer("a") as a:
         await gw.node.stop()
         with pytest.raises(ConnectionClosed) as closed:
             await a.recv()
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012

@@ -15,7 +15,7 @@ from typing import NamedTuple, Protocol
 
 from wsgate.typing import ChannelAddress
 
-__all__ = ["HistoryStore", "Replay"]
+__all__ = ["HistoryStore", "RateLimitStore", "Replay"]
 
 
 class Replay(NamedTuple):
@@ -67,4 +67,32 @@ class HistoryStore(Protocol):
 
     def __len__(self) -> int:
         """Number of streams held (live and idle)."""
+        ...
+
+
+class RateLimitStore(Protocol):
+    """GCRA state (a theoretical arrival time per key) for rate limits.
+
+    Guarantees:
+
+    - :meth:`acquire` is atomic per key: two calls never both take the last
+      unit of a bucket;
+    - a key whose state is in the past is equivalent to a fresh key, and the
+      store may forget it (memory stays bounded by the keys in use);
+    - synchronous and O(1) amortized: it runs on every inbound action.
+
+    The memory store limits within one node; a cluster-wide store keeps the
+    same contract across nodes.
+    """
+
+    def acquire(self, key: str, interval: float, tolerance: float, now: float) -> float:
+        """Take one unit; return 0.0 if allowed, else the seconds until one is free.
+
+        ``interval`` is the emission interval (period / rate); ``tolerance`` is
+        ``interval * (burst - 1)``.
+        """
+        ...
+
+    def __len__(self) -> int:
+        """Keys currently held."""
         ...

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from wsgate.backends.base import Replay
 from wsgate.typing import ChannelAddress
 
-__all__ = ["MemoryHistory"]
+__all__ = ["MemoryHistory", "MemoryRateLimits"]
 
 
 class _Stream:
@@ -103,3 +103,34 @@ class MemoryHistory:
 
     def __len__(self) -> int:
         return len(self._streams)
+
+
+class MemoryRateLimits:
+    """:class:`~wsgate.backends.base.RateLimitStore` in a dict, for one node.
+
+    Keys whose arrival time has passed are swept when the dict has doubled
+    since the last sweep, so memory follows the keys in use (amortized O(1)).
+    """
+
+    def __init__(self) -> None:
+        self._tat: dict[str, float] = {}
+        self._sweep_at = 1024
+
+    def acquire(self, key: str, interval: float, tolerance: float, now: float) -> float:
+        tat = self._tat.get(key, now)
+        if tat < now:
+            tat = now
+        wait = tat - now - tolerance
+        if wait > 0:
+            return wait
+        self._tat[key] = tat + interval
+        if len(self._tat) >= self._sweep_at:
+            self._sweep(now)
+        return 0.0
+
+    def _sweep(self, now: float) -> None:
+        self._tat = {k: t for k, t in self._tat.items() if t > now}
+        self._sweep_at = max(1024, 2 * len(self._tat))
+
+    def __len__(self) -> int:
+        return len(self._tat)

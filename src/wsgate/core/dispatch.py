@@ -2,8 +2,11 @@
 
 Order of decisions for one text message:
 
+0. charge the connection's default rate (before decoding: junk floods too);
 1. decode and validate (:func:`wsgate.protocol.envelope.decode_action`); a
    failure answers ``BAD_REQUEST``/``TOO_LARGE``;
+   then charge the type's ``[[rate_limits]]`` rule; a refusal answers
+   ``RATE_LIMITED`` with ``retryAfterMs``, and too many close 4429;
 2. a built-in ``@@wsgate/*`` type goes to its handler (:mod:`.builtin`);
 3. a type matching a ``[[relays]]`` rule is relayed to ``meta.channel``;
 4. otherwise the ``upstream`` hook (procedure discovery) gets it, and with no
@@ -20,8 +23,15 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from wsgate.protocol.codes import ErrorCode
-from wsgate.protocol.envelope import GATEWAY_PREFIX, Action, DecodeFailure, decode_action
+from wsgate.core.limits import Limiter, retry_ms
+from wsgate.protocol.codes import CloseCode, ErrorCode
+from wsgate.protocol.envelope import (
+    GATEWAY_PREFIX,
+    MAX_DEPTH,
+    Action,
+    DecodeFailure,
+    decode_action,
+)
 from wsgate.protocol.patterns import PatternTable
 
 if TYPE_CHECKING:
@@ -41,9 +51,18 @@ Upstream = Callable[["Connection", Action], bool]
 class Dispatcher:
     """Routes each inbound action by type: built-ins, relays, then upstream."""
 
-    __slots__ = ("_builtins", "_relays", "relay", "upstream")
+    __slots__ = ("_builtins", "_relays", "limiter", "max_depth", "relay", "upstream")
 
-    def __init__(self, relay: Handler, relay_patterns: list[str]) -> None:
+    def __init__(
+        self,
+        relay: Handler,
+        relay_patterns: list[str],
+        limiter: Limiter | None = None,
+        max_depth: int = MAX_DEPTH,
+    ) -> None:
+        self.limiter = limiter
+        self.max_depth = max_depth
+        """JSON nesting allowed in one message (``TOO_LARGE`` past it)."""
         self._builtins: dict[str, Handler] = {}
         self._relays: PatternTable[bool] = PatternTable((p, True) for p in relay_patterns)
         self.relay = relay
@@ -56,16 +75,37 @@ class Dispatcher:
 
     def dispatch(self, conn: Connection, data: bytes) -> None:
         """Handle one complete text message of ``conn``. Never raises."""
-        action = decode_action(data)
+        limiter = self.limiter
+        if limiter is not None:
+            wait = limiter.message(conn)
+            if wait > 0:
+                self._refuse(conn, limiter, wait, None)
+                return
+        action = decode_action(data, self.max_depth)
         if isinstance(action, DecodeFailure):
             conn.send_error(action.code, action.message, action.in_reply_to)
             return
+        if limiter is not None:
+            wait = limiter.action(conn, action.type)
+            if wait > 0:
+                self._refuse(conn, limiter, wait, _reply_id(action))
+                return
         try:
             self._route(conn, action)
         except Exception:
             # A bug, not the client's fault: log it with the type, never the payload.
             log.exception("handler failed for %s on %s", action.type, conn.id)
             conn.send_error(ErrorCode.INTERNAL, "internal error", _reply_id(action))
+
+    @staticmethod
+    def _refuse(conn: Connection, limiter: Limiter, wait: float, rid: str | None) -> None:
+        if limiter.strike(conn):
+            conn.send_error(
+                ErrorCode.RATE_LIMITED, "closed for flooding", rid, retry_after_ms=10_000
+            )
+            conn.sink.close(CloseCode.TOO_MANY, "too many refused messages")
+            return
+        conn.send_error(ErrorCode.RATE_LIMITED, "rate limited", rid, retry_after_ms=retry_ms(wait))
 
     def _route(self, conn: Connection, action: Action) -> None:
         handler = self._builtins.get(action.type)

@@ -20,11 +20,13 @@ from wsgate.core.clock import Scheduler
 from wsgate.core.connection import Connection
 from wsgate.core.dispatch import Dispatcher
 from wsgate.core.fanout import Fanout
+from wsgate.core.limits import Limiter, retry_ms
 from wsgate.core.pool import Channel, Pool
 from wsgate.core.presence import PresenceBatcher
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.address import Address
 from wsgate.protocol.codes import CloseCode, ErrorCode
+from wsgate.protocol.envelope import MAX_DEPTH
 from wsgate.transport.base import Sink
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, NodeId
 
@@ -87,6 +89,8 @@ class Gateway:
         history: HistoryStore,
         relays: list[str],
         presence: PresenceBatcher,
+        limiter: Limiter | None = None,
+        max_depth: int = MAX_DEPTH,
         heartbeat_ms: int = 25000,
         max_channels: int = 64,
         id_factory: Callable[[], str] = lambda: secrets.token_urlsafe(9),
@@ -101,7 +105,8 @@ class Gateway:
         """Views one connection may have joined at once (``TOO_LARGE`` past it)."""
         self.pool = Pool()
         self.fanout = Fanout(self)
-        self.dispatcher = Dispatcher(self.fanout.relay, relays)
+        self.limiter = limiter
+        self.dispatcher = Dispatcher(self.fanout.relay, relays, limiter, max_depth)
         builtin.install(self)
         self._new_id = id_factory
         self.observer: Observer | None = None
@@ -117,6 +122,13 @@ class Gateway:
         """Take a handshaken connection: admit it now, or once the connect hook says so."""
         cid = ConnectionId(f"{self.node_id}.{self._new_id()}")
         conn = Connection(self, cid, principal, sink, peer, ())
+        refusal = None if self.limiter is None else self.limiter.connect(principal, peer, self.pool)
+        if refusal is not None:
+            reason, wait = refusal
+            conn.send_error(ErrorCode.RATE_LIMITED, reason, retry_after_ms=retry_ms(wait))
+            sink.close(CloseCode.TOO_MANY, reason)
+            conn.closed = True  # never admitted: nothing to undo on close
+            return conn
         if self.admission is None:
             self.admitted(conn)
         else:
@@ -167,6 +179,8 @@ class Gateway:
         if conn.closed:
             return
         conn.closed = True
+        if self.limiter is not None:
+            self.limiter.forget(conn)
         if conn.pending is not None:  # closed before admission: never in the pool
             conn.pending = None
             return

@@ -54,10 +54,12 @@ class Hub:
 class Pool:
     """Every local connection, hub and channel."""
 
-    __slots__ = ("connections", "hubs", "users")
+    __slots__ = ("connections", "hubs", "ips", "users")
 
     def __init__(self) -> None:
         self.connections: dict[ConnectionId, Connection] = {}
+        self.ips: dict[str, int] = {}
+        """Connections per client address."""
         self.users: dict[UserId, dict[ConnectionId, Connection]] = {}
         self.hubs: dict[HubId, Hub] = {}
 
@@ -66,6 +68,7 @@ class Pool:
     def add(self, conn: Connection) -> None:
         """Register ``conn`` and put it in each of its hubs."""
         self.connections[conn.id] = conn
+        self.ips[conn.peer] = self.ips.get(conn.peer, 0) + 1
         if not conn.principal.anonymous:
             self.users.setdefault(conn.user_id, {})[conn.id] = conn
         for hub_id in conn.hubs:
@@ -81,7 +84,12 @@ class Pool:
         are already gone from the pool (but the returned objects are intact).
         """
         left = [ch for addr in list(conn.channels or ()) if (ch := self.leave(conn, addr))]
-        self.connections.pop(conn.id, None)
+        if self.connections.pop(conn.id, None) is not None:
+            count = self.ips.get(conn.peer, 1) - 1
+            if count > 0:
+                self.ips[conn.peer] = count
+            else:
+                self.ips.pop(conn.peer, None)
         tabs = self.users.get(conn.user_id)
         if tabs is not None:
             tabs.pop(conn.id, None)
