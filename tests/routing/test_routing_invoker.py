@@ -232,20 +232,37 @@ async def test_round_robin_back_off_and_recovery(
 async def test_back_off_doubles_up_to_the_cap(clock: Any) -> None:
     table = RouteTable(clock=clock, backoff_min_s=5, backoff_max_s=60)
     table.add_service("s", "http://s/")
+    table.add_service("s", "http://t/")
     table.add_route("*", "s")
     service = table.lookup("x")
     assert service is not None
-    [inst] = service.instances
+    inst, other = service.instances
     waits = []
     for _ in range(6):
         assert service.mark_failed(inst)
         assert not service.mark_failed(inst)  # concurrent failures count once
         waits.append(inst.down_until - clock())
-        assert service.pick() is None
+        assert {service.pick() for _ in range(3)} == {other}
         clock.advance(waits[-1])
-        assert service.pick() is inst
+        assert inst in {service.pick() for _ in range(3)}
     assert waits == [5, 10, 20, 40, 60, 60]
     assert service.mark_ok(inst) and inst.failures == 0
+
+
+async def test_a_lone_instance_is_never_shut_out(clock: Any) -> None:
+    """Panic mode: when every instance is down, the one back soonest still gets calls."""
+    table = RouteTable(clock=clock, backoff_min_s=5, backoff_max_s=60)
+    table.add_service("s", "http://a/")
+    table.add_service("s", "http://b/")
+    table.add_route("*", "s")
+    service = table.lookup("x")
+    assert service is not None
+    a, b = service.instances
+    service.mark_failed(a)
+    service.mark_failed(a)  # still one failure: concurrent
+    clock.advance(1)
+    service.mark_failed(b)
+    assert service.pick() is a  # a's back-off ends first
 
 
 async def test_concurrency_cap(upstream: Any, invoker: HttpInvoker, clock: Any) -> None:

@@ -8,6 +8,8 @@ starts at ``backoff_min_s`` and doubles with each consecutive failure up to
 ``backoff_max_s``; after it, the instance gets traffic again (a trial), and
 one success restores it fully. Only a failure of a healthy instance counts,
 so a burst of in-flight calls failing together doubles the back-off once.
+When every instance is down, the one recovering soonest still gets traffic
+(panic mode, as Envoy does), so a lone instance is never shut out entirely.
 
 Every loop here runs over one service's instances only.
 """
@@ -122,17 +124,28 @@ class ServicePool:
         return gone
 
     def pick(self) -> Instance | None:
-        """The next live, healthy instance in round robin, or ``None``."""
+        """The next live, healthy instance in round robin, or ``None``.
+
+        When every live instance is down (panic), the one whose back-off ends
+        first is tried anyway: taking out the last instance would turn one
+        failed call into a whole back-off of refusals, and a dead instance
+        fails fast on its own. ``None`` only when no instance is live.
+        """
         now = self.clock()
         instances = self.instances
         count = len(instances)
+        soonest: Instance | None = None
         for step in range(count):
             index = (self._next + step) % count
             inst = instances[index]
-            if inst.down_until <= now and inst.live(now):
+            if not inst.live(now):
+                continue
+            if inst.down_until <= now:
                 self._next = index + 1
                 return inst
-        return None
+            if soonest is None or inst.down_until < soonest.down_until:
+                soonest = inst
+        return soonest
 
     def mark_failed(self, inst: Instance) -> bool:
         """Take ``inst`` out for its back-off; ``True`` if it was healthy."""
