@@ -233,3 +233,16 @@ def test_several_static_instances_and_promotion(clock: ManualClock) -> None:
     ]
     picks = [service.pick() for _ in range(4)]
     assert [i.url for i in picks if i is not None] == ["http://a/", "http://b/"] * 2
+
+
+def test_gateway_types_match_only_gateway_patterns() -> None:
+    table = RouteTable()
+    table.add_service("all", "http://all/")
+    table.add_service("hooks", "http://hooks/")
+    table.add_route("*", "all")
+    assert table.lookup("orders/GET") is not None
+    assert table.lookup("@@wsgate/CONNECT") is None  # "*" is no connect hook
+    assert table.lookup("@@wsgate/JOIN") is None
+    table.add_route("@@wsgate/*", "hooks")
+    found = table.lookup("@@wsgate/CONNECT")
+    assert found is not None and found.name == "hooks"

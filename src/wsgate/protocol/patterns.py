@@ -73,6 +73,20 @@ class PatternTable(Generic[T]):
                     return value
         return None
 
+    def match(self, name: str) -> tuple[str, T] | None:
+        """Like :meth:`lookup`, with the pattern that matched."""
+        value = self._exact.get(name)
+        if value is not None:
+            return name, value
+        size = len(name)
+        for length in self._lengths:
+            if length <= size:
+                prefix = name[:length]
+                value = self._prefix.get(prefix)
+                if value is not None:
+                    return prefix + "*", value
+        return None
+
     def items(self) -> Iterator[tuple[str, T]]:
         """Every ``(pattern, value)``, exact ones first."""
         yield from self._exact.items()

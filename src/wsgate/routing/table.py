@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from wsgate.config import Config
+from wsgate.protocol.envelope import GATEWAY_PREFIX
 from wsgate.protocol.patterns import PatternTable
 from wsgate.routing.instances import (
     BACKOFF_MAX_S,
@@ -236,12 +237,21 @@ class RouteTable:
         """The service of the most specific pattern matching ``action_type``.
 
         ``None`` when nothing matches. An entry whose registrations have all
-        expired is dropped first (a less specific one may then match).
+        expired is dropped first (a less specific one may then match). The
+        gateway's own types (``@@wsgate/*``) match only patterns that start with
+        ``@@wsgate/``.
         """
-        service = self._table.lookup(action_type)
-        if service is not None and service.pool.next_expiry <= self._clock():
+        found = self._table.match(action_type)
+        if found is not None and found[1].pool.next_expiry <= self._clock():
             self.sweep()
-            service = self._table.lookup(action_type)
+            found = self._table.match(action_type)
+        if found is None:
+            return None
+        pattern, service = found
+        if action_type.startswith(GATEWAY_PREFIX) and not pattern.startswith(GATEWAY_PREFIX):
+            # Hooks and lifecycle events go only where they are routed by name: a
+            # catch-all "*" must not turn a service into a connect hook by accident.
+            return None
         return service
 
     def service(self, name: str) -> Service | None:
