@@ -154,6 +154,8 @@ class RoutingConfig(_Section):
     registered_secret: str = ""
     """HMAC secret for services known only from self-registration."""
     registered_timeout_ms: Positive = 2000
+    authorize_cache_s: NonNegative = 30
+    """How long an authorize hook's allow or deny is reused for the same user and channel."""
     max_in_flight: Positive = 16
     """Requests one connection may have waiting on services; past it ``RATE_LIMITED``."""
 

@@ -146,10 +146,12 @@ class Node:
             self.routes,
             self.invoker,
             max_in_flight=config.routing.max_in_flight,
+            authorize_ttl_s=config.routing.authorize_cache_s,
         )
         self.gateway.dispatcher.upstream = self.upstream
         self.gateway.observer = self.upstream
         self.gateway.admission = self.upstream
+        self.gateway.authorize = self.upstream
         await self._start_api()
         self._sweeper = loop.create_task(self._sweep())
         self.listener = await start_listener(

@@ -24,14 +24,16 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from wsgate.core.connection import Connection
-from wsgate.core.gateway import Gateway
+from wsgate.core.gateway import Gateway, Pending
 from wsgate.delivery import deliver
 from wsgate.protocol import builtins as bi
+from wsgate.protocol.address import Address
 from wsgate.protocol.codes import CloseCode, ErrorCode
 from wsgate.protocol.envelope import Action, Meta, OutMeta, encode
 from wsgate.routing.context import InvocationContext
@@ -41,6 +43,9 @@ from wsgate.routing.table import RouteTable
 from wsgate.typing import ChannelAddress
 
 __all__ = ["Upstream"]
+
+_MAX_VERDICTS = 65536
+"""Cached authorize verdicts; the oldest goes first past this."""
 
 
 def _merged(have: tuple[str, ...], extra: list[str]) -> tuple[str, ...]:
@@ -68,6 +73,7 @@ class Upstream:
         invoker: HttpInvoker,
         *,
         max_in_flight: int = 16,
+        authorize_ttl_s: float = 30.0,
     ) -> None:
         self._gw = gateway
         self._table = table
@@ -75,6 +81,9 @@ class Upstream:
         self._max_in_flight = max_in_flight
         self._in_flight: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._authorize_ttl = authorize_ttl_s
+        self._verdicts: dict[tuple[str, str], tuple[ErrorCode | None, float]] = {}
+        """(user or connection, channel) → (verdict, expiry): the authorize cache."""
 
     # Inbound actions -----------------------------------------------------------
 
@@ -195,6 +204,52 @@ class Upstream:
         self._gw.admitted(conn, principal, [encode(reply) for reply in result.replies])
         for publish in result.publishes:
             deliver(self._gw, publish)
+
+    # Authorize hook ------------------------------------------------------------
+
+    def check(
+        self,
+        conn: Connection,
+        address: Address,
+        resume: Callable[[ErrorCode | None], None],
+    ) -> ErrorCode | Pending | None:
+        """The authorize hook: a service routed for ``@@wsgate/JOIN`` allows or denies.
+
+        2xx allows, 403 denies (``FORBIDDEN``); both are cached per user (or
+        anonymous connection) and channel for ``authorize_cache_s``. A failed
+        call refuses with its ``UPSTREAM_*`` code and is not cached: the hook
+        fails closed.
+        """
+        service = self._table.lookup(bi.JOIN)
+        if service is None:
+            return None
+        key = (conn.principal.sub or conn.id, address.value)
+        cached = self._verdicts.get(key)
+        if cached is not None:
+            verdict, expires = cached
+            if expires > time.monotonic():
+                return verdict
+            del self._verdicts[key]
+        self._spawn(self._authorize(conn, service, address, key, resume))
+        return Pending.PENDING
+
+    async def _authorize(
+        self,
+        conn: Connection,
+        service: Service,
+        address: Address,
+        key: tuple[str, str],
+        resume: Callable[[ErrorCode | None], None],
+    ) -> None:
+        payload = msgspec.Raw(msgspec.json.encode({"channel": address.value}))
+        action = Action(type=bi.JOIN, payload=payload, meta=Meta(channel=address.value))
+        result = await self._invoker.invoke(service, action, self.context(conn, address.value))
+        verdict = result if isinstance(result, ErrorCode) else None
+        if verdict is None or verdict is ErrorCode.FORBIDDEN:
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts.pop(next(iter(self._verdicts)))
+            self._verdicts[key] = (verdict, time.monotonic() + self._authorize_ttl)
+        resume(verdict)
 
     # Lifecycle events --------------------------------------------------------
 

@@ -65,6 +65,14 @@ def build(name: str, secret: str, publisher: Publisher) -> web.Application:
         return Reply(actions=[{"type": "svc/HELLO", "payload": {"ip": (action.get("payload") or {}).get("ip")}}],
                      claims=claims)
 
+    @service.action("@@wsgate/JOIN")
+    async def authorize(action: dict[str, Any], ctx: InvocationContext) -> None:
+        """The authorize hook: views under secret/ are refused."""
+        events.append({"type": action["type"], "connectionId": ctx.connectionId, "channel": ctx.channel})
+        if "secret/" in str((action.get("payload") or {}).get("channel")):
+            raise Refused("no")
+        return None
+
     @service.action("@@wsgate/*")
     async def lifecycle(action: dict[str, Any], ctx: InvocationContext) -> list[dict[str, Any]]:
         events.append({"type": action["type"], "connectionId": ctx.connectionId, "channel": ctx.channel})

@@ -88,7 +88,8 @@ async def test_lifecycle_events_reach_the_service_with_context() -> None:
         async with aiohttp.ClientSession() as http:
             for _ in range(50):
                 async with http.get(f"{svc.url}/events") as resp:
-                    events = [e for e in await resp.json() if e["connectionId"] == cid]
+                    events = [e for e in await resp.json()
+                              if e["connectionId"] == cid and e["type"] != "@@wsgate/JOIN"]
                 if len(events) == 5:
                     break
                 await asyncio.sleep(0.1)
@@ -205,3 +206,23 @@ async def test_messages_sent_before_welcome_wait_for_admission() -> None:
             for _ in range(3):
                 types.append(json.loads(await asyncio.wait_for(ws.recv(), 5))["type"])
             assert types == ["@@wsgate/WELCOME", "svc/HELLO", "@@wsgate/PONG"]
+
+
+async def test_authorize_hook_allows_denies_and_caches() -> None:
+    async with with_service() as (gw, svc), gw.peer("alice") as alice, aiohttp.ClientSession() as http:
+        refused = await alice.join("acme:secret/plans")
+        assert refused["payload"]["code"] == "FORBIDDEN"
+        assert (await alice.join("acme:orders/1"))["type"] == "@@wsgate/JOINED"
+        await alice.send("@@wsgate/LEAVE", {"channel": "acme:orders/1"}, id="x")
+        await alice.expect("@@wsgate/LEFT")
+        assert (await alice.join("acme:orders/1"))["type"] == "@@wsgate/JOINED"  # cached verdict
+        await alice.send("@@wsgate/NAVIGATE", {"view": "orders/2"}, id="n1")
+        await alice.expect("@@wsgate/JOINED")
+        await alice.send("@@wsgate/NAVIGATE", {"view": "secret/x"}, id="n2")
+        assert (await alice.expect("@@wsgate/ERROR"))["payload"]["code"] == "FORBIDDEN"
+        async with http.get(f"{gw.node.api_url}/v1/connections/{alice.id}", headers=AUTH) as resp:
+            assert "acme:orders/2" in (await resp.json())["channels"]  # the old view is kept
+        async with http.get(f"{svc.url}/events") as resp:
+            asks = [e["channel"] for e in await resp.json() if e["type"] == "@@wsgate/JOIN"]
+        assert asks.count("acme:orders/1") == 1
+        assert asks.count("acme:secret/plans") == 1

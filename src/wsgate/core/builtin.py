@@ -2,11 +2,14 @@
 
 Each parses its payload strictly (unknown fields are refused) and answers
 with its counterpart (``JOINED``, ``LEFT``, ``PONG``) or an ``ERROR``, always
-with ``meta.inReplyTo`` when the client gave ``meta.id``.
+with ``meta.inReplyTo`` when the client gave ``meta.id``. JOIN and NAVIGATE
+pass the channel policy, then the authorize hook (when one is routed), whose
+answer may come later: the join then completes asynchronously.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
@@ -47,7 +50,7 @@ def _address(conn: Connection, action: Action, text: str) -> Address | None:
 
 def install(gw: Gateway) -> None:
     """Register the built-in handlers on ``gw.dispatcher``."""
-    from wsgate.core.gateway import JoinRefused
+    from wsgate.core.gateway import JoinRefused, Pending
 
     def join_view(conn: Connection, action: Action, address: Address, since: int | None) -> bool:
         try:
@@ -66,13 +69,39 @@ def install(gw: Gateway) -> None:
             conn.sink.send(data)
         return True
 
+    def authorized(
+        conn: Connection, action: Action, address: Address, proceed: Callable[[], object]
+    ) -> None:
+        """Run ``proceed`` once the static policy and the authorize hook allow ``address``."""
+        if not gw.policy.allows(conn.principal, address):
+            conn.send_error(
+                ErrorCode.FORBIDDEN, f"not allowed to join {address.value}", _rid(action)
+            )
+            return
+        hook = gw.authorize
+        if hook is None:
+            proceed()
+            return
+
+        def resume(refusal: ErrorCode | None) -> None:
+            if conn.closed:
+                return
+            if refusal is None:
+                proceed()
+            else:
+                conn.send_error(refusal, f"not allowed to join {address.value}", _rid(action))
+
+        verdict = hook.check(conn, address, resume)
+        if not isinstance(verdict, Pending):
+            resume(verdict)
+
     def on_join(conn: Connection, action: Action) -> None:
         body = _payload(conn, action, bi.JoinPayload)
         if body is None:
             return
         address = _address(conn, action, body.channel)
         if address is not None:
-            join_view(conn, action, address, body.since)
+            authorized(conn, action, address, lambda: join_view(conn, action, address, body.since))
 
     def on_leave(conn: Connection, action: Action) -> None:
         body = _payload(conn, action, bi.LeavePayload)
@@ -87,26 +116,24 @@ def install(gw: Gateway) -> None:
         body = _payload(conn, action, bi.NavigatePayload)
         if body is None:
             return
-        principal = conn.principal
-        hub = body.hub or principal.org or PUBLIC_HUB
+        hub = body.hub or conn.principal.org or PUBLIC_HUB
         address = _address(conn, action, f"{hub}:{body.view}")
         if address is None:
             return
-        views = conn.views
-        previous = None if views is None else views.get(HubId(hub))
-        if previous is not None and previous != address.value:
-            # Check the new view first: a refused NAVIGATE leaves the old one intact.
-            if not gw.policy.allows(principal, address):
-                conn.send_error(
-                    ErrorCode.FORBIDDEN, f"not allowed to join {address.value}", _rid(action)
-                )
-                return
-            gw.leave(conn, previous)
-            conn.send_action(bi.LEFT, {"channel": previous})
-        if join_view(conn, action, address, body.since):
-            if conn.views is None:
-                conn.views = {}
-            conn.views[address.hub] = address.value
+
+        def navigate() -> None:
+            # Authorized first: a refused NAVIGATE leaves the old view intact.
+            views = conn.views
+            previous = None if views is None else views.get(HubId(hub))
+            if previous is not None and previous != address.value:
+                gw.leave(conn, previous)
+                conn.send_action(bi.LEFT, {"channel": previous})
+            if join_view(conn, action, address, body.since):
+                if conn.views is None:
+                    conn.views = {}
+                conn.views[address.hub] = address.value
+
+        authorized(conn, action, address, navigate)
 
     def on_ping(conn: Connection, action: Action) -> None:
         conn.send_action(bi.PONG, action.payload, in_reply_to=_rid(action))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from enum import Enum
+from typing import Final, Protocol
 
 from wsgate.auth.principal import Principal
 from wsgate.backends.base import HistoryStore
@@ -30,7 +31,15 @@ from wsgate.protocol.envelope import MAX_DEPTH
 from wsgate.transport.base import Sink
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, NodeId
 
-__all__ = ["Admission", "Authorizer", "Gateway", "JoinRefused", "Observer"]
+__all__ = [
+    "PENDING",
+    "Admission",
+    "AuthorizeHook",
+    "Authorizer",
+    "Gateway",
+    "JoinRefused",
+    "Observer",
+]
 
 
 class Authorizer(Protocol):
@@ -66,6 +75,26 @@ class Admission(Protocol):
     """
 
     def admit(self, conn: Connection) -> None: ...
+
+
+class Pending(Enum):
+    """:meth:`AuthorizeHook.check` has no answer yet; it will call ``resume``."""
+
+    PENDING = "pending"
+
+
+PENDING: Final = Pending.PENDING
+
+
+class AuthorizeHook(Protocol):
+    """A service's say on joins, after the static policy allowed them."""
+
+    def check(
+        self, conn: Connection, address: Address, resume: Callable[[ErrorCode | None], None]
+    ) -> ErrorCode | Pending | None:
+        """``None`` to allow now, an error code to refuse now, or :data:`PENDING`
+        and later ``resume(None)`` (allow) or ``resume(code)`` (refuse)."""
+        ...
 
 
 class JoinRefused(Exception):
@@ -113,6 +142,8 @@ class Gateway:
         """Set by the node when services listen to lifecycle events."""
         self.admission: Admission | None = None
         """Set by the node when a connect hook is routed."""
+        self.authorize: AuthorizeHook | None = None
+        """Set by the node: services routed for ``@@wsgate/JOIN`` authorize joins."""
         self.max_pending = 32
         """Messages queued per connection while its admission runs."""
 
