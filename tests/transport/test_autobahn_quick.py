@@ -2,7 +2,8 @@
 
 The full run is ``python scripts/autobahn.py``; this picks a few cases of each
 section, the ones the picows baseline gets wrong included (3.x reserved bits,
-5.18 interleaved data frame, 7.3.1 empty close, 7.9.x invalid close codes).
+5.18 interleaved data frame, 7.3.1 empty close, 7.9.x invalid close codes,
+7.1.2 two close frames in one read, 4.1.3/4.2.5 a refused frame after a text).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ CASES = [
     "1.1.1", "1.1.8", "1.2.8",
     "2.3", "2.6", "2.10",
     "3.1", "3.4", "3.7",
-    "4.1.1", "4.2.5",
+    "4.1.1", "4.1.3", "4.2.5",
     "5.1", "5.6", "5.15", "5.18", "5.19",
     "6.1.1", "6.3.1", "6.4.1", "6.12.1",
-    "7.1.1", "7.1.3", "7.3.1", "7.3.2", "7.5.1", "7.7.1", "7.7.13", "7.9.1", "7.9.5",
+    "7.1.1", "7.1.2", "7.1.3", "7.3.1", "7.3.2", "7.5.1", "7.7.1", "7.7.13", "7.9.1", "7.9.5",
     "9.1.1", "9.2.1",
     "10.1.1",
 ]  # fmt: skip
