@@ -112,3 +112,13 @@ def test_close_codes_say_whether_to_reconnect() -> None:
         assert should_reconnect(code), code
     for code in (1000, 1002, 1008, 1009, CloseCode.UNAUTHENTICATED, CloseCode.FORBIDDEN):
         assert not should_reconnect(code), code
+
+
+def test_decode_answers_invalid_utf8_and_deep_documents_with_values() -> None:
+    for data in (b'{"type":"\xff"}', b'{"type":"a","meta":{"id":"\xed\xa0\x80"}}'):
+        failure = decode_action(data)
+        assert isinstance(failure, DecodeFailure) and failure.code is ErrorCode.BAD_REQUEST
+    deep = b'{"meta":{"id":"d"},"type":"x","payload":' + b"[" * 2000 + b"]" * 2000 + b"}"
+    failure = decode_action(deep)
+    assert isinstance(failure, DecodeFailure) and failure.code is ErrorCode.TOO_LARGE
+    assert failure.in_reply_to == "d"

@@ -137,7 +137,7 @@ def _reply_id(data: bytes) -> str | None:
     """Best effort: the ``meta.id`` of an invalid action, if it is usable."""
     try:
         meta = _loose.decode(data).meta
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return None
     if isinstance(meta, dict):
         mid = meta.get("id")
@@ -158,15 +158,18 @@ def decode_action(data: bytes | str, max_depth: int = MAX_DEPTH) -> Action | Dec
     if json_depth(raw, max_depth) > max_depth:
         # Checked before decoding: msgspec recurses, and a deep enough
         # document would exhaust the interpreter's recursion limit.
-        return DecodeFailure(ErrorCode.TOO_LARGE, f"JSON nested deeper than {max_depth}")
+        message = f"JSON nested deeper than {max_depth}"
+        return DecodeFailure(ErrorCode.TOO_LARGE, message, _reply_id(raw))
     try:
         return _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         text = str(exc)
         code = ErrorCode.TOO_LARGE if _TOO_LONG.search(text) else ErrorCode.BAD_REQUEST
         return DecodeFailure(code, text, _reply_id(raw))
-    except msgspec.DecodeError as exc:
-        return DecodeFailure(ErrorCode.BAD_REQUEST, f"not JSON: {exc}")
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # UnicodeDecodeError: invalid UTF-8 inside a string (the transport
+        # closes 1007 before that, but direct callers get a value too).
+        return DecodeFailure(ErrorCode.BAD_REQUEST, f"not JSON: {exc}", _reply_id(raw))
 
 
 def encode(action: Outbound) -> bytes:
