@@ -7,6 +7,7 @@
 import { createClient } from '/js/wsgate.js';
 
 const CHAT = 'chat/MESSAGE';
+const NICKNAME = 'profile/SET_NICKNAME';
 const MAX_LOG = 100;
 const $ = (id) => document.getElementById(id);
 
@@ -22,6 +23,13 @@ const el = {
   chatInput: $('chat-input'),
   chatSend: $('chat-send'),
   actionLog: $('action-log'),
+  nickForm: $('nick-form'),
+  nickInput: $('nick-input'),
+  nickSend: $('nick-send'),
+  nickStatus: $('nick-status'),
+  orderId: $('order-id'),
+  orderStatus: $('order-status'),
+  orderButtons: ['order-get', 'order-pack', 'order-ship', 'order-watch'].map($),
   otherOrigin: $('other-origin'),
 };
 
@@ -35,6 +43,10 @@ let channel = null;
 let currentView = null;
 /** Display names by user id, learnt from presence. */
 const names = new Map();
+/** Nicknames set in this session (relayed `profile/SET_NICKNAME`): shown first. */
+const nicknames = new Map();
+/** @param {string} userId */
+const displayName = (userId) => nicknames.get(userId) ?? names.get(userId) ?? userId;
 
 // ---------------------------------------------------------------- events
 
@@ -60,8 +72,32 @@ client.on(CHAT, (action) => {
   appendChat(action.meta?.from?.userId ?? '?', String(action.payload?.text ?? ''), false);
 });
 
+client.on(NICKNAME, (action) => {
+  const userId = action.meta?.from?.userId;
+  const nickname = String(action.payload?.nickname ?? '').slice(0, 32);
+  if (!userId || !nickname) return;
+  nicknames.set(userId, nickname);
+  renderMembers();
+  appendChat(userId, `is now called ${nickname}`, false);
+});
+
+client.on('orders/UPDATED', (action) => {
+  const { id, status, by } = action.payload ?? {};
+  showOrder(`${displayName(by)} marked order ${id} ${status}`);
+});
+client.on('orders/REMINDER', (action) => {
+  showOrder(`reminder: order ${action.payload?.id} is ${action.payload?.status}`);
+});
+
 client.on('*', logAction);
-client.on('error', (err) => logLine(`error ${err.code}: ${err.message}`));
+client.on('error', (err) => {
+  if (err.code === 'RATE_LIMITED' && err.action?.meta?.inReplyTo?.startsWith('nick-')) {
+    const seconds = Math.ceil((err.retryAfterMs ?? 0) / 1000);
+    el.nickStatus.textContent = `Too soon: try again in ${seconds} s.`;
+    el.nickStatus.dataset.state = 'limited';
+  }
+  logLine(`error ${err.code}: ${err.message}`);
+});
 
 // ------------------------------------------------------------------ view
 
@@ -87,6 +123,7 @@ async function openView(view) {
     el.chatLog.replaceChildren();
     renderMembers();
     setChatEnabled(true);
+    setOrder(view.startsWith('orders/') ? view.slice('orders/'.length) : null);
   } catch (err) {
     logLine(`cannot open ${view}: ${err.code ?? ''} ${err.message}`);
   }
@@ -124,7 +161,7 @@ function appendChat(userId, text, mine) {
   if (mine) li.classList.add('mine');
   const from = document.createElement('span');
   from.className = 'from';
-  from.textContent = names.get(userId) ?? userId;
+  from.textContent = displayName(userId);
   const body = document.createElement('span');
   body.className = 'text';
   body.textContent = text;
@@ -138,7 +175,71 @@ function setChatEnabled(on) {
   el.chatInput.disabled = !on;
   el.chatSend.disabled = !on;
   el.chatInput.placeholder = on ? `Message ${channel}` : 'Open a view to chat';
+  el.nickInput.disabled = !on;
+  el.nickSend.disabled = !on;
+  el.nickInput.placeholder = on ? 'A new nickname' : 'Open a view first';
 }
+
+// -------------------------------------------------------------- nickname
+
+let nickSerial = 0;
+el.nickForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const nickname = el.nickInput.value.trim();
+  if (!nickname || !channel) return;
+  // Relayed to the view's other members; limited to one a minute per user
+  // by the demo's [[rate_limits]] rule: a refusal comes back as an ERROR.
+  nickSerial += 1;
+  client.dispatch({ type: NICKNAME, payload: { nickname }, meta: { channel, id: `nick-${nickSerial}` } });
+  nicknames.set(client.welcome?.userId, nickname);
+  el.nickStatus.textContent = `Sent: ${nickname}`;
+  el.nickStatus.dataset.state = 'sent';
+  el.nickInput.value = '';
+  renderMembers();
+  renderMe();
+});
+
+// ---------------------------------------------------------------- orders
+
+/** The order of the current view (`orders/42` → `42`), or null. */
+let orderId = null;
+
+/** @param {string | null} id */
+function setOrder(id) {
+  orderId = id;
+  el.orderId.textContent = id ?? '–';
+  for (const button of el.orderButtons) button.disabled = id === null;
+  showOrder(id === null ? 'Open an orders/<id> view.' : 'Ask the orders service.');
+}
+
+/** @param {string} text */
+function showOrder(text) {
+  el.orderStatus.textContent = text;
+}
+
+/**
+ * Send an action the gateway routes to the orders service, and show its reply.
+ *
+ * @param {string} type
+ * @param {object} payload
+ */
+async function askOrders(type, payload) {
+  try {
+    const reply = await client.send(type, payload, { channel });
+    showOrder(`order ${reply.payload?.id}: ${reply.payload?.status}`);
+  } catch (err) {
+    showOrder(`${type} failed: ${err.code}`);
+  }
+}
+
+$('order-get').addEventListener('click', () => askOrders('orders/GET', { id: orderId }));
+$('order-pack').addEventListener('click', () => askOrders('orders/UPDATE', { id: orderId, status: 'packed' }));
+$('order-ship').addEventListener('click', () => askOrders('orders/UPDATE', { id: orderId, status: 'shipped' }));
+$('order-watch').addEventListener('click', () => {
+  // Answered later, by the service, pushing to this connection by its id.
+  client.dispatch({ type: 'orders/WATCH', payload: { id: orderId } });
+  showOrder('watching: the service will push a reminder in 2 s');
+});
 
 // ------------------------------------------------------------- rendering
 
@@ -151,7 +252,7 @@ function renderMe() {
   const welcome = client.welcome;
   if (!welcome) return;
   const org = (welcome.hubs ?? []).find((h) => h !== 'system' && h !== 'public') ?? '';
-  const name = names.get(welcome.userId);
+  const name = nicknames.get(welcome.userId) ?? names.get(welcome.userId);
   el.me.dataset.user = welcome.userId;
   el.me.textContent = `${name ? `${name} (${welcome.userId})` : welcome.userId}${org ? ` · ${org}` : ''}`;
 }
@@ -160,7 +261,7 @@ function renderMe() {
 function renderMembers() {
   const byUser = new Map();
   for (const m of channel ? client.presence(channel) : []) {
-    const entry = byUser.get(m.userId) ?? { name: m.name || m.userId, connections: 0 };
+    const entry = byUser.get(m.userId) ?? { name: nicknames.get(m.userId) ?? (m.name || m.userId), connections: 0 };
     entry.connections += 1;
     byUser.set(m.userId, entry);
   }

@@ -67,7 +67,10 @@ def demo_config(port: int, orders_port: int | None = None) -> Config:
             "server": {"listen": f"127.0.0.1:{port}", "allowed_origins": origins},
             "api": {"listen": "127.0.0.1:0", "keys": [secrets.token_urlsafe(24)]},
             "auth": {"keys": [new_key()], "sign_in_url": "/sign-in"},
-            "relays": [{"match": "chat/*"}, {"match": "cursor/*"}],
+            "relays": [{"match": "chat/*"}, {"match": "cursor/*"}, {"match": "profile/*"}],
+            "rate_limits": [
+                {"match": "profile/SET_NICKNAME", "per": "user", "rate": "1/60s", "burst": 1}
+            ],
             "services": {
                 "orders": {
                     "url": f"http://127.0.0.1:{orders}/actions",

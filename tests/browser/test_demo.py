@@ -233,6 +233,42 @@ def test_members_chat_and_leave(sign_in: SignIn) -> None:
     expect(members(bob, "bob")).to_have_count(1)
 
 
+def test_nickname_changes_are_limited_to_one_a_minute(sign_in: SignIn) -> None:
+    from playwright.sync_api import expect
+
+    nina = sign_in("nina", "Nina", "acme")
+    omar = sign_in("omar", "Omar", "acme")
+    open_view(nina, "orders/45", "acme:orders/45")
+    open_view(omar, "orders/45", "acme:orders/45")
+    expect(members(omar, "nina")).to_have_count(1)
+    nina.get_by_test_id("nick-input").fill("Captain")
+    nina.get_by_test_id("nick-send").click()
+    expect(members(omar, "nina")).to_contain_text("Captain")  # relayed to the view
+    nina.get_by_test_id("nick-input").fill("Admiral")
+    nina.get_by_test_id("nick-send").click()
+    expect(nina.get_by_test_id("nick-status")).to_have_attribute("data-state", "limited")
+    expect(nina.get_by_test_id("nick-status")).to_contain_text("try again in")
+    expect(members(omar, "nina")).to_contain_text("Captain")  # the refused one never left
+
+
+def test_orders_service_replies_publishes_and_pushes_later(sign_in: SignIn) -> None:
+    from playwright.sync_api import expect
+
+    pia = sign_in("pia", "Pia", "acme")
+    quinn = sign_in("quinn", "Quinn", "acme")
+    open_view(pia, "orders/46", "acme:orders/46")
+    open_view(quinn, "orders/46", "acme:orders/46")
+    expect(pia.get_by_test_id("order-id")).to_have_text("46")
+    pia.get_by_test_id("order-get").click()
+    expect(pia.get_by_test_id("order-status")).to_have_text("order 46: new")
+    pia.get_by_test_id("order-pack").click()
+    expect(pia.get_by_test_id("order-status")).to_have_text("order 46: packed")
+    expect(quinn.get_by_test_id("order-status")).to_have_text("Pia marked order 46 packed")
+    quinn.get_by_test_id("order-watch").click()
+    expect(quinn.get_by_test_id("order-status")).to_contain_text("watching")
+    expect(quinn.get_by_test_id("order-status")).to_have_text("reminder: order 46 is packed")
+
+
 def test_other_organization_sees_nothing(sign_in: SignIn) -> None:
     from playwright.sync_api import expect
 
