@@ -110,6 +110,7 @@ _encoder: Final = msgspec.json.Encoder()
 _TOO_LONG: Final = re.compile(r"length <= \d+")
 _STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _BRACKET: Final = re.compile(rb"[\[\]{}]")
+_META_ID: Final = re.compile(rb'"meta"\s*:\s*\{[^{}]*?"id"\s*:\s*"([A-Za-z0-9_.:/@$-]{1,64})"')
 
 
 def json_depth(raw: bytes, limit: int) -> int:
@@ -137,7 +138,11 @@ def _reply_id(data: bytes) -> str | None:
     """Best effort: the ``meta.id`` of an invalid action, if it is usable."""
     try:
         meta = _loose.decode(data).meta
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+    except RecursionError:
+        # Too deep to parse at all: find a flat "meta": {..."id": "..."} by pattern.
+        found = _META_ID.search(data)
+        return found.group(1).decode() if found else None
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
     if isinstance(meta, dict):
         mid = meta.get("id")
