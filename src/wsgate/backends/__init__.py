@@ -1,10 +1,37 @@
 """Pluggable backends: the Protocols in :mod:`.base`, implementations beside it.
 
-``memory`` is the default, for one node. Implementations are chosen by the
-``[broker] url`` scheme and imported lazily, so an optional dependency is
-only needed when its backend is used.
+``memory`` is the default, for one node (and for several nodes in one process,
+in tests). Cluster backends are chosen by the ``[broker] url`` scheme and
+imported lazily, so ``redis`` or ``nats-py`` is only needed when used.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from wsgate.backends.base import Backend
+
+__all__ = ["open_backend"]
+
+
+async def open_backend(
+    url: str, *, prefix: str, node: str, history_size: int, history_ttl_s: float
+) -> Backend:
+    """Connect the cluster backend named by ``url`` (``memory://``, ``redis://``, ``nats://``)."""
+    scheme = url.partition("://")[0]
+    kw = {"prefix": prefix, "node": node}
+    size, ttl = history_size, history_ttl_s
+    backend: Backend
+    if scheme == "memory":
+        from wsgate.backends.memory_cluster import open_memory
+
+        backend = await open_memory(url, **kw, history_size=size, history_ttl_s=ttl)
+    elif scheme in ("redis", "rediss"):
+        from wsgate.backends.redis import open_redis
+
+        backend = await open_redis(url, **kw, history_size=size, history_ttl_s=ttl)
+    elif scheme in ("nats", "tls"):
+        from wsgate.backends.nats import open_nats
+
+        backend = await open_nats(url, **kw, history_size=size, history_ttl_s=ttl)
+    else:
+        raise ValueError(f"unsupported broker URL scheme {scheme!r}")
+    return backend

@@ -1,21 +1,49 @@
-"""Backend interfaces the core works against, each with its guarantees.
+"""Backend interfaces, each with its guarantees.
 
-The core never imports an implementation; :mod:`wsgate.node` builds one from
-the ``[broker] url`` and injects it. Every implementation runs the shared
-conformance suite in ``tests/backends/``.
+Two families:
 
-Only what the current core uses is declared here; cluster-wide brokers,
-presence and rate-limit stores join when a second node consumes them, each in
-its own Protocol so a backend that cannot give a guarantee can say so.
+- **node-local, synchronous** — :class:`RecentHistory` and :class:`RateLimitStore`
+  run on the fan-out and dispatch paths and never await. The core uses them
+  directly (``memory.py`` implements them).
+- **cluster, asynchronous** — :class:`Broker`, :class:`HistoryStore`,
+  :class:`PresenceStore`, :class:`SharedLimits` and :class:`ServiceRegistry`
+  connect the nodes of one gateway through Redis or NATS (``redis.py``,
+  ``nats.py``; ``memory.py`` for one process). The cluster layer
+  (:mod:`wsgate.cluster`) drives them; the core never awaits them.
+
+The core never imports an implementation; :mod:`wsgate.node` builds them from
+the ``[broker] url``. Every cluster implementation runs the shared conformance
+suite in ``tests/backends/``, each test under its own key or subject prefix.
+A backend that cannot give a guarantee says so in its docstring.
+
+Names: a *subject* is a logical routing key (``node.<id>``, ``chan.<address>``,
+``hub.<id>``, ``user.<id>``); a *stream* is the history of one channel
+(``<address>``). Backends map both to their own naming (a NATS token cannot
+hold ``.``; a Redis key gets the configured prefix).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from wsgate.typing import ChannelAddress
 
-__all__ = ["HistoryStore", "RateLimitStore", "Replay"]
+__all__ = [
+    "Backend",
+    "Broker",
+    "Delivery",
+    "HistoryStore",
+    "PresenceStore",
+    "RateLimitStore",
+    "RecentHistory",
+    "Registration",
+    "Replay",
+    "ServiceRegistry",
+    "SharedLimits",
+    "StreamReplay",
+    "StreamWindow",
+]
 
 
 class Replay(NamedTuple):
@@ -27,8 +55,8 @@ class Replay(NamedTuple):
     """Encoded actions after the asked offset, oldest first (empty when not recovered)."""
 
 
-class HistoryStore(Protocol):
-    """A bounded stream of encoded actions per channel, with offsets.
+class RecentHistory(Protocol):
+    """A node's bounded window of encoded actions per channel, with offsets.
 
     Guarantees:
 
@@ -56,6 +84,20 @@ class HistoryStore(Protocol):
 
     def since(self, channel: ChannelAddress, offset: int) -> Replay:
         """Entries after ``offset``, or ``recovered=False`` when some were lost."""
+        ...
+
+    def seen(self, channel: ChannelAddress, offset: int, prev: int, data: bytes) -> bool:
+        """Record an action whose offset a cluster's stream assigned.
+
+        Returns ``False`` (and restarts the window at ``prev``) when ``prev`` is
+        not the last offset recorded: messages were lost in between, and
+        :meth:`since` never claims a recovery across the gap.
+        """
+        ...
+
+    def load(self, channel: ChannelAddress, base: int, entries: list[tuple[int, bytes]]) -> None:
+        """Merge a stream's window (every offset above ``base`` is in ``entries``)
+        with what was recorded live meanwhile."""
         ...
 
     def retain(self, channel: ChannelAddress, active: bool) -> None:
@@ -96,3 +138,209 @@ class RateLimitStore(Protocol):
     def __len__(self) -> int:
         """Keys currently held."""
         ...
+
+
+
+# Cluster ---------------------------------------------------------------------
+
+
+class Delivery(NamedTuple):
+    """One message a :class:`Broker` hands to its node."""
+
+    subject: str
+    offset: int
+    """The stream offset for messages published with :meth:`Broker.publish_stream`; else 0."""
+    prev: int
+    """The offset of the message before it in the same stream (``offset - 1`` where
+    offsets are contiguous; 0 for the first, or when there is no stream). A node
+    that last saw a different offset knows it missed messages (a gap) and
+    recovers them with :meth:`HistoryStore.since`."""
+    data: bytes
+
+
+class Broker(Protocol):
+    """Moves opaque messages between nodes, by subject.
+
+    Guarantees (every implementation):
+
+    - **at most once**: a message reaches the nodes subscribed to its subject
+      when the broker server routes it, or nobody; nothing is stored or
+      redelivered (history is :meth:`publish_stream`'s job);
+    - **FIFO per publisher and subject**: one node's messages on one subject
+      arrive in the order it published them;
+    - **non-blocking**: :meth:`publish`, :meth:`publish_stream`,
+      :meth:`subscribe` and :meth:`unsubscribe` queue work and return at
+      once; one writer task sends it. :meth:`flush` waits until everything
+      queued before it was accepted by the server (subscriptions active);
+    - **reconnects by itself** after the server goes away, re-subscribing
+      every subject it had; messages published while it was gone are lost
+      (and recovered from history by clients).
+    """
+
+    async def start(self, deliver: Callable[[Delivery], None]) -> None:
+        """Connect; from now on every message for a subscribed subject goes to ``deliver``."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def publish(self, subject: str, data: bytes) -> None:
+        """Send ``data`` to the nodes subscribed to ``subject`` (offset 0)."""
+        ...
+
+    def publish_stream(self, subject: str, stream: str, data: bytes) -> None:
+        """Append ``data`` to ``stream`` at its next offset, then publish it with that offset.
+
+        Offsets of one stream are positive, strictly increasing and never
+        reused (a stream re-created after expiry continues above them, e.g.
+        by starting from the current time in microseconds); the append and
+        the publish happen in that order for every publisher, so subscribers
+        see one stream's messages in offset order, each with its ``prev``.
+        """
+        ...
+
+    def subscribe(self, subject: str) -> None: ...
+
+    def unsubscribe(self, subject: str) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    @property
+    def received(self) -> dict[str, int]:
+        """Messages delivered to this node per subject since start (for tests, metrics)."""
+        ...
+
+
+class StreamReplay(NamedTuple):
+    """What :meth:`HistoryStore.since` found in a stream."""
+
+    recovered: bool
+    """Every message after the asked offset is in ``entries``."""
+    entries: list[tuple[int, bytes]]
+    """``(offset, data)`` after the asked offset, oldest first."""
+    top: int
+    """The stream's last offset (0 for an empty or unknown stream)."""
+
+
+class HistoryStore(Protocol):
+    """Reads the streams :meth:`Broker.publish_stream` writes.
+
+    Each stream keeps at most ``size`` messages and expires ``ttl_s`` after
+    its last append (both set when the backend is built).
+    """
+
+    async def since(self, stream: str, offset: int) -> StreamReplay:
+        """Messages after ``offset``; ``recovered`` is false when some were evicted or expired.
+
+        ``offset == 0`` stands for "before the stream existed" (the offset a
+        client is given for a channel without history): it is recovered when
+        the stream has evicted nothing since it was created. An offset of an
+        earlier incarnation of an expired stream is never recovered.
+        """
+        ...
+
+    async def window(self, stream: str) -> StreamWindow:
+        """Everything the stream still holds, with the boundary below which it is incomplete."""
+        ...
+
+
+class StreamWindow(NamedTuple):
+    """A stream's retained messages: every offset in ``(base, top]`` is in ``entries``.
+
+    ``base`` is 0 while the stream has evicted nothing since it was created (so
+    a client holding offset 0 recovers everything), else the last evicted offset.
+    """
+
+    base: int
+    entries: list[tuple[int, bytes]]
+    top: int
+
+
+class PresenceStore(Protocol):
+    """Who is in which channel, cluster-wide, with node liveness.
+
+    Guarantees: :meth:`add`/:meth:`remove` are atomic per member; members of a
+    node whose heartbeat (:meth:`beat`) is older than its TTL are reported by
+    :meth:`dead_nodes` and removed by :meth:`purge`.
+    """
+
+    async def add(self, channel: str, conn_id: str, node: str, member: bytes) -> None: ...
+
+    async def remove(self, channel: str, conn_id: str) -> None: ...
+
+    async def members(self, channel: str) -> dict[str, tuple[str, bytes]]:
+        """``conn_id → (node, member)`` of every member."""
+        ...
+
+    async def beat(self, node: str, ttl_s: float) -> None:
+        """``node`` is alive for ``ttl_s`` more seconds."""
+        ...
+
+    async def dead_nodes(self, nodes: set[str]) -> set[str]:
+        """Those of ``nodes`` whose heartbeat expired."""
+        ...
+
+    async def purge(self, channel: str, nodes: set[str]) -> list[str]:
+        """Remove the members of ``nodes`` from ``channel``; return their connection ids."""
+        ...
+
+
+class SharedLimits(Protocol):
+    """Rate limits and counters that hold across nodes.
+
+    :meth:`acquire` has :meth:`RateLimitStore.acquire`'s contract, atomic
+    across nodes (Redis: one Lua script; NATS: a KV compare-and-set loop).
+    """
+
+    async def acquire(self, key: str, interval: float, tolerance: float) -> float:
+        """0.0 if allowed, else seconds until one unit is free; the server's clock decides."""
+        ...
+
+    async def count(self, key: str, member: str, node: str, delta: int) -> int:
+        """Add (``delta=1``) or remove (``-1``) ``member`` of ``node``; return the size of ``key``.
+
+        Members of dead nodes are dropped by :meth:`forget_node`.
+        """
+        ...
+
+    async def forget_node(self, node: str) -> None: ...
+
+
+class Registration(NamedTuple):
+    name: str
+    url: str
+    actions: list[str]
+    expires_at: float
+    """Unix time."""
+
+
+class ServiceRegistry(Protocol):
+    """Self-registrations shared by every node (each node still expires them itself)."""
+
+    async def put(self, registration: Registration) -> None: ...
+
+    async def delete(self, name: str, url: str) -> None: ...
+
+    async def all(self) -> list[Registration]:
+        """Every registration not yet expired."""
+        ...
+
+
+class Backend(Protocol):
+    """One cluster backend: the five stores over one connection (or pool)."""
+
+    @property
+    def broker(self) -> Broker: ...
+
+    @property
+    def history(self) -> HistoryStore: ...
+
+    @property
+    def presence(self) -> PresenceStore: ...
+
+    @property
+    def limits(self) -> SharedLimits: ...
+
+    @property
+    def registry(self) -> ServiceRegistry: ...
+
+    async def close(self) -> None: ...

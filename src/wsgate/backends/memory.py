@@ -25,7 +25,7 @@ class _Stream:
 
 
 class MemoryHistory:
-    """:class:`~wsgate.backends.base.HistoryStore` as ring buffers in this process.
+    """:class:`~wsgate.backends.base.RecentHistory` as ring buffers in this process.
 
     Offsets come from one node-wide counter, so they never repeat even when a
     channel is dropped and re-created; a re-created stream starts with
@@ -73,7 +73,44 @@ class MemoryHistory:
             return Replay(offset >= self._counter, [])
         if offset < stream.evicted or offset > stream.top:
             return Replay(False, [])
+        entries = stream.entries
+        if stream.base == 0 and entries and 0 < offset < entries[0][0]:
+            # Nothing was ever evicted, so a real offset is 0 or one of ours:
+            # this one belongs to an earlier incarnation of the channel.
+            return Replay(False, [])
         return Replay(True, [data for off, data in stream.entries if off > offset])
+
+    def seen(self, channel: ChannelAddress, offset: int, prev: int, data: bytes) -> bool:
+        stream = self._stream(channel)
+        contiguous = stream.top == prev
+        if not contiguous:
+            # A gap: nothing at or below prev can be served from here any more.
+            stream.entries.clear()
+            stream.evicted = prev
+        stream.top = offset
+        self._counter = max(self._counter, offset)
+        if self._size:
+            entries = stream.entries
+            if len(entries) == entries.maxlen:
+                stream.evicted = entries[0][0]
+            entries.append((offset, data))
+        return contiguous
+
+    def load(self, channel: ChannelAddress, base: int, entries: list[tuple[int, bytes]]) -> None:
+        stream = self._stream(channel)
+        last = entries[-1][0] if entries else base
+        live = [(o, d) for o, d in stream.entries if o > last]
+        if live and stream.evicted > last:
+            return  # live traffic already restarted the window past a gap: keep it
+        merged = entries + live
+        keep = merged[-self._size :] if self._size else []
+        stream.entries.clear()
+        stream.entries.extend(keep)
+        dropped = merged[: len(merged) - len(keep)]
+        stream.evicted = dropped[-1][0] if dropped else base
+        stream.base = base
+        stream.top = live[-1][0] if live else last
+        self._counter = max(self._counter, stream.top)
 
     def retain(self, channel: ChannelAddress, active: bool) -> None:
         self._sweep()

@@ -1,0 +1,109 @@
+"""The NATS cluster backend: core NATS for the broker, JetStream for the rest.
+
+:func:`open_nats` connects once and builds the five stores on that
+connection. Everything lives under the configured prefix (see
+:mod:`wsgate.backends.nats_names`): broker subjects ``P.msg.…``, the history
+stream ``<N>_hist`` and the state stream ``<N>_state``, so two prefixes on
+one server never see each other.
+
+What it guarantees, store by store, is in each class's docstring
+(:class:`~wsgate.backends.nats_broker.NatsBroker`,
+:class:`~wsgate.backends.nats_stores.NatsHistory`, …). What NATS cannot
+give, compared with the memory reference:
+
+- **no server clock**: rate limits and heartbeats use each node's wall
+  clock, so nodes must keep their clocks in sync (NTP);
+- **per-message history expiry**: a channel's messages age out one by one
+  (``max_age``), not all together ``ttl_s`` after the last append;
+- **offsets are stream-global**: JetStream sequence numbers of one channel
+  are increasing but not contiguous (other channels' messages sit between
+  them), so ``prev`` is carried explicitly and ``offset - 1`` means nothing;
+- **outages**: nats-py reconnects by itself (forever, every
+  :data:`RECONNECT_WAIT_S`) and re-subscribes; meanwhile broker messages are
+  dropped (counted in ``broker.lost``) and store calls raise after their
+  timeout. JetStream data (history, presence, limits, registrations) is on
+  the server's disk and survives a server restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nats
+from nats.aio.client import Client
+
+from wsgate.backends.nats_broker import NatsBroker
+from wsgate.backends.nats_jet import Jet
+from wsgate.backends.nats_names import Names
+from wsgate.backends.nats_stores import NatsHistory, NatsLimits, NatsPresence, NatsRegistry
+
+__all__ = ["RECONNECT_WAIT_S", "REQUEST_TIMEOUT_S", "NatsBackend", "open_nats"]
+
+log = logging.getLogger(__name__)
+
+RECONNECT_WAIT_S = 0.25
+"""Pause between reconnection attempts (they never stop)."""
+REQUEST_TIMEOUT_S = 2.0
+"""Bound on every JetStream request (and on the initial connection)."""
+
+
+class NatsBackend:
+    """:class:`~wsgate.backends.base.Backend` over one NATS connection."""
+
+    def __init__(self, nc: Client, jet: Jet, history_size: int) -> None:
+        self.nc = nc
+        """The connection (shared by every store)."""
+        self.names = jet.names
+        self.broker = NatsBroker(jet)
+        self.history = NatsHistory(jet, history_size)
+        self.presence = NatsPresence(jet)
+        self.limits = NatsLimits(jet)
+        self.registry = NatsRegistry(jet)
+
+    async def close(self) -> None:
+        """Stop the broker, then close the connection (each step bounded)."""
+        await self.broker.close()
+        try:
+            await asyncio.wait_for(self.nc.close(), REQUEST_TIMEOUT_S * 2)
+        except TimeoutError:
+            log.warning("NATS connection did not close in time")
+
+
+async def open_nats(
+    url: str, *, prefix: str, node: str, history_size: int, history_ttl_s: float
+) -> NatsBackend:
+    """Connect to ``url`` and make sure this prefix's streams exist.
+
+    Raises a ``nats.errors.Error`` (or :exc:`OSError`) when the server cannot
+    be reached within :data:`REQUEST_TIMEOUT_S` or has no JetStream.
+    """
+
+    async def on_error(err: Exception) -> None:
+        log.warning("NATS %s: %s", url, err)
+
+    async def on_disconnected() -> None:
+        if not nc.is_closed and not nc.is_draining:
+            log.warning("NATS %s: disconnected, reconnecting", url)
+
+    async def on_reconnected() -> None:
+        log.info("NATS %s: reconnected", url)
+
+    nc = await nats.connect(
+        url,
+        name=f"wsgate {node}",
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=RECONNECT_WAIT_S,
+        connect_timeout=int(REQUEST_TIMEOUT_S),
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+    )
+    try:
+        jet = Jet(nc, Names(prefix), REQUEST_TIMEOUT_S)
+        await jet.ensure_streams(history_size, history_ttl_s)
+    except BaseException:
+        await nc.close()
+        raise
+    return NatsBackend(nc, jet, history_size)

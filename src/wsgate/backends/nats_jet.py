@@ -1,0 +1,218 @@
+"""Low-level JetStream calls shared by the NATS stores.
+
+Every call is one request (or one batch of direct-get replies) with a
+timeout; none retries by itself. Reads use *direct get* (the stream's
+``allow_direct``), which any server holding the stream answers without a
+consumer: ``last_by_subj`` for one subject, ``next_by_subj`` + ``batch`` to
+page through the messages of a (wildcard) subject in sequence order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from typing import Any, NamedTuple
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import api
+
+from wsgate.backends.nats_names import Names
+
+__all__ = ["Jet", "Stored", "WrongLastSequence"]
+
+log = logging.getLogger(__name__)
+
+_WRONG_LAST = (10071, 10164)
+_WRONG_LAST_RE = re.compile(r"wrong last sequence: (\d+)")
+_STREAM_IN_USE = 10058
+_EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+_BATCH = 256
+
+
+class Stored(NamedTuple):
+    """One message read back from a stream."""
+
+    subject: str
+    seq: int
+    data: bytes
+    headers: dict[str, str]
+
+
+class WrongLastSequence(Exception):
+    """A compare-and-set publish lost: the subject's last sequence is not the expected one."""
+
+    def __init__(self, actual: int | None) -> None:
+        super().__init__(f"wrong last sequence (actual {actual})")
+        self.actual = actual
+        """The subject's real last sequence, when the server said it (0: no message)."""
+
+
+class Jet:
+    """JetStream access for one prefix: its two streams and the calls on them."""
+
+    def __init__(self, nc: Client, names: Names, timeout: float) -> None:
+        self.nc = nc
+        self.names = names
+        self.timeout = timeout
+        self.js = nc.jetstream(timeout=timeout)
+
+    async def ensure_streams(self, history_size: int, history_ttl_s: float) -> None:
+        """Create both streams, or bring an existing one to these limits.
+
+        The history stream starts at the current time in microseconds
+        (``first_seq``), so its sequence numbers — the offsets — are never 0
+        and keep increasing even if the stream is deleted and created again.
+        """
+        names = self.names
+        await self._ensure(
+            api.StreamConfig(
+                name=names.hist_stream,
+                subjects=names.hist_subjects,
+                max_msgs_per_subject=max(history_size, 1),
+                max_age=history_ttl_s,
+                allow_direct=True,
+                discard=api.DiscardPolicy.OLD,
+                first_seq=int(time.time() * 1_000_000),
+            ),
+        )
+        await self._ensure(
+            api.StreamConfig(
+                name=names.state_stream,
+                subjects=names.state_subjects,
+                max_msgs_per_subject=1,
+                allow_direct=True,
+                allow_msg_ttl=True,
+                discard=api.DiscardPolicy.OLD,
+            ),
+        )
+
+    async def _ensure(self, config: api.StreamConfig) -> None:
+        assert config.name is not None
+        try:
+            info = await self.js.stream_info(config.name)
+        except nats.js.errors.NotFoundError:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.APIError as err:
+                if err.err_code != _STREAM_IN_USE:  # another node created it first
+                    raise
+            return
+        have = info.config
+        if (have.max_msgs_per_subject, have.max_age or 0.0) != (
+            config.max_msgs_per_subject,
+            config.max_age or 0.0,
+        ):
+            log.warning("updating stream %s to this node's limits", config.name)
+            have.max_msgs_per_subject = config.max_msgs_per_subject
+            have.max_age = config.max_age
+            await self.js.update_stream(have)
+
+    # Writes ------------------------------------------------------------------
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        expected_last: int | None = None,
+        ttl_s: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        """Store ``data``; return its sequence.
+
+        ``expected_last`` makes it a compare-and-set on the subject's last
+        sequence (0: the subject has no message), raising
+        :exc:`WrongLastSequence` when another writer got there first.
+        ``ttl_s`` is a per-message TTL, rounded up to whole seconds.
+        """
+        hdrs: dict[str, str] = dict(headers or {})
+        if expected_last is not None:
+            hdrs[_EXPECTED_LAST] = str(expected_last)
+        ttl = None if ttl_s is None else max(1, math.ceil(ttl_s))
+        try:
+            ack = await self.js.publish(
+                subject, data, timeout=self.timeout, headers=hdrs or None, msg_ttl=ttl
+            )
+        except nats.js.errors.APIError as err:
+            if err.err_code in _WRONG_LAST:
+                m = _WRONG_LAST_RE.search(err.description or "")
+                raise WrongLastSequence(int(m.group(1)) if m else None) from None
+            raise
+        return int(ack.seq)
+
+    async def purge(self, subject: str) -> None:
+        """Remove every message of ``subject`` from the state stream (no tombstone)."""
+        await self.js.purge_stream(self.names.state_stream, subject=subject)
+
+    async def count_subjects(self, subject: str) -> int:
+        """How many subjects matching ``subject`` hold a message in the state stream."""
+        info = await self.js.stream_info(self.names.state_stream, subjects_filter=subject)
+        return len(info.state.subjects or {})
+
+    # Reads -------------------------------------------------------------------
+
+    async def last(self, stream: str, subject: str) -> Stored | None:
+        """The last message of ``subject`` in ``stream``, or ``None``."""
+        msg = await self.nc.request(
+            f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", timeout=self.timeout
+        )
+        hdrs = dict(msg.headers or {})
+        status = hdrs.get("Status")
+        if status == "404":
+            return None
+        if status:
+            raise nats.js.errors.APIError(code=int(status), description=hdrs.get("Description"))
+        return Stored(hdrs["Nats-Subject"], int(hdrs["Nats-Sequence"]), msg.data, hdrs)
+
+    async def scan(self, stream: str, subject: str, start: int = 1, limit: int = 0) -> list[Stored]:
+        """Messages of ``subject`` (wildcards allowed) from sequence ``start`` on, in order.
+
+        Pages by batches of direct get; ``limit`` (0: none) stops early.
+        """
+        out: list[Stored] = []
+        seq = max(start, 1)
+        while True:
+            want = _BATCH if not limit else min(_BATCH, limit - len(out))
+            page, pending = await self._batch(stream, subject, seq, want)
+            out.extend(page)
+            if not page or not pending or (limit and len(out) >= limit):
+                return out
+            seq = page[-1].seq + 1
+
+    async def _batch(
+        self, stream: str, subject: str, seq: int, batch: int
+    ) -> tuple[list[Stored], int]:
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        req: dict[str, Any] = {"seq": seq, "next_by_subj": subject, "batch": batch}
+        page: list[Stored] = []
+        try:
+            await self.nc.publish(
+                f"$JS.API.DIRECT.GET.{stream}", json.dumps(req).encode(), reply=inbox
+            )
+            deadline = time.monotonic() + self.timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise nats.errors.TimeoutError
+                msg = await sub.next_msg(timeout=left)
+                hdrs = dict(msg.headers or {})
+                status = hdrs.get("Status")
+                if status == "204":  # end of batch
+                    return page, int(hdrs.get("Nats-Num-Pending", "0"))
+                if status == "404":
+                    return page, 0
+                if status:
+                    raise nats.js.errors.APIError(
+                        code=int(status), description=hdrs.get("Description")
+                    )
+                page.append(
+                    Stored(hdrs["Nats-Subject"], int(hdrs["Nats-Sequence"]), msg.data, hdrs)
+                )
+        finally:
+            await sub.unsubscribe()

@@ -1,0 +1,257 @@
+"""The NATS history, presence, limits and registry stores.
+
+History reads the stream :class:`~wsgate.backends.nats_broker.NatsBroker`
+writes. The other stores keep one message per subject in the state stream
+(``max_msgs_per_subject=1``): a write replaces, a removal purges the subject
+(no tombstone is left), and a listing pages through a wildcard subject with
+direct get. Every call is a bounded number of requests, each with the
+backend's timeout; a call made while the server is unreachable raises a
+``nats.errors.Error`` (usually a timeout) instead of waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import time
+
+from wsgate.backends.base import Registration, StreamReplay, StreamWindow
+from wsgate.backends.nats_broker import effective_prev
+from wsgate.backends.nats_jet import Jet, Stored, WrongLastSequence
+from wsgate.backends.nats_names import HDR_PREV, decode_token
+
+__all__ = ["ACQUIRE_TRIES", "NatsHistory", "NatsLimits", "NatsPresence", "NatsRegistry"]
+
+ACQUIRE_TRIES = 16
+"""Compare-and-set attempts of one :meth:`NatsLimits.acquire` before it refuses."""
+_TAT_CACHE = 10_000
+
+
+class NatsHistory:
+    """:class:`~wsgate.backends.base.HistoryStore` over the history stream.
+
+    ``recovered`` is decided by the chain of ``prev`` headers: true iff the
+    first message after ``offset`` names ``offset`` as its ``prev`` and every
+    later one names the one before it (or nothing is newer and ``offset`` is
+    the stream's last offset). ``offset == 0`` is recovered when the oldest
+    message kept is the stream's first since it was created (its stored
+    ``prev`` is 0). An offset of an expired incarnation is never recovered:
+    the new incarnation's first ``prev`` is a sequence used up just before it
+    (see :func:`~wsgate.backends.nats_broker.effective_prev`).
+
+    NATS cannot give the Protocol's expiry exactly: JetStream's ``max_age``
+    ages each message on its own, so a stream's older messages expire
+    ``ttl_s`` after *their* append, not after the stream's last one. A client
+    asking from an offset whose successor aged out gets ``recovered=False``.
+    Reads are direct gets (one request per 256 messages).
+    """
+
+    def __init__(self, jet: Jet, size: int) -> None:
+        self._jet = jet
+        self._size = size
+
+    async def _read(self, stream: str, start: int) -> list[Stored]:
+        jet = self._jet
+        subject = jet.names.hist(stream)
+        limit = max(self._size, 1) + 1
+        return await jet.scan(jet.names.hist_stream, subject, start=start, limit=limit)
+
+    async def since(self, stream: str, offset: int) -> StreamReplay:
+        found = await self._read(stream, offset + 1)
+        if not found:
+            jet = self._jet
+            last = await jet.last(jet.names.hist_stream, jet.names.hist(stream))
+            if last is None:
+                return StreamReplay(offset == 0, [], 0)
+            return StreamReplay(offset == last.seq, [], last.seq)
+        top = found[-1].seq
+        first_prev = _stored_prev(found[0])
+        linked = effective_prev(found[0].seq, first_prev) == offset or (
+            offset == 0 and first_prev == 0
+        )
+        if not linked or _break(found) or self._size <= 0:
+            return StreamReplay(False, [], top)
+        return StreamReplay(True, [(m.seq, m.data) for m in found], top)
+
+    async def window(self, stream: str) -> StreamWindow:
+        found = await self._read(stream, 1)
+        if not found:
+            return StreamWindow(0, [], 0)
+        top = found[-1].seq
+        if self._size <= 0:
+            return StreamWindow(top, [], top)
+        # What precedes a break (a read that raced an eviction) is cut off.
+        found = found[_break(found) :]
+        return StreamWindow(_stored_prev(found[0]), [(m.seq, m.data) for m in found], top)
+
+
+def _stored_prev(msg: Stored) -> int:
+    try:
+        return int(msg.headers.get(HDR_PREV, "0"))
+    except ValueError:
+        return -1
+
+
+def _break(found: list[Stored]) -> int:
+    """Index of the last message whose ``prev`` is not the message before it (0 if none)."""
+    last = 0
+    for i in range(1, len(found)):
+        if effective_prev(found[i].seq, _stored_prev(found[i])) != found[i - 1].seq:
+            last = i
+    return last
+
+
+def _pack_member(node: str, member: bytes) -> bytes:
+    raw = node.encode()
+    return struct.pack(">H", len(raw)) + raw + member
+
+
+def _unpack_member(data: bytes) -> tuple[str, bytes]:
+    (n,) = struct.unpack_from(">H", data)
+    return data[2 : 2 + n].decode(), data[2 + n :]
+
+
+class NatsPresence:
+    """:class:`~wsgate.backends.base.PresenceStore` in the state stream.
+
+    A member is the subject ``P.pres.<channel>.<conn>`` holding
+    ``node`` and ``member``; a heartbeat is ``P.beat.<node>`` holding its
+    expiry as Unix time, compared with this node's wall clock (NATS has no
+    server-side clock to ask), and a per-message TTL cleans it up later.
+    Nodes' clocks must agree to well within the heartbeat TTL.
+    """
+
+    def __init__(self, jet: Jet) -> None:
+        self._jet = jet
+
+    async def add(self, channel: str, conn_id: str, node: str, member: bytes) -> None:
+        subject = self._jet.names.state("pres", channel, conn_id)
+        await self._jet.publish(subject, _pack_member(node, member))
+
+    async def remove(self, channel: str, conn_id: str) -> None:
+        await self._jet.purge(self._jet.names.state("pres", channel, conn_id))
+
+    async def members(self, channel: str) -> dict[str, tuple[str, bytes]]:
+        jet = self._jet
+        found = await jet.scan(jet.names.state_stream, jet.names.state("pres", channel, "*"))
+        return {decode_token(m.subject.rsplit(".", 1)[1]): _unpack_member(m.data) for m in found}
+
+    async def beat(self, node: str, ttl_s: float) -> None:
+        expires = time.time() + ttl_s
+        subject = self._jet.names.state("beat", node)
+        await self._jet.publish(subject, repr(expires).encode(), ttl_s=ttl_s + 60)
+
+    async def dead_nodes(self, nodes: set[str]) -> set[str]:
+        jet = self._jet
+        found = await jet.scan(jet.names.state_stream, jet.names.state("beat", "*"))
+        beats = {decode_token(m.subject.rsplit(".", 1)[1]): float(m.data) for m in found}
+        now = time.time()
+        return {n for n in nodes if beats.get(n, 0.0) <= now}
+
+    async def purge(self, channel: str, nodes: set[str]) -> list[str]:
+        members = await self.members(channel)
+        gone = [cid for cid, (node, _) in members.items() if node in nodes]
+        await asyncio.gather(*(self.remove(channel, cid) for cid in gone))
+        return gone
+
+
+class NatsLimits:
+    """:class:`~wsgate.backends.base.SharedLimits` in the state stream.
+
+    :meth:`acquire` is GCRA with a compare-and-set loop: read the key's
+    theoretical arrival time (TAT) and revision, compute, publish the new TAT
+    with ``Nats-Expected-Last-Subject-Sequence`` = that revision; a lost race
+    rereads and retries, at most :data:`ACQUIRE_TRIES` times, after which it
+    refuses with ``interval`` (never lets a unit through unchecked). So two
+    nodes never both take the last unit. A TAT carries a per-message TTL just
+    past its own time, after which the server forgets the key.
+
+    Clock: NATS has no server-side ``TIME`` (Redis does), so "now" is this
+    node's wall clock (``time.time()``); nodes must run NTP, and a skew of
+    ``d`` seconds lets a skewed node pass up to ``d / interval`` extra units.
+
+    :meth:`count` keeps one subject per member (``P.cnt.<key>.<member>``
+    holding its node) and counts the key's subjects; :meth:`forget_node`
+    scans every member (it is rare: a node died).
+    """
+
+    def __init__(self, jet: Jet) -> None:
+        self._jet = jet
+        self._tats: dict[str, tuple[int, float]] = {}
+        """Per key: the revision and TAT this node last read or wrote (saves a read)."""
+
+    async def acquire(self, key: str, interval: float, tolerance: float) -> float:
+        jet = self._jet
+        subject = jet.names.state("lim", key)
+        known = self._tats.pop(key, None)
+        for _ in range(ACQUIRE_TRIES):
+            if known is None:
+                last = await jet.last(jet.names.state_stream, subject)
+                known = (last.seq, float(last.data)) if last is not None else (0, 0.0)
+            revision, stored = known
+            now = time.time()
+            tat = max(stored, now)
+            wait = tat - now - tolerance
+            if wait > 0:
+                self._remember(key, known)
+                return wait
+            new = tat + interval
+            try:
+                seq = await jet.publish(
+                    subject, repr(new).encode(), expected_last=revision, ttl_s=new - now + 1
+                )
+            except WrongLastSequence:
+                known = None
+                continue
+            self._remember(key, (seq, new))
+            return 0.0
+        return interval
+
+    def _remember(self, key: str, state: tuple[int, float]) -> None:
+        if len(self._tats) >= _TAT_CACHE:
+            self._tats.clear()
+        self._tats[key] = state
+
+    async def count(self, key: str, member: str, node: str, delta: int) -> int:
+        jet = self._jet
+        subject = jet.names.state("cnt", key, member)
+        if delta > 0:
+            await jet.publish(subject, node.encode())
+        else:
+            await jet.purge(subject)
+        return await jet.count_subjects(jet.names.state("cnt", key, "*"))
+
+    async def forget_node(self, node: str) -> None:
+        jet = self._jet
+        found = await jet.scan(jet.names.state_stream, jet.names.state("cnt", ">"))
+        raw = node.encode()
+        await asyncio.gather(*(jet.purge(m.subject) for m in found if m.data == raw))
+
+
+class NatsRegistry:
+    """:class:`~wsgate.backends.base.ServiceRegistry` in the state stream.
+
+    One subject per ``(name, url)`` holding the registration as JSON, with a
+    per-message TTL just past ``expires_at`` so the server drops it later;
+    :meth:`all` filters by this node's wall clock.
+    """
+
+    def __init__(self, jet: Jet) -> None:
+        self._jet = jet
+
+    async def put(self, registration: Registration) -> None:
+        data = json.dumps(registration._asdict()).encode()
+        ttl = max(registration.expires_at - time.time(), 0.0) + 1
+        subject = self._jet.names.state("reg", registration.name, registration.url)
+        await self._jet.publish(subject, data, ttl_s=ttl)
+
+    async def delete(self, name: str, url: str) -> None:
+        await self._jet.purge(self._jet.names.state("reg", name, url))
+
+    async def all(self) -> list[Registration]:
+        jet = self._jet
+        found = await jet.scan(jet.names.state_stream, jet.names.state("reg", ">"))
+        now = time.time()
+        regs = [Registration(**json.loads(m.data)) for m in found]
+        return [r for r in regs if r.expires_at > now]

@@ -1,0 +1,292 @@
+"""What only the NATS backend has: its naming, its JetStream offsets, server restarts.
+
+Each test opens its backends under a prefix of its own on one ``nats-server
+-js`` per module (never the machine's own NATS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.servers import NATS_SERVER, ServerProcess, nats_server
+from wsgate.backends.base import Delivery, Registration, StreamReplay
+from wsgate.backends.nats import NatsBackend, open_nats
+from wsgate.backends.nats_names import Names, decode_token, encode_token, stream_base_name
+
+pytestmark = pytest.mark.skipif(NATS_SERVER is None, reason="no nats-server")
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_=-]+$")
+_ids = itertools.count()
+
+
+# Naming ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["acme:orders/42", "a.b.c", "user@example.com", "k=v", "", "=", "*", ">", "a b\tc",
+     "ünïcödé/✓", "plain", "=3A", "with-dash_and_underscore"],
+)
+def test_token_round_trips(text: str) -> None:
+    token = encode_token(text)
+    assert _TOKEN.match(token)
+    assert decode_token(token) == text
+
+
+@given(st.text())
+def test_token_round_trips_any_text(text: str) -> None:
+    token = encode_token(text)
+    assert _TOKEN.match(token)
+    assert decode_token(token) == text
+
+
+@pytest.mark.parametrize(
+    "logical",
+    ["node.n1", "chan.acme:orders/42", "hub.acme", "user.u7", "user.a@b.example=1",
+     "chan.x.y.z", "bare", "chan.", "chan.a b*>"],
+)
+def test_subject_round_trips(logical: str) -> None:
+    names = Names("test.prefix")
+    subject = names.subject(logical)
+    tokens = subject.split(".")
+    assert all(_TOKEN.match(t) for t in tokens)
+    assert tokens[0] == names.root and tokens[1] == "msg"
+    assert names.logical(subject) == logical
+
+
+def test_prefixes_never_nest_and_streams_differ() -> None:
+    a, b = Names("a"), Names("a.msg")
+    assert a.subject("chan.x").split(".")[0] != b.subject("chan.x").split(".")[0]
+    assert stream_base_name("a.b") != stream_base_name("a_b")
+    assert re.match(r"^[A-Za-z0-9_-]+$", stream_base_name("wsgate test: ünï/1"))
+
+
+# Fixtures ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with nats_server() as s:
+        yield s
+
+
+@pytest.fixture
+async def open_node(server: ServerProcess) -> AsyncIterator[Callable[..., object]]:
+    prefix = f"t{next(_ids)}.{time.monotonic_ns()}"
+    opened: list[NatsBackend] = []
+
+    async def open_(node: str = "n1", *, size: int = 10, ttl: float = 30.0) -> NatsBackend:
+        backend = await open_nats(
+            server.url, prefix=prefix, node=node, history_size=size, history_ttl_s=ttl
+        )
+        opened.append(backend)
+        return backend
+
+    yield open_
+    for backend in opened:
+        await backend.close()
+
+
+async def started(backend: NatsBackend) -> list[Delivery]:
+    got: list[Delivery] = []
+    await backend.broker.start(got.append)
+    return got
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+# Broker and history ------------------------------------------------------------
+
+
+async def test_delivery_between_nodes_with_logical_subjects(open_node) -> None:  # type: ignore[no-untyped-def]
+    a, b = await open_node("n1"), await open_node("n2")
+    got_a, got_b = await started(a), await started(b)
+    b.broker.subscribe("chan.acme:orders/42")
+    await b.broker.flush()
+    a.broker.publish("chan.acme:orders/42", b"one")
+    a.broker.publish_stream("chan.acme:orders/42", "acme:orders/42", b"two")
+    a.broker.publish("chan.acme:orders/42", b"three")
+    await until(lambda: len(got_b) == 3)
+    assert [d.data for d in got_b] == [b"one", b"two", b"three"]
+    assert all(d.subject == "chan.acme:orders/42" for d in got_b)
+    assert got_b[0].offset == 0 and got_b[2].offset == 0
+    assert got_b[1].offset > 1_000_000_000  # the stream starts at "now" in microseconds
+    assert got_b[1].prev == got_b[1].offset - 1  # a stream's first message
+    assert got_a == [] and b.broker.received == {"chan.acme:orders/42": 3}
+    b.broker.unsubscribe("chan.acme:orders/42")
+    await b.broker.flush()
+    a.broker.publish("chan.acme:orders/42", b"late")
+    await a.broker.flush()
+    await asyncio.sleep(0.1)
+    assert len(got_b) == 3
+
+
+async def test_prev_chain_is_exact_with_racing_publishers(open_node) -> None:  # type: ignore[no-untyped-def]
+    a, b, c = await open_node("n1"), await open_node("n2"), await open_node("n3")
+    got = await started(c)
+    await started(a), await started(b)
+    c.broker.subscribe("chan.race")
+    await c.broker.flush()
+    for i in range(20):
+        a.broker.publish_stream("chan.race", "race", b"a%d" % i)
+        b.broker.publish_stream("chan.race", "race", b"b%d" % i)
+        a.broker.publish_stream("chan.other", "other", b"x")  # interleaves global sequences
+    await a.broker.flush()
+    await b.broker.flush()
+    await until(lambda: len(got) == 40)
+    chain = sorted(got, key=lambda d: d.offset)
+    for before, after in itertools.pairwise(chain):
+        assert after.prev == before.offset
+    assert (await c.history.since("race", chain[0].offset)).recovered is False  # size 10
+    last = chain[-11]
+    replay = await c.history.since("race", last.offset)
+    assert replay == StreamReplay(True, [(d.offset, d.data) for d in chain[-10:]], chain[-1].offset)
+
+
+async def test_since_matches_the_memory_reference(open_node) -> None:  # type: ignore[no-untyped-def]
+    a = await open_node(size=3)
+    got = await started(a)
+    a.broker.subscribe("chan.s")
+    await a.broker.flush()
+    assert await a.history.since("s", 0) == StreamReplay(True, [], 0)
+    assert await a.history.since("s", 7) == StreamReplay(False, [], 0)
+    for i in range(5):
+        a.broker.publish_stream("chan.s", "s", b"%d" % i)
+    await a.broker.flush()
+    await until(lambda: len(got) == 5)
+    offs = [d.offset for d in got]
+    top = offs[-1]
+    assert await a.history.since("s", top) == StreamReplay(True, [], top)
+    assert await a.history.since("s", top + 1) == StreamReplay(False, [], top)
+    assert await a.history.since("s", offs[1]) == StreamReplay(
+        True, [(o, b"%d" % i) for i, o in enumerate(offs) if i > 1], top
+    )
+    assert await a.history.since("s", offs[0]) == StreamReplay(False, [], top)  # evicted
+    assert await a.history.since("s", 0) == StreamReplay(False, [], top)
+    assert await a.history.window("s") == (offs[1], [(o, b"%d" % i) for i, o in enumerate(offs) if i > 1], top)
+    assert await a.history.window("unknown") == (0, [], 0)
+
+
+async def test_history_expires(open_node) -> None:  # type: ignore[no-untyped-def]
+    a = await open_node(ttl=1.0)
+    got = await started(a)
+    a.broker.subscribe("chan.e")
+    await a.broker.flush()
+    a.broker.publish_stream("chan.e", "e", b"x")
+    await a.broker.flush()
+    await until(lambda: len(got) == 1)
+    assert (await a.history.since("e", got[0].prev)).recovered
+    await asyncio.sleep(1.6)
+    assert await a.history.since("e", got[0].offset) == StreamReplay(False, [], 0)
+    assert await a.history.since("e", 0) == StreamReplay(True, [], 0)
+    a.broker.publish_stream("chan.e", "e", b"y")
+    await until(lambda: len(got) == 2)
+    assert got[1].offset > got[0].offset  # never reused after expiry
+    assert got[1].prev != got[0].offset or got[1].offset == got[0].offset + 1
+
+
+async def test_publish_while_disconnected_is_lost_not_queued(open_node, server) -> None:  # type: ignore[no-untyped-def]
+    a = await open_node()
+    await started(a)
+    server.stop()
+    try:
+        await until(lambda: not a.nc.is_connected)
+        a.broker.publish("chan.x", b"gone")
+        a.broker.publish_stream("chan.x", "x", b"gone")
+        await until(lambda: a.broker.lost == 2)
+    finally:
+        server.start()
+    await until(lambda: a.nc.is_connected, timeout=10)
+
+
+async def test_restart_resumes_delivery_and_keeps_history(open_node, server) -> None:  # type: ignore[no-untyped-def]
+    a, b = await open_node("n1"), await open_node("n2")
+    await started(a)
+    got = await started(b)
+    b.broker.subscribe("chan.r")
+    await b.broker.flush()
+    a.broker.publish_stream("chan.r", "r", b"before")
+    await until(lambda: len(got) == 1)
+    await asyncio.to_thread(server.restart)
+    await until(lambda: a.nc.is_connected and b.nc.is_connected, timeout=10)
+    await b.broker.flush()
+    await a.broker.flush()
+    a.broker.publish_stream("chan.r", "r", b"after")
+    a.broker.publish("chan.r", b"plain")
+    await until(lambda: len(got) == 3)
+    assert [d.data for d in got] == [b"before", b"after", b"plain"]
+    assert got[1].prev == got[0].offset
+    replay = await b.history.since("r", got[0].prev)
+    assert replay == StreamReplay(True, [(got[0].offset, b"before"), (got[1].offset, b"after")], got[1].offset)
+    assert await b.presence.dead_nodes({"n1"}) == {"n1"}
+
+
+# State stores ------------------------------------------------------------------
+
+
+async def test_presence(open_node) -> None:  # type: ignore[no-untyped-def]
+    a, b = await open_node("n1"), await open_node("n2")
+    await a.presence.add("acme:orders/42", "n1.c1", "n1", b"m1")
+    await b.presence.add("acme:orders/42", "n2.c2", "n2", b"m2")
+    await b.presence.add("acme:other", "n2.c3", "n2", b"m3")
+    assert await a.presence.members("acme:orders/42") == {
+        "n1.c1": ("n1", b"m1"), "n2.c2": ("n2", b"m2")
+    }
+    await a.presence.remove("acme:orders/42", "n1.c1")
+    await a.presence.remove("acme:orders/42", "never")
+    assert await b.presence.members("acme:orders/42") == {"n2.c2": ("n2", b"m2")}
+    await a.presence.beat("n1", 30)
+    await b.presence.beat("n2", 0.3)
+    assert await a.presence.dead_nodes({"n1", "n2", "n9"}) == {"n9"}
+    await asyncio.sleep(0.4)
+    assert await a.presence.dead_nodes({"n1", "n2", "n9"}) == {"n2", "n9"}
+    assert await a.presence.purge("acme:orders/42", {"n2"}) == ["n2.c2"]
+    assert await a.presence.members("acme:orders/42") == {}
+    assert await a.presence.members("acme:other") == {"n2.c3": ("n2", b"m3")}
+
+
+async def test_acquire_is_atomic_across_nodes(open_node) -> None:  # type: ignore[no-untyped-def]
+    nodes = [await open_node(f"n{i}") for i in range(3)]
+    interval, burst = 10.0, 5
+    results = await asyncio.gather(
+        *(n.limits.acquire("user:u7", interval, interval * (burst - 1)) for n in nodes for _ in range(4))
+    )
+    assert sum(r == 0.0 for r in results) == burst
+    assert all(0 < r <= interval for r in results if r)
+
+
+async def test_count_and_forget_node(open_node) -> None:  # type: ignore[no-untyped-def]
+    a = await open_node()
+    assert await a.limits.count("conns:u7", "n1.c1", "n1", 1) == 1
+    assert await a.limits.count("conns:u7", "n1.c2", "n1", 1) == 2
+    assert await a.limits.count("conns:u7", "n2.c3", "n2", 1) == 3
+    assert await a.limits.count("conns:u8", "n1.c4", "n1", 1) == 1
+    assert await a.limits.count("conns:u7", "n1.c2", "n1", -1) == 2
+    await a.limits.forget_node("n1")
+    assert await a.limits.count("conns:u7", "n2.c5", "n2", 1) == 2
+    assert await a.limits.count("conns:u8", "n2.c6", "n2", 1) == 1
+
+
+async def test_registry(open_node) -> None:  # type: ignore[no-untyped-def]
+    a, b = await open_node("n1"), await open_node("n2")
+    live = Registration("orders", "http://o:1/x.y", ["orders/*"], time.time() + 60)
+    stale = Registration("old", "http://old", ["old/*"], time.time() - 1)
+    await a.registry.put(live)
+    await a.registry.put(stale)
+    assert await b.registry.all() == [live]
+    await b.registry.delete("orders", "http://o:1/x.y")
+    assert await a.registry.all() == []
