@@ -123,9 +123,17 @@ class AuthConfig(_Section):
 
 
 class BrokerConfig(_Section):
-    """``[broker]``: ``memory://``, ``redis://…`` or ``nats://…``."""
+    """``[broker]``: ``memory://`` (one node), ``redis://…`` or ``nats://…`` (a cluster).
+
+    ``memory://<name>`` runs the cluster code over an in-process hub: several
+    nodes in one process (tests).
+    """
 
     url: str = "memory://"
+    prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "wsgate"
+    """Namespace of every key and subject: several gateways may share one broker."""
+    presence_ttl_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """A node that stops beating for this long is dead: its members leave."""
 
 
 class PresenceConfig(_Section):

@@ -26,7 +26,9 @@ from wsgate.api.state import ApiState
 from wsgate.auth.handshake import Authenticator
 from wsgate.auth.keyring import KeyRing
 from wsgate.auth.policy import ChannelPolicy
+from wsgate.backends import open_backend
 from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
+from wsgate.cluster.bus import ClusterBus
 from wsgate.config import Config, load, parse_listen
 from wsgate.core.gateway import Gateway
 from wsgate.core.limits import Limiter
@@ -77,8 +79,9 @@ class Node:
     def __init__(self, config: Config, *, plain_get: PlainGet | None = None) -> None:
         self.config = config
         self.node_id = NodeId(config.server.node_id or f"n{secrets.token_hex(3)}")
-        if config.broker.url.partition("://")[0] != "memory":
-            raise ConfigError("broker.url", "only memory:// is available in this version")
+        self.clustered = config.broker.url != "memory://"
+        """Any broker but the bare ``memory://`` runs the cluster bus."""
+        self.bus: ClusterBus | None = None
         self.keyring = KeyRing.from_config(config.auth)
         self.authenticate = Authenticator(config.auth, self.keyring)
         self.policy = ChannelPolicy(config.channels, config.auth.allow_anonymous)
@@ -149,9 +152,11 @@ class Node:
             authorize_ttl_s=config.routing.authorize_cache_s,
         )
         self.gateway.dispatcher.upstream = self.upstream
-        self.gateway.observer = self.upstream
+        self.gateway.observers.append(self.upstream)
         self.gateway.admission = self.upstream
-        self.gateway.authorize = self.upstream
+        self.gateway.gates.append(self.upstream)
+        if self.clustered:
+            await self._start_cluster()
         await self._start_api()
         self._sweeper = loop.create_task(self._sweep())
         self.listener = await start_listener(
@@ -163,10 +168,32 @@ class Node:
             ssl_context=self._ssl,
         )
 
+    async def _start_cluster(self) -> None:
+        assert self.gateway is not None
+        config = self.config
+        try:
+            backend = await open_backend(
+                config.broker.url,
+                prefix=config.broker.prefix,
+                node=self.node_id,
+                history_size=config.history.size,
+                history_ttl_s=config.history.ttl_s,
+            )
+        except (OSError, ConnectionError) as exc:
+            raise ConfigError("broker.url", f"cannot connect: {exc}") from None
+        self.bus = ClusterBus(
+            self.gateway,
+            backend,
+            self.routes,
+            presence_ttl_s=config.broker.presence_ttl_s,
+            max_connections_per_user=config.limits.max_connections_per_user,
+        )
+        await self.bus.start()
+
     async def _start_api(self) -> None:
         assert self.gateway is not None
         aws = {c.access_key_id: c.secret_access_key for c in self.config.api.aws.credentials}
-        self.api = ApiState(self.gateway, self.routes, aws_secrets=aws)
+        self.api = ApiState(self.gateway, self.routes, aws_secrets=aws, bus=self.bus)
         if not self._api_keys:
             log.warning("no [api] keys: the internal API refuses every /v1 request")
         runner = web.AppRunner(build_app(self.api, self._api_keys), access_log=None)
@@ -217,6 +244,9 @@ class Node:
             self._sweeper.cancel()
             self._sweeper = None
         await self.invoker.aclose()
+        if self.bus is not None:
+            await self.bus.close()
+            self.bus = None
         if self._api_runner is not None:
             await self._api_runner.cleanup()
             self._api_runner = None

@@ -67,15 +67,20 @@ async def post_to_connection(request: web.Request) -> web.Response:
     body = await _authorized(request)
     if isinstance(body, web.Response):
         return body
-    conn = _target(request)
-    if isinstance(conn, web.Response):
-        return conn
     if len(body) > MAX_DATA:
         return _aws_error(413, "PayloadTooLargeException", "data is larger than 128 KB")
     try:
         body.decode()
     except UnicodeDecodeError:
         return _aws_error(400, "BadRequestException", "data must be UTF-8 text")
+    state = request.app[STATE]
+    cid = request.match_info["id"]
+    if state.bus is not None and cid.partition(".")[0] != state.gateway.node_id:
+        state.bus.raw_to_connection(cid, body)  # its node delivers it, or drops it if gone
+        return web.Response(status=200)
+    conn = _target(request)
+    if isinstance(conn, web.Response):
+        return conn
     conn.sink.send(body)
     return web.Response(status=200)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from wsgate.cluster.bus import ClusterBus
 from wsgate.core.gateway import Gateway
 from wsgate.routing.table import RouteTable
 
@@ -20,6 +21,8 @@ class ApiState:
     """``False`` while the node drains: ``/readyz`` answers 503."""
     aws_secrets: dict[str, str] = field(default_factory=dict)
     """Access key id → secret for the ``@connections`` paths."""
+    bus: ClusterBus | None = None
+    """In a cluster: reaches connections on other nodes."""
 
 
 STATE: web.AppKey[ApiState] = web.AppKey("wsgate_state", ApiState)

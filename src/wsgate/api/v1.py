@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from wsgate.api.state import STATE, json_error
+from wsgate.cluster.bus import ClusterBus
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import JoinRefused
 from wsgate.delivery import deliver
@@ -33,6 +34,15 @@ class _Registration(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _registration = msgspec.json.Decoder(_Registration)
+
+
+def _remote(request: web.Request) -> ClusterBus | None:
+    """The cluster bus when the connection in the path lives on another node."""
+    state = request.app[STATE]
+    node = request.match_info["id"].partition(".")[0]
+    if state.bus is None or node == state.gateway.node_id:
+        return None
+    return state.bus
 
 
 def _connection(request: web.Request) -> Connection | web.Response:
@@ -74,6 +84,10 @@ async def get_connection(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/connections/{id}")
 async def delete_connection(request: web.Request) -> web.Response:
+    bus = _remote(request)
+    if bus is not None:  # on another node: tell it (202: the close happens there)
+        bus.disconnect(request.match_info["id"], CloseCode.NORMAL, "disconnected by the service")
+        return web.Response(status=202)
     conn = _connection(request)
     if isinstance(conn, web.Response):
         return conn
@@ -84,16 +98,25 @@ async def delete_connection(request: web.Request) -> web.Response:
 @routes.delete("/v1/users/{user}/connections")
 async def delete_user_connections(request: web.Request) -> web.Response:
     """Revocation: every tab of the user is closed with 4403 (do not reconnect)."""
-    gateway = request.app[STATE].gateway
-    tabs = list(gateway.pool.users.get(UserId(request.match_info["user"]), {}).values())
+    state = request.app[STATE]
+    user = request.match_info["user"]
+    tabs = list(state.gateway.pool.users.get(UserId(user), {}).values())
     for conn in tabs:
         conn.sink.close(CloseCode.FORBIDDEN, "session revoked")
+    if state.bus is not None:  # and on every other node
+        state.bus.disconnect_user(user, CloseCode.FORBIDDEN, "session revoked")
     return web.json_response({"disconnected": len(tabs)})
 
 
 @routes.put("/v1/connections/{id}/channels/{addr:.+}")
 async def join_channel(request: web.Request) -> web.Response:
     """Join a connection server-side; the channel policy still applies."""
+    bus = _remote(request)
+    if bus is not None:
+        if parse_address(request.match_info["addr"]) is None:
+            return json_error(400, "bad channel address")
+        bus.membership(request.match_info["id"], request.match_info["addr"], join=True)
+        return web.json_response({"channel": request.match_info["addr"]}, status=202)
     conn = _connection(request)
     if isinstance(conn, web.Response):
         return conn
@@ -106,11 +129,15 @@ async def join_channel(request: web.Request) -> web.Response:
     except JoinRefused as refused:
         return json_error(403 if refused.code == "FORBIDDEN" else 400, refused.message)
     conn.send_action(bi.JOINED, gateway.joined_payload(channel))
-    return web.json_response({"channel": channel.address, "count": len(channel.members)})
+    return web.json_response({"channel": channel.address, "count": channel.count})
 
 
 @routes.delete("/v1/connections/{id}/channels/{addr:.+}")
 async def leave_channel(request: web.Request) -> web.Response:
+    bus = _remote(request)
+    if bus is not None:
+        bus.membership(request.match_info["id"], request.match_info["addr"], join=False)
+        return web.Response(status=202)
     conn = _connection(request)
     if isinstance(conn, web.Response):
         return conn
@@ -125,7 +152,7 @@ async def leave_channel(request: web.Request) -> web.Response:
 async def presence(request: web.Request) -> web.Response:
     address = ChannelAddress(request.match_info["addr"])
     channel = request.app[STATE].gateway.pool.channel(address)
-    members = [] if channel is None else [c.member for c in channel.members.values()]
+    members = [] if channel is None else channel.everyone()
     body = {"channel": address, "count": len(members), "members": members}
     return web.Response(body=msgspec.json.encode(body), content_type="application/json")
 
@@ -156,16 +183,22 @@ async def register(request: web.Request) -> web.Response:
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return json_error(400, f"bad registration: {exc}")
     name = request.match_info["name"]
+    state = request.app[STATE]
     try:
-        request.app[STATE].routes.register(name, body.url, body.actions, body.ttl)
+        state.routes.register(name, body.url, body.actions, body.ttl)
     except ValueError as exc:
         return json_error(400, str(exc))
+    if state.bus is not None:
+        state.bus.routes.registered(name, body.url, body.actions, body.ttl)
     return web.json_response({"service": name, "ttl": body.ttl})
 
 
 @routes.delete("/v1/services/{name}")
 async def unregister(request: web.Request) -> web.Response:
     url = request.query.get("url", "")
-    if not request.app[STATE].routes.unregister(request.match_info["name"], url):
+    state = request.app[STATE]
+    if not state.routes.unregister(request.match_info["name"], url):
         return json_error(404, "no such registered instance")
+    if state.bus is not None:
+        state.bus.routes.unregistered(request.match_info["name"], url)
     return web.Response(status=204)

@@ -78,22 +78,27 @@ def install(gw: Gateway) -> None:
                 ErrorCode.FORBIDDEN, f"not allowed to join {address.value}", _rid(action)
             )
             return
-        hook = gw.authorize
-        if hook is None:
-            proceed()
-            return
+        gates = gw.gates
 
-        def resume(refusal: ErrorCode | None) -> None:
-            if conn.closed:
-                return
-            if refusal is None:
+        def step(index: int) -> None:
+            """Ask gate ``index``; on allow go to the next, after the last ``proceed``."""
+            if index == len(gates):
                 proceed()
-            else:
-                conn.send_error(refusal, f"not allowed to join {address.value}", _rid(action))
+                return
 
-        verdict = hook.check(conn, address, resume)
-        if not isinstance(verdict, Pending):
-            resume(verdict)
+            def resume(refusal: ErrorCode | None) -> None:
+                if conn.closed:
+                    return
+                if refusal is None:
+                    step(index + 1)
+                else:
+                    conn.send_error(refusal, f"not allowed to join {address.value}", _rid(action))
+
+            verdict = gates[index].check(conn, address, resume)
+            if not isinstance(verdict, Pending):
+                resume(verdict)
+
+        step(0)
 
     def on_join(conn: Connection, action: Action) -> None:
         body = _payload(conn, action, bi.JoinPayload)

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from wsgate.core.limits import Limiter, retry_ms
+from wsgate.core.limits import Limiter, Rate, retry_ms
 from wsgate.protocol.codes import CloseCode, ErrorCode
 from wsgate.protocol.envelope import (
     GATEWAY_PREFIX,
@@ -86,16 +86,46 @@ class Dispatcher:
             conn.send_error(action.code, action.message, action.in_reply_to)
             return
         if limiter is not None:
+            shared = limiter.shared_rule(conn, action.type)
+            if shared is not None:
+                self._charge_shared(conn, limiter, action, *shared)
+                return
             wait = limiter.action(conn, action.type)
             if wait > 0:
                 self._refuse(conn, limiter, wait, _reply_id(action))
                 return
+        self._route_safely(conn, action)
+
+    def _route_safely(self, conn: Connection, action: Action) -> None:
         try:
             self._route(conn, action)
         except Exception:
             # A bug, not the client's fault: log it with the type, never the payload.
             log.exception("handler failed for %s on %s", action.type, conn.id)
             conn.send_error(ErrorCode.INTERNAL, "internal error", _reply_id(action))
+
+    def _charge_shared(
+        self, conn: Connection, limiter: Limiter, action: Action, key: str, rate: Rate
+    ) -> None:
+        """A cluster-wide limit: hold the connection's later messages until it answers.
+
+        Their order is kept: they queue on ``conn.pending`` and run after this one.
+        """
+        assert limiter.shared is not None
+        conn.pending = []
+
+        def done(wait: float) -> None:
+            queued, conn.pending = conn.pending, None
+            if conn.closed:
+                return
+            if wait > 0:
+                self._refuse(conn, limiter, wait, _reply_id(action))
+            else:
+                self._route_safely(conn, action)
+            for data in queued or ():
+                conn.on_message(data)
+
+        limiter.shared.acquire(key, rate, done)
 
     @staticmethod
     def _refuse(conn: Connection, limiter: Limiter, wait: float, rid: str | None) -> None:

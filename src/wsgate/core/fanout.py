@@ -17,7 +17,7 @@ the target's own index, never filtered from a wider set.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, From, Outbound, OutMeta, encode
@@ -27,10 +27,59 @@ if TYPE_CHECKING:
     from wsgate.core.connection import Connection
     from wsgate.core.gateway import Gateway
 
-__all__ = ["Deliver", "Fanout"]
+__all__ = ["Bus", "Deliver", "Fanout"]
 
 Deliver = Callable[[str, str, Any, From | None, ConnectionId | None, bool], int]
 """``(target, type, payload, origin, exclude, error) -> local deliveries``."""
+
+
+class Bus(Protocol):
+    """Delivery beyond this node (:mod:`wsgate.cluster`). Never blocks.
+
+    Each method takes ``(target, type, payload, origin, exclude, error)``; the
+    bus delivers on the other nodes (and, for channels, on this one too) by
+    calling the ``deliver_*`` methods of their :class:`Fanout`.
+    """
+
+    def channel(
+        self,
+        address: ChannelAddress,
+        type_: str,
+        payload: Any,
+        origin: From | None,
+        exclude: ConnectionId | None,
+        error: bool,
+    ) -> None: ...
+
+    def hub(
+        self,
+        hub_id: str,
+        type_: str,
+        payload: Any,
+        origin: From | None,
+        exclude: ConnectionId | None,
+        error: bool,
+    ) -> None: ...
+
+    def user(
+        self,
+        user: str,
+        type_: str,
+        payload: Any,
+        origin: From | None,
+        exclude: ConnectionId | None,
+        error: bool,
+    ) -> None: ...
+
+    def connection(
+        self,
+        cid: str,
+        type_: str,
+        payload: Any,
+        origin: From | None,
+        exclude: ConnectionId | None,
+        error: bool,
+    ) -> None: ...
 
 
 def _send_all(members: Iterable[Connection], data: bytes, exclude: ConnectionId | None) -> int:
@@ -45,10 +94,12 @@ def _send_all(members: Iterable[Connection], data: bytes, exclude: ConnectionId 
 class Fanout:
     """Local delivery for one gateway."""
 
-    __slots__ = ("_by_kind", "_gw")
+    __slots__ = ("_by_kind", "_gw", "bus")
 
     def __init__(self, gateway: Gateway) -> None:
         self._gw = gateway
+        self.bus: Bus | None = None
+        """Set in a cluster: delivery beyond this node."""
         self._by_kind: dict[str, Deliver] = {
             "connection": self.to_connection,
             "user": self.to_user,
@@ -80,12 +131,20 @@ class Fanout:
         exclude: ConnectionId | None = None,
         error: bool = False,
     ) -> int:
-        """Deliver to a view channel or a whole hub; return local deliveries."""
+        """Deliver to a view channel or a whole hub; return local deliveries.
+
+        In a cluster a view channel's action goes through the bus, which
+        assigns its offset; every node (this one too) delivers it on receipt
+        (:meth:`deliver_channel`), so the count returned is 0.
+        """
         gw = self._gw
         address = ChannelAddress(target)
         hub_id, _, view = address.partition(":")
         if not view:
             return self.to_hub(HubId(hub_id), type_, payload, origin, exclude, error)
+        if self.bus is not None:
+            self.bus.channel(address, type_, payload, origin, exclude, error)
+            return 0
         channel = gw.pool.channel(address)
         if channel is None:
             return 0
@@ -94,7 +153,41 @@ class Fanout:
         gw.history.append(address, offset, data)
         return _send_all(channel.members.values(), data, exclude)
 
+    def deliver_channel(
+        self,
+        address: ChannelAddress,
+        type_: str,
+        payload: Any,
+        origin: From | None,
+        exclude: ConnectionId | None,
+        error: bool,
+        offset: int,
+        prev: int,
+    ) -> int:
+        """A cluster's channel action reached this node: record it, give it to local members."""
+        gw = self._gw
+        data = encode(Outbound(type_, payload, OutMeta(address, offset, from_=origin), error))
+        gw.history.seen(address, offset, prev, data)
+        channel = gw.pool.channel(address)
+        if channel is None:
+            return 0
+        return _send_all(channel.members.values(), data, exclude)
+
     def to_hub(
+        self,
+        hub_id: str,
+        type_: str,
+        payload: Any,
+        origin: From | None = None,
+        exclude: ConnectionId | None = None,
+        error: bool = False,
+    ) -> int:
+        """Deliver to every connection of a hub (and, in a cluster, the other nodes')."""
+        if self.bus is not None:
+            self.bus.hub(hub_id, type_, payload, origin, exclude, error)
+        return self.deliver_hub(hub_id, type_, payload, origin, exclude, error)
+
+    def deliver_hub(
         self,
         hub_id: str,
         type_: str,
@@ -118,7 +211,20 @@ class Fanout:
         exclude: ConnectionId | None = None,
         error: bool = False,
     ) -> int:
-        """Deliver to every local connection (tab) of ``user``."""
+        """Deliver to every connection (tab) of ``user`` (on every node, in a cluster)."""
+        if self.bus is not None:
+            self.bus.user(user, type_, payload, origin, exclude, error)
+        return self.deliver_user(user, type_, payload, origin, exclude, error)
+
+    def deliver_user(
+        self,
+        user: str,
+        type_: str,
+        payload: Any,
+        origin: From | None = None,
+        exclude: ConnectionId | None = None,
+        error: bool = False,
+    ) -> int:
         tabs = self._gw.pool.users.get(UserId(user))
         if not tabs:
             return 0
@@ -134,8 +240,11 @@ class Fanout:
         exclude: ConnectionId | None = None,
         error: bool = False,
     ) -> int:
-        """Deliver to one local connection by id."""
+        """Deliver to one connection by id (on its node, in a cluster)."""
         conn = self._gw.pool.connections.get(ConnectionId(cid))
+        if conn is None and self.bus is not None and cid != exclude:
+            self.bus.connection(cid, type_, payload, origin, exclude, error)
+            return 0
         if conn is None or cid == exclude:
             return 0
         data = encode(Outbound(type_, payload, OutMeta(from_=origin) if origin else None, error))

@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Final, Protocol
 
 from wsgate.auth.principal import Principal
-from wsgate.backends.base import HistoryStore
+from wsgate.backends.base import RecentHistory
 from wsgate.core import builtin
 from wsgate.core.clock import Scheduler
 from wsgate.core.connection import Connection
@@ -115,7 +115,7 @@ class Gateway:
         node_id: NodeId,
         policy: Authorizer,
         scheduler: Scheduler,
-        history: HistoryStore,
+        history: RecentHistory,
         relays: list[str],
         presence: PresenceBatcher,
         limiter: Limiter | None = None,
@@ -138,12 +138,13 @@ class Gateway:
         self.dispatcher = Dispatcher(self.fanout.relay, relays, limiter, max_depth)
         builtin.install(self)
         self._new_id = id_factory
-        self.observer: Observer | None = None
-        """Set by the node when services listen to lifecycle events."""
+        self.observers: list[Observer] = []
+        """Told of lifecycle events: services (:mod:`wsgate.upstream`), the cluster."""
         self.admission: Admission | None = None
         """Set by the node when a connect hook is routed."""
-        self.authorize: AuthorizeHook | None = None
-        """Set by the node: services routed for ``@@wsgate/JOIN`` authorize joins."""
+        self.gates: list[AuthorizeHook] = []
+        """Asked in order before a JOIN or NAVIGATE completes (after the channel policy):
+        the authorize hook, the cluster's readiness for the channel."""
         self.max_pending = 32
         """Messages queued per connection while its admission runs."""
 
@@ -193,8 +194,8 @@ class Gateway:
         conn.send_action(bi.WELCOME, welcome)
         for data in greeting:
             conn.sink.send(data)
-        if self.observer is not None:
-            self.observer.connected(conn)
+        for observer in self.observers:
+            observer.connected(conn)
         queued, conn.pending = conn.pending, None
         for data in queued or ():
             self.dispatcher.dispatch(conn, data)
@@ -217,8 +218,8 @@ class Gateway:
             return
         for channel in self.pool.remove(conn):
             self._after_leave(channel, conn)
-        if self.observer is not None:
-            self.observer.disconnected(conn)
+        for observer in self.observers:
+            observer.disconnected(conn)
 
     def disconnect(self, cid: ConnectionId, code: int = CloseCode.NORMAL, reason: str = "") -> bool:
         """Close a local connection by id; ``False`` when it is not here."""
@@ -249,8 +250,8 @@ class Gateway:
             if len(channel.members) == 1:
                 self.history.retain(channel.address, True)
             self.presence.joined(channel, conn)
-            if self.observer is not None:
-                self.observer.joined(conn, channel.address)
+            for observer in self.observers:
+                observer.joined(conn, channel.address)
         return channel, added
 
     def leave(self, conn: Connection, address: ChannelAddress) -> bool:
@@ -259,8 +260,6 @@ class Gateway:
         if channel is None:
             return False
         self._after_leave(channel, conn)
-        if self.observer is not None:
-            self.observer.left(conn, address)
         return True
 
     def _after_leave(self, channel: Channel, conn: Connection) -> None:
@@ -268,11 +267,13 @@ class Gateway:
         if not channel.members:
             self.presence.discard(channel)
             self.history.retain(channel.address, False)
+        for observer in self.observers:
+            observer.left(conn, channel.address)
 
     def joined_payload(self, channel: Channel) -> bi.JoinedPayload:
         return bi.JoinedPayload(
             channel=channel.address,
-            count=len(channel.members),
+            count=channel.count,
             offset=self.history.top(channel.address),
             members=self.presence.snapshot(channel),
         )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from wsgate.auth.principal import Principal
 from wsgate.backends.base import RateLimitStore
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from wsgate.core.connection import Connection
     from wsgate.core.pool import Pool
 
-__all__ = ["Limiter", "Rate", "parse_rate"]
+__all__ = ["Limiter", "Rate", "SharedCheck", "parse_rate"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE_RE = re.compile(r"(\d+)/(\d*)(ms|s|m|h)")
@@ -54,6 +54,14 @@ def parse_rate(text: str, burst: int) -> Rate | None:
     period = (int(m.group(2)) if m.group(2) else 1) * _UNITS[m.group(3)]
     interval = period / int(m.group(1))
     return Rate(interval, interval * (max(burst, 1) - 1))
+
+
+class SharedCheck(Protocol):
+    """Cluster-wide limits (:mod:`wsgate.cluster`): answers later, through ``done``."""
+
+    def acquire(self, key: str, rate: Rate, done: Callable[[float], None]) -> None:
+        """Charge ``key`` on the shared store; call ``done(wait)`` (0.0: allowed)."""
+        ...
 
 
 class _Rule(NamedTuple):
@@ -85,6 +93,8 @@ class Limiter:
         self._rules = table
         self._strikes: dict[str, tuple[float, int]] = {}
         """Connection id → (window start, refusals in it), only for refused ones."""
+        self.shared: SharedCheck | None = None
+        """Set in a cluster: ``user`` and ``ip`` rules are charged cluster-wide."""
 
     # Actions -------------------------------------------------------------------
 
@@ -95,19 +105,33 @@ class Limiter:
             return 0.0
         return self._store.acquire(f"c|{conn.id}", rate.interval, rate.tolerance, self._clock())
 
+    def _key(self, conn: Connection, rule: _Rule) -> str:
+        principal = conn.principal
+        if rule.per == "user" and not principal.anonymous:
+            return f"u|{principal.sub}|{rule.pattern}"
+        if rule.per == "connection":
+            return f"c|{conn.id}|{rule.pattern}"
+        return f"i|{conn.peer}|{rule.pattern}"
+
     def action(self, conn: Connection, action_type: str) -> float:
         """Charge ``action_type`` to its rule, if any; 0.0 or seconds to wait."""
         rule = self._rules.lookup(action_type)
         if rule is None:
             return 0.0
-        principal = conn.principal
-        if rule.per == "user" and not principal.anonymous:
-            key = f"u|{principal.sub}|{rule.pattern}"
-        elif rule.per == "connection":
-            key = f"c|{conn.id}|{rule.pattern}"
-        else:
-            key = f"i|{conn.peer}|{rule.pattern}"
+        key = self._key(conn, rule)
         return self._store.acquire(key, rule.rate.interval, rule.rate.tolerance, self._clock())
+
+    def shared_rule(self, conn: Connection, action_type: str) -> tuple[str, Rate] | None:
+        """The key and rate to charge cluster-wide, when ``action_type``'s rule spans nodes.
+
+        ``connection`` rules stay local (a connection lives on one node).
+        """
+        if self.shared is None:
+            return None
+        rule = self._rules.lookup(action_type)
+        if rule is None or rule.per == "connection":
+            return None
+        return self._key(conn, rule), rule.rate
 
     def strike(self, conn: Connection) -> bool:
         """Record a refusal of ``conn``; ``True`` when it is now abuse (close 4429)."""

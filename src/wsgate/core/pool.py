@@ -23,21 +23,37 @@ from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
 if TYPE_CHECKING:
     from wsgate.core.connection import Connection
     from wsgate.core.presence import PendingPresence
+    from wsgate.protocol.builtins import Member
 
 __all__ = ["Channel", "Hub", "Pool"]
 
 
 class Channel:
-    """A view channel and its local members (insertion-ordered)."""
+    """A view channel: its local members, and (in a cluster) the other nodes' ones."""
 
-    __slots__ = ("address", "hub", "members", "presence")
+    __slots__ = ("address", "hub", "members", "presence", "remote")
 
     def __init__(self, address: ChannelAddress, hub: Hub) -> None:
         self.address = address
         self.hub = hub
         self.members: dict[ConnectionId, Connection] = {}
+        """Connections on this node, in join order: the ones the fan-out writes to."""
         self.presence: PendingPresence | None = None
         """Diffs waiting for the batch window (see :mod:`wsgate.core.presence`)."""
+        self.remote: dict[ConnectionId, Member] | None = None
+        """Members on other nodes, as presence shows them (a cluster keeps it)."""
+
+    @property
+    def count(self) -> int:
+        """Members on every node."""
+        return len(self.members) + (len(self.remote) if self.remote else 0)
+
+    def everyone(self) -> list[Member]:
+        """Every member as presence shows it: local ones first."""
+        members = [conn.member for conn in self.members.values()]
+        if self.remote:
+            members.extend(self.remote.values())
+        return members
 
 
 class Hub:

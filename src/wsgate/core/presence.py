@@ -59,13 +59,13 @@ class PresenceBatcher:
 
     def is_large(self, channel: Channel) -> bool:
         """Past the size threshold, presence shows only ``count``."""
-        return len(channel.members) > self._max
+        return channel.count > self._max
 
     def snapshot(self, channel: Channel) -> list[bi.Member] | None:
         """The member list for ``JOINED``, or ``None`` past the threshold."""
         if self.is_large(channel):
             return None
-        return [conn.member for conn in channel.members.values()]
+        return channel.everyone()
 
     def joined(self, channel: Channel, conn: Connection) -> None:
         """``conn`` was added to ``channel``."""
@@ -84,6 +84,24 @@ class PresenceBatcher:
         pending = self._pending(channel)
         if pending.joined.pop(conn.id, None) is None and not self.is_large(channel):
             pending.left[conn.id] = conn.member
+
+    def remote(self, channel: Channel, joined: list[bi.Member], left: list[bi.Member]) -> None:
+        """Members came or went on other nodes (the cluster updated ``channel.remote``)."""
+        if not channel.members:
+            return
+        if self._unbatched(channel):
+            self._send(channel, joined, left)
+            return
+        pending = self._pending(channel)
+        large = self.is_large(channel)
+        for member in joined:
+            cid = ConnectionId(member.connectionId)
+            if pending.left.pop(cid, None) is None and not large:
+                pending.joined[cid] = member
+        for member in left:
+            cid = ConnectionId(member.connectionId)
+            if pending.joined.pop(cid, None) is None and not large:
+                pending.left[cid] = member
 
     def _unbatched(self, channel: Channel) -> bool:
         return self._batch <= 0 and not self.is_large(channel)
@@ -124,7 +142,7 @@ class PresenceBatcher:
         left: list[bi.Member],
         skip: Connection | None = None,
     ) -> None:
-        payload = bi.PresencePayload(channel.address, joined, left, len(channel.members))
+        payload = bi.PresencePayload(channel.address, joined, left, channel.count)
         data = encode(Outbound(bi.PRESENCE, payload))
         for conn in channel.members.values():
             if conn is not skip:

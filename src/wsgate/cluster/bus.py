@@ -1,0 +1,481 @@
+"""The cluster bus: the core's deliveries over a broker, with interest routing.
+
+One :class:`ClusterBus` per node. It is, for the core:
+
+- the fan-out's :class:`~wsgate.core.fanout.Bus`: view-channel actions are
+  published to the channel's stream (the broker assigns the offset) and
+  delivered on every node on receipt, this one included; hub, user and
+  connection deliveries go to the other nodes' subjects;
+- a lifecycle :class:`~wsgate.core.gateway.Observer`: it subscribes to a
+  hub's, user's or channel's subject while this node has a local member
+  (reference-counted through the pool: the first member subscribes, the last
+  unsubscribes), so a node never receives traffic nobody here wants; and it
+  mirrors local joins and leaves into cluster presence;
+- a join gate: the first local JOIN of a channel waits until the
+  subscription is active, the channel's stream window is loaded into the
+  node's recent history and the other nodes' members are known — so JOINED
+  carries every member and ``since`` recovers synchronously afterwards.
+
+Deliveries of one channel arrive in offset order with ``prev``; a gap (the
+broker restarted, a message was lost) is recovered from the stream before
+later messages are delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
+
+import msgspec
+
+from wsgate.backends.base import Backend, Delivery
+from wsgate.cluster import envelope as env
+from wsgate.cluster.presence import ClusterPresence
+from wsgate.cluster.shared import ROUTES_SUBJECT, ClusterLimits, SharedRoutes
+from wsgate.core.connection import Connection
+from wsgate.core.gateway import Gateway, Pending
+from wsgate.protocol.address import Address
+from wsgate.protocol.codes import ErrorCode
+from wsgate.protocol.envelope import From, Outbound, OutMeta, encode
+from wsgate.routing.table import RouteTable
+from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
+
+__all__ = ["ClusterBus"]
+
+log = logging.getLogger("wsgate.cluster")
+
+Resume = Callable[[ErrorCode | None], None]
+
+RAW_TYPE = ""
+"""A connection envelope without a type carries a ready text message."""
+
+
+class _Control(msgspec.Struct, omit_defaults=True):
+    op: Literal["disconnect", "join", "leave"]
+    code: int = 1000
+    reason: str = ""
+    channel: str = ""
+
+
+class ClusterBus:
+    """Connects one node's core to the cluster backend (see the module docstring)."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        backend: Backend,
+        routes: RouteTable,
+        *,
+        presence_ttl_s: float = 10.0,
+        max_connections_per_user: int = 0,
+    ) -> None:
+        self._gw = gateway
+        self._backend = backend
+        self._broker = backend.broker
+        self.node = gateway.node_id
+        self.presence = ClusterPresence(self, gateway, backend.presence, ttl_s=presence_ttl_s)
+        self.limits = ClusterLimits(
+            self, gateway, backend, max_per_user=max_connections_per_user, inner=gateway.admission
+        )
+        self.routes = SharedRoutes(self, backend, routes)
+        self._ready: set[ChannelAddress] = set()
+        """Channels whose subscription is active and window loaded."""
+        self._preparing: dict[ChannelAddress, list[Resume]] = {}
+        self._recovering: dict[ChannelAddress, list[tuple[env.Envelope, int, int]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._receivers = {
+            env.CHANNEL: self._on_channel,
+            env.HUB: self._on_hub,
+            env.USER: self._on_user,
+            env.CONNECTION: self._on_connection,
+            env.PRESENCE: self.presence.on_diff,
+            env.CONTROL: self._on_control,
+        }
+
+    # Lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect the broker, subscribe to this node's subject, start heartbeats."""
+        await self._broker.start(self._on_delivery)
+        self._broker.subscribe(env.subject("node", self.node))
+        self._broker.subscribe(ROUTES_SUBJECT)
+        await self._broker.flush()
+        gw = self._gw
+        gw.fanout.bus = self
+        gw.observers.append(self)
+        gw.gates.append(self)
+        gw.admission = self.limits
+        if gw.limiter is not None:
+            gw.limiter.shared = self.limits
+        await self.routes.reload()
+        await self.presence.start()
+
+    async def close(self) -> None:
+        await self.presence.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await self._backend.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("cluster task failed", exc_info=task.exception())
+
+    def backend_received(self) -> dict[str, int]:
+        """Messages this node's broker delivered, per subject (tests, metrics)."""
+        return dict(self._broker.received)
+
+    # Outbound (core Bus) -------------------------------------------------------------
+
+    def _envelope(
+        self,
+        kind: str,
+        target: str,
+        type_: str,
+        payload: Any,
+        origin: From | None,
+        exclude: ConnectionId | None,
+        error: bool,
+    ) -> bytes:
+        return env.encode(
+            env.Envelope(
+                kind,
+                target,
+                self.node,
+                type_,
+                env.json_bytes(payload),
+                origin.userId if origin else "",
+                origin.connectionId if origin else "",
+                exclude or "",
+                error,
+            )
+        )
+
+    def channel(
+        self,
+        address: ChannelAddress,
+        type_: str,
+        payload: Any,
+        origin: From | None,
+        exclude: ConnectionId | None,
+        error: bool,
+    ) -> None:
+        data = self._envelope(env.CHANNEL, address, type_, payload, origin, exclude, error)
+        self._broker.publish_stream(env.subject(env.CHANNEL, address), address, data)
+
+    def hub(
+        self,
+        hub_id: str,
+        type_: str,
+        payload: Any,
+        origin: From | None,
+        exclude: ConnectionId | None,
+        error: bool,
+    ) -> None:
+        data = self._envelope(env.HUB, hub_id, type_, payload, origin, exclude, error)
+        self._broker.publish(env.subject(env.HUB, hub_id), data)
+
+    def user(
+        self,
+        user: str,
+        type_: str,
+        payload: Any,
+        origin: From | None,
+        exclude: ConnectionId | None,
+        error: bool,
+    ) -> None:
+        data = self._envelope(env.USER, user, type_, payload, origin, exclude, error)
+        self._broker.publish(env.subject(env.USER, user), data)
+
+    def connection(
+        self,
+        cid: str,
+        type_: str,
+        payload: Any,
+        origin: From | None,
+        exclude: ConnectionId | None,
+        error: bool,
+    ) -> None:
+        node = cid.partition(".")[0]
+        if node == self.node:
+            return  # ours, and gone
+        data = self._envelope(env.CONNECTION, cid, type_, payload, origin, exclude, error)
+        self._broker.publish(env.subject("node", node), data)
+
+    def publish(self, subject: str, data: bytes) -> None:
+        """Send raw envelope bytes (presence diffs)."""
+        self._broker.publish(subject, data)
+
+    def control(self, kind: str, target: str, subject: str, op: _Control) -> None:
+        data = env.encode(env.Envelope(kind, target, self.node, extra=msgspec.json.encode(op)))
+        self._broker.publish(subject, data)
+
+    def raw_to_connection(self, cid: str, data: bytes) -> None:
+        """Send a ready text message (AWS ``post_to_connection``) to a connection elsewhere."""
+        node = cid.partition(".")[0]
+        envelope = env.Envelope(env.CONNECTION, cid, self.node, RAW_TYPE, data)
+        self._broker.publish(env.subject("node", node), env.encode(envelope))
+
+    def disconnect(self, cid: str, code: int, reason: str) -> None:
+        """Close a connection on another node."""
+        node = cid.partition(".")[0]
+        op = _Control("disconnect", code=code, reason=reason)
+        self.control(env.CONTROL, cid, env.subject("node", node), op)
+
+    def disconnect_user(self, user: str, code: int, reason: str) -> None:
+        """Close every connection of ``user`` on the other nodes."""
+        op = _Control("disconnect", code=code, reason=reason)
+        self.control(env.CONTROL, "user:" + user, env.subject(env.USER, user), op)
+
+    def membership(self, cid: str, channel: str, join: bool) -> None:
+        """Join or remove a connection of another node server-side."""
+        node = cid.partition(".")[0]
+        op = _Control("join" if join else "leave", channel=channel)
+        self.control(env.CONTROL, cid, env.subject("node", node), op)
+
+    # Inbound -------------------------------------------------------------------
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        if delivery.subject == ROUTES_SUBJECT:
+            self.routes.on_change(delivery.data)
+            return
+        envelope = env.decode(delivery.data)
+        if envelope is None:
+            log.warning("dropped a message on %s that is not an envelope", delivery.subject)
+            return
+        receive = self._receivers.get(envelope.kind)
+        if receive is None:
+            log.warning("dropped a message of unknown kind %r", envelope.kind)
+            return
+        try:
+            receive(envelope, delivery.offset, delivery.prev)
+        except Exception:
+            log.exception("failed to deliver a %s message", envelope.kind)
+
+    @staticmethod
+    def _origin(envelope: env.Envelope) -> From | None:
+        if not envelope.from_conn:
+            return None
+        return From(envelope.from_user, envelope.from_conn)
+
+    def _on_channel(self, envelope: env.Envelope, offset: int, prev: int) -> None:
+        address = ChannelAddress(envelope.target)
+        queued = self._recovering.get(address)
+        if queued is not None:
+            queued.append((envelope, offset, prev))
+            return
+        if address in self._ready:
+            top = self._gw.history.top(address)
+            if prev != top and offset > top:
+                # A gap: fetch what was missed before delivering anything newer.
+                self._recovering[address] = [(envelope, offset, prev)]
+                self.spawn(self._recover(address, top))
+                return
+            if offset <= top:
+                return  # already delivered (a replay overlapping live traffic)
+        self._deliver_channel(envelope, offset, prev)
+
+    def _frame(self, address: ChannelAddress, data: bytes, offset: int) -> bytes:
+        """The client frame of a stored envelope (empty when it is not one)."""
+        envelope = env.decode(data)
+        if envelope is None:
+            return b""
+        meta = OutMeta(address, offset, from_=self._origin(envelope))
+        payload = msgspec.Raw(envelope.payload)
+        return encode(Outbound(envelope.type, payload, meta, envelope.error))
+
+    def _deliver_channel(self, envelope: env.Envelope, offset: int, prev: int) -> None:
+        self._gw.fanout.deliver_channel(
+            ChannelAddress(envelope.target),
+            envelope.type,
+            msgspec.Raw(envelope.payload),
+            self._origin(envelope),
+            ConnectionId(envelope.exclude) if envelope.exclude else None,
+            envelope.error,
+            offset,
+            prev,
+        )
+
+    async def _recover(self, address: ChannelAddress, top: int) -> None:
+        try:
+            replay = await self._backend.history.since(address, top)
+        except Exception:
+            log.exception("could not recover %s after a gap", address)
+            replay = None
+        last = top
+        if replay is not None:
+            for offset, data in replay.entries:
+                envelope = env.decode(data)
+                if envelope is not None:
+                    self._deliver_channel(envelope, offset, last)
+                    last = offset
+        for envelope, offset, prev in self._recovering.pop(address, []):
+            if offset > last:
+                self._deliver_channel(envelope, offset, prev)
+                last = offset
+
+    def _on_hub(self, envelope: env.Envelope, offset: int, prev: int) -> None:
+        if envelope.origin != self.node:
+            self._gw.fanout.deliver_hub(
+                envelope.target,
+                envelope.type,
+                msgspec.Raw(envelope.payload),
+                self._origin(envelope),
+                ConnectionId(envelope.exclude) if envelope.exclude else None,
+                envelope.error,
+            )
+
+    def _on_user(self, envelope: env.Envelope, offset: int, prev: int) -> None:
+        if envelope.origin != self.node:
+            self._gw.fanout.deliver_user(
+                envelope.target,
+                envelope.type,
+                msgspec.Raw(envelope.payload),
+                self._origin(envelope),
+                ConnectionId(envelope.exclude) if envelope.exclude else None,
+                envelope.error,
+            )
+
+    def _on_connection(self, envelope: env.Envelope, offset: int, prev: int) -> None:
+        conn = self._gw.pool.connections.get(ConnectionId(envelope.target))
+        if conn is not None and envelope.type == RAW_TYPE:
+            conn.sink.send(envelope.payload)
+        elif conn is not None:
+            self._gw.fanout.to_connection(
+                conn.id,
+                envelope.type,
+                msgspec.Raw(envelope.payload),
+                self._origin(envelope),
+                None,
+                envelope.error,
+            )
+
+    def _on_control(self, envelope: env.Envelope, offset: int, prev: int) -> None:
+        try:
+            op = msgspec.json.decode(envelope.extra, type=_Control)
+        except msgspec.DecodeError:
+            log.warning("dropped a malformed control message")
+            return
+        gw = self._gw
+        if envelope.target.startswith("user:"):
+            if envelope.origin == self.node:
+                return
+            tabs = gw.pool.users.get(UserId(envelope.target[5:]), {})
+            for tab in list(tabs.values()):
+                tab.sink.close(op.code, op.reason)
+            return
+        conn = gw.pool.connections.get(ConnectionId(envelope.target))
+        if conn is None:
+            return
+        if op.op == "disconnect":
+            conn.sink.close(op.code, op.reason)
+        elif op.op == "leave":
+            if gw.leave(conn, ChannelAddress(op.channel)):
+                conn.send_action("@@wsgate/LEFT", {"channel": op.channel})
+        else:
+            self._server_join(conn, op.channel)
+
+    def _server_join(self, conn: Connection, channel: str) -> None:
+        from wsgate.core.gateway import JoinRefused
+        from wsgate.protocol.address import parse_address
+
+        address = parse_address(channel)
+        if address is None:
+            return
+
+        def resume(refusal: ErrorCode | None) -> None:
+            if refusal is not None or conn.closed or address is None:
+                return
+            with contextlib.suppress(JoinRefused):
+                joined, _ = self._gw.join(conn, address)
+                conn.send_action("@@wsgate/JOINED", self._gw.joined_payload(joined))
+
+        verdict = self.check(conn, address, resume)
+        if not isinstance(verdict, Pending):
+            resume(verdict)
+
+    # Observer: interest and presence ----------------------------------------------
+
+    def connected(self, conn: Connection) -> None:
+        pool = self._gw.pool
+        for hub_id in conn.hubs:
+            hub = pool.hubs.get(hub_id)
+            if hub is not None and len(hub.members) == 1:
+                self._broker.subscribe(env.subject(env.HUB, hub_id))
+        if not conn.principal.anonymous:
+            tabs = pool.users.get(conn.user_id)
+            if tabs is not None and len(tabs) == 1:
+                self._broker.subscribe(env.subject(env.USER, conn.user_id))
+
+    def disconnected(self, conn: Connection) -> None:
+        self.spawn(self.limits.release(conn))
+        pool = self._gw.pool
+        for hub_id in conn.hubs:
+            hub = pool.hubs.get(HubId(hub_id))
+            if hub is None or not hub.members:
+                self._broker.unsubscribe(env.subject(env.HUB, hub_id))
+        if not conn.principal.anonymous and conn.user_id not in pool.users:
+            self._broker.unsubscribe(env.subject(env.USER, conn.user_id))
+
+    def joined(self, conn: Connection, address: ChannelAddress) -> None:
+        channel = self._gw.pool.channel(address)
+        if channel is not None and channel.remote is None:
+            channel.remote = self.presence.replica(address)
+        self.presence.local_joined(conn, address)
+
+    def left(self, conn: Connection, address: ChannelAddress) -> None:
+        self.presence.local_left(conn, address)
+        if self._gw.pool.channel(address) is None:
+            self._forget(address)
+
+    def _forget(self, address: ChannelAddress) -> None:
+        """No local member any more: stop receiving the channel."""
+        self._ready.discard(address)
+        self._recovering.pop(address, None)
+        self.presence.forget(address)
+        self._broker.unsubscribe(env.subject(env.CHANNEL, address))
+
+    # Gate ------------------------------------------------------------------------
+
+    def check(
+        self, conn: Connection, address: Address, resume: Resume
+    ) -> ErrorCode | Pending | None:
+        """Let a JOIN complete once this node is ready for the channel."""
+        channel = address.value
+        if channel in self._ready:
+            return None
+        waiting = self._preparing.get(channel)
+        if waiting is not None:
+            waiting.append(resume)
+        else:
+            self._preparing[channel] = [resume]
+            self.spawn(self._prepare(channel))
+        return Pending.PENDING
+
+    async def _prepare(self, address: ChannelAddress) -> None:
+        refusal: ErrorCode | None = None
+        try:
+            self._broker.subscribe(env.subject(env.CHANNEL, address))
+            await self._broker.flush()
+            window = await self._backend.history.window(address)
+            frames = [
+                (offset, self._frame(address, data, offset)) for offset, data in window.entries
+            ]
+            self._gw.history.load(address, window.base, [f for f in frames if f[1]])
+            await self.presence.load(address)
+            self._ready.add(address)
+        except Exception:
+            log.exception("could not prepare %s", address)
+            refusal = ErrorCode.UPSTREAM_UNAVAILABLE
+        for resume in self._preparing.pop(address, []):
+            resume(refusal)
+        if self._gw.pool.channel(address) is None:
+            self._forget(address)  # every waiting join failed or went away

@@ -1,0 +1,168 @@
+"""Presence across nodes: a replica of the other nodes' members per channel.
+
+Each node keeps, for the channels it has local members in, the members on
+other nodes (``Channel.remote``), loaded from the :class:`PresenceStore` when
+the channel is prepared and kept current by diffs the nodes publish on the
+channel's subject. Local joins and leaves are written to the store and
+published. Nodes beat a heartbeat with a TTL; every ``ttl_s / 2`` each node
+asks which nodes of its replicas stopped beating, drops their members and
+tells its local members (``PRESENCE`` left-diffs) — so the members of a node
+that died expire within ``ttl_s`` and a half.
+
+A diff may overtake the store read that fills a replica (a member that left
+may briefly show again); the next diff or sweep corrects it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+
+from wsgate.backends.base import PresenceStore
+from wsgate.cluster import envelope as env
+from wsgate.core.connection import Connection
+from wsgate.core.gateway import Gateway
+from wsgate.protocol.builtins import Member
+from wsgate.typing import ChannelAddress, ConnectionId
+
+if TYPE_CHECKING:
+    from wsgate.cluster.bus import ClusterBus
+
+__all__ = ["ClusterPresence"]
+
+log = logging.getLogger("wsgate.cluster.presence")
+
+
+class _Diff(msgspec.Struct, omit_defaults=True):
+    joined: list[Member] = []
+    left: list[Member] = []
+
+
+_member_codec: Final = msgspec.json.Decoder(Member)
+
+
+def _node(cid: str) -> str:
+    return cid.partition(".")[0]
+
+
+class ClusterPresence:
+    """One node's view of who is where on the others (see the module docstring)."""
+
+    def __init__(
+        self, bus: ClusterBus, gateway: Gateway, store: PresenceStore, *, ttl_s: float
+    ) -> None:
+        self._bus = bus
+        self._gw = gateway
+        self._store = store
+        self.ttl_s = ttl_s
+        self._replicas: dict[ChannelAddress, dict[ConnectionId, Member]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._store.beat(self._gw.node_id, self.ttl_s)
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            self._loop_task = None
+
+    async def _run(self) -> None:
+        """Beat every ttl/3; sweep dead nodes every other beat."""
+        beat = max(self.ttl_s / 3, 0.05)
+        rounds = 0
+        while True:  # until cancelled by close()
+            await asyncio.sleep(beat)
+            rounds += 1
+            try:
+                await self._store.beat(self._gw.node_id, self.ttl_s)
+                if rounds % 2 == 0:
+                    await self.sweep()
+                if rounds % 15 == 0:
+                    await self._bus.routes.reload()
+            except Exception:
+                log.exception("presence heartbeat failed; retrying")
+
+    # Replicas ------------------------------------------------------------------
+
+    def replica(self, address: ChannelAddress) -> dict[ConnectionId, Member]:
+        return self._replicas.setdefault(address, {})
+
+    def forget(self, address: ChannelAddress) -> None:
+        self._replicas.pop(address, None)
+
+    async def load(self, address: ChannelAddress) -> None:
+        members = await self._store.members(address)
+        replica = self.replica(address)
+        me = self._gw.node_id
+        for cid, (node, data) in members.items():
+            if node != me:
+                try:
+                    replica[ConnectionId(cid)] = _member_codec.decode(data)
+                except msgspec.DecodeError:
+                    log.warning("skipped a malformed presence entry in %s", address)
+
+    # Local changes -------------------------------------------------------------
+
+    def local_joined(self, conn: Connection, address: ChannelAddress) -> None:
+        member = conn.member
+        data = msgspec.json.encode(member)
+        self._bus.spawn(self._store.add(address, conn.id, self._gw.node_id, data))
+        self._publish(address, _Diff(joined=[member]))
+
+    def local_left(self, conn: Connection, address: ChannelAddress) -> None:
+        self._bus.spawn(self._store.remove(address, conn.id))
+        self._publish(address, _Diff(left=[conn.member]))
+
+    def _publish(self, address: ChannelAddress, diff: _Diff) -> None:
+        data = env.encode(
+            env.Envelope(env.PRESENCE, address, self._gw.node_id, extra=msgspec.json.encode(diff))
+        )
+        self._bus.publish(env.subject(env.CHANNEL, address), data)
+
+    # Remote changes --------------------------------------------------------------
+
+    def on_diff(self, envelope: env.Envelope, offset: int, prev: int) -> None:
+        if envelope.origin == self._gw.node_id:
+            return
+        address = ChannelAddress(envelope.target)
+        replica = self._replicas.get(address)
+        if replica is None:
+            return
+        try:
+            diff = msgspec.json.decode(envelope.extra, type=_Diff)
+        except msgspec.DecodeError:
+            log.warning("dropped a malformed presence diff for %s", address)
+            return
+        for member in diff.joined:
+            replica[ConnectionId(member.connectionId)] = member
+        for member in diff.left:
+            replica.pop(ConnectionId(member.connectionId), None)
+        channel = self._gw.pool.channel(address)
+        if channel is not None:
+            self._gw.presence.remote(channel, diff.joined, diff.left)
+
+    async def sweep(self) -> None:
+        """Drop the members of nodes whose heartbeat expired, and tell local members."""
+        nodes = {_node(cid) for replica in self._replicas.values() for cid in replica}
+        nodes.discard(self._gw.node_id)
+        if not nodes:
+            return
+        dead = await self._store.dead_nodes(nodes)
+        if not dead:
+            return
+        log.warning("nodes %s stopped beating; their members leave", sorted(dead))
+        await self._bus.limits.forget_nodes(dead)
+        for address, replica in list(self._replicas.items()):
+            gone = [m for cid, m in replica.items() if _node(cid) in dead]
+            if not gone:
+                continue
+            for member in gone:
+                del replica[ConnectionId(member.connectionId)]
+            channel = self._gw.pool.channel(address)
+            if channel is not None:
+                self._gw.presence.remote(channel, [], gone)
+            await self._store.purge(address, dead)
