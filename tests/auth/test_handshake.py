@@ -158,3 +158,31 @@ def test_hostile_headers_never_raise(headers: Mapping[str, str]) -> None:
 def test_any_header_text_never_raises(text: str) -> None:
     a, _ = make(allow_anonymous=True, securecookie_hash_key=base64.b64encode(HASH).decode())
     assert a({"Cookie": text}) is ANONYMOUS
+
+
+def test_opened_cookies_are_shared_but_rechecked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as _time
+
+    path = tmp_path / "keys"
+    path.write_text(base64.b64encode(KEY).decode() + "\n")
+    config = AuthConfig(keys_file=str(path))
+    ring = KeyRing.from_config(config)
+    a = Authenticator(config, ring)
+    codec = CookieCodec(ring)
+    value = codec.seal(DAN)
+    first = a({"Cookie": f"wsgate_session={value}"})
+    second = a({"Cookie": f"wsgate_session={value}"})
+    assert first is not None and first is second  # one Principal for every tab
+    # expiry is checked on every use, cached or not
+    now = int(_time.time())
+    short = codec.seal(Principal(sub="eve", org="acme", iat=now, exp=now + 60))
+    assert a({"Cookie": f"wsgate_session={short}"}) is not None  # opened and cached
+    import wsgate.auth.cookie as cookie_module
+
+    monkeypatch.setattr(cookie_module.time, "time", lambda: now + 3600.0)
+    assert a({"Cookie": f"wsgate_session={short}"}) is None
+    monkeypatch.undo()
+    # a key taken out of the ring stops its cookies at once, cache or not
+    path.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    ring.reload()
+    assert a({"Cookie": f"wsgate_session={value}"}) is None

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Final, Protocol, runtime_checkable
 
-from wsgate.auth.cookie import CookieCodec
+from wsgate.auth.cookie import CookieCodec, check_times
 from wsgate.auth.keyring import KeyRing
 from wsgate.auth.principal import ANONYMOUS, Principal
 from wsgate.auth.securecookie import SecureCookieCodec
@@ -29,6 +29,8 @@ MAX_COOKIE_HEADER: Final = 16384
 """Cookie header bytes looked at; the rest of a longer header is ignored."""
 
 _MAX_CANDIDATES: Final = 4
+_MAX_OPENED: Final = 8192
+"""Opened cookie values remembered (oldest forgotten first)."""
 """Values of our cookie tried (a browser may send one per matching path)."""
 
 
@@ -88,6 +90,13 @@ class Authenticator:
         self.refusals: Counter[str] = Counter()
         """Why requests got no principal: ``missing``, ``invalid``, ``expired``
         (for metrics; counts may be approximate under threads)."""
+        self._ring = ring
+        self._opened: dict[str, Principal] = {}
+        """Cookie value → its principal, for values that opened under the
+        current keys: tabs of one session share one ``Principal`` (memory per
+        connection) and a reconnect storm skips the AES-GCM work. Bounded;
+        cleared when the key ring changes; expiry is checked on every hit."""
+        self._opened_for: object = None
 
     def __call__(self, headers: Mapping[str, str]) -> Principal | None:
         return self.authenticate(headers)
@@ -133,6 +142,22 @@ class Authenticator:
         return None
 
     def _open(self, value: str) -> Principal:
+        snapshot = self._ring.version
+        if snapshot is not self._opened_for:
+            self._opened.clear()
+            self._opened_for = snapshot
+        cached = self._opened.get(value)
+        if cached is not None:
+            check_times(cached, now=None, skew_s=self.codec.skew_s)
+            return cached
+        principal = self._open_uncached(value)
+        if principal.exp > 0:  # only what check_times can re-check on a hit
+            if len(self._opened) >= _MAX_OPENED:
+                del self._opened[next(iter(self._opened))]
+            self._opened[value] = principal
+        return principal
+
+    def _open_uncached(self, value: str) -> Principal:
         secure = self.securecookie
         if secure is None:
             return self.codec.open(value)

@@ -225,6 +225,11 @@ class KeyRing:
         return self._snap.by_id.get(kid, ())
 
     @property
+    def version(self) -> object:
+        """Changes (by identity) whenever the keys change: caches compare it."""
+        return self._snap
+
+    @property
     def key_ids(self) -> tuple[bytes, ...]:
         """Ids of the keys in ring order (for logs and tests; never the keys)."""
         return tuple(key.kid for key in self._snap.keys)

@@ -190,6 +190,13 @@ class GateProtocol(_WSProtocol):
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
+        try:
+            self._updated(nbytes)
+        finally:
+            # Not kept between reads: an idle connection holds no view of the buffer.
+            self._view = None
+
+    def _updated(self, nbytes: int) -> None:
         mode = self._mode
         if mode == _FRAMES:
             skip = self._skip
