@@ -71,8 +71,10 @@ def test_the_default_rate_covers_junk_and_persistent_flooding_closes_4429() -> N
     flooder.take()
     answers = [flooder.raw(b"junk")[0]["payload"]["code"] for _ in range(10)]
     assert answers == ["BAD_REQUEST"] * 10
-    refused = [flooder.raw(b"junk")[0] for _ in range(5)]
+    refused = [flooder.raw(b"junk")[0] for _ in range(4)]
     assert all(r["payload"]["code"] == "RATE_LIMITED" for r in refused)
+    (with_id,) = flooder.raw(b'{"type":"x","meta":{"id":"f1"}}')
+    assert with_id["payload"]["code"] == "RATE_LIMITED" and with_id["meta"]["inReplyTo"] == "f1"
     assert flooder.sink.closed is None
     flooder.raw(b"junk")
     assert flooder.sink.closed == (4429, "too many refused messages")

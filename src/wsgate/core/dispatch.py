@@ -31,6 +31,7 @@ from wsgate.protocol.envelope import (
     Action,
     DecodeFailure,
     decode_action,
+    reply_id,
 )
 from wsgate.protocol.patterns import PatternTable
 
@@ -79,7 +80,8 @@ class Dispatcher:
         if limiter is not None:
             wait = limiter.message(conn)
             if wait > 0:
-                self._refuse(conn, limiter, wait, None)
+                # Refused unread; the id is looked up only now, on the refusal.
+                self._refuse(conn, limiter, wait, reply_id(data))
                 return
         action = decode_action(data, self.max_depth)
         if isinstance(action, DecodeFailure):

@@ -30,6 +30,7 @@ __all__ = [
     "decode_action",
     "encode",
     "json_depth",
+    "reply_id",
 ]
 
 MAX_TYPE: Final = 128
@@ -134,7 +135,7 @@ def json_depth(raw: bytes, limit: int) -> int:
     return deepest
 
 
-def _reply_id(data: bytes) -> str | None:
+def reply_id(data: bytes) -> str | None:
     """Best effort: the ``meta.id`` of an invalid action, if it is usable."""
     try:
         meta = _loose.decode(data).meta
@@ -164,17 +165,17 @@ def decode_action(data: bytes | str, max_depth: int = MAX_DEPTH) -> Action | Dec
         # Checked before decoding: msgspec recurses, and a deep enough
         # document would exhaust the interpreter's recursion limit.
         message = f"JSON nested deeper than {max_depth}"
-        return DecodeFailure(ErrorCode.TOO_LARGE, message, _reply_id(raw))
+        return DecodeFailure(ErrorCode.TOO_LARGE, message, reply_id(raw))
     try:
         return _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         text = str(exc)
         code = ErrorCode.TOO_LARGE if _TOO_LONG.search(text) else ErrorCode.BAD_REQUEST
-        return DecodeFailure(code, text, _reply_id(raw))
+        return DecodeFailure(code, text, reply_id(raw))
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         # UnicodeDecodeError: invalid UTF-8 inside a string (the transport
         # closes 1007 before that, but direct callers get a value too).
-        return DecodeFailure(ErrorCode.BAD_REQUEST, f"not JSON: {exc}", _reply_id(raw))
+        return DecodeFailure(ErrorCode.BAD_REQUEST, f"not JSON: {exc}", reply_id(raw))
 
 
 def encode(action: Outbound) -> bytes:
