@@ -159,56 +159,34 @@ class ClusterBus:
             )
         )
 
-    def channel(
+    def send(
         self,
-        address: ChannelAddress,
+        kind: str,
+        target: str,
         type_: str,
         payload: Any,
         origin: From | None,
         exclude: ConnectionId | None,
         error: bool,
     ) -> None:
-        data = self._envelope(env.CHANNEL, address, type_, payload, origin, exclude, error)
-        self._broker.publish_stream(env.subject(env.CHANNEL, address), address, data)
+        """The core's :class:`~wsgate.core.fanout.Bus`: one delivery to the other nodes.
 
-    def hub(
-        self,
-        hub_id: str,
-        type_: str,
-        payload: Any,
-        origin: From | None,
-        exclude: ConnectionId | None,
-        error: bool,
-    ) -> None:
-        data = self._envelope(env.HUB, hub_id, type_, payload, origin, exclude, error)
-        self._broker.publish(env.subject(env.HUB, hub_id), data)
-
-    def user(
-        self,
-        user: str,
-        type_: str,
-        payload: Any,
-        origin: From | None,
-        exclude: ConnectionId | None,
-        error: bool,
-    ) -> None:
-        data = self._envelope(env.USER, user, type_, payload, origin, exclude, error)
-        self._broker.publish(env.subject(env.USER, user), data)
-
-    def connection(
-        self,
-        cid: str,
-        type_: str,
-        payload: Any,
-        origin: From | None,
-        exclude: ConnectionId | None,
-        error: bool,
-    ) -> None:
-        node = cid.partition(".")[0]
-        if node == self.node:
-            return  # ours, and gone
-        data = self._envelope(env.CONNECTION, cid, type_, payload, origin, exclude, error)
-        self._broker.publish(env.subject("node", node), data)
+        A view channel's action goes through the channel's stream (the broker
+        assigns its offset; every node delivers it on receipt, this one too);
+        a connection's goes to its node; a hub's or user's to their subject.
+        """
+        if kind == env.CONNECTION:
+            node = target.partition(".")[0]
+            if node == self.node:
+                return  # ours, and gone
+            subject = env.subject("node", node)
+        else:
+            subject = env.subject(kind, target)
+        data = self._envelope(kind, target, type_, payload, origin, exclude, error)
+        if kind == env.CHANNEL:
+            self._broker.publish_stream(subject, target, data)
+        else:
+            self._broker.publish(subject, data)
 
     def publish(self, subject: str, data: bytes) -> None:
         """Send raw envelope bytes (presence diffs)."""

@@ -36,44 +36,15 @@ Deliver = Callable[[str, str, Any, From | None, ConnectionId | None, bool], int]
 class Bus(Protocol):
     """Delivery beyond this node (:mod:`wsgate.cluster`). Never blocks.
 
-    Each method takes ``(target, type, payload, origin, exclude, error)``; the
-    bus delivers on the other nodes (and, for channels, on this one too) by
-    calling the ``deliver_*`` methods of their :class:`Fanout`.
+    ``kind`` is ``chan``, ``hub``, ``user`` or ``conn``. The bus delivers on
+    the other nodes (and, for channels, on this one too) by calling the
+    ``deliver_*`` methods of their :class:`Fanout`.
     """
 
-    def channel(
+    def send(
         self,
-        address: ChannelAddress,
-        type_: str,
-        payload: Any,
-        origin: From | None,
-        exclude: ConnectionId | None,
-        error: bool,
-    ) -> None: ...
-
-    def hub(
-        self,
-        hub_id: str,
-        type_: str,
-        payload: Any,
-        origin: From | None,
-        exclude: ConnectionId | None,
-        error: bool,
-    ) -> None: ...
-
-    def user(
-        self,
-        user: str,
-        type_: str,
-        payload: Any,
-        origin: From | None,
-        exclude: ConnectionId | None,
-        error: bool,
-    ) -> None: ...
-
-    def connection(
-        self,
-        cid: str,
+        kind: str,
+        target: str,
         type_: str,
         payload: Any,
         origin: From | None,
@@ -143,7 +114,7 @@ class Fanout:
         if not view:
             return self.to_hub(HubId(hub_id), type_, payload, origin, exclude, error)
         if self.bus is not None:
-            self.bus.channel(address, type_, payload, origin, exclude, error)
+            self.bus.send("chan", address, type_, payload, origin, exclude, error)
             return 0
         channel = gw.pool.channel(address)
         if channel is None:
@@ -184,7 +155,7 @@ class Fanout:
     ) -> int:
         """Deliver to every connection of a hub (and, in a cluster, the other nodes')."""
         if self.bus is not None:
-            self.bus.hub(hub_id, type_, payload, origin, exclude, error)
+            self.bus.send("hub", hub_id, type_, payload, origin, exclude, error)
         return self.deliver_hub(hub_id, type_, payload, origin, exclude, error)
 
     def deliver_hub(
@@ -213,7 +184,7 @@ class Fanout:
     ) -> int:
         """Deliver to every connection (tab) of ``user`` (on every node, in a cluster)."""
         if self.bus is not None:
-            self.bus.user(user, type_, payload, origin, exclude, error)
+            self.bus.send("user", user, type_, payload, origin, exclude, error)
         return self.deliver_user(user, type_, payload, origin, exclude, error)
 
     def deliver_user(
@@ -243,7 +214,7 @@ class Fanout:
         """Deliver to one connection by id (on its node, in a cluster)."""
         conn = self._gw.pool.connections.get(ConnectionId(cid))
         if conn is None and self.bus is not None and cid != exclude:
-            self.bus.connection(cid, type_, payload, origin, exclude, error)
+            self.bus.send("conn", cid, type_, payload, origin, exclude, error)
             return 0
         if conn is None or cid == exclude:
             return 0
