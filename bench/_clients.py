@@ -1,0 +1,289 @@
+"""The load generator: many picows clients on one uvloop loop, in one process.
+
+Clients cost as little Python per frame as possible (one substring test and
+a counter), because on a 2-core machine the load generator, not the server,
+is often the limit: the figures it reports are "what this client can observe",
+the same for the gateway and the reference.
+
+Lifecycle::
+
+    pool = Pool(join="acme:bench")                # or join=None for the reference
+    pub = (await pool.connect(url, 1, headers))[0]
+    recv = await pool.connect(url, n, headers)    # bounded concurrency; each
+                                                  # waits for WELCOME (+ JOINED)
+    await pool.quiesce()                          # PRESENCE storms are over
+    t0, arrivals = await pool.publish(pub, msgs, n, timeout)
+    await pool.close_all()
+
+A receiver "arrives" when it has received every bench message published so
+far (``Pool.expect``, cumulative); ``arrivals`` are ``perf_counter()``
+stamps in arrival order, so ``arrivals[-1] - t0`` is the time until the last
+member got the last message, and ``arrivals[n // 2] - t0`` the median member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Final
+
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+try:  # _servers is a sibling module when run as bench/*.py
+    from _servers import BenchError
+except ImportError:  # pragma: no cover - imported as bench._clients
+    from bench._servers import BenchError
+
+__all__ = ["MARK", "Client", "Pool", "bench_message"]
+
+MARK: Final = b'"bench/MSG"'
+"""What tells a bench message from a control action (WELCOME, PRESENCE...)."""
+
+_TEXT: Final = WSMsgType.TEXT
+_CLOSE: Final = WSMsgType.CLOSE
+_WELCOME: Final = b'"@@wsgate/WELCOME"'
+_JOINED: Final = b'"@@wsgate/JOINED"'
+_ERROR: Final = b'"@@wsgate/ERROR"'
+
+perf_counter: Final = time.perf_counter
+
+
+def bench_message(seq: int, channel: str, payload_bytes: int = 100) -> bytes:
+    """A relayable action whose payload JSON is ``payload_bytes`` long."""
+    head = f'{{"seq":{seq},"pad":"'
+    pad = "x" * max(0, payload_bytes - len(head) - 2)
+    payload = f'{head}{pad}"}}'
+    return (f'{{"type":"bench/MSG","payload":{payload},"meta":{{"channel":"{channel}"}}}}').encode()
+
+
+class Client(WSListener):
+    """One connection: counts bench messages, reports control actions to the pool."""
+
+    __slots__ = ("got", "pool", "ready", "wst")
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.got = 0
+        """Bench messages received so far (cumulative over rounds)."""
+        self.ready: asyncio.Future[str | None] | None = pool.loop.create_future()
+        """Set once signed in (WELCOME) and joined (JOINED), or on connect for the
+        reference: to ``None``, or to what went wrong."""
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.wst = transport
+        if not self.pool.gateway:
+            self._set_ready()
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is _TEXT:
+            payload = frame.get_payload_as_bytes()
+            if MARK in payload:
+                self.got = got = self.got + 1
+                pool = self.pool
+                if got == pool.expect:
+                    pool.frame_size = len(payload)
+                    arrivals = pool.arrivals
+                    arrivals.append(perf_counter())
+                    if len(arrivals) == pool.waiting_for:
+                        done = pool.done
+                        if done is not None and not done.done():
+                            done.set_result(None)
+                return
+            self.pool.control(self, payload)
+        elif frame.msg_type is _CLOSE:
+            self.pool.closes.append(frame.get_close_code())
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        pool = self.pool
+        pool.disconnected += 1
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_result(f"disconnected before ready (closes: {pool.closes[-1:]})")
+        if pool.all_gone is not None and pool.disconnected >= pool.opened:
+            pool.all_gone.set()
+
+    def _set_ready(self, failure: str | None = None) -> None:
+        ready = self.ready
+        if ready is not None and not ready.done():
+            ready.set_result(failure)
+        self.ready = None
+
+
+class Pool:
+    """All clients of one run, their counters, and the measuring primitives."""
+
+    def __init__(self, *, gateway: bool, join: str | None, read_buffer: int = 8192) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.gateway = gateway
+        """Talk the wsgate protocol (wait for WELCOME, JOIN) or not (reference)."""
+        self.join = join
+        """Channel every client joins after WELCOME; None to stay signed-in only."""
+        self.join_frame = (
+            (
+                f'{{"type":"@@wsgate/JOIN","payload":{{"channel":"{join}"}},"meta":{{"id":"j"}}}}'
+            ).encode()
+            if join
+            else b""
+        )
+        self.read_buffer = read_buffer
+        self.clients: list[Client] = []
+        self.expect = 0
+        self.arrivals: list[float] = []
+        self.waiting_for = 0
+        self.done: asyncio.Future[None] | None = None
+        self.frame_size = 0
+        """Payload size of the last bench message a receiver completed a round with."""
+        self.control_frames = 0
+        """Non-bench text frames seen (WELCOME, JOINED, PRESENCE, ...)."""
+        self.errors: list[bytes] = []
+        self.closes: list[WSCloseCode] = []
+        self.joined = 0
+        """JOINED answers received."""
+        self.opened = 0
+        self.disconnected = 0
+        self.all_gone: asyncio.Event | None = None
+
+    # -- control actions -----------------------------------------------------
+
+    def control(self, client: Client, payload: bytes) -> None:
+        self.control_frames += 1
+        if _WELCOME in payload:
+            if self.join:
+                client.wst.send(_TEXT, self.join_frame)
+            else:
+                client._set_ready()
+        elif _JOINED in payload:
+            self.joined += 1
+            client._set_ready()
+        elif _ERROR in payload:
+            if len(self.errors) < 20:
+                self.errors.append(payload[:300])
+            client._set_ready(f"ERROR: {payload[:300]!r}")
+
+    # -- connecting ----------------------------------------------------------
+
+    async def connect(
+        self,
+        url: str,
+        n: int,
+        headers: Mapping[str, str] | None = None,
+        *,
+        concurrency: int = 200,
+        timeout: float = 120.0,
+    ) -> list[Client]:
+        """Open ``n`` clients, at most ``concurrency`` handshakes (+ joins) in flight.
+
+        Each is ready when signed in and joined (gateway) or connected
+        (reference). Raises :class:`BenchError` past ``timeout`` or on the
+        first client that fails.
+        """
+        sem = asyncio.Semaphore(concurrency)
+        made: list[Client] = []
+        extra = dict(headers or {})
+
+        async def one() -> None:
+            async with sem:
+                _, client = await ws_connect(
+                    lambda: Client(self),
+                    url,
+                    extra_headers=extra,
+                    websocket_handshake_timeout=15,
+                    read_buffer_init_size=self.read_buffer,
+                )
+                assert isinstance(client, Client)
+                self.opened += 1
+                made.append(client)
+                if client.ready is not None:
+                    failure = await client.ready
+                    if failure is not None:
+                        raise BenchError(failure)
+
+        tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+        try:
+            done, pending = await asyncio.wait(
+                tasks, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION
+            )
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+        failed = [t.exception() for t in done if t.exception() is not None]
+        if pending or failed:
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            why = f"first failure: {failed[0]!r}" if failed else f"timeout after {timeout:.0f}s"
+            raise BenchError(
+                f"connected {len(made)}/{n}, ready {len(done) - len(failed)}/{n} ({why}); "
+                f"errors: {self.errors[:3]}"
+            )
+        self.clients.extend(made)
+        return made
+
+    async def quiesce(self, quiet: float = 0.5, limit: float = 60.0) -> float:
+        """Wait until no control frame arrived for ``quiet`` seconds; return the wait."""
+        start = last_change = time.monotonic()
+        seen = self.control_frames
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            if self.control_frames != seen:
+                seen = self.control_frames
+                last_change = now
+            elif now - last_change >= quiet:
+                return now - start
+            if now - start > limit:
+                raise BenchError(f"control traffic did not stop within {limit:.0f}s")
+
+    # -- measuring -------------------------------------------------------------
+
+    async def publish(
+        self, publisher: Client, msgs: list[bytes], receivers: int, timeout: float
+    ) -> tuple[float, list[float]]:
+        """Send ``msgs`` back to back; wait until ``receivers`` clients have them all."""
+        self.expect += len(msgs)
+        self.arrivals = []
+        self.waiting_for = receivers
+        self.done = done = self.loop.create_future()
+        send = publisher.wst.send
+        t0 = perf_counter()
+        for m in msgs:
+            send(_TEXT, m)
+        try:
+            await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            got = sorted(c.got for c in self.clients)
+            raise BenchError(
+                f"after {timeout:.1f}s only {len(self.arrivals)}/{receivers} receivers had all "
+                f"{self.expect} messages; received min={got[0]} median={got[len(got) // 2]} "
+                f"max={got[-1]}; closes={self.closes[:5]} errors={self.errors[:3]}"
+            ) from None
+        finally:
+            self.done = None
+        return t0, self.arrivals
+
+    def check_counts(self, receivers: list[Client]) -> None:
+        """Every receiver got exactly ``expect`` bench messages (no loss, no duplicates)."""
+        bad = [c.got for c in receivers if c.got != self.expect]
+        if bad:
+            raise BenchError(
+                f"{len(bad)} receivers have a wrong count (expected {self.expect}): {bad[:5]}"
+            )
+
+    # -- closing -----------------------------------------------------------------
+
+    async def close_all(self, timeout: float = 20.0) -> None:
+        """Abort every connection (RST: no TIME_WAIT) and wait until all are gone."""
+        self.all_gone = asyncio.Event()
+        if self.disconnected >= self.opened:
+            return
+        for c in self.clients:
+            c.wst.disconnect(graceful=False)
+        try:
+            await asyncio.wait_for(self.all_gone.wait(), timeout)
+        except TimeoutError:
+            raise BenchError(
+                f"{self.opened - self.disconnected} clients still open after {timeout:.0f}s"
+            ) from None

@@ -1,0 +1,249 @@
+"""Servers under test, as subprocesses: the wsgate gateway and the bare picows reference.
+
+Both run pinned to one CPU (``SERVER_CPU``) while the load generator runs on
+another (``CLIENT_CPU``), so the two do not fight for a core more than a
+2-core machine makes unavoidable. Output goes to a log file, never to a pipe
+(a full pipe would stall the server mid-benchmark).
+
+Lifecycle::
+
+    srv = start_reference(workdir)      # or start_gateway(workdir)
+    ...                                 # srv.url, srv.cpu_seconds(), srv.rss_bytes()
+    srv.stop()                          # SIGTERM, bounded wait, then SIGKILL
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Final
+
+__all__ = [
+    "CLIENT_CPU",
+    "SERVER_CPU",
+    "BenchError",
+    "ServerProcess",
+    "free_port",
+    "pin_self",
+    "start_gateway",
+    "start_reference",
+]
+
+BENCH_DIR: Final = Path(__file__).resolve().parent
+REPO: Final = BENCH_DIR.parent
+
+SERVER_CPU: Final = 0
+CLIENT_CPU: Final = 1
+
+START_TIMEOUT_S: Final = 20.0
+STOP_TIMEOUT_S: Final = 15.0
+
+_CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+_PAGE: Final = os.sysconf("SC_PAGE_SIZE")
+
+
+class BenchError(Exception):
+    """A benchmark could not run or its result is not trustworthy (exit non-zero)."""
+
+
+def _cpus() -> set[int]:
+    return set(os.sched_getaffinity(0))
+
+
+def pin_self(cpu: int = CLIENT_CPU) -> bool:
+    """Pin this process to ``cpu`` when the machine has it; tell whether it did."""
+    if cpu in _cpus() and len(_cpus()) > 1:
+        os.sched_setaffinity(0, {cpu})
+        return True
+    return False
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the usual small race applies)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """One server subprocess: its URL, its CPU time and memory, and how to stop it."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, ready: str) -> None:
+        self.name = name
+        self.log_path = log_path
+        cpus = _cpus()
+        pin = {SERVER_CPU} if SERVER_CPU in cpus and len(cpus) > 1 else None
+
+        def preexec() -> None:
+            if pin is not None:
+                os.sched_setaffinity(0, pin)
+
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p
+        )
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec,
+            env=env,
+            cwd=str(REPO),
+        )
+        self.url = self._wait_ready(ready)
+
+    def _wait_ready(self, marker: str) -> str:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")
+            for line in text.splitlines():
+                if marker in line:
+                    return line.split(marker, 1)[1].strip()
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        tail = self.log_path.read_text(errors="replace")[-2000:]
+        raise BenchError(f"{self.name} did not start (exit {self.proc.returncode}):\n{tail}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+    def rss_bytes(self) -> int:
+        """Resident set size (VmRSS)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise BenchError("no VmRSS")
+
+    def pss_bytes(self) -> int:
+        """Proportional set size (shared pages divided among their users)."""
+        for line in Path(f"/proc/{self.pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+        raise BenchError("no Pss")
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def stop(self) -> None:
+        """SIGTERM, wait up to STOP_TIMEOUT_S, then SIGKILL; close the log."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+    def log_tail(self, chars: int = 2000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def start_reference(
+    workdir: Path, read_buffer: int = 2048, aiofastnet: str = "off"
+) -> ServerProcess:
+    """Start ``bench/reference_server.py`` on a free port (uvloop's transport by default)."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        str(BENCH_DIR / "reference_server.py"),
+        "--port",
+        str(port),
+        "--read-buffer",
+        str(read_buffer),
+        "--aiofastnet",
+        aiofastnet,
+    ]
+    return ServerProcess("reference", argv, workdir / f"reference-{port}.log", "listening on ")
+
+
+GATEWAY_CONFIG: Final = """\
+[server]
+listen = "127.0.0.1:{port}"
+allowed_origins = ["*"]
+max_channels_per_connection = 64
+outbound_high_water_bytes = 16777216
+# No heartbeat pings during a run: 10,000 pings and pongs every ~30 s would
+# land in whichever (gateway or reference) round happens to be running.
+heartbeat_ms = 600000
+
+[api]
+listen = "127.0.0.1:{api_port}"
+keys = ["bench-only"]
+
+[auth]
+keys = ["{key}"]
+
+[presence]
+max_members = 100
+batch_ms = 50
+
+# Every bench client comes from 127.0.0.1 and signs in as the same user, and
+# the publisher sends bursts: the per-IP, per-user and per-connection limits
+# would (rightly) refuse that. Raised, not disabled, so their checks still run.
+[limits]
+max_connections = 100000
+max_connections_per_user = 100000
+max_connections_per_ip = 100000
+handshake_rate_per_ip = "100000/1s"
+handshake_burst_per_ip = 100000
+default_rate = "100000/1s"
+default_burst = 100000
+
+[[relays]]
+match = "bench/*"
+"""
+
+
+def _cli(*args: str) -> str:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "wsgate.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        cwd=str(REPO),
+    )
+    if out.returncode != 0:
+        raise BenchError(f"wsgate {' '.join(args)} failed ({out.returncode}): {out.stderr}")
+    return out.stdout.strip()
+
+
+def start_gateway(workdir: Path, command: list[str] | None = None) -> tuple[ServerProcess, str]:
+    """Write a bench config, start ``wsgate serve``; return it and a session cookie value.
+
+    ``command`` replaces ``python -m wsgate.cli`` (e.g. a wrapper that
+    instruments the gateway); ``serve --config FILE`` is appended to it.
+    """
+    port = free_port()
+    config = workdir / f"gateway-{port}.toml"
+    config.write_text(
+        GATEWAY_CONFIG.format(port=port, api_port=free_port(), key=_cli("keys", "new"))
+    )
+    cookie = _cli("cookie", "--config", str(config), "--user", "bench", "--org", "acme")
+    argv = [*(command or [sys.executable, "-m", "wsgate.cli"]), "serve", "--config", str(config)]
+    srv = ServerProcess("gateway", argv, workdir / f"gateway-{port}.log", "listening on ")
+    return srv, cookie

@@ -1,0 +1,236 @@
+"""Idle memory: bytes of server memory per idle, signed-in connection.
+
+For the reference (``bench/reference_server.py``, bare picows, 2 KiB read
+buffer) and the gateway (``wsgate serve``), in the same invocation, one after
+the other:
+
+1. start the server (pinned to CPU 0) and open a warm-up of 100 connections
+   (gateway: signed in, ``WELCOME`` received), so that the interpreter,
+   the handshake path and the allocator's first arenas are in the baseline;
+2. wait until the server's RSS settles, read RSS (``VmRSS``) and PSS
+   (``/proc/<pid>/smaps_rollup``): the *before* figures;
+3. open N more connections (gateway: each signed in, ``WELCOME`` received),
+   wait for RSS to settle: (after - before) / N is the cost of a *plain*
+   idle connection;
+4. gateway only: every one of the N joins one view (its own
+   ``acme:idle/<i>`` by default, or all the same one with ``--view shared``),
+   wait for RSS to settle: the cost of an idle connection *with one view*.
+
+Kernel socket buffers are not in a process's RSS and are not counted (an
+idle socket holds no data in them anyway).
+
+Usage::
+
+    . .venv/bin/activate
+    python bench/idle_memory.py [--n 10000] [--view own|shared]
+
+Exits non-zero, saying what happened, when a server does not start or a
+connection cannot be opened, signed in or joined in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvloop
+from picows import WSMsgType
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _clients import Pool
+from _servers import (
+    BenchError,
+    ServerProcess,
+    pin_self,
+    start_gateway,
+    start_reference,
+)
+
+WARMUP = 100
+SETTLE_STEP_S = 0.25
+SETTLE_QUIET_S = 2.0
+SETTLE_LIMIT_S = 30.0
+SETTLE_TOLERANCE = 0.002
+"""RSS is settled when it moved by less than 0.2 % over SETTLE_QUIET_S."""
+
+
+@dataclass
+class Stage:
+    name: str
+    rss: int
+    pss: int
+    settle_s: float
+
+
+@dataclass
+class Run:
+    server: str
+    n: int
+    stages: list[Stage] = field(default_factory=list)
+
+    def per_conn(self, stage: str, base: str = "before", pss: bool = False) -> float:
+        by = {s.name: s for s in self.stages}
+        if stage not in by:
+            return float("nan")
+        a, b = by[stage], by[base]
+        return ((a.pss - b.pss) if pss else (a.rss - b.rss)) / self.n
+
+
+async def settle(srv: ServerProcess, name: str) -> Stage:
+    """Wait (bounded) until the server's RSS stops moving, then read RSS and PSS."""
+    start = time.monotonic()
+    history: list[tuple[float, int]] = []
+    while True:
+        now = time.monotonic()
+        rss = srv.rss_bytes()
+        history.append((now, rss))
+        old = [r for t, r in history if now - t >= SETTLE_QUIET_S]
+        if old and abs(rss - old[-1]) <= SETTLE_TOLERANCE * rss:
+            break
+        if now - start > SETTLE_LIMIT_S:
+            print(f"    ({name}: RSS still moving after {SETTLE_LIMIT_S:.0f}s; reading it anyway)")
+            break
+        await asyncio.sleep(SETTLE_STEP_S)
+    return Stage(name, srv.rss_bytes(), srv.pss_bytes(), time.monotonic() - start)
+
+
+async def run_one(kind: str, n: int, view: str, workdir: Path) -> Run:
+    cookie = ""
+    srv: ServerProcess
+    if kind == "gateway":
+        srv, cookie = start_gateway(workdir)
+    else:
+        srv = start_reference(workdir)
+    gateway = kind == "gateway"
+    headers = {"Cookie": f"wsgate_session={cookie}"} if gateway else {}
+    pool = Pool(gateway=gateway, join=None, read_buffer=2048)
+    run = Run(kind, n)
+    try:
+        await pool.connect(srv.url, WARMUP, headers)
+        await pool.quiesce()
+        run.stages.append(await settle(srv, "before"))
+        clients = await pool.connect(srv.url, n, headers, timeout=60 + n / 50)
+        await pool.quiesce()
+        run.stages.append(await settle(srv, "plain"))
+        if gateway:
+            joined0 = pool.joined
+            for i, c in enumerate(clients):
+                channel = f"acme:idle/{i}" if view == "own" else "acme:idle"
+                c.wst.send(
+                    WSMsgType.TEXT,
+                    (
+                        f'{{"type":"@@wsgate/JOIN","payload":{{"channel":"{channel}"}},'
+                        f'"meta":{{"id":"j{i}"}}}}'
+                    ).encode(),
+                )
+                if i % 500 == 499:
+                    await asyncio.sleep(0.01)  # let answers flow; bounded burst
+            deadline = time.monotonic() + 60 + n / 100
+            while pool.joined - joined0 < n:
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        f"only {pool.joined - joined0}/{n} JOINED; errors: {pool.errors[:3]}"
+                    )
+                await asyncio.sleep(0.1)
+            await pool.quiesce()
+            run.stages.append(await settle(srv, "joined"))
+        if not srv.alive():
+            raise BenchError(f"{kind} died")
+        if pool.errors:
+            raise BenchError(f"{kind} sent errors: {pool.errors[:3]}")
+        return run
+    except BenchError as exc:
+        raise BenchError(f"{kind}: {exc}\n--- log tail ---\n{srv.log_tail(1500)}") from None
+    finally:
+        try:
+            await pool.close_all()
+        finally:
+            srv.stop()
+        await asyncio.sleep(0.5)
+
+
+def report(gw: Run, ref: Run, view: str) -> None:
+    n = gw.n
+    print()
+    print(
+        f"idle memory, N={n} connections beyond a warm-up of {WARMUP}; "
+        "server RSS (and PSS) growth / N"
+    )
+    hdr = f"{'':<34} {'gateway':>10} {'reference':>10} {'gw/ref':>7}"
+    print(hdr)
+    print("-" * len(hdr))
+    rows = [
+        ("plain idle, RSS (B/conn)", gw.per_conn("plain"), ref.per_conn("plain")),
+        (
+            "plain idle, PSS (B/conn)",
+            gw.per_conn("plain", pss=True),
+            ref.per_conn("plain", pss=True),
+        ),
+        (f"joined one view ({view}), RSS (B/conn)", gw.per_conn("joined"), float("nan")),
+        ("  of which the join (B/conn)", gw.per_conn("joined", "plain"), float("nan")),
+    ]
+    for name, g, r in rows:
+        ratio = g / r if r == r and r else float("nan")
+        rs = f"{r:>10,.0f}" if r == r else f"{'-':>10}"
+        rt = f"{ratio:>7.2f}" if ratio == ratio else f"{'-':>7}"
+        print(f"{name:<34} {g:>10,.0f} {rs} {rt}")
+    print()
+    for run in (gw, ref):
+        stages = ", ".join(
+            f"{s.name} {s.rss / 2**20:.1f} MiB (settled in {s.settle_s:.1f}s)" for s in run.stages
+        )
+        print(f"{run.server}: RSS {stages}")
+    verdict = "OK" if gw.per_conn("plain") <= 10 * 1024 else "ABOVE TARGET"
+    print(
+        f"gateway plain idle connection: {gw.per_conn('plain') / 1024:.1f} KiB "
+        f"(target <= 10 KiB): {verdict}"
+    )
+
+
+async def amain(args: argparse.Namespace) -> int:
+    pinned = pin_self()
+    print(f"wsgate idle-memory bench: N={args.n} view={args.view} pinned={pinned}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="wsgate-bench-") as tmp:
+        workdir = Path(tmp)
+        runs: dict[str, Run] = {}
+        for kind in ("reference", "gateway"):
+            print(f"  {kind} ...", flush=True)
+            runs[kind] = await run_one(kind, args.n, args.view, workdir)
+            print(
+                "    " + ", ".join(f"{s.name} {s.rss / 2**20:.1f} MiB" for s in runs[kind].stages),
+                flush=True,
+            )
+    report(runs["gateway"], runs["reference"], args.view)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="wsgate idle-memory benchmark")
+    parser.add_argument("--n", type=int, default=10000)
+    parser.add_argument(
+        "--view",
+        choices=("own", "shared"),
+        default="own",
+        help="joined stage: each connection its own view, or all in one (default own)",
+    )
+    args = parser.parse_args()
+    need = args.n + WARMUP + 200
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, need), hard))
+    try:
+        return uvloop.run(amain(args))
+    except BenchError as exc:
+        print(f"\nidle_memory: FAILED: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
