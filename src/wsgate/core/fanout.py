@@ -53,6 +53,17 @@ class Bus(Protocol):
     ) -> None: ...
 
 
+def _send_each(
+    sends: dict[ConnectionId, Callable[[bytes], None]], data: bytes, exclude: ConnectionId | None
+) -> int:
+    """The fan-out's inner loop over a channel's ``sends``; returns the deliveries."""
+    skip = None if exclude is None else sends.get(exclude)
+    for send in sends.values():
+        if send is not skip:
+            send(data)
+    return len(sends) - (skip is not None)
+
+
 def _send_all(members: Iterable[Connection], data: bytes, exclude: ConnectionId | None) -> int:
     sent = 0
     for conn in members:
@@ -122,7 +133,7 @@ class Fanout:
         offset = gw.history.next_offset(address)
         data = encode(Outbound(type_, payload, OutMeta(address, offset, from_=origin), error))
         gw.history.append(address, offset, data)
-        return _send_all(channel.members.values(), data, exclude)
+        return _send_each(channel.sends, data, exclude)
 
     def deliver_channel(
         self,
@@ -142,7 +153,7 @@ class Fanout:
         channel = gw.pool.channel(address)
         if channel is None:
             return 0
-        return _send_all(channel.members.values(), data, exclude)
+        return _send_each(channel.sends, data, exclude)
 
     def to_hub(
         self,
