@@ -7,6 +7,7 @@ Each test opens its backends under a prefix of its own on one ``nats-server
 from __future__ import annotations
 
 import asyncio
+import datetime
 import itertools
 import re
 import time
@@ -19,7 +20,9 @@ from hypothesis import strategies as st
 from tests.servers import NATS_SERVER, ServerProcess, nats_server
 from wsgate.backends.base import Delivery, Registration, StreamReplay
 from wsgate.backends.nats import NatsBackend, open_nats
+from wsgate.backends.nats_jet import Stored
 from wsgate.backends.nats_names import Names, decode_token, encode_token, stream_base_name
+from wsgate.backends.nats_stores import _window
 
 pytestmark = pytest.mark.skipif(NATS_SERVER is None, reason="no nats-server")
 
@@ -196,7 +199,12 @@ async def test_history_expires(open_node) -> None:  # type: ignore[no-untyped-de
     a.broker.publish_stream("chan.e", "e", b"y")
     await until(lambda: len(got) == 2)
     assert got[1].offset > got[0].offset  # never reused after expiry
-    assert got[1].prev != got[0].offset or got[1].offset == got[0].offset + 1
+    # The server still holds "x" (it keeps messages 2 ttl + margin), so the
+    # delivered prev names it: true, nothing came in between. History, which
+    # sees that "x" is more than ttl older than "y", never recovers from it.
+    assert got[1].prev == got[0].offset
+    assert await a.history.since("e", got[0].offset) == StreamReplay(False, [], got[1].offset)
+    assert await a.history.since("e", 0) == StreamReplay(True, [(got[1].offset, b"y")], got[1].offset)
 
 
 async def test_publish_while_disconnected_is_lost_not_queued(open_node, server) -> None:  # type: ignore[no-untyped-def]
@@ -290,3 +298,153 @@ async def test_registry(open_node) -> None:  # type: ignore[no-untyped-def]
     assert await b.registry.all() == [live]
     await b.registry.delete("orders", "http://o:1/x.y")
     assert await a.registry.all() == []
+
+
+# RePublish: one inbound message per stream publish ------------------------------
+
+
+async def test_stream_publish_is_one_message_and_no_ack(open_node) -> None:  # type: ignore[no-untyped-def]
+    a, b = await open_node("n1"), await open_node("n2")
+    await started(a)
+    got = await started(b)
+    b.broker.subscribe("chan.one")
+    await b.broker.flush()
+    await a.broker.flush()
+    out0, in0 = a.nc.stats["out_msgs"], a.nc.stats["in_msgs"]
+    for i in range(50):
+        a.broker.publish_stream("chan.one", "one", b"%d" % i)
+    await until(lambda: len(got) == 50)
+    assert a.nc.stats["out_msgs"] - out0 == 50  # the append is the publish
+    assert a.nc.stats["in_msgs"] - in0 == 0  # no ack, no echo
+    assert [int(d.data) for d in got] == list(range(50))
+    assert all(d.offset > d.prev for d in got)
+
+
+async def test_plain_after_stream_publish_keeps_fifo(open_node) -> None:  # type: ignore[no-untyped-def]
+    """A stream message goes through the stream (stored, then republished), a plain
+    one straight to subscribers: the sync before a plain publish keeps the order."""
+    a, b = await open_node("n1"), await open_node("n2")
+    await started(a)
+    got = await started(b)
+    b.broker.subscribe("chan.mix")
+    await b.broker.flush()
+    n = 600
+    for i in range(n):
+        if (i // 3) % 2:
+            a.broker.publish("chan.mix", b"%d" % i)
+        else:
+            a.broker.publish_stream("chan.mix", "mix", b"%d" % i)
+    await a.broker.flush()
+    await until(lambda: len(got) == n)
+    assert [int(d.data) for d in got] == list(range(n))
+    assert a.broker.lost == 0
+
+
+async def test_flow_control_syncs_every_so_often(open_node, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from wsgate.backends import nats_broker
+
+    monkeypatch.setattr(nats_broker, "SYNC_EVERY", 10)
+    a, b = await open_node("n1"), await open_node("n2")
+    await started(a)
+    got = await started(b)
+    b.broker.subscribe("chan.fc")
+    await b.broker.flush()
+    in0 = a.nc.stats["in_msgs"]
+    for i in range(100):
+        a.broker.publish_stream("chan.fc", "fc", b"%d" % i)
+    await a.broker.flush()
+    await until(lambda: len(got) == 100)
+    assert [int(d.data) for d in got] == list(range(100))
+    assert 5 <= a.nc.stats["in_msgs"] - in0 <= 12  # about one sync ack per 10
+
+
+async def test_publish_stream_only_on_its_channel_subject(open_node) -> None:  # type: ignore[no-untyped-def]
+    a = await open_node()
+    await started(a)
+    with pytest.raises(ValueError):
+        a.broker.publish_stream("hub.h", "h", b"x")
+
+
+async def test_an_old_history_stream_is_updated_to_republish(server) -> None:  # type: ignore[no-untyped-def]
+    import nats
+    from nats.js import api
+
+    prefix = f"old{next(_ids)}"
+    names = Names(prefix)
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(
+            api.StreamConfig(name=names.hist_stream, subjects=names.hist_subjects,
+                             max_msgs_per_subject=10, max_age=30.0, allow_direct=True)
+        )
+        backend = await open_nats(server.url, prefix=prefix, node="n1", history_size=10,
+                                  history_ttl_s=30.0)
+        try:
+            got = await started(backend)
+            backend.broker.subscribe("chan.u")
+            await backend.broker.flush()
+            backend.broker.publish_stream("chan.u", "u", b"x")
+            await until(lambda: len(got) == 1)
+            info = await js.stream_info(names.hist_stream)
+            assert info.config.republish is not None
+            assert info.config.max_msgs_per_subject == 11
+        finally:
+            await backend.close()
+    finally:
+        await nc.close()
+
+
+# History derived from the stream (no header of ours) ---------------------------
+
+
+def _stored(seq: int, t: float, data: bytes = b"") -> Stored:
+    stamp = datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return Stored("P.hist.s", seq, data or b"%d" % seq, {"Nats-Time-Stamp": stamp + "123Z"})
+
+
+@pytest.mark.parametrize(
+    ("stored", "size", "expect"),
+    [
+        # all alive, fewer than size + 1: nothing evicted since the stream started
+        ([(10, 95), (12, 96)], 3, (0, [10, 12], 12)),
+        # size + 1 stored: the oldest is the (exact) eviction boundary
+        ([(10, 95), (12, 96), (13, 97), (15, 98)], 3, (10, [12, 13, 15], 15)),
+        # the oldest aged out (ttl 10), appended less than ttl before the next: evicted
+        ([(10, 85), (12, 91), (13, 97)], 3, (10, [12, 13], 13)),
+        # the stream had expired (gap >= ttl) before 12: a new incarnation
+        ([(10, 70), (12, 91), (13, 97)], 3, (0, [12, 13], 13)),
+        # everything older than ttl: gone
+        ([(10, 70), (12, 80)], 3, (0, [], 0)),
+        ([], 3, (0, [], 0)),
+        # size 0: only the boundary
+        ([(10, 99)], 0, (10, [], 10)),
+    ],
+)
+def test_window_from_timestamps_and_the_boundary_message(
+    stored: list[tuple[int, float]], size: int, expect: tuple[int, list[int], int]
+) -> None:
+    window, _ = _window([_stored(s, t) for s, t in stored], size, 10.0, 100.0)
+    base, offsets, top = expect
+    assert window == (base, [(o, b"%d" % o) for o in offsets], top)
+
+
+async def test_since_never_recovers_across_an_age_gap(open_node) -> None:  # type: ignore[no-untyped-def]
+    """A message that aged out while its successor lives is an eviction (not a fresh
+    start): the stream keeps it past ttl, so the boundary is known."""
+    a = await open_node(size=10, ttl=2.0)
+    got = await started(a)
+    a.broker.subscribe("chan.g")
+    await a.broker.flush()
+    a.broker.publish_stream("chan.g", "g", b"old")
+    await until(lambda: len(got) == 1)
+    await asyncio.sleep(1.2)
+    a.broker.publish_stream("chan.g", "g", b"new")
+    await until(lambda: len(got) == 2)
+    assert got[1].prev == got[0].offset
+    assert await a.history.since("g", 0) == StreamReplay(True, [(got[0].offset, b"old"), (got[1].offset, b"new")], got[1].offset)
+    await asyncio.sleep(1.2)  # "old" is now older than ttl, "new" is not
+    assert await a.history.since("g", 0) == StreamReplay(False, [], got[1].offset)
+    assert await a.history.since("g", got[0].prev) == StreamReplay(False, [], got[1].offset)
+    assert await a.history.since("g", got[0].offset) == StreamReplay(True, [(got[1].offset, b"new")], got[1].offset)
+    assert await a.history.window("g") == (got[0].offset, [(got[1].offset, b"new")], got[1].offset)

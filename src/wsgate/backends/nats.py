@@ -3,7 +3,8 @@
 :func:`open_nats` connects once and builds the five stores on that
 connection. Everything lives under the configured prefix (see
 :mod:`wsgate.backends.nats_names`): broker subjects ``P.msg.…``, the history
-stream ``<N>_hist`` and the state stream ``<N>_state``, so two prefixes on
+stream ``<N>_hist`` (which republishes channel messages to ``P.msg.chan.…``)
+and the state stream ``<N>_state``, so two prefixes on
 one server never see each other.
 
 What it guarantees, store by store, is in each class's docstring
@@ -14,10 +15,15 @@ give, compared with the memory reference:
 - **no server clock**: rate limits and heartbeats use each node's wall
   clock, so nodes must keep their clocks in sync (NTP);
 - **per-message history expiry**: a channel's messages age out one by one
-  (``max_age``), not all together ``ttl_s`` after the last append;
+  (``ttl_s`` after each append, judged from the server's timestamps; the
+  server keeps them ``2 ttl_s + 5 s``), not all together ``ttl_s`` after the
+  last append;
 - **offsets are stream-global**: JetStream sequence numbers of one channel
   are increasing but not contiguous (other channels' messages sit between
-  them), so ``prev`` is carried explicitly and ``offset - 1`` means nothing;
+  them), so ``prev`` comes from the server (``Nats-Last-Sequence`` on the
+  republished message) and ``offset - 1`` means nothing;
+- **unacked appends**: ``publish_stream`` is one core publish the stream
+  stores and republishes; one the server fails to store is not counted;
 - **outages**: nats-py reconnects by itself (forever, every
   :data:`RECONNECT_WAIT_S`) and re-subscribes; meanwhile broker messages are
   dropped (counted in ``broker.lost``) and store calls raise after their
@@ -51,12 +57,14 @@ REQUEST_TIMEOUT_S = 2.0
 class NatsBackend:
     """:class:`~wsgate.backends.base.Backend` over one NATS connection."""
 
-    def __init__(self, nc: Client, jet: Jet, history_size: int) -> None:
+    def __init__(
+        self, nc: Client, jet: Jet, history_size: int, history_ttl_s: float
+    ) -> None:
         self.nc = nc
         """The connection (shared by every store)."""
         self.names = jet.names
         self.broker = NatsBroker(jet)
-        self.history = NatsHistory(jet, history_size)
+        self.history = NatsHistory(jet, history_size, history_ttl_s)
         self.presence = NatsPresence(jet)
         self.limits = NatsLimits(jet)
         self.registry = NatsRegistry(jet)
@@ -106,4 +114,4 @@ async def open_nats(
     except BaseException:
         await nc.close()
         raise
-    return NatsBackend(nc, jet, history_size)
+    return NatsBackend(nc, jet, history_size, history_ttl_s)

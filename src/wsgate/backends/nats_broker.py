@@ -1,31 +1,40 @@
-"""The NATS :class:`~wsgate.backends.base.Broker`: core pub/sub plus JetStream history.
+"""The NATS :class:`~wsgate.backends.base.Broker`: core pub/sub, with JetStream history.
 
 Work is queued in *lanes*, one per logical subject (plus one for
 subscriptions), each drained in order by a task of its own that exists only
 while the lane has work. So one subject's messages leave in the order they
-were published (FIFO per publisher and subject), while a slow JetStream
-round trip on one channel does not hold up another channel.
+were published (FIFO per publisher and subject).
 
-``publish_stream`` appends to the history stream with a compare-and-set on
-the subject's last sequence (header ``Nats-Expected-Last-Subject-Sequence``),
-so the ``prev`` it stores and sends is exact even with many publishers: the
-loser of a race learns the real last sequence from the error and retries
-after a short random pause (at most :data:`APPEND_TRIES` times, then the
-message is dropped and counted in ``lost``). Only then does it publish the
-message on core NATS with the headers ``Wsgate-Offset`` and ``Wsgate-Prev``.
+``publish_stream(f"chan.{s}", s, data)`` is one core publish of ``data`` to
+the history subject ``P.hist.<s>``: the history stream stores it (its
+sequence is the offset) and *republishes* it (stream config ``republish``)
+to ``P.msg.chan.<s>``, the broker subject every node subscribes to, with the
+headers ``Nats-Sequence`` (the offset) and ``Nats-Last-Sequence`` (the
+subject's last sequence when it was stored: ``prev``). So an action costs one
+inbound message and one delivery per subscribed node, the server assigns
+offsets and ``prev`` atomically whatever the number of publishers, and the
+publisher waits for nothing (no ack is asked for: a burst leaves in as few
+writes as nats-py coalesces).
 
-Throughput: each ``publish_stream`` waits for one JetStream ack (one round
-trip plus a file-store write), and the lane of its subject waits with it, so
-one channel sustains roughly ``1 / ack latency`` stream messages per second
-(a few thousand on a LAN); different channels proceed in parallel. Plain
-``publish`` costs no round trip.
+FIFO between a stream publish and a later *plain* publish on the same
+subject needs one round trip: the stream message reaches subscribers through
+the stream (stored, then republished), the plain one directly, so the plain
+one could overtake it. Before such a plain publish the lane sends an empty
+JetStream publish to :attr:`~wsgate.backends.nats_names.Names.hist_sync`
+and awaits its ack: the stream stores one connection's messages in order,
+and queues each one's republish before its ack on the one queue it sends
+from (nats-server ``processJetStreamMsg``), so once that ack arrived every
+earlier stream message was routed to the subscribers' connections. Only
+lanes that mix the two pay it, once per switch; concurrent lanes share one
+sync. The same sync, every :data:`SYNC_EVERY` stream publishes, is the flow
+control: the server drops without a word what arrives while the stream's
+ingest queue is full.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -34,20 +43,23 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from wsgate.backends.base import Delivery
-from wsgate.backends.nats_jet import Jet, WrongLastSequence
-from wsgate.backends.nats_names import HDR_OFFSET, HDR_PREV
+from wsgate.backends.nats_jet import Jet
+from wsgate.backends.nats_names import HDR_LAST_SEQUENCE, HDR_SEQUENCE, HDR_STREAM, STREAM_KIND
 
-__all__ = ["APPEND_TRIES", "MAX_PENDING", "NatsBroker"]
+__all__ = ["MAX_PENDING", "SYNC_EVERY", "NatsBroker", "effective_prev"]
 
 log = logging.getLogger(__name__)
 
-APPEND_TRIES = 32
-"""Compare-and-set attempts of one ``publish_stream`` before the message is dropped."""
 MAX_PENDING = 100_000
 """Publishes queued and not yet sent; beyond it ``publish`` drops (counted in ``dropped``)."""
-_LAST_CACHE = 100_000
-"""Streams whose last sequence is remembered; the cache is cleared when it fills (a
-forgotten entry costs one extra round trip on the next append)."""
+SYNC_EVERY = 1000
+"""At most this many stream publishes of one node are unconfirmed: the next one first
+waits for a sync. The server drops, silently, what arrives while a stream's ingest
+queue holds 10 000 messages; this keeps one node well below that, for 2 broker
+messages per 1000 actions."""
+_UNSYNCED_MAX = 100_000
+"""Subjects remembered as "a stream publish may still be on its way through the stream";
+past it those already synced are forgotten, and if that is not enough the lane syncs."""
 
 _PUB, _STREAM, _SUB, _BARRIER = range(4)
 _CONTROL = ""
@@ -63,6 +75,9 @@ class NatsBroker:
 
     - a message is sent only while connected: one published during an outage
       is dropped at once and counted in :attr:`lost` (at most once);
+    - a stream publish is not acked: one the server fails to store (stream
+      deleted, storage full, connection lost with it in the socket buffer) is
+      neither stored nor delivered, and not counted;
     - queued publishes are bounded by :data:`MAX_PENDING`; past it
       :meth:`publish` and :meth:`publish_stream` drop the message and count it
       in :attr:`dropped` (subscription changes are never dropped);
@@ -81,14 +96,19 @@ class NatsBroker:
         self._lanes: dict[str, deque[Op]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = 0
-        self._last: dict[str, int] = {}
-        """Per stream: the last sequence this node knows of (the next append's ``prev``)."""
+        self._appended = 0
+        """Stream publishes sent so far (numbers them for :meth:`_sync`)."""
+        self._synced = 0
+        """Every stream publish up to this number has been republished by the server."""
+        self._unsynced: dict[str, int] = {}
+        """Per subject: the number of its last stream publish, while maybe not yet synced."""
+        self._sync_task: asyncio.Future[int] | None = None
         self._received: dict[str, int] = {}
         self._closed = False
         self.dropped = 0
         """Messages dropped because :data:`MAX_PENDING` publishes were queued."""
         self.lost = 0
-        """Messages not sent: disconnected, JetStream error, or too many lost races."""
+        """Messages not sent: disconnected, or a failed sync before a plain publish."""
 
     async def start(self, deliver: Callable[[Delivery], None]) -> None:
         """Hand deliveries to ``deliver`` (the connection is opened by :func:`open_nats`)."""
@@ -116,6 +136,14 @@ class NatsBroker:
         self._enqueue(subject, (_PUB, data), counted=True)
 
     def publish_stream(self, subject: str, stream: str, data: bytes) -> None:
+        """Append to ``stream``; the server republishes to ``chan.<stream>`` only.
+
+        Raises :exc:`ValueError` (at once) for any other ``subject``.
+        """
+        if subject != self._names.stream_subject(stream):
+            raise ValueError(
+                f"NATS publishes stream {stream!r} on {STREAM_KIND}.{stream}, not {subject!r}"
+            )
         self._enqueue(subject, (_STREAM, stream, data), counted=True)
 
     def subscribe(self, subject: str) -> None:
@@ -127,7 +155,8 @@ class NatsBroker:
         self._enqueue(_CONTROL, (_SUB, subject), counted=False)
 
     async def flush(self, timeout: float = 5.0) -> None:
-        """Wait until the work queued before this call reached the server.
+        """Wait until the work queued before this call reached the server, and its
+        stream publishes are stored (and republished): one sync, if there were any.
 
         Raises :exc:`TimeoutError` after ``timeout`` seconds (e.g. during an outage).
         """
@@ -140,6 +169,8 @@ class NatsBroker:
         async with asyncio.timeout(timeout):
             if barriers:
                 await asyncio.gather(*barriers)
+            if self._appended > self._synced and self._nc.is_connected:
+                await self._sync()
         await self._nc.flush(timeout=max(1, int(timeout)))
 
     @property
@@ -198,43 +229,46 @@ class NatsBroker:
         elif not self._nc.is_connected:
             self.lost += 1
         elif kind == _PUB:
+            if self._unsynced.get(key, 0) > self._synced:
+                await self._sync()
             await self._nc.publish(self._names.subject(key), op[1])
         else:
-            await self._append(key, op[1], op[2])
+            if self._appended - self._synced >= SYNC_EVERY:
+                await self._sync()  # flow control (see SYNC_EVERY)
+            await self._jet.append(self._names.hist(op[1]), op[2])
+            self._appended += 1
+            self._unsynced[key] = self._appended
+            if len(self._unsynced) >= _UNSYNCED_MAX:
+                self._prune()
+                if len(self._unsynced) >= _UNSYNCED_MAX:  # still full: sync them all
+                    await self._sync()
+                    self._prune()
 
-    async def _append(self, subject: str, stream: str, data: bytes) -> None:
-        jet, names = self._jet, self._names
-        hist = names.hist(stream)
-        last = self._last.get(stream)
-        if last is None:
-            stored = await jet.last(names.hist_stream, hist)
-            last = stored.seq if stored is not None else 0
-        for attempt in range(APPEND_TRIES):
-            if last == 0:  # the stream starts (or restarts after expiry): see effective_prev
-                await jet.publish(names.hist_start, b"")
-            try:
-                seq = await jet.publish(
-                    hist, data, expected_last=last, headers={HDR_PREV: str(last)}
-                )
-            except WrongLastSequence as err:
-                if err.actual is not None:
-                    last = err.actual
-                else:
-                    stored = await jet.last(names.hist_stream, hist)
-                    last = stored.seq if stored is not None else 0
-                # Another node appended first: back off a little, so that two
-                # nodes writing one channel do not stay in lockstep.
-                await asyncio.sleep(random.uniform(0, 0.001 * (attempt + 1)))
-                continue
-            if len(self._last) >= _LAST_CACHE:
-                self._last.clear()
-            self._last[stream] = seq
-            prev = effective_prev(seq, last)
-            headers = {HDR_OFFSET: str(seq), HDR_PREV: str(prev)}
-            await self._nc.publish(names.subject(subject), data, headers=headers)
-            return
-        self.lost += 1
-        log.warning("broker: gave up appending to %r after %d races", stream, APPEND_TRIES)
+    def _prune(self) -> None:
+        self._unsynced = {k: n for k, n in self._unsynced.items() if n > self._synced}
+
+    async def _sync(self) -> None:
+        """Wait until the server has stored and republished every stream publish sent so far.
+
+        One acked JetStream publish on ``hist_sync``; lanes that need it while
+        one is in flight that covers them share it. Raises when the ack does
+        not come (the plain publish waiting on it is then dropped, counted in
+        ``lost``, rather than sent out of order).
+        """
+        need = self._appended
+        while self._synced < need:
+            task = self._sync_task
+            if task is None or task.done():
+                task = self._sync_task = asyncio.ensure_future(self._sync_once())
+            # A sync already in flight may have been sent before our stream
+            # publish: then it does not cover it, and the loop sends another.
+            covered = await asyncio.shield(task)
+            self._synced = max(self._synced, covered)
+
+    async def _sync_once(self) -> int:
+        covered = self._appended
+        await self._jet.publish(self._names.hist_sync, b"")
+        return covered
 
     async def _reconcile(self, subject: str) -> None:
         want = subject in self._subjects
@@ -248,16 +282,18 @@ class NatsBroker:
             await sub.unsubscribe()
 
     def _callback(self, subject: str) -> Callable[[Msg], Any]:
+        hist_stream = self._names.hist_stream
+
         async def on_message(msg: Msg) -> None:
             if self._deliver is None or subject not in self._subjects:
                 return
             offset = prev = 0
             hdrs = msg.headers
-            if hdrs:
+            if hdrs and hdrs.get(HDR_STREAM) == hist_stream:  # republished by our stream
                 try:
-                    offset = int(hdrs.get(HDR_OFFSET, 0))
-                    prev = int(hdrs.get(HDR_PREV, 0))
-                except ValueError:  # a foreign publisher's headers
+                    offset = int(hdrs[HDR_SEQUENCE])
+                    prev = effective_prev(offset, int(hdrs.get(HDR_LAST_SEQUENCE, 0)))
+                except (KeyError, ValueError):
                     offset = prev = 0
             self._received[subject] = self._received.get(subject, 0) + 1
             self._deliver(Delivery(subject, offset, prev, msg.data))
@@ -265,18 +301,22 @@ class NatsBroker:
         return on_message
 
 
-def effective_prev(seq: int, stored_prev: int) -> int:
-    """The ``prev`` of a history message: the stored one, or ``seq - 1`` for a stream's first.
+def effective_prev(seq: int, last_seq: int) -> int:
+    """The ``prev`` of a history message: the subject's last sequence when it was stored
+    (``Nats-Last-Sequence``), or ``seq - 1`` for a stream's first (ever, or after the
+    server removed every earlier message of it).
 
-    A stream's first message (ever, or after its messages expired) has no
-    predecessor. Like the memory backend, whose new stream starts above an
-    offset base, it reports ``seq - 1``: a sequence below its own but above
-    the one its appender used up on
-    :attr:`~wsgate.backends.nats_names.Names.hist_start` just before, so never
-    an offset of this stream. A node that last saw an offset of the stream's
-    previous life therefore always detects the gap.
+    Like the memory backend, whose new stream starts above an offset base, a
+    first message reports ``seq - 1``: below its own offset and at or above
+    every offset the stream had before, so a node that last saw an offset of
+    an earlier incarnation detects the gap unless that offset is ``seq - 1``
+    itself — in which case nothing of the stream was published in between,
+    and the chain it sees is true. Whether an offset of an earlier
+    incarnation can be *recovered* is decided by
+    :class:`~wsgate.backends.nats_stores.NatsHistory` from timestamps, not
+    from this value.
     """
-    return stored_prev if stored_prev else seq - 1
+    return last_seq if last_seq else seq - 1
 
 
 _NAMES = {_PUB: "publish", _STREAM: "publish_stream", _SUB: "subscribe", _BARRIER: "flush"}

@@ -23,7 +23,7 @@ from nats.js import api
 
 from wsgate.backends.nats_names import Names
 
-__all__ = ["Jet", "Stored", "WrongLastSequence"]
+__all__ = ["CLOCK_MARGIN_S", "Jet", "Stored", "WrongLastSequence", "hist_max_age"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,28 @@ _WRONG_LAST_RE = re.compile(r"wrong last sequence: (\d+)")
 _STREAM_IN_USE = 10058
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 _BATCH = 256
+
+CLOCK_MARGIN_S = 5.0
+"""Allowed skew between a node's wall clock and the server's, in history expiry."""
+
+
+def hist_max_age(history_ttl_s: float) -> float:
+    """How long the server keeps a history message: ``2 * ttl + margin``.
+
+    Logically a message expires ``ttl`` after its append (readers filter by
+    its timestamp); the server keeps it longer so that a message it has
+    removed is always more than ``ttl`` older than every message still
+    alive, which is what lets :class:`~wsgate.backends.nats_stores.NatsHistory`
+    tell a stream's first message from one whose predecessor expired.
+    """
+    return 2 * history_ttl_s + CLOCK_MARGIN_S
+
+
+def _republish(config: api.StreamConfig) -> tuple[str, str, bool] | None:
+    rp = config.republish
+    if rp is None:
+        return None
+    return (rp.src or "", rp.dest or "", bool(rp.headers_only))
 
 
 class Stored(NamedTuple):
@@ -60,6 +82,8 @@ class Jet:
         self.names = names
         self.timeout = timeout
         self.js = nc.jetstream(timeout=timeout)
+        self.hist_first_seq = 0
+        """The history stream's first sequence (its ``first_seq``), once ensured."""
 
     async def ensure_streams(self, history_size: int, history_ttl_s: float) -> None:
         """Create both streams, or bring an existing one to these limits.
@@ -67,17 +91,25 @@ class Jet:
         The history stream starts at the current time in microseconds
         (``first_seq``), so its sequence numbers — the offsets — are never 0
         and keep increasing even if the stream is deleted and created again.
+        It keeps one message per subject more than ``history_size`` (the
+        newest evicted one: its sequence is the exact eviction boundary) for
+        :func:`hist_max_age`, and republishes every channel message to the
+        channel's broker subject, with its sequence and the subject's
+        previous sequence in headers.
         """
         names = self.names
-        await self._ensure(
+        self.hist_first_seq = await self._ensure(
             api.StreamConfig(
                 name=names.hist_stream,
                 subjects=names.hist_subjects,
-                max_msgs_per_subject=max(history_size, 1),
-                max_age=history_ttl_s,
+                max_msgs_per_subject=max(history_size, 0) + 1,
+                max_age=hist_max_age(history_ttl_s),
                 allow_direct=True,
                 discard=api.DiscardPolicy.OLD,
                 first_seq=int(time.time() * 1_000_000),
+                republish=api.RePublish(
+                    src=names.hist_republish_src, dest=names.hist_republish_dest
+                ),
             ),
         )
         await self._ensure(
@@ -91,28 +123,37 @@ class Jet:
             ),
         )
 
-    async def _ensure(self, config: api.StreamConfig) -> None:
+    async def _ensure(self, config: api.StreamConfig) -> int:
+        """Create or update the stream; return its ``first_seq`` (0: not set)."""
         assert config.name is not None
         try:
             info = await self.js.stream_info(config.name)
         except nats.js.errors.NotFoundError:
             try:
-                await self.js.add_stream(config)
+                info = await self.js.add_stream(config)
             except nats.js.errors.APIError as err:
                 if err.err_code != _STREAM_IN_USE:  # another node created it first
                     raise
-            return
+                info = await self.js.stream_info(config.name)
+            return info.config.first_seq or 0
         have = info.config
-        if (have.max_msgs_per_subject, have.max_age or 0.0) != (
+        if (have.max_msgs_per_subject, have.max_age or 0.0, _republish(have)) != (
             config.max_msgs_per_subject,
             config.max_age or 0.0,
+            _republish(config),
         ):
             log.warning("updating stream %s to this node's limits", config.name)
             have.max_msgs_per_subject = config.max_msgs_per_subject
             have.max_age = config.max_age
+            have.republish = config.republish
             await self.js.update_stream(have)
+        return have.first_seq or 0
 
     # Writes ------------------------------------------------------------------
+
+    async def append(self, subject: str, data: bytes) -> None:
+        """Store ``data`` without waiting for (or asking for) an ack: one core publish."""
+        await self.nc.publish(subject, data)
 
     async def publish(
         self,
@@ -161,6 +202,18 @@ class Jet:
         msg = await self.nc.request(
             f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", timeout=self.timeout
         )
+        hdrs = dict(msg.headers or {})
+        status = hdrs.get("Status")
+        if status == "404":
+            return None
+        if status:
+            raise nats.js.errors.APIError(code=int(status), description=hdrs.get("Description"))
+        return Stored(hdrs["Nats-Subject"], int(hdrs["Nats-Sequence"]), msg.data, hdrs)
+
+    async def get(self, stream: str, seq: int) -> Stored | None:
+        """The message at sequence ``seq`` of ``stream`` (any subject), or ``None``."""
+        req = json.dumps({"seq": seq}).encode()
+        msg = await self.nc.request(f"$JS.API.DIRECT.GET.{stream}", req, timeout=self.timeout)
         hdrs = dict(msg.headers or {})
         status = hdrs.get("Status")
         if status == "404":

@@ -13,7 +13,11 @@ can nest inside another):
 
 - ``P.msg.<kind>.<rest>`` — broker subject of the logical ``<kind>.<rest>``
   (core NATS, nothing stored);
-- ``P.hist.<stream>`` — channel history, in the JetStream stream ``<N>_hist``;
+- ``P.hist.<stream>`` — channel history, in the JetStream stream ``<N>_hist``,
+  which *republishes* every message stored there to ``P.msg.chan.<stream>``
+  (the broker subject of ``chan.<stream>``: same token, same escape);
+- ``P.hist._.sync`` — empty messages in the same stream whose ack orders a
+  plain publish after the stream publishes before it (never republished);
 - ``P.pres|beat|lim|cnt|reg.…`` — cluster state, one message per subject, in
   the JetStream stream ``<N>_state``.
 
@@ -27,18 +31,29 @@ import hashlib
 import re
 
 __all__ = [
-    "HDR_OFFSET",
-    "HDR_PREV",
+    "HDR_LAST_SEQUENCE",
+    "HDR_SEQUENCE",
+    "HDR_STREAM",
+    "HDR_TIME_STAMP",
+    "STREAM_KIND",
     "Names",
     "decode_token",
     "encode_token",
     "stream_base_name",
 ]
 
-HDR_OFFSET = "Wsgate-Offset"
-"""Header of a broker message published by ``publish_stream``: its stream offset."""
-HDR_PREV = "Wsgate-Prev"
-"""Header of a history message (and its broker copy): the offset before it, 0 if none."""
+HDR_STREAM = "Nats-Stream"
+"""Header the server sets on a republished message: the stream that stored it."""
+HDR_SEQUENCE = "Nats-Sequence"
+"""Header of a republished (and a direct-get) message: its stream sequence, the offset."""
+HDR_LAST_SEQUENCE = "Nats-Last-Sequence"
+"""Header of a republished message: the sequence of the message stored last on the same
+subject when it was stored (0: none), i.e. its ``prev``."""
+HDR_TIME_STAMP = "Nats-Time-Stamp"
+"""Header of a republished and a direct-get message: when the server stored it (RFC 3339)."""
+
+STREAM_KIND = "chan"
+"""The only logical subject kind ``publish_stream`` serves: ``chan.<stream>``."""
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _ESCAPE = re.compile(r"=([0-9A-F]{2})")
@@ -113,15 +128,32 @@ class Names:
     def hist(self, stream: str) -> str:
         return f"{self.root}.hist.{encode_token(stream)}"
 
+    def stream_subject(self, stream: str) -> str:
+        """The logical broker subject the history of ``stream`` is republished to."""
+        return f"{STREAM_KIND}.{stream}"
+
     @property
-    def hist_start(self) -> str:
+    def hist_sync(self) -> str:
         """A subject of the history stream that no channel's can equal (two tokens).
 
-        A stream's first append publishes here first, to use up one sequence
-        number, so the first offset's ``prev`` (``offset - 1``) is never an
-        offset a channel had before (see ``NatsBroker``).
+        The broker publishes an empty message here, awaiting its ack, when a
+        plain publish follows a stream publish on one subject: the server
+        stores (and republishes) one connection's messages to the stream in
+        order and acks only after republishing, so the ack orders the plain
+        publish after them. Not republished (``hist_republish_src`` matches
+        one token).
         """
-        return f"{self.root}.hist._.start"
+        return f"{self.root}.hist._.sync"
+
+    @property
+    def hist_republish_src(self) -> str:
+        """The history subjects the stream republishes: ``P.hist.<stream>``."""
+        return f"{self.root}.hist.*"
+
+    @property
+    def hist_republish_dest(self) -> str:
+        """Where they go: ``P.msg.chan.<stream>`` (the token is carried over as is)."""
+        return f"{self.root}.msg.{encode_token(STREAM_KIND)}.{{{{wildcard(1)}}}}"
 
     def state(self, kind: str, *parts: str) -> str:
         """``P.<kind>.<part>…`` in the state stream; ``*`` and ``>`` pass through as wildcards."""
