@@ -10,12 +10,18 @@ Answers every ``echo/*`` invocation with one reply ``{"type": "echo/PONG",
   encoded;
 - ``raw``: one bare aiohttp handler that verifies nothing and copies the
   payload through as raw JSON (``msgspec.Raw``, never decoded) — the floor of
-  an aiohttp service, to tell the gateway's cost from the service's.
+  an aiohttp service, to tell the gateway's cost from the service's;
+- ``lean``: no aiohttp at all — a bare ``asyncio.Protocol`` HTTP/1.1
+  keep-alive server that verifies the signature
+  (``wsgate.routing.signature.verify``) and answers
+  ``{"reply":[{"type":"echo/PONG","payload":<the payload, raw>}]}`` with a
+  ``Content-Length``: what a fast service costs, so that the gateway's own
+  cost shows.
 
 Both run on uvloop with the access log off (a log line per request would be
 the benchmark). Run as a subprocess::
 
-    python bench/echo_service.py --port 9000 [--mode sdk|raw] [--cpu 1]
+    python bench/echo_service.py --port 9000 [--mode sdk|raw|lean] [--cpu 1]
 
 ``--cpu`` pins the process (all its threads: it pins itself first thing).
 It prints ``echo-service: listening on http://127.0.0.1:<port>/actions``
@@ -28,13 +34,16 @@ import argparse
 import asyncio
 import os
 import signal
-from typing import Any, Final
+import time
+from typing import Any, Final, cast
 
 import msgspec
 import uvloop
 from aiohttp import web
 
-__all__ = ["SECRET", "main", "raw_app", "sdk_app"]
+from wsgate.routing.signature import verify
+
+__all__ = ["SECRET", "LeanEcho", "main", "raw_app", "sdk_app"]
 
 SECRET: Final = "bench-secret"
 PATH: Final = "/actions"
@@ -88,7 +97,99 @@ def raw_app() -> web.Application:
     return app
 
 
+_MAX_REQUEST: Final = 1 << 20
+
+
+class LeanEcho(asyncio.Protocol):
+    """The ``lean`` service: one keep-alive HTTP/1.1 connection, no framework.
+
+    Reads ``POST`` requests with a ``Content-Length`` body (one after another,
+    pipelined or not), checks ``X-Wsgate-Signature`` and answers the echo.
+    401 for a bad signature, 400 for a body that is not an invocation, 411/413
+    for a missing/huge length (then closes).
+    """
+
+    __slots__ = ("buf", "transport")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        out: list[bytes] = []
+        while buf:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > 65536:
+                    return self._bail(out, b"431 Request Header Fields Too Large")
+                break
+            length = -1
+            signature = None
+            for line in buf[:end].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                lname = name.lower()
+                if lname == b"content-length":
+                    length = int(value) if value.strip().isdigit() else -2
+                elif lname == b"x-wsgate-signature":
+                    signature = value.strip().decode("latin-1")
+            if length < 0:
+                return self._bail(out, b"411 Length Required")
+            if length > _MAX_REQUEST:
+                return self._bail(out, b"413 Payload Too Large")
+            start = end + 4
+            if len(buf) < start + length:
+                break
+            body = buf[start : start + length]
+            buf = buf[start + length :]
+            out.append(_answer(body, signature))
+        self.buf = buf
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+
+    def _bail(self, out: list[bytes], status: bytes) -> None:
+        self.buf = b""
+        if self.transport is not None:
+            out.append(b"HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % status)
+            self.transport.write(b"".join(out))
+            self.transport.close()
+
+
+_lean_decode: Final = msgspec.json.Decoder(_Invocation).decode
+
+
+def _answer(body: bytes, signature: str | None) -> bytes:
+    if not verify(SECRET, signature, body, time.time()):
+        return b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n"
+    try:
+        payload = _lean_decode(body).action.payload
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+    out = b'{"reply":[{"type":"echo/PONG","payload":%s}]}' % bytes(payload)
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(out),
+        out,
+    )
+
+
+async def serve_lean(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(LeanEcho, "127.0.0.1", port, backlog=1024)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"echo-service (lean): listening on http://127.0.0.1:{port}{PATH}", flush=True)
+    await stop.wait()
+    server.close()
+
+
 async def serve(port: int, mode: str) -> None:
+    if mode == "lean":
+        await serve_lean(port)
+        return
     app = sdk_app() if mode == "sdk" else raw_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -106,7 +207,7 @@ async def serve(port: int, mode: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--mode", choices=("sdk", "raw"), default="sdk")
+    parser.add_argument("--mode", choices=("sdk", "raw", "lean"), default="sdk")
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
     args = parser.parse_args()
     if args.cpu is not None and args.cpu in os.sched_getaffinity(0):

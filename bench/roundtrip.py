@@ -7,7 +7,9 @@ run in the same invocation, one after the other:
 
 - **gateway**: ``wsgate serve`` (subprocess, pinned to CPU 0) routing
   ``echo/*`` to ``bench/echo_service.py`` (aiohttp; the SDK by default,
-  ``--service raw`` for a bare handler; pinned to CPU 1 by default);
+  ``--service raw`` for a bare handler; ``--service lean``: no aiohttp, a
+  bare ``asyncio.Protocol`` HTTP/1.1 server checking the signature — what a
+  fast service costs; pinned to CPU 1 by default);
 - **reference**: ``bench/echo_reference.py``, a bare picows echo server
   (pinned to CPU 0): each text message straight back.
 
@@ -56,7 +58,7 @@ the flood, from the same gateway process, and their ratio.
 Usage::
 
     . .venv/bin/activate
-    python bench/roundtrip.py [--clients 100] [--seconds 10] [--service sdk|raw]
+    python bench/roundtrip.py [--clients 100] [--seconds 10] [--service sdk|raw|lean]
     python bench/roundtrip.py --flood 10 [--limits]
     python bench/roundtrip.py --profile /tmp/prof     # py-spy on the gateway
 
@@ -1099,8 +1101,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up before a window (2)")
     parser.add_argument("--payload", type=int, default=100, help="payload JSON bytes (100)")
     parser.add_argument(
-        "--service", choices=("sdk", "raw"), default="sdk",
-        help="echo service: the SDK (default) or a bare aiohttp handler",
+        "--service", choices=("sdk", "raw", "lean"), default="sdk",
+        help="echo service: the SDK (default), a bare aiohttp handler, or a bare asyncio one",
     )  # fmt: skip
     parser.add_argument(
         "--service-cpu", type=int, default=CLIENT_CPU,

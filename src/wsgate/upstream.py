@@ -4,9 +4,12 @@
 lifecycle observer. For an inbound action it looks the type up in the
 :class:`~wsgate.routing.table.RouteTable` (no route: the dispatcher answers
 ``NO_ROUTE``), checks the route's roles and ``meta.channel`` membership, and
-starts one task that calls the service and delivers its answer: ``reply``
+starts a call to the service and delivers its answer: ``reply``
 actions to the sender with ``meta.inReplyTo``, ``publish`` entries to their
 targets, failures as ``UPSTREAM_*`` errors without internal detail.
+There is no task per call: ``HttpInvoker.start`` writes the request on a
+pooled connection and calls back with the outcome; it uses a task of its own
+only when it must wait (for a slot or a new connection).
 
 Lifecycle events (``@@wsgate/CONNECTED``, ``DISCONNECTED``, ``JOINED``,
 ``LEFT``) go, with the connection's context and no reply, to the services
@@ -21,10 +24,12 @@ than queued, so one client cannot pile up work.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -39,6 +44,7 @@ from wsgate.protocol.envelope import Action, Meta, OutMeta, encode
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.http_invoker import HttpInvoker
 from wsgate.routing.instances import Service
+from wsgate.routing.results import InvocationResult
 from wsgate.routing.table import RouteTable
 from wsgate.typing import ChannelAddress
 
@@ -84,6 +90,14 @@ class Upstream:
         self._authorize_ttl = authorize_ttl_s
         self._verdicts: dict[tuple[str, str], tuple[ErrorCode | None, float]] = {}
         """(user or connection, channel) → (verdict, expiry): the authorize cache."""
+        self._rid_prefix = secrets.token_hex(6) + "-"
+        """Request ids: this process's random prefix and a counter (unique, no
+        system call per request)."""
+        self._rid_counter = itertools.count(1)
+        self._calls = 0
+        """Calls started with ``invoker.start`` and not answered yet (no task each)."""
+        self._settled: asyncio.Future[None] | None = None
+        """While draining: resolved when ``_calls`` drops to 0."""
 
     # Inbound actions -----------------------------------------------------------
 
@@ -110,7 +124,10 @@ class Upstream:
             )
             return True
         self._in_flight[conn.id] = busy + 1
-        self._spawn(self._call(conn, service, action, channel, rid))
+        self._calls += 1
+        self._invoker.start(
+            service, action, self.context(conn, channel), partial(self._answered, conn, rid)
+        )
         return True
 
     def _spawn(self, coro: Any) -> None:
@@ -130,26 +147,22 @@ class Upstream:
             teams=p.teams,
             roles=p.roles,
             node=self._gw.node_id,
-            requestId=secrets.token_hex(8),
+            requestId=f"{self._rid_prefix}{next(self._rid_counter):x}",
             receivedAt=time.time(),
         )
 
-    async def _call(
-        self,
-        conn: Connection,
-        service: Service,
-        action: Action,
-        channel: str | None,
-        rid: str | None,
+    def _answered(
+        self, conn: Connection, rid: str | None, result: InvocationResult | ErrorCode
     ) -> None:
-        try:
-            result = await self._invoker.invoke(service, action, self.context(conn, channel))
-        finally:
-            left = self._in_flight.get(conn.id, 1) - 1
-            if left <= 0:
-                self._in_flight.pop(conn.id, None)
-            else:
-                self._in_flight[conn.id] = left
+        """The outcome of a call started in :meth:`__call__`: deliver it."""
+        self._calls -= 1
+        if self._calls == 0 and self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+        left = self._in_flight.get(conn.id, 1) - 1
+        if left <= 0:
+            self._in_flight.pop(conn.id, None)
+        else:
+            self._in_flight[conn.id] = left
         if isinstance(result, ErrorCode):
             if not conn.closed:
                 conn.send_error(result, _MESSAGES.get(result, "upstream failure"), rid)
@@ -278,15 +291,31 @@ class Upstream:
     # Shutdown ----------------------------------------------------------------
 
     async def drain(self, timeout: float) -> int:
-        """Wait up to ``timeout`` s for in-flight calls; return how many were cut off."""
-        pending = set(self._tasks)
+        """Wait up to ``timeout`` s for in-flight calls; return how many were cut off.
+
+        Calls still running then are cancelled (hooks and events) or left to
+        the invoker's close (actions: their connections are dropped and their
+        callers told ``UPSTREAM_UNAVAILABLE``).
+        """
+        pending: set[asyncio.Future[Any]] = set(self._tasks)
+        if self._calls:
+            self._settled = asyncio.get_running_loop().create_future()
+            pending.add(self._settled)
         if not pending:
             return 0
-        _, still = await asyncio.wait(pending, timeout=timeout)
-        for task in still:
-            task.cancel()
-        return len(still)
+        try:
+            _, still = await asyncio.wait(pending, timeout=timeout)
+        finally:
+            settled, self._settled = self._settled, None
+        cut = 0
+        for fut in still:
+            if fut is settled:
+                cut += self._calls
+            else:
+                fut.cancel()
+                cut += 1
+        return cut
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        return len(self._tasks) + self._calls

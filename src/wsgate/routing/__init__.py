@@ -5,7 +5,8 @@
 - :class:`Service` / :class:`Instance` (``instances.py``): round robin over
   healthy instances, passive health with back-off;
 - :class:`HttpInvoker` (``http_invoker.py``): the signed POST and the mapping
-  of its outcomes to results or ``UPSTREAM_*`` codes;
+  of its outcomes to results or ``UPSTREAM_*`` codes, over the lean pooled
+  keep-alive HTTP/1.1 client of ``http1.py``;
 - :class:`InvocationContext` (``context.py``), :class:`InvocationResult`,
   :class:`Publish`, :class:`Target` (``results.py``): the bodies exchanged;
 - :func:`sign` / :func:`verify` (``signature.py``), :func:`ensure_traceparent`

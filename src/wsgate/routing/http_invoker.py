@@ -25,7 +25,11 @@ concurrency cap still full after timeout_ms    ``UPSTREAM_UNAVAILABLE``
 =============================================  ====================================
 
 A refused connection never delivered the request, so the call moves on to
-the next healthy instance, trying each instance at most once.
+the next healthy instance, trying each instance at most once. A pooled
+connection the service closed while it was idle is retried once on a fresh
+one (only when no byte of an answer came back; see :mod:`.http1`, the lean
+HTTP/1.1 client underneath, TLS included). ``timeout_ms`` bounds the whole
+call once it has a slot: connecting, failing over and the answer.
 "Instance down" means the instance is taken out for its back-off
 (:mod:`wsgate.routing.instances`); a malformed answer or a ``500`` is the
 service's bug on one request, not its instance's failure, so it does not
@@ -44,18 +48,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final, overload
 
-import aiohttp
 import msgspec
 
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
 from wsgate.routing.context import InvocationContext
+from wsgate.routing.http1 import (
+    ConnectFailed,
+    Http1Client,
+    HttpError,
+    ResponseTimeout,
+    Unanswered,
+)
 from wsgate.routing.instances import Instance, Service
 from wsgate.routing.results import InvocationResult, decode_result
 from wsgate.routing.signature import HEADER, sign
@@ -64,8 +75,6 @@ from wsgate.routing.trace import ensure_traceparent
 __all__ = ["HttpInvoker", "InvokerStats"]
 
 log = logging.getLogger(__name__)
-
-_CHUNK: Final = 65536
 
 
 class _Request(msgspec.Struct):
@@ -89,11 +98,13 @@ class InvokerStats:
 
 
 class HttpInvoker:
-    """Calls HTTP services over one pooled keep-alive ``aiohttp.ClientSession``.
+    """Calls HTTP services over pooled keep-alive connections (:mod:`.http1`).
 
-    The session is created on first use and closed by :meth:`aclose`; calls
+    The client is created on first use and closed by :meth:`aclose`; calls
     after :meth:`aclose` fail with ``UPSTREAM_UNAVAILABLE``. Cookies set by
-    services are ignored, redirects are not followed.
+    services are ignored, redirects are not followed. ``https://`` instances
+    are reached over TLS with ``ssl_context`` (default: the system's trust
+    store, hostname checked).
     """
 
     def __init__(
@@ -101,12 +112,18 @@ class HttpInvoker:
         *,
         max_response_bytes: int = 1 << 20,
         wall_clock: Callable[[], float] = time.time,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_timeout_s: float = 15.0,
     ) -> None:
         self._max_response_bytes = max_response_bytes
         """Larger answers are ``UPSTREAM_ERROR``."""
         self._wall_clock = wall_clock
         """Unix time, for signature timestamps."""
-        self._session: aiohttp.ClientSession | None = None
+        self._ssl_context = ssl_context
+        self._idle_timeout_s = idle_timeout_s
+        self._http: Http1Client | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        """Calls of :meth:`start` that needed a task."""
         self._closed = False
         self._latched: dict[str, set[str]] = {}
         """Failure kinds already logged per service, cleared by a success."""
@@ -143,23 +160,112 @@ class HttpInvoker:
             self.stats.notify_failures += 1
 
     async def aclose(self) -> None:
-        """Close the session and its pooled connections."""
+        """Close the client and its pooled connections."""
         self._closed = True
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.aclose()
+
+    def connections(self, url: str) -> tuple[int, int]:
+        """Open and idle pooled connections to ``url``."""
+        return (0, 0) if self._http is None else self._http.connections(url)
 
     # Internals
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"User-Agent": "wsgate"},
-                raise_for_status=False,
+    def _client(self) -> Http1Client:
+        if self._http is None:
+            if self._closed:  # a call that outlived aclose: a closed client refuses it
+                closed = Http1Client()
+                closed.closed = True
+                return closed
+            self._http = Http1Client(
+                max_response_bytes=self._max_response_bytes,
+                idle_timeout_s=self._idle_timeout_s,
+                ssl_context=self._ssl_context,
             )
-        return self._session
+        return self._http
+
+    def _headers(self, service: Service, body: bytes, context: InvocationContext, tp: str) -> bytes:
+        """The per-request header lines."""
+        cid = context.connectionId
+        rid = context.requestId
+        if not (cid + rid).isprintable():  # no CR/LF smuggled into the head
+            raise ValueError("connection or request id is not printable")
+        lines = f"X-Wsgate-Connection-Id: {cid}\r\ntraceparent: {tp}\r\n"
+        if rid:
+            lines += f"X-Wsgate-Request-Id: {rid}\r\n"
+        secret = service.pool.secret
+        if secret:
+            lines += f"{HEADER}: {sign(secret, body, int(self._wall_clock()))}\r\n"
+        return lines.encode()
+
+    def start(
+        self,
+        service: Service,
+        action: Action | Outbound,
+        context: InvocationContext,
+        done: Callable[[InvocationResult | ErrorCode], None],
+        traceparent: str | None = None,
+    ) -> None:
+        """Start a call; ``done`` gets what :meth:`invoke` would return, once, later.
+
+        The common case — a free slot and an idle pooled connection — costs
+        no task and no future: the request is written at once and ``done``
+        runs from the connection's callbacks. Otherwise (waiting for a slot,
+        connecting, the keep-alive race, failover) a task of the invoker's
+        finishes the call. ``done`` is never called from within ``start``;
+        an exception it raises is logged.
+        """
+        self.stats.calls += 1
+        http = self._http
+        pool = service.pool
+        if http is None or self._closed or not pool.slots.try_acquire():
+            self._spawn(self._call_then(service, action, context, traceparent, done))
+            return
+        call = _Call(self, service, done)  # holds the slot from here
+        try:
+            timeout_s = call.timeout_s = pool.timeout_ms / 1000
+            body = _encoder.encode(_Request(action, context))
+            headers = self._headers(service, body, context, ensure_traceparent(traceparent))
+            call.body, call.headers = body, headers
+            call.deadline = http.loop.time() + timeout_s
+            inst = pool.pick()
+            if inst is not None:
+                try:
+                    target = http.pool(inst.url)
+                except ConnectFailed:
+                    target = None  # a bad URL: the task marks it down and fails over
+                if target is not None:
+                    call.inst = inst
+                    call.request = request = target.encode(headers, body)
+                    if target.start_idle(request, call.deadline, call.on_answer):
+                        return
+            self._spawn(call.attempts(inst, reuse=True))
+        except Exception:
+            log.exception("service %s: invocation failed unexpectedly", service.name)
+            self.stats.failures[ErrorCode.INTERNAL] += 1
+            http.loop.call_soon(call.finish, ErrorCode.INTERNAL)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _call_then(
+        self,
+        service: Service,
+        action: Action | Outbound,
+        context: InvocationContext,
+        traceparent: str | None,
+        done: Callable[[InvocationResult | ErrorCode], None],
+    ) -> None:
+        result: InvocationResult | ErrorCode = ErrorCode.UPSTREAM_UNAVAILABLE
+        try:
+            result = await self._call(service, action, context, traceparent, count=False)
+        finally:  # cancelled (shutdown): the caller still hears of it
+            _tell(done, result)
 
     async def _call(
         self,
@@ -167,14 +273,18 @@ class HttpInvoker:
         action: Action | Outbound,
         context: InvocationContext,
         traceparent: str | None,
+        *,
+        count: bool = True,
     ) -> InvocationResult | ErrorCode:
-        self.stats.calls += 1
+        if count:
+            self.stats.calls += 1
         if self._closed:
             return self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "invoker closed")
         try:
-            timeout_s = service.timeout_ms / 1000
-            slots = service.pool.slots
-            if slots.locked():
+            pool = service.pool
+            timeout_s = pool.timeout_ms / 1000
+            slots = pool.slots
+            if not slots.try_acquire():
                 try:
                     async with asyncio.timeout(timeout_s):
                         await slots.acquire()
@@ -182,30 +292,13 @@ class HttpInvoker:
                     return self._fail(
                         service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "concurrency cap full"
                     )
-            else:
-                await slots.acquire()  # free: returns at once
             try:
                 body = _encoder.encode(_Request(action, context))
-                headers = {
-                    "Content-Type": "application/json",
-                    "X-Wsgate-Connection-Id": context.connectionId,
-                    "traceparent": ensure_traceparent(traceparent),
-                }
-                if context.requestId:
-                    headers["X-Wsgate-Request-Id"] = context.requestId
-                if service.secret:
-                    headers[HEADER] = sign(service.secret, body, int(self._wall_clock()))
-                # An instance that refuses the connection never saw the request,
-                # so the next healthy one gets it: at most one try per instance.
-                for _ in range(max(1, len(service.pool.instances))):
-                    inst = service.pick()
-                    if inst is None:
-                        break
-                    result = await self._post(service, inst, body, headers, timeout_s)
-                    if result is not None:
-                        return result
-                return self._fail(
-                    service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "no healthy instance"
+                headers = self._headers(service, body, context, ensure_traceparent(traceparent))
+                http = self._client()
+                deadline = http.loop.time() + timeout_s
+                return await self._attempts(
+                    service, http, None, body, headers, deadline, timeout_s, reuse=True
                 )
             finally:
                 slots.release()
@@ -214,74 +307,89 @@ class HttpInvoker:
             self.stats.failures[ErrorCode.INTERNAL] += 1
             return ErrorCode.INTERNAL
 
-    async def _post(
+    async def _attempts(
+        self,
+        service: Service,
+        http: Http1Client,
+        inst: Instance | None,
+        body: bytes,
+        headers: bytes,
+        deadline: float,
+        timeout_s: float,
+        *,
+        reuse: bool,
+    ) -> InvocationResult | ErrorCode:
+        """POST to ``inst`` (or the next picked), failing over past the unreachable.
+
+        An instance that refuses the connection never saw the request, so the
+        next healthy one gets it: at most one try per instance.
+        """
+        pool = service.pool
+        for _ in range(max(1, len(pool.instances))):
+            if inst is None:
+                inst = pool.pick()
+                if inst is None:
+                    break
+            try:
+                target = http.pool(inst.url)
+                status, data = await target.send(
+                    target.encode(headers, body), deadline, reuse=reuse
+                )
+            except HttpError as exc:
+                result = self._outcome(service, inst, 0, None, exc, timeout_s)
+            else:
+                result = self._outcome(service, inst, status, data, None, timeout_s)
+            if result is not None:
+                return result
+            inst, reuse = None, True
+        return self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "no healthy instance")
+
+    def _outcome(
         self,
         service: Service,
         inst: Instance,
-        body: bytes,
-        headers: dict[str, str],
+        status: int,
+        data: bytes | None,
+        exc: HttpError | None,
         timeout_s: float,
     ) -> InvocationResult | ErrorCode | None:
-        """One POST to ``inst``; ``None`` when it was not reached (it is down now)."""
-        try:
-            async with self._client().post(
-                inst.url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-                allow_redirects=False,
-            ) as resp:
-                status = resp.status
-                if status == 200:
-                    data = await self._read(resp)
-                elif status in (202, 204):
-                    return self._ok(service, inst, InvocationResult())
-                elif status == 403:
-                    # The service refuses this action (or, as a connect hook, this
-                    # connection): the client is told FORBIDDEN; the instance is fine.
-                    self.stats.failures[ErrorCode.FORBIDDEN] += 1
-                    return self._ok(service, inst, None)
-                else:
-                    # 500/501 come from the handler of this one request: the
-                    # instance is alive, and taking it out would let one bad
-                    # action make the whole service unavailable. 502/503/504
-                    # and the rest mean the instance (or its proxy) is in trouble.
-                    down = status >= 500 and status not in (500, 501)
-                    return self._fail(
-                        service, inst, ErrorCode.UPSTREAM_ERROR, f"HTTP {status}", down=down
+        """Map one POST's outcome; ``None`` when ``inst`` was not reached (it is down now)."""
+        if exc is not None:
+            if self._closed:  # cut off by aclose: not the instance's fault
+                return self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "invoker closed")
+            if isinstance(exc, ResponseTimeout):
+                reason = f"no answer in {timeout_s:g}s"
+                return self._fail(service, inst, ErrorCode.UPSTREAM_TIMEOUT, reason, down=True)
+            if isinstance(exc, ConnectFailed):
+                if service.mark_failed(inst):
+                    log.warning(
+                        "service %s: instance %s unreachable: %s", service.name, inst.url, exc
                     )
-        except TimeoutError:
-            return self._fail(
-                service, inst, ErrorCode.UPSTREAM_TIMEOUT, f"no answer in {timeout_s:g}s", down=True
-            )
-        except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
-            if service.mark_failed(inst):
-                log.warning("service %s: instance %s unreachable: %s", service.name, inst.url, exc)
-            return None
-        except aiohttp.ClientError as exc:
+                return None
+            # dropped mid-answer, not HTTP
             reason = f"{type(exc).__name__}: {exc}"
             return self._fail(service, inst, ErrorCode.UPSTREAM_ERROR, reason, down=True)
-        if data is None:
-            reason = f"answer over {self._max_response_bytes} bytes"
-            return self._fail(service, inst, ErrorCode.UPSTREAM_ERROR, reason)
-        result = decode_result(data)
-        if isinstance(result, str):
-            return self._fail(service, inst, ErrorCode.UPSTREAM_ERROR, f"bad answer: {result}")
-        return self._ok(service, inst, result)
-
-    async def _read(self, resp: aiohttp.ClientResponse) -> bytes | None:
-        """The body, or ``None`` past ``max_response_bytes`` (read no further)."""
-        limit = self._max_response_bytes
-        if resp.content_length is not None and resp.content_length > limit:
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(_CHUNK):  # ends by limit or EOF
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
+        if status == 200:
+            if data is None:
+                reason = f"answer over {self._max_response_bytes} bytes"
+                return self._fail(service, inst, ErrorCode.UPSTREAM_ERROR, reason)
+            result = decode_result(data)
+            if isinstance(result, str):
+                return self._fail(service, inst, ErrorCode.UPSTREAM_ERROR, f"bad answer: {result}")
+            return self._ok(service, inst, result)
+        if status == 202 or status == 204:
+            return self._ok(service, inst, InvocationResult())
+        if status == 403:
+            # The service refuses this action (or, as a connect hook, this
+            # connection): the client is told FORBIDDEN; the instance is fine.
+            self.stats.failures[ErrorCode.FORBIDDEN] += 1
+            return self._ok(service, inst, None)
+        # 500/501 come from the handler of this one request: the instance is
+        # alive, and taking it out would let one bad action make the whole
+        # service unavailable. 502/503/504 and the rest mean the instance (or
+        # its proxy) is in trouble.
+        down = status >= 500 and status not in (500, 501)
+        return self._fail(service, inst, ErrorCode.UPSTREAM_ERROR, f"HTTP {status}", down=down)
 
     @overload
     def _ok(
@@ -327,3 +435,89 @@ class HttpInvoker:
             where = inst.url if inst is not None else "-"
             log.warning("service %s (%s): %s: %s", service.name, where, code, reason)
         return code
+
+
+def _tell(
+    done: Callable[[InvocationResult | ErrorCode], None], result: InvocationResult | ErrorCode
+) -> None:
+    try:
+        done(result)
+    except Exception:
+        log.exception("invocation callback failed")
+
+
+class _Call:
+    """A call started by :meth:`HttpInvoker.start`; it holds a slot until finished."""
+
+    __slots__ = (
+        "body",
+        "deadline",
+        "done",
+        "headers",
+        "inst",
+        "invoker",
+        "request",
+        "service",
+        "timeout_s",
+    )
+
+    def __init__(
+        self,
+        invoker: HttpInvoker,
+        service: Service,
+        done: Callable[[InvocationResult | ErrorCode], None],
+    ) -> None:
+        self.invoker = invoker
+        self.service = service
+        self.done = done
+        self.inst: Instance | None = None
+        self.body = b""
+        self.headers = b""
+        self.request = b""
+        self.deadline = 0.0
+        self.timeout_s = 0.0
+
+    def on_answer(self, status: int, data: bytes | None, exc: HttpError | None) -> None:
+        """The pooled connection's answer (from the protocol's callbacks)."""
+        invoker = self.invoker
+        inst = self.inst
+        assert inst is not None
+        if isinstance(exc, Unanswered):  # the keep-alive race: once, on a fresh connection
+            invoker._spawn(self.attempts(inst, reuse=False))
+            return
+        try:
+            result = invoker._outcome(self.service, inst, status, data, exc, self.timeout_s)
+        except Exception:
+            log.exception("service %s: invocation failed unexpectedly", self.service.name)
+            invoker.stats.failures[ErrorCode.INTERNAL] += 1
+            result = ErrorCode.INTERNAL
+        if result is None:  # not reached (cannot happen on a pooled connection)
+            invoker._spawn(self.attempts(None, reuse=True))
+            return
+        self.finish(result)
+
+    async def attempts(self, inst: Instance | None, *, reuse: bool) -> None:
+        """The rest of the call, in a task: connect, fail over."""
+        invoker = self.invoker
+        result: InvocationResult | ErrorCode = ErrorCode.UPSTREAM_UNAVAILABLE
+        try:
+            result = await invoker._attempts(
+                self.service,
+                invoker._client(),
+                inst,
+                self.body,
+                self.headers,
+                self.deadline,
+                self.timeout_s,
+                reuse=reuse,
+            )
+        except Exception:
+            log.exception("service %s: invocation failed unexpectedly", self.service.name)
+            invoker.stats.failures[ErrorCode.INTERNAL] += 1
+            result = ErrorCode.INTERNAL
+        finally:  # cancelled (shutdown) included
+            self.finish(result)
+
+    def finish(self, result: InvocationResult | ErrorCode) -> None:
+        self.service.pool.slots.release()
+        _tell(self.done, result)

@@ -17,10 +17,11 @@ Every loop here runs over one service's instances only.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from typing import Final, Literal
 
-__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "Instance", "Service", "ServicePool"]
+__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "Instance", "Service", "ServicePool", "Slots"]
 
 BACKOFF_MIN_S: Final = 5.0
 BACKOFF_MAX_S: Final = 60.0
@@ -50,6 +51,62 @@ class Instance:
 
     def healthy(self, now: float) -> bool:
         return self.down_until <= now
+
+
+class Slots:
+    """A limit on calls in flight, with a synchronous fast path.
+
+    Like :class:`asyncio.Semaphore` (FIFO waiters, a released slot is handed
+    straight to the oldest waiter), but :meth:`locked` and :meth:`try_acquire`
+    are one comparison (``Semaphore.locked`` scans its waiters).
+    """
+
+    __slots__ = ("_free", "_waiters", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def free(self) -> int:
+        """Slots not taken."""
+        return self._free
+
+    def locked(self) -> bool:
+        """Tell whether a call would have to wait."""
+        return self._free <= 0
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free; never waits."""
+        if self._free > 0:
+            self._free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in line for one (cancel to stop waiting)."""
+        if self._free > 0:
+            self._free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a slot just as we gave up: pass it on
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the oldest waiter, else to the free count."""
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._free += 1
 
 
 class ServicePool:
@@ -99,7 +156,7 @@ class ServicePool:
         self.next_expiry = float("inf")
         """Earliest ``expires_at`` of the instances: one comparison tells
         whether any may have expired."""
-        self.slots = asyncio.Semaphore(max_concurrency)
+        self.slots = Slots(max_concurrency)
         """Concurrent calls in flight to this service (all instances)."""
         self._next = 0
 

@@ -3,17 +3,19 @@
 A valid incoming ``traceparent`` is passed through unchanged (the gateway
 records no spans of its own); a missing or malformed one is replaced by a
 fresh one (random trace and parent ids, sampled flag set), so every
-invocation carries one.
+invocation carries one. Trace ids identify, they protect nothing: they come
+from a Mersenne Twister seeded from the OS (no system call per id).
 """
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from typing import Final
 
 __all__ = ["ensure_traceparent", "new_traceparent", "valid_traceparent"]
 
+_getrandbits: Final = random.getrandbits  # seeded from os.urandom, reseeded after fork
 _RE: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 
 
@@ -29,7 +31,7 @@ def valid_traceparent(value: str | None) -> bool:
 
 def new_traceparent() -> str:
     """A fresh ``traceparent``: version 00, random ids, sampled."""
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    return f"00-{_getrandbits(128) or 1:032x}-{_getrandbits(64) or 1:016x}-01"
 
 
 def ensure_traceparent(value: str | None) -> str:
