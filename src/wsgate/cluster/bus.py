@@ -88,8 +88,8 @@ class ClusterBus:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._receivers = {
             env.CHANNEL: self._on_channel,
-            env.HUB: self._on_hub,
-            env.USER: self._on_user,
+            env.HUB: self._on_spread,
+            env.USER: self._on_spread,
             env.CONNECTION: self._on_connection,
             env.PRESENCE: self.presence.on_diff,
             env.CONTROL: self._on_control,
@@ -300,20 +300,11 @@ class ClusterBus:
                 self._deliver_channel(envelope, offset, prev)
                 last = offset
 
-    def _on_hub(self, envelope: env.Envelope, offset: int, prev: int) -> None:
+    def _on_spread(self, envelope: env.Envelope, offset: int, prev: int) -> None:
+        """A hub's or user's delivery from another node (ours went out at once)."""
         if envelope.origin != self.node:
-            self._gw.fanout.deliver_hub(
-                envelope.target,
-                envelope.type,
-                msgspec.Raw(envelope.payload),
-                self._origin(envelope),
-                ConnectionId(envelope.exclude) if envelope.exclude else None,
-                envelope.error,
-            )
-
-    def _on_user(self, envelope: env.Envelope, offset: int, prev: int) -> None:
-        if envelope.origin != self.node:
-            self._gw.fanout.deliver_user(
+            self._gw.fanout.deliver_local(
+                envelope.kind,
                 envelope.target,
                 envelope.type,
                 msgspec.Raw(envelope.payload),

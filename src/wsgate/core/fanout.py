@@ -165,24 +165,7 @@ class Fanout:
         error: bool = False,
     ) -> int:
         """Deliver to every connection of a hub (and, in a cluster, the other nodes')."""
-        if self.bus is not None:
-            self.bus.send("hub", hub_id, type_, payload, origin, exclude, error)
-        return self.deliver_hub(hub_id, type_, payload, origin, exclude, error)
-
-    def deliver_hub(
-        self,
-        hub_id: str,
-        type_: str,
-        payload: Any,
-        origin: From | None = None,
-        exclude: ConnectionId | None = None,
-        error: bool = False,
-    ) -> int:
-        hub = self._gw.pool.hubs.get(HubId(hub_id))
-        if hub is None:
-            return 0
-        data = encode(Outbound(type_, payload, OutMeta(hub_id, from_=origin), error))
-        return _send_all(hub.members.values(), data, exclude)
+        return self._spread("hub", hub_id, type_, payload, origin, exclude, error)
 
     def to_user(
         self,
@@ -194,24 +177,48 @@ class Fanout:
         error: bool = False,
     ) -> int:
         """Deliver to every connection (tab) of ``user`` (on every node, in a cluster)."""
-        if self.bus is not None:
-            self.bus.send("user", user, type_, payload, origin, exclude, error)
-        return self.deliver_user(user, type_, payload, origin, exclude, error)
+        return self._spread("user", user, type_, payload, origin, exclude, error)
 
-    def deliver_user(
+    def _spread(
         self,
-        user: str,
+        kind: str,
+        target: str,
+        type_: str,
+        payload: Any,
+        origin: From | None,
+        exclude: ConnectionId | None,
+        error: bool,
+    ) -> int:
+        if self.bus is not None:
+            self.bus.send(kind, target, type_, payload, origin, exclude, error)
+        return self.deliver_local(kind, target, type_, payload, origin, exclude, error)
+
+    def deliver_local(
+        self,
+        kind: str,
+        target: str,
         type_: str,
         payload: Any,
         origin: From | None = None,
         exclude: ConnectionId | None = None,
         error: bool = False,
     ) -> int:
-        tabs = self._gw.pool.users.get(UserId(user))
-        if not tabs:
+        """Deliver to this node's connections of a hub (``kind="hub"``) or user (``"user"``).
+
+        Hub deliveries name the hub in ``meta.channel``; neither carries an offset.
+        """
+        pool = self._gw.pool
+        if kind == "hub":
+            hub = pool.hubs.get(HubId(target))
+            members = None if hub is None else hub.members
+            meta: OutMeta | None = OutMeta(target, from_=origin)
+        else:
+            members = pool.users.get(UserId(target))
+            meta = OutMeta(from_=origin) if origin else None
+        if not members:
             return 0
-        data = encode(Outbound(type_, payload, OutMeta(from_=origin) if origin else None, error))
-        return _send_all(tabs.values(), data, exclude)
+        data = encode(Outbound(type_, payload, meta, error))
+        return _send_all(members.values(), data, exclude)
 
     def to_connection(
         self,
