@@ -166,6 +166,8 @@ class RoutingConfig(_Section):
     """How long an authorize hook's allow or deny is reused for the same user and channel."""
     max_in_flight: Positive = 16
     """Requests one connection may have waiting on services; past it ``RATE_LIMITED``."""
+    max_in_flight_per_user: NonNegative = 64
+    """The same for all of one user's connections together (0: no per-user cap)."""
 
 
 RateText = Annotated[str, msgspec.Meta(pattern=r"^(\d+/\d*(ms|s|m|h))?$")]

@@ -149,6 +149,7 @@ class Node:
             self.routes,
             self.invoker,
             max_in_flight=config.routing.max_in_flight,
+            max_in_flight_per_user=config.routing.max_in_flight_per_user,
             authorize_ttl_s=config.routing.authorize_cache_s,
         )
         self.gateway.dispatcher.upstream = self.upstream

@@ -16,8 +16,9 @@ Lifecycle events (``@@wsgate/CONNECTED``, ``DISCONNECTED``, ``JOINED``,
 whose routes match those types — the counterpart of AWS's ``$connect`` and
 ``$disconnect``.
 
-In-flight requests per connection are capped (``max_in_flight``); past the
-cap the action is refused with ``RATE_LIMITED`` and ``retryAfterMs`` rather
+In-flight requests per connection (``max_in_flight``) and per user, all tabs
+together (``max_in_flight_per_user``), are capped; past a cap the action is
+refused with ``RATE_LIMITED`` and ``retryAfterMs`` rather
 than queued, so one client cannot pile up work.
 """
 
@@ -79,6 +80,7 @@ class Upstream:
         invoker: HttpInvoker,
         *,
         max_in_flight: int = 16,
+        max_in_flight_per_user: int = 64,
         authorize_ttl_s: float = 30.0,
     ) -> None:
         self._gw = gateway
@@ -86,6 +88,9 @@ class Upstream:
         self._invoker = invoker
         self._max_in_flight = max_in_flight
         self._in_flight: dict[str, int] = {}
+        self._max_per_user = max_in_flight_per_user
+        self._user_flight: dict[str, int] = {}
+        """Calls in flight per user, all tabs together (0: no per-user cap)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._authorize_ttl = authorize_ttl_s
         self._verdicts: dict[tuple[str, str], tuple[ErrorCode | None, float]] = {}
@@ -123,6 +128,18 @@ class Upstream:
                 retry_after_ms=100,
             )
             return True
+        user = conn.principal.sub
+        if user and self._max_per_user:
+            mine = self._user_flight.get(user, 0)
+            if mine >= self._max_per_user:
+                conn.send_error(
+                    ErrorCode.RATE_LIMITED,
+                    f"at most {self._max_per_user} requests in flight per user",
+                    rid,
+                    retry_after_ms=100,
+                )
+                return True
+            self._user_flight[user] = mine + 1
         self._in_flight[conn.id] = busy + 1
         self._calls += 1
         self._invoker.start(
@@ -163,6 +180,13 @@ class Upstream:
             self._in_flight.pop(conn.id, None)
         else:
             self._in_flight[conn.id] = left
+        user = conn.principal.sub
+        if user and self._max_per_user:
+            mine = self._user_flight.get(user, 1) - 1
+            if mine <= 0:
+                self._user_flight.pop(user, None)
+            else:
+                self._user_flight[user] = mine
         if isinstance(result, ErrorCode):
             if not conn.closed:
                 conn.send_error(result, _MESSAGES.get(result, "upstream failure"), rid)

@@ -69,7 +69,8 @@ def services_config(svc_port: int, **overrides: Any) -> Config:
         {"match": "down/*", "service": "down"},
         {"match": "@@wsgate/*", "service": "svc"},
     ]
-    return make_config(services=services, routes=routes, routing={"registered_secret": SECRET}, **overrides)
+    routing = {"registered_secret": SECRET, **overrides.pop("routing", {})}
+    return make_config(services=services, routes=routes, routing=routing, **overrides)
 
 
 @contextlib.asynccontextmanager

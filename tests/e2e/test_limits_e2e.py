@@ -97,3 +97,21 @@ async def test_drain_finishes_in_flight_calls_then_closes_1012_and_readyz_is_503
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
         assert "reconnect" in closed.value.rcvd.reason
         await stopping
+
+
+async def test_in_flight_calls_are_capped_per_connection_and_per_user() -> None:
+    async with with_service(routing={"max_in_flight": 2, "max_in_flight_per_user": 3}) as (gw, _), \
+            gw.peer("mia") as tab1, gw.peer("mia") as tab2:
+        for i in range(3):  # 0.5 s each: all still in flight when the next is sent
+            await tab1.send("svc/SLOW", {"i": i}, id=f"a{i}")
+        refused = await tab1.expect("@@wsgate/ERROR")
+        assert refused["payload"]["code"] == "RATE_LIMITED" and refused["meta"]["inReplyTo"] == "a2"
+        assert "per connection" in refused["payload"]["message"]
+        await tab2.send("svc/SLOW", {"i": 3}, id="b0")  # the user's third call: allowed
+        await tab2.send("svc/SLOW", {"i": 4}, id="b1")  # the fourth: past the per-user cap
+        refused = await tab2.expect("@@wsgate/ERROR")
+        assert refused["payload"]["code"] == "RATE_LIMITED" and refused["meta"]["inReplyTo"] == "b1"
+        assert "per user" in refused["payload"]["message"]
+        assert (await tab2.expect("svc/SLOWED"))["meta"]["inReplyTo"] == "b0"
+        await tab2.send("svc/SLOW", {"i": 5}, id="b2")  # answers came back: room again
+        assert (await tab2.expect("svc/SLOWED"))["meta"]["inReplyTo"] == "b2"
