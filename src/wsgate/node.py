@@ -38,7 +38,7 @@ from wsgate.protocol.codes import CloseCode
 from wsgate.routing.http_invoker import HttpInvoker
 from wsgate.routing.table import RouteTable
 from wsgate.transport.base import HttpResponse
-from wsgate.transport.server import Listener, start_listener
+from wsgate.transport.server import Listener, build_ssl_context, start_listener
 from wsgate.typing import NodeId
 from wsgate.upstream import Upstream
 
@@ -65,12 +65,10 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
     server = config.server
     if not server.tls_cert:
         return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(server.tls_cert, server.tls_key)
+        return build_ssl_context(server.tls_cert, server.tls_key)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError("server.tls_cert", f"cannot load certificate: {exc}") from None
-    return context
 
 
 class Node:
