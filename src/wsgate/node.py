@@ -1,9 +1,10 @@
 """Composition root: config in, a running node out.
 
-:class:`Node` builds the backends, the core, the transport and (when routes
-exist) the internal API from a :class:`~wsgate.config.Config`, starts them,
-and drains them. :func:`serve` and :func:`demo` are the CLI's blocking entry
-points; tests start a :class:`Node` in-process on port 0.
+:class:`Node` builds the backends, the core, the transport, the internal
+API and (for any broker but the bare ``memory://``) the cluster bus from a
+:class:`~wsgate.config.Config`, starts them, and drains them. :func:`serve`
+and :func:`demo` are the CLI's blocking entry points; tests start a
+:class:`Node` in-process on port 0.
 """
 
 from __future__ import annotations
