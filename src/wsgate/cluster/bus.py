@@ -49,6 +49,10 @@ log = logging.getLogger("wsgate.cluster")
 
 Resume = Callable[[ErrorCode | None], None]
 
+PREPARE_TIMEOUT_S = 5.0
+"""A first local JOIN of a channel waits at most this for the broker, then is
+refused ``UPSTREAM_UNAVAILABLE`` (the client may retry)."""
+
 RAW_TYPE = ""
 """A connection envelope without a type carries a ready text message."""
 
@@ -433,7 +437,8 @@ class ClusterBus:
         refusal: ErrorCode | None = None
         try:
             self._broker.subscribe(env.subject(env.CHANNEL, address))
-            await self._broker.flush()
+            # flush() waits for a broker that is away to come back: bound the JOIN.
+            await asyncio.wait_for(self._broker.flush(), PREPARE_TIMEOUT_S)
             window = await self._backend.history.window(address)
             frames = [
                 (offset, self._frame(address, data, offset)) for offset, data in window.entries
