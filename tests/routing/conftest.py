@@ -1,17 +1,17 @@
-"""Fixtures: real aiohttp servers on 127.0.0.1 port 0, a manual clock."""
+"""Fixtures: a manual clock, a refused URL and an upstream app (``serve`` is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 import pytest
 from aiohttp import web
 
-Serve = Callable[[web.Application], Awaitable[str]]
+from tests.conftest import Serve
 
 
 class ManualClock:
@@ -30,24 +30,6 @@ class ManualClock:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """Start an app on a free loopback port; return its base URL."""
-    runners: list[web.AppRunner] = []
-
-    async def start(app: web.Application) -> str:
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        host, port = runner.addresses[0][:2]
-        return f"http://{host}:{port}"
-
-    yield start
-    for runner in reversed(runners):
-        await runner.cleanup()
 
 
 @pytest.fixture
