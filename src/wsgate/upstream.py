@@ -70,6 +70,38 @@ _MESSAGES = {
 }
 
 
+class _InFlight:
+    """Calls in flight per key (a connection, a user), with a cap (0: none)."""
+
+    __slots__ = ("cap", "counts", "what")
+
+    def __init__(self, cap: int, what: str) -> None:
+        self.cap = cap
+        self.what = what
+        self.counts: dict[str, int] = {}
+
+    def take(self, key: str) -> bool:
+        """Count one more call for ``key``; ``False`` (nothing counted) at the cap."""
+        if not self.cap:
+            return True
+        n = self.counts.get(key, 0)
+        if n >= self.cap:
+            return False
+        self.counts[key] = n + 1
+        return True
+
+    def give(self, key: str) -> None:
+        """One call of ``key`` ended (a forgotten key stays forgotten)."""
+        n = self.counts.get(key, 0) - 1
+        if n > 0:
+            self.counts[key] = n
+        else:
+            self.counts.pop(key, None)
+
+    def forget(self, key: str) -> None:
+        self.counts.pop(key, None)
+
+
 class Upstream:
     """Routes actions to services and tells them of lifecycle events."""
 
@@ -86,11 +118,9 @@ class Upstream:
         self._gw = gateway
         self._table = table
         self._invoker = invoker
-        self._max_in_flight = max_in_flight
-        self._in_flight: dict[str, int] = {}
-        self._max_per_user = max_in_flight_per_user
-        self._user_flight: dict[str, int] = {}
-        """Calls in flight per user, all tabs together (0: no per-user cap)."""
+        self._per_conn = _InFlight(max_in_flight, "connection")
+        self._per_user = _InFlight(max_in_flight_per_user, "user")
+        """All tabs of a user together (a cap of 0: none)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._authorize_ttl = authorize_ttl_s
         self._verdicts: dict[tuple[str, str], tuple[ErrorCode | None, float]] = {}
@@ -119,28 +149,17 @@ class Upstream:
         if channel is not None and not conn.in_channel(ChannelAddress(channel)):
             conn.send_error(ErrorCode.NOT_JOINED, f"not in {channel}", rid)
             return True
-        busy = self._in_flight.get(conn.id, 0)
-        if busy >= self._max_in_flight:
-            conn.send_error(
-                ErrorCode.RATE_LIMITED,
-                f"at most {self._max_in_flight} requests in flight per connection",
-                rid,
-                retry_after_ms=100,
-            )
-            return True
         user = conn.principal.sub
-        if user and self._max_per_user:
-            mine = self._user_flight.get(user, 0)
-            if mine >= self._max_per_user:
-                conn.send_error(
-                    ErrorCode.RATE_LIMITED,
-                    f"at most {self._max_per_user} requests in flight per user",
-                    rid,
-                    retry_after_ms=100,
-                )
-                return True
-            self._user_flight[user] = mine + 1
-        self._in_flight[conn.id] = busy + 1
+        full = None
+        if not self._per_conn.take(conn.id):
+            full = self._per_conn
+        elif user and not self._per_user.take(user):
+            self._per_conn.give(conn.id)
+            full = self._per_user
+        if full is not None:
+            message = f"at most {full.cap} requests in flight per {full.what}"
+            conn.send_error(ErrorCode.RATE_LIMITED, message, rid, retry_after_ms=100)
+            return True
         self._calls += 1
         self._invoker.start(
             service, action, self.context(conn, channel), partial(self._answered, conn, rid)
@@ -175,18 +194,9 @@ class Upstream:
         self._calls -= 1
         if self._calls == 0 and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)
-        left = self._in_flight.get(conn.id, 1) - 1
-        if left <= 0:
-            self._in_flight.pop(conn.id, None)
-        else:
-            self._in_flight[conn.id] = left
-        user = conn.principal.sub
-        if user and self._max_per_user:
-            mine = self._user_flight.get(user, 1) - 1
-            if mine <= 0:
-                self._user_flight.pop(user, None)
-            else:
-                self._user_flight[user] = mine
+        self._per_conn.give(conn.id)
+        if conn.principal.sub:
+            self._per_user.give(conn.principal.sub)
         if isinstance(result, ErrorCode):
             if not conn.closed:
                 conn.send_error(result, _MESSAGES.get(result, "upstream failure"), rid)
@@ -303,7 +313,7 @@ class Upstream:
         self._event(conn, bi.CONNECTED, None, {"ip": conn.peer})
 
     def disconnected(self, conn: Connection) -> None:
-        self._in_flight.pop(conn.id, None)
+        self._per_conn.forget(conn.id)
         self._event(conn, bi.DISCONNECTED, None, None)
 
     def joined(self, conn: Connection, address: ChannelAddress) -> None:
