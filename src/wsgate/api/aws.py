@@ -58,6 +58,14 @@ def _target(request: web.Request) -> Connection | web.Response:
     return conn
 
 
+async def _authorized_target(request: web.Request) -> Connection | web.Response:
+    """A signed request's local connection, or the AWS error to answer."""
+    body = await _authorized(request)
+    if isinstance(body, web.Response):
+        return body
+    return _target(request)
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -87,10 +95,7 @@ async def post_to_connection(request: web.Request) -> web.Response:
 
 @routes.get("/@connections/{id}")
 async def get_connection(request: web.Request) -> web.Response:
-    body = await _authorized(request)
-    if isinstance(body, web.Response):
-        return body
-    conn = _target(request)
+    conn = await _authorized_target(request)
     if isinstance(conn, web.Response):
         return conn
     return web.json_response(
@@ -104,10 +109,7 @@ async def get_connection(request: web.Request) -> web.Response:
 
 @routes.delete("/@connections/{id}")
 async def delete_connection(request: web.Request) -> web.Response:
-    body = await _authorized(request)
-    if isinstance(body, web.Response):
-        return body
-    conn = _target(request)
+    conn = await _authorized_target(request)
     if isinstance(conn, web.Response):
         return conn
     conn.sink.close(CloseCode.NORMAL, "deleted")
