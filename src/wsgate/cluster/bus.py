@@ -139,30 +139,6 @@ class ClusterBus:
 
     # Outbound (core Bus) -------------------------------------------------------------
 
-    def _envelope(
-        self,
-        kind: str,
-        target: str,
-        type_: str,
-        payload: Any,
-        origin: From | None,
-        exclude: ConnectionId | None,
-        error: bool,
-    ) -> bytes:
-        return env.encode(
-            env.Envelope(
-                kind,
-                target,
-                self.node,
-                type_,
-                env.json_bytes(payload),
-                origin.userId if origin else "",
-                origin.connectionId if origin else "",
-                exclude or "",
-                error,
-            )
-        )
-
     def send(
         self,
         kind: str,
@@ -186,7 +162,18 @@ class ClusterBus:
             subject = env.subject("node", node)
         else:
             subject = env.subject(kind, target)
-        data = self._envelope(kind, target, type_, payload, origin, exclude, error)
+        envelope = env.Envelope(
+            kind,
+            target,
+            self.node,
+            type_,
+            env.json_bytes(payload),
+            origin.userId if origin else "",
+            origin.connectionId if origin else "",
+            exclude or "",
+            error,
+        )
+        data = env.encode(envelope)
         if kind == env.CHANNEL:
             self._broker.publish_stream(subject, target, data)
         else:
