@@ -51,8 +51,12 @@ class BenchError(Exception):
     """A benchmark could not run or its result is not trustworthy (exit non-zero)."""
 
 
+_MACHINE_CPUS: Final = frozenset(os.sched_getaffinity(0))
+"""The CPUs this bench may use, read at import, before :func:`pin_self` narrows them."""
+
+
 def _cpus() -> set[int]:
-    return set(os.sched_getaffinity(0))
+    return set(_MACHINE_CPUS)
 
 
 def pin_self(cpu: int = CLIENT_CPU) -> bool:

@@ -210,8 +210,11 @@ def main() -> None:
     parser.add_argument("--mode", choices=("sdk", "raw", "lean"), default="sdk")
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
     args = parser.parse_args()
-    if args.cpu is not None and args.cpu in os.sched_getaffinity(0):
-        os.sched_setaffinity(0, {args.cpu})
+    if args.cpu is not None:
+        try:  # (the parent may have started it pinned elsewhere)
+            os.sched_setaffinity(0, {args.cpu})
+        except OSError as exc:
+            print(f"echo-service: not pinned to CPU {args.cpu}: {exc}", flush=True)
     uvloop.run(serve(args.port, args.mode))
 
 
