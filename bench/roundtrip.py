@@ -59,6 +59,7 @@ Usage::
 
     . .venv/bin/activate
     python bench/roundtrip.py [--clients 100] [--seconds 10] [--service sdk|raw|lean]
+    python bench/roundtrip.py --service lean --pipeline 16   # HTTP/1.1 pipelining
     python bench/roundtrip.py --flood 10 [--limits]
     python bench/roundtrip.py --profile /tmp/prof     # py-spy on the gateway
 
@@ -128,6 +129,7 @@ url = "http://127.0.0.1:{svc_port}/actions"
 secret = "bench-secret"
 timeout_ms = 5000
 max_concurrency = 512
+pipeline = {pipeline}
 
 [[routes]]
 match = "echo/*"
@@ -582,13 +584,17 @@ def start_echo_service(workdir: Path, mode: str, cpu: int | None) -> tuple[Serve
 
 
 def start_gateway(
-    workdir: Path, svc_port: int, extra: str, users: int
+    workdir: Path, svc_port: int, extra: str, users: int, pipeline: int = 1
 ) -> tuple[ServerProcess, list[str], str]:
     """Start ``wsgate serve``; return it, cookies of users u1..u<users>, the flooders' cookie."""
     port = free_port()
     config = workdir / f"gateway-{port}.toml"
     text = GATEWAY_CONFIG.format(
-        port=port, api_port=free_port(), svc_port=svc_port, key=_cli("keys", "new")
+        port=port,
+        api_port=free_port(),
+        svc_port=svc_port,
+        key=_cli("keys", "new"),
+        pipeline=pipeline,
     )
     config.write_text(text + extra)
     cookies = [
@@ -891,7 +897,9 @@ async def run_server(kind: str, args: argparse.Namespace, workdir: Path) -> Outc
         )
         try:
             users = -(-args.clients // CLIENTS_PER_USER)
-            srv, cookies, flood_cookie = start_gateway(workdir, svc_port, extra, users)
+            srv, cookies, flood_cookie = start_gateway(
+                workdir, svc_port, extra, users, args.pipeline
+            )
         except BaseException:
             service.stop()
             raise
@@ -1019,7 +1027,8 @@ def report(args: argparse.Namespace, gw: Outcome, ref: Outcome) -> None:
     print()
     _table(
         f"round trips through a service: K={args.clients} closed-loop clients, "
-        f"{args.payload}-byte payload, {args.seconds:.0f} s window, service={args.service}"
+        f"{args.payload}-byte payload, {args.seconds:.0f} s window, service={args.service}, "
+        f"pipeline={args.pipeline}"
         f"{', limits' if args.limits else ''}",
         gw.quiet,
         ref.quiet,
@@ -1076,6 +1085,7 @@ async def amain(args: argparse.Namespace) -> int:
     print(
         f"wsgate round-trip bench: K={args.clients} window={args.seconds:.0f}s "
         f"warmup={args.warmup:.0f}s service={args.service} (CPU {args.service_cpu}) "
+        f"pipeline={args.pipeline} "
         f"flood={args.flood} limits={args.limits} cpus={sorted(os.sched_getaffinity(0))} "
         f"clients pinned={pinned}",
         flush=True,
@@ -1103,6 +1113,10 @@ def main() -> int:
     parser.add_argument(
         "--service", choices=("sdk", "raw", "lean"), default="sdk",
         help="echo service: the SDK (default), a bare aiohttp handler, or a bare asyncio one",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pipeline", type=int, default=1, metavar="N",
+        help="the echo service's pipeline setting: requests per connection in flight (1)",
     )  # fmt: skip
     parser.add_argument(
         "--service-cpu", type=int, default=CLIENT_CPU,

@@ -49,6 +49,7 @@ __all__ = [
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Pipeline = Annotated[int, msgspec.Meta(ge=1, le=64)]
 Pattern = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
@@ -204,6 +205,8 @@ class ServiceConfig(_Section):
     timeout_ms: Positive = 2000
     secret: str = ""
     max_concurrency: Positive = 256
+    pipeline: Pipeline = 1
+    """Requests one connection may carry unanswered (HTTP/1.1 pipelining); 1: off."""
 
 
 class RouteRule(_Section):

@@ -411,19 +411,30 @@ async def test_aiohttp_chunked_and_json_answers(
             assert isinstance(result, InvocationResult) and result.replies[0].type == type_
 
 
-async def test_cancelled_call_drops_its_connection(
+async def test_cancelled_call_is_abandoned_and_its_connection_reused(
     raw: Any, invoker: HttpInvoker, clock: Any
 ) -> None:
-    srv = await raw(lambda srv, t, conn, n: None)
+    """A caller giving up leaves the connection usable: the late answer is read and dropped."""
+    loop = asyncio.get_running_loop()
+
+    def late_first(srv: RawServer, t: asyncio.Transport, conn: int, n: int) -> None:
+        body = b'{"reply":[{"type":"t/LATE%d","payload":null}]}' % n
+        loop.call_later(0.1 if n == 1 else 0, t.write, ok(body))
+
+    srv = await raw(late_first)
     service = make_service(clock, srv.url)
     task = asyncio.ensure_future(invoker.invoke(service, action(), CTX))
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.01)
-    assert invoker.connections(srv.url) == (0, 0)
-    assert service.pool.slots.free == 256  # the slot came back
+    assert service.pool.slots.free == 256  # the slot came back at once
+    assert invoker.connections(srv.url) == (1, 0)  # still waiting for the late answer
+    await asyncio.sleep(0.15)
+    assert invoker.connections(srv.url) == (1, 1)  # answered, dropped, idle
+    result = await invoker.invoke(service, action(), CTX)
+    assert isinstance(result, InvocationResult) and result.replies[0].type == "t/LATE2"
+    assert srv.connections == 1
 
 
 async def test_idle_connections_are_closed_after_the_idle_timeout(raw: Any, clock: Any) -> None:

@@ -240,7 +240,7 @@ class HttpInvoker:
                 if target is not None:
                     call.inst = inst
                     call.request = request = target.encode(headers, body)
-                    if target.start_idle(request, call.deadline, call.on_answer):
+                    if target.start(request, call.deadline, call.on_answer, pool.pipeline):
                         return
             self._spawn(call.attempts(inst, reuse=True))
         except Exception:
@@ -333,7 +333,7 @@ class HttpInvoker:
             try:
                 target = http.pool(inst.url)
                 status, data = await target.send(
-                    target.encode(headers, body), deadline, reuse=reuse
+                    target.encode(headers, body), deadline, reuse=reuse, depth=pool.pipeline
                 )
             except HttpError as exc:
                 result = self._outcome(service, inst, 0, None, exc, timeout_s)

@@ -125,6 +125,7 @@ class ServicePool:
         "max_concurrency",
         "name",
         "next_expiry",
+        "pipeline",
         "secret",
         "slots",
         "static",
@@ -140,6 +141,7 @@ class ServicePool:
         max_concurrency: int,
         static: bool,
         clock: Callable[[], float],
+        pipeline: int = 1,
         backoff_min_s: float = BACKOFF_MIN_S,
         backoff_max_s: float = BACKOFF_MAX_S,
     ) -> None:
@@ -147,6 +149,8 @@ class ServicePool:
         self.timeout_ms = timeout_ms
         self.secret = secret
         self.max_concurrency = max_concurrency
+        self.pipeline = pipeline
+        """Requests one connection to an instance may carry unanswered."""
         self.static = static
         """Declared in the config (kept even without instances)."""
         self.clock = clock

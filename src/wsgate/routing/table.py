@@ -105,6 +105,7 @@ class RouteTable:
                 timeout_ms=svc.timeout_ms,
                 secret=svc.secret,
                 max_concurrency=svc.max_concurrency,
+                pipeline=svc.pipeline,
             )
         for rule in config.routes:
             table.add_route(rule.match, rule.service, rule.roles)
@@ -120,6 +121,7 @@ class RouteTable:
         timeout_ms: int = 2000,
         secret: str = "",
         max_concurrency: int = 256,
+        pipeline: int = 1,
     ) -> None:
         """Declare a static service with an instance at ``url``.
 
@@ -130,6 +132,7 @@ class RouteTable:
         pool = self._pools.get(name)
         if pool is None or not pool.static:
             fresh = self._new_pool(name, timeout_ms, secret, max_concurrency, static=True)
+            fresh.pipeline = pipeline
             if pool is not None:  # registered instances join the declared service
                 fresh.instances.extend(pool.instances)
                 fresh.refresh_expiry()
