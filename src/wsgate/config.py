@@ -332,6 +332,8 @@ def from_mapping(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         text = str(exc)
         match = _PATH_RE.search(text)
         key = _dotted(match.group(1)) if match else "(root)"
+        if key.startswith("services?"):  # msgspec does not name dict keys: find the service
+            key = "services." + _bad_service(merged.get("services")) + key[len("services?.") :]
         if "unknown field" in text:
             field = text.split("`")[1] if "`" in text else "?"
             key = f"{key}.{field}" if key != "(root)" else field
@@ -339,6 +341,16 @@ def from_mapping(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         raise ConfigError(key, text.split(" - at ")[0]) from None
     _check(config)
     return config
+
+
+def _bad_service(services: Any) -> str:
+    """The name of the first ``[services.<name>]`` table that does not validate."""
+    for name, table in (services or {}).items():
+        try:
+            msgspec.convert(table, ServiceConfig)
+        except msgspec.ValidationError:
+            return str(name)
+    return "?"
 
 
 def parse_listen(key: str, value: str) -> tuple[str, int]:

@@ -139,7 +139,7 @@ class Pool:
         ``reuse=False``).
         """
         conn = self.filling
-        if conn is None or len(conn.calls) >= depth or not conn.usable():
+        if conn is None or len(conn.calls) + conn.reserved >= depth or not conn.usable():
             conn = self._pick(depth)
             if conn is None:
                 return None
@@ -157,7 +157,7 @@ class Pool:
         best: Conn | None = None
         room = 0
         for conn in self.conns:
-            free = depth - len(conn.calls)
+            free = depth - len(conn.calls) - conn.reserved
             if free > room and conn.usable():
                 best, room = conn, free
         return best
@@ -175,6 +175,7 @@ class Pool:
                 except Unanswered:
                     pass  # the keep-alive race: once more, on a fresh connection
         conn = await self._connect(deadline)
+        conn.reserved = 0  # the opener takes its place
         fut = self.loop.create_future()
         call = conn.queue(request, deadline, partial(_settle, fut))
         try:
@@ -187,7 +188,7 @@ class Pool:
         try:
             async with asyncio.timeout_at(deadline):
                 _, conn = await loop.create_connection(
-                    lambda: Conn(self),
+                    lambda: Conn(self, reserved=1),  # its first place is the opener's
                     self.host,
                     self.port,
                     ssl=self.ssl,

@@ -145,6 +145,7 @@ class Conn(asyncio.Protocol):
         "need",
         "out",
         "pool",
+        "reserved",
         "rest",
         "scan",
         "size",
@@ -155,9 +156,11 @@ class Conn(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, *, reserved: int = 0) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self.reserved = reserved
+        """Places held for a caller that opened the connection and has not queued yet."""
         self.calls: deque[Pending] = deque()
         """Calls written or queued, oldest (the one being answered) first."""
         self.out: list[bytes] = []
