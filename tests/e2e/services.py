@@ -48,11 +48,11 @@ async def start_service(port: int, api_url: str, name: str = "svc", module: str 
     return ServiceProcess(proc, port)
 
 
-def services_config(svc_port: int, **overrides: Any) -> Config:
+def services_config(svc_port: int, pipeline: int = 1, **overrides: Any) -> Config:
     dead_port = free_port()  # nothing listens there
     base = f"http://127.0.0.1:{svc_port}"
     services = {
-        "svc": {"url": f"{base}/actions", "secret": SECRET, "timeout_ms": 2000},
+        "svc": {"url": f"{base}/actions", "secret": SECRET, "timeout_ms": 2000, "pipeline": pipeline},
         "slow": {"url": f"{base}/slow", "secret": SECRET, "timeout_ms": 300},
         "fail": {"url": f"{base}/fail", "secret": SECRET},
         "malformed": {"url": f"{base}/malformed", "secret": SECRET},
@@ -74,9 +74,9 @@ def services_config(svc_port: int, **overrides: Any) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def with_service(**overrides: Any) -> AsyncIterator[tuple[Running, ServiceProcess]]:
+async def with_service(pipeline: int = 1, **overrides: Any) -> AsyncIterator[tuple[Running, ServiceProcess]]:
     port = free_port()
-    async with running(services_config(port, **overrides)) as gw:
+    async with running(services_config(port, pipeline, **overrides)) as gw:
         svc = await start_service(port, gw.node.api_url)
         try:
             yield gw, svc

@@ -31,6 +31,20 @@ async def test_reply_goes_to_the_sender_with_context_and_in_reply_to() -> None:
                        "channel": "acme:orders/1", "roles": ["clerk"], "node": gw.node.node_id}
 
 
+async def test_pipelined_calls_to_an_sdk_service_each_get_their_own_reply() -> None:
+    """pipeline = 8 against the SDK's aiohttp server: bursts share connections, no mix-up."""
+    async with with_service(pipeline=8) as (gw, _), gw.peer("alice") as alice, gw.peer("bob") as bob:
+        for round_ in range(3):
+            for peer in (alice, bob):
+                for i in range(12):
+                    await peer.send("svc/ECHO", {"n": i, "who": peer.id}, id=f"{round_}-{i}")
+            for peer in (alice, bob):
+                got = [await peer.expect("svc/ECHOED") for _ in range(12)]
+                assert sorted(g["meta"]["inReplyTo"] for g in got) == sorted(f"{round_}-{i}" for i in range(12))
+                for g in got:
+                    assert g["payload"]["got"] == {"n": int(g["meta"]["inReplyTo"].split("-")[1]), "who": peer.id}
+
+
 async def test_each_upstream_failure_becomes_its_code_without_details() -> None:
     async with with_service() as (gw, _), gw.peer("alice") as alice:
         for type_, code in [("slow/X", "UPSTREAM_TIMEOUT"), ("fail/X", "UPSTREAM_ERROR"),
