@@ -29,12 +29,13 @@ used at most ``--max-other`` of a CPU for 1 s (waiting at most
 ``--quiet-wait``); a window during which they used more is measured again,
 up to ``--attempts`` times, and the quietest kept.
 
-Reading the figures: the loop is closed and every stage (clients, server,
-service) drains what it has and then waits for the next stage, so on this
-machine the stages take turns and round trips/s come out close to
-1 / (sum of every process's CPU per round trip) — the row "all bench
-processes us/rt" — rather than 1 / (the slowest stage's). Server CPU µs per
-round trip is the figure noise moves least.
+Reading the figures: the loop is closed, so latency is about K / (round
+trips per second) and p99 follows throughput. The gateway (CPU 0) is the
+busiest stage with a fast service; the service and the load generator share
+CPU 1. Server CPU µs per round trip is the figure noise moves least, but on
+this VM it still varies by ±20 % between runs (the reference's much less):
+run it several times. ``--pipeline N`` sets the echo service's ``pipeline``
+(HTTP/1.1 pipelining, docs/routing.md).
 
 ``--flood F`` adds, for the gateway, a second window with F flooding
 clients (a child process running this file with ``--flooder``, pinned to
