@@ -278,6 +278,8 @@ class Conn(asyncio.Protocol):
             self._arm(first)
 
     def _drop(self, exc: type[HttpError], reason: str, *, abort: bool) -> None:
+        if self.state == _DEAD:
+            return
         self.state = _DEAD
         self.pool.forget(self)
         if self.timer is not None:
