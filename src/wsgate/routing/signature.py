@@ -35,8 +35,8 @@ def _key(secret: Secret) -> bytes:
 
 _keyed: dict[bytes, hmac.HMAC] = {}
 """An HMAC object per key, fed nothing yet: copying it skips the key schedule
-(OpenSSL's one-shot ``hmac.digest`` redoes it, and fetches the digest, per call:
-twice the cost for a request-sized body)."""
+that OpenSSL's one-shot ``hmac.digest`` redoes (with a digest fetch) on every
+call — about 2.2 against 1.8 µs for a request-sized body."""
 _KEYED_MAX: Final = 64
 
 

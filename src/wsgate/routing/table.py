@@ -131,8 +131,9 @@ class RouteTable:
         """
         pool = self._pools.get(name)
         if pool is None or not pool.static:
-            fresh = self._new_pool(name, timeout_ms, secret, max_concurrency, static=True)
-            fresh.pipeline = pipeline
+            fresh = self._new_pool(
+                name, timeout_ms, secret, max_concurrency, static=True, pipeline=pipeline
+            )
             if pool is not None:  # registered instances join the declared service
                 fresh.instances.extend(pool.instances)
                 fresh.refresh_expiry()
@@ -304,7 +305,7 @@ class RouteTable:
     # Internals
 
     def _new_pool(
-        self, name: str, timeout_ms: int, secret: str, cap: int, *, static: bool
+        self, name: str, timeout_ms: int, secret: str, cap: int, *, static: bool, pipeline: int = 1
     ) -> ServicePool:
         return ServicePool(
             name,
@@ -312,6 +313,7 @@ class RouteTable:
             secret=secret,
             max_concurrency=cap,
             static=static,
+            pipeline=pipeline,
             clock=self._clock,
             backoff_min_s=self._backoff[0],
             backoff_max_s=self._backoff[1],
