@@ -651,3 +651,36 @@ def test_config_refuses_a_pipeline_out_of_range(tmp_path: Path, pipeline: object
         load(write_config(tmp_path, pipeline), env={})
     assert info.value.key == "services.x.pipeline"
     assert "pipeline" in str(info.value) and why in str(info.value)
+
+
+async def test_a_fresh_connection_closed_before_its_opener_queues_is_not_used(
+    serve_raw: Any, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The opener finds its new connection already closed: nothing was sent, so the call
+    fails over like a refused connection (one instance: UPSTREAM_UNAVAILABLE) at once,
+    instead of waiting forever on a dead connection; the next call goes through."""
+    from wsgate.routing.http1 import Pool
+
+    server = await serve_raw(echo)
+    service = make_service(clock, server.url, pipeline=4)
+    real = Pool._connect
+    dropped: list[bool] = []
+
+    async def connect_then_lose_it(self: Pool, deadline: float) -> Conn:
+        conn = await real(self, deadline)
+        if not dropped:  # the first one closes before its opener queues on it
+            dropped.append(True)
+            conn.drop(HttpError, "closed by the peer")
+        return conn
+
+    monkeypatch.setattr(Pool, "_connect", connect_then_lose_it)
+    invoker = HttpInvoker()
+    try:
+        async with asyncio.timeout(1):  # well under the call's 2 s timeout
+            first = await invoker.invoke(service, action(), ctx("r1"))
+            second = await invoker.invoke(service, action(), ctx("r2"))
+    finally:
+        await invoker.aclose()
+    assert dropped == [True]
+    assert first == ErrorCode.UPSTREAM_UNAVAILABLE
+    assert isinstance(second, InvocationResult) and second.replies[0].type == "t/r2"

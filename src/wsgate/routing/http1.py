@@ -176,6 +176,8 @@ class Pool:
                     pass  # the keep-alive race: once more, on a fresh connection
         conn = await self._connect(deadline)
         conn.reserved = 0  # the opener takes its place
+        if not conn.usable():  # closed before its opener got to it: nothing was sent
+            raise ConnectFailed("closed as soon as opened")
         fut = self.loop.create_future()
         call = conn.queue(request, deadline, partial(_settle, fut))
         try:
