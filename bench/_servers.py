@@ -31,7 +31,9 @@ __all__ = [
     "free_port",
     "pin_self",
     "start_gateway",
+    "start_profiler",
     "start_reference",
+    "stop_profiler",
 ]
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
@@ -251,3 +253,23 @@ def start_gateway(workdir: Path, command: list[str] | None = None) -> tuple[Serv
     argv = [*(command or [sys.executable, "-m", "wsgate.cli"]), "serve", "--config", str(config)]
     srv = ServerProcess("gateway", argv, workdir / f"gateway-{port}.log", "listening on ")
     return srv, cookie
+
+
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy (collapsed stacks) on ``pid`` into ``out``; stop it with :func:`stop_profiler`."""
+    argv = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw"]
+    return subprocess.Popen(
+        [*argv, "--nonblocking", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_profiler(proc: subprocess.Popen[bytes]) -> None:
+    """Let py-spy write its file (SIGINT), killing it if it will not stop."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

@@ -44,7 +44,6 @@ import json
 import os
 import resource
 import select
-import signal
 import statistics
 import subprocess
 import sys
@@ -64,7 +63,9 @@ from _servers import (
     ServerProcess,
     pin_self,
     start_gateway,
+    start_profiler,
     start_reference,
+    stop_profiler,
 )
 
 CHANNEL = "acme:bench"
@@ -284,25 +285,6 @@ def _burst(w: Worker, burst: int, payload: int, n: int) -> _Burst:
     )  # fmt: skip
 
 
-def _start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy (collapsed stacks) on ``pid``; stop it with :func:`_stop_profiler`."""
-    argv = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw"]
-    return subprocess.Popen(
-        [*argv, "--nonblocking", "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def _stop_profiler(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 def run_n(args: argparse.Namespace, n: int, workdir: Path) -> list[Result]:
     """Both servers and their load generators for one N; interleaved rounds."""
     started: list[ServerProcess | Worker] = []
@@ -336,7 +318,7 @@ def run_n(args: argparse.Namespace, n: int, workdir: Path) -> list[Result]:
         profilers = []
         if args.profile is not None:
             for srv in (gw_srv, ref_srv):
-                profilers.append(_start_profiler(srv.pid, args.profile / f"{srv.name}-{n}.txt"))
+                profilers.append(start_profiler(srv.pid, args.profile / f"{srv.name}-{n}.txt"))
             time.sleep(1.0)  # py-spy attaches
         rounds: list[dict[str, _Burst]] = []
         try:
@@ -351,7 +333,7 @@ def run_n(args: argparse.Namespace, n: int, workdir: Path) -> list[Result]:
                 time.sleep(0.1)
         finally:
             for p in profilers:
-                _stop_profiler(p)
+                stop_profiler(p)
         kept = sorted(rounds, key=lambda r: max(b.other for b in r.values()))[: args.rounds]
         for label, r in results.items():
             r.noisy = len(rounds) - quiet

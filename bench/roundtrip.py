@@ -101,6 +101,8 @@ from _servers import (
     _cli,
     free_port,
     pin_self,
+    start_profiler,
+    stop_profiler,
 )
 
 _TEXT: Final = WSMsgType.TEXT
@@ -537,35 +539,6 @@ async def measure_quietly(
     return best
 
 
-def _start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            "py-spy",
-            "record",
-            "--pid",
-            str(pid),
-            "--rate",
-            "250",
-            "--format",
-            "raw",
-            "--nonblocking",
-            "-o",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def _stop_profiler(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 # -- the servers -------------------------------------------------------------------
 
 
@@ -920,11 +893,11 @@ async def run_server(kind: str, args: argparse.Namespace, workdir: Path) -> Outc
         await asyncio.sleep(args.warmup)
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
-            prof = _start_profiler(srv.pid, args.profile / f"{kind}-{args.service}.txt")
+            prof = start_profiler(srv.pid, args.profile / f"{kind}-{args.service}.txt")
             await asyncio.sleep(1.0)  # py-spy attaches
         quiet = await measure_quietly(args, run, kind, srv, service)
         if prof is not None:
-            _stop_profiler(prof)
+            stop_profiler(prof)
             prof = None
         outcome = Outcome(quiet)
         if gateway and args.flood:
@@ -939,11 +912,11 @@ async def run_server(kind: str, args: argparse.Namespace, workdir: Path) -> Outc
             outcome.flooders = await flood.flooding()
             await asyncio.sleep(args.warmup)
             if args.profile is not None:
-                prof = _start_profiler(srv.pid, args.profile / f"{kind}-flood.txt")
+                prof = start_profiler(srv.pid, args.profile / f"{kind}-flood.txt")
                 await asyncio.sleep(1.0)
             w = await measure_quietly(args, run, "gateway+flood", srv, service, flood.pid)
             if prof is not None:
-                _stop_profiler(prof)
+                stop_profiler(prof)
                 prof = None
             w.flood = await flood.result()
             outcome.flood = w
@@ -958,7 +931,7 @@ async def run_server(kind: str, args: argparse.Namespace, workdir: Path) -> Outc
     finally:
         gc.unfreeze()
         if prof is not None:
-            _stop_profiler(prof)
+            stop_profiler(prof)
         if flood is not None:
             flood.kill()
         await run.close()
