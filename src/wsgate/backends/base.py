@@ -209,6 +209,12 @@ class Broker(Protocol):
         """Messages delivered to this node per subject since start (for tests, metrics)."""
         ...
 
+    @property
+    def connected(self) -> bool:
+        """Whether the broker holds a live connection to its server now (``False``
+        while it reconnects; always ``True`` in process)."""
+        ...
+
 
 class StreamReplay(NamedTuple):
     """What :meth:`HistoryStore.since` found in a stream."""

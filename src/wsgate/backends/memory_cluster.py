@@ -117,6 +117,10 @@ class MemoryBroker:
     def received(self) -> dict[str, int]:
         return self._received
 
+    @property
+    def connected(self) -> bool:
+        return True
+
 
 class MemoryStreams:
     """:class:`~wsgate.backends.base.HistoryStore` over the hub's streams."""

@@ -178,6 +178,10 @@ class NatsBroker:
     def received(self) -> dict[str, int]:
         return self._received
 
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
     def _enqueue(self, key: str, op: Op, *, counted: bool) -> None:
         if self._closed:
             return

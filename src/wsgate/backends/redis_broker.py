@@ -220,6 +220,11 @@ class RedisBroker:
     def received(self) -> dict[str, int]:
         return self._received
 
+    @property
+    def connected(self) -> bool:
+        """Both connections up: a pub/sub session is open and commands are not failing."""
+        return self._session is not None and not self._down
+
     # Writer ------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
@@ -340,6 +345,12 @@ class RedisBroker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)
                 continue
+            except BaseException:
+                # Cancelled by close() mid-handshake (a hung server): redis-py
+                # leaves that connection open; the session is ours to close.
+                with contextlib.suppress(Exception):
+                    await ps.aclose()
+                raise
             delay = 0.05
             self._session = ps
             self._session_id += 1
