@@ -53,6 +53,9 @@ PREPARE_TIMEOUT_S = 5.0
 """A first local JOIN of a channel waits at most this for the broker, then is
 refused ``UPSTREAM_UNAVAILABLE`` (the client may retry)."""
 
+CLOSE_WAIT_S = 2.0
+""":meth:`ClusterBus.close` waits at most this for its cancelled tasks to end."""
+
 RAW_TYPE = ""
 """A connection envelope without a type carries a ready text message."""
 
@@ -118,10 +121,24 @@ class ClusterBus:
         await self.presence.start()
 
     async def close(self) -> None:
-        await self.presence.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await self._backend.close()
+        """Stop heartbeats and this bus's tasks, then close the backend.
+
+        The tasks are awaited (bounded by :data:`CLOSE_WAIT_S`) before the
+        backend closes: a task cancelled but still running could otherwise
+        check out a new connection from a pool that was just emptied, and
+        that socket would never be closed.
+        """
+        try:
+            await self.presence.close()
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                _, stuck = await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
+                if stuck:
+                    log.warning("cluster bus: %d tasks still running at close", len(stuck))
+        finally:
+            await self._backend.close()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -132,6 +149,11 @@ class ClusterBus:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("cluster task failed", exc_info=task.exception())
+
+    @property
+    def broker_connected(self) -> bool:
+        """Whether the broker is connected to its server now (tests, metrics, readiness)."""
+        return self._broker.connected
 
     def backend_received(self) -> dict[str, int]:
         """Messages this node's broker delivered, per subject (tests, metrics)."""

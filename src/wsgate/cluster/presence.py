@@ -66,9 +66,11 @@ class ClusterPresence:
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            self._loop_task = None
+        """Stop the heartbeat loop and wait for it to end (it may be mid-request)."""
+        task, self._loop_task = self._loop_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=2.0)
 
     async def _run(self) -> None:
         """Beat every ttl/3; sweep dead nodes every other beat."""
