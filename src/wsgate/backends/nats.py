@@ -44,7 +44,7 @@ from wsgate.backends.nats_jet import Jet
 from wsgate.backends.nats_names import Names
 from wsgate.backends.nats_stores import NatsHistory, NatsLimits, NatsPresence, NatsRegistry
 
-__all__ = ["RECONNECT_WAIT_S", "REQUEST_TIMEOUT_S", "NatsBackend", "open_nats"]
+__all__ = ["RECONNECT_WAIT_S", "REQUEST_TIMEOUT_S", "NatsBackend", "close_client", "open_nats"]
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,46 @@ class NatsBackend:
         self.registry = NatsRegistry(jet)
 
     async def close(self) -> None:
-        """Stop the broker, then close the connection (each step bounded)."""
-        await self.broker.close()
+        """Stop the broker, then close the connection (each step bounded).
+
+        The socket is closed on every path. nats-py's ``close()`` flushes what
+        it still holds before it closes its transport, and during an outage
+        or a reconnect that flush raises (``ConnectionResetError``,
+        ``BrokenPipeError``) or hangs: nats-py then never closes the socket
+        it holds. So when ``close()`` fails or times out, the transport is
+        closed here (:func:`_abort_transport`).
+        """
         try:
-            await asyncio.wait_for(self.nc.close(), REQUEST_TIMEOUT_S * 2)
-        except TimeoutError:
-            log.warning("NATS connection did not close in time")
+            await self.broker.close()
+        finally:
+            await close_client(self.nc)
+
+
+async def close_client(nc: Client) -> None:
+    """Close ``nc`` within ``2 ×`` :data:`REQUEST_TIMEOUT_S`; its socket is closed
+    whatever ``close()`` does (see :meth:`NatsBackend.close`). Never raises."""
+    try:
+        await asyncio.wait_for(nc.close(), REQUEST_TIMEOUT_S * 2)
+    except TimeoutError:
+        log.warning("NATS connection did not close in time; closing its socket")
+    except Exception as exc:
+        log.warning("NATS connection failed to close (%s); closing its socket", exc)
+    finally:
+        _abort_transport(nc)
+
+
+def _abort_transport(nc: Client) -> None:
+    """Close the socket nats-py holds, if it is still open (idempotent).
+
+    Reaches into nats-py's private ``_transport`` (2.x): there is no public
+    way to close a client's socket when its ``close()`` failed half-way.
+    """
+    transport = getattr(nc, "_transport", None)
+    if transport:  # a TcpTransport is false until it has connected
+        try:
+            transport.close()
+        except Exception:  # already closed, or its loop is gone
+            log.debug("closing the NATS transport failed", exc_info=True)
 
 
 async def open_nats(
@@ -112,6 +146,6 @@ async def open_nats(
         jet = Jet(nc, Names(prefix), REQUEST_TIMEOUT_S)
         await jet.ensure_streams(history_size, history_ttl_s)
     except BaseException:
-        await nc.close()
+        await close_client(nc)
         raise
     return NatsBackend(nc, jet, history_size, history_ttl_s)
