@@ -243,13 +243,18 @@ class Node:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        await self.invoker.aclose()
-        if self.bus is not None:
-            await self.bus.close()
-            self.bus = None
-        if self._api_runner is not None:
-            await self._api_runner.cleanup()
-            self._api_runner = None
+        # Each of these owns sockets: one failing must not leave the others open.
+        try:
+            await self.invoker.aclose()
+        finally:
+            try:
+                if self.bus is not None:
+                    bus, self.bus = self.bus, None
+                    await bus.close()
+            finally:
+                if self._api_runner is not None:
+                    runner, self._api_runner = self._api_runner, None
+                    await runner.cleanup()
 
 
 Extra = Callable[[Node], Awaitable[Callable[[], Awaitable[None]]]]
