@@ -11,6 +11,8 @@ from aiohttp import web
 
 from wsgate.api.state import STATE, json_error
 from wsgate.cluster.bus import ClusterBus
+from wsgate.cluster.query import ANSWER_TIMEOUT_S, Found
+from wsgate.cluster.views import describe, local_hubs
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import JoinRefused
 from wsgate.delivery import deliver
@@ -53,17 +55,6 @@ def _connection(request: web.Request) -> Connection | web.Response:
     return conn
 
 
-def describe(conn: Connection) -> dict[str, object]:
-    return {
-        "connectionId": conn.id,
-        "userId": conn.principal.sub or None,
-        "hubs": list(conn.hubs),
-        "channels": sorted(conn.channels or ()),
-        "ip": conn.peer,
-        "connectedAt": conn.connected_at,
-    }
-
-
 @routes.post("/v1/publish")
 async def publish(request: web.Request) -> web.Response:
     try:
@@ -74,8 +65,24 @@ async def publish(request: web.Request) -> web.Response:
     return web.json_response({"delivered": delivered}, status=202)
 
 
+_JSON = "application/json"
+
+PARTIAL_HEADER = "X-Wsgate-Partial"
+"""Names the nodes missing from a cluster-wide answer (absent when none is)."""
+
+
 @routes.get("/v1/connections/{id}")
 async def get_connection(request: web.Request) -> web.Response:
+    """A connection's status; in a cluster its node answers (at most ``ANSWER_TIMEOUT_S``)."""
+    bus = _remote(request)
+    if bus is not None:
+        found, body = await bus.query.connection(ConnectionId(request.match_info["id"]))
+        if found is Found.FOUND:
+            return web.Response(body=body, content_type=_JSON)
+        if found is Found.GONE:
+            return json_error(404, "no such connection")
+        node = request.match_info["id"].partition(".")[0]
+        return json_error(504, f"node {node} did not answer within {ANSWER_TIMEOUT_S:g} s")
     conn = _connection(request)
     if isinstance(conn, web.Response):
         return conn
@@ -150,25 +157,33 @@ async def leave_channel(request: web.Request) -> web.Response:
 
 @routes.get("/v1/channels/{addr:.+}/presence")
 async def presence(request: web.Request) -> web.Response:
+    """Members of a channel; in a cluster, of every live node (read from the presence store)."""
     address = ChannelAddress(request.match_info["addr"])
-    channel = request.app[STATE].gateway.pool.channel(address)
-    members = [] if channel is None else channel.everyone()
+    state = request.app[STATE]
+    if state.bus is None:
+        channel = state.gateway.pool.channel(address)
+        members = [] if channel is None else channel.everyone()
+    else:
+        found = await state.bus.query.presence(address)
+        if found is None:
+            return json_error(503, "the cluster's presence store did not answer")
+        members = found
     body = {"channel": address, "count": len(members), "members": members}
-    return web.Response(body=msgspec.json.encode(body), content_type="application/json")
+    return web.Response(body=msgspec.json.encode(body), content_type=_JSON)
 
 
 @routes.get("/v1/hubs")
 async def hubs(request: web.Request) -> web.Response:
-    pool = request.app[STATE].gateway.pool
-    body = [
-        {
-            "hub": hub.id,
-            "connections": len(hub.members),
-            "channels": [{"channel": a, "count": len(c.members)} for a, c in hub.channels.items()],
-        }
-        for hub in pool.hubs.values()
-    ]
-    return web.json_response(body)
+    """Hubs and their channels; in a cluster, summed over the nodes that answer in time."""
+    state = request.app[STATE]
+    if state.bus is None:
+        body = msgspec.json.encode(local_hubs(state.gateway.pool))
+        return web.Response(body=body, content_type=_JSON)
+    gathered = await state.bus.query.hubs()
+    headers = {PARTIAL_HEADER: ",".join(gathered.missing)} if gathered.missing else None
+    return web.Response(
+        body=msgspec.json.encode(gathered.hubs), content_type=_JSON, headers=headers
+    )
 
 
 @routes.get("/v1/routes")

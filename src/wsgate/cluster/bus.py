@@ -34,6 +34,7 @@ import msgspec
 from wsgate.backends.base import Backend, Delivery
 from wsgate.cluster import envelope as env
 from wsgate.cluster.presence import ClusterPresence
+from wsgate.cluster.query import ANSWER, QUERY, ClusterQuery
 from wsgate.cluster.shared import ROUTES_SUBJECT, ClusterLimits, SharedRoutes
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import Gateway, Pending
@@ -88,6 +89,8 @@ class ClusterBus:
             self, gateway, backend, max_per_user=max_connections_per_user, inner=gateway.admission
         )
         self.routes = SharedRoutes(self, backend, routes)
+        self.query = ClusterQuery(self, gateway, backend.presence, ttl_s=presence_ttl_s)
+        """Cluster-wide answers of the internal API (presence, hubs, connections)."""
         self._ready: set[ChannelAddress] = set()
         """Channels whose subscription is active and window loaded."""
         self._preparing: dict[ChannelAddress, list[Resume]] = {}
@@ -100,6 +103,8 @@ class ClusterBus:
             env.CONNECTION: self._on_connection,
             env.PRESENCE: self.presence.on_diff,
             env.CONTROL: self._on_control,
+            QUERY: self.query.on_query,
+            ANSWER: self.query.on_answer,
         }
 
     # Lifecycle -------------------------------------------------------------------
@@ -119,6 +124,7 @@ class ClusterBus:
             gw.limiter.shared = self.limits
         await self.routes.reload()
         await self.presence.start()
+        await self.query.start()
 
     async def close(self) -> None:
         """Stop heartbeats and this bus's tasks, then close the backend.
@@ -129,6 +135,7 @@ class ClusterBus:
         that socket would never be closed.
         """
         try:
+            await self.query.close()
             await self.presence.close()
             tasks = list(self._tasks)
             for task in tasks:
