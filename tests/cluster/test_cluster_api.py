@@ -95,6 +95,9 @@ async def test_connection_status_from_any_node(broker_url: str) -> None:
         # a connection its node does not hold: 404, as for a local one
         status, body, _ = await _get(http, a, "/v1/connections/b.nosuchconnection")
         assert status == 404 and "error" in body
+        # an id naming no live node: no node answers, and none is alive to hold it
+        status, body, _ = await _get(http, a, "/v1/connections/zz.nosuchnode")
+        assert status == 404 and "error" in body
 
 
 async def test_a_node_that_does_not_answer_is_flagged(broker_url: str) -> None:
@@ -113,3 +116,4 @@ async def test_a_node_that_does_not_answer_is_flagged(broker_url: str) -> None:
         assert acme is not None and acme["connections"] == 1, body  # a's answer only
         status, body, _ = await _get(http, b, f"/v1/connections/{carol.id}")
         assert status == 504 and "c" in body["error"]
+        assert not b.node.bus.query._waiting  # type: ignore[union-attr]  # every wait freed
