@@ -101,6 +101,14 @@ _member: Final = msgspec.json.Decoder(Member)
 _hubs: Final = msgspec.json.Decoder(list[HubView])
 
 
+def _decode_hubs(node: str, data: bytes) -> list[HubView] | None:
+    try:
+        return _hubs.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        log.warning("dropped a malformed hubs answer from node %s", node)
+        return None
+
+
 class ClusterQuery:
     """Asks the other nodes, and answers them (see the module docstring).
 
@@ -191,13 +199,11 @@ class ClusterQuery:
         answers = await asyncio.gather(*(self._ask(node, "hubs", b"null") for node in others))
         missing = []
         for node, data in zip(others, answers, strict=True):
-            try:
-                views.append(_hubs.decode(data) if data is not None else [])
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                log.warning("dropped a malformed hubs answer from node %s", node)
-                data = None
-            if data is None:
+            view = None if data is None else _decode_hubs(node, data)
+            if view is None:
                 missing.append(node)
+            else:
+                views.append(view)
         return Gathered(merge_hubs(views), missing)
 
     async def connection(self, cid: ConnectionId) -> tuple[Found, bytes]:
