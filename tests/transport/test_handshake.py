@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -158,3 +159,38 @@ async def test_other_subprotocols_get_none(start: Start) -> None:
     )
     assert client.headers["sec-websocket-protocol"] == SUBPROTOCOL
     await client.aclose()
+
+
+async def test_request_head_past_16_kib_gets_431_then_close(start: Start) -> None:
+    listener, handler = await start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    try:
+        head = (
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Cookie: {COOKIE}\r\nX-Pad: {'a' * 17_000}\r\n\r\n"
+        )
+        writer.write(head.encode())
+        async with asyncio.timeout(5):
+            answer = await reader.read(65536)
+            rest = await reader.read(65536)  # then EOF: the server closed TCP
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+        assert rest == b""
+        assert handler.sessions == []
+    finally:
+        writer.close()
+
+
+async def test_request_head_without_end_past_16_kib_gets_431(start: Start) -> None:
+    listener, _handler = await start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    try:
+        # Sent in pieces, never finished: the head passes 16 KiB without "\r\n\r\n".
+        writer.write(b"GET /ws HTTP/1.1\r\nX-Pad: ")
+        for _ in range(20):
+            writer.write(b"b" * 1000)
+            await writer.drain()
+        async with asyncio.timeout(5):
+            answer = await reader.read(65536)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+    finally:
+        writer.close()

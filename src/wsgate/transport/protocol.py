@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         """What we use of ``picows.picows.WSProtocol`` (absent from picows.pyi)."""
 
         listener: object
+        transport: WSTransport
 
         def __init__(self, *args: object) -> None: ...
         def get_buffer(self, sizehint: int) -> memoryview: ...
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 else:
     from picows.picows import WSProtocol as _WSProtocol
 
-from picows import WSAutoPingStrategy
+from picows import WSAutoPingStrategy, WSTransport
 
 from wsgate.transport.outbound import BufferedListener
 
@@ -70,6 +71,15 @@ _FRAMES: Final = 1
 """Walking frame headers."""
 _DEAD: Final = 2
 """After a client close frame or a refused frame: every byte is dropped."""
+
+HTTP_MAX_HEAD: Final = 16 * 1024
+"""The request head picows takes (picows 2.3.1 ``_http_max_size``): a head
+(up to the blank line) of this many bytes or more is answered 431."""
+_431: Final = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 44\r\nConnection: close\r\n\r\n"
+    b"431 Request Header Fields Too Large (16 KiB)"
+)
 
 MORE: Final = 0
 """:func:`frame_size`: the header is not complete yet."""
@@ -142,7 +152,7 @@ class GateProtocol(_WSProtocol):
     own protocol; see :func:`wsgate.transport.server.start_listener`.
     """
 
-    __slots__ = ("_carry", "_in_close", "_max_frame", "_mode", "_skip", "_view")
+    __slots__ = ("_carry", "_head", "_in_close", "_max_frame", "_mode", "_skip", "_view")
 
     def __init__(
         self,
@@ -183,6 +193,8 @@ class GateProtocol(_WSProtocol):
         """The start of a header cut by the end of the last read (< 10 bytes),
         or the last 3 bytes of the HTTP head so far (before the upgrade)."""
         self._view: memoryview | None = None
+        self._head = 0
+        """Bytes of the HTTP request head read before this read (``_HTTP`` only)."""
 
     def get_buffer(self, sizehint: int) -> memoryview:
         view = _base_get_buffer(self, sizehint)
@@ -208,13 +220,22 @@ class GateProtocol(_WSProtocol):
         elif mode == _HTTP:
             view = self._view
             assert view is not None
-            # picows takes the head up to the first blank line, at most 16 KiB.
+            # picows takes the head up to the first blank line, at most 16 KiB;
+            # past that it would drop TCP without a word, so we answer 431.
             carry = self._carry
-            head = carry + bytes(view[: min(nbytes, 16 * 1024)])
+            head = carry + bytes(view[: min(nbytes, HTTP_MAX_HEAD)])
             end = head.find(b"\r\n\r\n")
             if end < 0:
+                seen = self._head + nbytes
+                if seen >= HTTP_MAX_HEAD:
+                    self._too_large()
+                    return
+                self._head = seen
                 self._carry = head[-3:]
                 _base_updated(self, nbytes)
+                return
+            if self._head - len(carry) + end >= HTTP_MAX_HEAD:
+                self._too_large()
                 return
             self._carry = b""
             self._mode = _FRAMES
@@ -286,6 +307,18 @@ class GateProtocol(_WSProtocol):
             self._mode = _FRAMES
             self._skip = end - nbytes
             self._in_close = True
+
+    def _too_large(self) -> None:
+        """The request head passed :data:`HTTP_MAX_HEAD`: 431, then close (RFC 6585 §5).
+
+        picows never sees these bytes (it would close TCP without an
+        answer); nothing is read after them.
+        """
+        self._mode = _DEAD
+        self._carry = b""
+        tr = self.transport.underlying_transport
+        tr.write(_431)
+        tr.close()  # after the write buffer is flushed
 
     def _flush_listener(self) -> None:
         """Write what the listener queued (echoes of the frames before the cut).
