@@ -32,13 +32,14 @@ from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
 from wsgate.cluster.bus import ClusterBus
 from wsgate.config import Config, load, parse_listen
 from wsgate.core.gateway import Gateway
-from wsgate.core.limits import Limiter
+from wsgate.core.limits import Limiter, parse_rate
 from wsgate.core.presence import PresenceBatcher
 from wsgate.exceptions import ConfigError, WsgateError
 from wsgate.protocol.codes import CloseCode
 from wsgate.routing.http_invoker import HttpInvoker
 from wsgate.routing.table import RouteTable
 from wsgate.transport.base import HttpResponse
+from wsgate.transport.control import ControlLimit
 from wsgate.transport.server import Listener, build_ssl_context, start_listener
 from wsgate.typing import NodeId
 from wsgate.upstream import Upstream
@@ -49,6 +50,15 @@ log = logging.getLogger("wsgate.node")
 
 PlainGet = Callable[[str, Mapping[str, str]], HttpResponse | None]
 """Answers plain HTTP GETs on the public listener (the demo's pages)."""
+
+
+def _control_limit(config: Config) -> ControlLimit | None:
+    """Pings and pongs get the inbound message rate (``limits.default_rate``)."""
+    limits = config.limits
+    rate = parse_rate(limits.default_rate, limits.default_burst)
+    if rate is None:
+        return None
+    return ControlLimit(rate.interval, rate.tolerance, limits.abuse_refusals, limits.abuse_window_s)
 
 
 def _api_keys(config: Config) -> list[str]:
@@ -166,6 +176,7 @@ class Node:
             sign_in_url=config.auth.sign_in_url,
             plain_get=self._plain_get,
             ssl_context=self._ssl,
+            control=_control_limit(config),
         )
 
     async def _start_cluster(self) -> None:

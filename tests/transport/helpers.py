@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from wsgate.auth.principal import Principal
 from wsgate.config import ServerConfig
-from wsgate.transport import Listener, start_listener
+from wsgate.transport import ControlLimit, Listener, start_listener
 from wsgate.transport.base import HttpResponse, Session, Sink
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -97,9 +97,11 @@ async def serve(
     *,
     authenticate: Callable[[Mapping[str, str]], Principal | None] = cookie_auth,
     plain_get: Callable[[str, Mapping[str, str]], HttpResponse | None] | None = None,
+    control: ControlLimit | None = None,
     **overrides: Any,
 ) -> Listener:
     return await start_listener(
+        control=control,
         handler=handler,
         config=config(**overrides),
         authenticate=authenticate,

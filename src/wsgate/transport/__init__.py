@@ -8,10 +8,12 @@ composition root calls :func:`start_listener` and, at shutdown,
 from __future__ import annotations
 
 from wsgate.transport.base import ConnectionHandler, HttpResponse, Session, Sink
+from wsgate.transport.control import ControlLimit
 from wsgate.transport.server import Listener, build_ssl_context, start_listener
 
 __all__ = [
     "ConnectionHandler",
+    "ControlLimit",
     "HttpResponse",
     "Listener",
     "Session",

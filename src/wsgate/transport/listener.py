@@ -1,8 +1,10 @@
 """One WebSocket connection: picows frames in, a :class:`Session` driven, frames out.
 
-picows parses frames and answers pings; everything above a single frame is
-ours (design §8): message reassembly, UTF-8 validation, the size limit, the
-close handshake, heartbeats and the outbound buffer.
+picows parses frames; everything above a single frame is ours (design §8):
+message reassembly, UTF-8 validation, the size limit, the close handshake,
+heartbeats, the outbound buffer, and pongs: picows' auto-pong is off, so a
+pong is queued like any other frame and counts against the high-water mark,
+and pings and pongs are charged to the connection's :class:`ControlLimit`.
 
 Lifecycle, in call order::
 
@@ -24,6 +26,7 @@ code echoed (RFC 6455 §5.5.1), 1002 (protocol error: reserved bits, bad
 fragmentation, invalid close code or length), 1007 (text that is not UTF-8,
 §8.1), 1009 (message past ``max_message_bytes``), 4000 (slow consumer), 4401
 (unauthenticated, after an ``ERROR`` action), 4408 (heartbeat timeout), and
+4429 (a flood of control frames, :mod:`wsgate.transport.control`), and
 whatever :meth:`GateListener.close` is given.
 """
 
@@ -38,8 +41,9 @@ from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
 
 from wsgate.auth.principal import Principal
 from wsgate.transport.base import ConnectionHandler, Session
+from wsgate.transport.control import ControlLimit
 from wsgate.transport.framing import _cache as _frame_cache
-from wsgate.transport.framing import encode_binary_frame, encode_text_frame
+from wsgate.transport.framing import encode_binary_frame, encode_frame, encode_text_frame
 from wsgate.transport.heartbeat import HB_IDLE, HB_STOP, HB_WAIT, HeartbeatWheel
 from wsgate.transport.outbound import BufferedListener, OutboundContext
 
@@ -59,6 +63,8 @@ _BINARY: Final = WSMsgType.BINARY
 _CONT: Final = WSMsgType.CONTINUATION
 _CLOSE: Final = WSMsgType.CLOSE
 _PONG: Final = WSMsgType.PONG
+_PING: Final = WSMsgType.PING
+_OP_PONG: Final = 0xA
 
 _IDLE_CHECKS_BEFORE_PING: Final = 3
 """Checks run every heartbeat/2; a ping goes out after three checks without a
@@ -93,6 +99,7 @@ class ListenerContext(OutboundContext):
     __slots__ = (
         "close_grace",
         "connections",
+        "control",
         "handler",
         "max_message",
         "on_empty",
@@ -111,6 +118,7 @@ class ListenerContext(OutboundContext):
         heartbeat_timeout_s: float,
         unauthenticated_frame: bytes,
         close_grace: float = CLOSE_GRACE_S,
+        control: ControlLimit | None = None,
     ) -> None:
         super().__init__(loop, high_water)
         self.handler = handler
@@ -119,6 +127,8 @@ class ListenerContext(OutboundContext):
         self.unauthenticated_frame = unauthenticated_frame
         """The encoded ``ERROR`` (``UNAUTHENTICATED``, ``signInUrl``) sent before 4401."""
         self.close_grace = close_grace
+        self.control = control
+        """The budget of pings and pongs per connection; ``None``: unlimited."""
         self.connections: set[GateListener] = set()
         """Open connections (added after the 101, removed when the socket is gone)."""
         self.on_empty: asyncio.Event | None = None
@@ -134,6 +144,9 @@ class GateListener(BufferedListener):
 
     __slots__ = (
         "_close_timer",
+        "_ctl_refused",
+        "_ctl_since",
+        "_ctl_tat",
         "_frag",
         "_frag_dec",
         "_frag_op",
@@ -165,6 +178,11 @@ class GateListener(BufferedListener):
         self._close_timer: asyncio.TimerHandle | None = None
         self._peer_code = 1006
         """The close code the peer sent (1005 for an empty close), 1006 if none."""
+        self._ctl_tat = 0.0
+        """GCRA theoretical arrival time of the next control frame (loop time)."""
+        self._ctl_since = 0.0
+        """Start of the window in which ``_ctl_refused`` refusals were counted."""
+        self._ctl_refused = 0
 
     # -- Sink -------------------------------------------------------------
 
@@ -286,11 +304,17 @@ class GateListener(BufferedListener):
                     self._session.on_message(data)  # type: ignore[union-attr]
                 else:
                     self._binary(data)
+        elif op is _PING:
+            # §5.5.2/§5.5.3: answer with the same payload — through the
+            # outbound buffer, so pongs for a peer that never reads count
+            # against the high-water mark (4000) like any other frame.
+            if self._charge_control():
+                self._enqueue(encode_frame(_OP_PONG, frame.get_payload_as_bytes()))
         elif op is _PONG:
-            self._ping_out = False
+            if self._charge_control():
+                self._ping_out = False
         elif op is _CLOSE:
             self._peer_close(frame)
-        # PING never gets here: picows answers it (enable_auto_pong).
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._state = _CLOSED
@@ -333,6 +357,29 @@ class GateListener(BufferedListener):
         return HB_WAIT
 
     # -- internals --------------------------------------------------------
+
+    def _charge_control(self) -> bool:
+        """Charge one ping or pong (GCRA); ``False``: refused, drop it.
+
+        More than ``abuse_refusals`` refusals within ``abuse_window_s`` close
+        the connection with 4429 (:mod:`wsgate.transport.control`).
+        """
+        limit = self._ctx.control
+        if limit is None:
+            return True
+        now = self._ctx.loop.time()
+        tat = max(self._ctl_tat, now)
+        if tat - now <= limit.tolerance:
+            self._ctl_tat = tat + limit.interval
+            return True
+        if limit.abuse_refusals:
+            if now - self._ctl_since > limit.abuse_window_s:
+                self._ctl_since = now
+                self._ctl_refused = 0
+            self._ctl_refused += 1
+            if self._ctl_refused > limit.abuse_refusals:
+                self._terminate(4429, "too many control frames")
+        return False
 
     def _text(self, data: bytes) -> None:
         # §8.1: a text message must be valid UTF-8. isascii() is a fast scan

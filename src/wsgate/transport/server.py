@@ -48,6 +48,7 @@ from wsgate.protocol.builtins import ERROR, ErrorPayload
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Outbound, encode
 from wsgate.transport.base import ConnectionHandler, HttpResponse
+from wsgate.transport.control import ControlLimit
 from wsgate.transport.framing import encode_frame
 from wsgate.transport.listener import CLOSE_GRACE_S, GateListener, ListenerContext
 from wsgate.transport.protocol import GateProtocol
@@ -197,12 +198,16 @@ async def start_listener(
     sign_in_url: str,
     plain_get: PlainGet | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    control: ControlLimit | None = None,
 ) -> Listener:
     """Bind ``config.listen`` and serve WebSocket connections on ``config.path``.
 
     ``ssl_context`` wins; otherwise TLS is on when ``config.tls_cert`` and
     ``config.tls_key`` are both set. ``authenticate`` and ``plain_get`` run
-    on the loop for every request, so they must not block.
+    on the loop for every request, so they must not block. ``control``
+    limits each connection's pings and pongs (a refused ping gets no pong;
+    too many refusals close 4429); ``None`` leaves them unlimited, though
+    pongs still count against ``outbound_high_water_bytes``.
     """
     loop = asyncio.get_running_loop()
     host, port = parse_listen("server.listen", config.listen)
@@ -225,6 +230,7 @@ async def start_listener(
         heartbeat_timeout_s=config.heartbeat_timeout_ms / 1000,
         unauthenticated_frame=encode_frame(0x1, encode(unauthenticated)),
         close_grace=CLOSE_GRACE_S,
+        control=control,
     )
     ws_path = config.path
     allow_any = "*" in config.allowed_origins
@@ -272,7 +278,9 @@ async def start_listener(
             handshake_timeout=config.handshake_timeout_ms / 1000,
             max_frame_size=config.max_message_bytes,
             read_buffer_init_size=config.read_buffer_bytes,
-            enable_auto_pong=True,  # RFC 6455 §5.5.2: answer every ping
+            # Pongs are ours (listener.py): bounded by the outbound buffer and
+            # by ``control``; picows' auto-pong would write them unbounded.
+            enable_auto_pong=False,
         )
 
     # loop.create_server, not picows' aiofastnet: measured with 2,000 idle
