@@ -9,7 +9,18 @@ thousand count updates, not 50 million diffs.
 
 Diffs are idempotent: a client applies ``joined``/``left`` by
 ``connectionId``, so a member may see a join it already knows from its
-``JOINED`` snapshot (or its own) without harm.
+``JOINED`` snapshot (or its own), or a leave of someone it never saw, without
+harm.
+
+Guarantee: when a window's diff has been sent, every member's view (its
+``JOINED`` snapshot plus the diffs it received afterwards) equals the
+channel's membership. A window keeps, per connection, its latest change; a
+change undone inside the window (join then leave, leave then rejoin) is
+dropped only if no snapshot was taken since it was queued — then every member
+already knows the state it returns to. Once a snapshot saw the change, the
+entry stays and carries the final state instead. Each change costs O(1); a
+window holds at most one entry per connection that changed, freed at flush.
+Past the threshold nothing is recorded (``count`` only), as before.
 """
 
 from __future__ import annotations
@@ -28,15 +39,49 @@ if TYPE_CHECKING:
 __all__ = ["PendingPresence", "PresenceBatcher"]
 
 
-class PendingPresence:
-    """The diffs of one channel waiting for its batch window to end."""
+_SEEN = -1
+"""``PendingPresence.queued`` value of an entry some snapshot saw: it never cancels."""
 
-    __slots__ = ("joined", "left", "timer")
+
+class PendingPresence:
+    """The diffs of one channel waiting for its batch window to end.
+
+    Each connection is in at most one of ``joined`` and ``left`` (its latest
+    change), and then in ``queued``.
+    """
+
+    __slots__ = ("joined", "left", "queued", "snapshots", "timer")
 
     def __init__(self) -> None:
         self.joined: dict[ConnectionId, bi.Member] = {}
         self.left: dict[ConnectionId, bi.Member] = {}
+        self.queued: dict[ConnectionId, int] = {}
+        """Per entry: ``snapshots`` when it was queued, or ``_SEEN`` once a
+        snapshot was taken after that (it may no longer cancel)."""
+        self.snapshots = 0
+        """Member lists handed out (``JOINED``) since the window opened."""
         self.timer: TimerHandle | None = None
+
+    def change(self, cid: ConnectionId, member: bi.Member, *, joined: bool, record: bool) -> None:
+        """``cid`` joined (or left); ``record=False`` past the threshold (count only).
+
+        The call must be a real change: a join of a member not present, a
+        leave of one present (the gateway and the cluster replica ensure it).
+        """
+        into, undo = (self.joined, self.left) if joined else (self.left, self.joined)
+        if undo.pop(cid, None) is not None:
+            if self.queued[cid] == self.snapshots:  # nobody saw the change it undoes
+                del self.queued[cid]
+                return
+            self.queued[cid] = _SEEN
+            into[cid] = member
+        elif record:
+            into[cid] = member
+            self.queued.setdefault(cid, self.snapshots)
+
+    def seen(self) -> None:
+        """A member list was handed out: every entry queued so far was seen."""
+        self.snapshots += 1
 
 
 class PresenceBatcher:
@@ -65,6 +110,8 @@ class PresenceBatcher:
         """The member list for ``JOINED``, or ``None`` past the threshold."""
         if self.is_large(channel):
             return None
+        if channel.presence is not None:
+            channel.presence.seen()
         return channel.everyone()
 
     def joined(self, channel: Channel, conn: Connection) -> None:
@@ -72,36 +119,34 @@ class PresenceBatcher:
         if self._unbatched(channel):
             self._send(channel, [conn.member], [], skip=conn)
             return
-        pending = self._pending(channel)
-        if pending.left.pop(conn.id, None) is None and not self.is_large(channel):
-            pending.joined[conn.id] = conn.member
+        record = not self.is_large(channel)
+        self._pending(channel).change(conn.id, conn.member, joined=True, record=record)
 
     def left(self, channel: Channel, conn: Connection) -> None:
         """``conn`` was removed from ``channel`` (which may now be empty)."""
         if self._unbatched(channel):
             self._send(channel, [], [conn.member], skip=conn)
             return
-        pending = self._pending(channel)
-        if pending.joined.pop(conn.id, None) is None and not self.is_large(channel):
-            pending.left[conn.id] = conn.member
+        record = not self.is_large(channel)
+        self._pending(channel).change(conn.id, conn.member, joined=False, record=record)
 
     def remote(self, channel: Channel, joined: list[bi.Member], left: list[bi.Member]) -> None:
-        """Members came or went on other nodes (the cluster updated ``channel.remote``)."""
+        """Members came or went on other nodes (the cluster updated ``channel.remote``).
+
+        As for :meth:`joined` and :meth:`left`, each member must be a real
+        change of ``channel.remote``.
+        """
         if not channel.members:
             return
         if self._unbatched(channel):
             self._send(channel, joined, left)
             return
         pending = self._pending(channel)
-        large = self.is_large(channel)
+        record = not self.is_large(channel)
         for member in joined:
-            cid = ConnectionId(member.connectionId)
-            if pending.left.pop(cid, None) is None and not large:
-                pending.joined[cid] = member
+            pending.change(ConnectionId(member.connectionId), member, joined=True, record=record)
         for member in left:
-            cid = ConnectionId(member.connectionId)
-            if pending.joined.pop(cid, None) is None and not large:
-                pending.left[cid] = member
+            pending.change(ConnectionId(member.connectionId), member, joined=False, record=record)
 
     def _unbatched(self, channel: Channel) -> bool:
         return self._batch <= 0 and not self.is_large(channel)
