@@ -10,7 +10,9 @@ tells its local members (``PRESENCE`` left-diffs) — so the members of a node
 that died expire within ``ttl_s`` and a half.
 
 A diff may overtake the store read that fills a replica (a member that left
-may briefly show again); the next diff or sweep corrects it.
+may briefly show again); the next diff or sweep corrects it. A diff that
+changes nothing in the replica (a repeat, or a join the store read already
+brought) is not passed on to the local members.
 """
 
 from __future__ import annotations
@@ -139,13 +141,19 @@ class ClusterPresence:
         except msgspec.DecodeError:
             log.warning("dropped a malformed presence diff for %s", address)
             return
+        # Only real changes reach the batcher: it cancels a pending join against a
+        # later leave, so a repeated join (or a leave of someone absent) reported
+        # as a change would make it drop the real one after it.
+        joined: list[Member] = []
         for member in diff.joined:
-            replica[ConnectionId(member.connectionId)] = member
-        for member in diff.left:
-            replica.pop(ConnectionId(member.connectionId), None)
+            cid = ConnectionId(member.connectionId)
+            if cid not in replica:
+                joined.append(member)
+            replica[cid] = member
+        left = [m for m in diff.left if replica.pop(ConnectionId(m.connectionId), None) is not None]
         channel = self._gw.pool.channel(address)
-        if channel is not None:
-            self._gw.presence.remote(channel, diff.joined, diff.left)
+        if channel is not None and (joined or left):
+            self._gw.presence.remote(channel, joined, left)
 
     async def sweep(self) -> None:
         """Drop the members of nodes whose heartbeat expired, and tell local members."""
