@@ -281,9 +281,13 @@ class Converges(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from([0.01, 0.02, 0.03]))
     def tick(self, seconds: float) -> None:
-        """Time passes inside a window: some windows close, others stay open."""
+        """Time passes: some windows close (their channels are checked), others stay open."""
         self.h.clock.advance(seconds)
         self._drain()
+        for view in VIEWS_:
+            channel = self.h.gw.pool.channel(ChannelAddress(f"acme:{view}"))
+            if channel is None or channel.presence is None:
+                self._check(f"acme:{view}")
 
     @rule()
     def flush(self) -> None:
@@ -291,15 +295,17 @@ class Converges(RuleBasedStateMachine):
         self.h.clock.advance(1.0)  # past batch_ms and large_batch_ms
         self._drain()
         for view in VIEWS_:
-            channel = f"acme:{view}"
-            truth = self._truth(channel)
-            for c in self._live():
-                if channel not in self.views.counts.get(c.id, {}):
-                    continue
-                assert self.views.count(c, channel) == len(truth), (c.id, channel)
-                seen = self.views.of(c, channel)
-                if seen is not None and self.lists_hold:
-                    assert seen == truth, (c.id, channel, seen ^ truth)
+            self._check(f"acme:{view}")
+
+    def _check(self, channel: str) -> None:
+        truth = self._truth(channel)
+        for c in self._live():
+            if channel not in self.views.counts.get(c.id, {}):
+                continue
+            assert self.views.count(c, channel) == len(truth), (c.id, channel)
+            seen = self.views.of(c, channel)
+            if seen is not None and self.lists_hold:
+                assert seen == truth, (c.id, channel, seen ^ truth)
 
     def _truth(self, channel: str) -> set[str]:
         """Who is in ``channel``: the clients told JOINED (not yet LEFT), and the replica."""

@@ -12,15 +12,16 @@ Diffs are idempotent: a client applies ``joined``/``left`` by
 ``JOINED`` snapshot (or its own), or a leave of someone it never saw, without
 harm.
 
-Guarantee: when a window's diff has been sent, every member's view (its
-``JOINED`` snapshot plus the diffs it received afterwards) equals the
-channel's membership. A window keeps, per connection, its latest change; a
-change undone inside the window (join then leave, leave then rejoin) is
-dropped only if no snapshot was taken since it was queued — then every member
-already knows the state it returns to. Once a snapshot saw the change, the
-entry stays and carries the final state instead. Each change costs O(1); a
-window holds at most one entry per connection that changed, freed at flush.
-Past the threshold nothing is recorded (``count`` only), as before.
+Guarantee (below the threshold): when a window's diff has been sent, every
+member's view (its ``JOINED`` snapshot plus the diffs it received afterwards)
+equals the channel's membership; past it, every member's last ``count`` does.
+A window keeps, per connection, its latest change; a change undone inside the
+window (join then leave, leave then rejoin) is dropped only if no snapshot was
+taken since it was queued — then every member already knows the state it
+returns to. Once a snapshot saw the change, the entry stays and carries the
+final state instead. Each change costs O(1); a window holds at most one entry
+per connection that changed, freed at flush. Past the threshold nothing new is
+recorded (``count`` only).
 """
 
 from __future__ import annotations
