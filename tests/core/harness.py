@@ -11,8 +11,8 @@ from wsgate.auth.principal import Principal
 from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
 from wsgate.config import ChannelRule, LimitsConfig, RateLimitRule
 from wsgate.core.connection import Connection
-from wsgate.core.gateway import Gateway
-from wsgate.core.limits import Limiter
+from wsgate.core.gateway import Admission, Gateway
+from wsgate.core.limits import Limiter, SharedCheck
 from wsgate.core.presence import PresenceBatcher
 from wsgate.typing import NodeId
 
@@ -32,6 +32,8 @@ class Harness:
         allow_anonymous: bool = True,
         limits: LimitsConfig | None = None,
         rate_limits: list[RateLimitRule] | None = None,
+        admission: Admission | None = None,
+        shared: SharedCheck | None = None,
     ) -> None:
         self.clock = ManualClock()
         limiter = None
@@ -50,6 +52,11 @@ class Harness:
             max_channels=max_channels,
             limiter=limiter,
         )
+        if admission is not None:
+            self.gw.admission = admission
+        if shared is not None:
+            assert limiter is not None
+            limiter.shared = shared
 
     def connect(self, user: str, org: str = "acme", ip: str = "127.0.0.1", **claims: Any) -> Client:
         principal = Principal(sub=user, name=user.title(), org=org, orgs=(org,), **claims)
