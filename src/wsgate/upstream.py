@@ -227,6 +227,9 @@ class Upstream:
             return
         self._spawn(self._admit(conn, service))
 
+    def abandoned(self, conn: Connection) -> None:
+        """Closed before the connect hook answered: the late verdict is ignored by the core."""
+
     async def _admit(self, conn: Connection, service: Service) -> None:
         action = Action(
             type=bi.CONNECT, payload=msgspec.Raw(msgspec.json.encode({"ip": conn.peer}))

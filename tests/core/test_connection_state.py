@@ -79,7 +79,7 @@ def test_a_connection_closed_while_held_leaves_the_pool() -> None:
 
 
 def test_the_held_queue_is_bounded() -> None:
-    h, admission, shared = _held_harness()
+    h, admission, _shared = _held_harness()
     nina = h.connect("nina")
     h.gw.admitted(admission.waiting.pop())
     nina.take()

@@ -6,6 +6,8 @@ and a message fit for the calling service (never internal details).
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 from aiohttp import web
 
@@ -15,10 +17,11 @@ from wsgate.cluster.query import ANSWER_TIMEOUT_S, Found
 from wsgate.cluster.views import describe, local_hubs
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import JoinRefused
+from wsgate.core.pool import Channel
 from wsgate.delivery import deliver
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.address import parse_address
-from wsgate.protocol.codes import CloseCode
+from wsgate.protocol.codes import CloseCode, ErrorCode
 from wsgate.routing.results import Publish
 from wsgate.typing import ChannelAddress, ConnectionId, UserId
 
@@ -117,7 +120,12 @@ async def delete_user_connections(request: web.Request) -> web.Response:
 
 @routes.put("/v1/connections/{id}/channels/{addr:.+}")
 async def join_channel(request: web.Request) -> web.Response:
-    """Join a connection server-side; the channel policy still applies."""
+    """Join a connection server-side, through the same pipeline as a client's JOIN.
+
+    Here: ``200`` once joined (the connection got ``JOINED``), or the refusal
+    as ``{"error", "code"}`` with its status (:data:`JOIN_STATUS`). On another
+    node: ``202``; that node answers a refusal by logging and counting it.
+    """
     bus = _remote(request)
     if bus is not None:
         if parse_address(request.match_info["addr"]) is None:
@@ -131,12 +139,42 @@ async def join_channel(request: web.Request) -> web.Response:
     if address is None:
         return json_error(400, "bad channel address")
     gateway = request.app[STATE].gateway
+    outcome: asyncio.Future[Channel | JoinRefused] = asyncio.get_running_loop().create_future()
+
+    def answer(result: Channel | JoinRefused) -> None:
+        if not outcome.done():
+            outcome.set_result(result)
+
+    gateway.request_join(conn, address, answer)
     try:
-        channel, _ = gateway.join(conn, address)
-    except JoinRefused as refused:
-        return json_error(403 if refused.code == "FORBIDDEN" else 400, refused.message)
-    conn.send_action(bi.JOINED, gateway.joined_payload(channel))
-    return web.json_response({"channel": channel.address, "count": channel.count})
+        result = await asyncio.wait_for(outcome, JOIN_TIMEOUT_S)
+    except TimeoutError:
+        return _join_error(ErrorCode.UPSTREAM_TIMEOUT, "the join did not complete in time")
+    if isinstance(result, JoinRefused):
+        return _join_error(result.code, result.message)
+    if conn.closed:
+        return json_error(404, "no such connection")
+    conn.send_action(bi.JOINED, gateway.joined_payload(result))
+    return web.json_response({"channel": result.address, "count": result.count})
+
+
+JOIN_TIMEOUT_S = 10.0
+"""An API join waits at most this for its gates (authorize hook, cluster subscription)."""
+
+JOIN_STATUS = {
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.UPSTREAM_TIMEOUT: 504,
+    ErrorCode.UPSTREAM_ERROR: 502,
+    ErrorCode.UPSTREAM_UNAVAILABLE: 503,
+}
+"""The status of a refused API join, by the code a client's JOIN would get (else 400)."""
+
+
+def _join_error(code: ErrorCode, message: str) -> web.Response:
+    body = {"error": message, "code": code.value}
+    return web.json_response(body, status=JOIN_STATUS.get(code, 400))
 
 
 @routes.delete("/v1/connections/{id}/channels/{addr:.+}")

@@ -24,7 +24,6 @@ later messages are delivered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
@@ -38,6 +37,7 @@ from wsgate.cluster.query import ANSWER, QUERY, ClusterQuery
 from wsgate.cluster.shared import ROUTES_SUBJECT, ClusterLimits, SharedRoutes
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import Gateway, Pending
+from wsgate.core.pool import Channel
 from wsgate.protocol.address import Address
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import From, Outbound, OutMeta, encode
@@ -96,6 +96,8 @@ class ClusterBus:
         self._preparing: dict[ChannelAddress, list[Resume]] = {}
         self._recovering: dict[ChannelAddress, list[tuple[env.Envelope, int, int]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.joins_refused = 0
+        """Joins asked by other nodes that this node's pipeline refused (logged too)."""
         self._receivers = {
             env.CHANNEL: self._on_channel,
             env.HUB: self._on_spread,
@@ -373,23 +375,30 @@ class ClusterBus:
             self._server_join(conn, op.channel)
 
     def _server_join(self, conn: Connection, channel: str) -> None:
+        """A join asked by another node's API: the same pipeline as a client's JOIN.
+
+        A refusal is logged and counted in :attr:`joins_refused` (the asking
+        node already answered its caller ``202``).
+        """
         from wsgate.core.gateway import JoinRefused
         from wsgate.protocol.address import parse_address
 
         address = parse_address(channel)
         if address is None:
+            self._refused_join(conn, channel, ErrorCode.BAD_REQUEST, "bad channel address")
             return
 
-        def resume(refusal: ErrorCode | None) -> None:
-            if refusal is not None or conn.closed or address is None:
-                return
-            with contextlib.suppress(JoinRefused):
-                joined, _ = self._gw.join(conn, address)
-                conn.send_action("@@wsgate/JOINED", self._gw.joined_payload(joined))
+        def answer(result: Channel | JoinRefused) -> None:
+            if isinstance(result, JoinRefused):
+                self._refused_join(conn, channel, result.code, result.message)
+            else:
+                conn.send_action("@@wsgate/JOINED", self._gw.joined_payload(result))
 
-        verdict = self.check(conn, address, resume)
-        if not isinstance(verdict, Pending):
-            resume(verdict)
+        self._gw.request_join(conn, address, answer)
+
+    def _refused_join(self, conn: Connection, channel: str, code: ErrorCode, why: str) -> None:
+        self.joins_refused += 1
+        log.warning("remote join of %s to %s refused: %s (%s)", conn.id, channel, code.value, why)
 
     # Observer: interest and presence ----------------------------------------------
 

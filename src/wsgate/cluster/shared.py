@@ -79,6 +79,12 @@ class ClusterLimits:
             return
         self._bus.spawn(self._count(conn))
 
+    def abandoned(self, conn: Connection) -> None:
+        """Closed before admission: release its count (if taken) and tell the inner hook."""
+        self._bus.spawn(self.release(conn))
+        if self._inner is not None:
+            self._inner.abandoned(conn)
+
     def _next(self, conn: Connection) -> None:
         if self._inner is not None:
             self._inner.admit(conn)

@@ -3,13 +3,13 @@
 Each parses its payload strictly (unknown fields are refused) and answers
 with its counterpart (``JOINED``, ``LEFT``, ``PONG``) or an ``ERROR``, always
 with ``meta.inReplyTo`` when the client gave ``meta.id``. JOIN and NAVIGATE
-pass the channel policy, then the authorize hook (when one is routed), whose
-answer may come later: the join then completes asynchronously.
+go through :meth:`Gateway.request_join <wsgate.core.gateway.Gateway.request_join>`
+(policy, gates, pool), whose answer may come later; the ``LEFT`` of a
+NAVIGATE's previous view carries its ``inReplyTo`` too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
@@ -22,7 +22,8 @@ from wsgate.typing import ChannelAddress, HubId
 
 if TYPE_CHECKING:
     from wsgate.core.connection import Connection
-    from wsgate.core.gateway import Gateway
+    from wsgate.core.gateway import Gateway, JoinAnswer
+    from wsgate.core.pool import Channel
 
 __all__ = ["install"]
 
@@ -50,55 +51,26 @@ def _address(conn: Connection, action: Action, text: str) -> Address | None:
 
 def install(gw: Gateway) -> None:
     """Register the built-in handlers on ``gw.dispatcher``."""
-    from wsgate.core.gateway import JoinRefused, Pending
+    from wsgate.core.gateway import JoinRefused
 
-    def join_view(conn: Connection, action: Action, address: Address, since: int | None) -> bool:
-        try:
-            channel, _ = gw.join(conn, address)
-        except JoinRefused as refused:
-            conn.send_error(refused.code, refused.message, _rid(action))
-            return False
-        payload = gw.joined_payload(channel)
-        replay: list[bytes] = []
-        if since is not None:
-            found = gw.history.since(channel.address, since)
-            payload.recovered = found.recovered
-            replay = found.entries
-        conn.send_action(bi.JOINED, payload, in_reply_to=_rid(action))
-        for data in replay:
-            conn.sink.send(data)
-        return True
+    def answer(conn: Connection, action: Action, since: int | None) -> JoinAnswer:
+        """The client's answer to its join: ``JOINED`` then the replay, or ``ERROR``."""
 
-    def authorized(
-        conn: Connection, action: Action, address: Address, proceed: Callable[[], object]
-    ) -> None:
-        """Run ``proceed`` once the static policy and the authorize hook allow ``address``."""
-        if not gw.policy.allows(conn.principal, address):
-            conn.send_error(
-                ErrorCode.FORBIDDEN, f"not allowed to join {address.value}", _rid(action)
-            )
-            return
-        gates = gw.gates
-
-        def step(index: int) -> None:
-            """Ask gate ``index``; on allow go to the next, after the last ``proceed``."""
-            if index == len(gates):
-                proceed()
+        def answered(result: Channel | JoinRefused) -> None:
+            if isinstance(result, JoinRefused):
+                conn.send_error(result.code, result.message, _rid(action))
                 return
+            payload = gw.joined_payload(result)
+            replay: list[bytes] = []
+            if since is not None:
+                found = gw.history.since(result.address, since)
+                payload.recovered = found.recovered
+                replay = found.entries
+            conn.send_action(bi.JOINED, payload, in_reply_to=_rid(action))
+            for data in replay:
+                conn.sink.send(data)
 
-            def resume(refusal: ErrorCode | None) -> None:
-                if conn.closed:
-                    return
-                if refusal is None:
-                    step(index + 1)
-                else:
-                    conn.send_error(refusal, f"not allowed to join {address.value}", _rid(action))
-
-            verdict = gates[index].check(conn, address, resume)
-            if not isinstance(verdict, Pending):
-                resume(verdict)
-
-        step(0)
+        return answered
 
     def on_join(conn: Connection, action: Action) -> None:
         body = _payload(conn, action, bi.JoinPayload)
@@ -106,7 +78,7 @@ def install(gw: Gateway) -> None:
             return
         address = _address(conn, action, body.channel)
         if address is not None:
-            authorized(conn, action, address, lambda: join_view(conn, action, address, body.since))
+            gw.request_join(conn, address, answer(conn, action, body.since))
 
     def on_leave(conn: Connection, action: Action) -> None:
         body = _payload(conn, action, bi.LeavePayload)
@@ -125,20 +97,24 @@ def install(gw: Gateway) -> None:
         address = _address(conn, action, f"{hub}:{body.view}")
         if address is None:
             return
+        joined = answer(conn, action, body.since)
 
-        def navigate() -> None:
-            # Authorized first: a refused NAVIGATE leaves the old view intact.
+        def leave_previous() -> None:
+            # Once every gate allowed: a refused NAVIGATE leaves the old view intact.
             views = conn.views
             previous = None if views is None else views.get(HubId(hub))
             if previous is not None and previous != address.value:
                 gw.leave(conn, previous)
-                conn.send_action(bi.LEFT, {"channel": previous})
-            if join_view(conn, action, address, body.since):
+                conn.send_action(bi.LEFT, {"channel": previous}, in_reply_to=_rid(action))
+
+        def answered(result: Channel | JoinRefused) -> None:
+            joined(result)
+            if not isinstance(result, JoinRefused):
                 if conn.views is None:
                     conn.views = {}
                 conn.views[address.hub] = address.value
 
-        authorized(conn, action, address, navigate)
+        gw.request_join(conn, address, answered, leave_previous)
 
     def on_ping(conn: Connection, action: Action) -> None:
         conn.send_action(bi.PONG, action.payload, in_reply_to=_rid(action))

@@ -4,24 +4,53 @@ A :class:`Connection` is the :class:`~wsgate.transport.base.Session` the
 transport feeds. It holds no socket: it writes through its ``sink``. It is
 created by :meth:`Gateway.open <wsgate.core.gateway.Gateway.open>` and dies in
 :meth:`on_close`, after which the pool holds no reference to it.
+
+Its :class:`State` changes only in the gateway (``open``, ``admitted``,
+``hold``, ``release``, ``close``)::
+
+    ADMITTING --admitted--> OPEN <--release-- HELD
+        |                    |  --hold------>  |
+        +------ close -------+-----------------+--> CLOSING --> CLOSED
+
+While ``ADMITTING`` (a connect hook decides) or ``HELD`` (a cluster-wide rate
+limit answers later) the client's messages wait, in order, in a bounded
+``queue`` of ``Gateway.max_pending``; past it they are answered
+``RATE_LIMITED`` (with ``inReplyTo``) and dropped.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from wsgate.auth.principal import Principal
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.codes import ErrorCode
-from wsgate.protocol.envelope import Outbound, OutMeta, encode
+from wsgate.protocol.envelope import Outbound, OutMeta, encode, reply_id
 from wsgate.transport.base import Sink
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
 
 if TYPE_CHECKING:
     from wsgate.core.gateway import Gateway
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "State"]
+
+
+class State(Enum):
+    """Where a connection is in its life; see the module docstring."""
+
+    ADMITTING = "admitting"
+    """Handshaken; the connect hook decides. Not in the pool."""
+    OPEN = "open"
+    """Admitted: in the pool, its messages dispatched at once."""
+    HELD = "held"
+    """Open, but a cluster-wide rate limit is answering: later messages queue."""
+    CLOSING = "closing"
+    """The socket is gone; the gateway is undoing what the connection held."""
+    CLOSED = "closed"
+    """Nothing refers to it any more."""
 
 
 class Connection:
@@ -31,14 +60,14 @@ class Connection:
         "_gateway",
         "_member",
         "channels",
-        "closed",
         "connected_at",
         "hubs",
         "id",
         "peer",
-        "pending",
         "principal",
+        "queue",
         "sink",
+        "state",
         "views",
     )
 
@@ -63,12 +92,18 @@ class Connection:
         """View channels joined (created on first join: idle connections cost less)."""
         self.views: dict[HubId, ChannelAddress] | None = None
         """The current NAVIGATE view per hub."""
-        self.closed = False
-        self.pending: list[bytes] | None = None
-        """Messages received while a connect hook decides (``None``: admitted)."""
+        self.state = State.ADMITTING
+        """Changed only by the gateway (see the module docstring)."""
+        self.queue: deque[bytes] | None = None
+        """Messages waiting while ``ADMITTING`` or ``HELD`` (bounded by ``max_pending``)."""
         self.connected_at = time.time()
         """Unix time of the handshake (for the internal API)."""
         self._member: bi.Member | None = None
+
+    @property
+    def closed(self) -> bool:
+        """The socket is gone (``CLOSING`` or ``CLOSED``): nothing more is sent or joined."""
+        return self.state is State.CLOSING or self.state is State.CLOSED
 
     @property
     def user_id(self) -> UserId:
@@ -90,13 +125,17 @@ class Connection:
     # Session protocol -------------------------------------------------------
 
     def on_message(self, data: bytes) -> None:
-        pending = self.pending
-        if pending is None:
+        if self.state is State.OPEN:
             self._gateway.dispatcher.dispatch(self, data)
-        elif len(pending) < self._gateway.max_pending:
-            pending.append(data)
-        else:
-            self.send_error(ErrorCode.RATE_LIMITED, "wait for WELCOME", retry_after_ms=100)
+            return
+        queue = self.queue
+        if queue is None:  # closing: nothing more is handled
+            return
+        if len(queue) < self._gateway.max_pending:
+            queue.append(data)
+            return
+        wait = "wait for WELCOME" if self.state is State.ADMITTING else "wait for the held answer"
+        self.send_error(ErrorCode.RATE_LIMITED, wait, reply_id(data), retry_after_ms=100)
 
     def on_binary(self) -> None:
         self.send_error(ErrorCode.BAD_REQUEST, "binary frames are not accepted; send JSON text")

@@ -52,16 +52,23 @@ Upstream = Callable[["Connection", Action], bool]
 class Dispatcher:
     """Routes each inbound action by type: built-ins, relays, then upstream."""
 
-    __slots__ = ("_builtins", "_relays", "limiter", "max_depth", "relay", "upstream")
+    __slots__ = (
+        "_builtins", "_hold", "_relays", "_release", "limiter", "max_depth", "relay", "upstream"
+    )
 
     def __init__(
         self,
         relay: Handler,
         relay_patterns: list[str],
+        hold: Callable[[Connection], None],
+        release: Callable[[Connection], None],
         limiter: Limiter | None = None,
         max_depth: int = MAX_DEPTH,
     ) -> None:
         self.limiter = limiter
+        self._hold = hold
+        self._release = release
+        """The gateway's ``HELD`` transitions (a cluster-wide limit answers later)."""
         self.max_depth = max_depth
         """JSON nesting allowed in one message (``TOO_LARGE`` past it)."""
         self._builtins: dict[str, Handler] = {}
@@ -111,21 +118,21 @@ class Dispatcher:
     ) -> None:
         """A cluster-wide limit: hold the connection's later messages until it answers.
 
-        Their order is kept: they queue on ``conn.pending`` and run after this one.
+        Their order is kept: the connection is ``HELD`` (they queue on
+        ``conn.queue``) and released after this one is handled; a closed
+        connection is left as it is.
         """
         assert limiter.shared is not None
-        conn.pending = []
+        self._hold(conn)
 
         def done(wait: float) -> None:
-            queued, conn.pending = conn.pending, None
             if conn.closed:
                 return
             if wait > 0:
                 self._refuse(conn, limiter, wait, _reply_id(action))
             else:
                 self._route_safely(conn, action)
-            for data in queued or ():
-                conn.on_message(data)
+            self._release(conn)
 
         limiter.shared.acquire(key, rate, done)
 

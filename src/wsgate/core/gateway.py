@@ -3,13 +3,14 @@
 :class:`Gateway` implements :class:`~wsgate.transport.base.ConnectionHandler`.
 The transport calls :meth:`Gateway.open` after a handshake; the returned
 :class:`~wsgate.core.connection.Connection` is the session it feeds. The
-internal API calls :meth:`join`, :meth:`leave`, :meth:`disconnect` and the
+internal API calls :meth:`request_join`, :meth:`leave`, :meth:`disconnect` and the
 :class:`~wsgate.core.fanout.Fanout` publish methods.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections import deque
 from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Final, Protocol
@@ -18,7 +19,7 @@ from wsgate.auth.principal import Principal
 from wsgate.backends.base import RecentHistory
 from wsgate.core import builtin
 from wsgate.core.clock import Scheduler
-from wsgate.core.connection import Connection
+from wsgate.core.connection import Connection, State
 from wsgate.core.dispatch import Dispatcher
 from wsgate.core.fanout import Fanout
 from wsgate.core.limits import Limiter, retry_ms
@@ -37,6 +38,7 @@ __all__ = [
     "AuthorizeHook",
     "Authorizer",
     "Gateway",
+    "JoinAnswer",
     "JoinRefused",
     "Observer",
 ]
@@ -71,10 +73,15 @@ class Admission(Protocol):
     :meth:`admit` starts the decision and returns at once; later it calls
     :meth:`Gateway.admitted` (maybe with extra claims) or
     :meth:`Gateway.refused`. Messages the client sends meanwhile are queued
-    (up to ``Gateway.max_pending``) and handled after admission.
+    (up to ``Gateway.max_pending``) and handled after admission; if the
+    connection closes first, :meth:`abandoned` is called and a late verdict is ignored.
     """
 
     def admit(self, conn: Connection) -> None: ...
+
+    def abandoned(self, conn: Connection) -> None:
+        """``conn`` closed before a verdict: free what :meth:`admit` took for it."""
+        ...
 
 
 class Pending(Enum):
@@ -98,12 +105,16 @@ class AuthorizeHook(Protocol):
 
 
 class JoinRefused(Exception):
-    """Internal signal from :meth:`Gateway.join`; carries the client-facing code."""
+    """A join's refusal (given to the ``answer`` of :meth:`Gateway.request_join`)."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+JoinAnswer = Callable[["Channel | JoinRefused"], None]
+"""Told the outcome of :meth:`Gateway.request_join`: the channel joined, or why not."""
 
 
 class Gateway:
@@ -135,7 +146,9 @@ class Gateway:
         self.pool = Pool()
         self.fanout = Fanout(self)
         self.limiter = limiter
-        self.dispatcher = Dispatcher(self.fanout.relay, relays, limiter, max_depth)
+        self.dispatcher = Dispatcher(
+            self.fanout.relay, relays, self.hold, self.release, limiter, max_depth
+        )
         builtin.install(self)
         self._new_id = id_factory
         self.observers: list[Observer] = []
@@ -146,9 +159,10 @@ class Gateway:
         """Asked in order before a JOIN or NAVIGATE completes (after the channel policy):
         the authorize hook, the cluster's readiness for the channel."""
         self.max_pending = 32
-        """Messages queued per connection while its admission runs."""
+        """Messages queued per connection while ``ADMITTING`` or ``HELD``; past it
+        they are answered ``RATE_LIMITED`` and dropped."""
 
-    # Sessions -----------------------------------------------------------------
+    # Sessions: every state transition of a connection is here ----------------
 
     def open(self, sink: Sink, principal: Principal, peer: str) -> Connection:
         """Take a handshaken connection: admit it now, or once the connect hook says so."""
@@ -159,12 +173,12 @@ class Gateway:
             reason, wait = refusal
             conn.send_error(ErrorCode.RATE_LIMITED, reason, retry_after_ms=retry_ms(wait))
             sink.close(CloseCode.TOO_MANY, reason)
-            conn.closed = True  # never admitted: nothing to undo on close
+            conn.state = State.CLOSED  # never admitted: nothing to undo on close
             return conn
         if self.admission is None:
             self.admitted(conn)
         else:
-            conn.pending = []
+            conn.queue = deque()
             self.admission.admit(conn)
         return conn
 
@@ -174,16 +188,18 @@ class Gateway:
         principal: Principal | None = None,
         greeting: Iterable[bytes] = (),
     ) -> None:
-        """Admit ``conn``: hubs, ``WELCOME``, then ``greeting``, then its queued messages.
+        """``ADMITTING`` → ``OPEN``: hubs, ``WELCOME``, ``greeting``, then its queued messages.
 
         ``principal`` replaces the connection's claims (a connect hook added some).
+        Ignored unless the connection is still ``ADMITTING`` (it may have closed).
         """
-        if conn.closed:
+        if conn.state is not State.ADMITTING:
             return
         if principal is not None:
             conn.principal = principal
         conn.hubs = tuple(self.policy.hubs_for(conn.principal))
         self.pool.add(conn)
+        conn.state = State.OPEN
         welcome = bi.WelcomePayload(
             connectionId=conn.id,
             userId=conn.principal.sub or None,
@@ -196,30 +212,63 @@ class Gateway:
             conn.sink.send(data)
         for observer in self.observers:
             observer.connected(conn)
-        queued, conn.pending = conn.pending, None
-        for data in queued or ():
-            self.dispatcher.dispatch(conn, data)
+        self._drain(conn)
 
     def refused(self, conn: Connection, code: int, reason: str) -> None:
         """The connect hook refused ``conn``: close it; it never joined anything."""
-        conn.pending = None
-        if not conn.closed:
+        if conn.state is State.ADMITTING:
+            conn.queue = None  # its messages are dropped; close() finishes the job
             conn.sink.close(code, reason)
 
+    def hold(self, conn: Connection) -> None:
+        """``OPEN`` → ``HELD``: later messages queue until :meth:`release`."""
+        if conn.state is State.OPEN:
+            conn.state = State.HELD
+            if conn.queue is None:
+                conn.queue = deque()
+
+    def release(self, conn: Connection) -> None:
+        """``HELD`` → ``OPEN``, then the queued messages in order (one may hold again)."""
+        if conn.state is State.HELD:
+            conn.state = State.OPEN
+            self._drain(conn)
+
+    def _drain(self, conn: Connection) -> None:
+        """Dispatch queued messages while the connection stays ``OPEN``.
+
+        A message that starts a hold stops the drain; the rest wait for its
+        :meth:`release`. At most ``max_pending`` iterations: nothing is queued meanwhile.
+        """
+        queue = conn.queue
+        while queue and conn.state is State.OPEN:
+            self.dispatcher.dispatch(conn, queue.popleft())
+        if conn.state is State.OPEN:
+            conn.queue = None
+
     def close(self, conn: Connection) -> None:
-        """The connection is gone: take it out of everything, tell the others."""
-        if conn.closed:
+        """The connection is gone: undo exactly what its state acquired, tell the others.
+
+        ``ADMITTING``: the admission is told (a cluster count is released);
+        ``OPEN``/``HELD``: pool, channels, presence and observers (the cluster
+        releases its connection count there); always the limiter's strikes.
+        A late answer (admission, hold, authorize hook) then finds it closed.
+        """
+        state = conn.state
+        if state is State.CLOSING or state is State.CLOSED:
             return
-        conn.closed = True
+        conn.state = State.CLOSING
+        conn.queue = None
         if self.limiter is not None:
             self.limiter.forget(conn)
-        if conn.pending is not None:  # closed before admission: never in the pool
-            conn.pending = None
-            return
-        for channel in self.pool.remove(conn):
-            self._after_leave(channel, conn)
-        for observer in self.observers:
-            observer.disconnected(conn)
+        if state is State.ADMITTING:
+            if self.admission is not None:
+                self.admission.abandoned(conn)
+        else:
+            for channel in self.pool.remove(conn):
+                self._after_leave(channel, conn)
+            for observer in self.observers:
+                observer.disconnected(conn)
+        conn.state = State.CLOSED
 
     def disconnect(self, cid: ConnectionId, code: int = CloseCode.NORMAL, reason: str = "") -> bool:
         """Close a local connection by id; ``False`` when it is not here."""
@@ -229,20 +278,68 @@ class Gateway:
         conn.sink.close(code, reason)
         return True
 
-    # Membership ---------------------------------------------------------------
+    # Membership: the one join pipeline ------------------------------------------
 
-    def join(self, conn: Connection, address: Address) -> tuple[Channel, bool]:
-        """Join the view ``address``; raise :class:`JoinRefused` when not allowed."""
+    def request_join(
+        self,
+        conn: Connection,
+        address: Address,
+        answer: JoinAnswer,
+        before_pool: Callable[[], object] | None = None,
+    ) -> None:
+        """Join the view ``address``: policy, then each gate, then the pool.
+
+        Every entry point uses this: a client's JOIN and NAVIGATE, the internal
+        API's join, a join asked by another node. ``answer`` gets the channel,
+        or a :class:`JoinRefused` with the code (``BAD_REQUEST`` for a bare hub
+        or a bad address, ``FORBIDDEN`` from the policy, a gate's code,
+        ``TOO_LARGE`` past ``max_channels``) — now or later, exactly once,
+        unless the connection closed meanwhile. ``before_pool`` runs once every
+        gate allowed, just before the pool (NAVIGATE leaves its old view there).
+        """
         if address.view is None:
-            raise JoinRefused(
+            answer(JoinRefused(
                 ErrorCode.BAD_REQUEST, "hubs are joined on connect; join a view <hub>:<view>"
-            )
+            ))
+            return
         if not self.policy.allows(conn.principal, address):
-            raise JoinRefused(ErrorCode.FORBIDDEN, f"not allowed to join {address.value}")
+            answer(JoinRefused(ErrorCode.FORBIDDEN, f"not allowed to join {address.value}"))
+            return
+        self._gate(conn, address, 0, answer, before_pool)
+
+    def _gate(
+        self,
+        conn: Connection,
+        address: Address,
+        index: int,
+        answer: JoinAnswer,
+        before_pool: Callable[[], object] | None,
+    ) -> None:
+        """Ask gate ``index``; on allow go to the next, after the last join the pool."""
+        gates = self.gates
+        if index == len(gates):
+            if before_pool is not None:
+                before_pool()
+            answer(self._join_pool(conn, address))
+            return
+
+        def resume(refusal: ErrorCode | None) -> None:
+            if conn.closed:
+                return
+            if refusal is None:
+                self._gate(conn, address, index + 1, answer, before_pool)
+            else:
+                answer(JoinRefused(refusal, f"not allowed to join {address.value}"))
+
+        verdict = gates[index].check(conn, address, resume)
+        if not isinstance(verdict, Pending):
+            resume(verdict)
+
+    def _join_pool(self, conn: Connection, address: Address) -> Channel | JoinRefused:
         channels = conn.channels
         full = channels is not None and len(channels) >= self.max_channels
         if full and address.value not in (channels or ()):
-            raise JoinRefused(
+            return JoinRefused(
                 ErrorCode.TOO_LARGE, f"at most {self.max_channels} channels per connection"
             )
         channel, added = self.pool.join(conn, address.hub, address.value)
@@ -252,7 +349,7 @@ class Gateway:
             self.presence.joined(channel, conn)
             for observer in self.observers:
                 observer.joined(conn, channel.address)
-        return channel, added
+        return channel
 
     def leave(self, conn: Connection, address: ChannelAddress) -> bool:
         """Leave ``address``; ``False`` when the connection was not in it."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
@@ -49,9 +49,13 @@ CONNECTED: Final = "@@wsgate/CONNECTED"
 DISCONNECTED: Final = "@@wsgate/DISCONNECTED"
 
 
+Offset = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+"""A stream offset as clients send it: a signed 64-bit integer (else ``BAD_REQUEST``)."""
+
+
 class JoinPayload(msgspec.Struct, forbid_unknown_fields=True):
     channel: str
-    since: int | None = None
+    since: Offset | None = None
     """Last ``meta.offset`` seen; missed actions are replayed after JOINED."""
 
 
@@ -62,7 +66,7 @@ class LeavePayload(msgspec.Struct, forbid_unknown_fields=True):
 class NavigatePayload(msgspec.Struct, forbid_unknown_fields=True):
     view: str
     hub: str | None = None
-    since: int | None = None
+    since: Offset | None = None
     """As in JOIN: replay what was missed in the new view (a reconnecting client)."""
 
 
