@@ -141,6 +141,16 @@ class Node:
             max_members=config.presence.max_members,
             large_batch_ms=config.presence.large_batch_ms,
         )
+        self.upstream = Upstream(
+            self.routes,
+            self.invoker,
+            max_in_flight=config.routing.max_in_flight,
+            max_in_flight_per_user=config.routing.max_in_flight_per_user,
+            authorize_ttl_s=config.routing.authorize_cache_s,
+        )
+        bus = await self._open_cluster() if self.clustered else None
+        # Every collaborator is given to the gateway here; the order of
+        # observers and gates is the order they are told and asked in.
         self.gateway = Gateway(
             node_id=self.node_id,
             policy=self.policy,
@@ -149,24 +159,20 @@ class Node:
             relays=[rule.match for rule in config.relays],
             presence=presence,
             limiter=Limiter(config.limits, config.rate_limits, MemoryRateLimits(), loop.time),
+            upstream=self.upstream,
+            observers=[self.upstream] if bus is None else [self.upstream, bus],
+            gates=[self.upstream] if bus is None else [self.upstream, bus],
+            admission=self.upstream if bus is None else bus.limits,
+            bus=bus,
+            shared=None if bus is None else bus.limits,
+            attached=[self.upstream] if bus is None else [self.upstream, bus],
             max_depth=config.limits.max_json_depth,
             heartbeat_ms=config.server.heartbeat_ms,
             max_channels=config.server.max_channels_per_connection,
         )
-        self.upstream = Upstream(
-            self.gateway,
-            self.routes,
-            self.invoker,
-            max_in_flight=config.routing.max_in_flight,
-            max_in_flight_per_user=config.routing.max_in_flight_per_user,
-            authorize_ttl_s=config.routing.authorize_cache_s,
-        )
-        self.gateway.dispatcher.upstream = self.upstream
-        self.gateway.observers.append(self.upstream)
-        self.gateway.admission = self.upstream
-        self.gateway.gates.append(self.upstream)
-        if self.clustered:
-            await self._start_cluster()
+        if bus is not None:
+            self.bus = bus
+            await bus.start()
         await self._start_api()
         self._sweeper = loop.create_task(self._sweep())
         self.listener = await start_listener(
@@ -179,8 +185,8 @@ class Node:
             control=_control_limit(config),
         )
 
-    async def _start_cluster(self) -> None:
-        assert self.gateway is not None
+    async def _open_cluster(self) -> ClusterBus:
+        """Connect the backend and build the bus (started once the gateway has it)."""
         config = self.config
         try:
             backend = await open_backend(
@@ -192,14 +198,14 @@ class Node:
             )
         except (OSError, ConnectionError) as exc:
             raise ConfigError("broker.url", f"cannot connect: {exc}") from None
-        self.bus = ClusterBus(
-            self.gateway,
+        return ClusterBus(
             backend,
             self.routes,
+            node_id=self.node_id,
+            admission=self.upstream,
             presence_ttl_s=config.broker.presence_ttl_s,
             max_connections_per_user=config.limits.max_connections_per_user,
         )
-        await self.bus.start()
 
     async def _start_api(self) -> None:
         assert self.gateway is not None

@@ -105,9 +105,11 @@ class _InFlight:
 class Upstream:
     """Routes actions to services and tells them of lifecycle events."""
 
+    _gw: Gateway
+    """Given by :meth:`attach` (the gateway is built with this hook)."""
+
     def __init__(
         self,
-        gateway: Gateway,
         table: RouteTable,
         invoker: HttpInvoker,
         *,
@@ -115,7 +117,6 @@ class Upstream:
         max_in_flight_per_user: int = 64,
         authorize_ttl_s: float = 30.0,
     ) -> None:
-        self._gw = gateway
         self._table = table
         self._invoker = invoker
         self._per_conn = _InFlight(max_in_flight, "connection")
@@ -226,6 +227,10 @@ class Upstream:
             self._gw.admitted(conn)
             return
         self._spawn(self._admit(conn, service))
+
+    def attach(self, gateway: Gateway) -> None:
+        """The gateway this hook serves (called from its constructor)."""
+        self._gw = gateway
 
     def abandoned(self, conn: Connection) -> None:
         """Closed before the connect hook answered: the late verdict is ignored by the core."""

@@ -51,12 +51,9 @@ class Harness:
             ),
             max_channels=max_channels,
             limiter=limiter,
+            admission=admission,
+            shared=shared,
         )
-        if admission is not None:
-            self.gw.admission = admission
-        if shared is not None:
-            assert limiter is not None
-            limiter.shared = shared
 
     def connect(self, user: str, org: str = "acme", ip: str = "127.0.0.1", **claims: Any) -> Client:
         principal = Principal(sub=user, name=user.title(), org=org, orgs=(org,), **claims)

@@ -36,13 +36,13 @@ from wsgate.cluster.presence import ClusterPresence
 from wsgate.cluster.query import ANSWER, QUERY, ClusterQuery
 from wsgate.cluster.shared import ROUTES_SUBJECT, ClusterLimits, SharedRoutes
 from wsgate.core.connection import Connection
-from wsgate.core.gateway import Gateway, Pending
+from wsgate.core.gateway import Admission, Gateway, Pending
 from wsgate.core.pool import Channel
 from wsgate.protocol.address import Address
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import From, Outbound, OutMeta, encode
 from wsgate.routing.table import RouteTable
-from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
+from wsgate.typing import ChannelAddress, ConnectionId, HubId, NodeId, UserId
 
 __all__ = ["ClusterBus"]
 
@@ -71,22 +71,31 @@ class _Control(msgspec.Struct, omit_defaults=True):
 class ClusterBus:
     """Connects one node's core to the cluster backend (see the module docstring)."""
 
+    _gw: Gateway
+    presence: ClusterPresence
+    _receivers: dict[str, Callable[[env.Envelope, int, int], None]]
+    """Given by :meth:`attach`: the gateway is built with this bus."""
+
     def __init__(
         self,
-        gateway: Gateway,
         backend: Backend,
         routes: RouteTable,
         *,
+        node_id: NodeId,
+        admission: Admission | None = None,
         presence_ttl_s: float = 10.0,
         max_connections_per_user: int = 0,
     ) -> None:
-        self._gw = gateway
+        """Build the bus, then the :class:`Gateway` with it (``observers``, ``gates``,
+        ``admission=bus.limits``, ``bus``, ``shared=bus.limits``, ``attached``),
+        then :meth:`start`. ``admission`` is the connect hook the per-user
+        connection cap wraps."""
         self._backend = backend
         self._broker = backend.broker
-        self.node = gateway.node_id
-        self.presence = ClusterPresence(self, gateway, backend.presence, ttl_s=presence_ttl_s)
+        self.node = node_id
+        self._presence_ttl_s = presence_ttl_s
         self.limits = ClusterLimits(
-            self, gateway, backend, max_per_user=max_connections_per_user, inner=gateway.admission
+            self, backend, max_per_user=max_connections_per_user, inner=admission
         )
         self.routes = SharedRoutes(self, backend, routes)
         self.query = ClusterQuery(self, gateway, backend.presence, ttl_s=presence_ttl_s)
@@ -98,6 +107,15 @@ class ClusterBus:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.joins_refused = 0
         """Joins asked by other nodes that this node's pipeline refused (logged too)."""
+
+    # Lifecycle -------------------------------------------------------------------
+
+    def attach(self, gateway: Gateway) -> None:
+        """The gateway this bus serves (called from its constructor)."""
+        self._gw = gateway
+        store = self._backend.presence
+        self.presence = ClusterPresence(self, gateway, store, ttl_s=self._presence_ttl_s)
+        self.limits.attach(gateway)
         self._receivers = {
             env.CHANNEL: self._on_channel,
             env.HUB: self._on_spread,
@@ -109,21 +127,15 @@ class ClusterBus:
             ANSWER: self.query.on_answer,
         }
 
-    # Lifecycle -------------------------------------------------------------------
-
     async def start(self) -> None:
-        """Connect the broker, subscribe to this node's subject, start heartbeats."""
+        """Connect the broker, subscribe to this node's subject, start heartbeats.
+
+        After the gateway was built with this bus (:meth:`attach` has run).
+        """
         await self._broker.start(self._on_delivery)
         self._broker.subscribe(env.subject("node", self.node))
         self._broker.subscribe(ROUTES_SUBJECT)
         await self._broker.flush()
-        gw = self._gw
-        gw.fanout.bus = self
-        gw.observers.append(self)
-        gw.gates.append(self)
-        gw.admission = self.limits
-        if gw.limiter is not None:
-            gw.limiter.shared = self.limits
         await self.routes.reload()
         await self.presence.start()
         await self.query.start()

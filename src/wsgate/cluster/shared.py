@@ -42,21 +42,25 @@ ROUTES_SUBJECT = "routes.changed"
 class ClusterLimits:
     """Cluster-wide rate limits and per-user connection caps."""
 
+    _gw: Gateway
+    """Given by :meth:`attach` (through the bus's)."""
+
     def __init__(
         self,
         bus: ClusterBus,
-        gateway: Gateway,
         backend: Backend,
         *,
         max_per_user: int,
         inner: Admission | None,
     ) -> None:
         self._bus = bus
-        self._gw = gateway
         self._limits = backend.limits
         self._max_per_user = max_per_user
         self._inner = inner
         self._counted: set[str] = set()
+
+    def attach(self, gateway: Gateway) -> None:
+        self._gw = gateway
 
     # SharedCheck ---------------------------------------------------------------
 

@@ -64,6 +64,7 @@ class Dispatcher:
         release: Callable[[Connection], None],
         limiter: Limiter | None = None,
         max_depth: int = MAX_DEPTH,
+        upstream: Upstream | None = None,
     ) -> None:
         self.limiter = limiter
         self._hold = hold
@@ -74,8 +75,8 @@ class Dispatcher:
         self._builtins: dict[str, Handler] = {}
         self._relays: PatternTable[bool] = PatternTable((p, True) for p in relay_patterns)
         self.relay = relay
-        self.upstream: Upstream | None = None
-        """Set by the node when procedure discovery is configured."""
+        self.upstream = upstream
+        """Procedure discovery (the services hook), when configured."""
 
     def register(self, type_: str, handler: Handler) -> None:
         """Handle the built-in action ``type_`` with ``handler``."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from typing import Final, Protocol
 
@@ -20,9 +20,9 @@ from wsgate.backends.base import RecentHistory
 from wsgate.core import builtin
 from wsgate.core.clock import Scheduler
 from wsgate.core.connection import Connection, State
-from wsgate.core.dispatch import Dispatcher
-from wsgate.core.fanout import Fanout
-from wsgate.core.limits import Limiter, retry_ms
+from wsgate.core.dispatch import Dispatcher, Upstream
+from wsgate.core.fanout import Bus, Fanout
+from wsgate.core.limits import Limiter, SharedCheck, retry_ms
 from wsgate.core.pool import Channel, Pool
 from wsgate.core.presence import PresenceBatcher
 from wsgate.protocol import builtins as bi
@@ -35,6 +35,7 @@ from wsgate.typing import ChannelAddress, ConnectionId, HubId, NodeId
 __all__ = [
     "PENDING",
     "Admission",
+    "Attached",
     "AuthorizeHook",
     "Authorizer",
     "Gateway",
@@ -104,6 +105,14 @@ class AuthorizeHook(Protocol):
         ...
 
 
+class Attached(Protocol):
+    """A collaborator that needs the gateway back (the services hook, the cluster bus)."""
+
+    def attach(self, gateway: Gateway) -> None:
+        """Called once, at the end of :class:`Gateway`'s constructor, before any traffic."""
+        ...
+
+
 class JoinRefused(Exception):
     """A join's refusal (given to the ``answer`` of :meth:`Gateway.request_join`)."""
 
@@ -118,7 +127,18 @@ JoinAnswer = Callable[["Channel | JoinRefused"], None]
 
 
 class Gateway:
-    """One node's connections, hubs and channels, and what they may do."""
+    """One node's connections, hubs and channels, and what they may do.
+
+    Every collaborator is given here and fixed for the gateway's life:
+    ``upstream`` (actions no built-in or relay handles), ``observers`` (told
+    of lifecycle events, in order), ``gates`` (asked in order before a join
+    completes, after the channel policy: the authorize hook, the cluster's
+    readiness for the channel), ``admission`` (the connect hook, maybe wrapped
+    by the cluster's connection cap), ``bus`` (the fan-out to other nodes),
+    ``shared`` (cluster-wide rate limits, set on ``limiter``). Those that
+    need the gateway back are listed in ``attached`` and get
+    :meth:`Attached.attach` last, so construction order is not a rule to remember.
+    """
 
     def __init__(
         self,
@@ -130,6 +150,13 @@ class Gateway:
         relays: list[str],
         presence: PresenceBatcher,
         limiter: Limiter | None = None,
+        upstream: Upstream | None = None,
+        observers: Sequence[Observer] = (),
+        gates: Sequence[AuthorizeHook] = (),
+        admission: Admission | None = None,
+        bus: Bus | None = None,
+        shared: SharedCheck | None = None,
+        attached: Sequence[Attached] = (),
         max_depth: int = MAX_DEPTH,
         heartbeat_ms: int = 25000,
         max_channels: int = 64,
@@ -145,22 +172,26 @@ class Gateway:
         """Views one connection may have joined at once (``TOO_LARGE`` past it)."""
         self.pool = Pool()
         self.fanout = Fanout(self)
+        self.fanout.bus = bus
         self.limiter = limiter
+        if limiter is not None and shared is not None:
+            limiter.shared = shared
         self.dispatcher = Dispatcher(
-            self.fanout.relay, relays, self.hold, self.release, limiter, max_depth
+            self.fanout.relay, relays, self.hold, self.release, limiter, max_depth, upstream
         )
         builtin.install(self)
         self._new_id = id_factory
-        self.observers: list[Observer] = []
+        self.observers: tuple[Observer, ...] = tuple(observers)
         """Told of lifecycle events: services (:mod:`wsgate.upstream`), the cluster."""
-        self.admission: Admission | None = None
-        """Set by the node when a connect hook is routed."""
-        self.gates: list[AuthorizeHook] = []
-        """Asked in order before a JOIN or NAVIGATE completes (after the channel policy):
-        the authorize hook, the cluster's readiness for the channel."""
+        self.admission = admission
+        """The connect hook (``None``: admitted at once)."""
+        self.gates: tuple[AuthorizeHook, ...] = tuple(gates)
+        """Asked in order before any join completes (see :meth:`request_join`)."""
         self.max_pending = 32
         """Messages queued per connection while ``ADMITTING`` or ``HELD``; past it
         they are answered ``RATE_LIMITED`` and dropped."""
+        for part in attached:
+            part.attach(self)
 
     # Sessions: every state transition of a connection is here ----------------
 
