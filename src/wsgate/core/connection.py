@@ -53,6 +53,10 @@ class State(Enum):
     """Nothing refers to it any more."""
 
 
+_OPEN = State.OPEN
+"""Bound once: ``on_message`` compares against it on every message (the hot path)."""
+
+
 class Connection:
     """A connected client; also the transport's session for it."""
 
@@ -125,7 +129,7 @@ class Connection:
     # Session protocol -------------------------------------------------------
 
     def on_message(self, data: bytes) -> None:
-        if self.state is State.OPEN:
+        if self.state is _OPEN:
             self._gateway.dispatcher.dispatch(self, data)
             return
         queue = self.queue
