@@ -143,6 +143,7 @@ async def test_a_remote_join_refused_by_the_authorize_hook_is_answered(
                 assert "FORBIDDEN" in refusals[0].getMessage()
                 assert a.node.bus is not None and b.node.bus is not None
                 assert a.node.bus.joins_refused == 1
+                assert await _until(lambda: b.node.bus is not None and b.node.bus.joins_refused == 1)
                 await alice.silent(0.1)
                 assert a.node.gateway is not None
                 assert a.node.gateway.pool.channel("acme:secret/x") is None  # type: ignore[arg-type]

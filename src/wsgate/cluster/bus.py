@@ -62,7 +62,7 @@ RAW_TYPE = ""
 
 
 class _Control(msgspec.Struct, omit_defaults=True):
-    op: Literal["disconnect", "join", "leave"]
+    op: Literal["disconnect", "join", "leave", "refused"]
     code: int = 1000
     reason: str = ""
     channel: str = ""
@@ -106,7 +106,8 @@ class ClusterBus:
         self._recovering: dict[ChannelAddress, list[tuple[env.Envelope, int, int]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.joins_refused = 0
-        """Joins asked by other nodes that this node's pipeline refused (logged too)."""
+        """Server-side joins refused: asked by another node and refused here, or
+        asked by this node's API and refused where the connection lives (logged too)."""
 
     # Lifecycle -------------------------------------------------------------------
 
@@ -367,6 +368,11 @@ class ClusterBus:
         except msgspec.DecodeError:
             log.warning("dropped a malformed control message")
             return
+        if op.op == "refused":  # our API asked for this join; the connection's node refused it
+            self.joins_refused += 1
+            log.warning("join of %s to %s refused on node %s: %s",
+                        envelope.target, op.channel, envelope.origin, op.reason)
+            return
         gw = self._gw
         if envelope.target.startswith("user:"):
             if envelope.origin == self.node:
@@ -384,33 +390,39 @@ class ClusterBus:
             if gw.leave(conn, ChannelAddress(op.channel)):
                 conn.send_action("@@wsgate/LEFT", {"channel": op.channel})
         else:
-            self._server_join(conn, op.channel)
+            self._server_join(conn, op.channel, envelope.origin)
 
-    def _server_join(self, conn: Connection, channel: str) -> None:
+    def _server_join(self, conn: Connection, channel: str, asker: str) -> None:
         """A join asked by another node's API: the same pipeline as a client's JOIN.
 
-        A refusal is logged and counted in :attr:`joins_refused` (the asking
-        node already answered its caller ``202``).
+        A refusal is logged and counted in :attr:`joins_refused` here, and sent
+        back to the ``asker`` node, which logs and counts it too (it already
+        answered its caller ``202``).
         """
         from wsgate.core.gateway import JoinRefused
         from wsgate.protocol.address import parse_address
 
         address = parse_address(channel)
         if address is None:
-            self._refused_join(conn, channel, ErrorCode.BAD_REQUEST, "bad channel address")
+            self._refused_join(conn, channel, asker, ErrorCode.BAD_REQUEST, "bad address")
             return
 
         def answer(result: Channel | JoinRefused) -> None:
             if isinstance(result, JoinRefused):
-                self._refused_join(conn, channel, result.code, result.message)
+                self._refused_join(conn, channel, asker, result.code, result.message)
             else:
                 conn.send_action("@@wsgate/JOINED", self._gw.joined_payload(result))
 
         self._gw.request_join(conn, address, answer)
 
-    def _refused_join(self, conn: Connection, channel: str, code: ErrorCode, why: str) -> None:
+    def _refused_join(
+        self, conn: Connection, channel: str, asker: str, code: ErrorCode, why: str
+    ) -> None:
         self.joins_refused += 1
         log.warning("remote join of %s to %s refused: %s (%s)", conn.id, channel, code.value, why)
+        if asker != self.node:
+            op = _Control("refused", reason=f"{code.value}: {why}", channel=channel)
+            self.control(env.CONTROL, conn.id, env.subject("node", asker), op)
 
     # Observer: interest and presence ----------------------------------------------
 
