@@ -11,7 +11,7 @@ from wsgate.auth.principal import Principal
 from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
 from wsgate.config import ChannelRule, LimitsConfig, RateLimitRule
 from wsgate.core.connection import Connection
-from wsgate.core.gateway import Admission, Gateway
+from wsgate.core.gateway import Admission, AuthorizeHook, Gateway
 from wsgate.core.limits import Limiter, SharedCheck
 from wsgate.core.presence import PresenceBatcher
 from wsgate.typing import NodeId
@@ -34,6 +34,7 @@ class Harness:
         rate_limits: list[RateLimitRule] | None = None,
         admission: Admission | None = None,
         shared: SharedCheck | None = None,
+        gates: tuple[AuthorizeHook, ...] = (),
     ) -> None:
         self.clock = ManualClock()
         limiter = None
@@ -53,6 +54,7 @@ class Harness:
             limiter=limiter,
             admission=admission,
             shared=shared,
+            gates=gates,
         )
 
     def connect(self, user: str, org: str = "acme", ip: str = "127.0.0.1", **claims: Any) -> Client:

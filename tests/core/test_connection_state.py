@@ -8,7 +8,11 @@ import msgspec
 
 from wsgate.config import LimitsConfig, RateLimitRule
 from wsgate.core.connection import Connection
+from wsgate.core.gateway import PENDING, JoinRefused, Pending
 from wsgate.core.limits import Rate
+from wsgate.core.pool import Channel
+from wsgate.protocol.address import Address, parse_address
+from wsgate.protocol.codes import ErrorCode
 
 from .harness import Harness
 
@@ -119,3 +123,34 @@ def test_the_left_that_answers_navigate_has_in_reply_to() -> None:
     left, joined = alice.send("@@wsgate/NAVIGATE", {"view": "b"}, id="n2")
     assert left["type"] == "@@wsgate/LEFT" and left["meta"]["inReplyTo"] == "n2"
     assert joined["meta"]["inReplyTo"] == "n2"
+
+
+class _LaterGate:
+    """An authorize hook that answers when the test says so."""
+
+    def __init__(self) -> None:
+        self.resumes: list[Callable[[ErrorCode | None], None]] = []
+
+    def check(
+        self, conn: Connection, address: Address, resume: Callable[[ErrorCode | None], None]
+    ) -> ErrorCode | Pending | None:
+        self.resumes.append(resume)
+        return PENDING
+
+
+def test_a_join_whose_connection_closes_at_a_gate_is_answered_and_joins_nothing() -> None:
+    gate = _LaterGate()
+    h = Harness(gates=(gate,))
+    alice = h.connect("alice")
+    alice.take()
+    answers: list[Channel | JoinRefused] = []
+    address = parse_address("acme:v")
+    assert address is not None
+    h.gw.request_join(alice.conn, address, answers.append)
+    assert answers == []
+    alice.close()
+    gate.resumes.pop()(None)  # the hook allows, too late
+    (answer,) = answers
+    assert isinstance(answer, JoinRefused) and answer.code is ErrorCode.NOT_JOINED
+    assert h.gw.pool.channel("acme:v") is None  # type: ignore[arg-type]
+    assert alice.take() == []

@@ -57,6 +57,8 @@ def install(gw: Gateway) -> None:
         """The client's answer to its join: ``JOINED`` then the replay, or ``ERROR``."""
 
         def answered(result: Channel | JoinRefused) -> None:
+            if conn.closed:
+                return
             if isinstance(result, JoinRefused):
                 conn.send_error(result.code, result.message, _rid(action))
                 return

@@ -324,8 +324,9 @@ class Gateway:
         API's join, a join asked by another node. ``answer`` gets the channel,
         or a :class:`JoinRefused` with the code (``BAD_REQUEST`` for a bare hub
         or a bad address, ``FORBIDDEN`` from the policy, a gate's code,
-        ``TOO_LARGE`` past ``max_channels``) — now or later, exactly once,
-        unless the connection closed meanwhile. ``before_pool`` runs once every
+        ``TOO_LARGE`` past ``max_channels``, ``NOT_JOINED`` when the connection
+        closed while a gate decided) — now or later, exactly once. A client's
+        answer must check ``conn.closed`` before sending. ``before_pool`` runs once every
         gate allowed, just before the pool (NAVIGATE leaves its old view there).
         """
         if address.view is None:
@@ -355,7 +356,8 @@ class Gateway:
             return
 
         def resume(refusal: ErrorCode | None) -> None:
-            if conn.closed:
+            if conn.closed:  # gone while a gate decided: nothing joins, the caller still hears
+                answer(JoinRefused(ErrorCode.NOT_JOINED, "the connection closed"))
                 return
             if refusal is None:
                 self._gate(conn, address, index + 1, answer, before_pool)
