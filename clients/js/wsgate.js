@@ -514,7 +514,10 @@ export class WsgateClient {
       this.#seen(meta.channel, meta.offset);
     }
     this.#builtins.get(action.type)?.(action);
-    if (typeof meta.inReplyTo === 'string') {
+    // A NAVIGATE is answered by the LEFT of the hub's old view and then its
+    // JOINED (or an ERROR), all with its id: the JOINED settles it.
+    const navigationLeft = action.type === T.LEFT && this.#navigations.has(meta.inReplyTo);
+    if (typeof meta.inReplyTo === 'string' && !navigationLeft) {
       this.#requests.settle(meta.inReplyTo, action.error === true ? errorOf(action) : action);
     }
     this.#actions.emit(action.type, action);

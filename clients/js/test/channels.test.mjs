@@ -98,6 +98,21 @@ test('leave() forgets at once and sends LEAVE', async () => {
   assert.equal((await left).type, '@@wsgate/LEFT');
 });
 
+test('navigate() resolves with JOINED, not the LEFT of the old view that answers it too', async () => {
+  const client = connect();
+  const ws = FakeWebSocket.last;
+  ws.accept();
+  const first = client.navigate('orders/42');
+  answerJoin(ws, '@@wsgate/NAVIGATE', { channel: 'acme:orders/42', members: [alice], count: 1, offset: 3 });
+  await first;
+  const second = client.navigate('orders/43');
+  const id = ws.lastSent('@@wsgate/NAVIGATE').meta.id;
+  ws.receive({ type: '@@wsgate/LEFT', payload: { channel: 'acme:orders/42' }, meta: { inReplyTo: id } });
+  answerJoin(ws, '@@wsgate/NAVIGATE', { channel: 'acme:orders/43', members: [alice], count: 1, offset: 0 });
+  assert.equal((await second).type, '@@wsgate/JOINED');
+  assert.deepEqual(client.channels, ['acme:orders/43']);
+});
+
 test('an unsolicited LEFT (server-side removal) forgets the channel', async () => {
   const client = connect();
   const ws = FakeWebSocket.last;
