@@ -73,6 +73,8 @@ class ClusterBus:
 
     _gw: Gateway
     presence: ClusterPresence
+    query: ClusterQuery
+    """Cluster-wide answers of the internal API (presence, hubs, connections)."""
     _receivers: dict[str, Callable[[env.Envelope, int, int], None]]
     """Given by :meth:`attach`: the gateway is built with this bus."""
 
@@ -98,8 +100,6 @@ class ClusterBus:
             self, backend, max_per_user=max_connections_per_user, inner=admission
         )
         self.routes = SharedRoutes(self, backend, routes)
-        self.query = ClusterQuery(self, gateway, backend.presence, ttl_s=presence_ttl_s)
-        """Cluster-wide answers of the internal API (presence, hubs, connections)."""
         self._ready: set[ChannelAddress] = set()
         """Channels whose subscription is active and window loaded."""
         self._preparing: dict[ChannelAddress, list[Resume]] = {}
@@ -116,6 +116,7 @@ class ClusterBus:
         self._gw = gateway
         store = self._backend.presence
         self.presence = ClusterPresence(self, gateway, store, ttl_s=self._presence_ttl_s)
+        self.query = ClusterQuery(self, gateway, store, ttl_s=self._presence_ttl_s)
         self.limits.attach(gateway)
         self._receivers = {
             env.CHANNEL: self._on_channel,
