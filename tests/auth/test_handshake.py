@@ -186,3 +186,23 @@ def test_opened_cookies_are_shared_but_rechecked(tmp_path: Path, monkeypatch: py
     path.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
     ring.reload()
     assert a({"Cookie": f"wsgate_session={value}"}) is None
+
+
+def test_securecookie_from_the_future_is_refused_every_time() -> None:
+    """One rule for a gorilla cookie's ``iat``, opened fresh or from the cache."""
+    import time as _time
+
+    a, _ = make(
+        securecookie_hash_key=base64.b64encode(HASH).decode(),
+        securecookie_block_key=base64.b64encode(BLOCK).decode(),
+    )
+    now = int(_time.time())
+    future = Principal(sub="dan", org="acme", iat=now + 3600, exp=now + 7200)
+    value = SecureCookieCodec(HASH, BLOCK).encode("wsgate_session", future)
+    verdicts = [a({"Cookie": f"wsgate_session={value}"}) for _ in range(3)]
+    assert verdicts == [None, None, None]
+    assert a.refusals["invalid"] == 3
+    # within the clock-skew allowance it opens, and keeps opening
+    near = Principal(sub="dan", org="acme", iat=now + 30, exp=now + 7200)
+    value = SecureCookieCodec(HASH, BLOCK).encode("wsgate_session", near)
+    assert [a({"Cookie": f"wsgate_session={value}"}) for _ in range(2)] == [near, near]

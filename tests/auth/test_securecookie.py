@@ -186,3 +186,11 @@ def test_from_config() -> None:
 def test_open_never_raises_anything_else(value: str) -> None:
     with pytest.raises(CookieInvalid):
         SecureCookieCodec(HASH, BLOCK).open("n", value)
+
+
+def test_claims_iat_in_the_future_is_invalid() -> None:
+    codec = SecureCookieCodec(HASH, BLOCK)
+    value = codec.encode("n", Principal(sub="u", iat=10_000), now=1000)
+    with pytest.raises(CookieInvalid, match="future"):
+        codec.open("n", value, now=1000)
+    assert codec.open("n", value, now=10_000 - 60).sub == "u"  # the skew allowance

@@ -173,16 +173,25 @@ class CookieCodec:
         return principal
 
 
-def check_times(principal: Principal, *, now: float | None, skew_s: int) -> None:
-    """Raise unless ``principal`` has an ``exp`` and is valid at ``now`` (± ``skew_s``).
+def check_times(
+    principal: Principal, *, now: float | None, skew_s: int, require_exp: bool = True
+) -> None:
+    """Raise unless ``principal`` is valid at ``now`` (± ``skew_s``): the one time rule.
 
-    :class:`~wsgate.exceptions.CookieInvalid` for a missing ``exp`` or an
-    ``iat`` in the future; :class:`~wsgate.exceptions.CookieExpired` past ``exp``.
+    Both codecs apply it when they open a value, and the
+    :class:`~wsgate.auth.handshake.Authenticator` applies it again to a cached
+    principal, so a cookie gets the same verdict on every connection.
+
+    :class:`~wsgate.exceptions.CookieInvalid` for a missing ``exp`` (when
+    ``require_exp``; a gorilla cookie may rely on its signed timestamp
+    instead) or an ``iat`` more than ``skew_s`` in the future;
+    :class:`~wsgate.exceptions.CookieExpired` for an ``exp`` more than
+    ``skew_s`` in the past.
     """
     t = time.time() if now is None else now
-    if principal.exp <= 0:
+    if require_exp and principal.exp <= 0:
         raise CookieInvalid("no expiry")
     if principal.iat > t + skew_s:
         raise CookieInvalid("issued in the future")
-    if principal.exp + skew_s < t:
+    if principal.exp and principal.exp + skew_s < t:
         raise CookieExpired("expired")

@@ -148,6 +148,8 @@ class Authenticator:
             self._opened_for = snapshot
         cached = self._opened.get(value)
         if cached is not None:
+            # The rule both codecs applied when they opened it (only
+            # principals with an ``exp`` are cached, so requiring one holds).
             check_times(cached, now=None, skew_s=self.codec.skew_s)
             return cached
         principal = self._open_uncached(value)

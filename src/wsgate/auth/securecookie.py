@@ -18,8 +18,9 @@ base64url *with* padding (Go's ``base64.URLEncoding``)::
 gorilla's order: length (``max_length``), outer base64, MAC (constant-time),
 timestamp (older than ``max_age_s`` -- gorilla's ``MaxAge``, default 30 days
 -- is expired; newer than ``min_age_s`` is refused), inner base64, decryption,
-then the JSON claims. A decoded principal's own ``exp``, when set, is honoured
-too.
+then the JSON claims. The claims' own ``iat`` and ``exp`` are then checked by
+the same rule as AES-GCM cookies (:func:`~wsgate.auth.cookie.check_times`,
+``exp`` optional here).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Final
 import msgspec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from wsgate.auth.cookie import CLOCK_SKEW_S
+from wsgate.auth.cookie import CLOCK_SKEW_S, check_times
 from wsgate.auth.principal import Principal
 from wsgate.config import AuthConfig
 from wsgate.exceptions import ConfigError, CookieExpired, CookieInvalid
@@ -230,17 +231,17 @@ class SecureCookieCodec:
         Raises :class:`~wsgate.exceptions.CookieExpired` when gorilla's
         timestamp is older than ``max_age_s`` or the claims' ``exp`` (if any)
         lies more than ``skew_s`` in the past; :class:`~wsgate.exceptions.CookieInvalid`
-        for anything else. Never raises anything else.
+        for a claims ``iat`` more than ``skew_s`` in the future, and anything
+        else. The claim times go through :func:`~wsgate.auth.cookie.check_times`,
+        the rule the AES-GCM codec and the handshake cache apply too. Never
+        raises anything else.
         """
         payload = self.decode_bytes(name, value, now=now)
         try:
             claims = _CLAIMS.decode(payload)
         except msgspec.DecodeError:
             raise CookieInvalid("bad claims") from None
-        t = time.time() if now is None else now
-        if claims.exp and claims.exp + self.skew_s < t:
-            raise CookieExpired("expired")
-        return Principal(
+        principal = Principal(
             sub=claims.sub,
             sid=claims.sid,
             name=claims.name,
@@ -251,3 +252,5 @@ class SecureCookieCodec:
             iat=claims.iat,
             exp=claims.exp,
         )
+        check_times(principal, now=now, skew_s=self.skew_s, require_exp=False)
+        return principal
