@@ -1,5 +1,9 @@
 """The demo's orders service, built with wsgate's SDK.
 
+Every order is kept per hub (the caller's organization): order 42 of acme
+and order 42 of globex are two orders, and neither organization sees the
+other's.
+
 - ``orders/GET {id}`` replies ``orders/ITEM {id, status}`` to the sender;
 - ``orders/UPDATE {id, status}`` stores the status, publishes
   ``orders/UPDATED`` to the order's view channel (``<hub>:orders/<id>``) for
@@ -31,7 +35,8 @@ def build(
     secret: str, publisher: Publisher, watch_delay_s: float = WATCH_DELAY_S
 ) -> web.Application:
     service = Service(secret=secret)
-    orders: dict[str, str] = {}
+    orders: dict[tuple[str, str], str] = {}
+    """(hub, order id) → status: each organization has its own orders."""
     jobs: set[asyncio.Task[None]] = set()
 
     def order_id(action: dict[str, Any]) -> str:
@@ -41,17 +46,14 @@ def build(
     @service.action("orders/GET")
     async def get(action: dict[str, Any], ctx: InvocationContext) -> Reply:
         oid = order_id(action)
-        return Reply(
-            actions=[
-                {"type": "orders/ITEM", "payload": {"id": oid, "status": orders.get(oid, "new")}}
-            ]
-        )
+        status = orders.get((ctx.hub, oid), "new")
+        return Reply(actions=[{"type": "orders/ITEM", "payload": {"id": oid, "status": status}}])
 
     @service.action("orders/UPDATE")
     async def update(action: dict[str, Any], ctx: InvocationContext) -> Reply:
         oid = order_id(action)
         status = str((action.get("payload") or {}).get("status", "new"))
-        orders[oid] = status
+        orders[(ctx.hub, oid)] = status
         channel = f"{ctx.hub}:orders/{oid}"
         updated = {
             "type": "orders/UPDATED",
@@ -76,7 +78,7 @@ def build(
             await asyncio.sleep(watch_delay_s)
             reminder = {
                 "type": "orders/REMINDER",
-                "payload": {"id": oid, "status": orders.get(oid, "new")},
+                "payload": {"id": oid, "status": orders.get((ctx.hub, oid), "new")},
             }
             with contextlib.suppress(Exception):  # the connection may be gone: nothing to do
                 await publisher.publish({"connection": ctx.connectionId}, reminder)
