@@ -298,6 +298,23 @@ def test_other_organization_sees_nothing(sign_in: SignIn) -> None:
     expect(members(dave)).to_have_count(2)
 
 
+def test_other_organization_sees_none_of_the_order_state(sign_in: SignIn) -> None:
+    from playwright.sync_api import expect
+
+    alice = sign_in("alice2", "Alice", "acme")
+    carol = sign_in("carol2", "Carol", "globex")
+    open_view(alice, "orders/44", "acme:orders/44")
+    open_view(carol, "orders/44", "globex:orders/44")
+    alice.get_by_test_id("order-pack").click()
+    expect(alice.get_by_test_id("order-status")).to_have_text("order 44: packed")
+    carol.get_by_test_id("order-get").click()
+    expect(carol.get_by_test_id("order-status")).to_have_text("order 44: new")
+    carol.get_by_test_id("order-watch").click()
+    expect(carol.get_by_test_id("order-status")).to_have_text("reminder: order 44 is new")
+    alice.get_by_test_id("order-get").click()
+    expect(alice.get_by_test_id("order-status")).to_have_text("order 44: packed")
+
+
 # ---------------------------------------------------------------------------
 # The JS client in the page, against a scripted server: reconnect after 1012
 # and rejoin with ``since``.
