@@ -188,3 +188,16 @@ def test_node_errors_are_reported(
     sys.modules["wsgate.node"].serve = serve  # type: ignore[attr-defined]
     assert cli.main(["serve"]) == 2
     assert capsys.readouterr().err == "wsgate: config server.listen: expected host:port\n"
+
+
+def test_a_rate_of_0_disables_the_limit_as_documented() -> None:
+    from wsgate.config import from_mapping
+    from wsgate.core.limits import parse_rate
+
+    limits = from_mapping({"limits": {"default_rate": "0", "handshake_rate_per_ip": "0"}}, env={}).limits
+    assert parse_rate(limits.default_rate, limits.default_burst) is None
+    assert parse_rate(limits.handshake_rate_per_ip, limits.handshake_burst_per_ip) is None
+    from wsgate.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match=r"limits\.default_rate"):
+        from_mapping({"limits": {"default_rate": "fast"}}, env={})

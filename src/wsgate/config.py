@@ -171,7 +171,8 @@ class RoutingConfig(_Section):
     """The same for all of one user's connections together (0: no per-user cap)."""
 
 
-RateText = Annotated[str, msgspec.Meta(pattern=r"^(\d+/\d*(ms|s|m|h))?$")]
+RateText = Annotated[str, msgspec.Meta(pattern=r"^(0|\d+/\d*(ms|s|m|h))?$")]
+"""``"<count>/<period>"``; ``""`` or ``"0"`` (or a count of 0) disables the limit."""
 
 
 class LimitsConfig(_Section):
