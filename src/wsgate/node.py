@@ -210,7 +210,13 @@ class Node:
     async def _start_api(self) -> None:
         assert self.gateway is not None
         aws = {c.access_key_id: c.secret_access_key for c in self.config.api.aws.credentials}
-        self.api = ApiState(self.gateway, self.routes, aws_secrets=aws, bus=self.bus)
+        self.api = ApiState(
+            self.gateway,
+            self.routes,
+            aws_secrets=aws,
+            aws_region=self.config.api.aws.region,
+            bus=self.bus,
+        )
         if not self._api_keys:
             log.warning("no [api] keys: the internal API refuses every /v1 request")
         runner = web.AppRunner(build_app(self.api, self._api_keys), access_log=None)

@@ -123,7 +123,7 @@ async def test_boto3_management_api_against_at_connections() -> None:
     async with running(config) as gw, gw.peer("alice") as alice:
         def client(secret: str = SECRET_KEY) -> Any:
             return boto3.client(
-                "apigatewaymanagementapi", endpoint_url=gw.node.api_url, region_name="eu-west-1",
+                "apigatewaymanagementapi", endpoint_url=gw.node.api_url, region_name="us-east-1",
                 aws_access_key_id=AKID, aws_secret_access_key=secret,
                 config=BotoConfig(retries={"max_attempts": 1}),
             )
@@ -149,3 +149,31 @@ async def test_boto3_management_api_against_at_connections() -> None:
             await asyncio.to_thread(aws.post_to_connection, ConnectionId=alice.id, Data=b"{}")
         assert gone.value.response["Error"]["Code"] == "GoneException"
         assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 410
+
+
+async def test_at_connections_checks_the_signed_region_and_service() -> None:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    creds = {"access_key_id": AKID, "secret_access_key": SECRET_KEY}
+    config = make_config(api={"aws": {"credentials": [creds], "region": "eu-west-1"}})
+    async with running(config) as gw, gw.peer("alice") as alice, aiohttp.ClientSession() as http:
+        def client(region: str) -> Any:
+            return boto3.client(
+                "apigatewaymanagementapi", endpoint_url=gw.node.api_url, region_name=region,
+                aws_access_key_id=AKID, aws_secret_access_key=SECRET_KEY,
+                config=BotoConfig(retries={"max_attempts": 1}),
+            )
+
+        info = await asyncio.to_thread(client("eu-west-1").get_connection, ConnectionId=alice.id)
+        assert info["Identity"]["SourceIp"] == "127.0.0.1"
+        with pytest.raises(ClientError) as wrong_region:
+            await asyncio.to_thread(client("us-east-1").get_connection, ConnectionId=alice.id)
+        assert wrong_region.value.response["Error"]["Code"] == "ForbiddenException"
+        url = f"{gw.node.api_url}/@connections/{quote(alice.id)}"
+        for service, status in (("s3", 403), ("execute-api", 200)):
+            request = AWSRequest(method="GET", url=url)
+            SigV4Auth(Credentials(AKID, SECRET_KEY), service, "eu-west-1").add_auth(request)
+            async with http.get(url, headers=dict(request.headers.items())) as resp:
+                assert resp.status == status, service

@@ -3,7 +3,8 @@
 Code written against AWS (``boto3.client("apigatewaymanagementapi",
 endpoint_url=...)``: ``post_to_connection``, ``get_connection``,
 ``delete_connection``) works unchanged: requests are SigV4-signed with a
-credential from ``[api.aws] credentials``; a connection that is gone answers
+credential from ``[api.aws] credentials``, for ``[api.aws] region`` and the
+service ``execute-api``; a connection that is gone answers
 410 ``GoneException``, a bad signature 403 ``ForbiddenException``.
 
 ``post_to_connection``'s ``Data`` is sent to the client as one text message,
@@ -44,6 +45,7 @@ async def _authorized(request: web.Request) -> web.Response | bytes:
         headers=request.headers,
         body=body,
         secrets=request.app[STATE].aws_secrets,
+        region=request.app[STATE].aws_region,
     )
     if reason is not None:
         return _aws_error(403, "ForbiddenException", reason)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import parse_qsl, quote
 
-__all__ = ["MAX_SKEW_S", "verify_sigv4"]
+__all__ = ["MAX_SKEW_S", "SERVICE", "verify_sigv4"]
 
 MAX_SKEW_S: Final = 15 * 60
 """AWS refuses requests whose ``X-Amz-Date`` is further than this from now."""
@@ -28,6 +28,10 @@ _AUTH_RE: Final = re.compile(
     r"(?P<service>[^/]+)/aws4_request,\s*SignedHeaders=(?P<headers>[a-z0-9;-]+),\s*"
     r"Signature=(?P<sig>[0-9a-f]{64})"
 )
+
+
+SERVICE: Final = "execute-api"
+"""The service name AWS API Gateway's management API is signed for."""
 
 
 def _hmac(key: bytes, text: str) -> bytes:
@@ -47,18 +51,27 @@ def verify_sigv4(
     headers: Mapping[str, str],
     body: bytes,
     secrets: Mapping[str, str],
+    region: str,
+    service: str = SERVICE,
     now: float | None = None,
 ) -> str | None:
     """Check the request's SigV4 signature; return why it fails, or ``None``.
 
     ``raw_path`` is the path and query as sent (still percent-encoded);
     ``secrets`` maps access key ids to secret keys. The reason is for logs
-    and the 403 body; it never includes key material.
+    and the 403 body; it never includes key material. The credential
+    scope's region must be ``region`` (``[api.aws] region``) and its service
+    ``service``, as AWS requires: a signature for another region or service
+    is refused.
     """
     header = headers.get("Authorization", "")
     m = _AUTH_RE.fullmatch(header.strip())
     if m is None:
         return "missing or malformed SigV4 Authorization header"
+    if m["region"] != region:
+        return f"credential scope region must be {region}"
+    if m["service"] != service:
+        return f"credential scope service must be {service}"
     secret = secrets.get(m["akid"])
     if secret is None:
         return "unknown access key id"

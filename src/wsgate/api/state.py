@@ -21,6 +21,8 @@ class ApiState:
     """``False`` while the node drains: ``/readyz`` answers 503."""
     aws_secrets: dict[str, str] = field(default_factory=dict)
     """Access key id → secret for the ``@connections`` paths."""
+    aws_region: str = "us-east-1"
+    """``[api.aws] region``: the region ``@connections`` signatures must name."""
     bus: ClusterBus | None = None
     """In a cluster: reaches connections on other nodes."""
 
