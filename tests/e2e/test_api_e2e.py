@@ -177,3 +177,16 @@ async def test_at_connections_checks_the_signed_region_and_service() -> None:
             SigV4Auth(Credentials(AKID, SECRET_KEY), service, "eu-west-1").add_auth(request)
             async with http.get(url, headers=dict(request.headers.items())) as resp:
                 assert resp.status == status, service
+
+
+async def test_at_connections_takes_a_bearer_key_as_documented() -> None:
+    async with running() as gw, gw.peer("alice") as alice, aiohttp.ClientSession() as http:
+        url = f"{gw.node.api_url}/@connections/{quote(alice.id)}"
+        async with http.get(url, headers=AUTH) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["identity"]["sourceIp"] == "127.0.0.1"
+        async with http.post(url, data=b'{"type":"k/HI","payload":{}}', headers=AUTH) as resp:
+            assert resp.status == 200
+        assert (await alice.expect("k/HI"))["type"] == "k/HI"
+        async with http.get(url, headers={"Authorization": "Bearer wrong"}) as resp:
+            assert resp.status == 403

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from wsgate.api import aws, v1
-from wsgate.api.state import STATE, ApiState, json_error
+from wsgate.api.state import BEARER_OK, STATE, ApiState, json_error
 
 __all__ = ["MAX_BODY", "build_app"]
 
@@ -51,6 +51,7 @@ def build_app(state: ApiState, keys: Sequence[str]) -> web.Application:
             return await handler(request)  # SigV4 is checked by the handler
         if not bearer:
             return json_error(401, "missing or invalid bearer key")
+        request[BEARER_OK] = True
         return await handler(request)
 
     app = web.Application(middlewares=[authorize], client_max_size=MAX_BODY)

@@ -10,7 +10,7 @@ from wsgate.cluster.bus import ClusterBus
 from wsgate.core.gateway import Gateway
 from wsgate.routing.table import RouteTable
 
-__all__ = ["STATE", "ApiState", "json_error"]
+__all__ = ["BEARER_OK", "STATE", "ApiState", "json_error"]
 
 
 @dataclass
@@ -28,6 +28,10 @@ class ApiState:
 
 
 STATE: web.AppKey[ApiState] = web.AppKey("wsgate_state", ApiState)
+
+BEARER_OK: web.RequestKey[bool] = web.RequestKey("wsgate_bearer_ok", bool)
+"""Request key the authorize middleware sets (to ``True``) for a valid bearer key:
+``@connections`` then needs no SigV4 signature."""
 
 
 def json_error(status: int, message: str) -> web.Response:
