@@ -234,12 +234,12 @@ class Node:
             self.routes.sweep()
 
     def reload_keys(self) -> None:
-        """SIGHUP: re-read the key files; keep the old keys when that fails."""
-        try:
-            self.keyring.reload()
-            log.info("session keys reloaded")
-        except WsgateError as exc:
-            log.error("session keys not reloaded: %s", exc)
+        """SIGHUP: re-read the key files; keep the old keys when that fails.
+
+        Goes through :meth:`KeyRing.try_reload`, which logs the lines
+        docs/auth.md documents on ``wsgate.auth``.
+        """
+        self.keyring.try_reload()
 
     async def stop(
         self, code: int = CloseCode.SERVICE_RESTART, deadline_s: float | None = None
