@@ -29,6 +29,8 @@ from wsgate.routing.context import InvocationContext
 from wsgate.sdk import Publisher, Reply, Service
 
 WATCH_DELAY_S = 2.0
+MAX_ORDERS = 10_000
+"""Orders remembered across all hubs; past it the oldest is forgotten."""
 
 
 def build(
@@ -53,6 +55,9 @@ def build(
     async def update(action: dict[str, Any], ctx: InvocationContext) -> Reply:
         oid = order_id(action)
         status = str((action.get("payload") or {}).get("status", "new"))
+        orders.pop((ctx.hub, oid), None)  # re-insert: the newest is forgotten last
+        if len(orders) >= MAX_ORDERS:
+            del orders[next(iter(orders))]
         orders[(ctx.hub, oid)] = status
         channel = f"{ctx.hub}:orders/{oid}"
         updated = {
