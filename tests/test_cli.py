@@ -6,12 +6,10 @@ import base64
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
-import wsgate
 from wsgate import cli
 from wsgate.auth.cookie import CookieCodec
 from wsgate.auth.keyring import KeyRing, new_key
@@ -124,7 +122,6 @@ def test_usage_errors_exit_2(argv: list[str]) -> None:
 @pytest.fixture
 def fake_node(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object]]:
     calls: list[tuple[str, object]] = []
-    node = types.ModuleType("wsgate.node")
 
     def serve(config_path: str | None) -> int:
         calls.append(("serve", config_path))
@@ -138,11 +135,9 @@ def fake_node(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object]]:
         calls.append(("routes", config_path))
         return 3
 
-    node.serve = serve  # type: ignore[attr-defined]
-    node.demo = demo  # type: ignore[attr-defined]
-    node.print_routes = print_routes  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "wsgate.node", node)
-    monkeypatch.setattr(wsgate, "node", node, raising=False)
+    monkeypatch.setattr(cli, "serve", serve)
+    monkeypatch.setattr(cli, "demo", demo)
+    monkeypatch.setattr(cli, "print_routes", print_routes)
     monkeypatch.delenv("WSGATE_CONFIG", raising=False)
     return calls
 
@@ -178,14 +173,16 @@ def test_routes_needs_a_config(
 
 
 def test_node_errors_are_reported(
-    fake_node: list[tuple[str, object]], capsys: pytest.CaptureFixture[str]
+    fake_node: list[tuple[str, object]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from wsgate.exceptions import ConfigError
 
     def serve(config_path: str | None) -> int:
         raise ConfigError("server.listen", "expected host:port")
 
-    sys.modules["wsgate.node"].serve = serve  # type: ignore[attr-defined]
+    monkeypatch.setattr(cli, "serve", serve)
     assert cli.main(["serve"]) == 2
     assert capsys.readouterr().err == "wsgate: config server.listen: expected host:port\n"
 

@@ -14,20 +14,35 @@ Exit status: what the command returns (0 on success); 2 for a usage error, a
 :class:`~wsgate.exceptions.ConfigError` or a
 :class:`~wsgate.exceptions.KeyRingError`, reported on stderr as
 ``wsgate: <message>``; 130 on Ctrl-C.
+
+This module is the glue between a process and a :class:`~wsgate.node.Node`:
+logging set-up, the event loop (uvloop when installed), the signal handlers
+(SIGINT/SIGTERM drain and stop, SIGHUP re-reads the session keys) and the
+banner. The node itself never imports it. Heavy modules are imported by the
+command that needs them, so ``wsgate keys new`` starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
 import os
 import secrets
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from wsgate import __version__
-from wsgate.exceptions import ConfigError, KeyRingError
+from wsgate.exceptions import ConfigError, KeyRingError, WsgateError
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from wsgate.config import Config
+    from wsgate.node import Node
+
+__all__ = ["build_parser", "demo", "main", "print_routes", "serve"]
 
 _CONFIG_ENV = "WSGATE_CONFIG"
 
@@ -38,24 +53,137 @@ def _config_path(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from wsgate import node
-
-    return node.serve(_config_path(args))
+    return serve(_config_path(args))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from wsgate import node
-
-    return node.demo(args.port)
+    return demo(args.port)
 
 
 def _cmd_routes(args: argparse.Namespace) -> int:
     path = _config_path(args)
     if path is None:
         raise ConfigError("(file)", f"routes needs --config FILE or ${_CONFIG_ENV}")
-    from wsgate import node
+    return print_routes(path)
 
-    return node.print_routes(path)
+
+Extra = Callable[["Node"], Awaitable[Callable[[], Awaitable[None]]]]
+"""Started after the node (the demo's orders service); returns its stopper."""
+
+
+async def _run(node: Node, banner: str, extra: Extra | None) -> None:
+    await node.start()
+    stop_extra = await extra(node) if extra is not None else None
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, node.reload_keys)
+    print(banner.format(url=node.url, port=node.port, api=node.api_url), flush=True)
+    await stop.wait()
+    await node.stop()
+    if stop_extra is not None:
+        await stop_extra()
+
+
+def _event_loop_run(node: Node, banner: str, extra: Extra | None = None) -> int:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(_run(node, banner, extra))
+    return 0
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # picows logs every accepted and closed connection at INFO: too much per connection.
+    logging.getLogger("wsgate.transport.picows").setLevel(logging.WARNING)
+
+
+def serve(config_path: str | None) -> int:
+    """``wsgate serve --config FILE``: run a node until SIGINT/SIGTERM."""
+    from wsgate.config import load
+    from wsgate.node import Node
+
+    _logging()
+    try:
+        node = Node(load(config_path))
+    except WsgateError as exc:
+        print(f"wsgate: {exc}", file=sys.stderr)
+        return 2
+    return _event_loop_run(node, "wsgate: listening on {url}")
+
+
+def demo(port: int) -> int:
+    """``wsgate demo``: the demo app on the memory backend, ephemeral keys."""
+    from wsgate.demo import DemoSite, demo_config, start_orders
+    from wsgate.node import Node
+
+    _logging()
+    config = demo_config(port)
+    site = DemoSite(config)
+    node = Node(config, plain_get=site.handle)
+    banner = "wsgate: demo on http://localhost:{port}/ (second user: http://127.0.0.1:{port}/)"
+    return _event_loop_run(node, banner, start_orders)
+
+
+def _format_routes(entries: list[dict[str, Any]]) -> str:
+    lines = [f"{'PATTERN':<28} {'SERVICE':<16} {'ROLES':<12} INSTANCES"]
+    for entry in entries:
+        roles = ",".join(entry.get("roles") or []) or "-"
+        instances = "; ".join(
+            f"{i['url']} [{i['source']}, {'up' if i['healthy'] else 'DOWN'}"
+            + (f", expires in {i['expires_in']:.0f}s" if i.get("expires_in") is not None else "")
+            + "]"
+            for i in entry.get("instances", [])
+        )
+        lines.append(f"{entry['pattern']:<28} {entry['service']:<16} {roles:<12} {instances}")
+    return "\n".join(lines)
+
+
+async def _live_routes(config: Config) -> list[dict[str, Any]] | None:
+    """The running node's table from its internal API, or ``None`` if unreachable."""
+    import aiohttp
+
+    from wsgate.config import parse_listen
+    from wsgate.node import api_keys
+
+    keys = api_keys(config)
+    host, port = parse_listen("api.listen", config.api.listen)
+    if not keys or port == 0:
+        return None
+    headers = {"Authorization": f"Bearer {keys[0]}"}
+    timeout = aiohttp.ClientTimeout(total=3)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.get(f"http://{host}:{port}/v1/routes", headers=headers) as resp,
+        ):
+            if resp.status != 200:
+                return None
+            entries: list[dict[str, Any]] = await resp.json()
+            return entries
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+def print_routes(config_path: str) -> int:
+    """``wsgate routes``: the live table of the node this config runs, else the static one."""
+    from wsgate.config import load
+    from wsgate.routing.table import RouteTable
+
+    try:
+        config = load(config_path)
+        live = asyncio.run(_live_routes(config))
+        if live is None:
+            print("wsgate: node not reachable on [api] listen; the static table:", file=sys.stderr)
+            live = RouteTable.from_config(config).snapshot()
+    except WsgateError as exc:
+        print(f"wsgate: {exc}", file=sys.stderr)
+        return 2
+    print(_format_routes(live))
+    return 0
 
 
 def _cmd_keys_new(args: argparse.Namespace) -> int:

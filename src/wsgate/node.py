@@ -2,24 +2,20 @@
 
 :class:`Node` builds the backends, the core, the transport, the internal
 API and (for any broker but the bare ``memory://``) the cluster bus from a
-:class:`~wsgate.config.Config`, starts them, and drains them. :func:`serve`
-and :func:`demo` are the CLI's blocking entry points; tests start a
-:class:`Node` in-process on port 0.
+:class:`~wsgate.config.Config`, starts them, and drains them. The command
+line (:mod:`wsgate.cli`) runs a node until a signal; tests start a
+:class:`Node` in-process on port 0. This module installs no signal handler,
+prints nothing and never imports the CLI.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-import signal
 import ssl
-import sys
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
 
-import aiohttp
 from aiohttp import web
 
 from wsgate.api.app import build_app
@@ -30,7 +26,7 @@ from wsgate.auth.policy import ChannelPolicy
 from wsgate.backends import open_backend
 from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
 from wsgate.cluster.bus import ClusterBus
-from wsgate.config import Config, load, parse_listen
+from wsgate.config import Config, parse_listen
 from wsgate.core.gateway import Gateway
 from wsgate.core.limits import Limiter, parse_rate
 from wsgate.core.presence import PresenceBatcher
@@ -44,7 +40,7 @@ from wsgate.transport.server import Listener, build_ssl_context, start_listener
 from wsgate.typing import NodeId
 from wsgate.upstream import Upstream
 
-__all__ = ["Node", "demo", "print_routes", "serve"]
+__all__ = ["Node", "PlainGet", "api_keys"]
 
 log = logging.getLogger("wsgate.node")
 
@@ -61,7 +57,12 @@ def _control_limit(config: Config) -> ControlLimit | None:
     return ControlLimit(rate.interval, rate.tolerance, limits.abuse_refusals, limits.abuse_window_s)
 
 
-def _api_keys(config: Config) -> list[str]:
+def api_keys(config: Config) -> list[str]:
+    """The internal API's keys: ``api.keys`` and the lines of ``api.keys_file``.
+
+    Raises :class:`~wsgate.exceptions.ConfigError` (``api.keys_file``) when the
+    file cannot be read.
+    """
     keys = [k for k in config.api.keys if k]
     if config.api.keys_file:
         try:
@@ -96,7 +97,7 @@ class Node:
         self.policy = ChannelPolicy(config.channels, config.auth.allow_anonymous)
         self._plain_get = plain_get
         self._ssl = _ssl_context(config)
-        self._api_keys = _api_keys(config)
+        self._api_keys = api_keys(config)
         self.routes = RouteTable.from_config(
             config,
             registered_secret=config.routing.registered_secret,
@@ -279,109 +280,3 @@ class Node:
                     runner, self._api_runner = self._api_runner, None
                     await runner.cleanup()
 
-
-Extra = Callable[[Node], Awaitable[Callable[[], Awaitable[None]]]]
-"""Started after the node (the demo's orders service); returns its stopper."""
-
-
-async def _run(node: Node, banner: str, extra: Extra | None) -> None:
-    await node.start()
-    stop_extra = await extra(node) if extra is not None else None
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, node.reload_keys)
-    print(banner.format(url=node.url, port=node.port, api=node.api_url), flush=True)
-    await stop.wait()
-    await node.stop()
-    if stop_extra is not None:
-        await stop_extra()
-
-
-def _event_loop_run(node: Node, banner: str, extra: Extra | None = None) -> int:
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    asyncio.run(_run(node, banner, extra))
-    return 0
-
-
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # picows logs every accepted and closed connection at INFO: too much per connection.
-    logging.getLogger("wsgate.transport.picows").setLevel(logging.WARNING)
-
-
-def serve(config_path: str | None) -> int:
-    """``wsgate serve --config FILE``: run a node until SIGINT/SIGTERM."""
-    _logging()
-    try:
-        node = Node(load(config_path))
-    except WsgateError as exc:
-        print(f"wsgate: {exc}", file=sys.stderr)
-        return 2
-    return _event_loop_run(node, "wsgate: listening on {url}")
-
-
-def demo(port: int) -> int:
-    """``wsgate demo``: the demo app on the memory backend, ephemeral keys."""
-    from wsgate.demo import DemoSite, demo_config, start_orders
-
-    _logging()
-    config = demo_config(port)
-    site = DemoSite(config)
-    node = Node(config, plain_get=site.handle)
-    banner = "wsgate: demo on http://localhost:{port}/ (second user: http://127.0.0.1:{port}/)"
-    return _event_loop_run(node, banner, start_orders)
-
-
-def _format_routes(entries: list[dict[str, Any]]) -> str:
-    lines = [f"{'PATTERN':<28} {'SERVICE':<16} {'ROLES':<12} INSTANCES"]
-    for entry in entries:
-        roles = ",".join(entry.get("roles") or []) or "-"
-        instances = "; ".join(
-            f"{i['url']} [{i['source']}, {'up' if i['healthy'] else 'DOWN'}"
-            + (f", expires in {i['expires_in']:.0f}s" if i.get("expires_in") is not None else "")
-            + "]"
-            for i in entry.get("instances", [])
-        )
-        lines.append(f"{entry['pattern']:<28} {entry['service']:<16} {roles:<12} {instances}")
-    return "\n".join(lines)
-
-
-async def _live_routes(config: Config) -> list[dict[str, Any]] | None:
-    """The running node's table from its internal API, or ``None`` if unreachable."""
-    keys = _api_keys(config)
-    host, port = parse_listen("api.listen", config.api.listen)
-    if not keys or port == 0:
-        return None
-    headers = {"Authorization": f"Bearer {keys[0]}"}
-    timeout = aiohttp.ClientTimeout(total=3)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as http,
-            http.get(f"http://{host}:{port}/v1/routes", headers=headers) as resp,
-        ):
-            if resp.status != 200:
-                return None
-            entries: list[dict[str, Any]] = await resp.json()
-            return entries
-    except (aiohttp.ClientError, TimeoutError):
-        return None
-
-
-def print_routes(config_path: str) -> int:
-    """``wsgate routes``: the live table of the node this config runs, else the static one."""
-    try:
-        config = load(config_path)
-        live = asyncio.run(_live_routes(config))
-        if live is None:
-            print("wsgate: node not reachable on [api] listen; the static table:", file=sys.stderr)
-            live = RouteTable.from_config(config).snapshot()
-    except WsgateError as exc:
-        print(f"wsgate: {exc}", file=sys.stderr)
-        return 2
-    print(_format_routes(live))
-    return 0
