@@ -22,11 +22,56 @@ from typing import TYPE_CHECKING
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
 
 if TYPE_CHECKING:
+    from wsgate.core.clock import TimerHandle
     from wsgate.core.connection import Connection
-    from wsgate.core.presence import PendingPresence
     from wsgate.protocol.builtins import Member
 
-__all__ = ["Channel", "Hub", "Pool"]
+__all__ = ["Channel", "Hub", "PendingPresence", "Pool"]
+
+
+_SEEN = -1
+"""``PendingPresence.queued`` value of an entry some snapshot saw: it never cancels."""
+
+
+class PendingPresence:
+    """The diffs of one channel waiting for its batch window to end.
+
+    Each connection is in at most one of ``joined`` and ``left`` (its latest
+    change), and then in ``queued``.
+    """
+
+    __slots__ = ("joined", "left", "queued", "snapshots", "timer")
+
+    def __init__(self) -> None:
+        self.joined: dict[ConnectionId, Member] = {}
+        self.left: dict[ConnectionId, Member] = {}
+        self.queued: dict[ConnectionId, int] = {}
+        """Per entry: ``snapshots`` when it was queued, or ``_SEEN`` once a
+        snapshot was taken after that (it may no longer cancel)."""
+        self.snapshots = 0
+        """Member lists handed out (``JOINED``) since the window opened."""
+        self.timer: TimerHandle | None = None
+
+    def change(self, cid: ConnectionId, member: Member, *, joined: bool, record: bool) -> None:
+        """``cid`` joined (or left); ``record=False`` past the threshold (count only).
+
+        The call must be a real change: a join of a member not present, a
+        leave of one present (the gateway and the cluster replica ensure it).
+        """
+        into, undo = (self.joined, self.left) if joined else (self.left, self.joined)
+        if undo.pop(cid, None) is not None:
+            if self.queued[cid] == self.snapshots:  # nobody saw the change it undoes
+                del self.queued[cid]
+                return
+            self.queued[cid] = _SEEN
+            into[cid] = member
+        elif record:
+            into[cid] = member
+            self.queued.setdefault(cid, self.snapshots)
+
+    def seen(self) -> None:
+        """A member list was handed out: every entry queued so far was seen."""
+        self.snapshots += 1
 
 
 class Channel:

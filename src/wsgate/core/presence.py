@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from wsgate.core.clock import Scheduler, TimerHandle
+from wsgate.core.clock import Scheduler
+from wsgate.core.pool import PendingPresence
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.envelope import Outbound, encode
 from wsgate.typing import ConnectionId
@@ -37,52 +38,10 @@ if TYPE_CHECKING:
     from wsgate.core.connection import Connection
     from wsgate.core.pool import Channel
 
+# PendingPresence lives in wsgate.core.pool (a Channel holds one), re-exported here:
+# the pool needs no import of this module.
+
 __all__ = ["PendingPresence", "PresenceBatcher"]
-
-
-_SEEN = -1
-"""``PendingPresence.queued`` value of an entry some snapshot saw: it never cancels."""
-
-
-class PendingPresence:
-    """The diffs of one channel waiting for its batch window to end.
-
-    Each connection is in at most one of ``joined`` and ``left`` (its latest
-    change), and then in ``queued``.
-    """
-
-    __slots__ = ("joined", "left", "queued", "snapshots", "timer")
-
-    def __init__(self) -> None:
-        self.joined: dict[ConnectionId, bi.Member] = {}
-        self.left: dict[ConnectionId, bi.Member] = {}
-        self.queued: dict[ConnectionId, int] = {}
-        """Per entry: ``snapshots`` when it was queued, or ``_SEEN`` once a
-        snapshot was taken after that (it may no longer cancel)."""
-        self.snapshots = 0
-        """Member lists handed out (``JOINED``) since the window opened."""
-        self.timer: TimerHandle | None = None
-
-    def change(self, cid: ConnectionId, member: bi.Member, *, joined: bool, record: bool) -> None:
-        """``cid`` joined (or left); ``record=False`` past the threshold (count only).
-
-        The call must be a real change: a join of a member not present, a
-        leave of one present (the gateway and the cluster replica ensure it).
-        """
-        into, undo = (self.joined, self.left) if joined else (self.left, self.joined)
-        if undo.pop(cid, None) is not None:
-            if self.queued[cid] == self.snapshots:  # nobody saw the change it undoes
-                del self.queued[cid]
-                return
-            self.queued[cid] = _SEEN
-            into[cid] = member
-        elif record:
-            into[cid] = member
-            self.queued.setdefault(cid, self.snapshots)
-
-    def seen(self) -> None:
-        """A member list was handed out: every entry queued so far was seen."""
-        self.snapshots += 1
 
 
 class PresenceBatcher:
