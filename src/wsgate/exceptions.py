@@ -1,18 +1,31 @@
 """Exceptions raised by wsgate.
 
-Every exception derives from :class:`WsgateError`::
+Every exception wsgate defines derives from :class:`WsgateError`::
 
     WsgateError
      ├── ConfigError          bad or unknown configuration key (names the key)
      ├── AuthError            a session cookie that cannot be trusted
      │    ├── CookieInvalid   tampered, malformed or sealed by an unknown key
      │    └── CookieExpired   authentic but past its ``exp``
-     └── KeyRingError         no usable key, or a key of the wrong size
+     ├── KeyRingError         no usable key, or a key of the wrong size
+     ├── HttpError            a failed call of the service HTTP client (routing.http1)
+     │    ├── ConnectFailed   no connection (refused, DNS, TLS, bad URL): nothing sent
+     │    ├── ResponseTimeout no complete answer before the deadline
+     │    ├── Dropped         closed mid-answer: the request may have been processed
+     │    ├── Unanswered      closed before the server processed it: may be sent again
+     │    └── ProtocolError   the answer is not valid HTTP/1.1
+     ├── PublishError         the internal API refused an SDK call or was unreachable
+     └── Refused              raised by an SDK handler to refuse an action (HTTP 403)
 
 Errors that concern a client's action are *not* exceptions: the protocol layer
 returns them as values (:class:`wsgate.protocol.codes.ErrorCode`) and the core
 turns them into ``@@wsgate/ERROR`` actions, so a bad action never unwinds the
 I/O layer.
+
+A backend call that fails raises its driver's error, unwrapped (``OSError``,
+``TimeoutError``, ``redis.exceptions.RedisError``, ``nats.errors.Error``):
+:mod:`wsgate.backends.base` says which, per method. The cluster code that must
+fail open catches them, logs the traceback and counts the failure.
 """
 
 from __future__ import annotations
@@ -20,9 +33,17 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "ConfigError",
+    "ConnectFailed",
     "CookieExpired",
     "CookieInvalid",
+    "Dropped",
+    "HttpError",
     "KeyRingError",
+    "ProtocolError",
+    "PublishError",
+    "Refused",
+    "ResponseTimeout",
+    "Unanswered",
     "WsgateError",
 ]
 
@@ -58,3 +79,43 @@ class CookieExpired(AuthError):
 
 class KeyRingError(WsgateError):
     """The key ring is empty or holds a key that is not 32 bytes."""
+
+
+class HttpError(WsgateError):
+    """A failed exchange of the service HTTP client (see the subclasses)."""
+
+
+class ConnectFailed(HttpError):
+    """No connection: refused, DNS, TLS handshake, bad URL. Nothing was sent."""
+
+
+class ResponseTimeout(HttpError):
+    """No complete answer before the deadline."""
+
+
+class Dropped(HttpError):
+    """The connection closed before the answer was complete."""
+
+
+class ProtocolError(HttpError):
+    """The answer is not valid HTTP/1.1."""
+
+
+class Unanswered(HttpError):
+    """Closed before the server processed the request: it may be sent again."""
+
+
+class PublishError(WsgateError):
+    """The internal API refused a call or could not be reached."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"internal API: {status or 'unreachable'}: {message}")
+        self.status = status
+        """HTTP status, or 0 when no answer came."""
+
+
+class Refused(WsgateError):
+    """Raise in an SDK handler to refuse the action (HTTP 403: the client gets ``FORBIDDEN``).
+
+    In a ``@@wsgate/CONNECT`` handler it refuses the connection (close 4403).
+    """

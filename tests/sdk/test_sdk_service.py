@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from wsgate import sdk
+from wsgate.exceptions import ConfigError, WsgateError
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, decode_action, encode
 from wsgate.routing import HttpInvoker, InvocationContext, InvocationResult, RouteTable, sign
@@ -156,6 +157,14 @@ async def test_signed_garbage_gets_400(gateway: Any) -> None:
 
 
 def test_a_secret_is_required() -> None:
-    with pytest.raises(ValueError):
-        sdk.Service(secret="")
+    for secret in ("", [], ["ok", ""]):
+        with pytest.raises(
+            ConfigError, match="config secret: a Service needs the non-empty secret"
+        ):
+            sdk.Service(secret=secret)
     assert sdk.verify_signature(SECRET, sign(SECRET, b"x", 100), b"x", now=100)
+
+
+def test_sdk_refusals_share_the_wsgate_root() -> None:
+    assert issubclass(sdk.Refused, WsgateError)
+    assert issubclass(sdk.PublishError, WsgateError)

@@ -7,7 +7,8 @@
 - :class:`HttpInvoker` (``http_invoker.py``): the signed POST and the mapping
   of its outcomes to results or ``UPSTREAM_*`` codes, over the lean pooled
   keep-alive HTTP/1.1 client of ``http1.py`` (pools, coalesced writes,
-  pipelining) and ``http1_conn.py`` (one connection and its answer parser);
+  pipelining), ``http1_conn.py`` (one connection) and ``http1_parse.py`` (its
+  answer parser, no I/O);
 - :class:`InvocationContext` (``context.py``), :class:`InvocationResult`,
   :class:`Publish`, :class:`Target` (``results.py``): the bodies exchanged;
 - :func:`sign` / :func:`verify` (``signature.py``), :func:`ensure_traceparent`

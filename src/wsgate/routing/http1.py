@@ -4,7 +4,8 @@ Only what :class:`~wsgate.routing.http_invoker.HttpInvoker` needs, on the
 event loop's own transports:
 
 - per service instance (URL) a :class:`Pool` of keep-alive connections
-  (:class:`~wsgate.routing.http1_conn.Conn`, which parses the answers);
+  (:class:`~wsgate.routing.http1_conn.Conn`, which reads the answers with the
+  pure parser of :mod:`.http1_parse`);
 - a request is the instance's pre-built header block (request line,
   ``Host``, ``Content-Type``, ``User-Agent``), ``Content-Length``, the
   caller's per-request header lines and the body;
@@ -26,7 +27,8 @@ event loop's own transports:
   after ``idle_timeout_s`` unused;
 - ``https://`` URLs use TLS (the default context, or the one given).
 
-Failures are :class:`HttpError` subclasses, described in :mod:`.http1_conn`.
+Failures are :class:`~wsgate.exceptions.HttpError` subclasses (all under
+:class:`~wsgate.exceptions.WsgateError`), described in :mod:`.http1_conn`.
 A call that got :class:`Unanswered` on a reused connection (the keep-alive
 race, or queued behind an answer that announced ``Connection: close``) is
 sent once more on a fresh connection — never a request whose answer had
@@ -47,18 +49,16 @@ from functools import partial
 from typing import Final
 from urllib.parse import urlsplit
 
-from wsgate.routing.http1_conn import (
-    MAX_HEAD,
-    Conn,
+from wsgate.exceptions import (
     ConnectFailed,
-    Done,
     Dropped,
     HttpError,
-    Pending,
     ProtocolError,
     ResponseTimeout,
     Unanswered,
 )
+from wsgate.routing.http1_conn import Conn, Done, Pending
+from wsgate.routing.http1_parse import MAX_HEAD
 
 __all__ = [
     "MAX_HEAD",

@@ -7,7 +7,7 @@
         gw.keep_registered("orders", "http://10.0.0.5:9000/actions", ["orders/*"], ttl=30)
 
 Every call sends ``Authorization: Bearer <api_key>`` and raises
-:class:`PublishError` (with the HTTP status; 0 when the gateway could not be
+:class:`~wsgate.exceptions.PublishError` (with the HTTP status; 0 when the gateway could not be
 reached) when the gateway does not answer 2xx, except where noted.
 """
 
@@ -24,22 +24,13 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from wsgate.exceptions import WsgateError
+from wsgate.exceptions import PublishError
 
 __all__ = ["PublishError", "Publisher"]
 
 log = logging.getLogger(__name__)
 
 _encoder: Final = msgspec.json.Encoder()
-
-
-class PublishError(WsgateError):
-    """The internal API refused a call or could not be reached."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"internal API: {status or 'unreachable'}: {message}")
-        self.status = status
-        """HTTP status, or 0 when no answer came."""
 
 
 def _seg(value: str) -> str:

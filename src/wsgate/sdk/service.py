@@ -35,11 +35,12 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
+from wsgate.exceptions import ConfigError, Refused
 from wsgate.protocol.patterns import PatternTable
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.signature import HEADER, verify
 
-__all__ = ["Context", "Handler", "Reply", "Service"]
+__all__ = ["Context", "Handler", "Refused", "Reply", "Service"]
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,6 @@ class Reply:
     publish: list[dict[str, Any]] = field(default_factory=list)
     claims: dict[str, Any] | None = None
     """Connect hooks only: ``{"name"?, "roles"?, "teams"?, "orgs"?}`` added to the session."""
-
-
-class Refused(Exception):
-    """Raise in a handler to refuse the action (HTTP 403: the client gets ``FORBIDDEN``).
-
-    In a ``@@wsgate/CONNECT`` handler it refuses the connection (close 4403).
-    """
 
 
 HandlerResult = Reply | list[dict[str, Any]] | dict[str, Any] | None
@@ -99,7 +93,9 @@ class Service:
     ) -> None:
         secrets = [secret] if isinstance(secret, str) else list(secret)
         if not secrets or not all(secrets):
-            raise ValueError("a Service needs the non-empty secret it shares with the gateway")
+            raise ConfigError(
+                "secret", "a Service needs the non-empty secret it shares with the gateway"
+            )
         self._secrets = secrets
         self._path = path
         self._tolerance_s = tolerance_s
