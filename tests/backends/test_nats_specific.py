@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.helpers import eventually as until
 from tests.servers import NATS_SERVER, ServerProcess, nats_server
 from wsgate.backends.base import Delivery, Registration, StreamReplay
 from wsgate.backends.nats import NatsBackend, open_nats
@@ -102,14 +103,6 @@ async def started(backend: NatsBackend) -> list[Delivery]:
     got: list[Delivery] = []
     await backend.broker.start(got.append)
     return got
-
-
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 # Broker and history ------------------------------------------------------------

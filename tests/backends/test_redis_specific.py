@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tests.backends.test_conformance import eventually
-from tests.servers import ServerProcess, _free_port
+from tests.helpers import eventually
+from tests.helpers import free_port as _free_port
+from tests.servers import ServerProcess
 from wsgate.backends.base import Delivery
 from wsgate.backends.redis import RedisBackend, open_redis
 

@@ -15,18 +15,15 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from tests.helpers import free_port
+from tests.servers import WSGATE, ServerProcess
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -55,51 +52,19 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_until_answering(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll ``url`` until it answers 200, the process dies, or time runs out."""
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"wsgate demo exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except urllib.error.HTTPError as exc:
-            exc.close()
-        except OSError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"wsgate demo did not answer {url} in {SERVER_START_S} s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``wsgate demo`` on a free port, as ``http://127.0.0.1:<port>``."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("demo") / "demo.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "wsgate.cli", "demo", "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            _wait_until_answering(f"{base}/sign-in", proc, log)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+    server = ServerProcess([*WSGATE, "demo", "--port", str(port)], port, "http", log=log,
+                           cwd=REPO, env=env)
+    server.start(timeout=SERVER_START_S)
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,8 @@ from wsgate.auth.keyring import KeyRing, new_key, parse_key
 from wsgate.auth.principal import Principal
 from wsgate.backends import open_backend
 
-from ..conftest import free_port
 from ..e2e.gateway import Peer
+from ..helpers import free_port
 from ..servers import ServerProcess, nats_server, redis_server
 
 API_KEY = "k-cluster"

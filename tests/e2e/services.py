@@ -12,7 +12,7 @@ from typing import Any
 
 from wsgate.config import Config
 
-from ..conftest import free_port
+from ..helpers import free_port
 from .gateway import API_KEY, Running, make_config, running
 
 ROOT = Path(__file__).resolve().parents[2]

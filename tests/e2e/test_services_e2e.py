@@ -12,7 +12,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from ..conftest import free_port
+from ..helpers import free_port
 from .gateway import API_KEY, ORIGIN
 from .services import SECRET, start_service, with_service
 

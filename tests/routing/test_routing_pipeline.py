@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import eventually as until
 from tests.routing.test_routing_http1 import action
 from wsgate.config import load
 from wsgate.exceptions import ConfigError
@@ -265,13 +266,6 @@ async def warm(invoker: HttpInvoker, service: Service, server: Server) -> None:
     """One call, so that the pool has an idle connection (a cold pool connects per call)."""
     assert await outcomes(start(invoker, service, ["r0"])) == ["t/r0"]
     assert invoker.connections(server.url) == (1, 1)
-
-
-async def until(check: Callable[[], bool]) -> None:
-    """Wait (bounded) until ``check()`` holds."""
-    async with asyncio.timeout(WAIT_S):
-        while not check():
-            await asyncio.sleep(0.005)
 
 
 RIDS = ["r1", "r2", "r3", "r4"]

@@ -1,0 +1,73 @@
+"""Helpers shared by every test package: a free port, and bounded polling.
+
+Tests never sleep to synchronize: they poll the condition they wait for with
+:func:`eventually` (in a coroutine) or :func:`wait_until` (in plain code), each
+bounded in time and in the number of checks, and failing with what it waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+__all__ = ["DEADLINE_S", "eventually", "free_port", "wait_until"]
+
+DEADLINE_S = 5.0
+"""How long a condition may take by default."""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server that must be told its port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _checks(timeout: float, every: float) -> int:
+    return int(timeout / every) + 2
+
+
+async def eventually(
+    check: Callable[[], object | Awaitable[object]],
+    timeout: float = DEADLINE_S,
+    *,
+    every: float = 0.01,
+    what: str = "condition",
+) -> None:
+    """Poll ``check`` (a function, or one returning an awaitable) until it is truthy.
+
+    Raises :class:`AssertionError` naming ``what`` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    for _ in range(_checks(timeout, every)):
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(every)
+    raise AssertionError(f"{what} not reached in {timeout} s")
+
+
+def wait_until(
+    check: Callable[[], object],
+    timeout: float = DEADLINE_S,
+    *,
+    every: float = 0.05,
+    what: str = "condition",
+) -> None:
+    """:func:`eventually` for code outside an event loop (starting a process)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(_checks(timeout, every)):
+        if check():
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(every)
+    raise AssertionError(f"{what} not reached in {timeout} s")
