@@ -62,6 +62,8 @@ class ClusterPresence:
         self.ttl_s = ttl_s
         self._replicas: dict[ChannelAddress, dict[ConnectionId, Member]] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self.failures = 0
+        """Heartbeat rounds that failed (logged with the traceback; the next round retries)."""
 
     async def start(self) -> None:
         await self._store.beat(self._gw.node_id, self.ttl_s)
@@ -88,6 +90,7 @@ class ClusterPresence:
                 if rounds % 15 == 0:
                     await self._bus.routes.reload()
             except Exception:
+                self.failures += 1
                 log.exception("presence heartbeat failed; retrying")
 
     # Replicas ------------------------------------------------------------------

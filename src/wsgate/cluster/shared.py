@@ -58,6 +58,8 @@ class ClusterLimits:
         self._max_per_user = max_per_user
         self._inner = inner
         self._counted: set[str] = set()
+        self.failures = 0
+        """Backend calls that failed and were passed over (fail open), each logged."""
 
     def attach(self, gateway: Gateway) -> None:
         self._gw = gateway
@@ -69,7 +71,8 @@ class ClusterLimits:
             try:
                 wait = await self._limits.acquire(key, rate.interval, rate.tolerance)
             except Exception:
-                log.warning("shared limits unavailable; this node decides alone")
+                self.failures += 1
+                log.warning("shared limits unavailable; this node decides alone", exc_info=True)
                 wait = 0.0
             done(wait)
 
@@ -100,7 +103,10 @@ class ClusterLimits:
         try:
             size = await self._limits.count(key, conn.id, self._gw.node_id, 1)
         except Exception:
-            log.warning("shared connection counts unavailable; admitting by local caps only")
+            self.failures += 1
+            log.warning(
+                "shared connection counts unavailable; admitting by local caps only", exc_info=True
+            )
             self._next(conn)
             return
         self._counted.add(conn.id)
@@ -123,7 +129,8 @@ class ClusterLimits:
             try:
                 await self._limits.count(key, conn.id, self._gw.node_id, -1)
             except Exception:
-                log.warning("could not release a shared connection count")
+                self.failures += 1
+                log.warning("could not release a shared connection count", exc_info=True)
 
     async def forget_nodes(self, nodes: set[str]) -> None:
         for node in nodes:
