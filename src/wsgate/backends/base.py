@@ -16,6 +16,15 @@ the ``[broker] url``. Every cluster implementation runs the shared conformance
 suite in ``tests/backends/``, each test under its own key or subject prefix.
 A backend that cannot give a guarantee says so in its docstring.
 
+Failures: the synchronous node-local methods never raise. Every awaited
+method of the cluster family, and ``Broker.flush``, raises the driver's error,
+unwrapped, when the server cannot be reached or answers late: ``OSError`` or
+``TimeoutError``, ``redis.exceptions.RedisError`` (Redis), ``nats.errors.Error``
+(NATS). ``Broker.publish``/``publish_stream``/``subscribe``/``unsubscribe``
+return at once and do not report delivery: during an outage a message may be
+dropped (each implementation says how it counts that). Callers that must fail open catch these
+(:mod:`wsgate.cluster`: logged with the traceback, counted).
+
 Names: a *subject* is a logical routing key (``node.<id>``, ``chan.<address>``,
 ``hub.<id>``, ``user.<id>``); a *stream* is the history of one channel
 (``<address>``). Backends map both to their own naming (a NATS token cannot

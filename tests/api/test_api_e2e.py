@@ -13,7 +13,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from websockets.exceptions import ConnectionClosed
 
-from .gateway import API_KEY, make_config, running
+from ..e2e.gateway import API_KEY, make_config, running
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 AKID, SECRET_KEY = "AKIDWSGATETEST", "wsgate-test-secret-key"
