@@ -30,7 +30,7 @@ from wsgate.config import Config, parse_listen
 from wsgate.core.gateway import Gateway
 from wsgate.core.limits import Limiter, parse_rate
 from wsgate.core.presence import PresenceBatcher
-from wsgate.exceptions import ConfigError, WsgateError
+from wsgate.exceptions import ConfigError
 from wsgate.protocol.codes import CloseCode
 from wsgate.routing.http_invoker import HttpInvoker
 from wsgate.routing.table import RouteTable
