@@ -9,8 +9,8 @@ from aiohttp import web
 from wsgate.demo import _load_orders_module
 from wsgate.sdk.publisher import Publisher
 
-from .conftest import free_port
 from .e2e.gateway import API_KEY, make_config, running
+from .helpers import free_port
 
 
 async def test_an_order_packed_in_acme_is_new_in_globex() -> None:

@@ -18,8 +18,8 @@ import pytest
 
 from wsgate.backends.base import SharedLimits
 
-from ..conftest import free_port
 from ..e2e.services import SECRET, start_service
+from ..helpers import free_port
 from .cluster import API_KEY, cluster
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

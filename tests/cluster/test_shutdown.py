@@ -16,9 +16,8 @@ import asyncio
 import contextlib
 import gc
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,6 +25,7 @@ from wsgate.auth.keyring import new_key
 from wsgate.node import Node
 
 from ..e2e.gateway import Running
+from ..helpers import eventually
 from ..servers import NATS_SERVER, REDIS_SERVER, ServerProcess, nats_server, redis_server
 from .cluster import node_config
 
@@ -43,14 +43,6 @@ def open_sockets() -> set[str]:
             if link.startswith("socket:"):
                 found.add(f"{fd}:{link}")
     return found
-
-
-async def until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {DEADLINE_S} s")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(params=["redis", "nats"])
@@ -108,10 +100,10 @@ async def test_a_stopped_node_closes_every_socket_it_opened(
             await carol.join("acme:v")
             await alice.send("chat/MESSAGE", {"n": 1}, channel="acme:v")
             await carol.expect("chat/MESSAGE")
-            await until(lambda: _broker_connected(node), "connected")
+            await eventually(lambda: _broker_connected(node), DEADLINE_S, what="connected")
             if state != "connected":
                 broker.stop()
-                await until(lambda: not _broker_connected(node), "seen as down")
+                await eventually(lambda: not _broker_connected(node), DEADLINE_S, what="seen as down")
                 # Work queued while the broker is away must not keep a socket open either.
                 await alice.send("chat/MESSAGE", {"n": 2}, channel="acme:v")
                 await alice.send("@@wsgate/PING", id="after")  # handled after the relay
@@ -120,7 +112,7 @@ async def test_a_stopped_node_closes_every_socket_it_opened(
                     broker.start()
                 if state == "hung":
                     await silent.start(broker.port)
-                    await until(lambda: len(silent.accepted) > 0, "reconnecting to the hung broker")
+                    await eventually(lambda: len(silent.accepted) > 0, DEADLINE_S, what="reconnecting to the hung broker")
     finally:
         await node.stop(deadline_s=1)
     await silent.close()

@@ -10,7 +10,7 @@ import aiohttp
 import websockets
 
 from ..cluster.cluster import cluster
-from ..conftest import free_port
+from ..helpers import free_port
 from .gateway import API_KEY, ORIGIN
 from .services import SECRET, start_service, with_service
 
