@@ -154,7 +154,10 @@ class HistoryConfig(_Section):
     size: NonNegative = 100
     """Actions kept per channel (0 disables history)."""
     ttl_s: NonNegative = 300
-    """How long a channel's history outlives its last member."""
+    """How long a channel's history outlives its last member or last append, whichever is later."""
+    max_channels: NonNegative = 10_000
+    """Most channel streams one node retains (0: unbounded); past it the longest-idle memberless
+    stream is freed first."""
 
 
 class RoutingConfig(_Section):

@@ -156,7 +156,11 @@ class Node:
             node_id=self.node_id,
             policy=self.policy,
             scheduler=loop,
-            history=MemoryHistory(config.history.size, config.history.ttl_s),
+            history=MemoryHistory(
+                config.history.size,
+                config.history.ttl_s,
+                max_channels=config.history.max_channels,
+            ),
             relays=[rule.match for rule in config.relays],
             presence=presence,
             limiter=Limiter(config.limits, config.rate_limits, MemoryRateLimits(), loop.time),

@@ -31,17 +31,48 @@ class MemoryHistory:
     channel is dropped and re-created; a re-created stream starts with
     ``base`` at the counter, and a client whose ``since`` is older than that
     is told ``recovered: false``.
+
+    A stream is freed ``ttl_s`` after its last member left or its last
+    append, whichever is later; a stream no member ever joined counts as
+    memberless from its first append. At most ``max_channels`` streams are
+    retained: past that the longest-idle memberless stream is freed first
+    (``max_channels = 0`` means unbounded). :meth:`retained` counts them.
     """
 
     def __init__(
-        self, size: int = 100, ttl_s: float = 300.0, clock: Callable[[], float] = time.monotonic
+        self,
+        size: int = 100,
+        ttl_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_channels: int = 10_000,
     ) -> None:
         self._size = size
         self._ttl = ttl_s
         self._clock = clock
+        self._max = max_channels
         self._counter = 0
         self._streams: dict[ChannelAddress, _Stream] = {}
+        self._active: set[ChannelAddress] = set()
+        """Channels with members; a subset of ``_streams``' keys."""
         self._idle: OrderedDict[ChannelAddress, float] = OrderedDict()
+        """Memberless streams by expiry, oldest first."""
+
+    def retained(self) -> int:
+        """How many channel streams this node holds right now."""
+        return len(self._streams)
+
+    def _touch(self, channel: ChannelAddress) -> None:
+        """An append: a memberless stream's expiry restarts from now."""
+        self._sweep()
+        if channel not in self._active:
+            self._idle[channel] = self._clock() + self._ttl
+            self._idle.move_to_end(channel)
+        while self._max and len(self._streams) > self._max and self._idle:
+            oldest = next(iter(self._idle))
+            if oldest == channel and len(self._idle) == 1:
+                return
+            del self._idle[oldest]
+            self._streams.pop(oldest, None)
 
     def _stream(self, channel: ChannelAddress) -> _Stream:
         stream = self._streams.get(channel)
@@ -52,6 +83,7 @@ class MemoryHistory:
     def next_offset(self, channel: ChannelAddress) -> int:
         self._counter += 1
         self._stream(channel).top = self._counter
+        self._touch(channel)
         return self._counter
 
     def append(self, channel: ChannelAddress, offset: int, data: bytes) -> None:
@@ -94,6 +126,7 @@ class MemoryHistory:
             if len(entries) == entries.maxlen:
                 stream.evicted = entries[0][0]
             entries.append((offset, data))
+        self._touch(channel)
         return contiguous
 
     def load(self, channel: ChannelAddress, base: int, entries: list[tuple[int, bytes]]) -> None:
@@ -116,8 +149,11 @@ class MemoryHistory:
         self._sweep()
         if active:
             self._idle.pop(channel, None)
+            self._active.add(channel)
             self._stream(channel)
-        elif channel in self._streams:
+            return
+        self._active.discard(channel)
+        if channel in self._streams:
             if self._ttl <= 0 or not self._streams[channel].entries:
                 # Nothing to recover: drop at once so idle views cost nothing.
                 del self._streams[channel]
@@ -136,7 +172,8 @@ class MemoryHistory:
             if expires > now:
                 return
             del idle[channel]
-            self._streams.pop(channel, None)
+            if channel not in self._active:
+                self._streams.pop(channel, None)
 
     def __len__(self) -> int:
         return len(self._streams)

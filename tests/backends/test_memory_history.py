@@ -1,0 +1,54 @@
+"""MemoryHistory frees streams that only ever saw appends, and stays bounded."""
+
+from __future__ import annotations
+
+from wsgate.backends.memory import MemoryHistory
+
+
+class Clock:
+    """A settable clock, so ttl expiry is exact instead of slept for."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def relay(history: MemoryHistory, channel: str) -> int:
+    offset = history.next_offset(channel)
+    history.append(channel, offset, b"x")
+    return offset
+
+
+def test_memberless_streams_freed_after_ttl() -> None:
+    clock = Clock()
+    history = MemoryHistory(size=4, ttl_s=1.0, clock=clock)
+    for i in range(10):
+        relay(history, f"c{i}")
+    assert history.retained() == 10
+    clock.now = 1.5
+    relay(history, "fresh")  # any later append sweeps the expired ones
+    assert history.retained() == 1
+
+
+def test_member_keeps_stream_past_ttl() -> None:
+    clock = Clock()
+    history = MemoryHistory(size=4, ttl_s=1.0, clock=clock)
+    history.retain("kept", True)
+    offset = relay(history, "kept")
+    clock.now = 5.0
+    relay(history, "other")
+    assert history.since("kept", offset - 1).recovered
+
+
+def test_max_channels_frees_oldest_first() -> None:
+    clock = Clock()
+    history = MemoryHistory(size=4, ttl_s=300.0, clock=clock, max_channels=5)
+    for i in range(20):
+        relay(history, f"c{i}")
+        clock.now += 0.01
+    assert history.retained() == 5
+    # A retained stream reports its own top; a freed one only the node's.
+    assert [history.top(f"c{i}") for i in (14, 15, 19)] == [20, 16, 20]
+    assert history.since("c0", 1).recovered is False  # the oldest went first
