@@ -49,6 +49,27 @@ def test_max_channels_frees_oldest_first() -> None:
         relay(history, f"c{i}")
         clock.now += 0.01
     assert history.retained() == 5
-    # A retained stream reports its own top; a freed one only the node's.
-    assert [history.top(f"c{i}") for i in (14, 15, 19)] == [20, 16, 20]
+    # A retained stream reports its own top; a freed one is unknown (0).
+    assert [history.top(f"c{i}") > 0 for i in (14, 15, 19)] == [False, True, True]
     assert history.since("c0", 1).recovered is False  # the oldest went first
+
+
+def test_offsets_are_per_channel_and_hide_other_volume() -> None:
+    clock = Clock()
+    history = MemoryHistory(size=4, ttl_s=1.0, clock=clock)
+    first = relay(history, "quiet")
+    for _ in range(50):
+        relay(history, "busy")
+    # The quiet channel's next offset moved by one, not by the busy one's 50.
+    assert relay(history, "quiet") == first + 1
+
+
+def test_offsets_never_reused_after_a_stream_is_freed() -> None:
+    clock = Clock()
+    history = MemoryHistory(size=4, ttl_s=1.0, clock=clock)
+    old = [relay(history, "t") for _ in range(3)]
+    clock.now = 5.0
+    relay(history, "other")  # sweeps "t"
+    assert history.retained() == 1
+    assert relay(history, "t") > old[-1]
+    assert history.since("t", old[-1]).recovered is False

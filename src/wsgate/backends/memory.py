@@ -19,18 +19,20 @@ class _Stream:
         self.base = base
         """Offsets at or above this were all seen by this stream."""
         self.top = base
-        self.evicted = base
-        """Highest offset evicted (or the base): recovery needs ``since >= evicted``."""
+        self.evicted = 0
+        """Highest offset evicted (0: none yet): recovery needs ``since >= evicted``."""
         self.entries: deque[tuple[int, bytes]] = deque(maxlen=size)
 
 
 class MemoryHistory:
     """:class:`~wsgate.backends.base.RecentHistory` as ring buffers in this process.
 
-    Offsets come from one node-wide counter, so they never repeat even when a
-    channel is dropped and re-created; a re-created stream starts with
-    ``base`` at the counter, and a client whose ``since`` is older than that
-    is told ``recovered: false``.
+    Offsets count up by one per channel from that stream's ``base``, an epoch
+    in wall-clock microseconds taken when the stream is created (strictly
+    increasing on this node), so a channel's offsets tell nothing of other
+    channels' traffic, and a re-created stream's offsets lie above its earlier
+    life's (as long as that life averaged under one action per microsecond).
+    A client whose ``since`` is below ``base`` is told ``recovered: false``.
 
     A stream is freed ``ttl_s`` after its last member left or its last
     append, whichever is later; a stream no member ever joined counts as
@@ -45,12 +47,15 @@ class MemoryHistory:
         ttl_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         max_channels: int = 10_000,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._size = size
         self._ttl = ttl_s
         self._clock = clock
         self._max = max_channels
-        self._counter = 0
+        self._wall = wall
+        self._epoch = 0
+        """The last stream base handed out; only ever grows."""
         self._streams: dict[ChannelAddress, _Stream] = {}
         self._active: set[ChannelAddress] = set()
         """Channels with members; a subset of ``_streams``' keys."""
@@ -77,14 +82,15 @@ class MemoryHistory:
     def _stream(self, channel: ChannelAddress) -> _Stream:
         stream = self._streams.get(channel)
         if stream is None:
-            stream = self._streams[channel] = _Stream(self._counter, self._size)
+            self._epoch = max(self._epoch + 1, int(self._wall() * 1_000_000))
+            stream = self._streams[channel] = _Stream(self._epoch, self._size)
         return stream
 
     def next_offset(self, channel: ChannelAddress) -> int:
-        self._counter += 1
-        self._stream(channel).top = self._counter
+        stream = self._stream(channel)
+        stream.top += 1
         self._touch(channel)
-        return self._counter
+        return stream.top
 
     def append(self, channel: ChannelAddress, offset: int, data: bytes) -> None:
         if self._size == 0:
@@ -97,18 +103,14 @@ class MemoryHistory:
 
     def top(self, channel: ChannelAddress) -> int:
         stream = self._streams.get(channel)
-        return self._counter if stream is None else stream.top
+        return 0 if stream is None else stream.top
 
     def since(self, channel: ChannelAddress, offset: int) -> Replay:
         stream = self._streams.get(channel)
         if stream is None:
-            return Replay(offset >= self._counter, [])
-        if offset < stream.evicted or offset > stream.top:
-            return Replay(False, [])
-        entries = stream.entries
-        if stream.base == 0 and entries and 0 < offset < entries[0][0]:
-            # Nothing was ever evicted, so a real offset is 0 or one of ours:
-            # this one belongs to an earlier incarnation of the channel.
+            return Replay(offset == 0, [])
+        if offset < stream.evicted or offset > stream.top or 0 < offset < stream.base:
+            # Evicted, not yet issued, or from an earlier incarnation.
             return Replay(False, [])
         return Replay(True, [data for off, data in stream.entries if off > offset])
 
@@ -120,7 +122,6 @@ class MemoryHistory:
             stream.entries.clear()
             stream.evicted = prev
         stream.top = offset
-        self._counter = max(self._counter, offset)
         if self._size:
             entries = stream.entries
             if len(entries) == entries.maxlen:
@@ -143,7 +144,6 @@ class MemoryHistory:
         stream.evicted = dropped[-1][0] if dropped else base
         stream.base = base
         stream.top = live[-1][0] if live else last
-        self._counter = max(self._counter, stream.top)
 
     def retain(self, channel: ChannelAddress, active: bool) -> None:
         self._sweep()
