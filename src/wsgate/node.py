@@ -150,17 +150,16 @@ class Node:
             authorize_ttl_s=config.routing.authorize_cache_s,
         )
         bus = await self._open_cluster() if self.clustered else None
+        self._history = MemoryHistory(
+            config.history.size, config.history.ttl_s, max_channels=config.history.max_channels
+        )
         # Every collaborator is given to the gateway here; the order of
         # observers and gates is the order they are told and asked in.
         self.gateway = Gateway(
             node_id=self.node_id,
             policy=self.policy,
             scheduler=loop,
-            history=MemoryHistory(
-                config.history.size,
-                config.history.ttl_s,
-                max_channels=config.history.max_channels,
-            ),
+            history=self._history,
             relays=[rule.match for rule in config.relays],
             presence=presence,
             limiter=Limiter(config.limits, config.rate_limits, MemoryRateLimits(), loop.time),
@@ -232,11 +231,15 @@ class Node:
         self._api_port = int(runner.addresses[0][1])
         self._api_runner = runner
 
-    async def _sweep(self, every_s: float = 5.0) -> None:
-        """Drop expired self-registrations so the route table stays tidy."""
+    async def _sweep(self) -> None:
+        """Drop expired self-registrations and channel histories, every 5 s at most
+        (every ``history.ttl_s / 2`` when that is shorter, so a quiet node frees
+        history about when it expires)."""
+        every_s = min(5.0, max(self.config.history.ttl_s / 2, 0.05))
         while True:
             await asyncio.sleep(every_s)
             self.routes.sweep()
+            self._history.sweep(budget=4096)
 
     def reload_keys(self) -> None:
         """SIGHUP: re-read the key files; keep the old keys when that fails.

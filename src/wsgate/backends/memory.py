@@ -68,7 +68,7 @@ class MemoryHistory:
 
     def _touch(self, channel: ChannelAddress) -> None:
         """An append: a memberless stream's expiry restarts from now."""
-        self._sweep()
+        self.sweep()
         if channel not in self._active:
             self._idle[channel] = self._clock() + self._ttl
             self._idle.move_to_end(channel)
@@ -146,7 +146,7 @@ class MemoryHistory:
         stream.top = live[-1][0] if live else last
 
     def retain(self, channel: ChannelAddress, active: bool) -> None:
-        self._sweep()
+        self.sweep()
         if active:
             self._idle.pop(channel, None)
             self._active.add(channel)
@@ -161,8 +161,11 @@ class MemoryHistory:
                 self._idle[channel] = self._clock() + self._ttl
                 self._idle.move_to_end(channel)
 
-    def _sweep(self, budget: int = 16) -> None:
-        """Drop up to ``budget`` expired idle streams (bounded work per call)."""
+    def sweep(self, budget: int = 16) -> None:
+        """Drop up to ``budget`` expired idle streams (bounded work per call).
+
+        Every append and membership change sweeps a little; the node also
+        calls it periodically, so a quiet node frees its streams too."""
         now = self._clock()
         idle = self._idle
         for _ in range(budget):
