@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
-__all__ = ["DEADLINE_S", "eventually", "free_port", "wait_until"]
+__all__ = ["DEADLINE_S", "eventually", "free_port", "settled", "wait_until"]
 
 DEADLINE_S = 5.0
 """How long a condition may take by default."""
@@ -71,3 +71,15 @@ def wait_until(
             break
         time.sleep(every)
     raise AssertionError(f"{what} not reached in {timeout} s")
+
+
+async def settled(check: Callable[[], bool], timeout: float = 3.0, *, every: float = 0.01) -> bool:
+    """Poll ``check`` until it is true or ``timeout`` passes (bounded in count too);
+    return its last value, for ``assert await settled(...)`` with a message of its own."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for _ in range(_checks(timeout, every)):
+        if check() or loop.time() > deadline:
+            break
+        await asyncio.sleep(every)
+    return check()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -20,21 +19,11 @@ from wsgate.backends.base import SharedLimits
 
 from ..e2e.services import SECRET, start_service
 from ..helpers import free_port
+from ..helpers import settled as _until
 from .cluster import API_KEY, cluster
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 SHARED_RULE = [{"match": "profile/SET_NICKNAME", "per": "user", "rate": "1/60s", "burst": 1}]
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    """Poll ``condition`` (bounded in time and count); its last value."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    for _ in range(1000):
-        if condition() or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.01)
-    return condition()
 
 
 class _GatedLimits:

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Callable
 
 import aiohttp
 import websockets
 
 from ..cluster.cluster import cluster
 from ..helpers import free_port
+from ..helpers import settled as _until
 from .gateway import API_KEY, ORIGIN
 from .services import SECRET, start_service, with_service
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    for _ in range(1000):
-        if condition() or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.01)
-    return condition()
 
 
 async def test_an_api_join_asks_the_authorize_hook_and_answers_its_code() -> None:
