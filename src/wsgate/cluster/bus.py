@@ -116,7 +116,7 @@ class ClusterBus:
         self._gw = gateway
         store = self._backend.presence
         self.presence = ClusterPresence(self, gateway, store, ttl_s=self._presence_ttl_s)
-        self.query = ClusterQuery(self, gateway, store, ttl_s=self._presence_ttl_s)
+        self.query = ClusterQuery(self, gateway, store)
         self.limits.attach(gateway)
         self._receivers = {
             env.CHANNEL: self._on_channel,

@@ -77,7 +77,9 @@ class ClusterPresence:
             await asyncio.wait([task], timeout=2.0)
 
     async def _run(self) -> None:
-        """Beat every ttl/3; sweep dead nodes every other beat."""
+        """The bus's one periodic loop: beat every ttl/3; sweep dead nodes every other
+        beat; re-list this node for the API's cluster queries every third (ttl);
+        reload the shared routes every fifteenth."""
         beat = max(self.ttl_s / 3, 0.05)
         rounds = 0
         while True:  # until cancelled by close()
@@ -87,6 +89,8 @@ class ClusterPresence:
                 await self._store.beat(self._gw.node_id, self.ttl_s)
                 if rounds % 2 == 0:
                     await self.sweep()
+                if rounds % 3 == 0:
+                    await self._bus.query.relist()
                 if rounds % 15 == 0:
                     await self._bus.routes.reload()
             except Exception:

@@ -118,16 +118,14 @@ class ClusterQuery:
     """
 
     def __init__(
-        self, bus: ClusterBus, gateway: Gateway, store: PresenceStore, *, ttl_s: float
+        self, bus: ClusterBus, gateway: Gateway, store: PresenceStore
     ) -> None:
         self._bus = bus
         self._gw = gateway
         self._store = store
-        self._ttl_s = ttl_s
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
         """Question id → its answer; bounded by :data:`MAX_IN_FLIGHT`, freed when done."""
         self._seq = 0
-        self._refresh: asyncio.Task[None] | None = None
         self._answers: dict[str, Callable[[bytes], bytes]] = {
             "hubs": self._local_hubs,
             "conn": self._local_connection,
@@ -135,32 +133,21 @@ class ClusterQuery:
         """Question → this node's answer (JSON text in, JSON text out)."""
 
     async def start(self) -> None:
-        """List this node in :data:`NODES`, and keep it listed every ``ttl_s``."""
-        await self._list_me()
-        self._refresh = asyncio.get_running_loop().create_task(self._keep_listed())
+        """List this node in :data:`NODES`; the cluster's heartbeat then calls
+        :meth:`relist` every ``ttl_s`` (one periodic loop for the bus's parts)."""
+        await self.relist()
 
     async def close(self) -> None:
-        """Stop refreshing and leave :data:`NODES` (best effort: dead nodes are purged)."""
-        refresh, self._refresh = self._refresh, None
-        if refresh is not None:  # awaited: it may be mid-request on the store
-            refresh.cancel()
-            await asyncio.wait([refresh], timeout=ANSWER_TIMEOUT_S)
+        """Leave :data:`NODES` (best effort: dead nodes are purged)."""
         try:
             await asyncio.wait_for(self._store.remove(NODES, self._gw.node_id), ANSWER_TIMEOUT_S)
         except Exception:
             log.warning("could not leave the node list; others purge it when it stops beating")
 
-    async def _list_me(self) -> None:
+    async def relist(self) -> None:
+        """(Re)write this node's entry in :data:`NODES`; raises what the store raises."""
         me = self._gw.node_id
         await self._store.add(NODES, me, me, b"1")
-
-    async def _keep_listed(self) -> None:
-        while True:  # until cancelled by close()
-            await asyncio.sleep(max(self._ttl_s, 0.05))
-            try:
-                await self._list_me()
-            except Exception:
-                log.exception("could not refresh this node in the node list; retrying")
 
     # Answers for the API ---------------------------------------------------------
 
