@@ -129,16 +129,19 @@ def demo(port: int) -> int:
 
 
 def _format_routes(entries: list[dict[str, Any]]) -> str:
-    lines = [f"{'PATTERN':<28} {'SERVICE':<16} {'ROLES':<12} INSTANCES"]
+    lines = [f"{'PATTERN':<28} {'SERVICE':<16} {'SOURCE':<16} {'ROLES':<12} INSTANCES"]
     for entry in entries:
         roles = ",".join(entry.get("roles") or []) or "-"
+        source = f"{entry.get('source', '-')}/{entry.get('transport', '-')}"
         instances = "; ".join(
             f"{i['url']} [{i['source']}, {'up' if i['healthy'] else 'DOWN'}"
             + (f", expires in {i['expires_in']:.0f}s" if i.get("expires_in") is not None else "")
             + "]"
             for i in entry.get("instances", [])
         )
-        lines.append(f"{entry['pattern']:<28} {entry['service']:<16} {roles:<12} {instances}")
+        lines.append(
+            f"{entry['pattern']:<28} {entry['service']:<16} {source:<16} {roles:<12} {instances}"
+        )
     return "\n".join(lines)
 
 

@@ -7,9 +7,11 @@ lifecycle observer. For an inbound action it looks the type up in the
 starts a call to the service and delivers its answer: ``reply``
 actions to the sender with ``meta.inReplyTo``, ``publish`` entries to their
 targets, failures as ``UPSTREAM_*`` errors without internal detail.
-There is no task per call: ``HttpInvoker.start`` writes the request on a
-pooled connection and calls back with the outcome; it uses a task of its own
-only when it must wait (for a slot or a new connection).
+The call goes through the :class:`~wsgate.routing.invoker.Invoker` of the
+service's transport (HTTP, gRPC, NATS): one dict probe. There is no task per
+call: ``HttpInvoker.start`` writes the request on a pooled connection and
+calls back with the outcome; it uses a task of its own only when it must
+wait (for a slot or a new connection).
 
 Lifecycle events (``@@wsgate/CONNECTED``, ``DISCONNECTED``, ``JOINED``,
 ``LEFT``) go, with the connection's context and no reply, to the services
@@ -29,7 +31,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -43,8 +45,8 @@ from wsgate.protocol.address import Address
 from wsgate.protocol.codes import CloseCode, ErrorCode
 from wsgate.protocol.envelope import Action, Meta, OutMeta, encode
 from wsgate.routing.context import InvocationContext
-from wsgate.routing.http_invoker import HttpInvoker
-from wsgate.routing.instances import Service
+from wsgate.routing.instances import Service, Transport
+from wsgate.routing.invoker import Invoker, Unavailable
 from wsgate.routing.results import InvocationResult
 from wsgate.routing.table import RouteTable
 from wsgate.typing import ChannelAddress
@@ -111,14 +113,17 @@ class Upstream:
     def __init__(
         self,
         table: RouteTable,
-        invoker: HttpInvoker,
+        invoker: Invoker,
         *,
+        invokers: Mapping[Transport, Invoker] | None = None,
         max_in_flight: int = 16,
         max_in_flight_per_user: int = 64,
         authorize_ttl_s: float = 30.0,
     ) -> None:
         self._table = table
-        self._invoker = invoker
+        self._invokers: dict[Transport, Invoker] = {"http": invoker}
+        self._invokers.update(invokers or {})
+        """Transport -> its invoker (``invoker`` carries HTTP)."""
         self._per_conn = _InFlight(max_in_flight, "connection")
         self._per_user = _InFlight(max_in_flight_per_user, "user")
         """All tabs of a user together (a cap of 0: none)."""
@@ -162,10 +167,17 @@ class Upstream:
             conn.send_error(ErrorCode.RATE_LIMITED, message, rid, retry_after_ms=100)
             return True
         self._calls += 1
-        self._invoker.start(
+        self._invoker(service).start(
             service, action, self.context(conn, channel), partial(self._answered, conn, rid)
         )
         return True
+
+    def _invoker(self, service: Service) -> Invoker:
+        """The invoker of ``service``'s transport (one dict probe)."""
+        invoker = self._invokers.get(service.pool.transport)
+        if invoker is None:
+            invoker = self._invokers[service.pool.transport] = Unavailable(service.pool.transport)
+        return invoker
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -239,7 +251,7 @@ class Upstream:
         action = Action(
             type=bi.CONNECT, payload=msgspec.Raw(msgspec.json.encode({"ip": conn.peer}))
         )
-        result = await self._invoker.invoke(service, action, self.context(conn, None))
+        result = await self._invoker(service).invoke(service, action, self.context(conn, None))
         if isinstance(result, ErrorCode):
             if result is ErrorCode.FORBIDDEN:
                 self._gw.refused(conn, CloseCode.FORBIDDEN, "refused by the connect hook")
@@ -298,7 +310,8 @@ class Upstream:
     ) -> None:
         payload = msgspec.Raw(msgspec.json.encode({"channel": address.value}))
         action = Action(type=bi.JOIN, payload=payload, meta=Meta(channel=address.value))
-        result = await self._invoker.invoke(service, action, self.context(conn, address.value))
+        context = self.context(conn, address.value)
+        result = await self._invoker(service).invoke(service, action, context)
         verdict = result if isinstance(result, ErrorCode) else None
         if verdict is None or verdict is ErrorCode.FORBIDDEN:
             if len(self._verdicts) >= _MAX_VERDICTS:
@@ -315,7 +328,7 @@ class Upstream:
         action = Action(type=type_, meta=Meta(channel=channel) if channel else None)
         if payload is not None:
             action.payload = msgspec.Raw(msgspec.json.encode(payload))
-        self._spawn(self._invoker.notify(service, action, self.context(conn, channel)))
+        self._spawn(self._invoker(service).notify(service, action, self.context(conn, channel)))
 
     def connected(self, conn: Connection) -> None:
         self._event(conn, bi.CONNECTED, None, {"ip": conn.peer})

@@ -240,3 +240,17 @@ async def test_authorize_hook_allows_denies_and_caches() -> None:
             asks = [e["channel"] for e in await resp.json() if e["type"] == "@@wsgate/JOIN"]
         assert asks.count("acme:orders/1") == 1
         assert asks.count("acme:secret/plans") == 1
+
+
+async def test_a_route_of_a_transport_with_no_invoker_is_upstream_unavailable() -> None:
+    """The invoker seam: the route's transport picks the invoker; a missing one fails closed."""
+    from wsgate.routing.table import Discovered
+
+    async with with_service() as (gw, _), gw.peer("alice") as alice:
+        gw.node.routes.sync("grpc", [Discovered("grpc:none", "127.0.0.1:9", ("rpc/*",), "grpc")])
+        for attempt in ("a", "b"):
+            await alice.send("rpc/CALL", {}, id=attempt)
+            err = await alice.expect("@@wsgate/ERROR")
+            assert (err["payload"]["code"], err["meta"]["inReplyTo"]) == ("UPSTREAM_UNAVAILABLE", attempt)
+        await alice.send("svc/ECHO", {"n": 2}, id="http")  # the HTTP invoker is untouched
+        assert (await alice.expect("svc/ECHOED"))["payload"]["got"] == {"n": 2}

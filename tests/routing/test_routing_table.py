@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from wsgate.config import from_mapping
-from wsgate.routing.table import RouteTable
+from wsgate.routing.table import Discovered, RouteTable
 
 ManualClock = Any  # the ``clock`` fixture of conftest.py
 
@@ -206,6 +206,8 @@ def test_snapshot_lists_every_route_most_specific_first(clock: ManualClock) -> N
     assert snap[0] == {
         "pattern": "chat/SAY",
         "service": "chat",
+        "source": "registered",
+        "transport": "http",
         "roles": [],
         "instances": [
             {"url": "http://c1/", "source": "registered", "healthy": True, "expires_in": 20.0}
@@ -246,3 +248,59 @@ def test_gateway_types_match_only_gateway_patterns() -> None:
     table.add_route("@@wsgate/*", "hooks")
     found = table.lookup("@@wsgate/CONNECT")
     assert found is not None and found.name == "hooks"
+
+
+def grpc(name: str, *patterns: str, url: str = "127.0.0.1:50051") -> Discovered:
+    return Discovered(f"grpc:{name}", url, patterns, "grpc")
+
+
+def nats(name: str, *patterns: str) -> Discovered:
+    return Discovered(f"nats:{name}", f"svc.{name}", patterns, "nats")
+
+
+def test_discovered_routes_rank_after_static_and_registered(clock: ManualClock) -> None:
+    table = static_table(clock)
+    table.register("reg", "http://r/", ["shared/*"], ttl_s=60)
+    assert table.sync("grpc", [grpc("m", "orders/*", "shared/*", "both/*", "grpc/ONLY")])
+    assert table.sync("nats", [nats("n", "orders/*", "shared/*", "both/*", "nats/*")])
+    assert table.lookup("orders/X").name == "orders"  # type: ignore[union-attr]  static
+    assert table.lookup("shared/X").name == "reg"  # type: ignore[union-attr]  registered
+    assert table.lookup("both/X").name == "grpc:m"  # type: ignore[union-attr]  grpc over nats
+    assert table.lookup("nats/X").name == "nats:n"  # type: ignore[union-attr]
+    assert table.lookup("nats/X").pool.transport == "nats"  # type: ignore[union-attr]
+    # The most specific pattern wins across sources: an exact NATS type beats static orders/*.
+    table.sync("nats", [nats("n", "orders/GET")])
+    assert table.lookup("orders/GET").name == "nats:n"  # type: ignore[union-attr]
+    assert table.lookup("nats/X").name == "fallback"  # type: ignore[union-attr]  dropped now
+    rows = {row["pattern"]: row for row in table.snapshot()}
+    assert rows["orders/GET"]["source"] == "nats" and rows["orders/GET"]["transport"] == "nats"
+    assert rows["both/*"]["source"] == "grpc" and rows["orders/*"]["source"] == "static"
+    assert rows["both/*"]["instances"] == [
+        {"url": "127.0.0.1:50051", "source": "grpc", "healthy": True, "expires_in": None}
+    ]
+
+
+def test_sync_replaces_a_source_whole_and_keeps_health(clock: ManualClock) -> None:
+    table = RouteTable(clock=clock)
+    assert table.sync("grpc", [grpc("a", "a/*"), grpc("b", "b/*", url="127.0.0.1:2")])
+    inst = table.lookup("a/X").pool.instances[0]  # type: ignore[union-attr]
+    table.lookup("a/X").pool.mark_failed(inst)  # type: ignore[union-attr]
+    assert not table.sync("grpc", [grpc("a", "a/*"), grpc("b", "b/*", url="127.0.0.1:2")])
+    assert table.sync("grpc", [grpc("a", "a/*", "a2/*")])
+    assert table.lookup("b/X") is None  # no longer found: gone at once
+    again = table.lookup("a2/X")
+    assert again is not None and again.pool.instances[0] is inst and not inst.healthy(clock())
+    assert table.sync("nats", []) is False  # another source's set is untouched
+    assert table.sync("grpc", [])
+    assert len(table) == 0 and table.service("grpc:a") is None
+
+
+def test_sync_refuses_names_outside_its_namespace(clock: ManualClock) -> None:
+    table = static_table(clock)
+    with pytest.raises(ValueError, match="<source>:<name>"):
+        table.sync("grpc", [Discovered("orders", "x", ("z/*",), "grpc")])
+    with pytest.raises(ValueError, match="not a discovered source"):
+        table.sync("static", [])
+    table.register("reg", "http://r/", ["r/*"], ttl_s=60)  # registered names hold no ":"
+    table.sync("grpc", [grpc("reg", "r/*")])
+    assert table.lookup("r/X").name == "reg"  # type: ignore[union-attr]

@@ -21,12 +21,27 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final, Literal
 
-__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "Instance", "Service", "ServicePool", "Slots"]
+__all__ = [
+    "BACKOFF_MAX_S",
+    "BACKOFF_MIN_S",
+    "DISCOVERED",
+    "Instance",
+    "Service",
+    "ServicePool",
+    "Slots",
+    "Source",
+    "Transport",
+]
 
 BACKOFF_MIN_S: Final = 5.0
 BACKOFF_MAX_S: Final = 60.0
 
-Source = Literal["static", "registered"]
+Source = Literal["static", "registered", "grpc", "nats"]
+"""Where an instance came from: the config, a self-registration, or discovery."""
+DISCOVERED: Final[tuple[Source, ...]] = ("grpc", "nats")
+"""The discovered sources, in the order they win an equal pattern (after static, registered)."""
+Transport = Literal["http", "grpc", "nats"]
+"""What carries calls to a service: names its :class:`~wsgate.routing.invoker.Invoker`."""
 
 
 class Instance:
@@ -130,6 +145,7 @@ class ServicePool:
         "slots",
         "static",
         "timeout_ms",
+        "transport",
     )
 
     def __init__(
@@ -144,8 +160,11 @@ class ServicePool:
         pipeline: int = 1,
         backoff_min_s: float = BACKOFF_MIN_S,
         backoff_max_s: float = BACKOFF_MAX_S,
+        transport: Transport = "http",
     ) -> None:
         self.name = name
+        self.transport: Transport = transport
+        """Which invoker carries calls to this service."""
         self.timeout_ms = timeout_ms
         self.secret = secret
         self.max_concurrency = max_concurrency

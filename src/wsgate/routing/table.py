@@ -15,9 +15,15 @@ Sources merge into one live table:
    comparison per call) and by :meth:`sweep`, which the owner may call
    periodically to keep :meth:`snapshot` tidy.
 
-When sources disagree about a pattern, a static route wins over a
-registration, and among registrations the service registered first keeps the
-pattern until it expires. A registered instance of a service declared in the
+3. discovery: a discoverer (gRPC reflection, NATS services) hands the whole
+   set it found to :meth:`sync`, every round; what it no longer finds drops
+   out at once.
+
+When sources disagree about an equal pattern, a static route wins, then a
+registration, then gRPC, then NATS; among registrations the service
+registered first keeps the pattern until it expires. The most specific
+pattern still wins across sources (``orders/GET`` from NATS beats a static
+``orders/*``). A registered instance of a service declared in the
 config joins that service (and uses its timeout, secret and concurrency cap);
 a service known only from registrations uses the table's ``registered_*``
 defaults and disappears with its last instance.
@@ -31,7 +37,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from wsgate.config import Config
 from wsgate.protocol.envelope import GATEWAY_PREFIX
@@ -39,12 +45,15 @@ from wsgate.protocol.patterns import PatternTable
 from wsgate.routing.instances import (
     BACKOFF_MAX_S,
     BACKOFF_MIN_S,
+    DISCOVERED,
     Instance,
     Service,
     ServicePool,
+    Source,
+    Transport,
 )
 
-__all__ = ["MAX_ACTIONS_PER_REGISTRATION", "MAX_TTL_S", "RouteTable"]
+__all__ = ["MAX_ACTIONS_PER_REGISTRATION", "MAX_TTL_S", "Discovered", "RouteTable"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +61,24 @@ MAX_ACTIONS_PER_REGISTRATION: Final = 256
 MAX_TTL_S: Final = 86400.0
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PATTERN_RE: Final = re.compile(r"\*|[A-Za-z0-9_./:@$-]{1,128}\*?")
+_RANKED: Final[tuple[Source, ...]] = ("registered", *DISCOVERED)
 _URL_RE: Final = re.compile(r"https?://[^\s]{1,2040}")
+
+
+class Discovered(NamedTuple):
+    """One service a discoverer found: its instance and the patterns it serves.
+
+    ``name`` must be unique across sources; discoverers prefix it with their
+    source (``grpc:127.0.0.1:50051``, ``nats:orders``). ``url`` is what the
+    transport's invoker understands (a gRPC target, a NATS subject).
+    """
+
+    name: str
+    url: str
+    patterns: tuple[str, ...]
+    transport: Transport
+    timeout_ms: int = 2000
+    max_concurrency: int = 256
 
 
 def _specificity(pattern: str) -> tuple[int, int, str]:
@@ -92,7 +118,11 @@ class RouteTable:
         """The effective pattern -> service map (mirrors ``_table``)."""
         self._table: PatternTable[Service] = PatternTable()
         self._routes_by_key: dict[tuple[str, tuple[str, ...]], Service] = {}
+        self._sources: dict[str, Source] = {}
+        """pattern -> the source of its effective route."""
         self._registered = 0
+        self._discovered: dict[Source, set[str]] = {source: set() for source in DISCOVERED}
+        """Per discovered source, the names of its pools."""
 
     @classmethod
     def from_config(cls, config: Config, **settings: Any) -> RouteTable:
@@ -235,6 +265,66 @@ class RouteTable:
             self._rebuild()
         return dropped
 
+    # Discovery
+
+    def sync(self, source: Source, found: Iterable[Discovered]) -> bool:
+        """Make ``source``'s routes exactly ``found``; return whether anything changed.
+
+        ``source`` is a discovered one (``grpc``, ``nats``). An instance found
+        again keeps its health; a service not found any more drops out now,
+        with its routes (a less specific or lower-ranked route may then match).
+        Names hold a ``:`` (``grpc:<target>``), which registered names cannot,
+        so the sources never share a pool; a name the config already uses is
+        skipped and logged. Cost: one pass over ``found`` and the source's pools.
+        """
+        if source not in DISCOVERED:
+            raise ValueError(f"not a discovered source: {source!r}")
+        wanted: dict[str, list[Discovered]] = {}
+        for entry in found:
+            if ":" not in entry.name:
+                raise ValueError(f"a discovered name is <source>:<name>, not {entry.name!r}")
+            wanted.setdefault(entry.name, []).append(entry)
+        mine = self._discovered[source]
+        changed = False
+        for name in list(mine - wanted.keys()):
+            del self._pools[name]
+            mine.discard(name)
+            changed = True
+        for name, entries in wanted.items():
+            pool = self._pools.get(name)
+            if pool is not None and name not in mine:
+                log.warning("%s discovery: service name %s is taken; skipped", source, name)
+                continue
+            first = entries[0]
+            if pool is None or pool.transport != first.transport:
+                pool = self._new_pool(
+                    name,
+                    first.timeout_ms,
+                    "",
+                    first.max_concurrency,
+                    static=False,
+                    transport=first.transport,
+                )
+                self._pools[name] = pool
+                mine.add(name)
+                changed = True
+            urls = {entry.url: tuple(dict.fromkeys(entry.patterns)) for entry in entries}
+            kept = [inst for inst in pool.instances if inst.url in urls]
+            changed |= len(kept) != len(pool.instances)
+            for url, patterns in urls.items():
+                inst = pool.find(url)
+                if inst is None:
+                    inst = Instance(url, source)
+                    kept.append(inst)
+                    changed = True
+                if inst.actions != patterns:
+                    inst.actions = patterns
+                    changed = True
+            pool.instances = kept
+        if changed:
+            self._rebuild()
+        return changed
+
     # Queries
 
     def lookup(self, action_type: str) -> Service | None:
@@ -266,9 +356,11 @@ class RouteTable:
     def snapshot(self) -> list[dict[str, Any]]:
         """Every route, most specific first, as JSON-ready dicts.
 
-        ``{"pattern", "service", "roles", "instances": [{"url", "source",
-        "healthy", "expires_in"}]}``; ``expires_in`` is seconds left for a
-        registration and ``None`` for a static instance.
+        ``{"pattern", "service", "source", "transport", "roles", "instances":
+        [{"url", "source", "healthy", "expires_in"}]}``; ``source`` is where
+        the winning route came from (``static``, ``registered``, ``grpc``,
+        ``nats``); ``expires_in`` is seconds left for a registration and
+        ``None`` otherwise.
         """
         now = self._clock()
         entries = []
@@ -292,6 +384,8 @@ class RouteTable:
                 {
                     "pattern": pattern,
                     "service": service.name,
+                    "source": self._sources.get(pattern, "static"),
+                    "transport": service.pool.transport,
                     "roles": list(service.roles),
                     "instances": instances,
                 }
@@ -305,7 +399,15 @@ class RouteTable:
     # Internals
 
     def _new_pool(
-        self, name: str, timeout_ms: int, secret: str, cap: int, *, static: bool, pipeline: int = 1
+        self,
+        name: str,
+        timeout_ms: int,
+        secret: str,
+        cap: int,
+        *,
+        static: bool,
+        pipeline: int = 1,
+        transport: Transport = "http",
     ) -> ServicePool:
         return ServicePool(
             name,
@@ -314,6 +416,7 @@ class RouteTable:
             max_concurrency=cap,
             static=static,
             pipeline=pipeline,
+            transport=transport,
             clock=self._clock,
             backoff_min_s=self._backoff[0],
             backoff_max_s=self._backoff[1],
@@ -349,13 +452,19 @@ class RouteTable:
                 bindings[key] = old
             return bindings.setdefault(key, Service(pool, roles))
 
+        sources: dict[str, Source] = {}
         for pattern, (name, roles) in self._static.items():
             routes[pattern] = bind(self._pools[name], roles)
-        for pool in self._pools.values():
-            for inst in pool.instances:
-                for pattern in inst.actions:
-                    if pattern not in routes:  # static, then the first registered, wins
-                        routes[pattern] = bind(pool, ())
+            sources[pattern] = "static"
+        for source in _RANKED:  # static, then the first registered, then grpc, then nats
+            for pool in self._pools.values():
+                for inst in pool.instances:
+                    if inst.source != source:
+                        continue
+                    for pattern in inst.actions:
+                        if pattern not in routes:
+                            routes[pattern] = bind(pool, ())
+                            sources[pattern] = source
         for pattern in self._routes.keys() - routes.keys():
             self._table.remove(pattern)
         for pattern, service in routes.items():
@@ -363,3 +472,4 @@ class RouteTable:
                 self._table.add(pattern, service)
         self._routes = routes
         self._routes_by_key = bindings
+        self._sources = sources
