@@ -7,6 +7,10 @@ credential from ``[api.aws] credentials``, for ``[api.aws] region`` and the
 service ``execute-api``; a connection that is gone answers
 410 ``GoneException``, a bad signature 403 ``ForbiddenException``.
 
+In a cluster the connection's own node answers ``get_connection`` (within
+the cluster query's timeout; 504 when it stays silent) and carries out
+``delete_connection``, whichever node was asked.
+
 ``post_to_connection``'s ``Data`` is sent to the client as one text message,
 byte for byte (it must be UTF-8); with wsgate clients it should be an action.
 """
@@ -15,10 +19,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 from aiohttp import web
 
 from wsgate.api.sigv4 import verify_sigv4
-from wsgate.api.state import BEARER_OK, STATE
+from wsgate.api.state import BEARER_OK, STATE, remote_bus
+from wsgate.cluster.query import ANSWER_TIMEOUT_S, Found
+from wsgate.cluster.views import describe
 from wsgate.core.connection import Connection
 from wsgate.protocol.codes import CloseCode
 from wsgate.typing import ConnectionId
@@ -62,12 +69,31 @@ def _target(request: web.Request) -> Connection | web.Response:
     return conn
 
 
-async def _authorized_target(request: web.Request) -> Connection | web.Response:
-    """A signed request's local connection, or the AWS error to answer."""
+class _Described(msgspec.Struct):
+    """What AWS's answers need of ``describe()`` (cluster/views.py), wherever it was made."""
+
+    ip: str
+    connectedAt: float
+
+
+async def _authorized_target(request: web.Request) -> _Described | web.Response:
+    """A signed request's connection, described by its own node, or the AWS error to answer."""
     body = await _authorized(request)
     if isinstance(body, web.Response):
         return body
-    return _target(request)
+    bus = remote_bus(request)
+    if bus is None:
+        conn = _target(request)
+        if isinstance(conn, web.Response):
+            return conn
+        return msgspec.convert(describe(conn), type=_Described)
+    found, data = await bus.query.connection(ConnectionId(request.match_info["id"]))
+    if found is Found.FOUND:
+        return msgspec.json.decode(data, type=_Described)
+    if found is Found.GONE:
+        return _aws_error(410, "GoneException", "connection is gone")
+    message = f"its node did not answer within {ANSWER_TIMEOUT_S:g} s"
+    return _aws_error(504, "InternalServerErrorException", message)
 
 
 def _iso(ts: float) -> str:
@@ -104,16 +130,23 @@ async def get_connection(request: web.Request) -> web.Response:
         return conn
     return web.json_response(
         {
-            "connectedAt": _iso(conn.connected_at),
-            "identity": {"sourceIp": conn.peer, "userAgent": ""},
-            "lastActiveAt": _iso(conn.connected_at),
+            "connectedAt": _iso(conn.connectedAt),
+            "identity": {"sourceIp": conn.ip, "userAgent": ""},
+            "lastActiveAt": _iso(conn.connectedAt),
         }
     )
 
 
 @routes.delete("/@connections/{id}")
 async def delete_connection(request: web.Request) -> web.Response:
-    conn = await _authorized_target(request)
+    found = await _authorized_target(request)
+    if isinstance(found, web.Response):
+        return found
+    bus = remote_bus(request)
+    if bus is not None:  # its node closes it (asked above: it is there)
+        bus.disconnect(request.match_info["id"], CloseCode.NORMAL, "deleted")
+        return web.Response(status=204)
+    conn = _target(request)
     if isinstance(conn, web.Response):
         return conn
     conn.sink.close(CloseCode.NORMAL, "deleted")

@@ -10,7 +10,7 @@ from wsgate.cluster.bus import ClusterBus
 from wsgate.core.gateway import Gateway
 from wsgate.routing.table import RouteTable
 
-__all__ = ["BEARER_OK", "STATE", "ApiState", "json_error"]
+__all__ = ["BEARER_OK", "STATE", "ApiState", "json_error", "remote_bus"]
 
 
 @dataclass
@@ -37,3 +37,12 @@ BEARER_OK: web.RequestKey[bool] = web.RequestKey("wsgate_bearer_ok", bool)
 def json_error(status: int, message: str) -> web.Response:
     """An error answer: ``{"error": message}`` with ``status``."""
     return web.json_response({"error": message}, status=status)
+
+
+def remote_bus(request: web.Request) -> ClusterBus | None:
+    """The cluster bus when the connection ``{id}`` in the path lives on another node."""
+    state = request.app[STATE]
+    node = request.match_info["id"].partition(".")[0]
+    if state.bus is None or node == state.gateway.node_id:
+        return None
+    return state.bus

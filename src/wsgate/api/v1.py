@@ -11,8 +11,7 @@ import asyncio
 import msgspec
 from aiohttp import web
 
-from wsgate.api.state import STATE, json_error
-from wsgate.cluster.bus import ClusterBus
+from wsgate.api.state import STATE, json_error, remote_bus
 from wsgate.cluster.query import ANSWER_TIMEOUT_S, Found
 from wsgate.cluster.views import describe, local_hubs
 from wsgate.core.connection import Connection
@@ -39,15 +38,6 @@ class _Registration(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _registration = msgspec.json.Decoder(_Registration)
-
-
-def _remote(request: web.Request) -> ClusterBus | None:
-    """The cluster bus when the connection in the path lives on another node."""
-    state = request.app[STATE]
-    node = request.match_info["id"].partition(".")[0]
-    if state.bus is None or node == state.gateway.node_id:
-        return None
-    return state.bus
 
 
 def _connection(request: web.Request) -> Connection | web.Response:
@@ -77,7 +67,7 @@ PARTIAL_HEADER = "X-Wsgate-Partial"
 @routes.get("/v1/connections/{id}")
 async def get_connection(request: web.Request) -> web.Response:
     """A connection's status; in a cluster its node answers (at most ``ANSWER_TIMEOUT_S``)."""
-    bus = _remote(request)
+    bus = remote_bus(request)
     if bus is not None:
         found, body = await bus.query.connection(ConnectionId(request.match_info["id"]))
         if found is Found.FOUND:
@@ -94,7 +84,7 @@ async def get_connection(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/connections/{id}")
 async def delete_connection(request: web.Request) -> web.Response:
-    bus = _remote(request)
+    bus = remote_bus(request)
     if bus is not None:  # on another node: tell it (202: the close happens there)
         bus.disconnect(request.match_info["id"], CloseCode.NORMAL, "disconnected by the service")
         return web.Response(status=202)
@@ -126,7 +116,7 @@ async def join_channel(request: web.Request) -> web.Response:
     as ``{"error", "code"}`` with its status (:data:`JOIN_STATUS`). On another
     node: ``202``; that node answers a refusal by logging and counting it.
     """
-    bus = _remote(request)
+    bus = remote_bus(request)
     if bus is not None:
         if parse_address(request.match_info["addr"]) is None:
             return json_error(400, "bad channel address")
@@ -179,7 +169,7 @@ def _join_error(code: ErrorCode, message: str) -> web.Response:
 
 @routes.delete("/v1/connections/{id}/channels/{addr:.+}")
 async def leave_channel(request: web.Request) -> web.Response:
-    bus = _remote(request)
+    bus = remote_bus(request)
     if bus is not None:
         bus.membership(request.match_info["id"], request.match_info["addr"], join=False)
         return web.Response(status=202)
