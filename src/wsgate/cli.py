@@ -72,7 +72,11 @@ Extra = Callable[["Node"], Awaitable[Callable[[], Awaitable[None]]]]
 
 
 async def _run(node: Node, banner: str, extra: Extra | None) -> None:
-    await node.start()
+    try:
+        await node.start()
+    except BaseException:
+        await node.stop(deadline_s=0)  # close what started before the failure
+        raise
     stop_extra = await extra(node) if extra is not None else None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -91,7 +95,11 @@ def _event_loop_run(node: Node, banner: str, extra: Extra | None = None) -> int:
         import uvloop
 
         uvloop.install()
-    asyncio.run(_run(node, banner, extra))
+    try:
+        asyncio.run(_run(node, banner, extra))
+    except WsgateError as exc:  # e.g. a port in use: one line, no traceback
+        print(f"wsgate: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -11,6 +11,7 @@ prints nothing and never imports the CLI.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import secrets
 import ssl
@@ -46,6 +47,15 @@ log = logging.getLogger("wsgate.node")
 
 PlainGet = Callable[[str, Mapping[str, str]], HttpResponse | None]
 """Answers plain HTTP GETs on the public listener (the demo's pages)."""
+
+
+def _cannot_listen(key: str, listen: str, exc: OSError) -> ConfigError:
+    """A bind failure as one line naming the key and address (no traceback at start-up)."""
+    if exc.errno == errno.EADDRINUSE:
+        reason = "address in use (another node or program has it; set another port)"
+    else:
+        reason = exc.strerror or str(exc)
+    return ConfigError(key, f"cannot listen on {listen}: {reason}")
 
 
 def _control_limit(config: Config) -> ControlLimit | None:
@@ -179,15 +189,18 @@ class Node:
             await bus.start()
         await self._start_api()
         self._sweeper = loop.create_task(self._sweep())
-        self.listener = await start_listener(
-            handler=self.gateway,
-            config=config.server,
-            authenticate=self.authenticate,
-            sign_in_url=config.auth.sign_in_url,
-            plain_get=self._plain_get,
-            ssl_context=self._ssl,
-            control=_control_limit(config),
-        )
+        try:
+            self.listener = await start_listener(
+                handler=self.gateway,
+                config=config.server,
+                authenticate=self.authenticate,
+                sign_in_url=config.auth.sign_in_url,
+                plain_get=self._plain_get,
+                ssl_context=self._ssl,
+                control=_control_limit(config),
+            )
+        except OSError as exc:
+            raise _cannot_listen("server.listen", config.server.listen, exc) from None
 
     async def _open_cluster(self) -> ClusterBus:
         """Connect the backend and build the bus (started once the gateway has it)."""
@@ -227,7 +240,11 @@ class Node:
         await runner.setup()
         host, port = parse_listen("api.listen", self.config.api.listen)
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise _cannot_listen("api.listen", self.config.api.listen, exc) from None
         self._api_port = int(runner.addresses[0][1])
         self._api_runner = runner
 

@@ -4,6 +4,10 @@ Listens on ``[api] listen``, never the public address. ``/v1/*`` needs
 ``Authorization: Bearer <key>`` (one of ``[api] keys``); ``/@connections/*``
 needs an AWS SigV4 signature (or a bearer key); ``/healthz`` and ``/readyz``
 are open so that orchestrators can probe them.
+
+Every error is JSON, aiohttp's own included (an unknown path, a wrong
+method, a body over :data:`MAX_BODY`): ``{"error": message}``, or AWS's
+``{"message": ...}`` with ``x-amzn-ErrorType`` under ``/@connections/``.
 """
 
 from __future__ import annotations
@@ -54,7 +58,21 @@ def build_app(state: ApiState, keys: Sequence[str]) -> web.Application:
         request[BEARER_OK] = True
         return await handler(request)
 
-    app = web.Application(middlewares=[authorize], client_max_size=MAX_BODY)
+    @web.middleware
+    async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            if request.path.startswith("/@connections/"):
+                kind = "PayloadTooLargeException" if exc.status == 413 else "BadRequestException"
+                return web.json_response(
+                    {"message": exc.reason}, status=exc.status, headers={"x-amzn-ErrorType": kind}
+                )
+            return json_error(exc.status, exc.reason)
+
+    app = web.Application(middlewares=[json_errors, authorize], client_max_size=MAX_BODY)
     app[STATE] = state
 
     async def healthz(request: web.Request) -> web.Response:

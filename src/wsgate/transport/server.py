@@ -233,6 +233,13 @@ async def start_listener(
         control=control,
     )
     ws_path = config.path
+    # A relative sign-in URL that nothing on this listener serves (``serve``'s
+    # default "/sign-in" with no site) must not redirect to itself forever.
+    sign_in_here = sign_in_url.partition("?")[0] if sign_in_url.startswith("/") else None
+    no_sign_in = (
+        b"401 Unauthorized: no sign-in page is served here. Sign in through your application,"
+        b" or point auth.sign_in_url at its sign-in page.\n"
+    )
     allow_any = "*" in config.allowed_origins
     allowed = frozenset(config.allowed_origins)
     protocol_header = (("Sec-WebSocket-Protocol", SUBPROTOCOL),)
@@ -247,6 +254,8 @@ async def start_listener(
                 if answer is not None:
                     return _response(answer)
             if authenticate(headers) is None:
+                if path == sign_in_here:
+                    return _error(401, no_sign_in)
                 return WSUpgradeResponseWithListener(
                     WSUpgradeResponse.create_redirect_response(302, sign_in_url), None
                 )
