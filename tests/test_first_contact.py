@@ -77,3 +77,52 @@ async def test_api_errors_are_json_for_unknown_paths_and_oversized_bodies() -> N
         async with http.post(f"{api}/v1/publish", data=io.BytesIO(huge), headers=AUTH) as resp:
             assert resp.status == 413 and resp.content_type == "application/json"
             assert "error" in await resp.json()
+
+
+async def test_routes_says_the_key_was_refused_not_that_the_node_is_down(tmp_path: Path) -> None:
+    import asyncio
+
+    async with running() as gw:  # its [api] keys hold only API_KEY
+        config = _config(tmp_path, free_port(), int(gw.node.api_url.rpartition(":")[2]))
+        proc = await asyncio.create_subprocess_exec(
+            *WSGATE, "routes", "--config", str(config),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    text = err.decode()
+    assert proc.returncode == 2, text
+    assert "401" in text and "api.keys" in text and "not reachable" not in text
+
+
+def test_the_demo_prints_its_internal_api_url_and_a_key(tmp_path: Path) -> None:
+    import re
+    import urllib.request
+
+    from .helpers import wait_until
+    from .servers import ServerProcess
+
+    port = free_port()
+    demo = ServerProcess([*WSGATE, "demo", "--port", str(port)], port, "http", log=tmp_path / "demo.log")
+    demo.start()
+    try:
+        pattern = re.compile(r"internal API on (http://127\.0\.0\.1:\d+).*?Bearer ([A-Za-z0-9_-]+)", re.S)
+        wait_until(lambda: pattern.search(demo.output()) is not None, 10, what="the API banner")
+        found = pattern.search(demo.output())
+        assert found is not None
+        url, key = found.groups()
+        request = urllib.request.Request(f"{url}/v1/hubs", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        demo.stop()
+
+
+def test_the_readme_names_both_ports_and_the_session_cookie_as_the_code_defaults_them() -> None:
+    from wsgate.config import from_mapping
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    defaults = from_mapping({}, env={})
+    assert f"`{defaults.server.listen}`" in readme
+    assert f"`{defaults.api.listen}`" in readme
+    assert f"`{defaults.auth.cookie_name}`" in readme
+    assert "WSGATE_API_LISTEN" in readme  # how a second node avoids the first one's API port

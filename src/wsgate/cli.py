@@ -132,7 +132,11 @@ def demo(port: int) -> int:
     config = demo_config(port)
     site = DemoSite(config)
     node = Node(config, plain_get=site.handle)
-    banner = "wsgate: demo on http://localhost:{port}/ (second user: http://127.0.0.1:{port}/)"
+    banner = (
+        "wsgate: demo on http://localhost:{port}/ (second user: http://127.0.0.1:{port}/)\n"
+        "wsgate: internal API on {api} (docs/api.md), e.g.\n"
+        f"  curl -H 'Authorization: Bearer {config.api.keys[0]}' {{api}}/v1/hubs"
+    )
     return _event_loop_run(node, banner, start_orders)
 
 
@@ -154,7 +158,10 @@ def _format_routes(entries: list[dict[str, Any]]) -> str:
 
 
 async def _live_routes(config: Config) -> list[dict[str, Any]] | None:
-    """The running node's table from its internal API, or ``None`` if unreachable."""
+    """The running node's table from its internal API, or ``None`` if unreachable.
+
+    Raises :class:`ConfigError` when the node answers but refuses the key.
+    """
     import aiohttp
 
     from wsgate.config import parse_listen
@@ -171,6 +178,9 @@ async def _live_routes(config: Config) -> list[dict[str, Any]] | None:
             aiohttp.ClientSession(timeout=timeout) as http,
             http.get(f"http://{host}:{port}/v1/routes", headers=headers) as resp,
         ):
+            if resp.status in (401, 403):
+                message = f"the node on {host}:{port} refused the first key ({resp.status})"
+                raise ConfigError("api.keys", message)
             if resp.status != 200:
                 return None
             entries: list[dict[str, Any]] = await resp.json()
