@@ -5,6 +5,7 @@
     wsgate serve [--config FILE]          run a node (FILE defaults to $WSGATE_CONFIG)
     wsgate demo [--port N]                run the demo: gateway, services and web app
     wsgate routes [--config FILE]         print the live route table
+    wsgate check [--config FILE]          validate a config; print it, secrets masked
     wsgate keys new                       print a fresh base64 32-byte session key
     wsgate cookie [--config FILE] --user U --org O [--org O2]... [--team T]...
                   [--role R]... [--name N] [--ttl S]
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from wsgate.config import Config
     from wsgate.node import Node
 
-__all__ = ["build_parser", "demo", "main", "print_routes", "serve"]
+__all__ = ["build_parser", "check", "demo", "main", "print_routes", "serve"]
 
 _CONFIG_ENV = "WSGATE_CONFIG"
 
@@ -58,6 +59,35 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     return demo(args.port)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    return check(_config_path(args))
+
+
+def check(config_path: str | None) -> int:
+    """``wsgate check``: what ``serve`` would run, validated as ``serve`` does, secrets masked.
+
+    The node is built (keys, policy, routes, TLS files) but nothing is bound
+    or connected; the messages and exit status of a bad config are ``serve``'s.
+    """
+    import msgspec
+
+    from wsgate.config import load
+    from wsgate.config_show import masked
+    from wsgate.node import Node
+
+    try:
+        config = load(config_path)
+        Node(config)
+    except WsgateError as exc:
+        print(f"wsgate: {exc}", file=sys.stderr)
+        return 2
+    overrides = sorted(n for n in os.environ if n.startswith("WSGATE_") and n != _CONFIG_ENV)
+    if overrides:
+        print(f"wsgate: environment overrides: {', '.join(overrides)}", file=sys.stderr)
+    print(msgspec.json.format(msgspec.json.encode(masked(config)), indent=2).decode())
+    return 0
 
 
 def _cmd_routes(args: argparse.Namespace) -> int:
@@ -288,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     routes = sub.add_parser("routes", help="print the live route table")
     routes.add_argument("--config", metavar="FILE", help=f"the config file (or ${_CONFIG_ENV})")
     routes.set_defaults(handler=_cmd_routes)
+
+    check_ = sub.add_parser(
+        "check", help="validate a config and print it (environment applied, secrets masked)"
+    )
+    check_.add_argument("--config", metavar="FILE", help=config_help)
+    check_.set_defaults(handler=_cmd_check)
 
     keys = sub.add_parser("keys", help="session keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
