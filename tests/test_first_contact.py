@@ -126,3 +126,26 @@ def test_the_readme_names_both_ports_and_the_session_cookie_as_the_code_defaults
     assert f"`{defaults.api.listen}`" in readme
     assert f"`{defaults.auth.cookie_name}`" in readme
     assert "WSGATE_API_LISTEN" in readme  # how a second node avoids the first one's API port
+
+
+async def test_a_registered_instance_at_a_dead_url_is_not_shown_healthy() -> None:
+    import asyncio
+
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    live_port = server.sockets[0].getsockname()[1]
+    dead_port = free_port()
+    try:
+        async with running() as gw, aiohttp.ClientSession() as http:
+            api = gw.node.api_url
+            for name, port in (("dead", dead_port), ("live", live_port)):
+                body = {"url": f"http://127.0.0.1:{port}/actions", "actions": [f"{name}/*"], "ttl": 60}
+                async with http.put(f"{api}/v1/services/{name}", json=body, headers=AUTH) as resp:
+                    assert resp.status == 200
+                    assert (await resp.json())["reachable"] is (name == "live")
+            async with http.get(f"{api}/v1/routes", headers=AUTH) as resp:
+                rows = {row["service"]: row for row in await resp.json()}
+            assert rows["dead"]["instances"][0]["healthy"] is False
+            assert rows["live"]["instances"][0]["healthy"] is True
+    finally:
+        server.close()
+        await server.wait_closed()

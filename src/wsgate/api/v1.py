@@ -21,6 +21,7 @@ from wsgate.delivery import deliver
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.address import parse_address
 from wsgate.protocol.codes import CloseCode, ErrorCode
+from wsgate.routing.probe import reachable
 from wsgate.routing.results import Publish
 from wsgate.typing import ChannelAddress, ConnectionId, UserId
 
@@ -233,7 +234,10 @@ async def register(request: web.Request) -> web.Response:
         return json_error(400, str(exc))
     if state.bus is not None:
         state.bus.routes.registered(name, body.url, body.actions, body.ttl)
-    return web.json_response({"service": name, "ttl": body.ttl})
+    ok = await reachable(body.url)
+    if not ok:
+        state.routes.unreachable(name, body.url)
+    return web.json_response({"service": name, "ttl": body.ttl, "reachable": ok})
 
 
 @routes.delete("/v1/services/{name}")

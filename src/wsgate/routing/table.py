@@ -248,6 +248,13 @@ class RouteTable:
         self._rebuild()
         return True
 
+    def unreachable(self, name: str, url: str) -> None:
+        """Take the instance ``url`` of ``name`` out for its back-off: nothing listens there."""
+        pool = self._pools.get(name)
+        inst = None if pool is None else pool.find(url)
+        if pool is not None and inst is not None and pool.mark_failed(inst):
+            log.warning("service %s: nothing listens at %s; taken out", name, url)
+
     def sweep(self, now: float | None = None) -> int:
         """Drop registrations expired at ``now``; return how many dropped."""
         now = self._clock() if now is None else now
