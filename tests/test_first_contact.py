@@ -149,3 +149,14 @@ async def test_a_registered_instance_at_a_dead_url_is_not_shown_healthy() -> Non
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_sign_in_goes_back_to_a_view_fragment_and_nowhere_else() -> None:
+    from wsgate.demo import DemoSite, demo_config
+
+    site = DemoSite(demo_config(free_port()))
+    for next_, location in (("%23orders/44", "/#orders/44"), ("//evil.example", "/"),
+                            ("https://evil.example/", "/"), ("%23a%0d%0aSet-Cookie:x", "/")):
+        answer = site.handle(f"/sign-in?user=ann&org=acme&next={next_}", {})
+        assert answer is not None and answer.status == 302
+        assert dict(answer.headers)["Location"] == location, next_

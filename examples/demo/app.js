@@ -78,7 +78,13 @@ client.on(NICKNAME, (action) => {
   if (!userId || !nickname) return;
   nicknames.set(userId, nickname);
   renderMembers();
-  appendChat(userId, `is now called ${nickname}`, false);
+  const mine = userId === client.welcome?.userId;
+  if (mine) {
+    el.nickStatus.textContent = `You are now called ${nickname}.`;
+    el.nickStatus.dataset.state = 'applied';
+    renderMe();
+  }
+  appendChat(userId, `is now called ${nickname}`, mine);
 });
 
 client.on('orders/UPDATED', (action) => {
@@ -189,14 +195,17 @@ el.nickForm.addEventListener('submit', (event) => {
   if (!nickname || !channel) return;
   // Relayed to the view's other members; limited to one a minute per user
   // by the demo's [[rate_limits]] rule: a refusal comes back as an ERROR.
+  // `echo` has the gateway relay it back to me too: it is applied here only
+  // then, so a refused one (RATE_LIMITED) never shows as mine.
   nickSerial += 1;
-  client.dispatch({ type: NICKNAME, payload: { nickname }, meta: { channel, id: `nick-${nickSerial}` } });
-  nicknames.set(client.welcome?.userId, nickname);
+  client.dispatch({
+    type: NICKNAME,
+    payload: { nickname },
+    meta: { channel, id: `nick-${nickSerial}`, echo: true },
+  });
   el.nickStatus.textContent = `Sent: ${nickname}`;
   el.nickStatus.dataset.state = 'sent';
   el.nickInput.value = '';
-  renderMembers();
-  renderMe();
 });
 
 // ---------------------------------------------------------------- orders
@@ -246,6 +255,11 @@ $('order-watch').addEventListener('click', () => {
 function renderStatus(state) {
   el.status.textContent = state;
   el.status.dataset.state = state;
+  // While connecting or reconnecting nothing would be sent: no button is live.
+  // The client rejoins the view by itself; its JOINED turns them back on.
+  const open = state === 'open' && channel !== null;
+  setChatEnabled(open);
+  for (const button of el.orderButtons) button.disabled = !open || orderId === null;
 }
 
 function renderMe() {

@@ -44,6 +44,16 @@ __all__ = ["DemoSite", "demo_config", "repo_root", "start_orders"]
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _ORGS = ("acme", "globex")
+_NEXT = re.compile(r"#[A-Za-z0-9_./%-]{1,128}")
+"""Where sign-in may send the browser back to: a view fragment of ``/`` (no open redirect)."""
+_REFUSED = (
+    b'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign-in refused</title>'
+    b'<link rel="stylesheet" href="/demo/style.css"></head>'
+    b'<body class="sign-in"><main class="card"><h1>Sign-in refused</h1>'
+    b"<p>A user id is 1-32 letters, digits, <code>_</code> or <code>-</code>,"
+    b' and the organization is acme or globex.</p><p><a href="/sign-in">Back to sign-in</a></p>'
+    b"</main></body></html>\n"
+)
 
 
 def repo_root() -> Path:
@@ -160,8 +170,10 @@ class DemoSite:
         org = query.get("org", ["acme"])[0]
         name = query.get("name", [user])[0][:64] or user
         if not _NAME.fullmatch(user) or org not in _ORGS:
-            return HttpResponse(400, (("Content-Type", "text/plain"),), b"bad user or org\n")
+            return HttpResponse(400, (("Content-Type", "text/html; charset=utf-8"),), _REFUSED)
         principal = Principal(sub=user, sid=f"demo-{user}", name=name, org=org, orgs=(org,))
         value = self._codec.seal(principal)
         cookie = f"{self._cookie}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={self._ttl}"
-        return HttpResponse(302, (("Location", "/"), ("Set-Cookie", cookie)))
+        next_ = query.get("next", [""])[0]
+        back = "/" + next_ if _NEXT.fullmatch(next_) else "/"  # a fragment of "/", nothing else
+        return HttpResponse(302, (("Location", back), ("Set-Cookie", cookie)))

@@ -400,3 +400,86 @@ def test_client_reconnects_after_1012_and_rejoins_with_since(
     ]
     # The rejoin was answered with offset 5, but the client keeps the 6 it saw.
     assert result["offset"] == 6
+
+
+# First contact (issue 11, item 6): each of these failed on the demo before its fix.
+
+
+def test_a_refused_nickname_is_not_shown_as_applied(sign_in: SignIn) -> None:
+    from playwright.sync_api import expect
+
+    pia = sign_in("pia", "Pia", "acme")
+    open_view(pia, "orders/46", "acme:orders/46")
+    pia.get_by_test_id("nick-input").fill("Captain")
+    pia.get_by_test_id("nick-send").click()
+    expect(members(pia, "pia")).to_contain_text("Captain")  # applied once the relay came back
+    pia.get_by_test_id("nick-input").fill("Admiral")
+    pia.get_by_test_id("nick-send").click()
+    expect(pia.get_by_test_id("nick-status")).to_have_attribute("data-state", "limited")
+    expect(members(pia, "pia")).to_contain_text("Captain")
+    expect(members(pia, "pia")).not_to_contain_text("Admiral")
+    expect(pia.get_by_test_id("me")).not_to_contain_text("Admiral")
+
+
+def test_a_deep_link_survives_sign_in(browser: Browser, demo_url: str) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{demo_url}/#orders/44")
+        page.get_by_test_id("sign-in-user").fill("quinn")
+        page.get_by_test_id("sign-in-submit").click()
+        page.wait_for_url(f"{demo_url}/#orders/44")
+        expect(page.get_by_test_id("channel")).to_have_text("acme:orders/44")
+    finally:
+        context.close()
+
+
+def test_a_refused_sign_in_has_a_way_back(browser: Browser, demo_url: str) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{demo_url}/sign-in?user=no%20spaces&org=acme")
+        page.get_by_role("link", name="Back to sign-in").click()
+        page.wait_for_url(f"{demo_url}/sign-in")
+        assert page.get_by_test_id("sign-in-form").is_visible()
+    finally:
+        context.close()
+
+
+def test_the_nickname_form_fits_its_panel_at_1280_px(sign_in: SignIn) -> None:
+    rita = sign_in("rita", "Rita", "acme")
+    rita.set_viewport_size({"width": 1280, "height": 800})
+    panel = rita.locator("section.profile").bounding_box()
+    button = rita.get_by_test_id("nick-send").bounding_box()
+    assert panel is not None and button is not None
+    assert button["x"] + button["width"] <= panel["x"] + panel["width"], (button, panel)
+
+
+def test_buttons_are_off_while_reconnecting(browser: Browser, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    demo = ServerProcess([*WSGATE, "demo", "--port", str(port)], port, "http",
+                         log=tmp_path / "demo.log", cwd=REPO, env=env)
+    demo.start(timeout=SERVER_START_S)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{demo.url}/sign-in?user=sam&org=acme")
+        page.wait_for_url(f"{demo.url}/")
+        open_view(page, "orders/42", "acme:orders/42")
+        for test_id in ("chat-send", "nick-send", "order-get", "order-pack"):
+            expect(page.get_by_test_id(test_id)).to_be_enabled()
+        demo.stop()  # the node goes away: the client reconnects
+        expect(page.get_by_test_id("status")).to_have_attribute("data-state", "reconnecting")
+        for test_id in ("chat-send", "nick-send", "order-get", "order-pack", "order-watch"):
+            expect(page.get_by_test_id(test_id)).to_be_disabled()
+    finally:
+        context.close()
+        demo.stop()
