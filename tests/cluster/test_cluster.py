@@ -122,7 +122,7 @@ async def test_members_of_a_node_that_stops_beating_leave(broker_url: str) -> No
         await alice.join("acme:v")
         await bob.join("acme:v")
         await alice.expect("@@wsgate/PRESENCE")
-        await b.node.bus.presence.close()  # type: ignore[union-attr]  # b "dies": no more beats
+        await b.node.bus.ticker.close()  # type: ignore[union-attr]  # b "dies": no more beats
         presence = await alice.expect("@@wsgate/PRESENCE", timeout=5)
         assert presence["payload"]["left"][0]["userId"] == "bob"
         assert presence["payload"]["count"] == 1

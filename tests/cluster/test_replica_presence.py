@@ -18,8 +18,9 @@ import msgspec
 
 from wsgate.backends.memory_cluster import MemoryPresence, _Hub
 from wsgate.cluster import envelope as env
-from wsgate.cluster.bus import ClusterBus
-from wsgate.cluster.presence import ClusterPresence
+from wsgate.cluster.ports import BusPort
+from wsgate.cluster.presence import ClusterPresence, tick_s
+from wsgate.cluster.ticker import Ticker
 from wsgate.protocol.builtins import Member
 from wsgate.typing import ChannelAddress
 
@@ -35,6 +36,10 @@ class _QuietBus:
         raise AssertionError(f"the bus was used: {name}")
 
 
+async def _no_sweep(nodes: set[str]) -> None:
+    raise AssertionError("a sweep ran")
+
+
 def _diff(joined: list[Member] = [], left: list[Member] = []) -> env.Envelope:  # noqa: B006
     extra = msgspec.json.encode({"joined": joined, "left": left})
     return env.Envelope(env.PRESENCE, ROOM, "n2", extra=extra)
@@ -43,7 +48,12 @@ def _diff(joined: list[Member] = [], left: list[Member] = []) -> env.Envelope:  
 def _setup() -> tuple[Harness, ClusterPresence, Client]:
     h = Harness(batch_ms=50)
     presence = ClusterPresence(
-        cast(ClusterBus, _QuietBus()), h.gw, MemoryPresence(_Hub()), ttl_s=10.0
+        cast(BusPort, _QuietBus()),
+        h.gw,
+        MemoryPresence(_Hub()),
+        Ticker(tick_s(10.0)),  # never started: registration only
+        ttl_s=10.0,
+        forget_nodes=_no_sweep,
     )
     carol = h.connect("carol")
     carol.join(ROOM)

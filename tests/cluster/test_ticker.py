@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 import pytest
 
-from wsgate.cluster.ticker import Ticker, TickJob
+from wsgate.cluster.ports import TickJob
+from wsgate.cluster.ticker import Ticker
 
 from ..helpers import eventually
+from .cluster import cluster
 
 FAST_S = 0.01
 
@@ -117,4 +120,25 @@ async def test_registration_is_closed_once_started_and_names_are_unique() -> Non
             ticker.every(1, "c", nothing)
     finally:
         await ticker.close()
+    assert _ticker_tasks() == []
+
+
+async def test_the_bus_owns_one_ticker_with_each_parts_period_and_close_stops_it() -> None:
+    """The periods the heartbeat loop had: beat every tick (ttl/3), sweep every 2nd,
+    re-list every 3rd, routes reload every 15th; the node's stop ends the one loop."""
+    async with cluster(f"memory://{uuid.uuid4().hex[:8]}", size=1) as (a,):
+        bus = a.node.bus
+        assert bus is not None
+        assert bus.ticker.period_s == pytest.approx(1.0 / 3)  # presence_ttl_s = 1.0
+        assert bus.ticker.schedule() == [
+            ("presence.beat", 1),
+            ("presence.sweep", 2),
+            ("query.relist", 3),
+            ("routes.reload", 15),
+        ]
+        await eventually(lambda: bus.ticker.ticks >= 1, what="a tick")
+        assert len(_ticker_tasks()) == 1
+        assert bus.ticker.failures == dict.fromkeys(
+            ["presence.beat", "presence.sweep", "query.relist", "routes.reload"], 0
+        )
     assert _ticker_tasks() == []

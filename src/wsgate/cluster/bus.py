@@ -19,6 +19,14 @@ One :class:`ClusterBus` per node. It is, for the core:
 Deliveries of one channel arrive in offset order with ``prev``; a gap (the
 broker restarted, a message was lost) is recovered from the stream before
 later messages are delivered.
+
+The bus owns the cluster's one periodic loop, :attr:`ClusterBus.ticker`
+(a tick is ``presence_ttl_s / 3``): each part registers what it does per
+tick when it is built — the heartbeat every tick and the dead-node sweep
+every 2nd (:mod:`~wsgate.cluster.presence`), re-listing the node for cluster
+queries every 3rd (:mod:`~wsgate.cluster.query`), reloading the shared
+routes every 15th (:mod:`~wsgate.cluster.shared`). The parts see the bus
+through :class:`~wsgate.cluster.ports.BusPort` only.
 """
 
 from __future__ import annotations
@@ -32,9 +40,10 @@ import msgspec
 
 from wsgate.backends.base import Backend, Delivery
 from wsgate.cluster import envelope as env
-from wsgate.cluster.presence import ClusterPresence
+from wsgate.cluster.presence import ClusterPresence, tick_s
 from wsgate.cluster.query import ANSWER, QUERY, ClusterQuery
 from wsgate.cluster.shared import ROUTES_SUBJECT, ClusterLimits, SharedRoutes
+from wsgate.cluster.ticker import Ticker
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import Admission, Gateway, Pending
 from wsgate.core.pool import Channel
@@ -75,6 +84,8 @@ class ClusterBus:
     presence: ClusterPresence
     query: ClusterQuery
     """Cluster-wide answers of the internal API (presence, hubs, connections)."""
+    routes: SharedRoutes
+    """Self-registrations shared by every node."""
     _receivers: dict[str, Callable[[env.Envelope, int, int], None]]
     """Given by :meth:`attach`: the gateway is built with this bus."""
 
@@ -96,10 +107,13 @@ class ClusterBus:
         self._broker = backend.broker
         self.node = node_id
         self._presence_ttl_s = presence_ttl_s
+        self._routes = routes
+        self.ticker = Ticker(tick_s(presence_ttl_s))
+        """The bus's one periodic loop; its parts register on it in :meth:`attach`
+        (:attr:`Ticker.failures` counts each part's failed rounds)."""
         self.limits = ClusterLimits(
             self, backend, max_per_user=max_connections_per_user, inner=admission
         )
-        self.routes = SharedRoutes(self, backend, routes)
         self._ready: set[ChannelAddress] = set()
         """Channels whose subscription is active and window loaded."""
         self._preparing: dict[ChannelAddress, list[Resume]] = {}
@@ -112,11 +126,24 @@ class ClusterBus:
     # Lifecycle -------------------------------------------------------------------
 
     def attach(self, gateway: Gateway) -> None:
-        """The gateway this bus serves (called from its constructor)."""
+        """The gateway this bus serves (called from its constructor).
+
+        Builds the parts; each registers its tick jobs on :attr:`ticker` as it
+        is built, so a tick runs them in this order: heartbeat, sweep, re-list,
+        routes reload.
+        """
         self._gw = gateway
         store = self._backend.presence
-        self.presence = ClusterPresence(self, gateway, store, ttl_s=self._presence_ttl_s)
-        self.query = ClusterQuery(self, gateway, store)
+        self.presence = ClusterPresence(
+            self,
+            gateway,
+            store,
+            self.ticker,
+            ttl_s=self._presence_ttl_s,
+            forget_nodes=self.limits.forget_nodes,
+        )
+        self.query = ClusterQuery(self, gateway, store, self.ticker)
+        self.routes = SharedRoutes(self, self._backend, self._routes, self.ticker)
         self.limits.attach(gateway)
         self._receivers = {
             env.CHANNEL: self._on_channel,
@@ -130,29 +157,34 @@ class ClusterBus:
         }
 
     async def start(self) -> None:
-        """Connect the broker, subscribe to this node's subject, start heartbeats.
+        """Connect the broker, subscribe to this node's subject, load the shared
+        routes, beat and list this node once, then start the ticker.
 
         After the gateway was built with this bus (:meth:`attach` has run).
+        Raises what the backend raises (the node does not start).
         """
         await self._broker.start(self._on_delivery)
         self._broker.subscribe(env.subject("node", self.node))
         self._broker.subscribe(ROUTES_SUBJECT)
         await self._broker.flush()
         await self.routes.reload()
-        await self.presence.start()
+        await self.presence.beat()
         await self.query.start()
+        self.ticker.start()
 
     async def close(self) -> None:
-        """Stop heartbeats and this bus's tasks, then close the backend.
+        """Stop the ticker, leave the node list, stop this bus's tasks, then close
+        the backend.
 
-        The tasks are awaited (bounded by :data:`CLOSE_WAIT_S`) before the
-        backend closes: a task cancelled but still running could otherwise
-        check out a new connection from a pool that was just emptied, and
-        that socket would never be closed.
+        The ticker's loop and the tasks are awaited (each bounded by
+        :data:`CLOSE_WAIT_S`) before the backend closes: a task cancelled but
+        still running could otherwise check out a new connection from a pool
+        that was just emptied, and that socket would never be closed. The
+        ticker stops first, so no re-list lists this node again after it left.
         """
         try:
+            await self.ticker.close()
             await self.query.close()
-            await self.presence.close()
             tasks = list(self._tasks)
             for task in tasks:
                 task.cancel()

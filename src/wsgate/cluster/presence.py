@@ -4,7 +4,8 @@ Each node keeps, for the channels it has local members in, the members on
 other nodes (``Channel.remote``), loaded from the :class:`PresenceStore` when
 the channel is prepared and kept current by diffs the nodes publish on the
 channel's subject. Local joins and leaves are written to the store and
-published. Nodes beat a heartbeat with a TTL; every ``ttl_s / 2`` each node
+published. Nodes beat a heartbeat with a TTL on every tick of the bus's
+loop (a tick is ``ttl_s / 3``); every other tick (``ttl_s / 1.5``) each node
 asks which nodes of its replicas stopped beating, drops their members and
 tells its local members (``PRESENCE`` left-diffs) — so the members of a node
 that died expire within ``ttl_s`` and a half.
@@ -17,23 +18,21 @@ brought) is not passed on to the local members.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 import msgspec
 
 from wsgate.backends.base import PresenceStore
 from wsgate.cluster import envelope as env
+from wsgate.cluster.ports import BusPort, Schedule
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import Gateway
 from wsgate.protocol.builtins import Member
 from wsgate.typing import ChannelAddress, ConnectionId
 
-if TYPE_CHECKING:
-    from wsgate.cluster.bus import ClusterBus
-
-__all__ = ["ClusterPresence"]
+__all__ = ["BEAT_EVERY", "SWEEP_EVERY", "ClusterPresence", "tick_s"]
 
 log = logging.getLogger("wsgate.cluster.presence")
 
@@ -41,6 +40,17 @@ log = logging.getLogger("wsgate.cluster.presence")
 class _Diff(msgspec.Struct, omit_defaults=True):
     joined: list[Member] = []
     left: list[Member] = []
+
+
+BEAT_EVERY: Final = 1
+"""The heartbeat is written every tick (:func:`tick_s`): three beats per TTL."""
+SWEEP_EVERY: Final = 2
+"""Dead nodes are looked for every other tick."""
+
+
+def tick_s(ttl_s: float) -> float:
+    """The bus's tick for a heartbeat TTL: a third of it, at least 50 ms."""
+    return max(ttl_s / 3, 0.05)
 
 
 _member_codec: Final = msgspec.json.Decoder(Member)
@@ -54,48 +64,33 @@ class ClusterPresence:
     """One node's view of who is where on the others (see the module docstring)."""
 
     def __init__(
-        self, bus: ClusterBus, gateway: Gateway, store: PresenceStore, *, ttl_s: float
+        self,
+        bus: BusPort,
+        gateway: Gateway,
+        store: PresenceStore,
+        schedule: Schedule,
+        *,
+        ttl_s: float,
+        forget_nodes: Callable[[set[str]], Awaitable[None]],
     ) -> None:
+        """Registers :meth:`beat` (every :data:`BEAT_EVERY` ticks) and :meth:`sweep`
+        (every :data:`SWEEP_EVERY`) on ``schedule``, whose ticks must be
+        :func:`tick_s` of ``ttl_s``. ``forget_nodes`` is told the nodes a sweep
+        found dead, before their members leave (the shared connection counts)."""
         self._bus = bus
         self._gw = gateway
         self._store = store
         self.ttl_s = ttl_s
+        self._forget_nodes = forget_nodes
         self._replicas: dict[ChannelAddress, dict[ConnectionId, Member]] = {}
-        self._loop_task: asyncio.Task[None] | None = None
-        self.failures = 0
-        """Heartbeat rounds that failed (logged with the traceback; the next round retries)."""
+        schedule.every(BEAT_EVERY, "presence.beat", self.beat)
+        schedule.every(SWEEP_EVERY, "presence.sweep", self.sweep)
 
-    async def start(self) -> None:
+    async def beat(self) -> None:
+        """Write this node's heartbeat (TTL ``ttl_s``); raises what the store raises.
+
+        Once at the bus's start, before its ticker starts; then on the ticks."""
         await self._store.beat(self._gw.node_id, self.ttl_s)
-        self._loop_task = asyncio.get_running_loop().create_task(self._run())
-
-    async def close(self) -> None:
-        """Stop the heartbeat loop and wait for it to end (it may be mid-request)."""
-        task, self._loop_task = self._loop_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task], timeout=2.0)
-
-    async def _run(self) -> None:
-        """The bus's one periodic loop: beat every ttl/3; sweep dead nodes every other
-        beat; re-list this node for the API's cluster queries every third (ttl);
-        reload the shared routes every fifteenth."""
-        beat = max(self.ttl_s / 3, 0.05)
-        rounds = 0
-        while True:  # until cancelled by close()
-            await asyncio.sleep(beat)
-            rounds += 1
-            try:
-                await self._store.beat(self._gw.node_id, self.ttl_s)
-                if rounds % 2 == 0:
-                    await self.sweep()
-                if rounds % 3 == 0:
-                    await self._bus.query.relist()
-                if rounds % 15 == 0:
-                    await self._bus.routes.reload()
-            except Exception:
-                self.failures += 1
-                log.exception("presence heartbeat failed; retrying")
 
     # Replicas ------------------------------------------------------------------
 
@@ -172,7 +167,7 @@ class ClusterPresence:
         if not dead:
             return
         log.warning("nodes %s stopped beating; their members leave", sorted(dead))
-        await self._bus.limits.forget_nodes(dead)
+        await self._forget_nodes(dead)
         for address, replica in list(self._replicas.items()):
             gone = [m for cid, m in replica.items() if _node(cid) in dead]
             if not gone:

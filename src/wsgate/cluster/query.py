@@ -9,7 +9,8 @@ What each answer costs, and what a node that does not answer does to it:
   so they are exact even before their store write lands.
 - **hubs** — nobody stores hub membership, so the node asks: one store read
   for the list of live nodes (each node lists itself in the store under
-  :data:`NODES` and refreshes it every ``ttl_s``), then one question per other
+  :data:`NODES` and refreshes it every :data:`RELIST_EVERY` ticks of the bus, that
+  is every ``ttl_s``), then one question per other
   node on its ``node.<id>`` subject, asked all at once and awaited at most
   :data:`ANSWER_TIMEOUT_S`. The answer is the sum of every node's local view;
   the nodes that did not answer in time are named in ``missing``.
@@ -32,19 +33,17 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import msgspec
 
 from wsgate.backends.base import PresenceStore
 from wsgate.cluster import envelope as env
+from wsgate.cluster.ports import BusPort, Schedule
 from wsgate.cluster.views import HubView, describe, local_hubs, merge_hubs
 from wsgate.core.gateway import Gateway
 from wsgate.protocol.builtins import Member
 from wsgate.typing import ChannelAddress, ConnectionId
-
-if TYPE_CHECKING:
-    from wsgate.cluster.bus import ClusterBus
 
 __all__ = [
     "ANSWER",
@@ -52,6 +51,7 @@ __all__ = [
     "MAX_IN_FLIGHT",
     "NODES",
     "QUERY",
+    "RELIST_EVERY",
     "ClusterQuery",
     "Found",
     "Gathered",
@@ -73,6 +73,10 @@ ANSWER_TIMEOUT_S: Final = 1.0
 
 MAX_IN_FLIGHT: Final = 256
 """Questions this node may await at once."""
+
+RELIST_EVERY: Final = 3
+"""Ticks of the bus between two writes of this node's :data:`NODES` entry
+(a tick is a third of the heartbeat TTL: once per TTL)."""
 
 _T = TypeVar("_T")
 
@@ -112,14 +116,16 @@ def _decode_hubs(node: str, data: bytes) -> list[HubView] | None:
 class ClusterQuery:
     """Asks the other nodes, and answers them (see the module docstring).
 
-    Call :meth:`start` once the bus is started and :meth:`close` before the
+    Call :meth:`start` once the bus is started and :meth:`close` after the
+    bus's ticker stopped (so no :meth:`relist` lists it again) and before the
     backend closes. :meth:`on_query` and :meth:`on_answer` receive the
     envelopes of kinds :data:`QUERY` and :data:`ANSWER`.
     """
 
     def __init__(
-        self, bus: ClusterBus, gateway: Gateway, store: PresenceStore
+        self, bus: BusPort, gateway: Gateway, store: PresenceStore, schedule: Schedule
     ) -> None:
+        """Registers :meth:`relist` every :data:`RELIST_EVERY` ticks on ``schedule``."""
         self._bus = bus
         self._gw = gateway
         self._store = store
@@ -131,10 +137,11 @@ class ClusterQuery:
             "conn": self._local_connection,
         }
         """Question → this node's answer (JSON text in, JSON text out)."""
+        schedule.every(RELIST_EVERY, "query.relist", self.relist)
 
     async def start(self) -> None:
-        """List this node in :data:`NODES`; the cluster's heartbeat then calls
-        :meth:`relist` every ``ttl_s`` (one periodic loop for the bus's parts)."""
+        """List this node in :data:`NODES` (before the bus's ticker starts, which
+        then calls :meth:`relist`); raises what the store raises."""
         await self.relist()
 
     async def close(self) -> None:

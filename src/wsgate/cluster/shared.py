@@ -8,8 +8,8 @@
   to the node's own limits rather than refusing everyone.
 - :class:`SharedRoutes` writes self-registrations to the
   :class:`~wsgate.backends.base.ServiceRegistry` and tells the other nodes,
-  which reload them; every node also reloads periodically and expires
-  registrations itself.
+  which reload them; every node also reloads every :data:`RELOAD_EVERY`
+  ticks of the bus and expires registrations itself.
 """
 
 from __future__ import annotations
@@ -17,26 +17,28 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Final
 
 import msgspec
 
 from wsgate.backends.base import Backend, Registration
+from wsgate.cluster.ports import BusPort, Schedule
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import Admission, Gateway
 from wsgate.core.limits import Rate, retry_ms
 from wsgate.protocol.codes import CloseCode, ErrorCode
 from wsgate.routing.table import RouteTable
 
-if TYPE_CHECKING:
-    from wsgate.cluster.bus import ClusterBus
-
-__all__ = ["ROUTES_SUBJECT", "ClusterLimits", "SharedRoutes"]
+__all__ = ["RELOAD_EVERY", "ROUTES_SUBJECT", "ClusterLimits", "SharedRoutes"]
 
 log = logging.getLogger("wsgate.cluster.shared")
 
 ROUTES_SUBJECT = "routes.changed"
 """Every node subscribes: a registration changed somewhere."""
+
+RELOAD_EVERY: Final = 15
+"""Ticks of the bus between two full reloads of the shared registrations (a
+tick is a third of the heartbeat TTL: every 5 TTLs, a missed change at the latest)."""
 
 
 class ClusterLimits:
@@ -47,7 +49,7 @@ class ClusterLimits:
 
     def __init__(
         self,
-        bus: ClusterBus,
+        bus: BusPort,
         backend: Backend,
         *,
         max_per_user: int,
@@ -146,10 +148,14 @@ class _Change(msgspec.Struct):
 class SharedRoutes:
     """Self-registrations shared by every node."""
 
-    def __init__(self, bus: ClusterBus, backend: Backend, table: RouteTable) -> None:
+    def __init__(
+        self, bus: BusPort, backend: Backend, table: RouteTable, schedule: Schedule
+    ) -> None:
+        """Registers :meth:`reload` every :data:`RELOAD_EVERY` ticks on ``schedule``."""
         self._bus = bus
         self._registry = backend.registry
         self._table = table
+        schedule.every(RELOAD_EVERY, "routes.reload", self.reload)
 
     def registered(self, name: str, url: str, actions: list[str], ttl_s: float) -> None:
         registration = Registration(name, url, actions, time.time() + ttl_s)
@@ -180,7 +186,8 @@ class SharedRoutes:
             self._bus.spawn(self.reload())
 
     async def reload(self) -> None:
-        """Apply every shared registration to this node's table."""
+        """Apply every shared registration to this node's table; raises what the
+        registry raises (at the bus's start, and on the ticks)."""
         now = time.time()
         for reg in await self._registry.all():
             ttl = reg.expires_at - now

@@ -16,27 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Final, NamedTuple, Protocol
+from typing import Final, NamedTuple
 
-__all__ = ["CLOSE_WAIT_S", "Schedule", "Ticker", "TickJob"]
+from wsgate.cluster.ports import TickJob
+
+__all__ = ["CLOSE_WAIT_S", "Ticker"]
 
 log = logging.getLogger("wsgate.cluster.ticker")
 
 CLOSE_WAIT_S: Final = 2.0
 """:meth:`Ticker.close` waits at most this for a cancelled callback to end."""
-
-TickJob = Callable[[], Awaitable[None]]
-"""What a part does on its ticks; raises what its backend raises."""
-
-
-class Schedule(Protocol):
-    """What a part of the bus is given to say what it does per tick."""
-
-    def every(self, n: int, name: str, callback: TickJob) -> None:
-        """Run ``callback`` on every ``n``-th tick (``n >= 1``) under the unique ``name``."""
-        ...
-
 
 class _Job(NamedTuple):
     every: int
@@ -45,7 +34,8 @@ class _Job(NamedTuple):
 
 
 class Ticker:
-    """One periodic loop with its registered callbacks (see the module docstring)."""
+    """One periodic loop with its registered callbacks (see the module docstring);
+    a :class:`~wsgate.cluster.ports.Schedule` for the bus's parts."""
 
     TASK_NAME: Final = "wsgate.cluster.ticker"
     """The name of the loop's task (tests look for it)."""
