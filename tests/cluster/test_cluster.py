@@ -6,6 +6,7 @@ import asyncio
 
 import aiohttp
 
+from ..helpers import eventually
 from .cluster import API_KEY, cluster
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -33,7 +34,9 @@ async def test_users_on_different_nodes_share_a_view(broker_url: str) -> None:
 async def test_api_of_any_node_reaches_any_connection(broker_url: str) -> None:
     async with cluster(broker_url) as (a, b, c), c.peer("carol") as carol, b.peer("carol") as tab2, \
             aiohttp.ClientSession() as http:
-        await asyncio.sleep(0.05)
+        # carol's user and hub subjects are subscribed on connect: wait until live
+        await b.node.bus.flush()  # type: ignore[union-attr]
+        await c.node.bus.flush()  # type: ignore[union-attr]
         body = {"to": {"connection": carol.id}, "action": {"type": "note/ONE", "payload": 1}}
         async with http.post(f"{a.node.api_url}/v1/publish", json=body, headers=AUTH) as resp:
             assert resp.status == 202
@@ -59,14 +62,18 @@ async def test_api_of_any_node_reaches_any_connection(broker_url: str) -> None:
 
 
 async def test_recovery_after_reconnecting_to_another_node(broker_url: str) -> None:
-    async with cluster(broker_url) as (a, b, c), a.peer("alice") as alice:
+    async with cluster(broker_url) as (a, b, c), a.peer("alice") as alice, \
+            a.peer("dave") as dave:
         await alice.join("acme:v")
+        await dave.join("acme:v")
         async with b.peer("bob") as bob:
             joined = await bob.join("acme:v")
             offset = joined["payload"]["offset"]
         for i in range(3):
             await alice.send("chat/MESSAGE", {"i": i}, channel="acme:v")
-        await asyncio.sleep(0.05)
+        # Delivered on receipt from the channel's stream: once dave has them, they
+        # are stored, so bob's rejoin recovers them from history (not live).
+        assert [(await dave.expect("chat/MESSAGE"))["payload"]["i"] for _ in range(3)] == [0, 1, 2]
         async with c.peer("bob") as back:
             await back.send("@@wsgate/JOIN", {"channel": "acme:v", "since": offset}, id="j")
             joined = await back.expect("@@wsgate/JOINED")
@@ -108,13 +115,13 @@ async def test_registrations_are_shared(broker_url: str) -> None:
         body = {"url": "http://127.0.0.1:9/x", "actions": ["shared/*"], "ttl": 30}
         async with http.put(f"{a.node.api_url}/v1/services/shared", json=body, headers=AUTH) as resp:
             assert resp.status == 200
-        for _ in range(50):
+
+        async def shared_on_c() -> bool:
             async with http.get(f"{c.node.api_url}/v1/routes", headers=AUTH) as resp:
                 table = await resp.json()
-            if any(e["pattern"] == "shared/*" for e in table):
-                break
-            await asyncio.sleep(0.05)
-        assert any(e["pattern"] == "shared/*" for e in table)
+            return any(e["pattern"] == "shared/*" for e in table)
+
+        await eventually(shared_on_c, every=0.05, what="the registration on node c")
 
 
 async def test_members_of_a_node_that_stops_beating_leave(broker_url: str) -> None:

@@ -36,7 +36,7 @@ async def _until(
         answer = await _get(http, node, path)
         if ok(answer[0], answer[1]) or time.monotonic() > end:
             return answer
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the poll's interval (bounded above), not a synchronization
     return answer
 
 

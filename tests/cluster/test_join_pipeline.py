@@ -87,7 +87,7 @@ async def test_a_connection_closed_while_held_leaves_nothing_behind(broker_url: 
             sizes.append(await size())
             if sizes[-1] == 0 or loop.time() > deadline:
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # the poll's interval (bounded above)
         assert sizes[-1] == 0, sizes
 
 

@@ -210,6 +210,11 @@ class ClusterBus:
         """Whether the broker is connected to its server now (tests, metrics, readiness)."""
         return self._broker.connected
 
+    async def flush(self) -> None:
+        """Wait until the broker's server processed what this node sent so far, its
+        subscriptions included (tests: a subscription made on connect is live)."""
+        await self._broker.flush()
+
     def backend_received(self) -> dict[str, int]:
         """Messages this node's broker delivered, per subject (tests, metrics)."""
         return dict(self._broker.received)
