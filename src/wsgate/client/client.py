@@ -498,7 +498,11 @@ class Client:
         for entry in self._channels:
             entry.server_view = False
             entry.in_flight = False
-        self._requests.reject_sent(ClientError(DISCONNECTED, "connection closed"))
+        if self._stopping is not None and self._stopping.is_set():
+            err = ClientError(CLOSED, "the client was closed")  # by close(): nothing follows
+        else:
+            err = ClientError(DISCONNECTED, "connection closed")
+        self._requests.reject_sent(err)
 
     def _stop(self, code: int, reason: str) -> None:
         """Become ``closed``: fail and free everything pending; emit the last ``close``."""
