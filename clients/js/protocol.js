@@ -18,6 +18,10 @@ export const Types = Object.freeze({
   LEAVE: '@@wsgate/LEAVE',
   NAVIGATE: '@@wsgate/NAVIGATE',
   PING: '@@wsgate/PING',
+  /** First action of a token connection: `{token}` (browsers cannot set headers). */
+  AUTH: '@@wsgate/AUTH',
+  /** The answer to SESSION_EXPIRING: `{token}`, or `{}` after a cookie refresh. */
+  REFRESH: '@@wsgate/REFRESH',
   // gateway -> client
   WELCOME: '@@wsgate/WELCOME',
   JOINED: '@@wsgate/JOINED',
@@ -25,6 +29,11 @@ export const Types = Object.freeze({
   PONG: '@@wsgate/PONG',
   PRESENCE: '@@wsgate/PRESENCE',
   ERROR: '@@wsgate/ERROR',
+  /** `{exp}`: the credential expires soon; answer with REFRESH. */
+  SESSION_EXPIRING: '@@wsgate/SESSION_EXPIRING',
+  // client -> store (never on the wire)
+  /** `{state}`: the Redux middleware's connection status. */
+  STATUS: '@@wsgate/STATUS',
 });
 
 /** Close codes the gateway sends (RFC 6455 §7.4 and the 4000 range). */

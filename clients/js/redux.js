@@ -7,6 +7,10 @@
  * - Every action received from the gateway is dispatched into the store. An
  *   action that came from the gateway is never sent back, whatever `remote`
  *   says of it.
+ * - The connection status is dispatched as `@@wsgate/STATUS {state}`: the
+ *   client's state when the middleware is applied (after a microtask, since
+ *   Redux forbids dispatching while middleware is built), then every change.
+ *   It is the store's, never sent to the gateway.
  *
  * ```js
  * import { createStore, applyMiddleware } from 'redux';
@@ -19,6 +23,8 @@
  *
  * @module wsgate/redux
  */
+
+import { Types as T } from './protocol.js';
 
 /**
  * @typedef {object} MiddlewareOptions
@@ -41,7 +47,7 @@ export function isRemote(action) {
  * Apply it to one store: each store it is applied to receives every action
  * from the gateway.
  *
- * @param {{dispatch: (action: any) => boolean, on: (p: string, h: (a: any) => void) => () => void}} client
+ * @param {{dispatch: (action: any) => boolean, on: (p: string, h: (a: any) => void) => () => void, state?: string}} client
  * @param {MiddlewareOptions} [options]
  * @returns {(store: {dispatch: (action: any) => any}) => (next: (action: any) => any) => (action: any) => any}
  */
@@ -53,6 +59,23 @@ export function wsgateMiddleware(client, { remote = isRemote } = {}) {
       received.add(action);
       store.dispatch(action);
     });
+    /** @param {string} state */
+    const status = (state) => {
+      const action = { type: T.STATUS, payload: { state } };
+      received.add(action);
+      store.dispatch(action);
+    };
+    const initial = client.state;
+    let changed = false;
+    client.on('state', (state) => {
+      changed = true;
+      status(state);
+    });
+    if (initial !== undefined) {
+      queueMicrotask(() => {
+        if (!changed) status(initial);
+      });
+    }
     return (next) => (action) => {
       if (action && typeof action === 'object' && !received.has(action) && remote(action)) {
         client.dispatch(withoutRemoteFlag(action));

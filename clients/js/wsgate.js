@@ -18,6 +18,10 @@
  * Lifecycle: `createClient()` connects at once (`state` is `connecting`);
  * `open` fires when the socket opens (channels are rejoined and queued
  * actions flushed then), `welcome` when the gateway's WELCOME arrives.
+ * With a `token` or `getToken` (token auth: browsers cannot set headers), the
+ * first frame of every connection is `@@wsgate/AUTH {token}` and the rejoins,
+ * the queued actions and `open` wait for WELCOME; `@@wsgate/SESSION_EXPIRING`
+ * is answered with `@@wsgate/REFRESH {token}` from `getToken`.
  * On a close, `close` fires with `{code, reason, willReconnect, delayMs}`
  * and the client waits (`reconnecting`) or stops (`closed`); `connect()`
  * starts a stopped client again, `close()` stops it for good.
@@ -74,6 +78,12 @@ export {
  * @property {boolean} [heartbeat=true]  send a PING after `heartbeatMs` (from
  *   WELCOME) without traffic, and reconnect when nothing comes back
  * @property {() => number} [random=Math.random]  jitter source (tests)
+ * @property {string} [token]  a connection token (JWT), sent as the first
+ *   action `@@wsgate/AUTH {token}` of every connection
+ * @property {() => string | null | undefined | Promise<string | null | undefined>} [getToken]
+ *   asked for the token before every connection's AUTH and on
+ *   `@@wsgate/SESSION_EXPIRING` (then sent as `@@wsgate/REFRESH {token}`);
+ *   takes precedence over `token`
  */
 
 /**
@@ -101,6 +111,7 @@ export const EVENTS = Object.freeze([
   'presence',
   'state',
   'error',
+  'sessionExpiring',
 ]);
 const EVENT_SET = new Set(EVENTS);
 
@@ -149,6 +160,8 @@ export class WsgateClient {
   #maxQueue;
   #heartbeat;
   #random;
+  #token;
+  #getToken;
 
   // Connection
   /** @type {WebSocket | null} */
@@ -165,6 +178,10 @@ export class WsgateClient {
   #lastError = null;
   /** @type {Record<string, any> | null} */
   #welcome = null;
+  /** Token auth: AUTH was sent on the current socket; rejoins wait for WELCOME. */
+  #awaitingWelcome = false;
+  /** A REFRESH is being prepared (one at a time). */
+  #refreshing = false;
 
   // Requests
   #seq = 0;
@@ -191,6 +208,7 @@ export class WsgateClient {
     [T.LEFT, (a) => this.#onLeft(a)],
     [T.PRESENCE, (a) => this.#onPresence(a)],
     [T.ERROR, (a) => this.#onError(a)],
+    [T.SESSION_EXPIRING, (a) => this.#onSessionExpiring(a)],
   ]);
 
   /** @param {ClientOptions} [options] */
@@ -205,6 +223,8 @@ export class WsgateClient {
       maxQueue = 256,
       heartbeat = true,
       random = Math.random,
+      token,
+      getToken,
     } = options;
     if (typeof impl !== 'function') {
       throw new TypeError('no WebSocket class: pass one as the WebSocket option');
@@ -218,6 +238,8 @@ export class WsgateClient {
     this.#maxQueue = maxQueue;
     this.#heartbeat = heartbeat;
     this.#random = random;
+    this.#token = token;
+    this.#getToken = getToken;
     this.#open();
   }
 
@@ -410,6 +432,18 @@ export class WsgateClient {
   }
 
   /**
+   * Send `@@wsgate/REFRESH`: `{token}`, or `{}` after the page refreshed its
+   * session cookie (the cookie path of session refresh). SESSION_EXPIRING
+   * calls this with `getToken`'s token by itself.
+   *
+   * @param {string} [token]
+   * @returns {boolean} false when the client is closed or the queue is full
+   */
+  refresh(token) {
+    return this.dispatch({ type: T.REFRESH, payload: token === undefined ? {} : { token } });
+  }
+
+  /**
    * Round trip to the gateway: resolves with the PONG action.
    *
    * @param {any} [payload]
@@ -481,6 +515,44 @@ export class WsgateClient {
   /** @param {WebSocket} ws */
   #onOpen(ws) {
     if (ws !== this.#ws) return;
+    if (this.#getToken || this.#token !== undefined) this.#authenticate(ws);
+    else this.#ready(ws);
+  }
+
+  /**
+   * Token auth: send AUTH first; `#ready` runs at WELCOME. A `getToken` that
+   * fails drops the socket as a 1006 (backoff, then a new attempt).
+   *
+   * @param {WebSocket} ws
+   */
+  #authenticate(ws) {
+    Promise.resolve()
+      .then(() => (this.#getToken ? this.#getToken() : this.#token))
+      .then(
+        (token) => {
+          if (ws !== this.#ws) return;
+          this.#awaitingWelcome = true;
+          ws.send(JSON.stringify({ type: T.AUTH, payload: { token } }));
+        },
+        (err) => {
+          if (ws !== this.#ws) return;
+          this.#events.emit('error', new WsgateError(E.CLOSED, `getToken failed: ${err}`));
+          this.#onClose(ws, CloseCodes.ABNORMAL, 'getToken failed');
+          try {
+            ws.close();
+          } catch {
+            // already closing
+          }
+        },
+      );
+  }
+
+  /**
+   * The connection may carry actions: rejoin every channel, then flush the queue.
+   *
+   * @param {WebSocket} ws
+   */
+  #ready(ws) {
     this.#setState(States.OPEN);
     for (const entry of this.#channels.values()) {
       if (!entry.inFlight) this.#joinNow(entry);
@@ -564,6 +636,10 @@ export class WsgateClient {
     this.#welcome = action.payload ?? {};
     this.#attempt = 0;
     if (this.#heartbeat) this.#liveness.start(Number(this.#welcome.heartbeatMs));
+    if (this.#awaitingWelcome && this.#ws) {
+      this.#awaitingWelcome = false;
+      this.#ready(this.#ws);
+    }
     this.#events.emit('welcome', this.#welcome);
   }
 
@@ -605,6 +681,28 @@ export class WsgateClient {
     if (typeof channel === 'string' && this.#presence.apply(channel, joined, left, count)) {
       this.#emitPresence(channel);
     }
+  }
+
+  /**
+   * The credential expires soon: tell the app, and REFRESH with `getToken`'s token.
+   *
+   * @param {Action} action
+   */
+  #onSessionExpiring(action) {
+    this.#events.emit('sessionExpiring', action.payload ?? {});
+    if (!this.#getToken || this.#refreshing) return;
+    this.#refreshing = true;
+    Promise.resolve()
+      .then(() => this.#getToken())
+      .then(
+        (token) => {
+          if (typeof token === 'string') this.refresh(token);
+        },
+        (err) => this.#events.emit('error', new WsgateError(E.CLOSED, `getToken failed: ${err}`)),
+      )
+      .finally(() => {
+        this.#refreshing = false;
+      });
   }
 
   /** @param {Action} action */
@@ -739,6 +837,7 @@ export class WsgateClient {
   #detach() {
     const ws = this.#ws;
     this.#ws = null;
+    this.#awaitingWelcome = false;
     this.#liveness.stop();
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = null;

@@ -102,3 +102,16 @@ async def test_4401_stops_the_client_with_the_sign_in_url() -> None:
         assert client.close_code == 4401
         assert closes.actions[-1]["willReconnect"] is False
         assert len(server.conns) == 1  # never reconnected
+
+
+async def test_with_a_cookie_refresh_sends_refresh_with_no_token() -> None:
+    async def script(conn: Conn) -> None:
+        await conn.send(WELCOME)
+        await conn.recv()
+        await conn.ws.wait_closed()
+
+    async with scripted(script) as server, Client(server.url, cookie="s=1") as client:
+        assert await client.refresh()
+        await eventually(lambda: len(server.conns[0].received) == 1, what="the REFRESH")
+        assert server.conns[0].received == [{"type": "@@wsgate/REFRESH", "payload": {}}]
+        assert server.conns[0].headers["cookie"] == "s=1"

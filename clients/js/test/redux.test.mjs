@@ -50,3 +50,19 @@ test('actions from the gateway are dispatched into the store and never sent back
   store.dispatch({ type: 'chat/MESSAGE', payload: { text: 'mine' } });
   assert.equal(ws.sentOf('chat/MESSAGE').length, 1);
 });
+
+test('connection status reaches the store as @@wsgate/STATUS actions, never the gateway', async () => {
+  FakeWebSocket.reset();
+  const fresh = createClient({ url: 'ws://gw.test/ws', WebSocket: FakeWebSocket, backoff: { minMs: 1, maxMs: 1 } });
+  const statuses = (state = [], action) =>
+    action.type === '@@wsgate/STATUS' ? [...state, action.payload.state] : state;
+  const store = createStore(statuses, wsgateMiddleware(fresh, { remote: () => true }));
+  await Promise.resolve(); // the current state is dispatched after the middleware is built
+  assert.deepEqual(store.getState(), ['connecting']);
+  const ws = FakeWebSocket.last;
+  ws.accept();
+  ws.serverClose(1012);
+  fresh.close();
+  assert.deepEqual(store.getState(), ['connecting', 'open', 'reconnecting', 'closed']);
+  assert.equal(ws.sentOf('@@wsgate/STATUS').length, 0);
+});

@@ -344,6 +344,15 @@ class Client:
         request = await self._request(B.NAVIGATE, payload, None, None, navigate_hub=(hub,))
         return await request.future
 
+    async def refresh(self, token: str | None = None) -> bool:
+        """Send ``@@wsgate/REFRESH``: ``{token}``, or ``{}`` after a cookie refresh.
+
+        SESSION_EXPIRING calls this with ``get_token``'s token by itself.
+        Returns False when the client is closed or the queue is full.
+        """
+        payload = {} if token is None else {"token": token}
+        return await self.dispatch({"type": REFRESH, "payload": payload})
+
     async def ping(self, payload: Any = None) -> dict[str, Any]:
         """Round trip to the gateway: the PONG action."""
         return await self.send(B.PING, payload)
@@ -674,7 +683,7 @@ class Client:
         try:
             token = await self._current_token()
             if token is not None:
-                await self.dispatch({"type": REFRESH, "payload": {"token": token}})
+                await self.refresh(token)
         except Exception as exc:
             log.warning("refresh failed: %s", exc)
             self._events.emit("error", ClientError("REFRESH_FAILED", str(exc)))
