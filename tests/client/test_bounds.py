@@ -88,3 +88,24 @@ async def test_channels_are_capped_like_the_gateways() -> None:
         await first
     assert err.value.code == "CLOSED"
     assert client.channels == [] and client.pending == 0
+
+
+async def test_close_during_the_opening_handshake_returns_at_once() -> None:
+    accepted = asyncio.Event()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()  # a TCP server that never answers the upgrade
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        client = Client(f"ws://127.0.0.1:{port}/ws", get_token=lambda: "t", open_timeout_s=30)
+        await client.start()
+        await asyncio.wait_for(accepted.wait(), 3)
+        await asyncio.wait_for(client.close(), 2)  # not the 30 s of the handshake
+        assert client.state == "closed"
+        with pytest.raises(ClientError) as err:
+            await client.wait_open(1)
+        assert err.value.code == "CLOSED"

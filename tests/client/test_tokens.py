@@ -6,9 +6,12 @@ plays that part, as docs/client.md says.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
-from wsgate.client import Client
+import pytest
+
+from wsgate.client import Client, ClientError
 
 from ..helpers import eventually
 from .live import FAST, Seen
@@ -41,19 +44,25 @@ async def test_with_token_in_auth_the_first_frame_is_auth_and_nothing_goes_befor
         first = await conn.recv()
         assert first == {"type": "@@wsgate/AUTH", "payload": {"token": "secret"}}
         await conn.send(WELCOME)
+        await conn.recv()  # the join waiting for WELCOME
         await conn.recv()  # the action queued before WELCOME
         await conn.ws.wait_closed()
 
     async with scripted(script) as server:
         client = Client(server.url, token="secret", token_in="auth", backoff=FAST)
         await client.start()
+        joining = asyncio.ensure_future(client.join("acme:r"))  # before WELCOME: waits
         queued = await client.dispatch({"type": "x/EARLY"})  # before WELCOME: queued
         assert queued
         await client.wait_open(3)
-        await eventually(lambda: len(server.conns[0].received) == 2, what="the early action")
-        assert [a["type"] for a in server.conns[0].received] == ["@@wsgate/AUTH", "x/EARLY"]
+        await eventually(lambda: len(server.conns[0].received) == 3, what="the early actions")
+        # AUTH first; then the joins, then the queue: a queued relay finds its channel joined
+        assert [a["type"] for a in server.conns[0].received] == [
+            "@@wsgate/AUTH", "@@wsgate/JOIN", "x/EARLY"]
         assert "authorization" not in server.conns[0].headers
         await client.close()
+        with pytest.raises(ClientError):
+            await joining  # never answered: failed by the close
 
 
 async def test_session_expiring_is_answered_with_refresh_and_a_fresh_token() -> None:

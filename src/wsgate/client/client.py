@@ -253,10 +253,15 @@ class Client:
         ws, task = self._ws, self._task
         if ws is not None:
             await ws.close(code, reason)
+        elif task is not None:
+            task.cancel()  # in get_token or the opening handshake: no need to wait for either
         if task is not None and task is not asyncio.current_task():
-            await task
+            await asyncio.wait([task])
+        if not self._is_closed():  # a task cancelled before it ran had no finally
+            self._stop(code, reason)
 
     async def __aenter__(self) -> Client:
+        """Start, and wait up to twice ``open_timeout_s`` for the first WELCOME."""
         await self.start()
         try:
             await self.wait_open(self._open_timeout_s * 2)
@@ -366,8 +371,12 @@ class Client:
         meta: Mapping[str, Any] | None,
         timeout_s: float | None,
         navigate_hub: tuple[str | None] | None = None,
+        direct: ClientConnection | None = None,
     ) -> Pending:
-        """Register and write (or queue) one request; the caller awaits its future."""
+        """Register and write (or queue) one request; the caller awaits its future.
+
+        ``direct``: write on that socket now, whatever the state (the rejoins at WELCOME).
+        """
         self._check_open()
         meta = dict(meta or {})
         id_ = str(meta.get("id") or self._next_id())
@@ -378,7 +387,10 @@ class Client:
         if navigate_hub is not None:
             self._navigations[id_] = navigate_hub[0]
             request.future.add_done_callback(lambda _f: self._navigations.pop(id_, None))
-        if not await self._transmit(frame, request):
+        if direct is not None:
+            request.sent = True
+            await self._write(direct, frame)
+        elif not await self._transmit(frame, request):
             self._requests.settle(id_, ClientError(QUEUE_FULL, "too many actions queued"))
         return request
 
@@ -587,12 +599,15 @@ class Client:
         self._actions.emit(type_, action)
 
     async def _on_welcome(self, ws: ClientConnection, payload: dict[str, Any]) -> None:
+        """Rejoin, then write the queue, then become ``open``: in that order on the wire.
+
+        Until ``open``, what is sent meanwhile joins the queue behind what waited.
+        """
         self.welcome = payload
         self._attempt = 0
-        self._set_state("open")
         for entry in self._channels:
             if not entry.in_flight:
-                await self._join_now(entry)
+                await self._join_now(entry, ws)
         while self._queue and self._ws is ws:
             frame, request = self._queue.popleft()
             if request is not None:
@@ -600,6 +615,12 @@ class Client:
                     continue
                 request.sent = True
             await self._write(ws, frame)
+        if self._ws is not ws:
+            return
+        self._set_state("open")
+        for entry in self._channels:  # join() calls made while the queue was written
+            if not entry.in_flight and entry.joined is not None and not entry.joined.done():
+                await self._join_now(entry)
         if self._welcomed is not None and not self._welcomed.done():
             self._welcomed.set_result(payload)
         self._events.emit("welcome", payload)
@@ -629,13 +650,13 @@ class Client:
         self._presence.reset(channel, p.get("members"), p.get("count"))
         self._emit_presence(channel)
 
-    async def _join_now(self, entry: ChannelEntry) -> None:
+    async def _join_now(self, entry: ChannelEntry, direct: ClientConnection | None = None) -> None:
         entry.in_flight = True
         payload: dict[str, Any] = {"channel": entry.channel}
         if entry.offset is not None:
             payload["since"] = entry.offset
         try:
-            request = await self._request(B.JOIN, payload, None, None)
+            request = await self._request(B.JOIN, payload, None, None, direct=direct)
         except ClientError as err:
             entry.in_flight = False
             entry.settle(err)
@@ -699,6 +720,10 @@ class Client:
                 "count": self._presence.count(channel),
             },
         )
+
+    def _is_closed(self) -> bool:
+        """Read the state afresh (it changes across awaits)."""
+        return self._state == "closed"
 
     def _set_state(self, state: State) -> None:
         if state != self._state:
