@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from wsgate.client import ClientError
+from wsgate.client import Client, ClientError
 
-from ..e2e.gateway import running
+from ..e2e.gateway import ORIGIN, running
 from ..e2e.services import with_service
 from ..helpers import eventually
-from .live import Seen, client_of
+from .live import FAST, Seen, client_of
 
 
 async def test_connects_with_the_cookie_and_is_welcomed_as_its_user() -> None:
@@ -83,3 +83,14 @@ async def test_navigate_leaves_the_previous_view_of_the_hub() -> None:
         second = await alice.navigate("orders/2")
         assert second["payload"]["channel"] == "acme:orders/2"
         assert alice.channels == ["acme:orders/2"]
+
+
+async def test_without_a_session_the_node_closes_4401_and_the_client_stops() -> None:
+    async with running() as gw:
+        client = Client(gw.url, origin=ORIGIN, backoff=FAST)
+        unauth = Seen()
+        client.on("unauthenticated", unauth)
+        await client.start()
+        await eventually(lambda: client.state == "closed", what="the client stops")
+        assert client.close_code == 4401
+        assert unauth.actions == [{"signInUrl": gw.node.config.auth.sign_in_url}]

@@ -124,3 +124,26 @@ async def test_with_a_cookie_refresh_sends_refresh_with_no_token() -> None:
         await eventually(lambda: len(server.conns[0].received) == 1, what="the REFRESH")
         assert server.conns[0].received == [{"type": "@@wsgate/REFRESH", "payload": {}}]
         assert server.conns[0].headers["cookie"] == "s=1"
+
+
+async def test_4429_waits_the_retry_after_of_the_error_before_it() -> None:
+    async def script(conn: Conn) -> None:
+        if len(server.conns) == 1:
+            await conn.send({"type": "@@wsgate/ERROR", "error": True,
+                             "payload": {"code": "RATE_LIMITED", "message": "too many",
+                                         "retryAfterMs": 400}})
+            await conn.ws.close(4429, "too many")
+            return
+        await conn.send(WELCOME)
+        await conn.ws.wait_closed()
+
+    closes = Seen()
+    async with scripted(script) as server:
+        client = Client(server.url, token="t", backoff=FAST)  # later_ms 200 < retryAfterMs
+        client.on("close", closes)
+        await client.start()
+        await client.wait_open(5)
+        first = closes.actions[0]
+        assert first["code"] == 4429 and first["willReconnect"] is True
+        assert 410 <= first["delayMs"] <= 420  # retryAfterMs + the first jittered step (20 ms)
+        await client.close()
