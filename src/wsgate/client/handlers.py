@@ -29,11 +29,14 @@ class HandlerSet:
     def __init__(self) -> None:
         self._exact: dict[str, list[Handler]] = {}
         self._prefix: dict[str, list[Handler]] = {}
+        self._order: list[str] = []
+        """The prefixes, longest first (kept on add and remove, not per emit)."""
 
     def add(self, pattern: str, handler: Handler) -> None:
         """Add ``handler`` for ``pattern``."""
         table, key = self._slot(pattern)
         table.setdefault(key, []).append(handler)
+        self._reorder()
 
     def remove(self, pattern: str, handler: Handler) -> None:
         """Remove ``handler`` from ``pattern`` (no-op when absent)."""
@@ -44,11 +47,12 @@ class HandlerSet:
         handlers.remove(handler)
         if not handlers:
             del table[key]
+            self._reorder()
 
     def emit(self, name: str, value: Any) -> int:
         """Call every handler matching ``name`` with ``value``; return how many ran."""
         handlers = list(self._exact.get(name, ()))
-        for prefix in sorted(self._prefix, key=len, reverse=True):
+        for prefix in self._order:
             if name.startswith(prefix):
                 handlers.extend(self._prefix[prefix])
         for handler in handlers:
@@ -57,6 +61,9 @@ class HandlerSet:
             except Exception:
                 log.exception("a handler of %s failed", name)
         return len(handlers)
+
+    def _reorder(self) -> None:
+        self._order = sorted(self._prefix, key=len, reverse=True)
 
     def _slot(self, pattern: str) -> tuple[dict[str, list[Handler]], str]:
         if not pattern:
