@@ -6,11 +6,11 @@ key or a bad value raises :class:`~wsgate.exceptions.ConfigError` naming the
 key, so start-up stops with a message that says what to fix.
 
 Environment overrides address scalar and list keys of the ``[server]``,
-``[api]``, ``[auth]``, ``[broker]``, ``[presence]`` and ``[history]``
-sections: ``WSGATE_SERVER_LISTEN=0.0.0.0:8080``. A list takes JSON
-(``["a","b"]``) or a comma-separated string; a bool takes
-``true``/``false``/``1``/``0``. Tables of tables (``[services.x]``,
-``[[routes]]``) come from the file only.
+``[api]``, ``[auth]``, ``[broker]``, ``[presence]``, ``[history]``,
+``[routing]`` and ``[limits]`` sections: ``WSGATE_SERVER_LISTEN=0.0.0.0:8080``.
+A list takes JSON (``["a","b"]``) or a comma-separated string; a bool takes
+``true``/``false``/``1``/``0``; a number its decimal text. Tables of tables
+(``[services.x]``, ``[api.aws]``, ``[[routes]]``) come from the file only.
 """
 
 from __future__ import annotations
@@ -300,6 +300,11 @@ def _env_value(key: str, raw: str, kind: Any) -> Any:
             return int(text)
         except ValueError:
             raise ConfigError(key, f"expected an integer, got {raw!r}") from None
+    if "float" in str(kind):
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(key, f"expected a number, got {raw!r}") from None
     return raw
 
 
