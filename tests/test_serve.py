@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,14 +18,15 @@ from wsgate.auth.keyring import KeyRing, new_key, parse_key
 from wsgate.auth.principal import Principal
 
 from .helpers import eventually, free_port
-from .servers import WSGATE, ServerProcess
+from .servers import WSGATE, wsgate_serve
 
 
-def write_config(tmp: Path, keys_file: Path, port: int, api_port: int) -> Path:
+def write_config(tmp: Path, keys_file: Path, api_port: int) -> Path:
+    """A config whose WebSocket listener takes any free port (the banner names it)."""
     path = tmp / "wsgate.toml"
     path.write_text(f"""
 [server]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 allowed_origins = ["*"]
 [api]
 listen = "127.0.0.1:{api_port}"
@@ -41,18 +40,6 @@ match = "orders/*"
 service = "orders"
 """)
     return path
-
-
-@contextmanager
-def serving(config: Path, port: int) -> Iterator[ServerProcess]:
-    """``wsgate serve`` listening on ``port``; its log in ``<config dir>/wsgate.log``."""
-    server = ServerProcess([*WSGATE, "serve", "--config", str(config)], port, "ws",
-                           log=config.parent / "wsgate.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def cookie_with(key: str) -> str:
@@ -84,10 +71,9 @@ async def test_sighup_rereads_the_keys_file_without_signing_anyone_out(tmp_path:
     old, new = new_key(), new_key()
     keys_file = tmp_path / "keys"
     keys_file.write_text(f"{old}\n")
-    port = free_port()
-    with serving(write_config(tmp_path, keys_file, port, free_port()), port) as server:
+    with wsgate_serve(write_config(tmp_path, keys_file, free_port())) as server:
         assert server.proc is not None
-        await eventually(lambda: "listening on ws://" in server.output(), what="the banner")
+        port = server.port
         assert (await first_frame(port, cookie_with(old)))["type"] == "@@wsgate/WELCOME"
         assert (await first_frame(port, cookie_with(new)))["type"] == "@@wsgate/ERROR"
         keys_file.write_text(f"{new}\n{old}\n")
@@ -106,12 +92,12 @@ async def test_routes_shows_the_live_table_and_sigterm_stops_cleanly(tmp_path: P
     key = new_key()
     keys_file = tmp_path / "keys"
     keys_file.write_text(key + "\n")
-    port, api_port = free_port(), free_port()
-    config = write_config(tmp_path, keys_file, port, api_port)
-    with serving(config, port) as server:
+    api_port = free_port()
+    config = write_config(tmp_path, keys_file, api_port)
+    with wsgate_serve(config) as server:
         import aiohttp
 
-        proc = server.proc
+        proc, port = server.proc, server.port
         assert proc is not None
         async with aiohttp.ClientSession() as http:
             body = {"url": "http://127.0.0.1:9/billing", "actions": ["billing/*"], "ttl": 60}
