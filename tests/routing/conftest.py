@@ -82,7 +82,7 @@ class Upstream:
         if kind == "nocontent":
             return web.Response(status=204)
         if kind == "slow":
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # the behaviour: a service slower than its caller's timeout
             return web.Response(status=204)
         if kind == "hold":  # until the test releases it
             self.entered.set()

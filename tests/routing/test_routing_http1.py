@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from tests.certs import self_signed
+from tests.helpers import eventually
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, decode_action
 from wsgate.routing import HttpInvoker, InvocationContext, InvocationResult, RouteTable, Service
@@ -189,8 +190,7 @@ async def test_server_closing_an_idle_connection_is_noticed(
     srv = await raw(script)
     service = make_service(clock, srv.url)
     assert isinstance(await invoker.invoke(service, action(), CTX), InvocationResult)
-    await asyncio.sleep(0.1)
-    assert invoker.connections(srv.url) == (0, 0)
+    await eventually(lambda: invoker.connections(srv.url) == (0, 0), what="the closed connection left the pool")
     assert isinstance(await invoker.invoke(service, action(), CTX), InvocationResult)
     assert srv.connections == 2 and len(srv.requests) == 2
 
@@ -364,7 +364,7 @@ async def test_answers_in_pieces_chunked_interim_and_until_close(
         for i in range(len(data)):
             t.write(data[i : i + 1])
             if i % 7 == 0:
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # the behaviour: the client reads the answer piece by piece
         if close:
             t.close()
 
@@ -382,8 +382,8 @@ async def test_answers_in_pieces_chunked_interim_and_until_close(
         assert isinstance(result, InvocationResult), result
         assert msgspec.json.encode(result.replies[0].payload) == b'{"n":1}'
     assert srv.connections == 1
-    await asyncio.sleep(0.01)
-    assert invoker.connections(srv.url) == (0, 0)  # the answer until close used it up
+    # the answer until close used it up
+    await eventually(lambda: invoker.connections(srv.url) == (0, 0), what="the used-up connection freed")
 
 
 async def test_aiohttp_chunked_and_json_answers(
@@ -424,14 +424,13 @@ async def test_cancelled_call_is_abandoned_and_its_connection_reused(
     srv = await raw(late_first)
     service = make_service(clock, srv.url)
     task = asyncio.ensure_future(invoker.invoke(service, action(), CTX))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(srv.requests) == 1, what="the request at the server")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert service.pool.slots.free == 256  # the slot came back at once
     assert invoker.connections(srv.url) == (1, 0)  # still waiting for the late answer
-    await asyncio.sleep(0.15)
-    assert invoker.connections(srv.url) == (1, 1)  # answered, dropped, idle
+    await eventually(lambda: invoker.connections(srv.url) == (1, 1), what="answered, dropped, idle")
     result = await invoker.invoke(service, action(), CTX)
     assert isinstance(result, InvocationResult) and result.replies[0].type == "t/LATE2"
     assert srv.connections == 1
@@ -444,8 +443,7 @@ async def test_idle_connections_are_closed_after_the_idle_timeout(raw: Any, cloc
     try:
         assert isinstance(await invoker.invoke(service, action(), CTX), InvocationResult)
         assert invoker.connections(srv.url) == (1, 1)
-        await asyncio.sleep(0.9)
-        assert invoker.connections(srv.url) == (0, 0)
+        await eventually(lambda: invoker.connections(srv.url) == (0, 0), 3.0, what="the idle connection closed")
         assert isinstance(await invoker.invoke(service, action(), CTX), InvocationResult)
         assert srv.connections == 2
     finally:
@@ -457,7 +455,7 @@ async def test_aclose_ends_calls_in_flight(raw: Any, clock: Any) -> None:
     service = make_service(clock, srv.url)
     invoker = HttpInvoker()
     task = asyncio.ensure_future(invoker.invoke(service, action(), CTX))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(srv.requests) == 1, what="the call in flight")
     await invoker.aclose()
     assert await task is ErrorCode.UPSTREAM_UNAVAILABLE
     assert service.instances[0].healthy(clock())  # not the instance's fault
@@ -515,12 +513,11 @@ async def test_concurrency_cap_bounds_connections(
     srv = await raw(script)
     service = make_service(clock, srv.url, cap=3, timeout_ms=3000)
     calls = [asyncio.ensure_future(invoker.invoke(service, action(), CTX)) for _ in range(6)]
-    await asyncio.sleep(0.2)
-    assert len(pending) == 3 and srv.connections == 3
+    await eventually(lambda: len(pending) == 3, what="three calls at the server")
+    assert srv.connections == 3
     for i in range(3):  # each answer frees a slot (and its connection) for a waiting call
         pending[i].write(ok())
-        await asyncio.sleep(0.05)
-        assert len(pending) == 4 + i
+        await eventually(lambda i=i: len(pending) == 4 + i, what=f"waiting call {i + 1} sent")
     for t in pending[3:]:
         t.write(ok())
     results = await asyncio.gather(*calls)
@@ -545,7 +542,8 @@ async def test_start_uses_pooled_connections_without_tasks(
     srv = await raw(answer_ok)
     service = make_service(clock, srv.url)
     assert isinstance(await started(invoker, service), InvocationResult)  # connects: a task
-    await asyncio.sleep(0)
+    await eventually(lambda: not invoker._tasks and invoker.connections(srv.url) == (1, 1),
+                     what="the connecting task done, its connection idle")
     fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     invoker.start(service, action(), CTX, fut.set_result)
     assert not invoker._tasks  # the pooled connection took it at once
@@ -596,8 +594,7 @@ async def test_a_raising_callback_is_logged_and_the_connection_survives(
         raise RuntimeError("bug in the caller")
 
     invoker.start(service, action(), CTX, boom)
-    await asyncio.sleep(0.1)
-    assert "invocation callback failed" in caplog.text
+    await eventually(lambda: "invocation callback failed" in caplog.text, what="the callback's failure logged")
     assert isinstance(await started(invoker, service), InvocationResult)
     assert srv.connections == 1 and service.pool.slots.free == 256
 
@@ -614,13 +611,11 @@ async def test_slots_hand_over_in_order_and_survive_cancellation() -> None:
         order.append(i)
 
     tasks = [asyncio.ensure_future(wait(i)) for i in range(3)]
-    await asyncio.sleep(0)
+    await eventually(lambda: len(slots._waiters) == 3, what="three waiters in line")
     tasks[1].cancel()
     slots.release()
-    await asyncio.sleep(0)
-    assert order == [0]
+    await eventually(lambda: order == [0], what="the oldest waiter served")
     slots.release()
-    await asyncio.sleep(0)
-    assert order == [0, 2]
+    await eventually(lambda: order == [0, 2], what="the cancelled waiter skipped")
     slots.release()
     assert slots.free == 1 and not slots.locked()

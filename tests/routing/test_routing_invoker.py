@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from tests.helpers import eventually
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound, decode_action, encode
 from wsgate.routing import (
@@ -279,8 +280,8 @@ async def test_concurrency_cap(upstream: Any, invoker: HttpInvoker, clock: Any) 
     # a waiting call gets the slot when the first finishes
     service.pool.timeout_ms = 5000
     third = asyncio.ensure_future(invoker.invoke(service, action(), CTX, None))
-    await asyncio.sleep(0.05)
-    assert not third.done()
+    await eventually(lambda: len(service.pool.slots._waiters) == 1, what="the third call in line")
+    assert not third.done() and up.hits("hold") == 1
     up.release.set()
     assert await first == InvocationResult()
     assert await third == InvocationResult()

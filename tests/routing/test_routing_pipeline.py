@@ -71,12 +71,17 @@ class Peer(asyncio.Protocol):
         self.most = 0
         """Most requests this connection carried unanswered at once."""
         self.transport: asyncio.Transport | None = None
+        self.lost = False
+        """The connection is closed (``connection_lost`` ran)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.server.peers.append(self)
         self.number = len(self.server.peers)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -207,7 +212,8 @@ async def serve_raw() -> AsyncIterator[Callable[[Script], Awaitable[Server]]]:
     yield start
     for server in servers:
         server.stop()
-    await asyncio.sleep(0)
+    await until(lambda: all(peer.lost for server in servers for peer in server.peers),
+                what="every server connection closed")
 
 
 @pytest.fixture
@@ -351,7 +357,7 @@ async def test_answers_in_one_write_or_in_pieces_reach_their_callers(
     async def trickle(peer: Peer, data: bytes) -> None:
         for i in range(0, len(data), piece):
             peer.send(data[i : i + piece], answers=0)
-            await asyncio.sleep(0)  # let the client read this piece alone
+            await asyncio.sleep(0)  # the behaviour: the client reads this piece alone
             await asyncio.sleep(0)
 
     def script(peer: Peer, n: int, rid: str) -> None:
@@ -468,9 +474,8 @@ async def test_depth_cap_holds_for_a_connection_being_opened(
     service = make_service(clock, server.url, pipeline=2)
     await warm(invoker, service, server)
     futures = start(invoker, service, ["r1", "r2", "r3"])  # r3: no room, opens a connection
-    async with asyncio.timeout(WAIT_S):
-        while invoker.connections(server.url)[0] < 2:
-            await asyncio.sleep(0)  # until it is open, before r3 is queued on it
+    # until it is open (polled tightly: r1's answer comes 0.1 s after it was sent)
+    await until(lambda: invoker.connections(server.url)[0] >= 2, WAIT_S, every=0.001, what="B open")
     futures += start(invoker, service, ["r4", "r5"])  # these find it open, with room
     assert await outcomes(futures) == ["t/r1", "t/r2", "t/r3", "t/r4", "t/r5"]
     # B holds r3's place while it opens: r4 joins r3 there, r5 finds no room and opens C
@@ -500,7 +505,7 @@ async def test_a_timeout_of_the_oldest_call_fails_every_call_on_the_connection(
         return fut
 
     first = call("r1")
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # the behaviour: r1 ages, so the calls behind it fail before their deadline
     began = loop.time()
     behind = [call("r2"), call("r3")]  # on the same connection, 0.2 s of budget left over
     timeout = ErrorCode.UPSTREAM_TIMEOUT
