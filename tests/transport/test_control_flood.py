@@ -10,8 +10,8 @@ refusals close 4429). A flood of close frames ends at the first one.
 from __future__ import annotations
 
 import asyncio
-import time
 
+from tests.helpers import eventually
 from tests.transport.conftest import Start
 from tests.transport.helpers import (
     OP_CLOSE,
@@ -64,10 +64,10 @@ async def flood(
     for i in range(count // batch):
         marker = b"m%d" % i
         client.send(one * batch + frame(OP_TEXT, marker))
-        deadline = time.monotonic() + 5
-        while marker not in session.messages[-1:] and open_conn(listener) is not None:
-            assert time.monotonic() < deadline, "the server stopped reading"
-            await asyncio.sleep(0.0005)
+        await eventually(
+            lambda: marker in session.messages[-1:] or open_conn(listener) is None,  # noqa: B023
+            every=0.0005, what="the server reading the batch (it stopped reading)",
+        )
         most = max(most, held_bytes(listener))
         if open_conn(listener) is None:
             return most
@@ -75,10 +75,7 @@ async def flood(
 
 
 async def wait_gone(listener: Listener, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while listener.connection_count:
-        assert time.monotonic() < deadline, "the flooding connection is still open"
-        await asyncio.sleep(0.01)
+    await eventually(lambda: not listener.connection_count, timeout, what="the flooding connection closed")
 
 
 async def test_ping_flood_from_a_non_reader_is_closed_4429(start: Start) -> None:

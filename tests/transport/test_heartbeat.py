@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from websockets.asyncio.client import connect
-
 from tests.transport.conftest import Start
-from tests.transport.helpers import COOKIE, OP_PING, OP_TEXT, RawClient, frame
+from tests.transport.helpers import OP_PING, OP_PONG, OP_TEXT, RawClient, frame
 
 
 async def test_no_pong_closes_4408(start: Start) -> None:
@@ -33,20 +31,22 @@ async def test_no_pong_closes_4408(start: Start) -> None:
 
 
 async def test_a_client_that_answers_pings_stays(start: Start) -> None:
+    """Pinged again and again (so the heartbeat runs), answering each: never closed."""
     listener, handler = await start(heartbeat_ms=100, heartbeat_timeout_ms=100)
-    async with connect(
-        f"ws://127.0.0.1:{listener.port}/ws",
-        additional_headers={"Cookie": COOKIE},
-        open_timeout=5,
-        ping_interval=None,  # the server pings; the client only answers
-    ) as ws:
-        await asyncio.sleep(1.0)  # ten heartbeat intervals
-        await ws.send("still here")
-        (session,) = await handler.wait_sessions(1)
-        async with asyncio.timeout(5):
-            await session.got_message.wait()
-        assert session.closes == []
-    assert session.messages == [b"still here"]
+    client = await RawClient.connect(listener.port)
+    (session,) = await handler.wait_sessions(1)
+    pings = 0
+    for _ in range(5):  # five pings: five times the timeout would have closed a silent client
+        op, _, data = await client.recv_frame(timeout=3)
+        assert op == OP_PING, op
+        pings += 1
+        client.send(frame(OP_PONG, data))
+    client.send(frame(OP_TEXT, b"still here"))
+    async with asyncio.timeout(5):
+        await session.got_message.wait()
+    assert (pings, session.closes, session.messages) == (5, [], [b"still here"])
+    assert listener.connection_count == 1
+    await client.aclose()
 
 
 async def test_traffic_counts_as_alive(start: Start) -> None:
@@ -56,7 +56,7 @@ async def test_traffic_counts_as_alive(start: Start) -> None:
     # Send something every 50 ms for ~1 s: never silent for a heartbeat, so no ping.
     for i in range(20):
         client.send(frame(OP_TEXT, str(i).encode()))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the behaviour: traffic paced under the heartbeat interval
     assert len(session.messages) == 20
     assert session.closes == []
     assert client.reader.at_eof() is False

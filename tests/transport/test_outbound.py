@@ -8,6 +8,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
+from tests.helpers import eventually
 from tests.transport.conftest import Start
 from tests.transport.helpers import COOKIE, OP_TEXT, RawClient
 from wsgate.transport.framing import encode_binary_frame, encode_text_frame
@@ -57,13 +58,11 @@ async def test_frames_of_one_iteration_go_out_in_one_write(start: Start) -> None
     for i in range(100):
         session.sink.send(f"m{i:03d}".encode())
     assert writes == []  # nothing written yet: buffered
-    await asyncio.sleep(0)  # one loop iteration: the flusher runs
-    await asyncio.sleep(0)
+    await eventually(lambda: writes, what="the flusher's write")
     assert writes == [100 * (2 + 4)]  # 100 frames of 2+4 bytes, one write
-    for i in range(100, 150):  # the next iteration: a second write
+    for i in range(100, 150):  # a later iteration: a second write
         session.sink.send(f"m{i:03d}".encode())
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await eventually(lambda: len(writes) == 2, what="the second write")
     assert writes == [600, 300]
     for i in range(150):
         assert await client.recv_frame() == (OP_TEXT, True, f"m{i:03d}".encode())
@@ -99,7 +98,7 @@ async def test_slow_consumer_is_closed_4000_and_others_are_not_slowed(start: Sta
             slow_session.sink.send(msg)
             fast_session.sink.send(msg)
             if i % 5 == 4:
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # pacing: the fast client's reader runs between sends
         assert await reader == n
         elapsed = time.monotonic() - t0
         # The fast client got everything while the slow one was still being
