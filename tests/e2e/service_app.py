@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 from typing import Any
 
 from aiohttp import web
@@ -33,7 +34,8 @@ def build(name: str, secret: str, publisher: Publisher) -> web.Application:
 
     @service.action("svc/SLOW")
     async def slow_echo(action: dict[str, Any], ctx: InvocationContext) -> list[dict[str, Any]]:
-        await asyncio.sleep(0.5)
+        events.append({"type": action["type"], "connectionId": ctx.connectionId, "channel": ctx.channel})
+        await asyncio.sleep(0.5)  # the behaviour: a slow answer
         return [{"type": "svc/SLOWED", "payload": action.get("payload")}]
 
     @service.action("svc/PUBLISH")
@@ -45,7 +47,7 @@ def build(name: str, secret: str, publisher: Publisher) -> web.Application:
     @service.action("svc/LATER")
     async def later(action: dict[str, Any], ctx: InvocationContext) -> None:
         async def push() -> None:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the behaviour: a push well after the reply
             await publisher.publish({"connection": ctx.connectionId}, {"type": "svc/PUSHED", "payload": {"by": name}})
 
         task = asyncio.get_running_loop().create_task(push())
@@ -60,7 +62,7 @@ def build(name: str, secret: str, publisher: Publisher) -> web.Application:
         if ctx.userId == "mallory":
             raise Refused("banned")
         if ctx.userId == "slowpoke":
-            await asyncio.sleep(5)
+            await asyncio.sleep(5)  # the behaviour: a connect hook past its timeout
         claims = {"roles": ["admin"], "name": "Very Important"} if ctx.userId == "vip" else None
         return Reply(actions=[{"type": "svc/HELLO", "payload": {"ip": (action.get("payload") or {}).get("ip")}}],
                      claims=claims)
@@ -81,7 +83,7 @@ def build(name: str, secret: str, publisher: Publisher) -> web.Application:
     app = service.app()
 
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(5)
+        await asyncio.sleep(5)  # the behaviour: a service past every caller's timeout
         return web.json_response({})
 
     async def fail(request: web.Request) -> web.Response:
@@ -116,8 +118,13 @@ async def main() -> None:
         runner = web.AppRunner(build(args.name, args.secret, publisher), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", args.port).start()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         print("ready", flush=True)
-        await asyncio.sleep(600)  # bounded: the test kills it long before
+        with contextlib.suppress(TimeoutError):  # bounded: a leaked process ends on its own
+            await asyncio.wait_for(stop.wait(), 600)
+        await runner.cleanup()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from ..helpers import eventually
 from .gateway import ORIGIN, make_config, running
 from .services import with_service
 
@@ -23,7 +24,7 @@ async def test_a_flooder_is_closed_4429_and_others_keep_working() -> None:
             for i in range(2000):  # bounded: closed long before the end
                 await flood.send("chat/X", {"i": i})
                 if i % 50 == 0:
-                    await asyncio.sleep(0.001)  # let the server's answers come back
+                    await asyncio.sleep(0.001)  # pacing: let the server's answers come back
         with pytest.raises(ConnectionClosed) as closed:
             for _ in range(3000):
                 codes.append((await flood.recv())["payload"]["code"])
@@ -64,8 +65,8 @@ async def test_a_thousand_requests_complete_while_another_connection_floods() ->
                             await ws.send('{"type":"svc/ECHO","payload":"spam"}')
                             sent += 1
                             if sent % 100 == 0:
-                                await asyncio.sleep(0)
-                await asyncio.sleep(0.05)
+                                await asyncio.sleep(0)  # pacing: the worker's calls go on
+                await asyncio.sleep(0.05)  # pacing: a flooder reconnecting after its 4429
             return sent
 
         flooder = asyncio.create_task(flood())
@@ -82,13 +83,20 @@ async def test_a_thousand_requests_complete_while_another_connection_floods() ->
 
 
 async def test_drain_finishes_in_flight_calls_then_closes_1012_and_readyz_is_503() -> None:
-    async with with_service() as (gw, _), gw.peer("alice") as alice, aiohttp.ClientSession() as http:
+    async with with_service() as (gw, svc), gw.peer("alice") as alice, aiohttp.ClientSession() as http:
+
+        async def service_busy() -> bool:
+            async with http.get(f"{svc.url}/events") as resp:
+                return any(e["type"] == "svc/SLOW" for e in await resp.json())
+
+        async def not_ready() -> bool:
+            async with http.get(f"{gw.node.api_url}/readyz") as resp:
+                return resp.status == 503
+
         await alice.send("svc/SLOW", {"n": 1}, id="s")  # the service takes 0.5 s
-        await asyncio.sleep(0.1)
+        await eventually(service_busy, what="the slow call at the service")
         stopping = asyncio.create_task(gw.node.stop())
-        await asyncio.sleep(0.1)
-        async with http.get(f"{gw.node.api_url}/readyz") as resp:
-            assert resp.status == 503
+        await eventually(not_ready, what="readyz 503 while draining")
         got = await alice.expect("svc/SLOWED")
         assert got["meta"]["inReplyTo"] == "s" and got["payload"] == {"n": 1}
         with pytest.raises(ConnectionClosed) as closed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from ..helpers import free_port
+from ..helpers import eventually, free_port
 from .gateway import API_KEY, ORIGIN
 from .services import SECRET, start_service, with_service
 
@@ -100,13 +101,15 @@ async def test_lifecycle_events_reach_the_service_with_context() -> None:
             await alice.expect("@@wsgate/LEFT")
         events: list[dict[str, Any]] = []
         async with aiohttp.ClientSession() as http:
-            for _ in range(50):
+
+            async def five_events() -> bool:
+                nonlocal events
                 async with http.get(f"{svc.url}/events") as resp:
                     events = [e for e in await resp.json()
                               if e["connectionId"] == cid and e["type"] != "@@wsgate/JOIN"]
-                if len(events) == 5:
-                    break
-                await asyncio.sleep(0.1)
+                return len(events) >= 5
+
+            await eventually(five_events, every=0.05, what="five lifecycle events at the service")
         assert sorted(e["type"] for e in events) == sorted(
             ["@@wsgate/CONNECT", "@@wsgate/CONNECTED", "@@wsgate/JOINED", "@@wsgate/LEFT", "@@wsgate/DISCONNECTED"])
         assert {e["channel"] for e in events if e["type"] in ("@@wsgate/JOINED", "@@wsgate/LEFT")} == {"acme:orders/9"}
@@ -116,6 +119,7 @@ async def test_registration_adds_a_route_and_expires_unless_renewed() -> None:
     async with with_service() as (gw, svc), gw.peer("alice") as alice, aiohttp.ClientSession() as http:
         api = gw.node.api_url
         body = {"url": f"{svc.url}/actions", "actions": ["reg/*"], "ttl": 1}
+        registered = time.monotonic()
         async with http.put(f"{api}/v1/services/reg", json=body, headers=AUTH) as resp:
             assert resp.status == 200
         async with http.get(f"{api}/v1/routes", headers=AUTH) as resp:
@@ -125,9 +129,14 @@ async def test_registration_adds_a_route_and_expires_unless_renewed() -> None:
         await alice.send("reg/ECHO", {}, id="r")
         err = await alice.expect("@@wsgate/ERROR")  # routed (the SDK has no reg/ handler)
         assert err["payload"]["code"] == "UPSTREAM_ERROR"
-        await asyncio.sleep(1.3)
-        await alice.send("reg/ECHO", {}, id="r2")
-        assert (await alice.expect("@@wsgate/ERROR"))["payload"]["code"] == "NO_ROUTE"
+        tries = itertools.count(2)
+
+        async def expired() -> bool:
+            await alice.send("reg/ECHO", {}, id=f"r{next(tries)}")
+            return bool((await alice.expect("@@wsgate/ERROR"))["payload"]["code"] == "NO_ROUTE")
+
+        await eventually(expired, every=0.1, what="the registration expired")
+        assert time.monotonic() - registered >= 0.95  # after its ttl of 1 s, not before
         async with http.put(f"{api}/v1/services/reg", json={"url": "nope", "actions": []}, headers=AUTH) as resp:
             assert resp.status == 400
 
