@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from websockets.exceptions import ConnectionClosed
 
 from ..e2e.gateway import API_KEY, make_config, running
+from ..helpers import eventually
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 AKID, SECRET_KEY = "AKIDWSGATETEST", "wsgate-test-secret-key"
@@ -141,10 +142,8 @@ async def test_boto3_management_api_against_at_connections() -> None:
         await asyncio.to_thread(aws.delete_connection, ConnectionId=alice.id)
         with pytest.raises(ConnectionClosed):
             await alice.recv()
-        for _ in range(50):  # the close completes asynchronously
-            if alice.id not in gw.node.gateway.pool.connections:  # type: ignore[union-attr]
-                break
-            await asyncio.sleep(0.05)
+        pool = gw.node.gateway.pool  # type: ignore[union-attr]
+        await eventually(lambda: alice.id not in pool.connections, what="the close completed")
         with pytest.raises(ClientError) as gone:
             await asyncio.to_thread(aws.post_to_connection, ConnectionId=alice.id, Data=b"{}")
         assert gone.value.response["Error"]["Code"] == "GoneException"

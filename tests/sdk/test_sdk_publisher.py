@@ -8,13 +8,13 @@ service.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgspec
 import pytest
 from aiohttp import web
 
+from tests.helpers import eventually
 from wsgate import sdk
 from wsgate.protocol.envelope import Action, decode_action
 from wsgate.routing import HttpInvoker, InvocationContext, InvocationResult, Publish, RouteTable
@@ -28,6 +28,8 @@ class InternalApi:
         self.calls: list[tuple[str, str, Any]] = []
         self.connections = {"n1.abc"}
         self.refuse = False
+        self.refused = 0
+        """Requests answered 503 because :attr:`refuse` was set."""
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.auth])
@@ -43,6 +45,7 @@ class InternalApi:
         if request.headers.get("Authorization") != f"Bearer {KEY}":
             return web.Response(status=401)
         if self.refuse:
+            self.refused += 1
             return web.Response(status=503)
         response: web.StreamResponse = await handler(request)
         return response
@@ -148,19 +151,13 @@ async def test_keep_registered_renews_and_survives_failures(api: Any) -> None:
     stub, base = api
     gw = sdk.Publisher(base, KEY)
     task = gw.keep_registered("chat", "http://127.0.0.1:9/actions", ["chat/*"], ttl=0.3)
-    for _ in range(100):  # bounded wait for three renewals
-        if len(stub.calls) >= 3:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: len(stub.calls) >= 3, what="three renewals")
     assert [c[0] for c in stub.calls[:3]] == ["register"] * 3
     stub.refuse = True  # renewals fail and are retried
-    await asyncio.sleep(0.25)
+    await eventually(lambda: stub.refused >= 2, what="a failed renewal retried")
     count = len(stub.calls)
     stub.refuse = False
-    for _ in range(100):
-        if len(stub.calls) > count:
-            break
-        await asyncio.sleep(0.02)
-    assert len(stub.calls) > count and not task.done()
+    await eventually(lambda: len(stub.calls) > count, what="a renewal after the failures")
+    assert not task.done()
     await gw.aclose()
     assert task.cancelled()
