@@ -123,3 +123,16 @@ async def test_in_flight_calls_are_capped_per_connection_and_per_user() -> None:
         assert (await tab2.expect("svc/SLOWED"))["meta"]["inReplyTo"] == "b0"
         await tab2.send("svc/SLOW", {"i": 5}, id="b2")  # answers came back: room again
         assert (await tab2.expect("svc/SLOWED"))["meta"]["inReplyTo"] == "b2"
+
+
+async def test_a_per_user_cap_of_0_is_off_as_documented() -> None:
+    """``routing.max_in_flight_per_user = 0``: only the per-connection cap applies."""
+    async with with_service(routing={"max_in_flight": 2, "max_in_flight_per_user": 0}) as (gw, _), \
+            gw.peer("mia") as tab1, gw.peer("mia") as tab2, gw.peer("mia") as tab3:
+        tabs = (tab1, tab2, tab3)
+        for n, tab in enumerate(tabs):  # six calls of one user in flight at once (0.5 s each)
+            for i in range(2):
+                await tab.send("svc/SLOW", {"i": i}, id=f"t{n}-{i}")
+        for n, tab in enumerate(tabs):
+            answers = [await tab.expect("svc/SLOWED"), await tab.expect("svc/SLOWED")]
+            assert sorted(a["meta"]["inReplyTo"] for a in answers) == [f"t{n}-0", f"t{n}-1"]
