@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
@@ -99,12 +101,49 @@ def test_pattern_table_most_specific_wins() -> None:
     assert len(table) == 3
 
 
+class _Touched(dict[str, int]):
+    """A dict counting every key or value it hands out (probes and iteration alike)."""
+
+    touched = 0
+
+    def get(self, key: str, default: int | None = None) -> int | None:  # type: ignore[override]
+        self.touched += 1
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> int:
+        self.touched += 1
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.touched += 1
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        for key in super().__iter__():
+            self.touched += 1
+            yield key
+
+    def items(self) -> Iterator[tuple[str, int]]:  # type: ignore[override]
+        for item in super().items():
+            self.touched += 1
+            yield item
+
+    def values(self) -> Iterator[int]:  # type: ignore[override]
+        for value in super().values():
+            self.touched += 1
+            yield value
+
+
 def test_pattern_lookup_probes_do_not_grow_with_routes() -> None:
-    small = PatternTable([(f"svc{i}/*", i) for i in range(10)])
+    """Prefix probes are one per distinct prefix length, not one per route: counted."""
     big = PatternTable([(f"svc{i}/*", i) for i in range(10_000)])
-    # Prefix probes are one per distinct prefix length, not one per route.
-    assert len(big._lengths) <= len(small._lengths) + 4
+    big._prefix = touched = _Touched(big._prefix)
+    big._exact = exact = _Touched(big._exact)
     assert big.lookup("svc9999/x") == 9999
+    assert big.match("svc0/x") == ("svc0/*", 0)
+    assert big.lookup("nothing/matches") is None
+    # "svc0/".."svc9999/": four prefix lengths; three lookups, one exact probe each
+    assert touched.touched <= 3 * 4 and exact.touched <= 3, (touched.touched, exact.touched)
 
 
 def test_close_codes_say_whether_to_reconnect() -> None:
