@@ -4,6 +4,7 @@ exactly the keys the config accepts."""
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 import types
@@ -14,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from wsgate.config import Config, from_mapping, load
+from wsgate.config import Config, ServiceConfig, from_mapping, load
 from wsgate.core.limits import parse_rate
 from wsgate.exceptions import ConfigError
 
@@ -318,3 +319,54 @@ def test_every_documented_key_is_accepted_by_the_config() -> None:
         if section in ("services", "routes", "relays", "channels", "rate_limits") or "." in rest:
             continue  # tables of tables: covered by test_a_rule_and_a_service_get_their_defaults
         from_mapping({section: {rest: defaults[section][rest]}}, env={})
+
+
+def _code_default(key: str) -> Any:
+    """The default config.py gives ``key`` (a ``services.<n>`` key: ServiceConfig's)."""
+    if key.startswith("services.<n>."):
+        field = {f.name: f for f in msgspec.structs.fields(ServiceConfig)}[key.split(".")[2]]
+        return msgspec.to_builtins(field.default)
+    node: Any = msgspec.to_builtins(Config())
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _doc_value(cell: str) -> Any:
+    """A default cell's value: JSON, or the text of a code span; ``None`` for prose."""
+    code = re.fullmatch(r"`(.*)`", cell.strip())
+    text = code.group(1) if code else cell.strip()
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text if code else None
+
+
+PROSE_DEFAULTS = {"server.node_id", "services.<n>.url"}
+"""Keys whose documented default is words ("random ...", "required"), not a value."""
+
+
+def documented_defaults(text: str) -> dict[str, Any]:
+    """Key → default of every table row; a row of several keys lists their defaults in order."""
+    found: dict[str, Any] = {}
+    sections: list[str] = []
+    for line in text.splitlines():
+        if heading := _HEADING.match(line):
+            sections = _SECTION.findall(heading.group(1))
+        elif line.startswith("| `"):
+            cells = line.split("|")
+            keys = [f"{sections[0]}.{k}" if len(sections) == 1 and not k.startswith(f"{sections[0]}.") else k
+                    for k in _CELL_KEY.findall(cells[1])]
+            values = re.split(r",\s+(?![^\[]*\])", cells[2].strip())
+            if len(values) != len(keys):
+                values = [cells[2]] * len(keys)  # one default for them all
+            found.update({key: _doc_value(value) for key, value in zip(keys, values, strict=True)})
+    return found
+
+
+def test_the_doc_states_each_default_config_py_has() -> None:
+    documented = documented_defaults(DOC.read_text())
+    assert {key for key, value in documented.items() if value is None} == PROSE_DEFAULTS
+    wrong = {key: (value, _code_default(key)) for key, value in documented.items()
+             if key not in PROSE_DEFAULTS and value != _code_default(key)}
+    assert wrong == {}, "docs/configuration.md default != config.py default"
