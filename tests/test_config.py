@@ -221,6 +221,46 @@ def test_the_documented_zero_values_are_accepted() -> None:
     assert parse_rate("5/1s", 5) is not None  # and a real rate does not
 
 
+ZERO_MEANS = {
+    "presence.batch_ms": "(0: at once)",
+    "history.size": "(0: none)",
+    "history.max_channels": "(0: unbounded)",
+    "routing.max_in_flight_per_user": "(0: off)",
+    "limits.default_rate": '(`""` or `"0"` disables both)',
+    "limits.abuse_refusals": "(0: never)",
+    "limits.max_connections": "(0: no limit)",
+    "limits.max_connections_per_user": "(0: no limit)",
+    "limits.max_connections_per_ip": "(0: no limit)",
+}
+"""Every key docs/configuration.md gives a meaning for 0, with the words it uses."""
+
+
+def _doc_rows(text: str) -> dict[str, str]:
+    """Key → its table row in the doc, for the first key of each row (a row of several keys,
+    ``abuse_refusals, abuse_window_s``, speaks of its first in its notes)."""
+    rows: dict[str, str] = {}
+    sections: list[str] = []
+    for line in text.splitlines():
+        if heading := _HEADING.match(line):
+            sections = _SECTION.findall(heading.group(1))
+        elif line.startswith("| `"):
+            key = _CELL_KEY.findall(line.split("|")[1])[0]
+            own = len(sections) == 1 and not key.startswith(f"{sections[0]}.")
+            rows[f"{sections[0]}.{key}" if own else key] = line
+    return rows
+
+
+def test_the_doc_says_what_0_means_exactly_for_these_keys_and_they_take_0() -> None:
+    rows = _doc_rows(DOC.read_text())
+    saying = {key for key, row in rows.items() if re.search(r"\(0[:)]|`\"0\"` disables", row)}
+    assert saying == set(ZERO_MEANS), "a doc row gives 0 a meaning: add it to ZERO_MEANS"
+    for key, words in ZERO_MEANS.items():
+        assert words in rows[key], key
+        section, name = key.split(".")
+        zero: object = "0" if name.endswith("_rate") else 0
+        assert getattr(getattr(from_mapping({section: {name: zero}}, env={}), section), name) == zero
+
+
 @pytest.mark.parametrize("key", ["server.max_message_bytes", "server.heartbeat_ms", "routing.max_in_flight",
                                  "limits.default_burst", "limits.abuse_window_s"])
 def test_zero_is_refused_where_it_would_not_mean_disabled(key: str) -> None:
