@@ -72,7 +72,8 @@ NATS_SERVER = _nats_binary()
 
 
 class ServerProcess:
-    """A server child process; :meth:`restart` keeps its port (and its data).
+    """A server child process; :meth:`restart` keeps its port (and its data) —
+    with a ``banner`` naming the port, the port the new banner names.
 
     ``log``: the file its stdout and stderr go to (else they are discarded),
     read by :meth:`output` — for a test that waits for a line the server logs.

@@ -67,6 +67,13 @@ def test_a_bad_config_stops_start_up_naming_the_key(tmp_path: Path) -> None:
     assert done.returncode == 2 and "server.heartbeat_ms" in done.stderr
 
 
+def test_serve_helper_reports_a_process_that_exits_before_its_banner(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[server]\nlisten = "nowhere"\n')
+    with pytest.raises(RuntimeError, match=r"(?s)exited with 2:\n.*config server\.listen"), wsgate_serve(config):
+        raise AssertionError("started")
+
+
 async def test_sighup_rereads_the_keys_file_without_signing_anyone_out(tmp_path: Path) -> None:
     old, new = new_key(), new_key()
     keys_file = tmp_path / "keys"
