@@ -40,7 +40,7 @@ from wsgate.transport.base import HttpResponse
 if TYPE_CHECKING:
     from wsgate.node import Node
 
-__all__ = ["DemoSite", "demo_config", "repo_root", "start_orders"]
+__all__ = ["DemoSite", "demo_config", "site_root", "start_orders"]
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _ORGS = ("acme", "globex")
@@ -56,9 +56,16 @@ _REFUSED = (
 )
 
 
-def repo_root() -> Path:
-    """The checkout this package runs from (``examples/`` and ``clients/`` live there)."""
-    return Path(__file__).resolve().parents[2]
+def site_root() -> Path:
+    """Where the demo's assets are: ``examples/demo``, ``examples/orders``, ``clients/js``.
+
+    An installed wheel carries them in ``wsgate/_site/`` (setup.py copies them
+    there); in a checkout they are in the checkout itself.
+    """
+    here = Path(__file__).resolve().parent
+    shipped = here / "_site"
+    return shipped if shipped.is_dir() else here.parents[1]
+
 
 
 def _free_port() -> int:
@@ -94,7 +101,7 @@ def demo_config(port: int, orders_port: int | None = None) -> Config:
 
 
 def _load_orders_module() -> ModuleType:
-    path = repo_root() / "examples/orders/service.py"
+    path = site_root() / "examples/orders/service.py"
     spec = importlib.util.spec_from_file_location("wsgate_demo_orders", path)
     if spec is None or spec.loader is None:
         raise FileNotFoundError(path)
@@ -136,7 +143,7 @@ class DemoSite:
     """Answers the demo's plain GETs; pass :meth:`handle` as the node's ``plain_get``."""
 
     def __init__(self, config: Config, root: Path | None = None) -> None:
-        self._root = root or repo_root()
+        self._root = root or site_root()
         ring = KeyRing.from_config(config.auth)
         self._codec = CookieCodec.from_config(config.auth, ring)
         self._authenticate = Authenticator(config.auth, ring)
