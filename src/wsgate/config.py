@@ -35,6 +35,8 @@ __all__ = [
     "ChannelRule",
     "Config",
     "HistoryConfig",
+    "JwtClaimNames",
+    "JwtConfig",
     "LimitsConfig",
     "PresenceConfig",
     "RateLimitRule",
@@ -105,8 +107,55 @@ class ApiConfig(_Section):
     aws: AwsConfig = msgspec.field(default_factory=AwsConfig)
 
 
+JwtAlgorithm = Literal["HS256", "RS256", "ES256", "EdDSA"]
+
+
+class JwtClaimNames(_Section):
+    """``[auth.jwt.claims]``: which token claim fills which principal field.
+
+    ``orgs`` may hold a list or one string; ``org`` (the active organization)
+    falls back to the only entry of ``orgs``. ``teams``/``roles`` take a list
+    or one string. ``exp``, ``nbf``, ``iat``, ``aud`` and ``iss`` keep their
+    RFC 7519 names (the JOSE library checks ``aud``/``iss`` by them).
+    """
+
+    sub: str = "sub"
+    sid: str = "sid"
+    name: str = "name"
+    org: str = "org"
+    orgs: str = "orgs"
+    teams: str = "teams"
+    roles: str = "roles"
+
+
+class JwtConfig(_Section):
+    """``[auth.jwt]``: connection tokens (``Authorization: Bearer`` or ``@@wsgate/AUTH``)."""
+
+    algorithms: list[JwtAlgorithm] = msgspec.field(
+        default_factory=lambda: ["HS256", "RS256", "ES256", "EdDSA"]
+    )
+    """Algorithms accepted (``none`` never is); HS256 only checks against ``secret``,
+    the others only against ``public_keys`` and the JWKS."""
+    secret: str = ""
+    """The HS256 shared secret (UTF-8 bytes; at least 32 of them)."""
+    public_keys: list[str] = msgspec.field(default_factory=list)
+    """PEM public keys (RSA, EC P-256, Ed25519) for RS256/ES256/EdDSA."""
+    jwks_url: str = ""
+    """An issuer's JWKS (``https://…/.well-known/jwks.json``), fetched and cached."""
+    jwks_cache_s: Positive = 300
+    """A fetched JWKS is used this long, then fetched again on the next token."""
+    jwks_min_interval_ms: Positive = 10000
+    """At most one JWKS fetch per this interval, whatever ``kid``s tokens name."""
+    jwks_timeout_ms: Positive = 3000
+    audience: str = ""
+    """When set, a token's ``aud`` must contain it."""
+    issuer: str = ""
+    """When set, a token's ``iss`` must equal it."""
+    claims: JwtClaimNames = msgspec.field(default_factory=JwtClaimNames)
+
+
 class AuthConfig(_Section):
-    """``[auth]``: session cookies."""
+    """``[auth]``: session cookies and, with ``[auth.jwt]``, connection tokens."""
 
     cookie_name: str = "wsgate_session"
     keys: list[str] = msgspec.field(default_factory=list)
@@ -121,6 +170,13 @@ class AuthConfig(_Section):
     allow_anonymous: bool = False
     cookie_ttl_s: Positive = 86400
     """Lifetime of cookies issued by ``wsgate cookie`` and the demo."""
+    clock_skew_s: NonNegative = 60
+    """Seconds of clock skew allowed for ``iat``/``nbf``/``exp`` of cookies and tokens alike."""
+    first_message_ms: Positive = 5000
+    """With ``[auth.jwt]``: how long an upgrade without cookie or bearer token may
+    take to send ``@@wsgate/AUTH``."""
+    jwt: JwtConfig | None = None
+    """Connection tokens; ``None`` (no ``[auth.jwt]`` table): cookies only."""
 
 
 class BrokerConfig(_Section):
@@ -378,11 +434,25 @@ def _check(config: Config) -> None:
     if bool(config.server.tls_cert) != bool(config.server.tls_key):
         raise ConfigError("server.tls_cert", "tls_cert and tls_key must be set together")
     scheme = config.broker.url.partition("://")[0]
+    jwt = config.auth.jwt
+    if jwt is not None:
+        _check_jwt(jwt)
     if scheme not in ("memory", "redis", "rediss", "nats"):
         raise ConfigError("broker.url", f"unsupported scheme {scheme!r}")
     for i, route in enumerate(config.routes):
         if route.service not in config.services:
             raise ConfigError(f"routes.{i}.service", f"no [services.{route.service}]")
+
+
+def _check_jwt(jwt: JwtConfig) -> None:
+    if not (jwt.secret or jwt.public_keys or jwt.jwks_url):
+        raise ConfigError("auth.jwt", "needs secret, public_keys or jwks_url")
+    if jwt.secret and len(jwt.secret.encode("utf-8")) < 32:
+        raise ConfigError("auth.jwt.secret", "must be at least 32 bytes (RFC 7518 §3.2)")
+    if "HS256" in jwt.algorithms and not jwt.secret and jwt.algorithms == ["HS256"]:
+        raise ConfigError("auth.jwt.algorithms", "HS256 alone needs auth.jwt.secret")
+    if jwt.jwks_url and not jwt.jwks_url.startswith(("https://", "http://")):
+        raise ConfigError("auth.jwt.jwks_url", "must be an http(s) URL")
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:

@@ -4,9 +4,11 @@ Every exception wsgate defines derives from :class:`WsgateError`::
 
     WsgateError
      ├── ConfigError          bad or unknown configuration key (names the key)
-     ├── AuthError            a session cookie that cannot be trusted
+     ├── AuthError            a session cookie or connection token that cannot be trusted
      │    ├── CookieInvalid   tampered, malformed or sealed by an unknown key
-     │    └── CookieExpired   authentic but past its ``exp``
+     │    ├── CookieExpired   authentic but past its ``exp``
+     │    ├── TokenInvalid    a JWT badly signed, malformed, wrong aud/iss, not yet valid
+     │    └── TokenExpired    a JWT authentic but past its ``exp``
      ├── KeyRingError         no usable key, or a key of the wrong size
      ├── HttpError            a failed call of the service HTTP client (routing.http1)
      │    ├── ConnectFailed   no connection (refused, DNS, TLS, bad URL): nothing sent
@@ -43,6 +45,8 @@ __all__ = [
     "PublishError",
     "Refused",
     "ResponseTimeout",
+    "TokenExpired",
+    "TokenInvalid",
     "Unanswered",
     "WsgateError",
 ]
@@ -66,7 +70,7 @@ class ConfigError(WsgateError):
 
 
 class AuthError(WsgateError):
-    """A session cookie cannot be used."""
+    """A session cookie or connection token cannot be used."""
 
 
 class CookieInvalid(AuthError):
@@ -75,6 +79,15 @@ class CookieInvalid(AuthError):
 
 class CookieExpired(AuthError):
     """The cookie is authentic but expired."""
+
+
+class TokenInvalid(AuthError):
+    """The connection token is malformed, badly signed, for another audience or issuer,
+    not yet valid, or names a key that is not known."""
+
+
+class TokenExpired(AuthError):
+    """The connection token is authentic but its ``exp`` has passed."""
 
 
 class KeyRingError(WsgateError):

@@ -22,13 +22,14 @@ from aiohttp import web
 from wsgate.api.app import build_app
 from wsgate.api.state import ApiState
 from wsgate.auth.handshake import Authenticator
+from wsgate.auth.jwt_gate import TokenAdmission
 from wsgate.auth.keyring import KeyRing
 from wsgate.auth.policy import ChannelPolicy
 from wsgate.backends import open_backend
 from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
 from wsgate.cluster.bus import ClusterBus
 from wsgate.config import Config, parse_listen
-from wsgate.core.gateway import Gateway
+from wsgate.core.gateway import Admission, Attached, Gateway
 from wsgate.core.limits import Limiter, parse_rate
 from wsgate.core.presence import PresenceBatcher
 from wsgate.exceptions import ConfigError
@@ -160,6 +161,21 @@ class Node:
             authorize_ttl_s=config.routing.authorize_cache_s,
         )
         bus = await self._open_cluster() if self.clustered else None
+        admission: Admission = self.upstream if bus is None else bus.limits
+        tokens = self.authenticate.tokens
+        self.tokens: TokenAdmission | None = None
+        if tokens is not None:
+            # Outermost: a token connection is known before any hook or cap sees it.
+            self.tokens = admission = TokenAdmission(
+                tokens,
+                inner=admission,
+                first_message_ms=config.auth.first_message_ms,
+                allow_anonymous=config.auth.allow_anonymous,
+                sign_in_url=config.auth.sign_in_url,
+            )
+        attached: list[Attached] = [self.upstream] if bus is None else [self.upstream, bus]
+        if self.tokens is not None:
+            attached.append(self.tokens)
         self._history = MemoryHistory(
             config.history.size, config.history.ttl_s, max_channels=config.history.max_channels
         )
@@ -176,10 +192,11 @@ class Node:
             upstream=self.upstream,
             observers=[self.upstream] if bus is None else [self.upstream, bus],
             gates=[self.upstream] if bus is None else [self.upstream, bus],
-            admission=self.upstream if bus is None else bus.limits,
+            admission=admission,
+            intercept=self.tokens,
             bus=bus,
             shared=None if bus is None else bus.limits,
-            attached=[self.upstream] if bus is None else [self.upstream, bus],
+            attached=attached,
             max_depth=config.limits.max_json_depth,
             heartbeat_ms=config.server.heartbeat_ms,
             max_channels=config.server.max_channels_per_connection,

@@ -190,6 +190,7 @@ class Upstream:
             connectionId=conn.id,
             userId=p.sub,
             sessionId=p.sid,
+            auth=p.auth,
             hub=p.org or "public",
             channel=channel,
             orgs=p.all_orgs(),

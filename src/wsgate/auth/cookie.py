@@ -28,6 +28,7 @@ from typing import Final
 import msgspec
 from cryptography.exceptions import InvalidTag
 
+from wsgate.auth.claims import CLOCK_SKEW_S, EXPIRED, time_fault
 from wsgate.auth.keyring import KEY_ID_SIZE, KeyRing
 from wsgate.auth.principal import Principal
 from wsgate.config import AuthConfig
@@ -49,9 +50,6 @@ VERSION: Final = 1
 NONCE_SIZE: Final = 12
 TAG_SIZE: Final = 16
 HEADER_SIZE: Final = 1 + KEY_ID_SIZE
-
-CLOCK_SKEW_S: Final = 60
-"""Seconds a cookie is still accepted past its ``exp`` (or before its ``iat``)."""
 
 MAX_COOKIE_LENGTH: Final = 4096
 """Longest value :meth:`CookieCodec.open` looks at (browsers cap cookies near 4 KiB)."""
@@ -113,7 +111,9 @@ class CookieCodec:
     @classmethod
     def from_config(cls, auth: AuthConfig, ring: KeyRing) -> CookieCodec:
         """A codec for ``auth.cookie_name`` that seals for ``auth.cookie_ttl_s``."""
-        return cls(ring, cookie_name=auth.cookie_name, ttl_s=auth.cookie_ttl_s)
+        return cls(
+            ring, cookie_name=auth.cookie_name, ttl_s=auth.cookie_ttl_s, skew_s=auth.clock_skew_s
+        )
 
     def seal(self, principal: Principal, *, now: float | None = None) -> str:
         """Return the cookie value carrying ``principal``.
@@ -176,22 +176,24 @@ class CookieCodec:
 def check_times(
     principal: Principal, *, now: float | None, skew_s: int, require_exp: bool = True
 ) -> None:
-    """Raise unless ``principal`` is valid at ``now`` (± ``skew_s``): the one time rule.
+    """Raise unless ``principal`` is valid at ``now`` (± ``skew_s``), by the one time rule.
 
-    Both codecs apply it when they open a value, and the
-    :class:`~wsgate.auth.handshake.Authenticator` applies it again to a cached
-    principal, so a cookie gets the same verdict on every connection.
+    :func:`~wsgate.auth.claims.time_fault` decides; this maps its verdict to
+    the cookie exceptions. Both codecs apply it when they open a value, and
+    the :class:`~wsgate.auth.handshake.Authenticator` applies it again to a
+    cached principal, so a cookie gets the same verdict on every connection.
 
-    :class:`~wsgate.exceptions.CookieInvalid` for a missing ``exp`` (when
-    ``require_exp``; a gorilla cookie may rely on its signed timestamp
-    instead) or an ``iat`` more than ``skew_s`` in the future;
     :class:`~wsgate.exceptions.CookieExpired` for an ``exp`` more than
-    ``skew_s`` in the past.
+    ``skew_s`` in the past; :class:`~wsgate.exceptions.CookieInvalid` for
+    any other fault (a missing ``exp`` when ``require_exp`` -- a gorilla
+    cookie may rely on its signed timestamp instead -- or an ``iat`` more
+    than ``skew_s`` in the future).
     """
-    t = time.time() if now is None else now
-    if require_exp and principal.exp <= 0:
-        raise CookieInvalid("no expiry")
-    if principal.iat > t + skew_s:
-        raise CookieInvalid("issued in the future")
-    if principal.exp and principal.exp + skew_s < t:
-        raise CookieExpired("expired")
+    fault = time_fault(
+        iat=principal.iat, exp=principal.exp, now=now, skew_s=skew_s, require_exp=require_exp
+    )
+    if fault is None:
+        return
+    if fault == EXPIRED:
+        raise CookieExpired(fault)
+    raise CookieInvalid(fault)

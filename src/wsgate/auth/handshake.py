@@ -1,13 +1,18 @@
-"""Who is connecting: the session cookie of a WebSocket handshake.
+"""Who is connecting: the session cookie or connection token of a WebSocket handshake.
 
 The transport calls :meth:`Authenticator.authenticate` with the request
 headers of every upgrade (and plain GET). It answers a
-:class:`~wsgate.auth.principal.Principal`, :data:`~wsgate.auth.principal.ANONYMOUS`
-when there is no usable cookie and anonymous access is on, or ``None`` when
-the request must be refused (4401 for an upgrade, 302 to ``auth.sign_in_url``
-for a GET). It never raises on hostile input and never says *why* a cookie
-was refused -- the reason is counted in :attr:`Authenticator.refusals` for
-metrics, not sent to the peer.
+:class:`~wsgate.auth.principal.Principal` for a valid cookie;
+with ``[auth.jwt]``, an :class:`~wsgate.auth.principal.AwaitingToken` for a
+request with an ``Authorization: Bearer`` token (verified while the
+connection is ``ADMITTING``, by :mod:`wsgate.auth.jwt_gate`) or with no
+credential at all (it then waits for ``@@wsgate/AUTH``);
+:data:`~wsgate.auth.principal.ANONYMOUS` when there is no usable credential
+and anonymous access is on; or ``None`` when the request must be refused
+(4401 for an upgrade, 302 to ``auth.sign_in_url`` for a GET). It never
+raises on hostile input and never says *why* a cookie was refused -- the
+reason is counted in :attr:`Authenticator.refusals` for metrics, not sent to
+the peer.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Final, Protocol, runtime_checkable
 
 from wsgate.auth.cookie import CookieCodec, check_times
+from wsgate.auth.jwt_token import TokenVerifier, bearer_token
 from wsgate.auth.keyring import KeyRing
-from wsgate.auth.principal import ANONYMOUS, Principal
+from wsgate.auth.principal import ANONYMOUS, AwaitingToken, Principal
 from wsgate.auth.securecookie import SecureCookieCodec
 from wsgate.config import AuthConfig
 from wsgate.exceptions import CookieExpired, CookieInvalid
 
-__all__ = ["MAX_COOKIE_HEADER", "Authenticator", "cookie_values"]
+__all__ = ["AWAITING_AUTH", "MAX_COOKIE_HEADER", "Authenticator", "cookie_values"]
 
 MAX_COOKIE_HEADER: Final = 16384
 """Cookie header bytes looked at; the rest of a longer header is ignored."""
@@ -32,6 +38,10 @@ _MAX_CANDIDATES: Final = 4
 _MAX_OPENED: Final = 8192
 """Opened cookie values remembered (oldest forgotten first)."""
 """Values of our cookie tried (a browser may send one per matching path)."""
+
+
+AWAITING_AUTH: Final = AwaitingToken(sub="")
+"""An upgrade with neither cookie nor bearer token while ``[auth.jwt]`` is on."""
 
 
 @runtime_checkable
@@ -53,6 +63,17 @@ def _cookie_headers(headers: Mapping[str, str]) -> list[str]:
     if value is not None:
         return [value]
     return [v for k, v in headers.items() if isinstance(k, str) and k.lower() == "cookie"]
+
+
+def _authorization(headers: Mapping[str, str]) -> str | None:
+    """The ``Authorization`` header, looked up case-insensitively (the first one)."""
+    value = headers.get("Authorization") or headers.get("authorization")
+    if value is not None:
+        return value
+    for k, v in headers.items():
+        if isinstance(k, str) and k.lower() == "authorization":
+            return v
+    return None
 
 
 def cookie_values(header: str, name: str) -> Iterator[str]:
@@ -87,6 +108,10 @@ class Authenticator:
         """The AES-GCM codec, tried first."""
         self.securecookie: SecureCookieCodec | None = SecureCookieCodec.from_config(auth)
         """The gorilla/securecookie codec, tried second when configured."""
+        self.tokens: TokenVerifier | None = None
+        """Connection tokens (``[auth.jwt]``); ``None``: cookies only."""
+        if auth.jwt is not None:
+            self.tokens = TokenVerifier.from_config(auth.jwt, skew_s=auth.clock_skew_s)
         self.refusals: Counter[str] = Counter()
         """Why requests got no principal: ``missing``, ``invalid``, ``expired``
         (for metrics; counts may be approximate under threads)."""
@@ -104,18 +129,27 @@ class Authenticator:
     def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
         """The principal of a request with ``headers`` (a mapping or multidict).
 
-        A valid session cookie gives its principal; otherwise
+        A valid session cookie gives its principal. Otherwise, with
+        ``[auth.jwt]``: a bearer token gives an :class:`AwaitingToken` holding
+        it, and a request with no cookie at all :data:`AWAITING_AUTH`. Otherwise
         :data:`ANONYMOUS` when ``auth.allow_anonymous``, else ``None``.
-        Never raises.
+        Never raises, never verifies a token (that may need a JWKS fetch).
         """
         try:
             name = self.cookie_name
             values = [v for h in _cookie_headers(headers) for v in cookie_values(h, name)]
-        except Exception:  # a hostile headers object: treat as no cookie
-            values = []
+            authorization = _authorization(headers) if self.tokens is not None else None
+        except Exception:  # a hostile headers object: treat as no credential
+            values, authorization = [], None
         principal = self.open_any(values[:_MAX_CANDIDATES])
         if principal is not None:
             return principal
+        if self.tokens is not None:
+            token = bearer_token(authorization)
+            if token is not None:
+                return AwaitingToken(sub="", token=token)
+            if not values:
+                return AWAITING_AUTH
         return ANONYMOUS if self.allow_anonymous else None
 
     def open_any(self, values: Iterable[str]) -> Principal | None:

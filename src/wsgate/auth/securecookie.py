@@ -37,7 +37,8 @@ from typing import Final
 import msgspec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from wsgate.auth.cookie import CLOCK_SKEW_S, check_times
+from wsgate.auth.claims import CLOCK_SKEW_S
+from wsgate.auth.cookie import check_times
 from wsgate.auth.principal import Principal
 from wsgate.config import AuthConfig
 from wsgate.exceptions import ConfigError, CookieExpired, CookieInvalid
@@ -152,7 +153,7 @@ class SecureCookieCodec:
         if auth.securecookie_block_key:
             block_key = _key(auth.securecookie_block_key, "auth.securecookie_block_key")
         try:
-            return cls(hash_key, block_key)
+            return cls(hash_key, block_key, skew_s=auth.clock_skew_s)
         except ValueError as exc:
             which = "hash" if not hash_key else "block"
             raise ConfigError(f"auth.securecookie_{which}_key", str(exc)) from None

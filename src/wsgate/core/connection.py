@@ -12,7 +12,8 @@ Its :class:`State` changes only in the gateway (``open``, ``admitted``,
         |                    |  --hold------>  |
         +------ close -------+-----------------+--> CLOSING --> CLOSED
 
-While ``ADMITTING`` (a connect hook decides) or ``HELD`` (a cluster-wide rate
+While ``ADMITTING`` (a connect hook decides; ``Gateway.intercept`` sees each
+message first, and may take it) or ``HELD`` (a cluster-wide rate
 limit answers later) the client's messages wait, in order, in a bounded
 ``queue`` of ``Gateway.max_pending``; past it they are answered
 ``RATE_LIMITED`` (with ``inReplyTo``) and dropped.
@@ -134,6 +135,9 @@ class Connection:
             return
         queue = self.queue
         if queue is None:  # closing: nothing more is handled
+            return
+        take = self._gateway.intercept
+        if take is not None and self.state is State.ADMITTING and take.receive(self, data):
             return
         if len(queue) < self._gateway.max_pending:
             queue.append(data)

@@ -39,6 +39,7 @@ __all__ = [
     "AuthorizeHook",
     "Authorizer",
     "Gateway",
+    "Intercept",
     "JoinAnswer",
     "JoinRefused",
     "Observer",
@@ -82,6 +83,18 @@ class Admission(Protocol):
 
     def abandoned(self, conn: Connection) -> None:
         """``conn`` closed before a verdict: free what :meth:`admit` took for it."""
+        ...
+
+
+class Intercept(Protocol):
+    """Sees an ``ADMITTING`` connection's messages before they are queued.
+
+    The token admission (:mod:`wsgate.auth.jwt_gate`) takes the first one,
+    ``@@wsgate/AUTH``, of a connection that authenticates by message.
+    """
+
+    def receive(self, conn: Connection, data: bytes) -> bool:
+        """``True`` when it took ``data`` (not queued); ``False`` to queue it as usual."""
         ...
 
 
@@ -134,7 +147,9 @@ class Gateway:
     of lifecycle events, in order), ``gates`` (asked in order before a join
     completes, after the channel policy: the authorize hook, the cluster's
     readiness for the channel), ``admission`` (the connect hook, maybe wrapped
-    by the cluster's connection cap), ``bus`` (the fan-out to other nodes),
+    by the cluster's connection cap, maybe wrapped by the token admission),
+    ``intercept`` (offered an ``ADMITTING`` connection's messages: AUTH),
+    ``bus`` (the fan-out to other nodes),
     ``shared`` (cluster-wide rate limits, set on ``limiter``). Those that
     need the gateway back are listed in ``attached`` and get
     :meth:`Attached.attach` last, so construction order is not a rule to remember.
@@ -154,6 +169,7 @@ class Gateway:
         observers: Sequence[Observer] = (),
         gates: Sequence[AuthorizeHook] = (),
         admission: Admission | None = None,
+        intercept: Intercept | None = None,
         bus: Bus | None = None,
         shared: SharedCheck | None = None,
         attached: Sequence[Attached] = (),
@@ -185,6 +201,8 @@ class Gateway:
         """Told of lifecycle events: services (:mod:`wsgate.upstream`), the cluster."""
         self.admission = admission
         """The connect hook (``None``: admitted at once)."""
+        self.intercept = intercept
+        """Offered each message of an ``ADMITTING`` connection before it is queued."""
         self.gates: tuple[AuthorizeHook, ...] = tuple(gates)
         """Asked in order before any join completes (see :meth:`request_join`)."""
         self.max_pending = 32

@@ -7,6 +7,7 @@ from typing import Annotated, Final
 import msgspec
 
 __all__ = [
+    "AUTH",
     "CONNECT",
     "CONNECTED",
     "DISCONNECTED",
@@ -20,6 +21,7 @@ __all__ = [
     "PONG",
     "PRESENCE",
     "WELCOME",
+    "AuthPayload",
     "ErrorPayload",
     "JoinPayload",
     "JoinedPayload",
@@ -31,6 +33,8 @@ __all__ = [
 ]
 
 # client -> gateway
+AUTH: Final = "@@wsgate/AUTH"
+"""The first action of a connection authenticating with a token (``[auth.jwt]``)."""
 JOIN: Final = "@@wsgate/JOIN"
 LEAVE: Final = "@@wsgate/LEAVE"
 NAVIGATE: Final = "@@wsgate/NAVIGATE"
@@ -51,6 +55,11 @@ DISCONNECTED: Final = "@@wsgate/DISCONNECTED"
 
 Offset = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 """A stream offset as clients send it: a signed 64-bit integer (else ``BAD_REQUEST``)."""
+
+
+class AuthPayload(msgspec.Struct, forbid_unknown_fields=True):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
+    """A connection token (a JWT, compact serialization)."""
 
 
 class JoinPayload(msgspec.Struct, forbid_unknown_fields=True):

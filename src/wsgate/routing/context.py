@@ -8,6 +8,8 @@ are the wire names, so the struct encodes to exactly the documented JSON.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 __all__ = ["InvocationContext"]
@@ -17,6 +19,7 @@ class InvocationContext(msgspec.Struct, frozen=True, kw_only=True):
     """``context`` of an invocation request; every field is always encoded.
 
     ``userId`` and ``sessionId`` are ``""`` for an anonymous connection;
+    ``auth`` says what authenticated it: ``"cookie"``, ``"jwt"`` or ``"anonymous"``;
     ``channel`` is ``None`` when the action names no channel (``meta.channel``).
     ``receivedAt`` is the Unix time (seconds, fractional) at which the gateway
     received the action.
@@ -26,6 +29,8 @@ class InvocationContext(msgspec.Struct, frozen=True, kw_only=True):
     """``<node>.<random>``: address replies and later pushes to it."""
     userId: str = ""
     sessionId: str = ""
+    auth: Literal["cookie", "jwt", "anonymous"] = "anonymous"
+    """What authenticated the connection: a session cookie, a connection token, nothing."""
     hub: str = ""
     """The connection's active organization (its hub), or ``public``."""
     channel: str | None = None

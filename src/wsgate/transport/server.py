@@ -41,7 +41,7 @@ from picows import (
     WSUpgradeResponseWithListener,
 )
 
-from wsgate.auth.principal import Principal
+from wsgate.auth.principal import AwaitingToken, Principal
 from wsgate.config import ServerConfig, parse_listen
 from wsgate.protocol import SUBPROTOCOL
 from wsgate.protocol.builtins import ERROR, ErrorPayload
@@ -253,7 +253,9 @@ async def start_listener(
                 answer = plain_get(full_path, headers)
                 if answer is not None:
                     return _response(answer)
-            if authenticate(headers) is None:
+            principal = authenticate(headers)
+            if principal is None or isinstance(principal, AwaitingToken):
+                # No session a plain GET can use (a token is only checked on a WebSocket).
                 if path == sign_in_here:
                     return _error(401, no_sign_in)
                 return WSUpgradeResponseWithListener(
