@@ -12,7 +12,18 @@ from wsgate.auth.principal import TokenPrincipal
 from wsgate.config import JwtConfig, from_mapping
 from wsgate.exceptions import ConfigError, TokenExpired, TokenInvalid
 
-from .tokens import SECRET, KeyPair, claims, ec_pair, ed_pair, hmac_with, hs256, rsa_pair, tampered, unsigned
+from .tokens import (
+    SECRET,
+    KeyPair,
+    claims,
+    ec_pair,
+    ed_pair,
+    hmac_with,
+    hs256,
+    rsa_pair,
+    tampered,
+    unsigned,
+)
 
 RSA, EC, ED = rsa_pair(), ec_pair(), ed_pair()
 

@@ -104,6 +104,7 @@ async def test_request_body_headers_and_signature(
         "connectionId": "n1.Zk3",
         "userId": "u7",
         "sessionId": "s1",
+        "auth": "anonymous",  # the field's default: CTX names no credential
         "hub": "acme",
         "channel": "acme:orders/42",
         "orgs": ["acme"],
