@@ -71,6 +71,9 @@ class AwaitingToken(Principal, frozen=True):
 
     token: str = ""
 
+    def __repr__(self) -> str:
+        return f"AwaitingToken(token={'<set>' if self.token else '<none>'})"  # never the token
+
 
 ANONYMOUS: Final = Principal(sub="")
 """The principal of a connection without a session (``public`` hub only)."""

@@ -33,7 +33,8 @@ class ErrorCode(StrEnum):
     INTERNAL = "INTERNAL"
     """A bug in the gateway; details are logged, never sent."""
     UNAUTHENTICATED = "UNAUTHENTICATED"
-    """No valid session at the upgrade; ``signInUrl`` says where. A 4401 close follows."""
+    """No valid session at the upgrade, a refused token, no ``@@wsgate/AUTH`` in time or a
+    first action that is not AUTH; ``signInUrl`` says where. A 4401 close follows."""
 
 
 TEMPORARY = frozenset(
@@ -67,7 +68,8 @@ class CloseCode(IntEnum):
     SLOW_CONSUMER = 4000
     """The outbound buffer passed its high-water mark: reconnect."""
     UNAUTHENTICATED = 4401
-    """No valid session: do not reconnect, sign in (``signInUrl``)."""
+    """No valid session or token (a refused token, no AUTH in time): do not reconnect
+    with the same credential; sign in (``signInUrl``) or get a new token."""
     FORBIDDEN = 4403
     """Not allowed: do not reconnect."""
     HEARTBEAT_TIMEOUT = 4408
