@@ -271,3 +271,17 @@ async def test_a_plain_get_is_redirected_unless_a_cookie_is_valid() -> None:
                 assert resp.status == 302 and resp.headers["Location"] == "/sign-in"
         async with http.get(base, headers={"Cookie": gw.cookie("dan")}, allow_redirects=False) as resp:
             assert resp.status == 404
+
+
+async def test_a_hostile_first_message_is_refused_and_the_node_lives_on() -> None:
+    """Nested past the recursion limit, or an AUTH with extra fields: refused 4401 like any other."""
+    async with running(jwt_config(first_message_ms=5000)) as gw:
+        deep = '{"type":"@@wsgate/AUTH","payload":{"token":"a"},"meta":{"id":"d"},"z":' + "[" * 30000 + "]" * 30000 + "}"
+        extra = json.dumps({"type": "@@wsgate/AUTH", "payload": {"token": hs256(claims("dan")), "x": 1}})
+        for first in (deep, extra):
+            async with connect(gw) as ws:
+                await ws.send(first)
+                await refused(ws)
+        async with connect(gw, bearer(hs256(claims("dan")))) as ws:
+            assert (await recv(ws))["type"] == "@@wsgate/WELCOME"
+        await no_one_waits(gw)

@@ -37,7 +37,7 @@ from wsgate.auth.principal import ANONYMOUS, AwaitingToken, Principal
 from wsgate.exceptions import AuthError
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.codes import CloseCode, ErrorCode
-from wsgate.protocol.envelope import reply_id
+from wsgate.protocol.envelope import DecodeFailure, decode_action, reply_id
 
 __all__ = ["TokenAdmission"]
 
@@ -69,12 +69,19 @@ class _Admission(Protocol):
     def abandoned(self, conn: Any) -> None: ...
 
 
-class _Auth(msgspec.Struct):
-    type: str
-    payload: bi.AuthPayload
+_PAYLOAD: Final = msgspec.json.Decoder(bi.AuthPayload)
 
 
-_DECODER: Final = msgspec.json.Decoder(_Auth)
+def _token(data: bytes) -> str | None:
+    """The token of an ``@@wsgate/AUTH`` action, decoded as every action is
+    (:func:`~wsgate.protocol.envelope.decode_action`: depth and shape checked); else ``None``."""
+    action = decode_action(data)
+    if isinstance(action, DecodeFailure) or action.type != bi.AUTH:
+        return None
+    try:
+        return _PAYLOAD.decode(action.payload).token
+    except msgspec.DecodeError:  # ValidationError included
+        return None
 _log: Final = logging.getLogger("wsgate.auth")
 
 
@@ -141,14 +148,11 @@ class TokenAdmission:
             return False  # not awaiting AUTH: the core queues it
         entry.cancel()
         del self._pending[conn]
-        try:
-            action = _DECODER.decode(data)
-        except msgspec.DecodeError:
-            action = None
-        if action is None or action.type != bi.AUTH:
+        token = _token(data)
+        if token is None:
             self._refuse(conn, "send @@wsgate/AUTH {token} first", reply_id(data))
         else:
-            self._verify(conn, action.payload.token)
+            self._verify(conn, token)
         return True
 
     # Verdicts ---------------------------------------------------------------
