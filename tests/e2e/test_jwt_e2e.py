@@ -285,3 +285,31 @@ async def test_a_hostile_first_message_is_refused_and_the_node_lives_on() -> Non
         async with connect(gw, bearer(hs256(claims("dan")))) as ws:
             assert (await recv(ws))["type"] == "@@wsgate/WELCOME"
         await no_one_waits(gw)
+
+
+@pytest.mark.parametrize("how", ["cookie", "bearer", "AUTH"])
+async def test_the_per_user_connection_cap_holds_for_token_users_too(how: str) -> None:
+    config = make_config(auth={"jwt": {"secret": SECRET}}, limits={"max_connections_per_user": 1})
+    async with running(config) as gw:
+
+        def credential() -> dict[str, str] | None:
+            if how == "cookie":
+                return {"Cookie": gw.cookie("dan")}
+            return bearer(hs256(claims("dan"))) if how == "bearer" else None
+
+        async def open_one() -> ClientConnection:
+            ws = await stack.enter_async_context(connect(gw, credential()))
+            if how == "AUTH":
+                await ws.send(json.dumps({"type": "@@wsgate/AUTH", "payload": {"token": hs256(claims("dan"))}}))
+            return ws
+
+        async with contextlib.AsyncExitStack() as stack:
+            first = await open_one()
+            assert (await recv(first))["type"] == "@@wsgate/WELCOME"
+            second = await open_one()
+            error = await recv(second)
+            assert error["type"] == "@@wsgate/ERROR" and error["payload"]["code"] == "RATE_LIMITED", error
+            with pytest.raises(ConnectionClosed) as closed:
+                await recv(second)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+        await no_one_waits(gw)

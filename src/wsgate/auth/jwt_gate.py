@@ -14,8 +14,10 @@ it sends while ``ADMITTING``. By the connection's principal:
   first is refused; after AUTH, further messages queue until the verdict.
 
 A good token replaces the principal with its
-:class:`~wsgate.auth.principal.TokenPrincipal` and passes on (the inner hook,
-then ``WELCOME``). A bad token, a first message that is not AUTH, or no AUTH in
+:class:`~wsgate.auth.principal.TokenPrincipal` through ``Gateway.identified``
+(which applies the per-user connection cap the handshake could not: past it,
+``RATE_LIMITED`` and close 4429) and passes on (the inner hook, then
+``WELCOME``). A bad token, a first message that is not AUTH, or no AUTH in
 time: ``ERROR UNAUTHENTICATED`` (``signInUrl``), then close 4401 -- except that
 no AUTH in time with ``auth.allow_anonymous`` passes on as anonymous.
 
@@ -56,6 +58,8 @@ class _Conn(Protocol):
 
 
 class _Gateway(Protocol):
+    def identified(self, conn: Any, principal: Principal) -> bool: ...
+
     def admitted(
         self, conn: Any, principal: Principal | None = None, greeting: Iterable[bytes] = ()
     ) -> None: ...
@@ -174,16 +178,20 @@ class TokenAdmission:
             self._refuse(conn, "the token was refused")
             return
         self._pending.pop(conn, None)
-        conn.principal = principal
-        self._pass(conn)
+        self._known(conn, principal)
 
     def _deadline(self, conn: _Conn) -> None:
         self._pending.pop(conn, None)
         if self.allow_anonymous:
-            conn.principal = ANONYMOUS
-            self._pass(conn)
+            self._known(conn, ANONYMOUS)
         else:
             self._refuse(conn, "no @@wsgate/AUTH in time")
+
+    def _known(self, conn: _Conn, principal: Principal) -> None:
+        """The gateway takes ``principal`` (or refuses: the per-user cap), then pass on."""
+        assert self._gw is not None, "attach() first"
+        if self._gw.identified(conn, principal):
+            self._pass(conn)
 
     def _pass(self, conn: _Conn) -> None:
         if self.inner is not None:

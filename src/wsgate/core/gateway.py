@@ -219,9 +219,7 @@ class Gateway:
         conn = Connection(self, cid, principal, sink, peer, ())
         refusal = None if self.limiter is None else self.limiter.connect(principal, peer, self.pool)
         if refusal is not None:
-            reason, wait = refusal
-            conn.send_error(ErrorCode.RATE_LIMITED, reason, retry_after_ms=retry_ms(wait))
-            sink.close(CloseCode.TOO_MANY, reason)
+            self._too_many(conn, refusal)
             conn.state = State.CLOSED  # never admitted: nothing to undo on close
             return conn
         if self.admission is None:
@@ -230,6 +228,29 @@ class Gateway:
             conn.queue = deque()
             self.admission.admit(conn)
         return conn
+
+    def identified(self, conn: Connection, principal: Principal) -> bool:
+        """An ``ADMITTING`` connection's principal became known after :meth:`open`
+        (a verified connection token): apply the per-user connection cap :meth:`open`
+        could not, then take ``principal``.
+
+        ``False`` when refused (``RATE_LIMITED``, then close 4429; the principal is
+        left as it was) or no longer ``ADMITTING``; the caller then stops.
+        """
+        if conn.state is not State.ADMITTING:
+            return False
+        refusal = None if self.limiter is None else self.limiter.connect_user(principal, self.pool)
+        if refusal is not None:
+            conn.queue = None  # its messages are dropped; close() finishes the job
+            self._too_many(conn, refusal)
+            return False
+        conn.principal = principal
+        return True
+
+    def _too_many(self, conn: Connection, refusal: tuple[str, float]) -> None:
+        reason, wait = refusal
+        conn.send_error(ErrorCode.RATE_LIMITED, reason, retry_after_ms=retry_ms(wait))
+        conn.sink.close(CloseCode.TOO_MANY, reason)
 
     def admitted(
         self,

@@ -164,6 +164,12 @@ class Limiter:
                 return "too many connection attempts from this address", wait
         if limits.max_connections_per_ip and pool.ips.get(ip, 0) >= limits.max_connections_per_ip:
             return "too many connections from this address", 5.0
+        return self.connect_user(principal, pool)
+
+    def connect_user(self, principal: Principal, pool: Pool) -> tuple[str, float] | None:
+        """The per-user part of :meth:`connect`, alone: for a principal known only
+        after the handshake (a connection token). ``None`` for anonymous."""
+        limits = self._limits
         if limits.max_connections_per_user and not principal.anonymous:
             tabs = pool.users.get(UserId(principal.sub))
             if tabs is not None and len(tabs) >= limits.max_connections_per_user:
