@@ -313,3 +313,24 @@ async def test_the_per_user_connection_cap_holds_for_token_users_too(how: str) -
                 await recv(second)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
         await no_one_waits(gw)
+
+
+async def test_clients_that_leave_while_waiting_free_their_entries() -> None:
+    """Closed while awaiting AUTH (a timer) or while its token waits on the JWKS (a task)."""
+    pair = rsa_pair("k1")
+    async with jwks_server([pair]) as issuer:
+        config = make_config(auth={"jwt": {"jwks_url": issuer.url}, "first_message_ms": 60_000})
+        async with running(config) as gw:
+            tokens = gw.node.tokens
+            assert tokens is not None
+            async with connect(gw):
+                await eventually(lambda: tokens.pending == 1, what="waiting for AUTH")
+            await eventually(lambda: tokens.pending == 0, what="the timer freed")
+            issuer.gate = asyncio.Event()  # the issuer hangs: the token's verdict waits
+            async with connect(gw, bearer(pair.sign(claims("dan")))):
+                await eventually(lambda: issuer.hits == 1 and tokens.pending == 1, what="a verdict pending")
+            await eventually(lambda: tokens.pending == 0, what="the task freed")
+            issuer.gate.set()  # the shared fetch, not cancelled by the leaver, serves the next client
+            async with connect(gw, bearer(pair.sign(claims("eve")))) as ws:
+                assert (await recv(ws))["type"] == "@@wsgate/WELCOME"
+            assert issuer.hits == 1
