@@ -206,3 +206,23 @@ def test_securecookie_from_the_future_is_refused_every_time() -> None:
     near = Principal(sub="dan", org="acme", iat=now + 30, exp=now + 7200)
     value = SecureCookieCodec(HASH, BLOCK).encode("wsgate_session", near)
     assert [a({"Cookie": f"wsgate_session={value}"}) for _ in range(2)] == [near, near]
+
+
+def test_with_tokens_on_the_handshake_defers_to_the_token_admission() -> None:
+    """[auth.jwt]: a cookie still wins; a bearer token or nothing waits; a bad cookie alone is refused."""
+    from wsgate.auth.handshake import AWAITING_AUTH
+    from wsgate.auth.principal import AwaitingToken
+    from wsgate.config import JwtConfig
+
+    a, codec = make(jwt=JwtConfig(secret="k" * 32))
+    good = f"wsgate_session={codec.seal(DAN)}"
+    got = a({"Cookie": good, "Authorization": "Bearer t.t.t"})
+    assert got is not None and got.sub == "dan" and got.auth == "cookie"
+    waiting = a(CIMultiDict([("authorization", "Bearer a.b.c")]))
+    assert isinstance(waiting, AwaitingToken) and waiting.token == "a.b.c" and waiting.anonymous
+    assert "a.b.c" not in repr(waiting)
+    assert a({}) is AWAITING_AUTH
+    assert a({"Authorization": "Basic x"}) is AWAITING_AUTH  # not a bearer: as if none
+    assert a({"Cookie": "wsgate_session=forged"}) is None
+    # only the forged cookie counts as a refusal: waiting for a token is not one
+    assert dict(a.refusals) == {"invalid": 1}

@@ -141,9 +141,10 @@ class Authenticator:
             authorization = _authorization(headers) if self.tokens is not None else None
         except Exception:  # a hostile headers object: treat as no credential
             values, authorization = [], None
-        principal = self.open_any(values[:_MAX_CANDIDATES])
-        if principal is not None:
-            return principal
+        if values or self.tokens is None:  # no cookie is a refusal only without tokens
+            principal = self.open_any(values[:_MAX_CANDIDATES])
+            if principal is not None:
+                return principal
         if self.tokens is not None:
             token = bearer_token(authorization)
             if token is not None:
