@@ -115,8 +115,8 @@ class JwtClaimNames(_Section):
 
     ``orgs`` may hold a list or one string; ``org`` (the active organization)
     falls back to the only entry of ``orgs``. ``teams``/``roles`` take a list
-    or one string. ``exp``, ``nbf``, ``iat``, ``aud`` and ``iss`` keep their
-    RFC 7519 names (the JOSE library checks ``aud``/``iss`` by them).
+    or one string. ``exp``/``nbf``/``iat`` are NumericDates, ``aud`` a string
+    or a list, ``iss`` a string (RFC 7519 §4.1), under whatever names are set here.
     """
 
     sub: str = "sub"
@@ -126,6 +126,11 @@ class JwtClaimNames(_Section):
     orgs: str = "orgs"
     teams: str = "teams"
     roles: str = "roles"
+    exp: str = "exp"
+    nbf: str = "nbf"
+    iat: str = "iat"
+    aud: str = "aud"
+    iss: str = "iss"
 
 
 class JwtConfig(_Section):
@@ -148,7 +153,8 @@ class JwtConfig(_Section):
     """At most one JWKS fetch per this interval, whatever ``kid``s tokens name."""
     jwks_timeout_ms: Positive = 3000
     audience: str = ""
-    """When set, a token's ``aud`` must contain it."""
+    """When set, a token's ``aud`` must contain it; when not, a token with an ``aud`` is
+    refused (RFC 7519 §4.1.3: it is meant for someone else)."""
     issuer: str = ""
     """When set, a token's ``iss`` must equal it."""
     claims: JwtClaimNames = msgspec.field(default_factory=JwtClaimNames)

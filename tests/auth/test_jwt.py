@@ -83,6 +83,26 @@ async def test_audience_and_issuer_are_checked_when_set() -> None:
             await v.verify(RSA.sign(bad))
 
 
+async def test_a_token_for_some_audience_is_refused_when_none_is_configured() -> None:
+    """RFC 7519 §4.1.3: a recipient that is not named in a present ``aud`` must refuse."""
+    with pytest.raises(TokenInvalid):
+        await verifier().verify(hs256(claims("dan", aud="billing")))
+    assert (await verifier().verify(hs256(claims("dan")))).sub == "dan"
+
+
+async def test_registered_claims_under_configured_names() -> None:
+    names = {"exp": "expires", "iat": "issued", "nbf": "from", "aud": "for", "iss": "by"}
+    v = verifier(audience="wsgate", issuer="idp", claims=names)
+    now = int(time.time())
+    good = {"sub": "dan", "issued": now, "expires": now + 60, "from": now, "for": ["wsgate"], "by": "idp"}
+    assert (await v.verify(ED.sign(good))).exp == now + 60
+    for bad in ({"expires": now - 3600}, {"from": now + 3600}, {"issued": now + 3600}, {"for": "other"},
+                {"by": "evil"}, {"expires": None}):
+        with pytest.raises((TokenInvalid, TokenExpired)):
+            await v.verify(ED.sign({k: w for k, w in {**good, **bad}.items() if w is not None}))
+            pytest.fail(str(bad))
+
+
 async def test_expired_and_not_yet_valid_within_and_past_the_skew() -> None:
     v, now = verifier(), int(time.time())
     assert (await v.verify(EC.sign({"sub": "a", "exp": now - 30}))).sub == "a"  # within 60 s skew

@@ -8,9 +8,11 @@ in ``Authorization: Bearer`` or in ``@@wsgate/AUTH``. In order:
 2. the keys for exactly that algorithm (:mod:`wsgate.auth.jwt_keys`): HS256
    only ``secret``; the others the PEMs, then the JWKS -- fetched again
    (rate-limited) when it is stale or does not know the ``kid``;
-3. PyJWT checks the signature, and ``aud``/``iss`` when configured;
-4. the claims are mapped through ``[auth.jwt.claims]``; ``sub`` must be a
-   non-empty string;
+3. PyJWT checks the signature (and only that: every claim is read here,
+   under the names of ``[auth.jwt.claims]``);
+4. ``aud`` must name ``audience`` when that is set, and be absent when it is
+   not (RFC 7519 §4.1.3); ``iss`` must equal ``issuer`` when that is set; the
+   claims are mapped to the principal; ``sub`` must be a non-empty string;
 5. the times go through :func:`~wsgate.auth.claims.time_fault`, the rule
    cookies are judged by too (``exp`` required).
 
@@ -39,6 +41,18 @@ MAX_TOKEN_LENGTH: Final = 8192
 """Longest token looked at."""
 _MAX_VERIFIED: Final = 8192
 """Verified tokens remembered (oldest forgotten first)."""
+_ONLY_SIGNATURE: Final[Any] = {
+    # PyJWT checks the signature; every claim is checked here, under the
+    # configured names, and the times by the one rule (auth.claims).
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "verify_sub": False,
+    "verify_jti": False,
+}
 
 
 def bearer_token(value: str | None) -> str | None:
@@ -152,7 +166,8 @@ class TokenVerifier:
             raise TokenInvalid("no key for this token")
         claims = self._decode(token, alg, keys)
         names = self.config.claims
-        iat, exp, nbf = _time(claims, "iat"), _time(claims, "exp"), _time(claims, "nbf")
+        self._check_audience(claims)
+        iat, exp, nbf = _time(claims, names.iat), _time(claims, names.exp), _time(claims, names.nbf)
         orgs = _texts(claims, names.orgs)
         org = _text(claims, names.org) or (orgs[0] if len(orgs) == 1 else "")
         principal = TokenPrincipal(
@@ -174,6 +189,18 @@ class TokenVerifier:
         self._verified[token] = principal
         return principal
 
+    def _check_audience(self, claims: dict[str, Any]) -> None:
+        """``aud`` names us (or is absent when no ``audience`` is set); ``iss`` is the issuer."""
+        config, names = self.config, self.config.claims
+        audiences = _texts(claims, names.aud)
+        if config.audience:
+            if config.audience not in audiences:
+                raise TokenInvalid("not for this audience")
+        elif audiences:
+            raise TokenInvalid("for an audience, and none is configured")
+        if config.issuer and claims.get(names.iss) != config.issuer:
+            raise TokenInvalid("not from this issuer")
+
     def _check_times(self, iat: int, exp: int, nbf: int, now: float | None) -> None:
         fault = time_fault(iat=iat, exp=exp, nbf=nbf, now=now, skew_s=self.skew_s)
         if fault == EXPIRED:
@@ -192,24 +219,10 @@ class TokenVerifier:
         return keys + found
 
     def _decode(self, token: str, alg: str, keys: list[Any]) -> dict[str, Any]:
-        config = self.config
-        options: Any = {
-            # Times are judged by the one rule (step 5), not by PyJWT.
-            "verify_exp": False,
-            "verify_nbf": False,
-            "verify_iat": False,
-            "verify_aud": bool(config.audience),
-            "verify_iss": bool(config.issuer),
-        }
         for key in keys:
             try:
                 claims: dict[str, Any] = jwt.decode(
-                    token,
-                    key,
-                    algorithms=[alg],
-                    audience=config.audience or None,
-                    issuer=config.issuer or None,
-                    options=options,
+                    token, key, algorithms=[alg], options=_ONLY_SIGNATURE
                 )
             except jwt.InvalidSignatureError:
                 continue
