@@ -334,3 +334,14 @@ async def test_clients_that_leave_while_waiting_free_their_entries() -> None:
             async with connect(gw, bearer(pair.sign(claims("eve")))) as ws:
                 assert (await recv(ws))["type"] == "@@wsgate/WELCOME"
             assert issuer.hits == 1
+
+
+async def test_auth_on_an_open_connection_is_not_accepted_and_changes_nothing() -> None:
+    async with running(jwt_config()) as gw, connect(gw, {"Cookie": gw.cookie("carol")}) as ws:
+        p = Peer(ws)
+        assert (await p.recv())["payload"]["userId"] == "carol"
+        await p.send("@@wsgate/AUTH", {"token": hs256(claims("mallory"))}, id="a")
+        error = await p.expect("@@wsgate/ERROR")
+        assert error["payload"]["code"] == "NO_ROUTE" and error["meta"]["inReplyTo"] == "a"
+        [conn] = gw.node.gateway.pool.connections.values()  # type: ignore[union-attr]
+        assert conn.principal.sub == "carol" and conn.principal.auth == "cookie"
