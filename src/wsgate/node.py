@@ -308,6 +308,8 @@ class Node:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self.authenticate.tokens is not None:
+            await self.authenticate.tokens.aclose()
         # Each of these owns sockets: one failing must not leave the others open.
         try:
             await self.invoker.aclose()

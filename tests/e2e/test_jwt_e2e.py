@@ -345,3 +345,15 @@ async def test_auth_on_an_open_connection_is_not_accepted_and_changes_nothing() 
         assert error["payload"]["code"] == "NO_ROUTE" and error["meta"]["inReplyTo"] == "a"
         [conn] = gw.node.gateway.pool.connections.values()  # type: ignore[union-attr]
         assert conn.principal.sub == "carol" and conn.principal.auth == "cookie"
+
+
+async def test_stopping_the_node_ends_a_jwks_fetch_in_flight() -> None:
+    pair = rsa_pair("k1")
+    async with jwks_server([pair]) as issuer:
+        issuer.gate = asyncio.Event()  # the issuer hangs (until the server's own 5 s limit)
+        config = make_config(auth={"jwt": {"jwks_url": issuer.url}})
+        async with running(config) as gw, connect(gw, bearer(pair.sign(claims("dan")))):
+            await eventually(lambda: issuer.hits == 1, what="a fetch in flight")
+        fetches = [t for t in asyncio.all_tasks() if "JwksCache._fetch" in repr(t.get_coro())]
+        assert [t for t in fetches if not t.done()] == []
+        issuer.gate.set()

@@ -17,6 +17,7 @@ never serve as an HMAC secret (the HS/RS confusion).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -159,6 +160,14 @@ class JwksCache:
             self._inflight = task
         await asyncio.shield(self._inflight)
         return True
+
+    async def aclose(self) -> None:
+        """End a fetch in flight (the node stops); later :meth:`refresh` calls fetch anew."""
+        task = self._inflight
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _fetched(self, task: asyncio.Task[None]) -> None:
         self._inflight = None

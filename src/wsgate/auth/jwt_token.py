@@ -124,6 +124,11 @@ class TokenVerifier:
     def from_config(cls, config: JwtConfig, *, skew_s: int) -> TokenVerifier:
         return cls(config, skew_s=skew_s, jwks=JwksCache.from_config(config))
 
+    async def aclose(self) -> None:
+        """Stop the JWKS fetch in flight, if any (the node stops)."""
+        if self.jwks is not None:
+            await self.jwks.aclose()
+
     async def verify(self, token: str, *, now: float | None = None) -> TokenPrincipal:
         """The principal of ``token``, or raise ``TokenInvalid``/``TokenExpired``.
 
