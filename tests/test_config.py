@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from wsgate.config import Config, ServiceConfig, from_mapping, load
+from wsgate.config import AuthConfig, Config, JwtConfig, ServiceConfig, from_mapping, load
 from wsgate.core.limits import parse_rate
 from wsgate.exceptions import ConfigError
 
@@ -48,7 +48,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "auth": {
         "cookie_name": "wsgate_session", "keys": [], "keys_file": "", "securecookie_hash_key": "",
         "securecookie_block_key": "", "sign_in_url": "/sign-in", "allow_anonymous": False,
-        "cookie_ttl_s": 86400,
+        "cookie_ttl_s": 86400, "clock_skew_s": 60, "first_message_ms": 5000, "jwt": None,
     },
     "broker": {"url": "memory://", "prefix": "wsgate", "presence_ttl_s": 10.0},
     "presence": {"batch_ms": 50, "max_members": 100, "large_batch_ms": 1000},
@@ -285,6 +285,10 @@ def _type_keys(kind: Any, name: str) -> set[str]:
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
         return _struct_keys(kind, f"{name}.")
+    if isinstance(kind, types.UnionType) and len(args) == 2 and type(None) in args:
+        (inner,) = (arg for arg in args if arg is not type(None))  # an optional table: [auth.jwt]
+        if isinstance(inner, type) and issubclass(inner, msgspec.Struct):
+            return _struct_keys(inner, f"{name}.")
     if origin is dict and isinstance(args[1], type) and issubclass(args[1], msgspec.Struct):
         return _struct_keys(args[1], f"{name}.<n>.")
     if origin is list and isinstance(args[0], type) and issubclass(args[0], msgspec.Struct):
@@ -366,7 +370,8 @@ def _code_default(key: str) -> Any:
     if key.startswith("services.<n>."):
         field = {f.name: f for f in msgspec.structs.fields(ServiceConfig)}[key.split(".")[2]]
         return msgspec.to_builtins(field.default)
-    node: Any = msgspec.to_builtins(Config())
+    # The optional [auth.jwt] table is absent by default: its keys' defaults are JwtConfig's.
+    node: Any = msgspec.to_builtins(Config(auth=AuthConfig(jwt=JwtConfig())))
     for part in key.split("."):
         node = node[part]
     return node
