@@ -48,7 +48,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "auth": {
         "cookie_name": "wsgate_session", "keys": [], "keys_file": "", "securecookie_hash_key": "",
         "securecookie_block_key": "", "sign_in_url": "/sign-in", "allow_anonymous": False,
-        "cookie_ttl_s": 86400, "clock_skew_s": 60, "first_message_ms": 5000, "jwt": None,
+        "cookie_ttl_s": 86400, "clock_skew_s": 60, "first_message_ms": 5000,
+        "expiry_warning_s": 60, "refresh_url": "", "revocation_ttl_s": 86400,
+        "revocation_poll_ms": 1000, "jwt": None,
     },
     "broker": {"url": "memory://", "prefix": "wsgate", "presence_ttl_s": 10.0},
     "presence": {"batch_ms": 50, "max_members": 100, "large_batch_ms": 1000},

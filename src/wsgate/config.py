@@ -181,6 +181,16 @@ class AuthConfig(_Section):
     first_message_ms: Positive = 5000
     """With ``[auth.jwt]``: how long an upgrade without cookie or bearer token may
     take to send ``@@wsgate/AUTH``."""
+    expiry_warning_s: NonNegative = 60
+    """Seconds before an open connection's credential expires that it gets
+    ``@@wsgate/SESSION_EXPIRING`` (0: no warning; it still closes 4401 at ``exp``)."""
+    refresh_url: str = ""
+    """Where a cookie page gets a short-lived refresh token for ``@@wsgate/REFRESH``
+    (sent in SESSION_EXPIRING as ``refreshUrl``; the gateway never calls it)."""
+    revocation_ttl_s: Positive = 86400
+    """How long a revocation is held: the longest lifetime of a credential it covers."""
+    revocation_poll_ms: Positive = 1000
+    """How often a node re-reads the cluster's revocations (their staleness bound)."""
     jwt: JwtConfig | None = None
     """Connection tokens; ``None`` (no ``[auth.jwt]`` table): cookies only."""
 
@@ -301,6 +311,9 @@ class ChannelRule(_Section):
     roles: list[str] = msgspec.field(default_factory=list)
     teams: list[str] = msgspec.field(default_factory=list)
     orgs: list[str] = msgspec.field(default_factory=list)
+    token: bool = False
+    """A join needs ``JOIN {channel, token}``: a JWT whose ``channel`` and ``sub``
+    claims name the channel and the user (adds to the other rules)."""
 
 
 class RateLimitRule(_Section):

@@ -25,11 +25,12 @@ from wsgate.auth.handshake import Authenticator
 from wsgate.auth.jwt_gate import TokenAdmission
 from wsgate.auth.keyring import KeyRing
 from wsgate.auth.policy import ChannelPolicy
+from wsgate.auth.sessions import SessionLifetime
 from wsgate.backends import open_backend
 from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
 from wsgate.cluster.bus import ClusterBus
 from wsgate.config import Config, parse_listen
-from wsgate.core.gateway import Admission, Attached, Gateway
+from wsgate.core.gateway import Admission, Attached, Gateway, Observer
 from wsgate.core.limits import Limiter, parse_rate
 from wsgate.core.presence import PresenceBatcher
 from wsgate.exceptions import ConfigError
@@ -176,6 +177,17 @@ class Node:
         attached: list[Attached] = [self.upstream] if bus is None else [self.upstream, bus]
         if self.tokens is not None:
             attached.append(self.tokens)
+        self.sessions = SessionLifetime(
+            loop,
+            tokens,
+            warning_s=config.auth.expiry_warning_s,
+            skew_s=config.auth.clock_skew_s,
+            sign_in_url=config.auth.sign_in_url,
+            refresh_url=config.auth.refresh_url,
+        )
+        attached.append(self.sessions)
+        observers: list[Observer] = [self.upstream] if bus is None else [self.upstream, bus]
+        observers.append(self.sessions)
         self._history = MemoryHistory(
             config.history.size, config.history.ttl_s, max_channels=config.history.max_channels
         )
@@ -190,7 +202,7 @@ class Node:
             presence=presence,
             limiter=Limiter(config.limits, config.rate_limits, MemoryRateLimits(), loop.time),
             upstream=self.upstream,
-            observers=[self.upstream] if bus is None else [self.upstream, bus],
+            observers=observers,
             gates=[self.upstream] if bus is None else [self.upstream, bus],
             admission=admission,
             intercept=self.tokens,
@@ -310,6 +322,8 @@ class Node:
             self._sweeper = None
         if self.authenticate.tokens is not None:
             await self.authenticate.tokens.aclose()
+        if self.gateway is not None:
+            self.sessions.wheel.close()
         # Each of these owns sockets: one failing must not leave the others open.
         try:
             await self.invoker.aclose()

@@ -26,7 +26,7 @@ from wsgate.core.limits import Limiter, SharedCheck, retry_ms
 from wsgate.core.pool import Channel, Pool
 from wsgate.core.presence import PresenceBatcher
 from wsgate.protocol import builtins as bi
-from wsgate.protocol.address import Address
+from wsgate.protocol.address import Address, parse_address
 from wsgate.protocol.codes import CloseCode, ErrorCode
 from wsgate.protocol.envelope import MAX_DEPTH
 from wsgate.transport.base import Sink
@@ -246,6 +246,26 @@ class Gateway:
             return False
         conn.principal = principal
         return True
+
+    def renewed(self, conn: Connection, principal: Principal) -> None:
+        """An open connection's credential was refreshed (``@@wsgate/REFRESH``):
+        take ``principal``, then re-check every view it is in with the policy.
+
+        A view the new claims no longer allow is left (presence, observers, as
+        :meth:`leave`) and the client gets ``LEFT {channel, reason}``. The
+        caller checked that the user and the hubs are unchanged; hubs stay.
+        Ignored when the connection is not ``OPEN`` or ``HELD``.
+        """
+        if conn.state is not State.OPEN and conn.state is not State.HELD:
+            return
+        conn.principal = principal
+        for address in sorted(conn.channels or ()):
+            parsed = parse_address(address)
+            if parsed is not None and self.policy.allows(principal, parsed):
+                continue
+            if self.leave(conn, address):
+                reason = "the refreshed session no longer allows this channel"
+                conn.send_action(bi.LEFT, {"channel": address, "reason": reason})
 
     def _too_many(self, conn: Connection, refusal: tuple[str, float]) -> None:
         reason, wait = refusal

@@ -20,6 +20,8 @@ __all__ = [
     "PING",
     "PONG",
     "PRESENCE",
+    "REFRESH",
+    "SESSION_EXPIRING",
     "WELCOME",
     "AuthPayload",
     "ErrorPayload",
@@ -29,6 +31,8 @@ __all__ = [
     "Member",
     "NavigatePayload",
     "PresencePayload",
+    "RefreshPayload",
+    "SessionExpiringPayload",
     "WelcomePayload",
 ]
 
@@ -39,6 +43,8 @@ JOIN: Final = "@@wsgate/JOIN"
 LEAVE: Final = "@@wsgate/LEAVE"
 NAVIGATE: Final = "@@wsgate/NAVIGATE"
 PING: Final = "@@wsgate/PING"
+REFRESH: Final = "@@wsgate/REFRESH"
+"""The answer to SESSION_EXPIRING: ``{token}`` (new claims), or ``{}`` (a refreshed cookie)."""
 # gateway -> client
 WELCOME: Final = "@@wsgate/WELCOME"
 JOINED: Final = "@@wsgate/JOINED"
@@ -46,6 +52,8 @@ LEFT: Final = "@@wsgate/LEFT"
 PONG: Final = "@@wsgate/PONG"
 PRESENCE: Final = "@@wsgate/PRESENCE"
 ERROR: Final = "@@wsgate/ERROR"
+SESSION_EXPIRING: Final = "@@wsgate/SESSION_EXPIRING"
+"""``auth.expiry_warning_s`` before the credential's ``exp``: answer REFRESH."""
 # lifecycle events for services
 CONNECT: Final = "@@wsgate/CONNECT"
 """The connect hook's event: routed to a service, answered before WELCOME."""
@@ -66,6 +74,20 @@ class JoinPayload(msgspec.Struct, forbid_unknown_fields=True):
     channel: str
     since: Offset | None = None
     """Last ``meta.offset`` seen; missed actions are replayed after JOINED."""
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=8192)] | None = None
+    """A channel token (a JWT naming ``channel`` and the user) for a ``token = true`` channel."""
+
+
+class RefreshPayload(msgspec.Struct, forbid_unknown_fields=True):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=8192)] | None = None
+    """A connection token with the session's new claims; absent: the cookie path."""
+
+
+class SessionExpiringPayload(msgspec.Struct, omit_defaults=True):
+    exp: int
+    """When the credential expires, Unix seconds."""
+    refreshUrl: str | None = None
+    """``auth.refresh_url``: where a cookie page gets a refresh token."""
 
 
 class LeavePayload(msgspec.Struct, forbid_unknown_fields=True):

@@ -1,0 +1,139 @@
+"""Session lifetime end to end: SESSION_EXPIRING, REFRESH, close 4401 at ``exp``.
+
+A real node, real WebSocket clients; credentials with an ``exp`` a few seconds
+away (``clock_skew_s = 0``, so the one time rule calls them expired at ``exp``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from ..auth.tokens import SECRET, hs256
+from ..helpers import eventually
+from .gateway import ORIGIN, Peer, Running, make_config, running
+
+WARNING_S = 2
+
+
+def session_config(**auth: Any) -> Any:
+    return make_config(auth={"expiry_warning_s": WARNING_S, "clock_skew_s": 0,
+                             "refresh_url": "/session/refresh", **auth})
+
+
+def token_config() -> Any:
+    return session_config(jwt={"secret": SECRET})
+
+
+def token(sub: str = "dan", exp_in: int = 600, **extra: Any) -> str:
+    now = int(time.time())
+    return hs256({"sub": sub, "org": "acme", "iat": now, "exp": now + exp_in, **extra})
+
+
+@contextlib.asynccontextmanager
+async def token_peer(gw: Running, value: str) -> AsyncIterator[Peer]:
+    async with websockets.connect(gw.url, origin=ORIGIN, open_timeout=5,  # type: ignore[arg-type]
+                                  additional_headers={"Authorization": f"Bearer {value}"}) as ws:
+        peer = Peer(ws)
+        welcome = await peer.recv()
+        assert welcome["type"] == "@@wsgate/WELCOME", welcome
+        peer.welcome = welcome["payload"]
+        yield peer
+
+
+async def closed_with(peer: Peer, code: int, timeout: float = 6.0) -> list[dict[str, Any]]:
+    """Read until the close; assert its code; return what came before it."""
+    seen: list[dict[str, Any]] = []
+    with pytest.raises(ConnectionClosed) as closed:
+        for _ in range(100):
+            seen.append(await peer.recv(timeout))
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == code, seen
+    return seen
+
+
+async def past(moment: float) -> None:
+    """Wait (bounded, polling the clock) until the wall clock is past ``moment``."""
+    await eventually(lambda: time.time() > moment, timeout=moment - time.time() + 3,
+                     what=f"the clock past {moment}")
+
+
+async def test_a_cookie_session_is_warned_then_closed_4401_at_exp() -> None:
+    async with running(session_config()) as gw:
+        exp = int(time.time()) + WARNING_S + 2
+        async with gw.peer("ann", exp=exp) as peer:
+            warned = await peer.expect("@@wsgate/SESSION_EXPIRING", timeout=5)
+            assert warned["payload"] == {"exp": exp, "refreshUrl": "/session/refresh"}
+            assert time.time() >= exp - WARNING_S - 0.01
+            before = await closed_with(peer, 4401)
+            assert time.time() >= exp
+            errors = [a for a in before if a["type"] == "@@wsgate/ERROR"]
+            assert errors[-1]["payload"] == {"code": "UNAUTHENTICATED", "signInUrl": "/sign-in",
+                                             "message": "the session expired"}
+        await eventually(lambda: gw.node.sessions.tracked == 0, what="the wheel freed")
+
+
+async def test_a_token_session_refreshed_outlives_its_first_exp() -> None:
+    async with running(token_config()) as gw:
+        first = token(exp_in=WARNING_S + 2)
+        async with token_peer(gw, first) as peer:
+            warned = await peer.expect("@@wsgate/SESSION_EXPIRING", timeout=5)
+            old_exp = warned["payload"]["exp"]
+            await peer.send("@@wsgate/REFRESH", {"token": token(exp_in=600)})
+            await past(old_exp + 1.5)
+            await peer.send("@@wsgate/PING", {"n": 1}, id="p")
+            pong = await peer.expect("@@wsgate/PONG")
+            assert pong["payload"] == {"n": 1}
+            assert gw.node.sessions.tracked == 1
+
+
+async def test_a_token_session_without_refresh_closes_4401_at_exp() -> None:
+    async with running(token_config()) as gw, token_peer(gw, token(exp_in=WARNING_S + 1)) as peer:
+        before = await closed_with(peer, 4401)
+        assert [a["type"] for a in before][:1] == ["@@wsgate/SESSION_EXPIRING"]
+        assert before[-1]["payload"]["signInUrl"] == "/sign-in"
+
+
+async def test_a_refresh_that_drops_a_team_leaves_the_team_view() -> None:
+    async with running(token_config()) as gw, token_peer(gw, token(teams=["red", "blue"])) as peer:
+        assert (await peer.join("acme:team/red"))["type"] == "@@wsgate/JOINED"
+        assert (await peer.join("acme:team/blue"))["type"] == "@@wsgate/JOINED"
+        await peer.send("@@wsgate/REFRESH", {"token": token(teams=["blue"])})
+        left = await peer.expect("@@wsgate/LEFT")
+        assert left["payload"]["channel"] == "acme:team/red"
+        assert left["payload"]["reason"]
+        conn = gw.node.gateway.pool.connections[peer.id]  # type: ignore[union-attr]
+        assert conn.channels == {"acme:team/blue"}
+        assert conn.principal.teams == ("blue",)
+        again = await peer.join("acme:team/red")
+        assert again["payload"]["code"] == "FORBIDDEN"
+
+
+async def test_a_refresh_naming_another_user_is_refused_and_changes_nothing() -> None:
+    async with running(token_config()) as gw, token_peer(gw, token("dan", exp_in=WARNING_S + 2)) as peer:
+        await peer.send("@@wsgate/REFRESH", {"token": token("eve")}, id="r")
+        error = await peer.expect("@@wsgate/ERROR")
+        assert error["meta"]["inReplyTo"] == "r" and error["payload"]["code"] == "FORBIDDEN"
+        await peer.send("@@wsgate/REFRESH", {"token": "not-a-jwt"}, id="r2")
+        error = await peer.expect("@@wsgate/ERROR")
+        assert error["payload"]["code"] == "UNAUTHENTICATED"
+        await closed_with(peer, 4401)  # the old deadline stands
+
+
+async def test_a_cookie_refresh_without_a_token_reconnects_to_read_the_new_cookie() -> None:
+    async with running(session_config()) as gw, gw.peer("ann") as peer:
+        await peer.send("@@wsgate/REFRESH", {})
+        await closed_with(peer, 1012)
+
+
+async def test_a_token_refresh_without_a_token_is_a_bad_request() -> None:
+    async with running(token_config()) as gw, token_peer(gw, token()) as peer:
+        await peer.send("@@wsgate/REFRESH", {}, id="r")
+        error = await peer.expect("@@wsgate/ERROR")
+        assert error["payload"]["code"] == "BAD_REQUEST", json.dumps(error)
