@@ -25,9 +25,11 @@ from wsgate.auth.handshake import Authenticator
 from wsgate.auth.jwt_gate import TokenAdmission
 from wsgate.auth.keyring import KeyRing
 from wsgate.auth.policy import ChannelPolicy
+from wsgate.auth.revocations import Revocations
 from wsgate.auth.sessions import SessionLifetime
 from wsgate.backends import open_backend
 from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
+from wsgate.backends.revocations import open_revocations
 from wsgate.cluster.bus import ClusterBus
 from wsgate.config import Config, parse_listen
 from wsgate.core.gateway import Admission, Attached, Gateway, Observer
@@ -123,6 +125,9 @@ class Node:
         self._api_runner: web.AppRunner | None = None
         self._api_port = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self.revocations: Revocations | None = None
+        """The cluster's revocations, cached (open once :meth:`start` ran)."""
+        self._revocation_poll: asyncio.Task[None] | None = None
 
     @property
     def api_port(self) -> int:
@@ -162,6 +167,7 @@ class Node:
             authorize_ttl_s=config.routing.authorize_cache_s,
         )
         bus = await self._open_cluster() if self.clustered else None
+        await self._open_revocations()
         admission: Admission = self.upstream if bus is None else bus.limits
         tokens = self.authenticate.tokens
         self.tokens: TokenAdmission | None = None
@@ -218,6 +224,8 @@ class Node:
             await bus.start()
         await self._start_api()
         self._sweeper = loop.create_task(self._sweep())
+        if self.clustered:
+            self._revocation_poll = loop.create_task(self._poll_revocations())
         try:
             self.listener = await start_listener(
                 handler=self.gateway,
@@ -253,6 +261,39 @@ class Node:
             max_connections_per_user=config.limits.max_connections_per_user,
         )
 
+    async def _open_revocations(self) -> None:
+        """Open the revocation store and give its cache to the cookie and token checks."""
+        config = self.config
+        try:
+            store = await open_revocations(
+                config.broker.url, prefix=config.broker.prefix, ttl_s=config.auth.revocation_ttl_s
+            )
+        except (OSError, ConnectionError) as exc:
+            raise ConfigError("broker.url", f"cannot open the revocation store: {exc}") from None
+        self.revocations = Revocations(store, ttl_s=config.auth.revocation_ttl_s)
+        self.authenticate.revocations = self.revocations
+        if self.authenticate.tokens is not None:
+            self.authenticate.tokens.revocations = self.revocations
+        try:
+            await self.revocations.refresh()  # what the cluster holds, before the first upgrade
+        except Exception as exc:  # the store's driver error: the poll retries
+            log.warning("revocations: first read failed: %r", exc)
+
+    async def _poll_revocations(self) -> None:
+        """Every ``auth.revocation_poll_ms``: merge the cluster's revocations, and close
+        (4403) the connections here that news covers. A failed read is logged and retried."""
+        assert self.revocations is not None and self.gateway is not None
+        every_s = self.config.auth.revocation_poll_ms / 1000
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                news = await self.revocations.refresh()
+            except Exception as exc:  # the store's driver error: keep the cache, try again
+                log.warning("revocations: read failed: %r", exc)
+                continue
+            if news:
+                self.revocations.enforce(self.gateway.pool.connections.values())
+
     async def _start_api(self) -> None:
         assert self.gateway is not None
         aws = {c.access_key_id: c.secret_access_key for c in self.config.api.aws.credentials}
@@ -262,6 +303,7 @@ class Node:
             aws_secrets=aws,
             aws_region=self.config.api.aws.region,
             bus=self.bus,
+            revocations=self.revocations,
         )
         if not self._api_keys:
             log.warning("no [api] keys: the internal API refuses every /v1 request")
@@ -320,6 +362,9 @@ class Node:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._revocation_poll is not None:
+            self._revocation_poll.cancel()
+            self._revocation_poll = None
         if self.authenticate.tokens is not None:
             await self.authenticate.tokens.aclose()
         if self.gateway is not None:
@@ -333,7 +378,11 @@ class Node:
                     bus, self.bus = self.bus, None
                     await bus.close()
             finally:
-                if self._api_runner is not None:
-                    runner, self._api_runner = self._api_runner, None
-                    await runner.cleanup()
+                try:
+                    if self._api_runner is not None:
+                        runner, self._api_runner = self._api_runner, None
+                        await runner.cleanup()
+                finally:
+                    if self.revocations is not None:
+                        await self.revocations.store.close()
 

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
 
 from tests.backends.conftest import Make
 from tests.helpers import eventually
 from tests.helpers import eventually as eventually_async
-from wsgate.backends.base import Backend, Delivery, Registration
+from wsgate.backends.base import Backend, Delivery, Registration, RevocationStore
+from wsgate.backends.revocations import open_revocations
 
 
 async def node(make: Make, name: str, **kw: float) -> tuple[Backend, list[Delivery]]:
@@ -276,3 +281,47 @@ async def test_registry_put_all_delete_expiry(backend_factory: Make) -> None:
     assert soon in await b.registry.all()
     await asyncio.sleep(0.25)
     assert await b.registry.all() == [renewed]
+
+
+# Revocations -----------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis", "nats"])
+async def revocation_stores(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[[float], Awaitable[RevocationStore]]]:
+    """Opens stores of one prefix (as several nodes would); closes them after the test."""
+    kind: str = request.param
+    url = "memory://rev" if kind == "memory" else request.getfixturevalue(f"{kind}_proc").url
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    opened: list[RevocationStore] = []
+
+    async def make(ttl_s: float) -> RevocationStore:
+        store = await asyncio.wait_for(open_revocations(url, prefix=prefix, ttl_s=ttl_s), 10.0)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+async def test_revocations_are_shared_merged_and_expire(
+    revocation_stores: Callable[[float], Awaitable[RevocationStore]],
+) -> None:
+    a, b = await revocation_stores(1.0), await revocation_stores(1.0)
+    assert await a.all() == {}
+    await a.put("sid:s-1", 100.0, 30.0)
+    await a.put("user:ann", 200.0, 30.0)
+    assert await b.all() == {"sid:s-1": 100.0, "user:ann": 200.0}
+    await b.put("user:ann", 150.0, 30.0)  # an earlier "not before" never wins
+    await b.put("user:ann", 250.0, 30.0)
+    assert (await a.all())["user:ann"] == 250.0
+    await a.put("user:brief/ü.x", 300.0, 1.0)  # any characters in a user id
+    assert (await b.all())["user:brief/ü.x"] == 300.0
+
+    async def gone() -> bool:
+        return "user:brief/ü.x" not in await b.all()
+
+    await eventually_async(gone, timeout=4.0, what="the brief revocation expired")
+    assert set(await a.all()) == {"sid:s-1", "user:ann"}

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
@@ -137,3 +138,77 @@ async def test_a_token_refresh_without_a_token_is_a_bad_request() -> None:
         await peer.send("@@wsgate/REFRESH", {}, id="r")
         error = await peer.expect("@@wsgate/ERROR")
         assert error["payload"]["code"] == "BAD_REQUEST", json.dumps(error)
+
+
+# Revocation that sticks (one node; tests/cluster/test_revocation.py for three) ----
+
+API_AUTH = {"Authorization": "Bearer test-api-key"}
+
+
+async def api(gw: Running, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.request(
+        method, f"{gw.node.api_url}{path}", json=body, headers=API_AUTH
+    ) as resp:
+        return resp.status, await resp.json()
+
+
+async def refused_at_handshake(gw: Running, cookie: str) -> None:
+    """The upgrade with ``cookie`` gets ERROR UNAUTHENTICATED, then close 4401."""
+    async with websockets.connect(gw.url, origin=ORIGIN, open_timeout=5,  # type: ignore[arg-type]
+                                  additional_headers={"Cookie": cookie}) as ws:
+        peer = Peer(ws)
+        before = await closed_with(peer, 4401)
+        assert [a["payload"]["code"] for a in before] == ["UNAUTHENTICATED"], before
+
+
+async def test_deleting_a_users_connections_refuses_the_same_cookie_at_the_next_handshake() -> None:
+    async with running(session_config()) as gw:
+        cookie = gw.cookie("ann", iat=int(time.time()) - 5)
+        async with gw.peer(None, cookie=cookie) as peer:
+            status, body = await api(gw, "DELETE", "/v1/users/ann/connections")
+            assert (status, body) == (200, {"disconnected": 1})
+            await closed_with(peer, 4403)
+        await refused_at_handshake(gw, cookie)
+        assert gw.node.authenticate.refusals["revoked"] == 1
+        async with gw.peer("bob"):  # another user is not affected
+            pass
+
+
+async def test_a_revoked_session_id_closes_4403_and_its_cookie_is_refused() -> None:
+    async with running(session_config()) as gw:
+        revoked, kept = gw.cookie("ann", sid="s-1"), gw.cookie("ann", sid="s-2")
+        async with gw.peer(None, cookie=revoked) as one, gw.peer(None, cookie=kept) as two:
+            status, body = await api(gw, "POST", "/v1/revocations", {"sid": "s-1"})
+            assert status == 200 and body["revoked"] == "sid:s-1" and body["disconnected"] == 1
+            await closed_with(one, 4403)
+            await two.send("@@wsgate/PING", {}, id="p")
+            assert (await two.expect("@@wsgate/PONG"))["meta"]["inReplyTo"] == "p"
+        await refused_at_handshake(gw, revoked)
+
+
+async def test_a_user_revoked_not_before_refuses_older_tokens_and_a_refresh_with_them() -> None:
+    async with running(token_config()) as gw:
+        now = int(time.time())
+        old = hs256({"sub": "dan", "org": "acme", "iat": now - 30, "exp": now + 600})
+        new = hs256({"sub": "dan", "org": "acme", "iat": now, "exp": now + 600})
+        async with token_peer(gw, new) as peer:
+            status, _ = await api(gw, "POST", "/v1/revocations", {"user": "dan",
+                                                                 "notBefore": now - 10})
+            assert status == 200
+            await peer.send("@@wsgate/REFRESH", {"token": old}, id="r")
+            error = await peer.expect("@@wsgate/ERROR")
+            assert error["payload"]["code"] == "UNAUTHENTICATED"
+        async with websockets.connect(gw.url, origin=ORIGIN, open_timeout=5,  # type: ignore[arg-type]
+                                      additional_headers={"Authorization": f"Bearer {old}"}) as ws:
+            await closed_with(Peer(ws), 4401)
+        assert gw.node.authenticate.tokens is not None
+        assert gw.node.authenticate.tokens.refusals["revoked"] == 2
+
+
+@pytest.mark.parametrize("body", [{}, {"sid": "a", "user": "b"}, {"sid": "a", "notBefore": 1},
+                                  {"sid": ""}, {"other": 1}])
+async def test_a_bad_revocation_is_refused(body: dict[str, Any]) -> None:
+    async with running(session_config()) as gw:
+        status, answer = await api(gw, "POST", "/v1/revocations", body)
+        assert status == 400 and answer["error"]
+        assert gw.node.revocations is not None and len(gw.node.revocations) == 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from wsgate.auth.revocations import Revocations
 from wsgate.cluster.bus import ClusterBus
 from wsgate.core.gateway import Gateway
 from wsgate.routing.table import RouteTable
@@ -25,6 +26,8 @@ class ApiState:
     """``[api.aws] region``: the region ``@connections`` signatures must name."""
     bus: ClusterBus | None = None
     """In a cluster: reaches connections on other nodes."""
+    revocations: Revocations | None = None
+    """``POST /v1/revocations`` records here (``None``: answered 503)."""
 
 
 STATE: web.AppKey[ApiState] = web.AppKey("wsgate_state", ApiState)

@@ -7,11 +7,14 @@ and a message fit for the calling service (never internal details).
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import msgspec
 from aiohttp import web
 
-from wsgate.api.state import STATE, json_error, remote_bus
+from wsgate.api.state import STATE, ApiState, json_error, remote_bus
+from wsgate.auth.revocations import sid_key, user_key
 from wsgate.cluster.query import ANSWER_TIMEOUT_S, Found
 from wsgate.cluster.views import describe, local_hubs
 from wsgate.core.connection import Connection
@@ -39,6 +42,17 @@ class _Registration(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _registration = msgspec.json.Decoder(_Registration)
+
+
+class _Revocation(msgspec.Struct, forbid_unknown_fields=True):
+    sid: str | None = None
+    user: str | None = None
+    notBefore: float | None = None
+    """With ``user``: credentials issued at or before it are refused (default: now)."""
+
+
+_revocation = msgspec.json.Decoder(_Revocation)
+log = logging.getLogger("wsgate.api")
 
 
 def _connection(request: web.Request) -> Connection | web.Response:
@@ -98,7 +112,8 @@ async def delete_connection(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/users/{user}/connections")
 async def delete_user_connections(request: web.Request) -> web.Response:
-    """Revocation: every tab of the user is closed with 4403 (do not reconnect)."""
+    """Revocation: every tab of the user is closed with 4403 (do not reconnect), and a
+    "not before now" revocation refuses the user's current credentials at the next handshake."""
     state = request.app[STATE]
     user = request.match_info["user"]
     tabs = list(state.gateway.pool.users.get(UserId(user), {}).values())
@@ -106,7 +121,57 @@ async def delete_user_connections(request: web.Request) -> web.Response:
         conn.sink.close(CloseCode.FORBIDDEN, "session revoked")
     if state.bus is not None:  # and on every other node
         state.bus.disconnect_user(user, CloseCode.FORBIDDEN, "session revoked")
+    failed = await _revoke(state, user_key(user), float(int(time.time())))
+    if failed is not None:
+        return failed
     return web.json_response({"disconnected": len(tabs)})
+
+
+@routes.post("/v1/revocations")
+async def revoke(request: web.Request) -> web.Response:
+    """``{sid}`` or ``{user, notBefore?}``: held cluster-wide for ``auth.revocation_ttl_s``.
+
+    This node closes the connections it covers at once (4403); the others at
+    their next read of the store (``auth.revocation_poll_ms``). ``200
+    {revoked, notBefore, disconnected}`` (``disconnected``: on this node).
+    """
+    try:
+        body = _revocation.decode(await request.read())
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return json_error(400, f"bad revocation: {exc}")
+    if (body.sid is None) == (body.user is None) or not (body.sid or body.user):
+        return json_error(400, "give exactly one of sid and user")
+    if body.sid is not None and body.notBefore is not None:
+        return json_error(400, "notBefore goes with user")
+    state = request.app[STATE]
+    if body.sid is not None:
+        key, not_before = sid_key(body.sid), time.time()
+    else:
+        assert body.user is not None
+        key = user_key(body.user)
+        not_before = float(int(time.time())) if body.notBefore is None else body.notBefore
+    failed = await _revoke(state, key, not_before)
+    if failed is not None:
+        return failed
+    assert state.revocations is not None
+    closed = state.revocations.enforce(state.gateway.pool.connections.values())
+    return web.json_response({"revoked": key, "notBefore": not_before, "disconnected": closed})
+
+
+async def _revoke(state: ApiState, key: str, not_before: float) -> web.Response | None:
+    """Record the revocation here and in the store; an error answer when that failed."""
+    if state.revocations is None:
+        return json_error(503, "revocations are not available on this node")
+    try:
+        await asyncio.wait_for(state.revocations.revoke(key, not_before), REVOKE_TIMEOUT_S)
+    except Exception as exc:  # the store's driver error, or its timeout
+        log.warning("revocation %s: the store failed: %r", key, exc)
+        return json_error(503, "the revocation store did not answer: held on this node only")
+    return None
+
+
+REVOKE_TIMEOUT_S = 5.0
+"""How long a revocation waits for the cluster's store."""
 
 
 @routes.put("/v1/connections/{id}/channels/{addr:.+}")

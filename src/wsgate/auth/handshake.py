@@ -25,6 +25,7 @@ from wsgate.auth.cookie import CookieCodec, check_times
 from wsgate.auth.jwt_token import TokenVerifier, bearer_token
 from wsgate.auth.keyring import KeyRing
 from wsgate.auth.principal import ANONYMOUS, AwaitingToken, Principal
+from wsgate.auth.revocations import Revocations
 from wsgate.auth.securecookie import SecureCookieCodec
 from wsgate.config import AuthConfig
 from wsgate.exceptions import CookieExpired, CookieInvalid
@@ -113,8 +114,10 @@ class Authenticator:
         if auth.jwt is not None:
             self.tokens = TokenVerifier.from_config(auth.jwt, skew_s=auth.clock_skew_s)
         self.refusals: Counter[str] = Counter()
-        """Why requests got no principal: ``missing``, ``invalid``, ``expired``
-        (for metrics; counts may be approximate under threads)."""
+        """Why requests got no principal: ``missing``, ``invalid``, ``expired``,
+        ``revoked`` (for metrics; counts may be approximate under threads)."""
+        self.revocations: Revocations | None = None
+        """Set by the node once its store is open: a covered cookie is refused."""
         self._ring = ring
         self._opened: dict[str, Principal] = {}
         """Cookie value → its principal, for values that opened under the
@@ -171,6 +174,9 @@ class Authenticator:
                 continue
             if principal.anonymous:  # a cookie must name a user
                 reason = "invalid"
+                continue
+            if self.revocations is not None and self.revocations.covers(principal):
+                reason = "revoked"
                 continue
             return principal
         self.refusals[reason] += 1

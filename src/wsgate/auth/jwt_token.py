@@ -14,10 +14,11 @@ in ``Authorization: Bearer`` or in ``@@wsgate/AUTH``. In order:
    not (RFC 7519 §4.1.3); ``iss`` must equal ``issuer`` when that is set; the
    claims are mapped to the principal; ``sub`` must be a non-empty string;
 5. the times go through :func:`~wsgate.auth.claims.time_fault`, the rule
-   cookies are judged by too (``exp`` required).
+   cookies are judged by too (``exp`` required);
+6. a revocation (:mod:`wsgate.auth.revocations`) covering the principal refuses it.
 
 A verified token is remembered (bounded, forgotten when the JWKS changes), and
-a remembered one is judged by step 5 again on every use. Failures raise
+a remembered one is judged by steps 5 and 6 again on every use. Failures raise
 :class:`~wsgate.exceptions.TokenInvalid` or :class:`~wsgate.exceptions.TokenExpired`
 and are counted in :attr:`TokenVerifier.refusals`; messages never echo the token.
 """
@@ -32,6 +33,7 @@ import jwt
 from wsgate.auth.claims import CLOCK_SKEW_S, EXPIRED, time_fault
 from wsgate.auth.jwt_keys import JwksCache, StaticKeys
 from wsgate.auth.principal import TokenPrincipal
+from wsgate.auth.revocations import Revocations
 from wsgate.config import JwtConfig
 from wsgate.exceptions import TokenExpired, TokenInvalid
 
@@ -114,7 +116,9 @@ class TokenVerifier:
         self.keys = StaticKeys(config)
         self.jwks = jwks
         self.refusals: Counter[str] = Counter()
-        """Why tokens were refused: ``invalid``, ``expired``, ``unknown key``."""
+        """Why tokens were refused: ``invalid``, ``expired``, ``unknown key``, ``revoked``."""
+        self.revocations: Revocations | None = None
+        """Set by the node once its store is open: a covered token is refused."""
         self._algorithms = frozenset(config.algorithms)
         self._verified: dict[str, TokenPrincipal] = {}
         """Token -> its principal; bounded by ``_MAX_VERIFIED``, cleared when the JWKS changes."""
@@ -142,6 +146,9 @@ class TokenVerifier:
         except TokenInvalid:
             self.refusals["invalid"] += 1
             raise
+        if self.revocations is not None and self.revocations.covers(principal):
+            self.refusals["revoked"] += 1
+            raise TokenInvalid("revoked")
         return principal
 
     async def _verify(self, token: str, now: float | None) -> TokenPrincipal:

@@ -48,6 +48,7 @@ __all__ = [
     "RecentHistory",
     "Registration",
     "Replay",
+    "RevocationStore",
     "ServiceRegistry",
     "SharedLimits",
     "StreamReplay",
@@ -337,6 +338,28 @@ class ServiceRegistry(Protocol):
 
     async def all(self) -> list[Registration]:
         """Every registration not yet expired."""
+        ...
+
+
+class RevocationStore(Protocol):
+    """Revocations shared by every node, each held until what it covers has expired.
+
+    A key (``sid:<session id>``, ``user:<user id>``) maps to a "not before"
+    Unix time. :meth:`put` of a key held already keeps the later ``not_before``
+    and the later expiry. :meth:`all` never returns an entry past its
+    ``ttl_s``; an expired entry is freed by the store (Redis: on read; NATS:
+    the bucket's age limit; memory: on read and write). Implementations:
+    ``backends/*_revocations.py``.
+    """
+
+    async def put(self, key: str, not_before: float, ttl_s: float) -> None: ...
+
+    async def all(self) -> dict[str, float]:
+        """Every revocation not yet expired: key -> not before (Unix time)."""
+        ...
+
+    async def close(self) -> None:
+        """Free what the store holds of its own (not the backend's connection)."""
         ...
 
 

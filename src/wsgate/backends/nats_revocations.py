@@ -1,0 +1,101 @@
+"""Revocations in NATS: a JetStream key-value bucket ``<prefix>_revocations``.
+
+Each revocation is one key (the revocation key, base64url: KV keys allow no
+``:``) holding ``[not_before, expires_at]``; the bucket's age limit is the
+longest ``ttl_s``, so the server frees what expired.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Final
+
+import nats
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.api import KeyValueConfig
+from nats.js.kv import KeyValue
+
+__all__ = ["NatsRevocations"]
+
+_TIMEOUT_S: Final = 5.0
+_CAS_TRIES: Final = 8
+"""A put that keeps losing the compare-and-set this often gives up (raises)."""
+
+
+def _encode(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def _decode(name: str) -> str:
+    return base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode()
+
+
+class NatsRevocations:
+    """:class:`~wsgate.backends.base.RevocationStore` on a connection of its own.
+
+    :meth:`put` merges by compare-and-set on the key's revision; :meth:`all`
+    reads every key (one request each) and filters by this node's clock.
+    """
+
+    def __init__(self, nc: Client, kv: KeyValue) -> None:
+        self._nc = nc
+        self._kv = kv
+
+    @classmethod
+    async def open(cls, url: str, prefix: str, ttl_s: float) -> NatsRevocations:
+        nc = await nats.connect(url, connect_timeout=int(_TIMEOUT_S), max_reconnect_attempts=-1)
+        try:
+            js = nc.jetstream(timeout=_TIMEOUT_S)
+            config = KeyValueConfig(bucket=f"{prefix}_revocations", ttl=ttl_s)
+            kv = await js.create_key_value(config)
+        except BaseException:
+            await nc.close()
+            raise
+        return cls(nc, kv)
+
+    async def put(self, key: str, not_before: float, ttl_s: float) -> None:
+        name = _encode(key)
+        until = time.time() + ttl_s
+        for _ in range(_CAS_TRIES):
+            try:
+                entry = await self._kv.get(name)
+            except nats.js.errors.KeyNotFoundError:
+                entry = None
+            value = [not_before, until]
+            if entry is not None and entry.value:
+                old = json.loads(entry.value)
+                value = [max(not_before, old[0]), max(until, old[1])]
+            data = json.dumps(value).encode()
+            try:
+                if entry is None:
+                    await self._kv.create(name, data)
+                else:
+                    await self._kv.update(name, data, last=entry.revision)
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+        raise TimeoutError(f"revocation {key!r}: lost the compare-and-set {_CAS_TRIES} times")
+
+    async def all(self) -> dict[str, float]:
+        try:
+            names = await self._kv.keys()
+        except nats.js.errors.NoKeysError:
+            return {}
+        now = time.time()
+        found: dict[str, float] = {}
+        for name in names:
+            try:
+                entry = await self._kv.get(name)
+            except nats.js.errors.KeyNotFoundError:
+                continue
+            if entry.value:
+                not_before, until = json.loads(entry.value)
+                if until > now:
+                    found[_decode(name)] = float(not_before)
+        return found
+
+    async def close(self) -> None:
+        await self._nc.close()
