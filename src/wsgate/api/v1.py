@@ -48,7 +48,7 @@ class _Revocation(msgspec.Struct, forbid_unknown_fields=True):
     sid: str | None = None
     user: str | None = None
     notBefore: float | None = None
-    """With ``user``: credentials issued at or before it are refused (default: now)."""
+    """With ``user``: credentials issued (``iat``) before it are refused (default: now)."""
 
 
 _revocation = msgspec.json.Decoder(_Revocation)
@@ -121,7 +121,7 @@ async def delete_user_connections(request: web.Request) -> web.Response:
         conn.sink.close(CloseCode.FORBIDDEN, "session revoked")
     if state.bus is not None:  # and on every other node
         state.bus.disconnect_user(user, CloseCode.FORBIDDEN, "session revoked")
-    failed = await _revoke(state, user_key(user), float(int(time.time())))
+    failed = await _revoke(state, user_key(user), time.time())
     if failed is not None:
         return failed
     return web.json_response({"disconnected": len(tabs)})
@@ -149,7 +149,7 @@ async def revoke(request: web.Request) -> web.Response:
     else:
         assert body.user is not None
         key = user_key(body.user)
-        not_before = float(int(time.time())) if body.notBefore is None else body.notBefore
+        not_before = time.time() if body.notBefore is None else body.notBefore
     failed = await _revoke(state, key, not_before)
     if failed is not None:
         return failed

@@ -4,7 +4,8 @@ Two kinds, both keyed as in :class:`~wsgate.backends.base.RevocationStore`:
 
 - ``sid:<session id>`` -- every credential carrying that ``sid`` is refused;
 - ``user:<user id>`` with a "not before" time -- every credential of that
-  user issued (``iat``) at or before it is refused (a new sign-in after it is not).
+  user issued (``iat``, whole seconds) before it is refused; one issued in a
+  later second is not (a new sign-in).
 
 :meth:`Revocations.covers` is asked at every handshake (cookies, by the
 :class:`~wsgate.auth.handshake.Authenticator`) and for every token (the
@@ -87,7 +88,7 @@ class Revocations:
         if principal.sid and sid_key(principal.sid) in entries:
             return True
         held = entries.get(user_key(principal.sub))
-        return held is not None and principal.iat <= held[0]
+        return held is not None and principal.iat < held[0]
 
     def enforce(self, connections: Iterable[_Conn]) -> int:
         """Close every one of ``connections`` a revocation covers with 4403; return how many.
