@@ -131,6 +131,8 @@ class JwtClaimNames(_Section):
     iat: str = "iat"
     aud: str = "aud"
     iss: str = "iss"
+    channel: str = "channel"
+    """The channel a channel token grants (a token carrying it is a channel token only)."""
 
 
 class JwtConfig(_Section):

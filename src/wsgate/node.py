@@ -21,6 +21,7 @@ from aiohttp import web
 
 from wsgate.api.app import build_app
 from wsgate.api.state import ApiState
+from wsgate.auth.channel_tokens import ChannelTokens
 from wsgate.auth.handshake import Authenticator
 from wsgate.auth.jwt_gate import TokenAdmission
 from wsgate.auth.keyring import KeyRing
@@ -191,9 +192,12 @@ class Node:
             sign_in_url=config.auth.sign_in_url,
             refresh_url=config.auth.refresh_url,
         )
-        attached.append(self.sessions)
+        self.channel_tokens = ChannelTokens(
+            self.policy, tokens, loop, skew_s=config.auth.clock_skew_s
+        )
+        attached += [self.sessions, self.channel_tokens]
         observers: list[Observer] = [self.upstream] if bus is None else [self.upstream, bus]
-        observers.append(self.sessions)
+        observers += [self.sessions, self.channel_tokens]
         self._history = MemoryHistory(
             config.history.size, config.history.ttl_s, max_channels=config.history.max_channels
         )
@@ -212,6 +216,7 @@ class Node:
             gates=[self.upstream] if bus is None else [self.upstream, bus],
             admission=admission,
             intercept=self.tokens,
+            grants=self.channel_tokens,
             bus=bus,
             shared=None if bus is None else bus.limits,
             attached=attached,
@@ -369,6 +374,7 @@ class Node:
             await self.authenticate.tokens.aclose()
         if self.gateway is not None:
             self.sessions.wheel.close()
+            self.channel_tokens.wheel.close()
         # Each of these owns sockets: one failing must not leave the others open.
         try:
             await self.invoker.aclose()

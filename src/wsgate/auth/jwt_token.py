@@ -133,13 +133,19 @@ class TokenVerifier:
         if self.jwks is not None:
             await self.jwks.aclose()
 
-    async def verify(self, token: str, *, now: float | None = None) -> TokenPrincipal:
+    async def verify(
+        self, token: str, *, now: float | None = None, channel: bool = False
+    ) -> TokenPrincipal:
         """The principal of ``token``, or raise ``TokenInvalid``/``TokenExpired``.
 
-        Awaits only when the JWKS must be fetched (at most ``jwks_timeout_ms``).
+        A connection token (``channel=False``) must not carry the ``channel``
+        claim; a channel token (``channel=True``) must. Awaits only when the
+        JWKS must be fetched (at most ``jwks_timeout_ms``).
         """
         try:
             principal = await self._verify(token, now)
+            if bool(principal.channel) != channel:
+                raise TokenInvalid("a channel token" if principal.channel else "no channel claim")
         except TokenExpired:
             self.refusals["expired"] += 1
             raise
@@ -192,6 +198,7 @@ class TokenVerifier:
             roles=_texts(claims, names.roles),
             iat=iat,
             exp=exp,
+            channel=_text(claims, names.channel),
         )
         if not principal.sub:
             raise TokenInvalid("no sub")

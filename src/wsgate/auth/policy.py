@@ -15,8 +15,9 @@ Then every ``[[channels]]`` rule whose ``match`` glob matches the address
 (``*`` matches any run of characters, ``:`` and ``/`` included; anything else
 matches itself; the whole address must match) must be satisfied: for each of
 its non-empty lists (``roles``, ``teams``, ``orgs``) the principal holds at
-least one entry. Rules only ever take rights away; none grants what the
-built-in rules refuse.
+least one entry; a rule with ``token = true`` also needs a channel token
+(:mod:`wsgate.auth.channel_tokens`). Rules only ever take rights away; none
+grants what the built-in rules refuse.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class _Rule:
     roles: frozenset[str]
     teams: frozenset[str]
     orgs: frozenset[str]
+    token: bool
 
     def satisfied_by(self, principal: Principal) -> bool:
         if self.roles and self.roles.isdisjoint(principal.roles):
@@ -76,10 +78,13 @@ class ChannelPolicy:
                 frozenset(rule.roles),
                 frozenset(rule.teams),
                 frozenset(rule.orgs),
+                rule.token,
             )
             for rule in rules
         )
         self._matching = functools.lru_cache(maxsize=_CACHE_SIZE)(self._match)
+        self.any_token = any(rule.token for rule in self._rules)
+        """Whether some rule has ``token = true``."""
 
     def _match(self, address: str) -> tuple[_Rule, ...]:
         return tuple(rule for rule in self._rules if rule.regex.fullmatch(address))
@@ -97,6 +102,12 @@ class ChannelPolicy:
         if not self._rules:
             return True  # nothing to match: keep the cache empty
         return all(rule.satisfied_by(principal) for rule in self._matching(address.value))
+
+    def requires_token(self, address: Address) -> bool:
+        """Whether joining ``address`` needs a channel token (a matching rule has ``token``)."""
+        if not self.any_token:
+            return False
+        return any(rule.token for rule in self._matching(address.value))
 
     def _builtin(self, principal: Principal, address: Address) -> bool:
         hub = address.hub

@@ -58,7 +58,13 @@ class Principal(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class TokenPrincipal(Principal, frozen=True):
-    """The same claims, from a verified connection token (JWT)."""
+    """The same claims, from a verified connection token (JWT).
+
+    ``channel`` is set only for a channel token (the channel it grants); such
+    a principal never becomes a connection's.
+    """
+
+    channel: str = ""
 
     @property
     def auth(self) -> AuthMethod:

@@ -451,7 +451,7 @@ class ClusterBus:
             else:
                 conn.send_action("@@wsgate/JOINED", self._gw.joined_payload(result))
 
-        self._gw.request_join(conn, address, answer)
+        self._gw.request_join(conn, address, answer, granted=True)  # the internal API asked
 
     def _refused_join(
         self, conn: Connection, channel: str, asker: str, code: ErrorCode, why: str

@@ -80,7 +80,7 @@ def install(gw: Gateway) -> None:
             return
         address = _address(conn, action, body.channel)
         if address is not None:
-            gw.request_join(conn, address, answer(conn, action, body.since))
+            gw.request_join(conn, address, answer(conn, action, body.since), token=body.token)
 
     def on_leave(conn: Connection, action: Action) -> None:
         body = _payload(conn, action, bi.LeavePayload)
@@ -116,7 +116,7 @@ def install(gw: Gateway) -> None:
                     conn.views = {}
                 conn.views[address.hub] = address.value
 
-        gw.request_join(conn, address, answered, leave_previous)
+        gw.request_join(conn, address, answered, leave_previous, token=body.token)
 
     def on_ping(conn: Connection, action: Action) -> None:
         conn.send_action(bi.PONG, action.payload, in_reply_to=_rid(action))

@@ -38,6 +38,7 @@ __all__ = [
     "Attached",
     "AuthorizeHook",
     "Authorizer",
+    "ChannelGrants",
     "Gateway",
     "Intercept",
     "JoinAnswer",
@@ -52,6 +53,28 @@ class Authorizer(Protocol):
     def allows(self, principal: Principal, address: Address) -> bool: ...
 
     def hubs_for(self, principal: Principal) -> list[HubId]: ...
+
+
+class ChannelGrants(Protocol):
+    """Channel tokens: part of the policy step of a join (see :mod:`wsgate.auth.channel_tokens`)."""
+
+    def required(self, address: Address) -> bool:
+        """Whether a client's join of ``address`` needs a channel token."""
+        ...
+
+    def check(
+        self,
+        conn: Connection,
+        address: Address,
+        token: str | None,
+        resume: Callable[[tuple[ErrorCode, str] | int], None],
+    ) -> None:
+        """Call ``resume`` once: the token's ``exp`` to go on, or ``(code, message)``."""
+        ...
+
+    def hold(self, conn: Connection, address: ChannelAddress, exp: int) -> None:
+        """The join by a token expiring at ``exp`` completed."""
+        ...
 
 
 class Observer(Protocol):
@@ -170,6 +193,7 @@ class Gateway:
         gates: Sequence[AuthorizeHook] = (),
         admission: Admission | None = None,
         intercept: Intercept | None = None,
+        grants: ChannelGrants | None = None,
         bus: Bus | None = None,
         shared: SharedCheck | None = None,
         attached: Sequence[Attached] = (),
@@ -205,6 +229,8 @@ class Gateway:
         """Offered each message of an ``ADMITTING`` connection before it is queued."""
         self.gates: tuple[AuthorizeHook, ...] = tuple(gates)
         """Asked in order before any join completes (see :meth:`request_join`)."""
+        self.grants = grants
+        """Channel tokens, asked with the policy (``None``: no channel needs one)."""
         self.max_pending = 32
         """Messages queued per connection while ``ADMITTING`` or ``HELD``; past it
         they are answered ``RATE_LIMITED`` and dropped."""
@@ -376,8 +402,11 @@ class Gateway:
         address: Address,
         answer: JoinAnswer,
         before_pool: Callable[[], object] | None = None,
+        *,
+        token: str | None = None,
+        granted: bool = False,
     ) -> None:
-        """Join the view ``address``: policy, then each gate, then the pool.
+        """Join the view ``address``: policy (with its channel token), each gate, the pool.
 
         Every entry point uses this: a client's JOIN and NAVIGATE, the internal
         API's join, a join asked by another node. ``answer`` gets the channel,
@@ -387,6 +416,11 @@ class Gateway:
         closed while a gate decided) — now or later, exactly once. A client's
         answer must check ``conn.closed`` before sending. ``before_pool`` runs once every
         gate allowed, just before the pool (NAVIGATE leaves its old view there).
+
+        A channel that needs a channel token (``grants``) is joined only with a
+        ``token`` that ``grants`` accepts (refused ``FORBIDDEN`` or
+        ``UNAUTHENTICATED`` otherwise), unless ``granted``: the internal API
+        asked, a service granting the channel itself.
         """
         if address.view is None:
             answer(JoinRefused(
@@ -396,7 +430,41 @@ class Gateway:
         if not self.policy.allows(conn.principal, address):
             answer(JoinRefused(ErrorCode.FORBIDDEN, f"not allowed to join {address.value}"))
             return
-        self._gate(conn, address, 0, answer, before_pool)
+        grants = self.grants
+        if granted or grants is None or not grants.required(address):
+            self._gate(conn, address, 0, answer, before_pool)
+            return
+        self._grant(grants, conn, address, token, answer, before_pool)
+
+    def _grant(
+        self,
+        grants: ChannelGrants,
+        conn: Connection,
+        address: Address,
+        token: str | None,
+        answer: JoinAnswer,
+        before_pool: Callable[[], object] | None,
+    ) -> None:
+        """The channel token step of :meth:`request_join`; on success the gates,
+        and once joined ``grants.hold`` (the membership lasts as the token)."""
+
+        def resume(result: tuple[ErrorCode, str] | int) -> None:
+            if conn.closed:
+                answer(JoinRefused(ErrorCode.NOT_JOINED, "the connection closed"))
+                return
+            if isinstance(result, tuple):
+                answer(JoinRefused(*result))
+                return
+            exp = result
+
+            def joined(outcome: Channel | JoinRefused) -> None:
+                if not isinstance(outcome, JoinRefused):
+                    grants.hold(conn, outcome.address, exp)
+                answer(outcome)
+
+            self._gate(conn, address, 0, joined, before_pool)
+
+        grants.check(conn, address, token, resume)
 
     def _gate(
         self,

@@ -99,6 +99,8 @@ class NavigatePayload(msgspec.Struct, forbid_unknown_fields=True):
     hub: str | None = None
     since: Offset | None = None
     """As in JOIN: replay what was missed in the new view (a reconnecting client)."""
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=8192)] | None = None
+    """As in JOIN: the channel token of a ``token = true`` view."""
 
 
 class Member(msgspec.Struct):
