@@ -17,6 +17,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from wsgate.client import Client
+
 from ..auth.tokens import SECRET, hs256
 from ..helpers import eventually
 from .gateway import ORIGIN, Peer, Running, make_config, running
@@ -212,3 +214,27 @@ async def test_a_bad_revocation_is_refused(body: dict[str, Any]) -> None:
         status, answer = await api(gw, "POST", "/v1/revocations", body)
         assert status == 400 and answer["error"]
         assert gw.node.revocations is not None and len(gw.node.revocations) == 0
+
+
+async def test_the_python_client_refreshes_through_get_token_and_keeps_its_connection() -> None:
+    issued: list[int] = []
+
+    def get_token() -> str:
+        exp_in = WARNING_S + 2 if not issued else 600  # the first expires soon, the next later
+        issued.append(exp_in)
+        return token(exp_in=exp_in)
+
+    async with running(token_config()) as gw:
+        closes: list[Any] = []
+        client = Client(gw.url, get_token=get_token, origin=ORIGIN, reconnect=False)
+        client.on("close", closes.append)
+        async with client:
+            welcome = await client.wait_open()
+            first_exp = int(time.time()) + WARNING_S + 2
+            await eventually(lambda: len(issued) == 2, timeout=6, what="get_token asked again")
+            conn = gw.node.gateway.pool.connections[welcome["connectionId"]]  # type: ignore[union-attr]
+            await eventually(lambda: conn.principal.exp > first_exp + 100, what="the new claims")
+            await past(first_exp + 1.5)
+            pong = await client.ping({"n": 2})
+            assert pong["payload"] == {"n": 2}
+            assert closes == []
