@@ -309,7 +309,7 @@ async def revocation_stores(
 async def test_revocations_are_shared_merged_and_expire(
     revocation_stores: Callable[[float], Awaitable[RevocationStore]],
 ) -> None:
-    a, b = await revocation_stores(1.0), await revocation_stores(1.0)
+    a, b = await revocation_stores(30.0), await revocation_stores(30.0)
     assert await a.all() == {}
     await a.put("sid:s-1", 100.0, 30.0)
     await a.put("user:ann", 200.0, 30.0)

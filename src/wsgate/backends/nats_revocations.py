@@ -37,7 +37,10 @@ class NatsRevocations:
     """:class:`~wsgate.backends.base.RevocationStore` on a connection of its own.
 
     :meth:`put` merges by compare-and-set on the key's revision; :meth:`all`
-    reads every key (one request each) and filters by this node's clock.
+    reads every key (one request each: a poll costs one request per held
+    revocation) and filters by this node's clock. The bucket's age limit is
+    the ``ttl_s`` it was opened with: a put's ``ttl_s`` longer than that is cut
+    to it (the node opens and puts with the same ``auth.revocation_ttl_s``).
     """
 
     def __init__(self, nc: Client, kv: KeyValue) -> None:
