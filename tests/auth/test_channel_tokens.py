@@ -5,6 +5,7 @@ A real node, real WebSocket clients with cookies; tokens signed by PyJWT (HS256)
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +19,8 @@ from wsgate.auth.principal import Principal
 
 from ..e2e.gateway import API_KEY, ORIGIN, Peer, Running, make_config, running
 from ..helpers import eventually
-from .tokens import SECRET, hs256
+from .jwks_server import jwks_server
+from .tokens import SECRET, hs256, rsa_pair
 
 PRIVATE = "acme:private/deal-7"
 
@@ -137,3 +139,25 @@ async def test_the_internal_api_grants_a_token_channel_by_itself() -> None:
         ) as resp:
             assert resp.status == 200, await resp.text()
         assert (await peer.expect("@@wsgate/JOINED"))["payload"]["channel"] == PRIVATE
+
+
+async def test_channel_token_checks_in_flight_per_connection_are_bounded() -> None:
+    key = rsa_pair("slow-1")
+    async with jwks_server([key]) as issuer:
+        issuer.gate = asyncio.Event()  # the issuer answers only when the test says so
+        cfg = make_config(auth={"jwt": {"jwks_url": issuer.url}, "clock_skew_s": 0},
+                          channels=[{"match": "*:private/*", "token": True}])
+        async with running(cfg) as gw, gw.peer("ann") as peer:
+            now = int(time.time())
+            for i in range(6):
+                channel = f"acme:private/d{i}"
+                token = key.sign({"sub": "ann", "channel": channel, "iat": now, "exp": now + 600})
+                await peer.send("@@wsgate/JOIN", {"channel": channel, "token": token}, id=f"j{i}")
+            answers = [await peer.expect("@@wsgate/ERROR") for _ in range(2)]
+            assert {a["meta"]["inReplyTo"] for a in answers} == {"j4", "j5"}
+            assert {a["payload"]["code"] for a in answers} == {"RATE_LIMITED"}
+            assert gw.node.channel_tokens.checking == 4
+            issuer.gate.set()
+            joined = [await peer.expect("@@wsgate/JOINED") for _ in range(4)]
+            assert {j["meta"]["inReplyTo"] for j in joined} == {"j0", "j1", "j2", "j3"}
+            await eventually(lambda: gw.node.channel_tokens.checking == 0, what="checks freed")

@@ -23,7 +23,9 @@ A granted membership expires like the token: when the one time rule calls
 the token expired, the connection leaves the channel with ``LEFT {channel,
 reason}``. One :class:`~wsgate.auth.wheel.TimerWheel` entry per granted
 membership (bounded by ``server.max_channels_per_connection`` per
-connection), freed when the connection leaves the channel or closes.
+connection), freed when the connection leaves the channel or closes. At most
+:data:`MAX_CHECKS` tokens per connection are in verification at once (a JWKS
+fetch may hold them); past it the join is refused ``RATE_LIMITED``.
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ from wsgate.protocol import builtins as bi
 from wsgate.protocol.address import PUBLIC_HUB, SYSTEM_HUB, Address
 from wsgate.protocol.codes import ErrorCode
 
-__all__ = ["ChannelTokens"]
+__all__ = ["MAX_CHECKS", "ChannelTokens"]
 
+MAX_CHECKS: Final = 4
+"""Channel tokens one connection may have in verification at once (a JWKS fetch
+may hold them); past it a join is refused ``RATE_LIMITED``."""
 _log: Final = logging.getLogger("wsgate.auth")
 
 
@@ -95,6 +100,9 @@ class ChannelTokens:
         )
         self._exp: dict[tuple[_Conn, str], int] = {}
         """(connection, channel) -> the granting token's ``exp``; as the wheel."""
+        self._checking: dict[_Conn, int] = {}
+        """Verifications in flight per connection (at most :data:`MAX_CHECKS`);
+        an entry is removed when its count returns to 0."""
         self._gw: _Gateway | None = None
 
     def attach(self, gateway: _Gateway) -> None:
@@ -104,6 +112,11 @@ class ChannelTokens:
     def granted(self) -> int:
         """Memberships held by a channel token."""
         return len(self._exp)
+
+    @property
+    def checking(self) -> int:
+        """Channel tokens in verification, over all connections."""
+        return sum(self._checking.values())
 
     def required(self, address: Address) -> bool:
         return self.policy.requires_token(address)
@@ -118,6 +131,11 @@ class ChannelTokens:
         if self.verifier is None:
             resume((ErrorCode.FORBIDDEN, "channel tokens need [auth.jwt]"))
             return
+        busy = self._checking.get(conn, 0)
+        if busy >= MAX_CHECKS:
+            resume((ErrorCode.RATE_LIMITED, f"at most {MAX_CHECKS} channel tokens checked at once"))
+            return
+        self._checking[conn] = busy + 1
         asyncio.get_running_loop().create_task(self._check(conn, address, token, resume))
 
     async def _check(self, conn: _Conn, address: Address, token: str, resume: Resume) -> None:
@@ -131,6 +149,10 @@ class ChannelTokens:
             _log.exception("channel token verification failed")
             resume((ErrorCode.INTERNAL, "the channel token could not be checked"))
             return
+        finally:
+            left = self._checking.pop(conn, 1) - 1
+            if left > 0:
+                self._checking[conn] = left
         refusal = self._mismatch(conn.principal, address, grant)
         resume(grant.exp if refusal is None else (ErrorCode.FORBIDDEN, refusal))
 
