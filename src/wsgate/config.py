@@ -34,6 +34,8 @@ __all__ = [
     "BrokerConfig",
     "ChannelRule",
     "Config",
+    "GrpcAlias",
+    "GrpcConfig",
     "HistoryConfig",
     "JwtClaimNames",
     "JwtConfig",
@@ -275,6 +277,37 @@ class ServiceConfig(_Section):
     """Requests one connection may carry unanswered (HTTP/1.1 pipelining); 1: off."""
 
 
+GrpcMethod = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*/[A-Za-z_]\w*$")]
+"""``<package>.<Service>/<Method>``."""
+ActionTypeText = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_./:@$-]{1,128}$")]
+
+
+class GrpcAlias(_Section):
+    """``[grpc.aliases]`` entry in its long form: a method, and the type of its answer."""
+
+    method: GrpcMethod
+    reply: ActionTypeText | None = None
+    """The answer's action type; default: the response message's full name."""
+
+
+class GrpcConfig(_Section):
+    """``[[grpc]]``: a gRPC target whose methods are discovered by server reflection."""
+
+    target: str
+    """``host:port`` of the server."""
+    tls: bool = False
+    ca_file: str = ""
+    """PEM roots to check the server's certificate with (``tls`` only); default: the system's."""
+    timeout_ms: Positive = 2000
+    """Deadline of each call (and of each reflection round)."""
+    max_concurrency: Positive = 256
+    """Calls in flight to this target at once; a call waits up to ``timeout_ms`` for a slot."""
+    discover_every_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """How often the target is reflected again (new methods, a restart, gone)."""
+    aliases: dict[ActionTypeText, GrpcMethod | GrpcAlias] = msgspec.field(default_factory=dict)
+    """Action type -> ``"<package>.<Service>/<Method>"`` or ``{method, reply}``."""
+
+
 class RouteRule(_Section):
     """``[[routes]]``: action-type pattern to a service."""
 
@@ -327,6 +360,7 @@ class Config(_Section):
     relays: list[RelayRule] = msgspec.field(default_factory=list)
     channels: list[ChannelRule] = msgspec.field(default_factory=list)
     rate_limits: list[RateLimitRule] = msgspec.field(default_factory=list)
+    grpc: list[GrpcConfig] = msgspec.field(default_factory=list)
 
 
 _ENV_SECTIONS: dict[str, type[msgspec.Struct]] = {
@@ -445,6 +479,17 @@ def _check(config: Config) -> None:
         _check_jwt(jwt)
     if scheme not in ("memory", "redis", "rediss", "nats"):
         raise ConfigError("broker.url", f"unsupported scheme {scheme!r}")
+    seen: set[str] = set()
+    for i, target in enumerate(config.grpc):
+        parse_listen(f"grpc.{i}.target", target.target)
+        if target.target in seen:
+            raise ConfigError(f"grpc.{i}.target", f"{target.target} is configured twice")
+        seen.add(target.target)
+        if target.ca_file and not target.tls:
+            raise ConfigError(f"grpc.{i}.ca_file", "needs tls = true")
+        for alias in target.aliases:
+            if alias.startswith("@@wsgate/"):
+                raise ConfigError(f"grpc.{i}.aliases.{alias}", "@@wsgate/ types are the gateway's")
     for i, route in enumerate(config.routes):
         if route.service not in config.services:
             raise ConfigError(f"routes.{i}.service", f"no [services.{route.service}]")

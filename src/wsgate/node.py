@@ -34,7 +34,11 @@ from wsgate.core.limits import Limiter, parse_rate
 from wsgate.core.presence import PresenceBatcher
 from wsgate.exceptions import ConfigError
 from wsgate.protocol.codes import CloseCode
+from wsgate.routing.grpc_discovery import GrpcDiscovery
+from wsgate.routing.grpc_invoker import GrpcInvoker, GrpcTarget
 from wsgate.routing.http_invoker import HttpInvoker
+from wsgate.routing.instances import Transport
+from wsgate.routing.invoker import Invoker
 from wsgate.routing.table import RouteTable
 from wsgate.transport.base import HttpResponse
 from wsgate.transport.control import ControlLimit
@@ -115,6 +119,14 @@ class Node:
             registered_timeout_ms=config.routing.registered_timeout_ms,
         )
         self.invoker = HttpInvoker()
+        self.grpc_invoker: GrpcInvoker | None = None
+        """Calls to the ``[[grpc]]`` targets (``None`` without any)."""
+        self.grpc_discovery: GrpcDiscovery | None = None
+        if config.grpc:
+            self.grpc_invoker = GrpcInvoker(
+                GrpcTarget(t.target, t.tls, t.ca_file) for t in config.grpc
+            )
+            self.grpc_discovery = GrpcDiscovery(self.routes, self.grpc_invoker, config.grpc)
         self.gateway: Gateway | None = None
         self.upstream: Upstream | None = None
         self.listener: Listener | None = None
@@ -153,9 +165,13 @@ class Node:
             max_members=config.presence.max_members,
             large_batch_ms=config.presence.large_batch_ms,
         )
+        invokers: dict[Transport, Invoker] = {}
+        if self.grpc_invoker is not None:
+            invokers["grpc"] = self.grpc_invoker
         self.upstream = Upstream(
             self.routes,
             self.invoker,
+            invokers=invokers,
             max_in_flight=config.routing.max_in_flight,
             max_in_flight_per_user=config.routing.max_in_flight_per_user,
             authorize_ttl_s=config.routing.authorize_cache_s,
@@ -205,6 +221,8 @@ class Node:
             self.bus = bus
             await bus.start()
         await self._start_api()
+        if self.grpc_discovery is not None:
+            await self.grpc_discovery.start()
         self._sweeper = loop.create_task(self._sweep())
         try:
             self.listener = await start_listener(
@@ -313,6 +331,10 @@ class Node:
         # Each of these owns sockets: one failing must not leave the others open.
         try:
             await self.invoker.aclose()
+            if self.grpc_discovery is not None:
+                await self.grpc_discovery.aclose()
+            if self.grpc_invoker is not None:
+                await self.grpc_invoker.aclose()
         finally:
             try:
                 if self.bus is not None:
