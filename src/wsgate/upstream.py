@@ -69,6 +69,10 @@ _MESSAGES = {
     ErrorCode.UPSTREAM_UNAVAILABLE: "the service is unavailable",
     ErrorCode.INTERNAL: "internal error",
     ErrorCode.FORBIDDEN: "the service refused this action",
+    ErrorCode.BAD_REQUEST: "the service refused the request as invalid",
+    ErrorCode.RATE_LIMITED: "the service is over its capacity",
+    ErrorCode.UNAUTHENTICATED: "the service needs an authenticated caller",
+    ErrorCode.NO_ROUTE: "the service does not handle this action",
 }
 
 
