@@ -236,6 +236,11 @@ class RoutingConfig(_Section):
     """Requests one connection may have waiting on services; past it ``RATE_LIMITED``."""
     max_in_flight_per_user: NonNegative = 64
     """The same for all of one user's connections together (0: no per-user cap)."""
+    max_streams: Positive = 8
+    """Streams (server-streaming gRPC calls) one connection may have open; past it
+    ``RATE_LIMITED``."""
+    max_streams_per_user: NonNegative = 32
+    """The same for all of one user's connections together (0: no per-user cap)."""
 
 
 RateText = Annotated[str, msgspec.Meta(pattern=r"^(0|\d+/\d*(ms|s|m|h))?$")]

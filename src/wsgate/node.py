@@ -175,6 +175,8 @@ class Node:
             max_in_flight=config.routing.max_in_flight,
             max_in_flight_per_user=config.routing.max_in_flight_per_user,
             authorize_ttl_s=config.routing.authorize_cache_s,
+            max_streams=config.routing.max_streams,
+            max_streams_per_user=config.routing.max_streams_per_user,
         )
         bus = await self._open_cluster() if self.clustered else None
         admission: Admission = self.upstream if bus is None else bus.limits

@@ -43,8 +43,14 @@ def descriptor_set(extra: str = "") -> bytes:
         out = Path(tmp) / "modules.desc"
         subprocess.run(
             [
-                sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp}", f"-I{include}",
-                "--include_imports", f"--descriptor_set_out={out}", str(src),
+                sys.executable,
+                "-m",
+                "grpc_tools.protoc",
+                f"-I{tmp}",
+                f"-I{include}",
+                "--include_imports",
+                f"--descriptor_set_out={out}",
+                str(src),
             ],
             check=True,
             timeout=60,
@@ -66,7 +72,9 @@ class ModuleServer:
     ``Echo`` answers its module and the metadata it got; ``Fail`` aborts
     with the status it names and the detail it carries; ``Hold`` waits for
     :attr:`gate` (counting calls held, the most held at once, and calls
-    cancelled); ``Watch`` streams (not routed by item 1).
+    cancelled); ``Watch`` streams ``count`` items (counted in :attr:`sent`),
+    then fails, holds until cancelled, or ends; ``Upload`` (client
+    streaming) is never routed.
     """
 
     def __init__(self, port: int = 0, *, added: bool = False) -> None:
@@ -78,11 +86,17 @@ class ModuleServer:
         self.max_holding = 0
         self.cancelled = 0
         self.calls = 0
+        self.sent = 0
+        """Stream messages handed to grpc (Watch)."""
+        self.watching = 0
+        """Watch calls running now."""
         self.metadata: list[dict[str, str]] = []
         self._server: grpc.aio.Server | None = None
 
     def cls(self, name: str) -> Any:
-        return message_factory.GetMessageClass(self.pool.FindMessageTypeByName(f"wsgate.test.v1.{name}"))
+        return message_factory.GetMessageClass(
+            self.pool.FindMessageTypeByName(f"wsgate.test.v1.{name}")
+        )
 
     @property
     def target(self) -> str:
@@ -90,7 +104,10 @@ class ModuleServer:
 
     async def start(self) -> None:
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        req = {n: self.cls(n) for n in ("EchoRequest", "FailRequest", "HoldRequest")}
+        req = {
+            n: self.cls(n) for n in ("EchoRequest", "FailRequest", "HoldRequest", "WatchRequest")
+        }
+        item = self.cls("WatchItem")
         echo_resp, fail_resp, hold_resp = (
             self.cls("EchoResponse"),
             self.cls("FailResponse"),
@@ -126,7 +143,24 @@ class ModuleServer:
             return hold_resp(tag=request.tag)
 
         async def watch(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            yield hold_resp(tag=request.tag)
+            self.calls += 1
+            self.watching += 1
+            try:
+                blob = b"x" * request.size
+                for seq in range(request.count):
+                    yield item(tag=request.tag, seq=seq, blob=blob)
+                    self.sent += 1
+                if request.fail:
+                    await context.abort(
+                        getattr(grpc.StatusCode, request.fail), "secret stream detail"
+                    )
+                if request.hold:
+                    await asyncio.Event().wait()  # until the call is cancelled
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+            finally:
+                self.watching -= 1
 
         async def added(request: Any, context: grpc.aio.ServicerContext) -> Any:
             self.calls += 1
@@ -134,7 +168,9 @@ class ModuleServer:
 
         def unary(fn: Any, request: Any, response: Any) -> Any:
             return grpc.unary_unary_rpc_method_handler(
-                fn, request_deserializer=request.FromString, response_serializer=response.SerializeToString
+                fn,
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
             )
 
         handlers = {
@@ -143,14 +179,16 @@ class ModuleServer:
             "Hold": unary(hold, req["HoldRequest"], hold_resp),
             "Watch": grpc.unary_stream_rpc_method_handler(
                 watch,
-                request_deserializer=req["HoldRequest"].FromString,
-                response_serializer=hold_resp.SerializeToString,
+                request_deserializer=req["WatchRequest"].FromString,
+                response_serializer=item.SerializeToString,
             ),
         }
         if self.added:
             handlers["Added"] = unary(added, req["HoldRequest"], hold_resp)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        reflection.enable_server_reflection([SERVICE, reflection.SERVICE_NAME], server, pool=self.pool)
+        reflection.enable_server_reflection(
+            [SERVICE, reflection.SERVICE_NAME], server, pool=self.pool
+        )
         self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         await server.start()
         self._server = server

@@ -19,7 +19,12 @@ def grpc(*targets: dict[str, Any]) -> Any:
 
 def test_defaults() -> None:
     (target,) = grpc({"target": "127.0.0.1:50051"})
-    assert (target.tls, target.ca_file, target.timeout_ms, target.max_concurrency) == (False, "", 2000, 256)
+    assert (target.tls, target.ca_file, target.timeout_ms, target.max_concurrency) == (
+        False,
+        "",
+        2000,
+        256,
+    )
     assert target.discover_every_s == 10.0 and target.aliases == {}
 
 
@@ -29,7 +34,10 @@ def test_aliases_short_and_long() -> None:
             "target": "127.0.0.1:50051",
             "aliases": {
                 "modules/LIST": "oswee.module.v1.ModuleService/ListModules",
-                "modules/GET": {"method": "oswee.module.v1.ModuleService/GetModule", "reply": "modules/GOT"},
+                "modules/GET": {
+                    "method": "oswee.module.v1.ModuleService/GetModule",
+                    "reply": "modules/GOT",
+                },
             },
         }
     )
@@ -48,7 +56,10 @@ def test_aliases_short_and_long() -> None:
         ([{"target": "a:1", "timeout_ms": 0}], "grpc.0.timeout_ms"),
         ([{"target": "a:1", "discover_every_s": 0}], "grpc.0.discover_every_s"),
         ([{"target": "a:1", "aliases": {"x/Y": "not a method"}}], "grpc.0.aliases"),
-        ([{"target": "a:1", "aliases": {"@@wsgate/CONNECT": "p.S/M"}}], "grpc.0.aliases.@@wsgate/CONNECT"),
+        (
+            [{"target": "a:1", "aliases": {"@@wsgate/CONNECT": "p.S/M"}}],
+            "grpc.0.aliases.@@wsgate/CONNECT",
+        ),
         ([{"target": "a:1", "bogus": 1}], "grpc.0.bogus"),
     ],
 )

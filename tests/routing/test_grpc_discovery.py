@@ -47,7 +47,9 @@ async def running() -> Any:
     await state["server"].stop()
 
 
-async def test_a_target_restarted_with_a_new_method_is_routable_after_the_next_round(running: Any) -> None:
+async def test_a_target_restarted_with_a_new_method_is_routable_after_the_next_round(
+    running: Any,
+) -> None:
     table, invoker = running["table"], running["invoker"]
     assert table.lookup(ADDED) is None
     port = running["server"].port
@@ -90,7 +92,8 @@ async def test_a_target_down_at_start_is_routed_once_it_comes_up() -> None:
     port = server.port
     await server.stop()  # a port known to be free of it
     config = from_mapping(
-        {"grpc": [{"target": f"127.0.0.1:{port}", "discover_every_s": 0.05, "timeout_ms": 500}]}, env={}
+        {"grpc": [{"target": f"127.0.0.1:{port}", "discover_every_s": 0.05, "timeout_ms": 500}]},
+        env={},
     ).grpc[0]
     table = RouteTable()
     invoker = GrpcInvoker([GrpcTarget(config.target)])

@@ -29,7 +29,13 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 class Rig:
-    def __init__(self, server: ModuleServer, table: RouteTable, invoker: GrpcInvoker, discovery: GrpcDiscovery) -> None:
+    def __init__(
+        self,
+        server: ModuleServer,
+        table: RouteTable,
+        invoker: GrpcInvoker,
+        discovery: GrpcDiscovery,
+    ) -> None:
         self.server = server
         self.table = table
         self.invoker = invoker
@@ -40,8 +46,14 @@ class Rig:
         assert service is not None, f"no route for {type_}"
         return service
 
-    async def call(self, type_: str, payload: Any = None, **context: Any) -> InvocationResult | ErrorCode:
-        raw = msgspec.Raw(json.dumps(payload).encode()) if payload is not None else msgspec.Raw(b"null")
+    async def call(
+        self, type_: str, payload: Any = None, **context: Any
+    ) -> InvocationResult | ErrorCode:
+        raw = (
+            msgspec.Raw(json.dumps(payload).encode())
+            if payload is not None
+            else msgspec.Raw(b"null")
+        )
         action = Action(type=type_, payload=raw, meta=Meta(id="r1"))
         ctx = InvocationContext(connectionId=context.pop("cid", "n1.abc"), **context)
         return await self.invoker.invoke(self.service(type_), action, ctx, TRACEPARENT)
@@ -101,10 +113,11 @@ MODULE = {
 }
 
 
-async def test_methods_are_routed_by_name_and_streams_are_not(rig: Rig) -> None:
+async def test_unary_and_server_streaming_methods_are_routed_by_name(rig: Rig) -> None:
     for name in ("Echo", "Fail", "Hold"):
         assert rig.table.lookup(f"{SERVICE}/{name}") is not None
-    assert rig.table.lookup(f"{SERVICE}/Watch") is None  # server streaming: item 2
+    assert rig.table.lookup(f"{SERVICE}/Watch") is not None  # server streaming
+    assert rig.table.lookup(f"{SERVICE}/Upload") is None  # client streaming: not routed
     route = next(r for r in rig.table.snapshot() if r["pattern"] == ECHO)
     assert route["source"] == "grpc" and route["transport"] == "grpc"
 
@@ -118,11 +131,15 @@ async def test_round_trip_of_every_field_kind(rig: Rig) -> None:
 
 
 async def test_proto_field_names_are_accepted_and_oneof_keeps_the_one_set(rig: Rig) -> None:
-    payload = {"module": {"module_id": "m-2", "path": "/src/m", "created_at": "2026-01-01T00:00:00Z"}}
+    payload = {
+        "module": {"module_id": "m-2", "path": "/src/m", "created_at": "2026-01-01T00:00:00Z"}
+    }
     got = only_reply(await rig.call(ECHO, payload))["payload"]["module"]
     assert got["moduleId"] == "m-2" and got["path"] == "/src/m" and "gitUrl" not in got
     assert got["kind"] == "KIND_UNSPECIFIED" and got["tags"] == [] and got["counts"] == {}
-    assert "owner" not in got and "createdAt" in got  # messages have presence: unset ones are left out
+    assert (
+        "owner" not in got and "createdAt" in got
+    )  # messages have presence: unset ones are left out
 
 
 async def test_null_payload_is_the_empty_message(rig: Rig) -> None:
@@ -187,7 +204,9 @@ async def test_status_mapping(rig: Rig, status: str, code: ErrorCode) -> None:
     assert result is code
 
 
-@pytest.mark.parametrize("status", ["INTERNAL", "UNKNOWN", "ABORTED", "DATA_LOSS", "CANCELLED", "ALREADY_EXISTS"])
+@pytest.mark.parametrize(
+    "status", ["INTERNAL", "UNKNOWN", "ABORTED", "DATA_LOSS", "CANCELLED", "ALREADY_EXISTS"]
+)
 async def test_other_statuses_are_upstream_error(rig: Rig, status: str) -> None:
     assert await rig.call(FAIL, {"status": status, "detail": "x"}) is ErrorCode.UPSTREAM_ERROR
 
@@ -209,7 +228,11 @@ async def test_every_documented_status_row(rig: Rig) -> None:
 
 async def test_aliases_route_with_the_response_type_or_their_own(rig_factory: Any) -> None:
     rig = await rig_factory(
-        aliases={"modules/ECHO": ECHO, "modules/HOLD": {"method": HOLD, "reply": "modules/HELD"}, "modules/GONE": f"{SERVICE}/Nope"}
+        aliases={
+            "modules/ECHO": ECHO,
+            "modules/HOLD": {"method": HOLD, "reply": "modules/HELD"},
+            "modules/GONE": f"{SERVICE}/Nope",
+        }
     )
     assert only_reply(await rig.call("modules/ECHO", {}))["type"] == "wsgate.test.v1.EchoResponse"
     rig.server.gate.set()
@@ -218,7 +241,9 @@ async def test_aliases_route_with_the_response_type_or_their_own(rig_factory: An
     assert rig.table.lookup("modules/GONE") is None  # the target does not serve it
 
 
-async def test_timeout_is_upstream_timeout_and_the_server_sees_the_deadline(rig_factory: Any) -> None:
+async def test_timeout_is_upstream_timeout_and_the_server_sees_the_deadline(
+    rig_factory: Any,
+) -> None:
     rig = await rig_factory(timeout_ms=200)
     assert await rig.call(HOLD, {"tag": "slow"}) is ErrorCode.UPSTREAM_TIMEOUT
     await eventually(lambda: rig.server.cancelled == 1, what="the server's call cancelled")

@@ -8,9 +8,11 @@ import msgspec
 
 __all__ = [
     "AUTH",
+    "CANCEL",
     "CONNECT",
     "CONNECTED",
     "DISCONNECTED",
+    "END",
     "ERROR",
     "JOIN",
     "JOINED",
@@ -22,6 +24,8 @@ __all__ = [
     "PRESENCE",
     "WELCOME",
     "AuthPayload",
+    "CancelPayload",
+    "EndPayload",
     "ErrorPayload",
     "JoinPayload",
     "JoinedPayload",
@@ -39,6 +43,8 @@ JOIN: Final = "@@wsgate/JOIN"
 LEAVE: Final = "@@wsgate/LEAVE"
 NAVIGATE: Final = "@@wsgate/NAVIGATE"
 PING: Final = "@@wsgate/PING"
+CANCEL: Final = "@@wsgate/CANCEL"
+"""Cancel the caller's open stream ``{id}`` (the request's ``meta.id``)."""
 # gateway -> client
 WELCOME: Final = "@@wsgate/WELCOME"
 JOINED: Final = "@@wsgate/JOINED"
@@ -46,6 +52,8 @@ LEFT: Final = "@@wsgate/LEFT"
 PONG: Final = "@@wsgate/PONG"
 PRESENCE: Final = "@@wsgate/PRESENCE"
 ERROR: Final = "@@wsgate/ERROR"
+END: Final = "@@wsgate/END"
+"""The last action of a stream: ``{id, status}``."""
 # lifecycle events for services
 CONNECT: Final = "@@wsgate/CONNECT"
 """The connect hook's event: routed to a service, answered before WELCOME."""
@@ -108,6 +116,23 @@ class WelcomePayload(msgspec.Struct):
     node: str
     hubs: list[str]
     heartbeatMs: int
+
+
+class CancelPayload(msgspec.Struct, forbid_unknown_fields=True):
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    """The stream's request ``meta.id`` (at most ``envelope.MAX_META_ID`` chars)."""
+
+
+class EndPayload(msgspec.Struct, omit_defaults=True):
+    """``@@wsgate/END``: how a stream ended.
+
+    ``status`` is ``OK`` (the service ended it), ``CANCELLED`` (CANCEL or
+    LEAVE) or an error code; ``message`` comes with an error code only.
+    """
+
+    id: str
+    status: str
+    message: str | None = None
 
 
 class ErrorPayload(msgspec.Struct, omit_defaults=True):

@@ -5,8 +5,9 @@ Per target, :class:`GrpcDiscovery` reflects the server
 and every ``discover_every_s`` after, on the invoker's channel to it. A round
 turns what it found into routes of the ``grpc`` source:
 
-- every unary method, under its own name ``<package>.<Service>/<Method>``
-  (an exact pattern; streaming methods are not routed);
+- every unary and server-streaming method, under its own name
+  ``<package>.<Service>/<Method>`` (an exact pattern; client-streaming and
+  bidirectional methods are not routed);
 - every ``[grpc.aliases]`` entry whose method the target serves, under the
   alias (a missing aliased method is logged, once per target until found).
 
@@ -115,11 +116,11 @@ class GrpcDiscovery:
             log.info("grpc target %s: %d routes", name, len(methods))
 
     def _methods(self, target: GrpcConfig, reflected: Reflected) -> dict[str, Method]:
-        """Action type -> method: the unary methods by name, then the aliases."""
+        """Action type -> method: the routable methods by name, then the aliases."""
         methods: dict[str, Method] = {}
         for name, descriptor in reflected.methods.items():
             method = Method(descriptor)
-            if method.unary:
+            if method.unary or method.server_streaming:
                 methods[name] = method
         latched = self._latched[target.target]
         for alias, spec in target.aliases.items():
@@ -128,18 +129,19 @@ class GrpcDiscovery:
             else:
                 method_name, reply = spec.method, spec.reply
             descriptor = reflected.methods.get(method_name)
-            if descriptor is None or not Method(descriptor).unary:
+            aliased = None if descriptor is None else Method(descriptor, reply)
+            if aliased is None or not (aliased.unary or aliased.server_streaming):
                 if alias not in latched:
                     latched.add(alias)
                     log.warning(
-                        "grpc target %s: alias %s names %s, which it does not serve (unary)",
+                        "grpc target %s: alias %s names %s, which it does not serve",
                         target.target,
                         alias,
                         method_name,
                     )
                 continue
             latched.discard(alias)
-            methods[alias] = Method(descriptor, reply)
+            methods[alias] = aliased
         return methods
 
     def _missed(self, target: GrpcConfig, reason: str) -> None:

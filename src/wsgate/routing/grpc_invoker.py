@@ -44,6 +44,7 @@ from wsgate.protocol import builtins as bi
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
 from wsgate.routing.context import InvocationContext
+from wsgate.routing.grpc_stream import Stream, StreamSink
 from wsgate.routing.grpc_transcode import Method, Refused
 from wsgate.routing.instances import Instance, Service
 from wsgate.routing.invoker import Done
@@ -117,6 +118,8 @@ class GrpcInvoker:
         """Started calls; each removes itself when done."""
         self._latched: dict[str, set[str]] = {}
         """Failure kinds logged per service, cleared by a success; bounded by targets × codes."""
+        self._streams: set[Stream] = set()
+        """Open streams; bounded by the Upstream's stream caps, each removed at its end."""
         self._closed = False
 
     # Discovery's side --------------------------------------------------------
@@ -188,6 +191,8 @@ class GrpcInvoker:
     async def aclose(self) -> None:
         """Cancel the calls in flight (``UPSTREAM_UNAVAILABLE``), close every channel."""
         self._closed = True
+        for stream in list(self._streams):
+            stream.cancel(ErrorCode.UPSTREAM_UNAVAILABLE.value)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -199,12 +204,103 @@ class GrpcInvoker:
             if channel is not None:
                 await channel.close()
 
+    # Streams -----------------------------------------------------------------
+
+    def streams(self, service: Service, action_type: str) -> bool:
+        """Whether ``action_type`` names a server-streaming method of ``service``'s target."""
+        for inst in service.pool.instances:  # a gRPC service has its one target
+            state = self._targets.get(inst.url)
+            method = None if state is None else state.methods.get(action_type)
+            return method is not None and method.server_streaming
+        return False
+
+    def open_stream(
+        self,
+        service: Service,
+        action: Action,
+        context: InvocationContext,
+        sink: StreamSink,
+        traceparent: str | None = None,
+    ) -> Stream:
+        """Open a server-streaming call; see :mod:`.grpc_stream` for what ``sink`` gets.
+
+        The stream has no deadline (it lasts until the service ends it or it
+        is cancelled); ``timeout_ms`` bounds only the wait for a slot.
+        """
+        stream = Stream(sink)
+        task = self._spawn(self._stream(stream, service, action, context, traceparent))
+        stream.task = task
+        self._streams.add(stream)
+        task.add_done_callback(stream.finished)
+        task.add_done_callback(lambda _: self._streams.discard(stream))
+        return stream
+
+    async def _stream(
+        self,
+        stream: Stream,
+        service: Service,
+        action: Action,
+        context: InvocationContext,
+        traceparent: str | None,
+    ) -> None:
+        import grpc
+
+        pool = service.pool
+        if self._closed:
+            stream.finish(ErrorCode.UPSTREAM_UNAVAILABLE.value)
+            return
+        try:
+            await asyncio.wait_for(pool.slots.acquire(), pool.timeout_ms / 1000)
+        except TimeoutError:
+            code = self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "concurrency cap full")
+            stream.finish(code.value)
+            return
+        try:
+            inst = pool.pick()
+            state = self._targets.get(inst.url) if inst is not None else None
+            method = None if state is None else state.methods.get(action.type)
+            if inst is None or state is None or method is None or not method.server_streaming:
+                stream.finish(ErrorCode.NO_ROUTE.value)
+                return
+            try:
+                request = method.encode(_payload(action.payload))
+            except Refused as exc:
+                stream.finish(ErrorCode.BAD_REQUEST.value, str(exc))
+                return
+            make = state.calls.get(method.name)
+            if make is None:
+                make = state.calls[method.name] = self.channel(inst.url).unary_stream(
+                    method.path,
+                    request_serializer=_serialize,
+                    response_deserializer=method.response.FromString,
+                )
+            call = make(request, metadata=_metadata(context, ensure_traceparent(traceparent)))
+            target: Instance = inst
+            streamed: Method = method
+
+            def reply(message: Any) -> Outbound:
+                return Outbound(type=streamed.reply_type, payload=streamed.decode(message))
+
+            def failed(exc: Exception) -> str:
+                if isinstance(exc, grpc.aio.AioRpcError):
+                    status = exc.code().name
+                    code = STATUS.get(status, ErrorCode.UPSTREAM_ERROR)
+                    reason = f"{streamed.name}: {status}: {exc.details()}"
+                    return self._fail(service, target, code, reason, down=status in DOWN).value
+                log.error("service %s: stream failed", service.name, exc_info=exc)
+                return ErrorCode.INTERNAL.value
+
+            await stream.pump(call, reply, failed)
+        finally:
+            pool.slots.release()
+
     # Internals ---------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _call_then(
         self,
@@ -248,8 +344,8 @@ class GrpcInvoker:
             if inst is None or state is None:
                 return self._fail(service, inst, ErrorCode.UPSTREAM_UNAVAILABLE, "no target")
             method = state.methods.get(action.type)
-            if method is None:
-                return self._fail(service, inst, ErrorCode.NO_ROUTE, f"no method for {action.type}")
+            if method is None or not method.unary:
+                return self._fail(service, inst, ErrorCode.NO_ROUTE, f"no unary {action.type}")
             try:
                 request = method.encode(_payload(action.payload))
             except Refused as exc:
@@ -356,5 +452,3 @@ def _metadata(context: InvocationContext, traceparent: str) -> tuple[tuple[str, 
         else:
             pairs.append((f"{key}-bin", value.encode()))
     return tuple(pairs)
-
-

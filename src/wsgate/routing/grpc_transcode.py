@@ -44,7 +44,7 @@ class Method:
     response message's full name unless an alias names another.
     """
 
-    __slots__ = ("name", "path", "reply_type", "request", "response", "unary")
+    __slots__ = ("name", "path", "reply_type", "request", "response", "server_streaming", "unary")
 
     def __init__(self, descriptor: Any, reply_type: str | None = None) -> None:
         from google.protobuf import message_factory
@@ -56,8 +56,11 @@ class Method:
         self.request: Any = message_factory.GetMessageClass(descriptor.input_type)
         self.response: Any = message_factory.GetMessageClass(descriptor.output_type)
         self.reply_type = reply_type or descriptor.output_type.full_name
-        self.unary = not descriptor.server_streaming and not descriptor.client_streaming
-        """Unary-unary: the only kind routed (a streaming method is left out)."""
+        client_streaming = bool(descriptor.client_streaming)
+        self.unary = not descriptor.server_streaming and not client_streaming
+        """Unary-unary: one request, one answer."""
+        self.server_streaming = bool(descriptor.server_streaming) and not client_streaming
+        """One request, a stream of answers (see :mod:`.grpc_stream`)."""
 
     def encode(self, payload: bytes | None) -> Any:
         """The request message for a JSON ``payload``; raises :class:`Refused`."""
@@ -88,4 +91,3 @@ class Method:
             always_print_fields_with_no_presence=True,
         )
         return result
-

@@ -319,6 +319,8 @@ class GateListener(BufferedListener):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._state = _CLOSED
         self._out = None
+        if self._waiters is not None:
+            self.release_waiters()
         self._frag = self._frag_op = self._frag_dec = None
         timer = self._close_timer
         if timer is not None:
