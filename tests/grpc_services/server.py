@@ -77,8 +77,12 @@ class ModuleServer:
     streaming) is never routed.
     """
 
-    def __init__(self, port: int = 0, *, added: bool = False) -> None:
+    def __init__(
+        self, port: int = 0, *, added: bool = False, tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.port = port
+        self.tls = tls
+        """``(cert.pem, key.pem)``: serve over TLS."""
         self.pool = build_pool(ADDED if added else "")
         self.added = added
         self.gate = asyncio.Event()
@@ -189,7 +193,13 @@ class ModuleServer:
         reflection.enable_server_reflection(
             [SERVICE, reflection.SERVICE_NAME], server, pool=self.pool
         )
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        address = f"127.0.0.1:{self.port}"
+        if self.tls is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            cert, key = self.tls
+            creds = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+            self.port = server.add_secure_port(address, creds)
         await server.start()
         self._server = server
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
+from tests.certs import self_signed
 from tests.grpc_services.server import SERVICE, ModuleServer
 from tests.helpers import eventually
 from wsgate.config import from_mapping
@@ -22,10 +24,12 @@ ADDED = f"{SERVICE}/Added"
 ECHO = f"{SERVICE}/Echo"
 
 
-async def call(table: RouteTable, invoker: GrpcInvoker, type_: str) -> InvocationResult | ErrorCode:
+async def call(
+    table: RouteTable, invoker: GrpcInvoker, type_: str, payload: bytes = b'{"tag": "t"}'
+) -> InvocationResult | ErrorCode:
     service = table.lookup(type_)
     assert service is not None
-    action = Action(type=type_, payload=msgspec.Raw(b'{"tag": "t"}'))
+    action = Action(type=type_, payload=msgspec.Raw(payload))
     return await invoker.invoke(service, action, InvocationContext(connectionId="n1.x"))
 
 
@@ -108,3 +112,32 @@ async def test_a_target_down_at_start_is_routed_once_it_comes_up() -> None:
         await discovery.aclose()
         await invoker.aclose()
         await later.stop()
+
+
+async def test_a_tls_target_is_reached_with_its_ca_and_refused_without(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    (tmp_path / "other").mkdir()
+    other, _ = self_signed(tmp_path / "other")  # a CA that did not sign the server's
+    async with ModuleServer(tls=(cert, key)) as server:
+        for ca, routed in ((str(cert), True), (str(other), False)):
+            config = from_mapping(
+                {
+                    "grpc": [
+                        {"target": server.target, "tls": True, "ca_file": ca, "timeout_ms": 1000}
+                    ]
+                },
+                env={},
+            ).grpc[0]
+            table = RouteTable()
+            invoker = GrpcInvoker([GrpcTarget(config.target, tls=True, ca_file=ca)])
+            discovery = GrpcDiscovery(table, invoker, [config])
+            try:
+                await discovery.start()
+                assert (table.lookup(ECHO) is not None) is routed, ca
+                if routed:
+                    result = await call(table, invoker, ECHO, b"{}")
+                    assert isinstance(result, InvocationResult), result
+                    assert result.replies[0].type == "wsgate.test.v1.EchoResponse"
+            finally:
+                await discovery.aclose()
+                await invoker.aclose()
