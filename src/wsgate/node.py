@@ -98,6 +98,25 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
         raise ConfigError("server.tls_cert", f"cannot load certificate: {exc}") from None
 
 
+def _grpc_targets(config: Config) -> list[GrpcTarget]:
+    """The ``[[grpc]]`` targets, their ``ca_file`` read now.
+
+    Raises :class:`~wsgate.exceptions.ConfigError` (``grpc.<i>.ca_file``) when
+    a file cannot be read.
+    """
+    targets = []
+    for i, t in enumerate(config.grpc):
+        roots = None
+        if t.ca_file:
+            try:
+                with open(t.ca_file, "rb") as f:
+                    roots = f.read()
+            except OSError as exc:
+                raise ConfigError(f"grpc.{i}.ca_file", f"cannot read: {exc.strerror}") from None
+        targets.append(GrpcTarget(t.target, t.tls, roots))
+    return targets
+
+
 class Node:
     """One gateway node. Call :meth:`start`, later :meth:`stop`."""
 
@@ -123,9 +142,7 @@ class Node:
         """Calls to the ``[[grpc]]`` targets (``None`` without any)."""
         self.grpc_discovery: GrpcDiscovery | None = None
         if config.grpc:
-            self.grpc_invoker = GrpcInvoker(
-                GrpcTarget(t.target, t.tls, t.ca_file) for t in config.grpc
-            )
+            self.grpc_invoker = GrpcInvoker(_grpc_targets(config))
             self.grpc_discovery = GrpcDiscovery(self.routes, self.grpc_invoker, config.grpc)
         self.gateway: Gateway | None = None
         self.upstream: Upstream | None = None

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.gateway import make_config
 from wsgate.config import GrpcAlias, from_mapping
 from wsgate.exceptions import ConfigError
+from wsgate.node import Node
 
 
 def grpc(*targets: dict[str, Any]) -> Any:
@@ -81,3 +84,12 @@ def test_the_node_imports_without_the_grpc_extra() -> None:
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=env)
+
+
+def test_an_unreadable_ca_file_stops_the_node_naming_the_key(tmp_path: Path) -> None:
+    config = make_config(
+        grpc=[{"target": "127.0.0.1:1", "tls": True, "ca_file": str(tmp_path / "no.pem")}]
+    )
+    with pytest.raises(ConfigError) as caught:
+        Node(config)
+    assert caught.value.key == "grpc.0.ca_file"

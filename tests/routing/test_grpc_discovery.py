@@ -129,7 +129,9 @@ async def test_a_tls_target_is_reached_with_its_ca_and_refused_without(tmp_path:
                 env={},
             ).grpc[0]
             table = RouteTable()
-            invoker = GrpcInvoker([GrpcTarget(config.target, tls=True, ca_file=ca)])
+            invoker = GrpcInvoker(
+                [GrpcTarget(config.target, tls=True, roots=Path(ca).read_bytes())]
+            )
             discovery = GrpcDiscovery(table, invoker, [config])
             try:
                 await discovery.start()

@@ -92,9 +92,8 @@ class GrpcDiscovery:
         except ReflectionFailed as exc:
             self._missed(target, str(exc))
             return
-        except Exception:
-            log.exception("grpc target %s: discovery failed unexpectedly", name)
-            self._missed(target, "unexpected error")
+        except Exception as exc:  # a bug, or descriptors protobuf cannot take
+            self._missed(target, f"discovery failed unexpectedly: {exc!r}", exc)
             return
         if self._misses[name]:
             log.info("grpc target %s: reflected again", name)
@@ -144,12 +143,13 @@ class GrpcDiscovery:
             methods[alias] = aliased
         return methods
 
-    def _missed(self, target: GrpcConfig, reason: str) -> None:
+    def _missed(self, target: GrpcConfig, reason: str, exc: Exception | None = None) -> None:
+        """A failed round: logged once until a good one; the routes drop after a few."""
         name = target.target
         self._misses[name] += 1
         if "failed" not in self._latched[name]:
             self._latched[name].add("failed")
-            log.warning("grpc target %s: %s", name, reason)
+            log.warning("grpc target %s: %s", name, reason, exc_info=exc)
         if self._misses[name] >= MISSES_TO_DROP and self._found.pop(name, None) is not None:
             log.warning("grpc target %s: routes dropped (%d failed rounds)", name, MISSES_TO_DROP)
             self._sync()

@@ -89,12 +89,13 @@ CHANNEL_OPTIONS: Final = (
 class GrpcTarget:
     """How to reach one target: ``host:port``, with TLS if ``tls``.
 
-    ``ca_file``: PEM roots to check the server with; empty: the system's.
+    ``roots``: PEM roots to check the server with (the ``ca_file``'s bytes,
+    read once by whoever builds this); ``None``: the system's.
     """
 
     target: str
     tls: bool = False
-    ca_file: str = ""
+    roots: bytes | None = None
 
 
 @dataclass
@@ -132,11 +133,7 @@ class GrpcInvoker:
         if state.channel is None:
             settings = state.settings
             if settings.tls:
-                roots = None
-                if settings.ca_file:
-                    with open(settings.ca_file, "rb") as f:
-                        roots = f.read()
-                creds = grpc.ssl_channel_credentials(root_certificates=roots)
+                creds = grpc.ssl_channel_credentials(root_certificates=settings.roots)
                 state.channel = grpc.aio.secure_channel(target, creds, options=CHANNEL_OPTIONS)
             else:
                 state.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
