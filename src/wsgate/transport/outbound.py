@@ -109,7 +109,8 @@ class BufferedListener(WSListener):
         self._paused = False
         """Between the transport's ``pause_writing`` and ``resume_writing``."""
         self._waiters: list[asyncio.Future[None]] | None = None
-        """Producers waiting in :meth:`when_writable`; one per open stream at most."""
+        """Producers waiting in :meth:`when_writable`: one per open stream, plus at
+        most 8 left by streams cancelled while waiting (pruned on append)."""
 
     def when_writable(self) -> asyncio.Future[None] | None:
         """``None`` if a producer that can wait (a stream) may send now, else a future.
@@ -123,10 +124,13 @@ class BufferedListener(WSListener):
         if self._out is None and not self._paused:
             return None
         fut: asyncio.Future[None] = self._ctx.loop.create_future()
-        if self._waiters is None:
+        waiters = self._waiters
+        if waiters is None:
             self._waiters = [fut]
         else:
-            self._waiters.append(fut)
+            if len(waiters) >= 8:  # drop those of cancelled streams: live ones bound the list
+                waiters[:] = [w for w in waiters if not w.done()]
+            waiters.append(fut)
         return fut
 
     def release_waiters(self) -> None:
