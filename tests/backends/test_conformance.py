@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.backends.conftest import Make
+from tests.backends.conftest import Make, holds
 from tests.helpers import eventually
 from tests.helpers import eventually as eventually_async
 from wsgate.backends.base import Backend, Delivery, Registration
@@ -183,6 +183,82 @@ async def test_stream_expires_and_offsets_continue_above(backend_factory: Make) 
     # An offset of the earlier incarnation is never recovered; 0 still is.
     assert await a.history.since("t", old) == (False, [], got[1].offset)
     assert await a.history.since("t", 0) == (True, [(got[1].offset, b"new")], got[1].offset)
+
+
+async def test_quiet_stream_is_freed_and_its_offsets_never_reused(backend_factory: Make) -> None:
+    a, got = await node(backend_factory, "a", history_ttl_s=1.0)
+    a.broker.subscribe("chan.fr")
+    await a.broker.flush()
+    for i in range(3):
+        a.broker.publish_stream("chan.fr", "fr", b"old%d" % i)
+    await a.broker.flush()
+    await eventually(lambda: len(got) == 3)
+    old = [d.offset for d in got]
+    assert await holds(a, "fr")
+
+    async def freed() -> bool:
+        # No append and no member for ttl: unknown to readers, and gone from storage.
+        return await a.history.window("fr") == (0, [], 0) and not await holds(a, "fr")
+
+    await eventually(freed, timeout=4.0, every=0.05, what="the quiet stream freed")  # ttl + slack
+    assert await a.history.since("fr", old[-1]) == (False, [], 0)
+    for i in range(3):
+        a.broker.publish_stream("chan.fr", "fr", b"new%d" % i)
+    await a.broker.flush()
+    await eventually(lambda: len(got) == 6)
+    new = [d.offset for d in got[3:]]
+    assert min(new) > max(old)  # a re-created stream never reuses an offset
+    assert await a.history.since("fr", old[-1]) == (False, [], new[-1])
+    assert await a.history.since("fr", 0) == (True, [(d.offset, d.data) for d in got[3:]], new[-1])
+
+
+async def test_retention_is_bounded_by_max_channels_oldest_freed_first(
+    backend_factory: Make,
+) -> None:
+    a, _ = await node(backend_factory, "a", history_size=2, history_max_channels=3)
+    streams = [f"m{i}" for i in range(5)]
+    for s in streams:  # each channel filled to history_size, one after the other
+        a.broker.publish_stream(f"chan.{s}", s, b"1")
+        a.broker.publish_stream(f"chan.{s}", s, b"2")
+        await a.broker.flush()
+
+    async def oldest_freed() -> bool:
+        return not any([await holds(a, s) for s in streams[:2]])
+
+    await eventually(oldest_freed, what="the two oldest streams freed")
+    for s in streams[:2]:
+        assert await a.history.window(s) == (0, [], 0)
+    for s in streams[2:]:
+        assert await holds(a, s)
+        window = await a.history.window(s)
+        assert window.base == 0 and [d for _, d in window.entries] == [b"1", b"2"]
+
+
+async def test_offsets_are_per_channel(backend_factory: Make) -> None:
+    (a, _), (b, got) = [await node(backend_factory, n, history_size=64) for n in "ab"]
+    for s in ("busy", "quiet"):
+        b.broker.subscribe(f"chan.{s}")
+    await b.broker.flush()
+    for i in range(30):
+        a.broker.publish_stream("chan.busy", "busy", b"%d" % i)
+    await a.broker.flush()
+    before = time.time_ns() // 1000
+    for i in range(5):
+        a.broker.publish_stream("chan.quiet", "quiet", b"q%d" % i)
+        a.broker.publish_stream("chan.busy", "busy", b"b%d" % i)
+    await a.broker.flush()
+    after = time.time_ns() // 1000
+    await eventually(lambda: len(got) == 40)
+    for s in ("busy", "quiet"):
+        chain = [d for d in got if d.subject == f"chan.{s}"]
+        first = chain[0].offset
+        # Contiguous per channel, whatever the other channel sent in between.
+        assert [d.offset for d in chain] == list(range(first, first + len(chain)))
+        assert [d.prev for d in chain] == [d.offset - 1 for d in chain]
+    quiet = [d for d in got if d.subject == "chan.quiet"]
+    # A fresh channel's first offset is its creation epoch (microseconds) plus
+    # one: it tells the time it was created, not how much others sent.
+    assert before < quiet[0].offset <= after + 1
 
 
 # Presence --------------------------------------------------------------------

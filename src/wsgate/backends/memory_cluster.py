@@ -246,7 +246,13 @@ class MemoryCluster:
 
 
 async def open_memory(
-    url: str, *, prefix: str, node: str, history_size: int, history_ttl_s: float
+    url: str,
+    *,
+    prefix: str,
+    node: str,
+    history_size: int,
+    history_ttl_s: float,
+    history_max_channels: int = 10_000,
 ) -> MemoryCluster:
     """The in-process backend of the hub named by ``url`` and ``prefix``."""
     hub = _HUBS.setdefault((url, prefix), _Hub())

@@ -113,7 +113,13 @@ def _abort_transport(nc: Client) -> None:
 
 
 async def open_nats(
-    url: str, *, prefix: str, node: str, history_size: int, history_ttl_s: float
+    url: str,
+    *,
+    prefix: str,
+    node: str,
+    history_size: int,
+    history_ttl_s: float,
+    history_max_channels: int = 10_000,
 ) -> NatsBackend:
     """Connect to ``url`` and make sure this prefix's streams exist.
 

@@ -73,7 +73,13 @@ class RedisBackend:
 
 
 async def open_redis(
-    url: str, *, prefix: str, node: str, history_size: int, history_ttl_s: float
+    url: str,
+    *,
+    prefix: str,
+    node: str,
+    history_size: int,
+    history_ttl_s: float,
+    history_max_channels: int = 10_000,
 ) -> RedisBackend:
     """Connect to the Redis server at ``url``; raises if it does not answer ``PING``.
 
