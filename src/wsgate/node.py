@@ -266,6 +266,7 @@ class Node:
                 node=self.node_id,
                 history_size=config.history.size,
                 history_ttl_s=config.history.ttl_s,
+                history_max_channels=config.history.max_channels,
             )
         except (OSError, ConnectionError) as exc:
             raise ConfigError("broker.url", f"cannot connect: {exc}") from None

@@ -13,25 +13,39 @@ __all__ = ["open_backend"]
 
 
 async def open_backend(
-    url: str, *, prefix: str, node: str, history_size: int, history_ttl_s: float
+    url: str,
+    *,
+    prefix: str,
+    node: str,
+    history_size: int,
+    history_ttl_s: float,
+    history_max_channels: int = 10_000,
 ) -> Backend:
     """Connect the cluster backend named by ``url`` (``memory://``, ``redis://``, ``nats://``)."""
     scheme = url.partition("://")[0]
-    kw = {"prefix": prefix, "node": node}
-    size, ttl = history_size, history_ttl_s
+    size, ttl, most = history_size, history_ttl_s, history_max_channels
     backend: Backend
     if scheme == "memory":
         from wsgate.backends.memory_cluster import open_memory
 
-        backend = await open_memory(url, **kw, history_size=size, history_ttl_s=ttl)
+        backend = await open_memory(
+            url, prefix=prefix, node=node, history_size=size, history_ttl_s=ttl,
+            history_max_channels=most,
+        )
     elif scheme in ("redis", "rediss"):
         from wsgate.backends.redis import open_redis
 
-        backend = await open_redis(url, **kw, history_size=size, history_ttl_s=ttl)
+        backend = await open_redis(
+            url, prefix=prefix, node=node, history_size=size, history_ttl_s=ttl,
+            history_max_channels=most,
+        )
     elif scheme in ("nats", "tls"):
         from wsgate.backends.nats import open_nats
 
-        backend = await open_nats(url, **kw, history_size=size, history_ttl_s=ttl)
+        backend = await open_nats(
+            url, prefix=prefix, node=node, history_size=size, history_ttl_s=ttl,
+            history_max_channels=most,
+        )
     else:
         raise ValueError(f"unsupported broker URL scheme {scheme!r}")
     return backend
