@@ -15,15 +15,18 @@ give, compared with the memory reference:
 - **no server clock**: rate limits and heartbeats use each node's wall
   clock, so nodes must keep their clocks in sync (NTP);
 - **per-message history expiry**: a channel's messages age out one by one
-  (``ttl_s`` after each append, judged from the server's timestamps; the
-  server keeps them ``2 ttl_s + 5 s``), not all together ``ttl_s`` after the
-  last append;
-- **offsets are stream-global**: JetStream sequence numbers of one channel
-  are increasing but not contiguous (other channels' messages sit between
-  them), so ``prev`` comes from the server (``Nats-Last-Sequence`` on the
-  republished message) and ``offset - 1`` means nothing;
-- **unacked appends**: ``publish_stream`` is one core publish the stream
-  stores and republishes; one the server fails to store is not counted;
+  (the server removes each ``ttl_s`` after its append, ``max_age``), not all
+  together ``ttl_s`` after the last append; the channel is gone ``ttl_s``
+  after its last append. At most ``history_max_channels × history_size``
+  messages are kept (``max_msgs``, oldest removed first): at most that many
+  full channels;
+- **offsets per channel by compare-and-set**: each append is an acked
+  JetStream publish expecting the channel's last sequence, carrying the
+  channel's own offset in a header (see
+  :mod:`~wsgate.backends.nats_broker`): one round trip per append, one
+  append in flight per channel and node; a new epoch after the channel was
+  freed comes from the node's wall clock (offsets stay above the earlier
+  ones while clocks do not step back by more than the channel's lifetime);
 - **outages**: nats-py reconnects by itself (forever, every
   :data:`RECONNECT_WAIT_S`) and re-subscribes; meanwhile broker messages are
   dropped (counted in ``broker.lost``) and store calls raise after their
@@ -64,7 +67,7 @@ class NatsBackend:
         """The connection (shared by every store)."""
         self.names = jet.names
         self.broker = NatsBroker(jet)
-        self.history = NatsHistory(jet, history_size, history_ttl_s)
+        self.history = NatsHistory(jet, history_size)
         self.presence = NatsPresence(jet)
         self.limits = NatsLimits(jet)
         self.registry = NatsRegistry(jet)
@@ -150,7 +153,7 @@ async def open_nats(
     )
     try:
         jet = Jet(nc, Names(prefix), REQUEST_TIMEOUT_S)
-        await jet.ensure_streams(history_size, history_ttl_s)
+        await jet.ensure_streams(history_size, history_ttl_s, history_max_channels)
     except BaseException:
         await close_client(nc)
         raise

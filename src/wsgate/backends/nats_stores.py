@@ -12,15 +12,14 @@ backend's timeout; a call made while the server is unreachable raises a
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
-import math
 import struct
 import time
 
 from wsgate.backends.base import Registration, StreamReplay, StreamWindow
-from wsgate.backends.nats_jet import Jet, Stored, WrongLastSequence
-from wsgate.backends.nats_names import HDR_TIME_STAMP, decode_token
+from wsgate.backends.nats_broker import head_of
+from wsgate.backends.nats_jet import Jet, WrongLastSequence
+from wsgate.backends.nats_names import decode_token
 
 __all__ = ["ACQUIRE_TRIES", "NatsHistory", "NatsLimits", "NatsPresence", "NatsRegistry"]
 
@@ -32,124 +31,55 @@ _TAT_CACHE = 10_000
 class NatsHistory:
     """:class:`~wsgate.backends.base.HistoryStore` over the history stream.
 
-    The stream stores each message as published (no header of ours): what
-    ``since`` and ``window`` need is derived from the stream itself. The
-    server removes a subject's messages oldest first only (per-subject limit
-    ``size + 1``, ``max_age`` = :func:`~wsgate.backends.nats_jet.hist_max_age`),
-    so what it holds of one channel is always every message after some point,
-    in sequence order, each with the server's timestamp. From that:
+    Every stored message carries its offset and its channel's epoch
+    (``created``) in headers (:mod:`~wsgate.backends.nats_broker`); the
+    server removes a channel's messages oldest first only (``max_age``,
+    ``max_msgs_per_subject``, ``max_msgs``), so what it holds of one channel is
+    always its messages after some point, contiguous offsets of one epoch.
+    Exactly like the Redis stream: the last evicted offset is the first
+    remaining one minus one, and nothing was evicted iff the first remaining
+    one is ``created + 1``. ``since(o)`` recovers iff the channel is stored,
+    ``created <= o <= top`` (or ``o == 0`` and nothing was evicted) and
+    ``o`` is not below the last evicted offset. Reads are direct gets of the
+    channel's stored messages (at most ``size``, one request per 256).
 
-    - a message is *alive* while younger than ``ttl_s`` (this node's wall
-      clock against the server's timestamp: messages expire one by one, and
-      a stream whose newest message is older is gone: ``top`` 0);
-    - the *base* (last evicted offset) is the newest stored message that is
-      not alive, or — when all ``size + 1`` stored messages are alive — the
-      oldest of them (evicted by the size bound; kept one message longer so
-      that its offset is known exactly);
-    - base is 0 (nothing evicted since the stream was created) when the
-      first alive message was appended ``ttl_s`` or more after its stored
-      predecessor (the stream had expired in between: memory semantics), or
-      when it has none stored: the server removes a message ``2 ttl_s +
-      margin`` after its append, so a removed predecessor of an alive message
-      (or a message evicted by size, when fewer than ``size + 1`` are stored)
-      is impossible unless it was more than ``ttl_s`` older — an earlier
-      incarnation.
-
-    ``since(o)`` is recovered iff ``o`` is the top, or ``o`` is at or above
-    the base (``o >= base > 0``), or ``base == 0`` and ``o`` is 0 or one of
-    the alive offsets. So an offset of an earlier incarnation is never
-    recovered, and 0 is recovered while nothing was evicted. Reads are direct
-    gets of every stored message of the channel (at most ``size + 1``, one
-    request per 256).
+    Messages age out one by one, ``ttl_s`` after each append (the server's
+    clock), not all together ``ttl_s`` after the last.
     """
 
-    def __init__(self, jet: Jet, size: int, ttl_s: float) -> None:
+    def __init__(self, jet: Jet, size: int) -> None:
         self._jet = jet
         self._size = max(size, 0)
-        self._ttl = ttl_s
 
-    async def _window(self, stream: str) -> tuple[StreamWindow, bool]:
+    async def _read(self, stream: str) -> tuple[StreamWindow, int] | None:
+        """The stream's window and epoch, or ``None`` when nothing of it is stored."""
         jet = self._jet
         found = await jet.scan(
-            jet.names.hist_stream, jet.names.hist(stream), limit=self._size + 2
+            jet.names.hist_stream, jet.names.hist(stream), limit=max(self._size, 1)
         )
-        return _window(found, self._size, self._ttl, time.time())
+        if not found:
+            return None
+        heads = [head_of(m) for m in found]
+        epoch, top = heads[-1][2], heads[-1][1]
+        if self._size == 0:
+            return StreamWindow(top, [], top), epoch  # the counter only: all evicted
+        first = heads[0][1]
+        base = 0 if first == epoch + 1 else first - 1
+        entries = [(h[1], m.data) for h, m in zip(heads, found, strict=True)]
+        return StreamWindow(base, entries, top), epoch
 
     async def window(self, stream: str) -> StreamWindow:
-        return (await self._window(stream))[0]
+        found = await self._read(stream)
+        return StreamWindow(0, [], 0) if found is None else found[0]
 
     async def since(self, stream: str, offset: int) -> StreamReplay:
-        (base, entries, top), alone = await self._window(stream)
-        if top == 0:
+        found = await self._read(stream)
+        if found is None:
             return StreamReplay(offset == 0, [], 0)
-        if offset == top:
-            return StreamReplay(True, [], top)
-        if offset > top:
-            return StreamReplay(False, [], top)
-        if base:  # everything above the last evicted offset is held
-            held = offset >= base
-        elif offset == 0 or any(o == offset for o, _ in entries):
-            held = True  # the first alive message is the stream's first since it (re)started
-        elif alone and offset == entries[0][0] - 1:
-            held = await self._not_ours(stream, offset)
-        else:
-            held = False  # an offset of an earlier incarnation, or not one at all
-        if not held:
+        (base, entries, top), created = found
+        if offset < base or offset > top or 0 < offset < created:
             return StreamReplay(False, [], top)
         return StreamReplay(True, [(o, d) for o, d in entries if o > offset], top)
-
-    async def _not_ours(self, stream: str, seq: int) -> bool:
-        """Whether ``seq`` (the ``prev`` delivered with a stream's first message) was
-        certainly never an offset of ``stream``: below the history stream's first
-        sequence, or held by another subject. A sequence the server removed may have
-        been the stream's own, in an earlier incarnation: then ``False``."""
-        jet = self._jet
-        if 0 < seq < jet.hist_first_seq:
-            return True
-        other = await jet.get(jet.names.hist_stream, seq)
-        return other is not None and other.subject != jet.names.hist(stream)
-
-
-def _stamp(msg: Stored) -> float:
-    """The server's store time of ``msg``, Unix seconds (``inf`` when unreadable)."""
-    raw = msg.headers.get(HDR_TIME_STAMP, "")
-    try:
-        whole, _, frac = raw.rstrip("Z").partition(".")
-        t = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.UTC).timestamp()
-        return t + (float("0." + frac) if frac.isdigit() else 0.0)
-    except ValueError:
-        return math.inf
-
-
-def _window(
-    found: list[Stored], size: int, ttl: float, now: float
-) -> tuple[StreamWindow, bool]:
-    """What a channel's stored messages (oldest first) hold, per :class:`NatsHistory`,
-    and whether its first entry has no stored predecessor at all (its delivered
-    ``prev`` was ``offset - 1``)."""
-    if not found:
-        return StreamWindow(0, [], 0), False
-    stamps = [_stamp(m) for m in found]
-    cut = now - ttl
-    first = len(found)  # the first alive message: every later one is alive too
-    while first > 0 and stamps[first - 1] > cut:
-        first -= 1
-    if first == len(found):
-        return StreamWindow(0, [], 0), False  # expired
-    top = found[-1].seq
-    if first > 0:
-        before = first - 1
-        fresh = stamps[first] - stamps[before] >= ttl
-        base = 0 if fresh else found[before].seq
-    elif len(found) > size:
-        base, first = found[0].seq, 1
-    else:
-        base = 0
-    alone = first == 0 and base == 0
-    alive = found[first:]
-    if len(alive) > size:  # never, with the server's limit; keep the bound anyway
-        base, alive, alone = alive[-size - 1].seq, alive[len(alive) - size :], False
-    return StreamWindow(base, [(m.seq, m.data) for m in alive], top), alone
 
 
 def _pack_member(node: str, member: bytes) -> bytes:
