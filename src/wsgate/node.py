@@ -32,7 +32,7 @@ from wsgate.config import Config, parse_listen
 from wsgate.core.gateway import Admission, Attached, Gateway
 from wsgate.core.limits import Limiter, parse_rate
 from wsgate.core.presence import PresenceBatcher
-from wsgate.exceptions import ConfigError
+from wsgate.exceptions import BackendError, ConfigError
 from wsgate.protocol.codes import CloseCode
 from wsgate.routing.grpc_discovery import GrpcDiscovery
 from wsgate.routing.grpc_invoker import GrpcInvoker, GrpcTarget
@@ -268,7 +268,7 @@ class Node:
                 history_ttl_s=config.history.ttl_s,
                 history_max_channels=config.history.max_channels,
             )
-        except (OSError, ConnectionError) as exc:
+        except BackendError as exc:
             raise ConfigError("broker.url", f"cannot connect: {exc}") from None
         return ClusterBus(
             backend,

@@ -9,13 +9,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.helpers import eventually
 from tests.helpers import free_port as _free_port
 from tests.servers import ServerProcess
 from wsgate.backends.base import Delivery
 from wsgate.backends.redis import RedisBackend, open_redis
+from wsgate.exceptions import BackendUnavailable
 
 Open = Callable[..., Awaitable[tuple[RedisBackend, list[Delivery]]]]
 
@@ -134,7 +134,7 @@ async def test_prefixes_isolate_clusters(open_node: Open) -> None:
 
 async def test_open_fails_fast_when_unreachable() -> None:
     url = f"redis://127.0.0.1:{_free_port()}"
-    with pytest.raises(RedisConnectionError):
+    with pytest.raises(BackendUnavailable):
         await asyncio.wait_for(
             open_redis(url, prefix="p", node="n", history_size=4, history_ttl_s=1.0), 10.0)
 

@@ -8,6 +8,7 @@ imported lazily, so ``redis`` or ``nats-py`` is only needed when used.
 from __future__ import annotations
 
 from wsgate.backends.base import Backend
+from wsgate.exceptions import ConfigError
 
 __all__ = ["open_backend"]
 
@@ -21,7 +22,13 @@ async def open_backend(
     history_ttl_s: float,
     history_max_channels: int = 10_000,
 ) -> Backend:
-    """Connect the cluster backend named by ``url`` (``memory://``, ``redis://``, ``nats://``)."""
+    """Connect the cluster backend named by ``url`` (``memory://``, ``redis://``, ``nats://``).
+
+    Raises :class:`~wsgate.exceptions.ConfigError` (key ``broker.url``) for an
+    unknown scheme, :class:`~wsgate.exceptions.BackendUnavailable` when the
+    server does not answer, :class:`~wsgate.exceptions.BackendError` when it
+    answers with an error.
+    """
     scheme = url.partition("://")[0]
     size, ttl, most = history_size, history_ttl_s, history_max_channels
     backend: Backend
@@ -47,5 +54,8 @@ async def open_backend(
             history_max_channels=most,
         )
     else:
-        raise ValueError(f"unsupported broker URL scheme {scheme!r}")
+        raise ConfigError(
+            "broker.url", f"unsupported scheme {scheme!r} (memory://, redis://, rediss://, "
+            "nats://, tls://)"
+        )
     return backend

@@ -29,9 +29,10 @@ give, compared with the memory reference:
   ones while clocks do not step back by more than the channel's lifetime);
 - **outages**: nats-py reconnects by itself (forever, every
   :data:`RECONNECT_WAIT_S`) and re-subscribes; meanwhile broker messages are
-  dropped (counted in ``broker.lost``) and store calls raise after their
-  timeout. JetStream data (history, presence, limits, registrations) is on
-  the server's disk and survives a server restart.
+  dropped (counted in ``broker.lost``) and store calls raise
+  :class:`~wsgate.exceptions.BackendUnavailable` after their timeout.
+  JetStream data (history, presence, limits, registrations) is on the
+  server's disk and survives a server restart.
 """
 
 from __future__ import annotations
@@ -39,11 +40,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import nats
 from nats.aio.client import Client
 
 from wsgate.backends.nats_broker import NatsBroker
-from wsgate.backends.nats_jet import Jet
+from wsgate.backends.nats_jet import Jet, guard
 from wsgate.backends.nats_names import Names
 from wsgate.backends.nats_stores import NatsHistory, NatsLimits, NatsPresence, NatsRegistry
 
@@ -115,6 +115,7 @@ def _abort_transport(nc: Client) -> None:
             log.debug("closing the NATS transport failed", exc_info=True)
 
 
+@guard
 async def open_nats(
     url: str,
     *,
@@ -126,8 +127,9 @@ async def open_nats(
 ) -> NatsBackend:
     """Connect to ``url`` and make sure this prefix's streams exist.
 
-    Raises a ``nats.errors.Error`` (or :exc:`OSError`) when the server cannot
-    be reached within :data:`REQUEST_TIMEOUT_S` or has no JetStream.
+    Raises :class:`~wsgate.exceptions.BackendUnavailable` when the server
+    cannot be reached within ``2 ×`` :data:`REQUEST_TIMEOUT_S`, and
+    :class:`~wsgate.exceptions.BackendError` when it has no JetStream.
     """
 
     async def on_error(err: Exception) -> None:
@@ -140,18 +142,21 @@ async def open_nats(
     async def on_reconnected() -> None:
         log.info("NATS %s: reconnected", url)
 
-    nc = await nats.connect(
+    nc = Client()
+    connect = nc.connect(
         url,
         name=f"wsgate {node}",
         allow_reconnect=True,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=RECONNECT_WAIT_S,
+        reconnect_time_wait=RECONNECT_WAIT_S,  # type: ignore[arg-type]  # seconds; annotated int
         connect_timeout=int(REQUEST_TIMEOUT_S),
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
     )
     try:
+        # nats-py retries a first connection as it reconnects (forever): bound it.
+        await asyncio.wait_for(connect, REQUEST_TIMEOUT_S * 2)
         jet = Jet(nc, Names(prefix), REQUEST_TIMEOUT_S)
         await jet.ensure_streams(history_size, history_ttl_s, history_max_channels)
     except BaseException:

@@ -41,7 +41,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from wsgate.backends.base import Delivery
-from wsgate.backends.nats_jet import Jet, Stored, WrongLastSequence
+from wsgate.backends.nats_jet import Jet, Stored, WrongLastSequence, guard
 from wsgate.backends.nats_names import (
     HDR_CREATED,
     HDR_OFFSET,
@@ -49,6 +49,7 @@ from wsgate.backends.nats_names import (
     HDR_STREAM,
     STREAM_KIND,
 )
+from wsgate.exceptions import BackendUnavailable
 
 __all__ = ["APPEND_TRIES", "MAX_HEADS", "MAX_PENDING", "NatsBroker", "head_of"]
 
@@ -153,11 +154,13 @@ class NatsBroker:
         self._subjects.discard(subject)
         self._enqueue(_CONTROL, (_SUB, subject), counted=False)
 
+    @guard
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the work queued before this call reached the server, and its
         stream publishes are stored (and republished: each waited for its ack).
 
-        Raises :exc:`TimeoutError` after ``timeout`` seconds (e.g. during an outage).
+        Raises :class:`~wsgate.exceptions.BackendUnavailable` while the
+        connection is down, or after ``timeout`` seconds without an answer.
         """
         loop = asyncio.get_running_loop()
         barriers: list[asyncio.Future[None]] = []
@@ -168,6 +171,9 @@ class NatsBroker:
         async with asyncio.timeout(timeout):
             if barriers:
                 await asyncio.gather(*barriers)
+        if not self._nc.is_connected:
+            # nats-py's flush returns at once while it reconnects: nothing was confirmed.
+            raise BackendUnavailable("NatsBroker.flush: not connected to the server")
         await flush_connection(self._nc, timeout)
 
     @property

@@ -21,9 +21,31 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import api
 
+from wsgate.backends.errors import boundary
 from wsgate.backends.nats_names import Names
 
-__all__ = ["Jet", "Stored", "WrongLastSequence"]
+__all__ = ["Jet", "Stored", "WrongLastSequence", "guard"]
+
+guard = boundary(
+    (
+        nats.errors.TimeoutError,
+        nats.errors.NoServersError,
+        nats.errors.ConnectionClosedError,
+        nats.errors.ConnectionReconnectingError,
+        nats.errors.ConnectionDrainingError,
+        nats.errors.StaleConnectionError,
+        nats.errors.NoRespondersError,
+        nats.errors.FlushTimeoutError,
+        nats.errors.OutboundBufferLimitError,
+        OSError,
+        TimeoutError,
+    ),
+    (nats.errors.Error,),
+)
+"""The NATS backend's boundary: every public awaited call raises
+:class:`~wsgate.exceptions.BackendUnavailable` (no connection, or no answer
+within the request timeout) or :class:`~wsgate.exceptions.BackendError` (any
+other NATS or JetStream error, e.g. a JetStream API error)."""
 
 log = logging.getLogger(__name__)
 

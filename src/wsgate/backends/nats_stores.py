@@ -5,8 +5,9 @@ writes. The other stores keep one message per subject in the state stream
 (``max_msgs_per_subject=1``): a write replaces, a removal purges the subject
 (no tombstone is left), and a listing pages through a wildcard subject with
 direct get. Every call is a bounded number of requests, each with the
-backend's timeout; a call made while the server is unreachable raises a
-``nats.errors.Error`` (usually a timeout) instead of waiting.
+backend's timeout; a call made while the server is unreachable raises
+:class:`~wsgate.exceptions.BackendUnavailable` (from nats-py's timeout)
+instead of waiting, any other failure :class:`~wsgate.exceptions.BackendError`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 
 from wsgate.backends.base import Registration, StreamReplay, StreamWindow
 from wsgate.backends.nats_broker import head_of
-from wsgate.backends.nats_jet import Jet, WrongLastSequence
+from wsgate.backends.nats_jet import Jet, WrongLastSequence, guard
 from wsgate.backends.nats_names import decode_token
 
 __all__ = ["ACQUIRE_TRIES", "NatsHistory", "NatsLimits", "NatsPresence", "NatsRegistry"]
@@ -68,10 +69,12 @@ class NatsHistory:
         entries = [(h[1], m.data) for h, m in zip(heads, found, strict=True)]
         return StreamWindow(base, entries, top), epoch
 
+    @guard
     async def window(self, stream: str) -> StreamWindow:
         found = await self._read(stream)
         return StreamWindow(0, [], 0) if found is None else found[0]
 
+    @guard
     async def since(self, stream: str, offset: int) -> StreamReplay:
         found = await self._read(stream)
         if found is None:
@@ -105,23 +108,31 @@ class NatsPresence:
     def __init__(self, jet: Jet) -> None:
         self._jet = jet
 
+    @guard
     async def add(self, channel: str, conn_id: str, node: str, member: bytes) -> None:
         subject = self._jet.names.state("pres", channel, conn_id)
         await self._jet.publish(subject, _pack_member(node, member))
 
+    @guard
     async def remove(self, channel: str, conn_id: str) -> None:
         await self._jet.purge(self._jet.names.state("pres", channel, conn_id))
 
+    @guard
     async def members(self, channel: str) -> dict[str, tuple[str, bytes]]:
+        return await self._members(channel)
+
+    async def _members(self, channel: str) -> dict[str, tuple[str, bytes]]:
         jet = self._jet
         found = await jet.scan(jet.names.state_stream, jet.names.state("pres", channel, "*"))
         return {decode_token(m.subject.rsplit(".", 1)[1]): _unpack_member(m.data) for m in found}
 
+    @guard
     async def beat(self, node: str, ttl_s: float) -> None:
         expires = time.time() + ttl_s
         subject = self._jet.names.state("beat", node)
         await self._jet.publish(subject, repr(expires).encode(), ttl_s=ttl_s + 60)
 
+    @guard
     async def dead_nodes(self, nodes: set[str]) -> set[str]:
         jet = self._jet
         found = await jet.scan(jet.names.state_stream, jet.names.state("beat", "*"))
@@ -129,10 +140,12 @@ class NatsPresence:
         now = time.time()
         return {n for n in nodes if beats.get(n, 0.0) <= now}
 
+    @guard
     async def purge(self, channel: str, nodes: set[str]) -> list[str]:
-        members = await self.members(channel)
+        members = await self._members(channel)
         gone = [cid for cid, (node, _) in members.items() if node in nodes]
-        await asyncio.gather(*(self.remove(channel, cid) for cid in gone))
+        jet = self._jet
+        await asyncio.gather(*(jet.purge(jet.names.state("pres", channel, c)) for c in gone))
         return gone
 
 
@@ -161,6 +174,7 @@ class NatsLimits:
         self._tats: dict[str, tuple[int, float]] = {}
         """Per key: the revision and TAT this node last read or wrote (saves a read)."""
 
+    @guard
     async def acquire(self, key: str, interval: float, tolerance: float) -> float:
         jet = self._jet
         subject = jet.names.state("lim", key)
@@ -193,6 +207,7 @@ class NatsLimits:
             self._tats.clear()
         self._tats[key] = state
 
+    @guard
     async def count(self, key: str, member: str, node: str, delta: int) -> int:
         jet = self._jet
         subject = jet.names.state("cnt", key, member)
@@ -202,6 +217,7 @@ class NatsLimits:
             await jet.purge(subject)
         return await jet.count_subjects(jet.names.state("cnt", key, "*"))
 
+    @guard
     async def forget_node(self, node: str) -> None:
         jet = self._jet
         found = await jet.scan(jet.names.state_stream, jet.names.state("cnt", ">"))
@@ -220,15 +236,18 @@ class NatsRegistry:
     def __init__(self, jet: Jet) -> None:
         self._jet = jet
 
+    @guard
     async def put(self, registration: Registration) -> None:
         data = json.dumps(registration._asdict()).encode()
         ttl = max(registration.expires_at - time.time(), 0.0) + 1
         subject = self._jet.names.state("reg", registration.name, registration.url)
         await self._jet.publish(subject, data, ttl_s=ttl)
 
+    @guard
     async def delete(self, name: str, url: str) -> None:
         await self._jet.purge(self._jet.names.state("reg", name, url))
 
+    @guard
     async def all(self) -> list[Registration]:
         jet = self._jet
         found = await jet.scan(jet.names.state_stream, jet.names.state("reg", ">"))

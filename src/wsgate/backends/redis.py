@@ -37,7 +37,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from wsgate.backends.redis_broker import RedisBroker
-from wsgate.backends.redis_stores import RedisHistory, RedisLimits, RedisPresence, RedisRegistry
+from wsgate.backends.redis_stores import (
+    RedisHistory,
+    RedisLimits,
+    RedisPresence,
+    RedisRegistry,
+    guard,
+)
 
 __all__ = [
     "RedisBackend",
@@ -55,8 +61,9 @@ class RedisBackend:
 
     ``broker`` owns a pub/sub connection; the stores and the broker's
     publishes share one command pool. Store calls made while Redis is
-    unreachable raise :class:`redis.exceptions.ConnectionError` (after one
-    immediate retry, which absorbs a pooled connection a restart broke).
+    unreachable raise :class:`~wsgate.exceptions.BackendUnavailable` (after one
+    immediate retry, which absorbs a pooled connection a restart broke), from
+    redis-py's ``ConnectionError``.
     """
 
     def __init__(
@@ -83,6 +90,7 @@ class RedisBackend:
                 await asyncio.wait_for(client.aclose(), 5.0)
 
 
+@guard
 async def open_redis(
     url: str,
     *,
@@ -92,7 +100,10 @@ async def open_redis(
     history_ttl_s: float,
     history_max_channels: int = 10_000,
 ) -> RedisBackend:
-    """Connect to the Redis server at ``url``; raises if it does not answer ``PING``.
+    """Connect to the Redis server at ``url``.
+
+    Raises :class:`~wsgate.exceptions.BackendUnavailable` if it does not answer
+    ``PING`` (within 2 s to connect, 5 s to answer).
 
     ``node`` is unused (every key is shared by the cluster under ``prefix``).
     """
