@@ -311,13 +311,59 @@ async def test_stream_publish_is_one_message_and_one_ack(open_node) -> None:  # 
     await until(lambda: len(got) == 1)
     await a.broker.flush()
     out0, in0 = a.nc.stats["out_msgs"], a.nc.stats["in_msgs"]
-    for i in range(50):
+    for i in range(20):  # one at a time: nothing queues up behind an append
         a.broker.publish_stream("chan.one", "one", b"%d" % i)
-    await until(lambda: len(got) == 51)
-    assert a.nc.stats["out_msgs"] - out0 == 50  # the append is the publish: no read back
-    assert a.nc.stats["in_msgs"] - in0 == 50  # its ack, no echo
-    assert [int(d.data) for d in got[1:]] == list(range(50))
+        await a.broker.flush()
+    await until(lambda: len(got) == 21)
+    # Per append: the publish (no read back) and its ack; flush() adds a PING.
+    assert a.nc.stats["out_msgs"] - out0 == 20
+    assert a.nc.stats["in_msgs"] - in0 == 20
+    assert [int(d.data) for d in got[1:]] == list(range(20))
     assert all(d.prev == d.offset - 1 for d in got)
+
+
+async def test_a_burst_goes_out_in_batches(open_node) -> None:  # type: ignore[no-untyped-def]
+    """Appends that queue up behind one in flight share one stored message (and
+    one round trip); every action keeps an offset of its own."""
+    from wsgate.backends.nats_broker import MAX_BATCH
+
+    a, b = await open_node("n1", size=300), await open_node("n2", size=300)
+    await started(a)
+    got = await started(b)
+    b.broker.subscribe("chan.burst")
+    await b.broker.flush()
+    out0 = a.nc.stats["out_msgs"]
+    n = 256
+    for i in range(n):
+        a.broker.publish_stream("chan.burst", "burst", b"%d" % i)
+    await a.broker.flush()
+    await until(lambda: len(got) == n)
+    sent = a.nc.stats["out_msgs"] - out0
+    assert n // MAX_BATCH <= sent < n // 4  # batches, not one message per action
+    assert [int(d.data) for d in got] == list(range(n))
+    offsets = [d.offset for d in got]
+    assert offsets == list(range(offsets[0], offsets[0] + n))
+    assert all(d.prev == d.offset - 1 for d in got)
+    replay = await b.history.since("burst", offsets[0] - 1)
+    assert replay == StreamReplay(True, [(d.offset, d.data) for d in got], offsets[-1])
+
+
+async def test_history_keeps_size_actions_of_batched_messages(open_node) -> None:  # type: ignore[no-untyped-def]
+    a = await open_node(size=3)
+    got = await started(a)
+    a.broker.subscribe("chan.w")
+    await a.broker.flush()
+    for i in range(10):  # queued at once: a batch (or a few)
+        a.broker.publish_stream("chan.w", "w", b"%d" % i)
+    await a.broker.flush()
+    await until(lambda: len(got) == 10)
+    top = got[-1].offset
+    assert await a.history.window("w") == (got[-4].offset, [(d.offset, d.data) for d in got[-3:]], top)
+    assert (await a.history.since("w", got[-5].offset)).recovered is False
+    assert await a.history.since("w", got[-4].offset) == StreamReplay(True, [(d.offset, d.data) for d in got[-3:]], top)
+    a.broker.publish_stream("chan.w", "w", b"next")  # continues after the batch's last offset
+    await until(lambda: len(got) == 11)
+    assert got[-1].offset == top + 1
 
 
 async def test_plain_after_stream_publish_keeps_fifo(open_node) -> None:  # type: ignore[no-untyped-def]

@@ -19,6 +19,10 @@ every node subscribes to. A lost race (another node appended first) rereads
 the subject's last message and tries again, at most :data:`APPEND_TRIES`
 times. Each lane caches its channel's last ``(sequence, offset, epoch)`` from
 its acks, so a lone writer reads nothing back; the append waits for its ack.
+Stream publishes that queued up on a lane meanwhile (at most
+:data:`MAX_BATCH`, :data:`MAX_BATCH_BYTES`) go out as *one* stored message
+holding consecutive offsets (``Wsgate-Lengths`` splits it), so a busy
+channel pays one round trip per batch, not per action.
 
 The ack also orders what follows on the lane: the server queues a stored
 message's republish before its ack, so once the ack arrived the message was
@@ -33,7 +37,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -44,6 +48,7 @@ from wsgate.backends.base import Delivery
 from wsgate.backends.nats_jet import Jet, Stored, WrongLastSequence, guard
 from wsgate.backends.nats_names import (
     HDR_CREATED,
+    HDR_LENGTHS,
     HDR_OFFSET,
     HDR_SEQUENCE,
     HDR_STREAM,
@@ -51,7 +56,16 @@ from wsgate.backends.nats_names import (
 )
 from wsgate.exceptions import BackendUnavailable
 
-__all__ = ["APPEND_TRIES", "MAX_HEADS", "MAX_PENDING", "NatsBroker", "head_of"]
+__all__ = [
+    "APPEND_TRIES",
+    "MAX_BATCH",
+    "MAX_BATCH_BYTES",
+    "MAX_HEADS",
+    "MAX_PENDING",
+    "NatsBroker",
+    "entries_of",
+    "head_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +73,12 @@ MAX_PENDING = 100_000
 """Publishes queued and not yet sent; beyond it ``publish`` drops (counted in ``dropped``)."""
 APPEND_TRIES = 16
 """Compare-and-set attempts of one stream append before it is dropped (counted in ``lost``)."""
+MAX_BATCH = 64
+"""At most this many queued stream publishes of one channel go out as one stored message."""
+MAX_BATCH_BYTES = 64 * 1024
+"""…and at most this many bytes of data (a larger single action goes alone): the
+default ``server.max_message_bytes``, so a stored batch is no larger than the
+largest single action, and the stream's message limits still bound its bytes."""
 MAX_HEADS = 10_000
 """Channels whose last ``(sequence, offset, epoch)`` a node caches; past it the least
 recently appended is forgotten (and read back from the server when next appended)."""
@@ -206,17 +226,19 @@ class NatsBroker:
         try:
             while lane:
                 op = lane[0]
+                n = _batch(lane) if op[0] == _STREAM else 1
                 try:
-                    await self._run(key, op)
+                    await self._run(key, op, [lane[i] for i in range(n)])
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    self.lost += 1
+                    self.lost += n
                     log.warning("broker: %s on %r failed", _NAMES[op[0]], key, exc_info=True)
                 finally:
-                    lane.popleft()
+                    for _ in range(n):
+                        lane.popleft()
                     if op[0] in (_PUB, _STREAM):
-                        self._pending -= 1
+                        self._pending -= n
         finally:
             # No await between the last popleft and here: a publish in between
             # would have found the lane non-empty and been drained above.
@@ -226,7 +248,9 @@ class NatsBroker:
                 if op[0] == _BARRIER and not op[1].done():
                     op[1].cancel()
 
-    async def _run(self, key: str, op: Op) -> None:
+    async def _run(self, key: str, op: Op, ops: list[Op]) -> None:
+        """Run ``op`` (the lane's head); ``ops`` is it and the stream publishes
+        batched with it (just ``[op]`` for any other kind)."""
         kind = op[0]
         if kind == _BARRIER:
             if not op[1].done():
@@ -234,15 +258,16 @@ class NatsBroker:
         elif kind == _SUB:
             await self._reconcile(op[1])
         elif not self._nc.is_connected:
-            self.lost += 1
+            self.lost += len(ops)
         elif kind == _PUB:
             await self._nc.publish(self._names.subject(key), op[1])
         else:
-            await self._append(op[1], op[2])
+            await self._append(op[1], [o[2] for o in ops])
 
-    async def _append(self, stream: str, data: bytes) -> None:
-        """Store ``data`` at the channel's next offset (compare-and-set, see the module)."""
+    async def _append(self, stream: str, batch: list[bytes]) -> None:
+        """Store ``batch`` at the channel's next offsets, as one message (see the module)."""
         jet = self._jet
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
         subject = self._names.hist(stream)
         head = self._heads.pop(stream, None)
         for _ in range(APPEND_TRIES):
@@ -252,12 +277,14 @@ class NatsBroker:
             if seq == 0:  # nothing stored: a new epoch, above every one this node used
                 epoch = offset = self._epoch = max(int(time.time() * 1e6), self._epoch + 1)
             headers = {HDR_OFFSET: str(offset + 1), HDR_CREATED: str(epoch)}
+            if len(batch) > 1:
+                headers[HDR_LENGTHS] = ",".join(str(len(d)) for d in batch)
             try:
                 stored = await jet.publish(subject, data, expected_last=seq, headers=headers)
             except WrongLastSequence:
                 head = None  # another node appended first (or the channel expired): reread
                 continue
-            self._heads[stream] = (stored, offset + 1, epoch)
+            self._heads[stream] = (stored, offset + len(batch), epoch)
             if len(self._heads) > MAX_HEADS:
                 self._heads.popitem(last=False)
             return
@@ -280,16 +307,19 @@ class NatsBroker:
         async def on_message(msg: Msg) -> None:
             if self._deliver is None or subject not in self._subjects:
                 return
-            offset = prev = 0
             hdrs = msg.headers
+            entries = [(0, msg.data)]
             if hdrs and hdrs.get(HDR_STREAM) == hist_stream:  # republished by our stream
                 try:
-                    offset = int(hdrs.get(HDR_OFFSET) or hdrs[HDR_SEQUENCE])
+                    entries = entries_of(hdrs, int(hdrs[HDR_SEQUENCE]), msg.data)
                 except (KeyError, ValueError):
-                    offset = 0
-                prev = max(offset - 1, 0)  # offsets of one channel are contiguous
-            self._received[subject] = self._received.get(subject, 0) + 1
-            self._deliver(Delivery(subject, offset, prev, msg.data))
+                    log.warning("broker: dropped a malformed history message on %s", subject)
+                    return
+            for offset, data in entries:  # offsets of one channel are contiguous
+                if self._deliver is None:
+                    return
+                self._received[subject] = self._received.get(subject, 0) + 1
+                self._deliver(Delivery(subject, offset, max(offset - 1, 0), data))
 
         return on_message
 
@@ -307,15 +337,51 @@ async def flush_connection(nc: NATS, timeout: float) -> None:
     await nc.flush(timeout=max(1, int(timeout)))
 
 
+def _batch(lane: deque[Op]) -> int:
+    """How many stream publishes at the head of ``lane`` go out as one message."""
+    n, size = 0, 0
+    for op in lane:
+        if op[0] != _STREAM or n == MAX_BATCH:
+            break
+        size += len(op[2])
+        if n and size > MAX_BATCH_BYTES:
+            break
+        n += 1
+    return n
+
+
+def entries_of(headers: Mapping[str, str], seq: int, data: bytes) -> list[tuple[int, bytes]]:
+    """The ``(offset, data)`` actions one stored history message holds, oldest first.
+
+    ``Wsgate-Offset`` is the first one's offset; ``Wsgate-Lengths`` (absent
+    for one action) splits ``data``. A message stored without our headers (an
+    older wsgate) is one action at offset ``seq``. Raises :exc:`ValueError`
+    for malformed headers.
+    """
+    first = int(headers.get(HDR_OFFSET) or seq)
+    lengths = headers.get(HDR_LENGTHS)
+    if not lengths:
+        return [(first, data)]
+    out: list[tuple[int, bytes]] = []
+    pos = 0
+    for i, raw in enumerate(lengths.split(",")):
+        n = int(raw)
+        out.append((first + i, data[pos : pos + n]))
+        pos += n
+    if pos != len(data):
+        raise ValueError("Wsgate-Lengths do not add up to the payload")
+    return out
+
+
 def head_of(last: Stored | None) -> tuple[int, int, int]:
-    """``(sequence, offset, epoch)`` of a channel's last stored message (zeros: none).
+    """``(sequence, last offset, epoch)`` of a channel's last stored message (zeros: none).
 
     A message stored without our headers (an older wsgate) counts as offset
     ``sequence`` of epoch 0, so the channel continues above it."""
     if last is None:
         return (0, 0, 0)
     try:
-        offset = int(last.headers.get(HDR_OFFSET) or last.seq)
+        offset = entries_of(last.headers, last.seq, last.data)[-1][0]
         epoch = int(last.headers.get(HDR_CREATED) or 0)
     except ValueError:
         offset, epoch = last.seq, 0

@@ -30,6 +30,7 @@ import re
 
 __all__ = [
     "HDR_CREATED",
+    "HDR_LENGTHS",
     "HDR_OFFSET",
     "HDR_SEQUENCE",
     "HDR_STREAM",
@@ -47,6 +48,9 @@ HDR_SEQUENCE = "Nats-Sequence"
 HDR_OFFSET = "Wsgate-Offset"
 """Header of every history message (stored, republished, read back): its offset in
 its channel, ``created + n`` for the channel's ``n``-th message."""
+HDR_LENGTHS = "Wsgate-Lengths"
+"""Header of a history message holding several actions (consecutive offsets from
+``Wsgate-Offset``): their data lengths, comma-separated, in order (absent: one action)."""
 HDR_CREATED = "Wsgate-Created"
 """Header of every history message: its channel's epoch (``created``, microseconds),
 taken when the channel's first message was stored; the first offset is ``created + 1``."""

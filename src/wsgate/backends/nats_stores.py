@@ -18,7 +18,7 @@ import struct
 import time
 
 from wsgate.backends.base import Registration, StreamReplay, StreamWindow
-from wsgate.backends.nats_broker import head_of
+from wsgate.backends.nats_broker import entries_of, head_of
 from wsgate.backends.nats_jet import Jet, WrongLastSequence, guard
 from wsgate.backends.nats_names import decode_token
 
@@ -42,7 +42,9 @@ class NatsHistory:
     one is ``created + 1``. ``since(o)`` recovers iff the channel is stored,
     ``created <= o <= top`` (or ``o == 0`` and nothing was evicted) and
     ``o`` is not below the last evicted offset. Reads are direct gets of the
-    channel's stored messages (at most ``size``, one request per 256).
+    channel's stored messages (at most ``size``, one request per 256); a
+    stored message may hold several consecutive actions (a batch), and the
+    window keeps the last ``size`` actions of them.
 
     Messages age out one by one, ``ttl_s`` after each append (the server's
     clock), not all together ``ttl_s`` after the last.
@@ -60,13 +62,13 @@ class NatsHistory:
         )
         if not found:
             return None
-        heads = [head_of(m) for m in found]
-        epoch, top = heads[-1][2], heads[-1][1]
+        _, top, epoch = head_of(found[-1])
         if self._size == 0:
             return StreamWindow(top, [], top), epoch  # the counter only: all evicted
-        first = heads[0][1]
+        entries = [e for m in found for e in entries_of(m.headers, m.seq, m.data)]
+        entries = entries[-self._size :]  # a stored message may hold several actions
+        first = entries[0][0]
         base = 0 if first == epoch + 1 else first - 1
-        entries = [(h[1], m.data) for h, m in zip(heads, found, strict=True)]
         return StreamWindow(base, entries, top), epoch
 
     @guard
