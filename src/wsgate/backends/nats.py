@@ -24,7 +24,8 @@ give, compared with the memory reference:
   JetStream publish expecting the channel's last sequence, carrying the
   channel's own offset in a header (see
   :mod:`~wsgate.backends.nats_broker`): one round trip per append, one
-  append in flight per channel and node; a new epoch after the channel was
+  append in flight per channel and node (what queues up meanwhile goes out
+  as one stored message); a new epoch after the channel was
   freed comes from the node's wall clock (offsets stay above the earlier
   ones while clocks do not step back by more than the channel's lifetime);
 - **outages**: nats-py reconnects by itself (forever, every
