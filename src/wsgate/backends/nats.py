@@ -48,7 +48,14 @@ from wsgate.backends.nats_jet import Jet, guard
 from wsgate.backends.nats_names import Names
 from wsgate.backends.nats_stores import NatsHistory, NatsLimits, NatsPresence, NatsRegistry
 
-__all__ = ["RECONNECT_WAIT_S", "REQUEST_TIMEOUT_S", "NatsBackend", "close_client", "open_nats"]
+__all__ = [
+    "RECONNECT_WAIT_S",
+    "REQUEST_TIMEOUT_S",
+    "NatsBackend",
+    "close_client",
+    "connect_nats",
+    "open_nats",
+]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +123,50 @@ def _abort_transport(nc: Client) -> None:
             log.debug("closing the NATS transport failed", exc_info=True)
 
 
+async def connect_nats(url: str, *, name: str) -> Client:
+    """A core NATS connection to ``url`` that reconnects by itself, forever, once made.
+
+    Raises a ``nats.errors.Error`` or an :exc:`OSError` (:exc:`TimeoutError`
+    included) when the server cannot be reached within ``2 ×``
+    :data:`REQUEST_TIMEOUT_S`; then nothing it opened stays open. Close it
+    with :func:`close_client`.
+    """
+
+    async def on_error(err: Exception) -> None:
+        log.warning("NATS %s: %s", url, err)
+
+    async def on_disconnected() -> None:
+        if not nc.is_closed and not nc.is_draining:
+            log.warning("NATS %s: disconnected, reconnecting", url)
+
+    async def on_reconnected() -> None:
+        log.info("NATS %s: reconnected", url)
+
+    # With reconnects forever, nats-py retries a failed first connect forever
+    # too: bound it here, and close whatever it opened when it gives up.
+    nc = Client()
+    try:
+        await asyncio.wait_for(
+            nc.connect(
+                url,
+                name=name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                # typed int by nats-py, but slept: a float works
+                reconnect_time_wait=RECONNECT_WAIT_S,  # type: ignore[arg-type]
+                connect_timeout=int(REQUEST_TIMEOUT_S),
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+            ),
+            REQUEST_TIMEOUT_S * 2,
+        )
+    except BaseException:
+        await close_client(nc)
+        raise
+    return nc
+
+
 @guard
 async def open_nats(
     url: str,
@@ -132,32 +183,8 @@ async def open_nats(
     cannot be reached within ``2 ×`` :data:`REQUEST_TIMEOUT_S`, and
     :class:`~wsgate.exceptions.BackendError` when it has no JetStream.
     """
-
-    async def on_error(err: Exception) -> None:
-        log.warning("NATS %s: %s", url, err)
-
-    async def on_disconnected() -> None:
-        if not nc.is_closed and not nc.is_draining:
-            log.warning("NATS %s: disconnected, reconnecting", url)
-
-    async def on_reconnected() -> None:
-        log.info("NATS %s: reconnected", url)
-
-    nc = Client()
-    connect = nc.connect(
-        url,
-        name=f"wsgate {node}",
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=RECONNECT_WAIT_S,  # type: ignore[arg-type]  # seconds; annotated int
-        connect_timeout=int(REQUEST_TIMEOUT_S),
-        error_cb=on_error,
-        disconnected_cb=on_disconnected,
-        reconnected_cb=on_reconnected,
-    )
+    nc = await connect_nats(url, name=f"wsgate {node}")
     try:
-        # nats-py retries a first connection as it reconnects (forever): bound it.
-        await asyncio.wait_for(connect, REQUEST_TIMEOUT_S * 2)
         jet = Jet(nc, Names(prefix), REQUEST_TIMEOUT_S)
         await jet.ensure_streams(history_size, history_ttl_s, history_max_channels)
     except BaseException:
