@@ -53,7 +53,13 @@ from wsgate.routing.instances import (
     Transport,
 )
 
-__all__ = ["MAX_ACTIONS_PER_REGISTRATION", "MAX_TTL_S", "Discovered", "RouteTable"]
+__all__ = [
+    "MAX_ACTIONS_PER_REGISTRATION",
+    "MAX_TTL_S",
+    "Discovered",
+    "RouteTable",
+    "is_pattern",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,11 @@ _NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PATTERN_RE: Final = re.compile(r"\*|[A-Za-z0-9_./:@$-]{1,128}\*?")
 _RANKED: Final[tuple[Source, ...]] = ("registered", *DISCOVERED)
 _URL_RE: Final = re.compile(r"https?://[^\s]{1,2040}")
+
+
+def is_pattern(text: str) -> bool:
+    """Tell whether ``text`` is a route pattern: an action type, ``prefix*`` or ``*``."""
+    return _PATTERN_RE.fullmatch(text) is not None
 
 
 class Discovered(NamedTuple):
@@ -442,7 +453,7 @@ class RouteTable:
         if not isinstance(actions, list) or not 1 <= len(actions) <= MAX_ACTIONS_PER_REGISTRATION:
             raise ValueError(f"actions: a list of 1-{MAX_ACTIONS_PER_REGISTRATION} patterns")
         for pattern in actions:
-            if not isinstance(pattern, str) or not _PATTERN_RE.fullmatch(pattern):
+            if not isinstance(pattern, str) or not is_pattern(pattern):
                 raise ValueError(f"actions: {pattern!r} is not an action type or prefix*")
         if not 0 < ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttl: seconds in (0, {MAX_TTL_S:g}]")
