@@ -40,6 +40,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from wsgate.config import is_nats_subject
 from wsgate.protocol.envelope import GATEWAY_PREFIX
 from wsgate.routing.table import Discovered, RouteTable, is_pattern
 
@@ -51,8 +52,6 @@ INFO_SUBJECT: Final = "$SRV.INFO"
 """Every running service answers it with its endpoints (the NATS service API)."""
 ACTIONS_KEY: Final = "wsgate.actions"
 """The endpoint metadata key listing the patterns it serves."""
-_SUBJECT_RE: Final = re.compile(r"[^\s.*>]{1,64}(\.[^\s.*>]{1,64}){0,15}")
-"""A literal subject (no wildcards), at most 16 tokens."""
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """Service and endpoint names of the NATS service API."""
 _MAX_LOGGED: Final = 1024
@@ -252,7 +251,7 @@ class NatsDiscovery:
             value = (ep.metadata or {}).get(ACTIONS_KEY)
             if value is None:
                 continue
-            if not _NAME_RE.fullmatch(ep.name) or not _SUBJECT_RE.fullmatch(ep.subject):
+            if not _NAME_RE.fullmatch(ep.name) or not is_nats_subject(ep.subject):
                 self._note(info.name, f"endpoint {ep.name[:64]!r}: not a literal subject")
                 continue
             patterns = parse_actions(value, self._max_actions)

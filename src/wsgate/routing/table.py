@@ -142,11 +142,12 @@ class RouteTable:
         for name, svc in config.services.items():
             table.add_service(
                 name,
-                svc.url,
+                svc.target,
                 timeout_ms=svc.timeout_ms,
                 secret=svc.secret,
                 max_concurrency=svc.max_concurrency,
                 pipeline=svc.pipeline,
+                transport=svc.transport,
             )
         for rule in config.routes:
             table.add_route(rule.match, rule.service, rule.roles)
@@ -163,8 +164,11 @@ class RouteTable:
         secret: str = "",
         max_concurrency: int = 256,
         pipeline: int = 1,
+        transport: Transport = "http",
     ) -> None:
         """Declare a static service with an instance at ``url``.
+
+        ``url`` is what ``transport``'s invoker calls (a NATS subject for ``nats``).
 
         Declaring the same name again adds another instance (the settings of
         the first declaration stay); a registered instance at ``url`` becomes
@@ -173,7 +177,13 @@ class RouteTable:
         pool = self._pools.get(name)
         if pool is None or not pool.static:
             fresh = self._new_pool(
-                name, timeout_ms, secret, max_concurrency, static=True, pipeline=pipeline
+                name,
+                timeout_ms,
+                secret,
+                max_concurrency,
+                static=True,
+                pipeline=pipeline,
+                transport=transport,
             )
             if pool is not None:  # registered instances join the declared service
                 fresh.instances.extend(pool.instances)
@@ -226,6 +236,8 @@ class RouteTable:
         now = self._clock() if now is None else now
         patterns = tuple(dict.fromkeys(actions))
         pool = self._pools.get(name)
+        if pool is not None and pool.transport != "http":
+            raise ValueError(f"name: {name} is a {pool.transport} service, not HTTP")
         if pool is None:
             timeout_ms, secret, cap = self._registered_defaults
             pool = self._new_pool(name, timeout_ms, secret, cap, static=False)
