@@ -1,7 +1,9 @@
 """Composition root: config in, a running node out.
 
 :class:`Node` builds the backends, the core, the transport, the internal
-API and (for any broker but the bare ``memory://``) the cluster bus from a
+API, (for any broker but the bare ``memory://``) the cluster bus and (when
+``[discovery.nats] url`` or a ``nats://`` broker names a NATS server) the NATS
+services' connection, invoker and discovery from a
 :class:`~wsgate.config.Config`, starts them, and drains them. The command
 line (:mod:`wsgate.cli`) runs a node until a signal; tests start a
 :class:`Node` in-process on port 0. This module installs no signal handler,
@@ -16,6 +18,7 @@ import logging
 import secrets
 import ssl
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -28,7 +31,7 @@ from wsgate.auth.policy import ChannelPolicy
 from wsgate.backends import open_backend
 from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
 from wsgate.cluster.bus import ClusterBus
-from wsgate.config import Config, parse_listen
+from wsgate.config import Config, nats_services_url, parse_listen
 from wsgate.core.gateway import Admission, Attached, Gateway
 from wsgate.core.limits import Limiter, parse_rate
 from wsgate.core.presence import PresenceBatcher
@@ -45,6 +48,11 @@ from wsgate.transport.control import ControlLimit
 from wsgate.transport.server import Listener, build_ssl_context, start_listener
 from wsgate.typing import NodeId
 from wsgate.upstream import Upstream
+
+if TYPE_CHECKING:  # nats-py is the optional ``nats`` extra: imported only when used
+    from nats.aio.client import Client as NatsClient
+
+    from wsgate.routing.nats_discovery import NatsDiscovery
 
 __all__ = ["Node", "PlainGet", "api_keys"]
 
@@ -151,6 +159,12 @@ class Node:
         self._api_runner: web.AppRunner | None = None
         self._api_port = 0
         self._sweeper: asyncio.Task[None] | None = None
+        # NATS services: the connection, its invoker and discovery (docs/routing.md, "NATS").
+        self.nats_url = nats_services_url(config)
+        """The NATS services' connection URL; ``None``: no NATS invoker, no discovery."""
+        self._nats: NatsClient | None = None
+        self.nats_invoker: Invoker | None = None
+        self.discovery: NatsDiscovery | None = None
 
     @property
     def api_port(self) -> int:
@@ -185,6 +199,8 @@ class Node:
         invokers: dict[Transport, Invoker] = {}
         if self.grpc_invoker is not None:
             invokers["grpc"] = self.grpc_invoker
+        if self.nats_url is not None:
+            invokers["nats"] = await self._open_nats_services(self.nats_url)
         self.upstream = Upstream(
             self.routes,
             self.invoker,
@@ -255,6 +271,60 @@ class Node:
             )
         except OSError as exc:
             raise _cannot_listen("server.listen", config.server.listen, exc) from None
+
+    async def _open_nats_services(self, url: str) -> Invoker:
+        """Connect to NATS services; start discovery (``[discovery.nats] discover``).
+
+        Raises :class:`~wsgate.exceptions.ConfigError` (``discovery.nats.url``)
+        when the server cannot be reached within the connect timeout.
+        """
+        from nats.errors import Error as NatsError
+
+        from wsgate.backends.nats import connect_nats
+        from wsgate.routing.nats_discovery import NatsDiscovery
+        from wsgate.routing.nats_invoker import NatsInvoker
+
+        settings = self.config.discovery.nats
+        try:
+            nc = await connect_nats(url, name=f"wsgate {self.node_id} services")
+        except (OSError, NatsError) as exc:
+            raise ConfigError("discovery.nats.url", f"cannot connect to {url}: {exc}") from None
+        self._nats = nc
+        invoker = NatsInvoker(nc, max_response_bytes=settings.max_response_bytes)
+        self.nats_invoker = invoker
+        if settings.discover:
+            self.discovery = NatsDiscovery(
+                nc,
+                self.routes,
+                interval_s=settings.interval_s,
+                window_s=settings.window_ms / 1000,
+                timeout_ms=settings.timeout_ms,
+                max_concurrency=settings.max_concurrency,
+                max_services=settings.max_services,
+                max_endpoints=settings.max_endpoints,
+                max_actions=settings.max_actions,
+                max_info_bytes=settings.max_info_bytes,
+            )
+            self.discovery.start()
+        return invoker
+
+    async def _close_nats_services(self) -> None:
+        """Stop discovery, end the NATS calls in flight, close the connection (every step)."""
+        try:
+            if self.discovery is not None:
+                discovery, self.discovery = self.discovery, None
+                await discovery.aclose()
+        finally:
+            try:
+                if self.nats_invoker is not None:
+                    invoker, self.nats_invoker = self.nats_invoker, None
+                    await invoker.aclose()
+            finally:
+                if self._nats is not None:
+                    from wsgate.backends.nats import close_client
+
+                    nc, self._nats = self._nats, None
+                    await close_client(nc)
 
     async def _open_cluster(self) -> ClusterBus:
         """Connect the backend and build the bus (started once the gateway has it)."""
@@ -328,7 +398,10 @@ class Node:
 
         ``/readyz`` answers 503 at once; in-flight service calls get up to
         ``deadline_s`` to finish (their answers still reach their clients);
-        then every connection is closed with ``code``.
+        then every connection is closed with ``code``. Last, every socket is
+        closed: the HTTP invoker's, then NATS discovery is stopped (its task
+        awaited), the NATS calls still in flight ended and the NATS connection
+        closed, then the bus and the internal API.
         """
         if deadline_s is None:
             deadline_s = self.config.server.drain_timeout_ms / 1000
@@ -357,11 +430,13 @@ class Node:
                 await self.grpc_invoker.aclose()
         finally:
             try:
-                if self.bus is not None:
-                    bus, self.bus = self.bus, None
-                    await bus.close()
+                await self._close_nats_services()
             finally:
-                if self._api_runner is not None:
-                    runner, self._api_runner = self._api_runner, None
-                    await runner.cleanup()
-
+                try:
+                    if self.bus is not None:
+                        bus, self.bus = self.bus, None
+                        await bus.close()
+                finally:
+                    if self._api_runner is not None:
+                        runner, self._api_runner = self._api_runner, None
+                        await runner.cleanup()
