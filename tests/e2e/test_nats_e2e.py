@@ -20,7 +20,7 @@ from tests.servers import ServerProcess
 from wsgate.backends.nats import close_client
 from wsgate.exceptions import Refused
 from wsgate.node import Node
-from wsgate.sdk.nats_service import NatsService
+from wsgate.sdk.nats_service import NatsService, on_server
 from wsgate.sdk.service import Context, Reply
 
 from .gateway import API_KEY, make_config, running
@@ -54,6 +54,7 @@ def orders() -> NatsService:
 async def svc_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:  # noqa: F811
     nc = await nats.connect(nats_proc.url)
     yield nc
+    await on_server(nc)  # every unsubscription of the test is on the server
     await close_client(nc)
 
 
@@ -100,7 +101,7 @@ async def test_a_discovered_service_replies_publishes_and_refuses(
                 assert "ticket" not in str(err)  # the service's text stays out
         finally:
             await service.stop()
-        await svc_nc.flush()
+        await on_server(svc_nc)
         await eventually(
             lambda: gw.node.routes.lookup("orders/GET") is None,
             INTERVAL_S * 10,

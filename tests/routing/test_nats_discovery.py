@@ -24,6 +24,7 @@ from wsgate.routing.nats_discovery import NatsDiscovery
 from wsgate.routing.nats_invoker import NatsInvoker
 from wsgate.routing.results import InvocationResult
 from wsgate.routing.table import RouteTable
+from wsgate.sdk.nats_service import on_server
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -47,6 +48,7 @@ async def gw_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:
 async def svc_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:
     nc = await nats.connect(nats_proc.url)
     yield nc
+    await on_server(nc)  # every unsubscription of the test is on the server
     await close_client(nc)
 
 
@@ -70,7 +72,7 @@ async def micro(
     svc = await add_service(nc, name=name, version="1.0.0", queue_group=queue_group)
     for i, (subject, metadata) in enumerate(endpoints.items()):
         await svc.add_endpoint(name=f"e{i}", subject=subject, handler=echo, metadata=metadata)
-    await nc.flush()
+    await on_server(nc)
     return svc
 
 
@@ -117,7 +119,7 @@ async def test_a_service_that_stops_answering_drops_out_after_two_missed_rounds(
     await disco.round()
     assert table.lookup("billing/PAY") is not None
     await svc.stop()
-    await svc_nc.flush()
+    await on_server(svc_nc)
     await disco.round()  # one missed round: still routed
     assert table.lookup("billing/PAY") is not None
     await disco.round()  # the second: gone
@@ -132,12 +134,12 @@ async def test_a_service_seen_again_after_one_miss_stays(
     svc = await micro(svc_nc, "flaky", {"flaky.x": actions("flaky/X")})
     await disco.round()
     await svc.stop()
-    await svc_nc.flush()
+    await on_server(svc_nc)
     await disco.round()
     svc = await micro(svc_nc, "flaky", {"flaky.x": actions("flaky/X")})
     await disco.round()
     await svc.stop()
-    await svc_nc.flush()
+    await on_server(svc_nc)
     await disco.round()  # one miss since it was last seen
     assert table.lookup("flaky/X") is not None
 
@@ -237,7 +239,7 @@ async def test_oversized_and_malformed_info_replies_are_skipped(
         await svc_nc.publish(msg.reply, info("fine", "fine.x"))
 
     sub = await svc_nc.subscribe("$SRV.INFO", cb=liar)
-    await svc_nc.flush()
+    await on_server(svc_nc)
     try:
         await disco.round()
     finally:

@@ -24,6 +24,7 @@ from wsgate.routing.context import InvocationContext
 from wsgate.routing.instances import Instance, Service, ServicePool
 from wsgate.routing.nats_invoker import NatsInvoker
 from wsgate.routing.results import InvocationResult
+from wsgate.sdk.nats_service import on_server
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -65,6 +66,7 @@ async def svc_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:
     """The services' connection."""
     nc = await nats.connect(nats_proc.url)
     yield nc
+    await on_server(nc)  # every unsubscription of the test is on the server
     await close_client(nc)
 
 
@@ -93,7 +95,7 @@ async def responder(
     nc: Client, subject: str, answer: Callable[[Msg], Awaitable[None]], queue: str = ""
 ) -> None:
     await nc.subscribe(subject, queue=queue, cb=answer)
-    await nc.flush()
+    await on_server(nc)
 
 
 async def test_reply_and_publish_shape_and_what_the_service_sees(
@@ -182,7 +184,7 @@ async def test_service_error_headers_map_by_table(
     svc = await add_service(svc_nc, name="refuser", version="1.0.0")
     subject = f"refuse.c{code}"
     await svc.add_endpoint(name="e", subject=subject, handler=refuse)
-    await svc_nc.flush()  # the endpoint's subscription is on the server
+    await on_server(svc_nc)  # the endpoint's subscription is on the server
     try:
         result = await invoker.invoke(service(subject), ACTION, CTX)
     finally:
@@ -303,3 +305,21 @@ async def test_aclose_ends_calls_in_flight_unavailable(gw_nc: Client, svc_nc: Cl
 async def test_a_context_that_would_smuggle_headers_is_internal(invoker: NatsInvoker) -> None:
     bad = InvocationContext(connectionId="n1.x", userId="u\r\nWsgate-User: admin")
     assert await invoker.invoke(service("nobody.smuggle"), ACTION, bad) is ErrorCode.INTERNAL
+
+
+async def test_notify_sends_the_event_and_counts_a_failure(
+    invoker: NatsInvoker, svc_nc: Client
+) -> None:
+    seen: list[Msg] = []
+
+    async def answer(msg: Msg) -> None:
+        seen.append(msg)
+        await msg.respond(b"")
+
+    await responder(svc_nc, "events.in", answer)
+    event = Action(type="@@wsgate/CONNECTED", payload=msgspec.Raw(b'{"ip":"127.0.0.1"}'))
+    await invoker.notify(service("events.in"), event, CTX)
+    assert json.loads(seen[0].data)["action"]["type"] == "@@wsgate/CONNECTED"
+    assert invoker.stats.notify_failures == 0
+    await invoker.notify(service("events.nobody"), event, CTX)
+    assert invoker.stats.notify_failures == 1

@@ -22,7 +22,7 @@ from wsgate.routing.nats_discovery import NatsDiscovery
 from wsgate.routing.nats_invoker import NatsInvoker
 from wsgate.routing.results import InvocationResult
 from wsgate.routing.table import RouteTable
-from wsgate.sdk.nats_service import NatsService
+from wsgate.sdk.nats_service import NatsService, on_server
 from wsgate.sdk.service import Context, Reply
 
 pytestmark = pytest.mark.timeout(30)
@@ -47,6 +47,7 @@ async def gw_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:
 async def svc_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:
     nc = await nats.connect(nats_proc.url)
     yield nc
+    await on_server(nc)  # every unsubscription of the test is on the server
     await close_client(nc)
 
 
@@ -132,3 +133,29 @@ def test_a_handler_pattern_must_be_a_route_pattern() -> None:
         service.action("not a pattern")
     with pytest.raises(ValueError, match="name"):
         NatsService("bad name")
+
+
+async def test_start_returns_once_the_endpoint_is_on_the_server(
+    nats_proc: ServerProcess, gw_nc: Client
+) -> None:
+    """nats-py's flush() writes its PING straight to the socket, ahead of a SUB still in
+    its pending buffer, so start() must not return on flush alone: a request right after
+    start() always finds a responder."""
+    missed = 0
+    for n in range(100):  # fresh connections lost the race a few percent of the time
+        nc = await nats.connect(nats_proc.url)
+        service = NatsService("race", subject=f"race.s{n}")
+
+        @service.action("race/*")
+        async def ok(action: dict[str, Any], ctx: Context) -> Any:
+            return None
+
+        try:
+            await service.start(nc)
+            await gw_nc.request(service.subject, b"{}", timeout=2)
+        except nats.errors.NoRespondersError:
+            missed += 1
+        finally:
+            await service.stop()
+            await close_client(nc)
+    assert missed == 0

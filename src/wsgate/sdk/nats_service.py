@@ -40,12 +40,14 @@ the NATS server's permissions. Register handlers before :meth:`start`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable
 from typing import Final
 
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service as MicroService
@@ -56,11 +58,31 @@ from wsgate.routing.nats_discovery import ACTIONS_KEY
 from wsgate.routing.table import is_pattern
 from wsgate.sdk.service import Handler, decode_invocation, encode_answer
 
-__all__ = ["NatsService"]
+__all__ = ["NatsService", "on_server"]
 
 log = logging.getLogger(__name__)
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+async def on_server(nc: Client, timeout_s: float = 2.0) -> None:
+    """Return once the server has processed everything ``nc`` sent before this call.
+
+    ``nc.flush()`` does not promise that: nats-py (2.16) writes its PING
+    straight to the socket, ahead of commands still in its pending buffer (a
+    ``SUB`` included), so its PONG may come back before the server has seen
+    the subscription. A message through an inbox of ``nc``'s own goes through
+    that buffer, after them. Raises ``nats.errors.TimeoutError`` after
+    ``timeout_s``.
+    """
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, max_msgs=1)
+    try:
+        await nc.publish(inbox, b"")
+        await sub.next_msg(timeout=timeout_s)
+    finally:
+        with contextlib.suppress(NatsError):  # already gone after its one message
+            await sub.unsubscribe()
 
 
 class NatsService:
@@ -84,6 +106,7 @@ class NatsService:
         self._patterns: list[str] = []
         self._handlers: PatternTable[Handler] = PatternTable()
         self._micro: MicroService | None = None
+        self._nc: Client | None = None
 
     def action(self, pattern: str) -> Callable[[Handler], Handler]:
         """Decorator: handle actions whose type matches ``pattern`` (announced to gateways)."""
@@ -101,8 +124,9 @@ class NatsService:
     async def start(self, nc: Client) -> None:
         """Serve on ``nc``: add the service and its endpoint, flushed to the server.
 
-        Returns once the endpoint's subscription is on the server, so a
-        discovery round started after this finds it.
+        Returns once the endpoint's subscription is on the server
+        (:func:`on_server`), so a request or discovery round started after
+        this finds it.
         """
         if self._micro is not None:
             return
@@ -115,14 +139,17 @@ class NatsService:
             handler=self.handle,
             metadata={ACTIONS_KEY: ",".join(self._patterns)},
         )
-        await nc.flush()
-        self._micro = micro
+        self._micro, self._nc = micro, nc
+        await on_server(nc)
 
     async def stop(self) -> None:
-        """Stop answering (unsubscribes; the connection stays the caller's)."""
+        """Stop answering: returns once the server has dropped the subscriptions
+        (the connection stays the caller's)."""
         micro, self._micro = self._micro, None
-        if micro is not None:
+        nc, self._nc = self._nc, None
+        if micro is not None and nc is not None:
             await micro.stop()
+            await on_server(nc)
 
     async def handle(self, request: Request) -> None:
         """Decode, dispatch to the handler and answer (see the module's table)."""
