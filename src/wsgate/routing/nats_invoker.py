@@ -209,11 +209,12 @@ class NatsInvoker:
             return self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "invoker closed")
         pool = service.pool
         timeout_s = pool.timeout_ms / 1000
-        try:
-            await asyncio.wait_for(pool.slots.acquire(), timeout_s)
-        except TimeoutError:
-            reason = f"{pool.max_concurrency} calls in flight for {timeout_s:g}s"
-            return self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, reason)
+        if not pool.slots.try_acquire():  # the common case costs no waiting machinery
+            try:
+                await asyncio.wait_for(pool.slots.acquire(), timeout_s)
+            except TimeoutError:
+                reason = f"{pool.max_concurrency} calls in flight for {timeout_s:g}s"
+                return self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, reason)
         try:
             return await self._request(service, action, context, traceparent, timeout_s)
         except Exception:
