@@ -258,3 +258,21 @@ async def test_a_round_while_disconnected_counts_no_miss(
     for _ in range(3):
         assert await disco.round() is False
     assert table.lookup("steady/X") is not None
+
+
+async def test_two_subjects_of_one_endpoint_are_two_instances_of_one_service(
+    gw_nc: Client, svc_nc: Client, table: RouteTable
+) -> None:
+    """Two versions of a service answering on different subjects both stay routed (round
+    robin), rather than the last reply of a round winning and the route flapping."""
+    disco = NatsDiscovery(gw_nc, table, window_s=WINDOW_S)
+    v1 = await micro(svc_nc, "multi", {"multi.v1": actions("multi/X")})
+    v2 = await micro(svc_nc, "multi", {"multi.v2": actions("multi/X")})
+    try:
+        for _ in range(3):
+            await disco.round()
+            (entry,) = table.snapshot()
+            assert sorted(i["url"] for i in entry["instances"]) == ["multi.v1", "multi.v2"]
+    finally:
+        await v1.stop()
+        await v2.stop()

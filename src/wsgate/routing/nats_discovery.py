@@ -7,7 +7,9 @@ endpoint whose metadata announces ``wsgate.actions`` (comma-separated route
 patterns, ``"orders/*,orders/GET"``) becomes the service ``nats:<service
 name>.<endpoint name>`` with one instance, the endpoint's subject, and those
 patterns; the instances of one service (same name, same subject, usually one
-queue group) are one route, and NATS hands each call to one of them.
+queue group) are one route, and NATS hands each call to one of them; one
+name on several subjects is one service with an instance per subject. No
+``$SRV.PING`` is needed: INFO carries what PING does, and the endpoints.
 
 Lifetime: a round runs at :meth:`start` and every ``interval_s``; what a
 round finds goes to :meth:`RouteTable.sync("nats", ...)
@@ -132,9 +134,11 @@ class NatsDiscovery:
         self._max_actions = max_actions
         self._max_info_bytes = max_info_bytes
         self._missed_rounds = missed_rounds
-        self._known: dict[str, _Known] = {}
-        """Service name (``nats:<svc>.<endpoint>``) -> its entry; at most
-        ``max_services × max_endpoints``, an entry freed when it drops out."""
+        self._known: dict[tuple[str, str], _Known] = {}
+        """(service name ``nats:<svc>.<endpoint>``, subject) -> its entry; at most
+        ``max_services × max_endpoints``, an entry freed when it drops out. One
+        name on several subjects (two versions) is one service with an
+        instance per subject, in round robin."""
         self._logged: set[tuple[str, str]] = set()
         """(service, reason) already logged; cleared past :data:`_MAX_LOGGED`."""
         self.rounds = 0
@@ -177,17 +181,20 @@ class NatsDiscovery:
         limit = self._max_services * self._max_endpoints
         for data in replies:
             for entry in self._parse(data):
-                known = self._known.get(entry.name)
+                key = (entry.name, entry.url)
+                known = self._known.get(key)
                 if known is not None:
                     known.entry, known.seen = entry, now
                 elif len(self._known) < limit:
-                    self._known[entry.name] = _Known(entry, now)
+                    self._known[key] = _Known(entry, now)
                     log.info("NATS discovery: %s on %s", entry.name, entry.url)
                 else:
                     self._note(entry.name, f"more than {limit} endpoints known")
-        for name in [n for n, k in self._known.items() if now - k.seen >= self._missed_rounds]:
-            del self._known[name]
-            log.info("NATS discovery: %s stopped answering", name)
+        for key in [
+            k for k, known in self._known.items() if now - known.seen >= self._missed_rounds
+        ]:
+            del self._known[key]
+            log.info("NATS discovery: %s on %s stopped answering", *key)
         return self._table.sync("nats", [k.entry for k in self._known.values()])
 
     # Internals
