@@ -187,7 +187,17 @@ class Node:
         return f"{scheme}://{host}:{self.port}{self.config.server.path}"
 
     async def start(self) -> None:
-        """Build the core on the running loop and start listening."""
+        """Build the core on the running loop and start listening.
+
+        When it raises, the NATS services' connection it opened is closed.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self._close_nats_services()
+            raise
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
         presence = PresenceBatcher(
@@ -288,7 +298,9 @@ class Node:
         try:
             nc = await connect_nats(url, name=f"wsgate {self.node_id} services")
         except (OSError, NatsError) as exc:
-            raise ConfigError("discovery.nats.url", f"cannot connect to {url}: {exc}") from None
+            key = "discovery.nats.url" if settings.url else "broker.url"
+            reason = str(exc) or type(exc).__name__
+            raise ConfigError(key, f"cannot connect to {url}: {reason}") from None
         self._nats = nc
         invoker = NatsInvoker(nc, max_response_bytes=settings.max_response_bytes)
         self.nats_invoker = invoker

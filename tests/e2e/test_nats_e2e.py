@@ -15,10 +15,10 @@ import pytest
 from nats.aio.client import Client
 
 from tests.backends.conftest import nats_proc  # noqa: F401  (the module's nats-server)
-from tests.helpers import eventually
+from tests.helpers import eventually, free_port
 from tests.servers import ServerProcess
 from wsgate.backends.nats import close_client
-from wsgate.exceptions import Refused
+from wsgate.exceptions import ConfigError, Refused
 from wsgate.node import Node
 from wsgate.sdk.nats_service import NatsService, on_server
 from wsgate.sdk.service import Context, Reply
@@ -175,3 +175,29 @@ async def test_a_stopped_node_closes_its_nats_connection(
 def test_no_nats_anything_without_a_connection() -> None:
     node = Node(make_config())
     assert node.nats_url is None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+async def test_a_node_that_fails_to_start_closes_its_nats_connection(
+    nats_proc: ServerProcess,  # noqa: F811
+) -> None:
+    gc.collect()
+    before = open_sockets()
+    dead_broker = f"nats://127.0.0.1:{free_port()}"  # the services' NATS is up, the broker not
+    node = Node(nats_config(nats_proc.url, broker={"url": dead_broker}))
+    with pytest.raises(ConfigError) as err:
+        await node.start()
+    assert err.value.key == "broker.url"
+    assert node.discovery is None and node.nats_invoker is None
+    gc.collect()
+    assert open_sockets() - before == set()
+
+
+async def test_an_unreachable_nats_names_the_key_it_came_from() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    with pytest.raises(ConfigError) as err:
+        await Node(nats_config(url)).start()
+    assert err.value.key == "discovery.nats.url"
+    with pytest.raises(ConfigError) as err:
+        await Node(make_config(broker={"url": url})).start()
+    assert err.value.key == "broker.url"
