@@ -266,13 +266,14 @@ class NatsInvoker:
         if isinstance(result, str):
             return self._fail(service, inst, ErrorCode.UPSTREAM_ERROR, f"bad answer: {result}")
         self._answered(service, inst)
-        self._latched.pop(service.name, None)
         return result
 
     def _answered(self, service: Service, inst: Instance) -> None:
-        """``inst`` answered: it is alive."""
+        """``inst`` answered: it is alive, and its service's failures may be logged again."""
         if inst.failures and service.mark_ok(inst):
             log.info("service %s: subject %s answers again", service.name, inst.url)
+        if self._latched:
+            self._latched.pop(service.name, None)
 
     def _fail(
         self,
