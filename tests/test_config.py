@@ -71,6 +71,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_connections": 50000, "max_connections_per_user": 64, "max_connections_per_ip": 1024,
         "handshake_rate_per_ip": "50/1s", "handshake_burst_per_ip": 200, "max_json_depth": 32,
     },
+    "discovery": {"nats": {
+        "url": "", "discover": True, "interval_s": 5.0, "window_ms": 250, "timeout_ms": 2000,
+        "max_concurrency": 256, "max_services": 256, "max_endpoints": 32, "max_actions": 64,
+        "max_info_bytes": 65536, "max_response_bytes": 1 << 20,
+    }},
     "services": {}, "routes": [], "relays": [], "channels": [], "rate_limits": [], "grpc": [],
 }
 
