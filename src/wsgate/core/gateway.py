@@ -3,8 +3,8 @@
 :class:`Gateway` implements :class:`~wsgate.transport.base.ConnectionHandler`.
 The transport calls :meth:`Gateway.open` after a handshake; the returned
 :class:`~wsgate.core.connection.Connection` is the session it feeds. The
-internal API calls :meth:`request_join`, :meth:`leave`, :meth:`disconnect` and the
-:class:`~wsgate.core.fanout.Fanout` publish methods.
+internal API calls :meth:`request_join`, :meth:`leave`, :meth:`disconnect` and
+:meth:`Fanout.send <wsgate.core.fanout.Fanout.send>` (``gateway.fanout``).
 """
 
 from __future__ import annotations
@@ -187,8 +187,7 @@ class Gateway:
         self.max_channels = max_channels
         """Views one connection may have joined at once (``TOO_LARGE`` past it)."""
         self.pool = Pool()
-        self.fanout = Fanout(self)
-        self.fanout.bus = bus
+        self.fanout = Fanout(self.pool, history, bus)
         self.limiter = limiter
         if limiter is not None and shared is not None:
             limiter.shared = shared
