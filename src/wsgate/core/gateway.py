@@ -5,6 +5,11 @@ The transport calls :meth:`Gateway.open` after a handshake; the returned
 :class:`~wsgate.core.connection.Connection` is the session it feeds. The
 internal API calls :meth:`request_join`, :meth:`leave`, :meth:`disconnect` and
 :meth:`Fanout.send <wsgate.core.fanout.Fanout.send>` (``gateway.fanout``).
+
+The collaborators it builds depend on what they use, not on this module: the
+fan-out gets the pool, history and bus; a :class:`Connection` sees its gateway
+as a :class:`~wsgate.core.connection.Owner`, the built-in handlers as a
+:class:`~wsgate.core.builtin.JoinHost`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from wsgate.core.clock import Scheduler
 from wsgate.core.connection import Connection, State
 from wsgate.core.dispatch import Dispatcher, Upstream
 from wsgate.core.fanout import Bus, Fanout
+from wsgate.core.joins import JoinAnswer, JoinRefused
 from wsgate.core.limits import Limiter, SharedCheck, retry_ms
 from wsgate.core.pool import Channel, Pool
 from wsgate.core.presence import PresenceBatcher
@@ -126,19 +132,6 @@ class Attached(Protocol):
         ...
 
 
-class JoinRefused(Exception):
-    """A join's refusal (given to the ``answer`` of :meth:`Gateway.request_join`)."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-JoinAnswer = Callable[["Channel | JoinRefused"], None]
-"""Told the outcome of :meth:`Gateway.request_join`: the channel joined, or why not."""
-
-
 class Gateway:
     """One node's connections, hubs and channels, and what they may do.
 
@@ -194,7 +187,7 @@ class Gateway:
         self.dispatcher = Dispatcher(
             self.fanout.relay, relays, self.hold, self.release, limiter, max_depth, upstream
         )
-        builtin.install(self)
+        builtin.install(self, self.dispatcher.register)
         self._new_id = id_factory
         self.observers: tuple[Observer, ...] = tuple(observers)
         """Told of lifecycle events: services (:mod:`wsgate.upstream`), the cluster."""
