@@ -120,7 +120,8 @@ class Fanout:
             return
         origin = From(conn.principal.sub, conn.id)
         exclude = None if meta.echo else conn.id
-        self.send(
+        # The channel entry of the send table, called directly: the kind is known.
+        self._to_channel(
             Delivery(
                 TargetKind.CHANNEL, channel, action.type, action.payload, action.error,
                 origin, exclude,
@@ -170,7 +171,8 @@ class Fanout:
             return 0
         history = self._history
         offset = history.next_offset(address)
-        data = _frame(d, OutMeta(address, offset, from_=d.origin))
+        meta = OutMeta(address, offset, from_=d.origin)
+        data = encode(Outbound(d.type, d.payload, meta, d.error))
         history.append(address, offset, data)
         return _send_each(channel.sends, data, d.exclude)
 
