@@ -33,7 +33,7 @@ from wsgate.protocol.envelope import Outbound, OutMeta, encode, reply_id
 from wsgate.transport.base import Sink
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
 
-__all__ = ["Connection", "Dispatch", "Owner", "State"]
+__all__ = ["Connection", "Dispatch", "Intercept", "Owner", "State"]
 
 
 class Dispatch(Protocol):
@@ -42,10 +42,23 @@ class Dispatch(Protocol):
     def dispatch(self, conn: Connection, data: bytes) -> None: ...
 
 
+class Intercept(Protocol):
+    """Sees an ``ADMITTING`` connection's messages before they are queued.
+
+    The token admission (:mod:`wsgate.auth.jwt_gate`) takes the first one,
+    ``@@wsgate/AUTH``, of a connection that authenticates by message.
+    """
+
+    def receive(self, conn: Connection, data: bytes) -> bool:
+        """``True`` when it took ``data`` (not queued); ``False`` to queue it as usual."""
+        ...
+
+
 class Owner(Protocol):
     """What a connection uses of the gateway that opened it (:class:`~wsgate.core.gateway.Gateway`).
 
-    ``dispatcher`` gets every message while ``OPEN``; ``max_pending`` bounds
+    ``dispatcher`` gets every message while ``OPEN``; ``intercept`` is offered
+    an ``ADMITTING`` connection's messages first; ``max_pending`` bounds
     the ``queue`` otherwise; :meth:`close` is called once, from :meth:`Connection.on_close`.
     """
 
@@ -54,6 +67,9 @@ class Owner(Protocol):
 
     @property
     def max_pending(self) -> int: ...
+
+    @property
+    def intercept(self) -> Intercept | None: ...
 
     def close(self, conn: Connection) -> None: ...
 

@@ -24,7 +24,7 @@ from wsgate.auth.principal import Principal
 from wsgate.backends.base import RecentHistory
 from wsgate.core import builtin
 from wsgate.core.clock import Scheduler
-from wsgate.core.connection import Connection, State
+from wsgate.core.connection import Connection, Intercept, State
 from wsgate.core.dispatch import Dispatcher, Upstream
 from wsgate.core.fanout import Bus, Fanout
 from wsgate.core.joins import JoinAnswer, JoinRefused
@@ -89,18 +89,6 @@ class Admission(Protocol):
 
     def abandoned(self, conn: Connection) -> None:
         """``conn`` closed before a verdict: free what :meth:`admit` took for it."""
-        ...
-
-
-class Intercept(Protocol):
-    """Sees an ``ADMITTING`` connection's messages before they are queued.
-
-    The token admission (:mod:`wsgate.auth.jwt_gate`) takes the first one,
-    ``@@wsgate/AUTH``, of a connection that authenticates by message.
-    """
-
-    def receive(self, conn: Connection, data: bytes) -> bool:
-        """``True`` when it took ``data`` (not queued); ``False`` to queue it as usual."""
         ...
 
 
