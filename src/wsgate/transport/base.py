@@ -26,6 +26,7 @@ __all__ = [
     "BinaryEchoSession",
     "BinarySink",
     "ConnectionHandler",
+    "Described",
     "FlowSink",
     "HttpResponse",
     "Session",
@@ -61,6 +62,19 @@ class FlowSink(Sink, Protocol):
     def when_writable(self) -> asyncio.Future[None] | None:
         """``None`` when more may be sent now, else a future resolved once it may
         (or once the connection is gone)."""
+
+
+@runtime_checkable
+class Described(Protocol):
+    """What the transport knows of a connection beyond sending: for the API's answers."""
+
+    @property
+    def user_agent(self) -> str:
+        """The upgrade's ``User-Agent`` (at most 256 characters; ``""`` without one)."""
+
+    @property
+    def last_active(self) -> float:
+        """Unix time of the last message received (the upgrade's time before the first)."""
 
 
 class Session(Protocol):
