@@ -50,7 +50,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_channels_per_connection": 64,
     },
     "api": {
-        "listen": "127.0.0.1:8081", "keys": [], "keys_file": "",
+        "listen": "127.0.0.1:8081", "grpc_listen": "", "keys": [], "keys_file": "",
         "aws": {"credentials": [], "region": "us-east-1"},
     },
     "auth": {

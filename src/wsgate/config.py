@@ -108,6 +108,8 @@ class ApiConfig(_Section):
     """``[api]``: the internal API, never public."""
 
     listen: str = "127.0.0.1:8081"
+    grpc_listen: str = ""
+    """``host:port`` of the gRPC API (``wsgate.v1.Gateway``); off when empty."""
     keys: list[str] = msgspec.field(default_factory=list)
     keys_file: str = ""
     aws: AwsConfig = msgspec.field(default_factory=AwsConfig)
@@ -572,6 +574,8 @@ def parse_listen(key: str, value: str) -> tuple[str, int]:
 def _check(config: Config) -> None:
     parse_listen("server.listen", config.server.listen)
     parse_listen("api.listen", config.api.listen)
+    if config.api.grpc_listen:
+        parse_listen("api.grpc_listen", config.api.grpc_listen)
     if not config.server.path.startswith("/"):
         raise ConfigError("server.path", "must start with /")
     if bool(config.server.tls_cert) != bool(config.server.tls_key):

@@ -17,7 +17,7 @@ import errno
 import logging
 import secrets
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -49,9 +49,10 @@ from wsgate.transport.server import Listener, build_ssl_context, start_listener
 from wsgate.typing import NodeId
 from wsgate.upstream import Upstream
 
-if TYPE_CHECKING:  # nats-py is the optional ``nats`` extra: imported only when used
+if TYPE_CHECKING:  # nats-py and grpcio are optional extras: imported only when used
     from nats.aio.client import Client as NatsClient
 
+    from wsgate.api.grpc_server import GrpcApi
     from wsgate.routing.nats_discovery import NatsDiscovery
 
 __all__ = ["Node", "PlainGet", "api_keys"]
@@ -60,6 +61,19 @@ log = logging.getLogger("wsgate.node")
 
 PlainGet = Callable[[str, Mapping[str, str]], HttpResponse | None]
 """Answers plain HTTP GETs on the public listener (the demo's pages)."""
+
+
+async def _close_each(*steps: Callable[[], Awaitable[None]]) -> None:
+    """Await every step, even after one raised; then raise the first error."""
+    first: BaseException | None = None
+    for step in steps:
+        try:
+            await step()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others ran
+            if first is None:
+                first = exc
+    if first is not None:
+        raise first
 
 
 def _cannot_listen(key: str, listen: str, exc: OSError) -> ConfigError:
@@ -158,6 +172,9 @@ class Node:
         self.api: ApiState | None = None
         self._api_runner: web.AppRunner | None = None
         self._api_port = 0
+        self.grpc_api: GrpcApi | None = None
+        """The gRPC API (``[api] grpc_listen``; ``None`` when off or stopped)."""
+        self._grpc_api_port = 0
         self._sweeper: asyncio.Task[None] | None = None
         # NATS services: the connection, its invoker and discovery (docs/routing.md, "NATS").
         self.nats_url = nats_services_url(config)
@@ -169,6 +186,11 @@ class Node:
     @property
     def api_port(self) -> int:
         return self._api_port
+
+    @property
+    def grpc_api_port(self) -> int:
+        """The gRPC API's bound port; 0 when ``[api] grpc_listen`` is unset."""
+        return self._grpc_api_port
 
     @property
     def api_url(self) -> str:
@@ -266,6 +288,8 @@ class Node:
             self.bus = bus
             await bus.start()
         await self._start_api()
+        if config.api.grpc_listen:
+            await self._start_grpc_api()
         if self.grpc_discovery is not None:
             await self.grpc_discovery.start()
         self._sweeper = loop.create_task(self._sweep())
@@ -385,6 +409,21 @@ class Node:
         self._api_port = int(runner.addresses[0][1])
         self._api_runner = runner
 
+    async def _start_grpc_api(self) -> None:
+        """Serve ``wsgate.v1.Gateway`` on ``[api] grpc_listen`` over the HTTP API's state."""
+        from wsgate.api.grpc_server import GrpcApi  # the grpc extra, only when asked for
+
+        assert self.api is not None
+        listen = self.config.api.grpc_listen
+        host, port = parse_listen("api.grpc_listen", listen)
+        api = GrpcApi(self.api, self._api_keys, host, port)
+        try:
+            await api.start()
+        except OSError as exc:
+            raise _cannot_listen("api.grpc_listen", listen, exc) from None
+        self.grpc_api = api
+        self._grpc_api_port = api.port
+
     async def _sweep(self) -> None:
         """Drop expired self-registrations and channel histories, every 5 s at most
         (every ``history.ttl_s / 2`` when that is shorter, so a quiet node frees
@@ -434,21 +473,32 @@ class Node:
         if self.authenticate.tokens is not None:
             await self.authenticate.tokens.aclose()
         # Each of these owns sockets: one failing must not leave the others open.
-        try:
-            await self.invoker.aclose()
-            if self.grpc_discovery is not None:
-                await self.grpc_discovery.aclose()
-            if self.grpc_invoker is not None:
-                await self.grpc_invoker.aclose()
-        finally:
-            try:
-                await self._close_nats_services()
-            finally:
-                try:
-                    if self.bus is not None:
-                        bus, self.bus = self.bus, None
-                        await bus.close()
-                finally:
-                    if self._api_runner is not None:
-                        runner, self._api_runner = self._api_runner, None
-                        await runner.cleanup()
+        await _close_each(
+            self.invoker.aclose,
+            self._close_grpc_routing,
+            self._close_nats_services,
+            self._close_bus,
+            self._close_grpc_api,
+            self._close_api_runner,
+        )
+
+    async def _close_grpc_routing(self) -> None:
+        if self.grpc_discovery is not None:
+            await self.grpc_discovery.aclose()
+        if self.grpc_invoker is not None:
+            await self.grpc_invoker.aclose()
+
+    async def _close_bus(self) -> None:
+        if self.bus is not None:
+            bus, self.bus = self.bus, None
+            await bus.close()
+
+    async def _close_grpc_api(self) -> None:
+        if self.grpc_api is not None:
+            grpc_api, self.grpc_api = self.grpc_api, None
+            await grpc_api.stop(grace_s=1.0)
+
+    async def _close_api_runner(self) -> None:
+        if self._api_runner is not None:
+            runner, self._api_runner = self._api_runner, None
+            await runner.cleanup()
