@@ -262,3 +262,37 @@ async def test_a_stopped_node_frees_the_grpc_api_sockets() -> None:
     assert not (open_sockets() - before)
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 1):
         pass
+
+
+async def test_the_sdk_grpc_publisher_drives_every_rpc() -> None:
+    from wsgate.sdk import GrpcPublisher
+
+    async with running(grpc_config()) as gw, gw.peer("alice") as alice, \
+            gw.peer("alice") as tab2:
+        target = f"127.0.0.1:{gw.node.grpc_api_port}"
+        async with GrpcPublisher(target, API_KEY) as sdk:
+            action = {"type": "note/SDK", "payload": {"a": [1, "é"]}}
+            assert await sdk.publish({"connection": alice.id}, action) == 1
+            assert (await alice.expect("note/SDK"))["payload"] == {"a": [1, "é"]}
+            assert await sdk.publish({"user": "alice"}, {"type": "note/X", "error": True},
+                                     exclude_connection=alice.id) == 1
+            assert (await tab2.expect("note/X"))["error"] is True
+            await sdk.join(alice.id, "acme:sdk")
+            assert (await alice.expect("@@wsgate/JOINED"))["payload"]["channel"] == "acme:sdk"
+            assert await sdk.presence("acme:sdk") == [
+                {"userId": "alice", "connectionId": alice.id, "name": "Alice"}
+            ]
+            await sdk.leave(alice.id, "acme:sdk")
+            await alice.expect("@@wsgate/LEFT")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await sdk.leave(alice.id, "acme:sdk")
+            assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+            assert await sdk.disconnect(alice.id) is True
+            assert await _closed(alice) == 1000
+            assert await sdk.disconnect(alice.id) is False  # gone: not an error, as Publisher
+            assert await sdk.disconnect_user("alice") == 1
+            assert await _closed(tab2) == 4403
+        async with GrpcPublisher(target, "wrong") as sdk:
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await sdk.publish({"user": "alice"}, {"type": "note/X"})
+            assert denied.value.code() is grpc.StatusCode.UNAUTHENTICATED
