@@ -7,6 +7,7 @@ RPC is checked end to end: real WebSocket clients receive what it does.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
@@ -28,6 +29,7 @@ from wsgate.routing.grpc_reflect import reflect
 
 from ..cluster.test_shutdown import open_sockets
 from ..e2e.gateway import API_KEY, Peer, make_config, running
+from ..helpers import eventually, free_port
 
 AUTH = (("authorization", f"Bearer {API_KEY}"),)
 SERVICE = "wsgate.v1.Gateway"
@@ -185,6 +187,89 @@ async def test_join_presence_leave_disconnect_end_to_end() -> None:
         revoked = await api.Disconnect(pb.DisconnectRequest(user="alice"), metadata=AUTH)
         assert revoked.disconnected == 2
         assert await _closed(alice) == 4403 and await _closed(tab2) == 4403
+
+
+@contextlib.asynccontextmanager
+async def silent_listener() -> AsyncIterator[int]:
+    """A port that accepts and never answers (a hung service); its port."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in held:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("hook", "status", "code"),
+    [
+        ("down", grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
+        ("hung", grpc.StatusCode.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT"),
+    ],
+)
+async def test_a_failing_authorize_hook_maps_to_its_status(
+    hook: str, status: grpc.StatusCode, code: str
+) -> None:
+    async with silent_listener() as hung:
+        port = free_port() if hook == "down" else hung  # down: nothing listens there
+        services = {"authz": {"url": f"http://127.0.0.1:{port}/actions", "timeout_ms": 200}}
+        routes = [{"match": "@@wsgate/JOIN", "service": "authz"}]
+        config = grpc_config(services=services, routes=routes)
+        async with running(config) as gw, gw.peer("alice") as alice, \
+                gateway_stub(gw.node) as api:
+            request = pb.JoinRequest(connection=alice.id, channel="acme:orders/1")
+            got, _, trailing = await _code(api.Join(request, metadata=AUTH))
+            assert got is status and trailing["wsgate-code"] == code
+            await alice.silent(0.1)  # no JOINED
+
+
+async def test_calls_over_the_concurrency_bound_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wsgate.api import grpc_server
+
+    monkeypatch.setattr(grpc_server, "MAX_CONCURRENT_RPCS", 2)  # 256 in production
+    async with silent_listener() as hung:
+        services = {"authz": {"url": f"http://127.0.0.1:{hung}/actions", "timeout_ms": 5000}}
+        routes = [{"match": "@@wsgate/JOIN", "service": "authz"}]
+        # the hook calls still held at the end are cut by a short drain
+        config = grpc_config(services=services, routes=routes, server={"drain_timeout_ms": 100})
+        async with running(config) as gw, gw.peer("alice") as alice, \
+                gateway_stub(gw.node) as api:
+            held = [
+                asyncio.ensure_future(api.Join(pb.JoinRequest(
+                    connection=alice.id, channel=f"acme:held/{i}"), metadata=AUTH))
+                for i in range(3)
+            ]
+            try:
+                await eventually(lambda: any(c.done() for c in held), what="a call refused")
+                done = [c for c in held if c.done()]
+                assert len(done) == 1, done  # two held by the hook, the third refused at once
+                error = done[0].exception()
+                assert isinstance(error, grpc.aio.AioRpcError)
+                assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            finally:
+                for call in held:
+                    call.cancel()
+
+            async def served() -> bool:  # the cancelled calls free their places
+                try:
+                    await api.Presence(pb.PresenceRequest(channel="acme:x"), metadata=AUTH)
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                    return False
+                return True
+
+            await eventually(served, what="a call served again")
 
 
 async def _closed(peer: Peer) -> int | None:
