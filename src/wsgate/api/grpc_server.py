@@ -66,9 +66,9 @@ class GrpcApi:
         reflection.enable_server_reflection([SERVICE, reflection.SERVICE_NAME], server)
         try:
             port = server.add_insecure_port(self._address)
-        except RuntimeError as exc:  # grpc's "Failed to bind"
+        except RuntimeError:  # grpc's "Failed to bind" (its log line has the reason)
             await server.stop(None)
-            raise OSError(f"address in use or not available ({exc})") from None
+            raise OSError("address in use or not available") from None
         if not port:
             await server.stop(None)
             raise OSError("address in use or not available")
