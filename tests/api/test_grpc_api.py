@@ -12,12 +12,16 @@ import contextlib
 import gc
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
+from google.protobuf import descriptor_pb2
 from websockets.exceptions import ConnectionClosed
 
 from wsgate.api.proto.wsgate.v1 import gateway_pb2 as pb
@@ -300,6 +304,29 @@ async def test_a_message_over_the_limit_is_refused() -> None:
         )
         assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
         await alice.silent(0.1)
+
+
+def test_the_committed_generated_code_is_the_shipped_proto(tmp_path: Path) -> None:
+    """Regenerating from ``gateway.proto`` gives the descriptor ``gateway_pb2`` holds."""
+    src = Path(pb.__file__).parents[5]  # src/, where the code was generated from
+    out = tmp_path / "gateway.desc"
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{src}", f"--descriptor_set_out={out}",
+         "wsgate/api/proto/wsgate/v1/gateway.proto"],
+        check=True, timeout=60, cwd=src,
+    )
+    (regenerated,) = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file
+    committed = descriptor_pb2.FileDescriptorProto.FromString(pb.DESCRIPTOR.serialized_pb)
+    for message in regenerated.message_type:  # the generated code leaves out default names
+        for field in message.field:
+            if field.json_name == _camel(field.name):
+                field.ClearField("json_name")
+    assert committed == regenerated
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 async def test_the_grpc_api_is_off_unless_grpc_listen_is_set() -> None:
