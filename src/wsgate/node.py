@@ -69,7 +69,7 @@ async def _close_each(*steps: Callable[[], Awaitable[None]]) -> None:
     for step in steps:
         try:
             await step()
-        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others ran
+        except BaseException as exc:  # re-raised below, after the others ran
             if first is None:
                 first = exc
     if first is not None:
