@@ -15,7 +15,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from wsgate.config import AuthConfig, Config, JwtConfig, ServiceConfig, from_mapping, load
+from wsgate.config import (
+    AuthConfig,
+    Config,
+    GrpcConfig,
+    JwtConfig,
+    ServiceConfig,
+    from_mapping,
+    load,
+)
 from wsgate.core.limits import parse_rate
 from wsgate.exceptions import ConfigError
 
@@ -42,7 +50,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_channels_per_connection": 64,
     },
     "api": {
-        "listen": "127.0.0.1:8081", "keys": [], "keys_file": "",
+        "listen": "127.0.0.1:8081", "grpc_listen": "", "keys": [], "keys_file": "",
         "aws": {"credentials": [], "region": "us-east-1"},
     },
     "auth": {
@@ -57,14 +65,20 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "history": {"size": 100, "ttl_s": 300, "max_channels": 10_000},
     "routing": {
         "registered_secret": "", "registered_timeout_ms": 2000, "authorize_cache_s": 30,
-        "max_in_flight": 16, "max_in_flight_per_user": 64,
+        "max_in_flight": 16, "max_in_flight_per_user": 64, "max_streams": 8,
+        "max_streams_per_user": 32,
     },
     "limits": {
         "default_rate": "500/1s", "default_burst": 1000, "abuse_refusals": 100, "abuse_window_s": 10,
         "max_connections": 50000, "max_connections_per_user": 64, "max_connections_per_ip": 1024,
         "handshake_rate_per_ip": "50/1s", "handshake_burst_per_ip": 200, "max_json_depth": 32,
     },
-    "services": {}, "routes": [], "relays": [], "channels": [], "rate_limits": [],
+    "discovery": {"nats": {
+        "url": "", "discover": True, "interval_s": 5.0, "window_ms": 250, "timeout_ms": 2000,
+        "max_concurrency": 256, "max_services": 256, "max_endpoints": 32, "max_actions": 64,
+        "max_info_bytes": 65536, "max_response_bytes": 1 << 20,
+    }},
+    "services": {}, "routes": [], "relays": [], "channels": [], "rate_limits": [], "grpc": [],
 }
 
 
@@ -228,6 +242,7 @@ ZERO_MEANS = {
     "history.size": "(0: none)",
     "history.max_channels": "(0: unbounded)",
     "routing.max_in_flight_per_user": "(0: off)",
+    "routing.max_streams_per_user": "(0: off)",
     "limits.default_rate": '(`""` or `"0"` disables both)',
     "limits.abuse_refusals": "(0: never)",
     "limits.max_connections": "(0: no limit)",
@@ -299,8 +314,14 @@ def _type_keys(kind: Any, name: str) -> set[str]:
     return {name}
 
 
+MAPS = {"grpc.aliases"}
+"""Tables whose keys are free (action types): the doc's examples set entries, not keys."""
+
+
 def _toml_keys(table: dict[str, Any], prefix: str = "") -> set[str]:
     keys: set[str] = set()
+    if prefix.rstrip(".") in MAPS:
+        return {prefix.rstrip(".")}
     for name, value in table.items():
         dotted = "services.<n>" if prefix == "services." else f"{prefix}{name}"
         if isinstance(value, dict):
@@ -362,16 +383,23 @@ def test_every_documented_key_is_accepted_by_the_config() -> None:
     defaults = msgspec.to_builtins(Config())
     for key in sorted(documented_keys(DOC.read_text())):
         section, _, rest = key.partition(".")
-        if section in ("services", "routes", "relays", "channels", "rate_limits") or "." in rest:
+        if section in ("services", "routes", "relays", "channels", "rate_limits", "grpc") or "." in rest:
             continue  # tables of tables: covered by test_a_rule_and_a_service_get_their_defaults
         from_mapping({section: {rest: defaults[section][rest]}}, env={})
 
 
+TABLES: dict[str, type[msgspec.Struct]] = {"services.<n>.": ServiceConfig, "grpc.": GrpcConfig}
+"""Keys of each entry of a table of tables: their defaults are the entry struct's."""
+
+
 def _code_default(key: str) -> Any:
-    """The default config.py gives ``key`` (a ``services.<n>`` key: ServiceConfig's)."""
-    if key.startswith("services.<n>."):
-        field = {f.name: f for f in msgspec.structs.fields(ServiceConfig)}[key.split(".")[2]]
-        return msgspec.to_builtins(field.default)
+    """The default config.py gives ``key`` (a table entry's key: its struct's default)."""
+    for prefix, struct in TABLES.items():
+        if key.startswith(prefix):
+            field = {f.name: f for f in msgspec.structs.fields(struct)}[key[len(prefix) :]]
+            if field.default_factory is not msgspec.NODEFAULT:
+                return msgspec.to_builtins(field.default_factory())
+            return msgspec.to_builtins(field.default)
     # The optional [auth.jwt] table is absent by default: its keys' defaults are JwtConfig's.
     node: Any = msgspec.to_builtins(Config(auth=AuthConfig(jwt=JwtConfig())))
     for part in key.split("."):
@@ -389,7 +417,7 @@ def _doc_value(cell: str) -> Any:
         return text if code else None
 
 
-PROSE_DEFAULTS = {"server.node_id", "services.<n>.url"}
+PROSE_DEFAULTS = {"server.node_id", "services.<n>.url", "grpc.target"}
 """Keys whose documented default is words ("random ...", "required"), not a value."""
 
 

@@ -160,3 +160,38 @@ def test_sign_in_goes_back_to_a_view_fragment_and_nowhere_else() -> None:
         answer = site.handle(f"/sign-in?user=ann&org=acme&next={next_}", {})
         assert answer is not None and answer.status == 302
         assert dict(answer.headers)["Location"] == location, next_
+
+
+async def test_get_connection_reports_last_activity_and_the_user_agent() -> None:
+    import asyncio
+    from datetime import datetime
+    from urllib.parse import quote
+
+    import websockets
+
+    from .e2e.gateway import ORIGIN, Peer
+
+    async with running() as gw, aiohttp.ClientSession() as http:
+        ws = await websockets.connect(
+            gw.url, origin=ORIGIN, user_agent_header="wsgate-test/1.0 (first contact)",
+            additional_headers={"Cookie": gw.cookie("ann", "acme")},
+        )
+        try:
+            peer = Peer(ws)
+            peer.welcome = (await peer.expect("@@wsgate/WELCOME"))["payload"]
+            url = f"{gw.node.api_url}/@connections/{quote(peer.id)}"
+            async with http.get(url, headers=AUTH) as resp:
+                first = await resp.json()
+            assert first["identity"]["userAgent"] == "wsgate-test/1.0 (first contact)"
+            await asyncio.sleep(0.05)  # the behaviour: time passes between connecting and acting
+            await peer.join("acme:v")
+            async with http.get(url, headers=AUTH) as resp:
+                later = await resp.json()
+
+            def at(text: str) -> datetime:
+                return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+            assert at(later["lastActiveAt"]) > at(later["connectedAt"])
+            assert later["connectedAt"] == first["connectedAt"]
+        finally:
+            await ws.close()

@@ -34,10 +34,14 @@ __all__ = [
     "BrokerConfig",
     "ChannelRule",
     "Config",
+    "DiscoveryConfig",
+    "GrpcAlias",
+    "GrpcConfig",
     "HistoryConfig",
     "JwtClaimNames",
     "JwtConfig",
     "LimitsConfig",
+    "NatsDiscoveryConfig",
     "PresenceConfig",
     "RateLimitRule",
     "RelayRule",
@@ -45,7 +49,9 @@ __all__ = [
     "RoutingConfig",
     "ServerConfig",
     "ServiceConfig",
+    "is_nats_subject",
     "load",
+    "nats_services_url",
     "parse_listen",
 ]
 
@@ -102,6 +108,8 @@ class ApiConfig(_Section):
     """``[api]``: the internal API, never public."""
 
     listen: str = "127.0.0.1:8081"
+    grpc_listen: str = ""
+    """``host:port`` of the gRPC API (``wsgate.v1.Gateway``); off when empty."""
     keys: list[str] = msgspec.field(default_factory=list)
     keys_file: str = ""
     aws: AwsConfig = msgspec.field(default_factory=AwsConfig)
@@ -246,6 +254,11 @@ class RoutingConfig(_Section):
     """Requests one connection may have waiting on services; past it ``RATE_LIMITED``."""
     max_in_flight_per_user: NonNegative = 64
     """The same for all of one user's connections together (0: no per-user cap)."""
+    max_streams: Positive = 8
+    """Streams (server-streaming gRPC calls) one connection may have open; past it
+    ``RATE_LIMITED``."""
+    max_streams_per_user: NonNegative = 32
+    """The same for all of one user's connections together (0: no per-user cap)."""
 
 
 RateText = Annotated[str, msgspec.Meta(pattern=r"^(0|\d+/\d*(ms|s|m|h))?$")]
@@ -277,7 +290,8 @@ class LimitsConfig(_Section):
 
 
 class ServiceConfig(_Section):
-    """``[services.<name>]``."""
+    """``[services.<name>]``: ``url`` is ``http(s)://…``, or ``nats:<subject>`` for a
+    NATS service (called by request/reply on that subject; see :class:`NatsDiscoveryConfig`)."""
 
     url: str
     timeout_ms: Positive = 2000
@@ -285,6 +299,49 @@ class ServiceConfig(_Section):
     max_concurrency: Positive = 256
     pipeline: Pipeline = 1
     """Requests one connection may carry unanswered (HTTP/1.1 pipelining); 1: off."""
+
+    @property
+    def transport(self) -> Literal["http", "nats"]:
+        """What carries calls: ``nats`` for a ``nats:<subject>`` URL, else ``http``."""
+        return "nats" if self.url.startswith(NATS_SERVICE_PREFIX) else "http"
+
+    @property
+    def target(self) -> str:
+        """What the transport's invoker calls: the URL, or a NATS service's subject."""
+        if self.transport == "nats":
+            return self.url[len(NATS_SERVICE_PREFIX) :]
+        return self.url
+
+
+GrpcMethod = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*/[A-Za-z_]\w*$")]
+"""``<package>.<Service>/<Method>``."""
+ActionTypeText = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_./:@$-]{1,128}$")]
+
+
+class GrpcAlias(_Section):
+    """``[grpc.aliases]`` entry in its long form: a method, and the type of its answer."""
+
+    method: GrpcMethod
+    reply: ActionTypeText | None = None
+    """The answer's action type; default: the response message's full name."""
+
+
+class GrpcConfig(_Section):
+    """``[[grpc]]``: a gRPC target whose methods are discovered by server reflection."""
+
+    target: str
+    """``host:port`` of the server."""
+    tls: bool = False
+    ca_file: str = ""
+    """PEM roots to check the server's certificate with (``tls`` only); default: the system's."""
+    timeout_ms: Positive = 2000
+    """Deadline of each call (and of each reflection round)."""
+    max_concurrency: Positive = 256
+    """Calls in flight to this target at once; a call waits up to ``timeout_ms`` for a slot."""
+    discover_every_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """How often the target is reflected again (new methods, a restart, gone)."""
+    aliases: dict[ActionTypeText, GrpcMethod | GrpcAlias] = msgspec.field(default_factory=dict)
+    """Action type -> ``"<package>.<Service>/<Method>"`` or ``{method, reply}``."""
 
 
 class RouteRule(_Section):
@@ -328,6 +385,86 @@ class RateLimitRule(_Section):
     burst: Positive = 1
 
 
+# NATS services ([discovery.nats], static nats:<subject> services) ---------------
+
+NATS_SERVICE_PREFIX = "nats:"
+"""A ``[services.<name>]`` URL starting with this names a NATS subject."""
+_NATS_SUBJECT_RE = re.compile(r"[^\s.*>/]{1,64}(\.[^\s.*>/]{1,64}){0,15}")
+
+
+def is_nats_subject(text: str) -> bool:
+    """Tell whether ``text`` is a literal NATS subject a request can go to: at most
+    16 dot-separated tokens of 1-64 characters, no wildcard, space or ``/``."""
+    return _NATS_SUBJECT_RE.fullmatch(text) is not None
+
+
+class NatsDiscoveryConfig(_Section):
+    """``[discovery.nats]``: the NATS connection for NATS services, and their discovery.
+
+    The connection is ``url``, else the broker's when ``[broker] url`` is
+    ``nats://…``; with neither there is no NATS invoker and no discovery.
+    """
+
+    url: str = ""
+    """``nats://host:port`` (or ``tls://``); empty: the broker's, if it is NATS."""
+    discover: bool = True
+    """Find services over ``$SRV.INFO``; ``false``: only static ``nats:`` services."""
+    interval_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    """Time between discovery rounds; a service missing two rounds in a row drops out."""
+    window_ms: Positive = 250
+    """How long one round collects ``$SRV.INFO`` replies."""
+    timeout_ms: Positive = 2000
+    """Call timeout of discovered services."""
+    max_concurrency: Positive = 256
+    """Calls in flight per discovered service (per endpoint)."""
+    max_services: Positive = 256
+    """``$SRV.INFO`` replies read per round (service instances)."""
+    max_endpoints: Positive = 32
+    """Endpoints read per service; the rest are ignored."""
+    max_actions: Positive = 64
+    """Patterns read per endpoint's ``wsgate.actions``; the rest are ignored."""
+    max_info_bytes: Positive = 65536
+    """A larger ``$SRV.INFO`` reply is skipped."""
+    max_response_bytes: Positive = 1 << 20
+    """A larger answer from a NATS service is ``UPSTREAM_ERROR``."""
+
+
+class DiscoveryConfig(_Section):
+    """``[discovery]``: procedure discovery sources (``[discovery.nats]``)."""
+
+    nats: NatsDiscoveryConfig = msgspec.field(default_factory=NatsDiscoveryConfig)
+
+
+def nats_services_url(config: Config) -> str | None:
+    """The NATS connection of NATS services: ``[discovery.nats] url``, else a NATS
+    broker's URL, else ``None`` (no NATS invoker, no discovery)."""
+    if config.discovery.nats.url:
+        return config.discovery.nats.url
+    if config.broker.url.partition("://")[0] in ("nats", "tls"):
+        return config.broker.url
+    return None
+
+
+def _check_nats(config: Config) -> None:
+    url = config.discovery.nats.url
+    if url and (url.partition("://")[0] not in ("nats", "tls") or url.endswith("://")):
+        raise ConfigError("discovery.nats.url", f"expected nats://host:port, got {url!r}")
+    for name, svc in config.services.items():
+        if svc.transport != "nats":
+            continue
+        if not is_nats_subject(svc.target):
+            raise ConfigError(f"services.{name}.url", "expected nats:<subject>, no wildcards")
+        if svc.secret:
+            raise ConfigError(
+                f"services.{name}.secret", "NATS services are not signed (use NATS permissions)"
+            )
+        if nats_services_url(config) is None:
+            raise ConfigError(
+                f"services.{name}.url",
+                "a NATS service needs [discovery.nats] url or a nats:// [broker] url",
+            )
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
@@ -337,11 +474,13 @@ class Config(_Section):
     history: HistoryConfig = msgspec.field(default_factory=HistoryConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    discovery: DiscoveryConfig = msgspec.field(default_factory=DiscoveryConfig)
     services: dict[str, ServiceConfig] = msgspec.field(default_factory=dict)
     routes: list[RouteRule] = msgspec.field(default_factory=list)
     relays: list[RelayRule] = msgspec.field(default_factory=list)
     channels: list[ChannelRule] = msgspec.field(default_factory=list)
     rate_limits: list[RateLimitRule] = msgspec.field(default_factory=list)
+    grpc: list[GrpcConfig] = msgspec.field(default_factory=list)
 
 
 _ENV_SECTIONS: dict[str, type[msgspec.Struct]] = {
@@ -450,6 +589,8 @@ def parse_listen(key: str, value: str) -> tuple[str, int]:
 def _check(config: Config) -> None:
     parse_listen("server.listen", config.server.listen)
     parse_listen("api.listen", config.api.listen)
+    if config.api.grpc_listen:
+        parse_listen("api.grpc_listen", config.api.grpc_listen)
     if not config.server.path.startswith("/"):
         raise ConfigError("server.path", "must start with /")
     if bool(config.server.tls_cert) != bool(config.server.tls_key):
@@ -460,9 +601,21 @@ def _check(config: Config) -> None:
         _check_jwt(jwt)
     if scheme not in ("memory", "redis", "rediss", "nats"):
         raise ConfigError("broker.url", f"unsupported scheme {scheme!r}")
+    seen: set[str] = set()
+    for i, target in enumerate(config.grpc):
+        parse_listen(f"grpc.{i}.target", target.target)
+        if target.target in seen:
+            raise ConfigError(f"grpc.{i}.target", f"{target.target} is configured twice")
+        seen.add(target.target)
+        if target.ca_file and not target.tls:
+            raise ConfigError(f"grpc.{i}.ca_file", "needs tls = true")
+        for alias in target.aliases:
+            if alias.startswith("@@wsgate/"):
+                raise ConfigError(f"grpc.{i}.aliases.{alias}", "@@wsgate/ types are the gateway's")
     for i, route in enumerate(config.routes):
         if route.service not in config.services:
             raise ConfigError(f"routes.{i}.service", f"no [services.{route.service}]")
+    _check_nats(config)
 
 
 def _check_jwt(jwt: JwtConfig) -> None:

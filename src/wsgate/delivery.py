@@ -1,17 +1,36 @@
 """Apply a publish (from a service's answer or ``POST /v1/publish``) to the core.
 
 Glue between :mod:`wsgate.routing.results` and :mod:`wsgate.core.fanout`,
-kept outside both so neither imports the other.
+kept outside both so neither imports the other. :func:`to_delivery` is the
+one conversion from a :class:`~wsgate.routing.results.Publish` to a
+:class:`~wsgate.core.delivery.Delivery`; every publish (the services' answers,
+the connect hook's, the internal API's) goes through :func:`deliver`.
 """
 
 from __future__ import annotations
 
+from wsgate.core.delivery import Delivery, TargetKind
 from wsgate.core.gateway import Gateway
 from wsgate.protocol.envelope import NULL
 from wsgate.routing.results import Publish
 from wsgate.typing import ConnectionId
 
-__all__ = ["deliver"]
+__all__ = ["deliver", "to_delivery"]
+
+
+def to_delivery(publish: Publish) -> Delivery:
+    """``publish`` as one Delivery: the target's kind (the public API's name,
+    :attr:`Target.kind <wsgate.routing.results.Target.kind>`) and value, the
+    action (a ``null`` payload as ``None``), the excluded connection; no origin."""
+    action = publish.action
+    exclude = None
+    if publish.exclude is not None and publish.exclude.connection is not None:
+        exclude = ConnectionId(publish.exclude.connection)
+    payload = None if action.payload == NULL else action.payload
+    to = publish.to
+    return Delivery(
+        TargetKind(to.kind), to.value, action.type, payload, action.error, None, exclude
+    )
 
 
 def deliver(gateway: Gateway, publish: Publish) -> int:
@@ -20,10 +39,4 @@ def deliver(gateway: Gateway, publish: Publish) -> int:
     Only members of the target receive it: a channel's joined connections, a
     hub's connections, a user's tabs, or the one connection named.
     """
-    action = publish.action
-    exclude = None
-    if publish.exclude is not None and publish.exclude.connection is not None:
-        exclude = ConnectionId(publish.exclude.connection)
-    payload = None if action.payload == NULL else action.payload
-    to = publish.to
-    return gateway.fanout.to_target(to.kind, to.value, action.type, payload, exclude, action.error)
+    return gateway.fanout.send(to_delivery(publish))

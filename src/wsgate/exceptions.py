@@ -16,6 +16,8 @@ Every exception wsgate defines derives from :class:`WsgateError`::
      │    ├── Dropped         closed mid-answer: the request may have been processed
      │    ├── Unanswered      closed before the server processed it: may be sent again
      │    └── ProtocolError   the answer is not valid HTTP/1.1
+     ├── BackendError         a cluster backend call failed (the driver's error is __cause__)
+     │    └── BackendUnavailable  the server cannot be reached or answered late
      ├── PublishError         the internal API refused an SDK call or was unreachable
      └── Refused              raised by an SDK handler to refuse an action (HTTP 403)
 
@@ -24,16 +26,22 @@ returns them as values (:class:`wsgate.protocol.codes.ErrorCode`) and the core
 turns them into ``@@wsgate/ERROR`` actions, so a bad action never unwinds the
 I/O layer.
 
-A backend call that fails raises its driver's error, unwrapped (``OSError``,
-``TimeoutError``, ``redis.exceptions.RedisError``, ``nats.errors.Error``):
-:mod:`wsgate.backends.base` says which, per method. The cluster code that must
-fail open catches them, logs the traceback and counts the failure.
+A backend call that fails raises :class:`BackendError` at the backend
+boundary, never its driver's error (``OSError``, ``TimeoutError``,
+``redis.exceptions.RedisError``, ``nats.errors.Error``), which it chains as
+``__cause__``: :class:`BackendUnavailable` when the server cannot be reached
+or answers late (the call may succeed later), plain :class:`BackendError`
+when it answered with an error. :mod:`wsgate.backends.base` says which call
+raises what. The cluster code that must fail open catches
+:class:`BackendError`, logs the traceback and counts the failure.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AuthError",
+    "BackendError",
+    "BackendUnavailable",
     "ConfigError",
     "ConnectFailed",
     "CookieExpired",
@@ -116,6 +124,21 @@ class ProtocolError(HttpError):
 
 class Unanswered(HttpError):
     """Closed before the server processed the request: it may be sent again."""
+
+
+class BackendError(WsgateError):
+    """A cluster backend call failed; the driver's error is ``__cause__``.
+
+    The message names the call (``RedisPresence.members``) and the driver's error.
+    """
+
+
+class BackendUnavailable(BackendError):
+    """The backend's server could not be reached, or did not answer in time.
+
+    Raised by a call made during an outage (after the driver's own bounded
+    retry or timeout) and by opening a backend whose server does not answer.
+    """
 
 
 class PublishError(WsgateError):

@@ -1,7 +1,9 @@
 """Composition root: config in, a running node out.
 
 :class:`Node` builds the backends, the core, the transport, the internal
-API and (for any broker but the bare ``memory://``) the cluster bus from a
+API, (for any broker but the bare ``memory://``) the cluster bus and (when
+``[discovery.nats] url`` or a ``nats://`` broker names a NATS server) the NATS
+services' connection, invoker and discovery from a
 :class:`~wsgate.config.Config`, starts them, and drains them. The command
 line (:mod:`wsgate.cli`) runs a node until a signal; tests start a
 :class:`Node` in-process on port 0. This module installs no signal handler,
@@ -15,7 +17,8 @@ import errno
 import logging
 import secrets
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -32,13 +35,17 @@ from wsgate.backends import open_backend
 from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
 from wsgate.backends.revocations import open_revocations
 from wsgate.cluster.bus import ClusterBus
-from wsgate.config import Config, parse_listen
+from wsgate.config import Config, nats_services_url, parse_listen
 from wsgate.core.gateway import Admission, Attached, Gateway, Observer
 from wsgate.core.limits import Limiter, parse_rate
 from wsgate.core.presence import PresenceBatcher
-from wsgate.exceptions import ConfigError
+from wsgate.exceptions import BackendError, ConfigError
 from wsgate.protocol.codes import CloseCode
+from wsgate.routing.grpc_discovery import GrpcDiscovery
+from wsgate.routing.grpc_invoker import GrpcInvoker, GrpcTarget
 from wsgate.routing.http_invoker import HttpInvoker
+from wsgate.routing.instances import Transport
+from wsgate.routing.invoker import Invoker
 from wsgate.routing.table import RouteTable
 from wsgate.transport.base import HttpResponse
 from wsgate.transport.control import ControlLimit
@@ -46,12 +53,31 @@ from wsgate.transport.server import Listener, build_ssl_context, start_listener
 from wsgate.typing import NodeId
 from wsgate.upstream import Upstream
 
+if TYPE_CHECKING:  # nats-py and grpcio are optional extras: imported only when used
+    from nats.aio.client import Client as NatsClient
+
+    from wsgate.api.grpc_server import GrpcApi
+    from wsgate.routing.nats_discovery import NatsDiscovery
+
 __all__ = ["Node", "PlainGet", "api_keys"]
 
 log = logging.getLogger("wsgate.node")
 
 PlainGet = Callable[[str, Mapping[str, str]], HttpResponse | None]
 """Answers plain HTTP GETs on the public listener (the demo's pages)."""
+
+
+async def _close_each(*steps: Callable[[], Awaitable[None]]) -> None:
+    """Await every step, even after one raised; then raise the first error."""
+    first: BaseException | None = None
+    for step in steps:
+        try:
+            await step()
+        except BaseException as exc:  # re-raised below, after the others ran
+            if first is None:
+                first = exc
+    if first is not None:
+        raise first
 
 
 def _cannot_listen(key: str, listen: str, exc: OSError) -> ConfigError:
@@ -98,6 +124,25 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
         raise ConfigError("server.tls_cert", f"cannot load certificate: {exc}") from None
 
 
+def _grpc_targets(config: Config) -> list[GrpcTarget]:
+    """The ``[[grpc]]`` targets, their ``ca_file`` read now.
+
+    Raises :class:`~wsgate.exceptions.ConfigError` (``grpc.<i>.ca_file``) when
+    a file cannot be read.
+    """
+    targets = []
+    for i, t in enumerate(config.grpc):
+        roots = None
+        if t.ca_file:
+            try:
+                with open(t.ca_file, "rb") as f:
+                    roots = f.read()
+            except OSError as exc:
+                raise ConfigError(f"grpc.{i}.ca_file", f"cannot read: {exc.strerror}") from None
+        targets.append(GrpcTarget(t.target, t.tls, roots))
+    return targets
+
+
 class Node:
     """One gateway node. Call :meth:`start`, later :meth:`stop`."""
 
@@ -119,20 +164,40 @@ class Node:
             registered_timeout_ms=config.routing.registered_timeout_ms,
         )
         self.invoker = HttpInvoker()
+        self.grpc_invoker: GrpcInvoker | None = None
+        """Calls to the ``[[grpc]]`` targets (``None`` without any)."""
+        self.grpc_discovery: GrpcDiscovery | None = None
+        if config.grpc:
+            self.grpc_invoker = GrpcInvoker(_grpc_targets(config))
+            self.grpc_discovery = GrpcDiscovery(self.routes, self.grpc_invoker, config.grpc)
         self.gateway: Gateway | None = None
         self.upstream: Upstream | None = None
         self.listener: Listener | None = None
         self.api: ApiState | None = None
         self._api_runner: web.AppRunner | None = None
         self._api_port = 0
+        self.grpc_api: GrpcApi | None = None
+        """The gRPC API (``[api] grpc_listen``; ``None`` when off or stopped)."""
+        self._grpc_api_port = 0
         self._sweeper: asyncio.Task[None] | None = None
         self.revocations: Revocations | None = None
         """The cluster's revocations, cached (open once :meth:`start` ran)."""
         self._revocation_poll: asyncio.Task[None] | None = None
+        # NATS services: the connection, its invoker and discovery (docs/routing.md, "NATS").
+        self.nats_url = nats_services_url(config)
+        """The NATS services' connection URL; ``None``: no NATS invoker, no discovery."""
+        self._nats: NatsClient | None = None
+        self.nats_invoker: Invoker | None = None
+        self.discovery: NatsDiscovery | None = None
 
     @property
     def api_port(self) -> int:
         return self._api_port
+
+    @property
+    def grpc_api_port(self) -> int:
+        """The gRPC API's bound port; 0 when ``[api] grpc_listen`` is unset."""
+        return self._grpc_api_port
 
     @property
     def api_url(self) -> str:
@@ -151,7 +216,17 @@ class Node:
         return f"{scheme}://{host}:{self.port}{self.config.server.path}"
 
     async def start(self) -> None:
-        """Build the core on the running loop and start listening."""
+        """Build the core on the running loop and start listening.
+
+        When it raises, the NATS services' connection it opened is closed.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self._close_nats_services()
+            raise
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
         presence = PresenceBatcher(
@@ -160,12 +235,20 @@ class Node:
             max_members=config.presence.max_members,
             large_batch_ms=config.presence.large_batch_ms,
         )
+        invokers: dict[Transport, Invoker] = {}
+        if self.grpc_invoker is not None:
+            invokers["grpc"] = self.grpc_invoker
+        if self.nats_url is not None:
+            invokers["nats"] = await self._open_nats_services(self.nats_url)
         self.upstream = Upstream(
             self.routes,
             self.invoker,
+            invokers=invokers,
             max_in_flight=config.routing.max_in_flight,
             max_in_flight_per_user=config.routing.max_in_flight_per_user,
             authorize_ttl_s=config.routing.authorize_cache_s,
+            max_streams=config.routing.max_streams,
+            max_streams_per_user=config.routing.max_streams_per_user,
         )
         bus = await self._open_cluster() if self.clustered else None
         await self._open_revocations()
@@ -228,6 +311,10 @@ class Node:
             self.bus = bus
             await bus.start()
         await self._start_api()
+        if config.api.grpc_listen:
+            await self._start_grpc_api()
+        if self.grpc_discovery is not None:
+            await self.grpc_discovery.start()
         self._sweeper = loop.create_task(self._sweep())
         if self.clustered:
             self._revocation_poll = loop.create_task(self._poll_revocations())
@@ -244,6 +331,62 @@ class Node:
         except OSError as exc:
             raise _cannot_listen("server.listen", config.server.listen, exc) from None
 
+    async def _open_nats_services(self, url: str) -> Invoker:
+        """Connect to NATS services; start discovery (``[discovery.nats] discover``).
+
+        Raises :class:`~wsgate.exceptions.ConfigError` (``discovery.nats.url``)
+        when the server cannot be reached within the connect timeout.
+        """
+        from nats.errors import Error as NatsError
+
+        from wsgate.backends.nats import connect_nats
+        from wsgate.routing.nats_discovery import NatsDiscovery
+        from wsgate.routing.nats_invoker import NatsInvoker
+
+        settings = self.config.discovery.nats
+        try:
+            nc = await connect_nats(url, name=f"wsgate {self.node_id} services")
+        except (OSError, NatsError) as exc:
+            key = "discovery.nats.url" if settings.url else "broker.url"
+            reason = str(exc) or type(exc).__name__
+            raise ConfigError(key, f"cannot connect to {url}: {reason}") from None
+        self._nats = nc
+        invoker = NatsInvoker(nc, max_response_bytes=settings.max_response_bytes)
+        self.nats_invoker = invoker
+        if settings.discover:
+            self.discovery = NatsDiscovery(
+                nc,
+                self.routes,
+                interval_s=settings.interval_s,
+                window_s=settings.window_ms / 1000,
+                timeout_ms=settings.timeout_ms,
+                max_concurrency=settings.max_concurrency,
+                max_services=settings.max_services,
+                max_endpoints=settings.max_endpoints,
+                max_actions=settings.max_actions,
+                max_info_bytes=settings.max_info_bytes,
+            )
+            self.discovery.start()
+        return invoker
+
+    async def _close_nats_services(self) -> None:
+        """Stop discovery, end the NATS calls in flight, close the connection (every step)."""
+        try:
+            if self.discovery is not None:
+                discovery, self.discovery = self.discovery, None
+                await discovery.aclose()
+        finally:
+            try:
+                if self.nats_invoker is not None:
+                    invoker, self.nats_invoker = self.nats_invoker, None
+                    await invoker.aclose()
+            finally:
+                if self._nats is not None:
+                    from wsgate.backends.nats import close_client
+
+                    nc, self._nats = self._nats, None
+                    await close_client(nc)
+
     async def _open_cluster(self) -> ClusterBus:
         """Connect the backend and build the bus (started once the gateway has it)."""
         config = self.config
@@ -254,8 +397,9 @@ class Node:
                 node=self.node_id,
                 history_size=config.history.size,
                 history_ttl_s=config.history.ttl_s,
+                history_max_channels=config.history.max_channels,
             )
-        except (OSError, ConnectionError) as exc:
+        except BackendError as exc:
             raise ConfigError("broker.url", f"cannot connect: {exc}") from None
         return ClusterBus(
             backend,
@@ -324,6 +468,21 @@ class Node:
         self._api_port = int(runner.addresses[0][1])
         self._api_runner = runner
 
+    async def _start_grpc_api(self) -> None:
+        """Serve ``wsgate.v1.Gateway`` on ``[api] grpc_listen`` over the HTTP API's state."""
+        from wsgate.api.grpc_server import GrpcApi  # the grpc extra, only when asked for
+
+        assert self.api is not None
+        listen = self.config.api.grpc_listen
+        host, port = parse_listen("api.grpc_listen", listen)
+        api = GrpcApi(self.api, self._api_keys, host, port)
+        try:
+            await api.start()
+        except OSError as exc:
+            raise _cannot_listen("api.grpc_listen", listen, exc) from None
+        self.grpc_api = api
+        self._grpc_api_port = api.port
+
     async def _sweep(self) -> None:
         """Drop expired self-registrations and channel histories, every 5 s at most
         (every ``history.ttl_s / 2`` when that is shorter, so a quiet node frees
@@ -349,7 +508,10 @@ class Node:
 
         ``/readyz`` answers 503 at once; in-flight service calls get up to
         ``deadline_s`` to finish (their answers still reach their clients);
-        then every connection is closed with ``code``.
+        then every connection is closed with ``code``. Last, every socket is
+        closed: the HTTP invoker's, then NATS discovery is stopped (its task
+        awaited), the NATS calls still in flight ended and the NATS connection
+        closed, then the bus and the internal API.
         """
         if deadline_s is None:
             deadline_s = self.config.server.drain_timeout_ms / 1000
@@ -376,19 +538,37 @@ class Node:
             self.sessions.wheel.close()
             self.channel_tokens.wheel.close()
         # Each of these owns sockets: one failing must not leave the others open.
-        try:
-            await self.invoker.aclose()
-        finally:
-            try:
-                if self.bus is not None:
-                    bus, self.bus = self.bus, None
-                    await bus.close()
-            finally:
-                try:
-                    if self._api_runner is not None:
-                        runner, self._api_runner = self._api_runner, None
-                        await runner.cleanup()
-                finally:
-                    if self.revocations is not None:
-                        await self.revocations.store.close()
+        await _close_each(
+            self.invoker.aclose,
+            self._close_grpc_routing,
+            self._close_nats_services,
+            self._close_bus,
+            self._close_grpc_api,
+            self._close_api_runner,
+            self._close_revocations,
+        )
 
+    async def _close_revocations(self) -> None:
+        if self.revocations is not None:
+            await self.revocations.store.close()
+
+    async def _close_grpc_routing(self) -> None:
+        if self.grpc_discovery is not None:
+            await self.grpc_discovery.aclose()
+        if self.grpc_invoker is not None:
+            await self.grpc_invoker.aclose()
+
+    async def _close_bus(self) -> None:
+        if self.bus is not None:
+            bus, self.bus = self.bus, None
+            await bus.close()
+
+    async def _close_grpc_api(self) -> None:
+        if self.grpc_api is not None:
+            grpc_api, self.grpc_api = self.grpc_api, None
+            await grpc_api.stop(grace_s=1.0)
+
+    async def _close_api_runner(self) -> None:
+        if self._api_runner is not None:
+            runner, self._api_runner = self._api_runner, None
+            await runner.cleanup()

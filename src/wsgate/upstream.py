@@ -22,6 +22,18 @@ In-flight requests per connection (``max_in_flight``) and per user, all tabs
 together (``max_in_flight_per_user``), are capped; past a cap the action is
 refused with ``RATE_LIMITED`` and ``retryAfterMs`` rather
 than queued, so one client cannot pile up work.
+
+Streams: an action naming a server-streaming method of an invoker that
+opens streams (:class:`~wsgate.routing.grpc_stream.Streams`, the gRPC one)
+opens a stream instead of a call. It needs ``meta.id`` (unique among the
+connection's open streams); each message comes back with ``meta.inReplyTo``
+= that id, then ``@@wsgate/END {id, status}``. ``@@wsgate/CANCEL {id}``,
+LEAVE of the stream's ``meta.channel`` and disconnecting cancel it. Open
+streams per connection (``max_streams``) and per user
+(``max_streams_per_user``) are capped (``RATE_LIMITED``); they are not
+in-flight calls and do not delay a drain. A stream reads its next message
+only once the connection's sink is writable
+(:class:`~wsgate.transport.base.FlowSink`), so a slow client pauses it.
 """
 
 from __future__ import annotations
@@ -43,12 +55,14 @@ from wsgate.delivery import deliver
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.address import Address
 from wsgate.protocol.codes import CloseCode, ErrorCode
-from wsgate.protocol.envelope import Action, Meta, OutMeta, encode
+from wsgate.protocol.envelope import Action, Meta, Outbound, OutMeta, encode
 from wsgate.routing.context import InvocationContext
+from wsgate.routing.grpc_stream import CANCELLED, OK, Stream, Streams
 from wsgate.routing.instances import Service, Transport
 from wsgate.routing.invoker import Invoker, Unavailable
 from wsgate.routing.results import InvocationResult
 from wsgate.routing.table import RouteTable
+from wsgate.transport.base import FlowSink
 from wsgate.typing import ChannelAddress
 
 __all__ = ["Upstream"]
@@ -69,6 +83,10 @@ _MESSAGES = {
     ErrorCode.UPSTREAM_UNAVAILABLE: "the service is unavailable",
     ErrorCode.INTERNAL: "internal error",
     ErrorCode.FORBIDDEN: "the service refused this action",
+    ErrorCode.BAD_REQUEST: "the service refused the request as invalid",
+    ErrorCode.RATE_LIMITED: "the service is over its capacity",
+    ErrorCode.UNAUTHENTICATED: "the service needs an authenticated caller",
+    ErrorCode.NO_ROUTE: "the service does not handle this action",
 }
 
 
@@ -104,6 +122,40 @@ class _InFlight:
         self.counts.pop(key, None)
 
 
+class _OpenStream:
+    """One open stream of a connection: the sink its invoker delivers into."""
+
+    __slots__ = ("channel", "conn", "flow", "id", "stream", "upstream")
+
+    def __init__(
+        self, upstream: Upstream, conn: Connection, id_: str, channel: str | None
+    ) -> None:
+        self.upstream = upstream
+        self.conn = conn
+        self.id = id_
+        self.channel = channel
+        self.flow = conn.sink if isinstance(conn.sink, FlowSink) else None
+        """The connection's sink, when it can pace a stream."""
+        self.stream: Stream | None = None
+
+    def item(self, reply: Outbound) -> None:
+        meta = reply.meta or OutMeta()
+        meta.inReplyTo = self.id
+        reply.meta = meta
+        if not self.conn.closed:
+            self.conn.sink.send(encode(reply))
+
+    def when_writable(self) -> asyncio.Future[None] | None:
+        return None if self.flow is None else self.flow.when_writable()
+
+    def end(self, status: str, message: str | None = None) -> None:
+        self.upstream._stream_ended(self)
+        if not self.conn.closed:
+            payload = bi.EndPayload(self.id, status, message)
+            error = status not in (OK, CANCELLED)
+            self.conn.send_action(bi.END, payload, in_reply_to=self.id, error=error)
+
+
 class Upstream:
     """Routes actions to services and tells them of lifecycle events."""
 
@@ -119,11 +171,22 @@ class Upstream:
         max_in_flight: int = 16,
         max_in_flight_per_user: int = 64,
         authorize_ttl_s: float = 30.0,
+        max_streams: int = 8,
+        max_streams_per_user: int = 32,
     ) -> None:
         self._table = table
         self._invokers: dict[Transport, Invoker] = {"http": invoker}
         self._invokers.update(invokers or {})
         """Transport -> its invoker (``invoker`` carries HTTP)."""
+        self._streamers: dict[Transport, Streams] = {
+            t: inv for t, inv in self._invokers.items() if isinstance(inv, Streams)
+        }
+        """The invokers that also open streams (gRPC)."""
+        self._streams_conn = _InFlight(max_streams, "connection")
+        self._streams_user = _InFlight(max_streams_per_user, "user")
+        self._open: dict[str, dict[str, _OpenStream]] = {}
+        """Connection id -> its open streams by id; bounded by the stream caps,
+        an entry freed when its stream ends (a connection's when its last does)."""
         self._per_conn = _InFlight(max_in_flight, "connection")
         self._per_user = _InFlight(max_in_flight_per_user, "user")
         """All tabs of a user together (a cap of 0: none)."""
@@ -155,6 +218,10 @@ class Upstream:
         if channel is not None and not conn.in_channel(ChannelAddress(channel)):
             conn.send_error(ErrorCode.NOT_JOINED, f"not in {channel}", rid)
             return True
+        streamer = self._streamers.get(service.pool.transport)
+        if streamer is not None and streamer.streams(service, action.type):
+            self._open_stream(conn, streamer, service, action, channel, rid)
+            return True
         user = conn.principal.sub
         full = None
         if not self._per_conn.take(conn.id):
@@ -171,6 +238,79 @@ class Upstream:
             service, action, self.context(conn, channel), partial(self._answered, conn, rid)
         )
         return True
+
+    # Streams ---------------------------------------------------------------
+
+    def _open_stream(
+        self,
+        conn: Connection,
+        streamer: Streams,
+        service: Service,
+        action: Action,
+        channel: str | None,
+        rid: str | None,
+    ) -> None:
+        """Open a stream for ``conn``: its messages, then END, come back with ``inReplyTo``."""
+        if rid is None:
+            conn.send_error(ErrorCode.BAD_REQUEST, "a stream needs meta.id", None)
+            return
+        opened = self._open.get(conn.id)
+        if opened is not None and rid in opened:
+            conn.send_error(ErrorCode.BAD_REQUEST, f"stream {rid} is already open", rid)
+            return
+        user = conn.principal.sub
+        full = None
+        if not self._streams_conn.take(conn.id):
+            full = self._streams_conn
+        elif user and not self._streams_user.take(user):
+            self._streams_conn.give(conn.id)
+            full = self._streams_user
+        if full is not None:
+            message = f"at most {full.cap} open streams per {full.what}"
+            conn.send_error(ErrorCode.RATE_LIMITED, message, rid, retry_after_ms=1000)
+            return
+        entry = _OpenStream(self, conn, rid, channel)
+        if opened is None:
+            opened = self._open[conn.id] = {}
+        opened[rid] = entry
+        context = self.context(conn, channel)
+        entry.stream = streamer.open_stream(service, action, context, entry)
+
+    def _stream_ended(self, entry: _OpenStream) -> None:
+        """Free what ``entry`` held (called once, by its ``end``)."""
+        conn = entry.conn
+        opened = self._open.get(conn.id)
+        if opened is not None and opened.get(entry.id) is entry:
+            del opened[entry.id]
+            if not opened:
+                del self._open[conn.id]
+        self._streams_conn.give(conn.id)
+        if conn.principal.sub:
+            self._streams_user.give(conn.principal.sub)
+
+    def _cancel_streams(self, conn: Connection, channel: str | None = None) -> None:
+        """Cancel ``conn``'s streams (only those of ``channel`` when given)."""
+        for entry in list(self._open.get(conn.id, {}).values()):
+            if (channel is None or entry.channel == channel) and entry.stream is not None:
+                entry.stream.cancel()
+
+    def _on_cancel(self, conn: Connection, action: Action) -> None:
+        """``@@wsgate/CANCEL {id}``: cancel that open stream (an unknown id is ignored:
+        the stream may have just ended, and its END says so)."""
+        rid = None if action.meta is None else action.meta.id
+        try:
+            payload = msgspec.json.decode(action.payload, type=bi.CancelPayload)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            conn.send_error(ErrorCode.BAD_REQUEST, "CANCEL takes {id}", rid)
+            return
+        entry = self._open.get(conn.id, {}).get(payload.id)
+        if entry is not None and entry.stream is not None:
+            entry.stream.cancel()
+
+    @property
+    def open_streams(self) -> int:
+        """Streams open on this node (for tests and metrics)."""
+        return sum(len(s) for s in self._open.values())
 
     def _invoker(self, service: Service) -> Invoker:
         """The invoker of ``service``'s transport (one dict probe)."""
@@ -242,8 +382,9 @@ class Upstream:
         self._spawn(self._admit(conn, service))
 
     def attach(self, gateway: Gateway) -> None:
-        """The gateway this hook serves (called from its constructor)."""
+        """The gateway this hook serves (called from its constructor); handles CANCEL."""
         self._gw = gateway
+        gateway.dispatcher.register(bi.CANCEL, self._on_cancel)
 
     def abandoned(self, conn: Connection) -> None:
         """Closed before the connect hook answered: the late verdict is ignored by the core."""
@@ -336,12 +477,14 @@ class Upstream:
 
     def disconnected(self, conn: Connection) -> None:
         self._per_conn.forget(conn.id)
+        self._cancel_streams(conn)
         self._event(conn, bi.DISCONNECTED, None, None)
 
     def joined(self, conn: Connection, address: ChannelAddress) -> None:
         self._event(conn, bi.JOINED, address, {"channel": address})
 
     def left(self, conn: Connection, address: ChannelAddress) -> None:
+        self._cancel_streams(conn, address)
         self._event(conn, bi.LEFT, address, {"channel": address})
 
     # Shutdown ----------------------------------------------------------------

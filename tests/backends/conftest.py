@@ -22,12 +22,38 @@ from wsgate.backends.base import Backend
 HISTORY_SIZE = 4
 """Small, so eviction tests publish only a few messages."""
 HISTORY_TTL_S = 30.0
+HISTORY_MAX_CHANNELS = 10_000
 
 
 class Make(Protocol):
     def __call__(
-        self, node: str, *, history_size: int = ..., history_ttl_s: float = ...
+        self,
+        node: str,
+        *,
+        history_size: int = ...,
+        history_ttl_s: float = ...,
+        history_max_channels: int = ...,
     ) -> Awaitable[Backend]: ...
+
+
+async def holds(backend: Backend, stream: str) -> bool:
+    """Whether the backend's own storage still holds anything of ``stream``.
+
+    The backend-specific assertion hook of the conformance suite: the memory
+    hub's dict, any Redis key naming the stream, the NATS history subject.
+    """
+    kind = type(backend).__name__
+    if kind == "MemoryCluster":
+        return stream in backend.broker._hub.streams  # type: ignore[attr-defined]
+    if kind == "RedisBackend":
+        prefix = backend.history._prefix  # type: ignore[attr-defined]
+        cmd = backend._cmd  # type: ignore[attr-defined]
+        found = [k async for k in cmd.scan_iter(match=f"{prefix}:*:{stream}", count=1000)]
+        return bool(found)
+    names = backend.names  # type: ignore[attr-defined]
+    js = backend.nc.jetstream()  # type: ignore[attr-defined]
+    info = await js.stream_info(names.hist_stream, subjects_filter=names.hist(stream))
+    return bool(info.state.subjects)
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +96,15 @@ async def backend_factory(request: pytest.FixtureRequest) -> AsyncIterator[Make]
     opened: list[Backend] = []
 
     async def make(
-        node: str, *, history_size: int = HISTORY_SIZE, history_ttl_s: float = HISTORY_TTL_S
+        node: str,
+        *,
+        history_size: int = HISTORY_SIZE,
+        history_ttl_s: float = HISTORY_TTL_S,
+        history_max_channels: int = HISTORY_MAX_CHANNELS,
     ) -> Backend:
         backend = await asyncio.wait_for(
             opener(url, prefix=prefix, node=node, history_size=history_size,
-                   history_ttl_s=history_ttl_s),
+                   history_ttl_s=history_ttl_s, history_max_channels=history_max_channels),
             10.0,
         )
         opened.append(backend)

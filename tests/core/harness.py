@@ -11,6 +11,7 @@ from wsgate.auth.principal import Principal
 from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
 from wsgate.config import ChannelRule, LimitsConfig, RateLimitRule
 from wsgate.core.connection import Connection
+from wsgate.core.fanout import Bus
 from wsgate.core.gateway import Admission, AuthorizeHook, Gateway
 from wsgate.core.limits import Limiter, SharedCheck
 from wsgate.core.presence import PresenceBatcher
@@ -35,6 +36,7 @@ class Harness:
         admission: Admission | None = None,
         shared: SharedCheck | None = None,
         gates: tuple[AuthorizeHook, ...] = (),
+        bus: Bus | None = None,
     ) -> None:
         self.clock = ManualClock()
         limiter = None
@@ -55,6 +57,7 @@ class Harness:
             admission=admission,
             shared=shared,
             gates=gates,
+            bus=bus,
         )
 
     def connect(self, user: str, org: str = "acme", ip: str = "127.0.0.1", **claims: Any) -> Client:

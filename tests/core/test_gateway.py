@@ -6,6 +6,7 @@ import gc
 import tracemalloc
 
 from wsgate.config import ChannelRule
+from wsgate.core.delivery import Delivery, TargetKind
 
 from .harness import Harness
 
@@ -198,7 +199,7 @@ def test_all_tabs_of_a_user_are_tracked_together() -> None:
     assert set(h.gw.pool.users["alice"]) == {t.id for t in tabs}
     for t in tabs:
         t.take()
-    assert h.gw.fanout.to_user("alice", "note/NEW", {"n": 1}) == 3
+    assert h.gw.fanout.send(Delivery(TargetKind.USER, "alice", "note/NEW", {"n": 1})) == 3
     assert all(types(t.take()) == ["note/NEW"] for t in tabs)
     tabs[0].close()
     assert len(h.gw.pool.users["alice"]) == 2

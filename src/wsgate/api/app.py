@@ -20,7 +20,7 @@ from aiohttp import web
 from wsgate.api import aws, v1
 from wsgate.api.state import BEARER_OK, STATE, ApiState, json_error
 
-__all__ = ["MAX_BODY", "build_app"]
+__all__ = ["MAX_BODY", "bearer_ok", "build_app"]
 
 MAX_BODY = 1 << 20
 """Largest request body the internal API reads."""
@@ -30,7 +30,11 @@ _OPEN = frozenset({"/healthz", "/readyz"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _bearer_ok(header: str, keys: Sequence[bytes]) -> bool:
+def bearer_ok(header: str, keys: Sequence[bytes]) -> bool:
+    """``header`` is ``Bearer <one of keys>``; compared in constant time with every key.
+
+    The one check of a bearer key, for the HTTP middleware and the gRPC interceptor.
+    """
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         return False
@@ -50,7 +54,7 @@ def build_app(state: ApiState, keys: Sequence[str]) -> web.Application:
         path = request.path
         if path in _OPEN:
             return await handler(request)
-        bearer = _bearer_ok(request.headers.get("Authorization", ""), encoded)
+        bearer = bearer_ok(request.headers.get("Authorization", ""), encoded)
         if path.startswith("/@connections/") and not bearer:
             return await handler(request)  # SigV4 is checked by the handler
         if not bearer:

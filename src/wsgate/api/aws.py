@@ -74,6 +74,8 @@ class _Described(msgspec.Struct):
 
     ip: str
     connectedAt: float
+    userAgent: str = ""
+    lastActiveAt: float = 0.0
 
 
 async def _authorized_target(request: web.Request) -> _Described | web.Response:
@@ -131,8 +133,8 @@ async def get_connection(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "connectedAt": _iso(conn.connectedAt),
-            "identity": {"sourceIp": conn.ip, "userAgent": ""},
-            "lastActiveAt": _iso(conn.connectedAt),
+            "identity": {"sourceIp": conn.ip, "userAgent": conn.userAgent},
+            "lastActiveAt": _iso(max(conn.lastActiveAt, conn.connectedAt)),
         }
     )
 

@@ -11,7 +11,7 @@ from wsgate.cluster.bus import ClusterBus
 from wsgate.core.gateway import Gateway
 from wsgate.routing.table import RouteTable
 
-__all__ = ["BEARER_OK", "STATE", "ApiState", "json_error", "remote_bus"]
+__all__ = ["BEARER_OK", "STATE", "ApiState", "bus_for", "json_error", "remote_bus"]
 
 
 @dataclass
@@ -44,8 +44,12 @@ def json_error(status: int, message: str) -> web.Response:
 
 def remote_bus(request: web.Request) -> ClusterBus | None:
     """The cluster bus when the connection ``{id}`` in the path lives on another node."""
-    state = request.app[STATE]
-    node = request.match_info["id"].partition(".")[0]
+    return bus_for(request.app[STATE], request.match_info["id"])
+
+
+def bus_for(state: ApiState, cid: str) -> ClusterBus | None:
+    """The cluster bus when connection ``cid`` lives on another node (its id's prefix)."""
+    node = cid.partition(".")[0]
     if state.bus is None or node == state.gateway.node_id:
         return None
     return state.bus

@@ -13,26 +13,17 @@ import time
 import msgspec
 from aiohttp import web
 
+from wsgate.api import ops
 from wsgate.api.state import STATE, ApiState, json_error, remote_bus
 from wsgate.auth.revocations import sid_key, user_key
 from wsgate.cluster.query import ANSWER_TIMEOUT_S, Found
 from wsgate.cluster.views import describe, local_hubs
-from wsgate.core.connection import Connection
-from wsgate.core.gateway import JoinRefused
-from wsgate.core.pool import Channel
-from wsgate.delivery import deliver
-from wsgate.protocol import builtins as bi
-from wsgate.protocol.address import parse_address
-from wsgate.protocol.codes import CloseCode, ErrorCode
 from wsgate.routing.probe import reachable
-from wsgate.routing.results import Publish
-from wsgate.typing import ChannelAddress, ConnectionId, UserId
+from wsgate.typing import ConnectionId
 
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
-
-_publish = msgspec.json.Decoder(Publish)
 
 
 class _Registration(msgspec.Struct, forbid_unknown_fields=True):
@@ -55,22 +46,33 @@ _revocation = msgspec.json.Decoder(_Revocation)
 log = logging.getLogger("wsgate.api")
 
 
-def _connection(request: web.Request) -> Connection | web.Response:
-    cid = ConnectionId(request.match_info["id"])
-    conn = request.app[STATE].gateway.pool.connections.get(cid)
-    if conn is None:
-        return json_error(404, "no such connection on this node")
-    return conn
-
-
 @routes.post("/v1/publish")
 async def publish(request: web.Request) -> web.Response:
     try:
-        body = _publish.decode(await request.read())
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        return json_error(400, f"bad publish: {exc}")
-    delivered = deliver(request.app[STATE].gateway, body)
+        delivered = ops.publish(request.app[STATE], await request.read())
+    except ops.Refused as exc:
+        return _refused(exc)
     return web.json_response({"delivered": delivered}, status=202)
+
+
+STATUS = {
+    ops.Problem.BAD_REQUEST: 400,
+    ops.Problem.FORBIDDEN: 403,
+    ops.Problem.NOT_FOUND: 404,
+    ops.Problem.TOO_LARGE: 413,
+    ops.Problem.UPSTREAM_ERROR: 502,
+    ops.Problem.UNAVAILABLE: 503,
+    ops.Problem.TIMEOUT: 504,
+}
+"""The HTTP status of each :class:`~wsgate.api.ops.Problem`."""
+
+
+def _refused(exc: ops.Refused) -> web.Response:
+    """A refusal as ``{"error"}`` (and ``"code"`` for a refused join) with its status."""
+    body: dict[str, str] = {"error": exc.message}
+    if exc.code is not None:
+        body["code"] = exc.code.value
+    return web.json_response(body, status=STATUS[exc.problem])
 
 
 _JSON = "application/json"
@@ -91,23 +93,21 @@ async def get_connection(request: web.Request) -> web.Response:
             return json_error(404, "no such connection")
         node = request.match_info["id"].partition(".")[0]
         return json_error(504, f"node {node} did not answer within {ANSWER_TIMEOUT_S:g} s")
-    conn = _connection(request)
-    if isinstance(conn, web.Response):
-        return conn
+    try:
+        conn = ops.connection(request.app[STATE], request.match_info["id"])
+    except ops.Refused as exc:
+        return _refused(exc)
     return web.json_response(describe(conn))
 
 
 @routes.delete("/v1/connections/{id}")
 async def delete_connection(request: web.Request) -> web.Response:
-    bus = remote_bus(request)
-    if bus is not None:  # on another node: tell it (202: the close happens there)
-        bus.disconnect(request.match_info["id"], CloseCode.NORMAL, "disconnected by the service")
-        return web.Response(status=202)
-    conn = _connection(request)
-    if isinstance(conn, web.Response):
-        return conn
-    conn.sink.close(CloseCode.NORMAL, "disconnected by the service")
-    return web.Response(status=204)
+    """204 once closed here; 202 when its node was told (the close happens there)."""
+    try:
+        here = ops.disconnect(request.app[STATE], request.match_info["id"])
+    except ops.Refused as exc:
+        return _refused(exc)
+    return web.Response(status=204 if here else 202)
 
 
 @routes.delete("/v1/users/{user}/connections")
@@ -116,15 +116,11 @@ async def delete_user_connections(request: web.Request) -> web.Response:
     "not before now" revocation refuses the user's current credentials at the next handshake."""
     state = request.app[STATE]
     user = request.match_info["user"]
-    tabs = list(state.gateway.pool.users.get(UserId(user), {}).values())
-    for conn in tabs:
-        conn.sink.close(CloseCode.FORBIDDEN, "session revoked")
-    if state.bus is not None:  # and on every other node
-        state.bus.disconnect_user(user, CloseCode.FORBIDDEN, "session revoked")
+    disconnected = ops.disconnect_user(state, user)
     failed = await _revoke(state, user_key(user), time.time())
     if failed is not None:
         return failed
-    return web.json_response({"disconnected": len(tabs)})
+    return web.json_response({"disconnected": disconnected})
 
 
 @routes.post("/v1/revocations")
@@ -179,89 +175,36 @@ async def join_channel(request: web.Request) -> web.Response:
     """Join a connection server-side, through the same pipeline as a client's JOIN.
 
     Here: ``200`` once joined (the connection got ``JOINED``), or the refusal
-    as ``{"error", "code"}`` with its status (:data:`JOIN_STATUS`). On another
+    as ``{"error", "code"}`` with its status (:data:`STATUS`). On another
     node: ``202``; that node answers a refusal by logging and counting it.
     """
-    bus = remote_bus(request)
-    if bus is not None:
-        if parse_address(request.match_info["addr"]) is None:
-            return json_error(400, "bad channel address")
-        bus.membership(request.match_info["id"], request.match_info["addr"], join=True)
-        return web.json_response({"channel": request.match_info["addr"]}, status=202)
-    conn = _connection(request)
-    if isinstance(conn, web.Response):
-        return conn
-    address = parse_address(request.match_info["addr"])
-    if address is None:
-        return json_error(400, "bad channel address")
-    gateway = request.app[STATE].gateway
-    outcome: asyncio.Future[Channel | JoinRefused] = asyncio.get_running_loop().create_future()
-
-    def answer(result: Channel | JoinRefused) -> None:
-        if not outcome.done():
-            outcome.set_result(result)
-
-    gateway.request_join(conn, address, answer, granted=True)  # a service grants by itself
+    addr = request.match_info["addr"]
     try:
-        result = await asyncio.wait_for(outcome, JOIN_TIMEOUT_S)
-    except TimeoutError:
-        return _join_error(ErrorCode.UPSTREAM_TIMEOUT, "the join did not complete in time")
-    if isinstance(result, JoinRefused):
-        return _join_error(result.code, result.message)
-    if conn.closed:
-        return json_error(404, "no such connection")
-    conn.send_action(bi.JOINED, gateway.joined_payload(result))
-    return web.json_response({"channel": result.address, "count": result.count})
-
-
-JOIN_TIMEOUT_S = 10.0
-"""An API join waits at most this for its gates (authorize hook, cluster subscription)."""
-
-JOIN_STATUS = {
-    ErrorCode.BAD_REQUEST: 400,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.TOO_LARGE: 413,
-    ErrorCode.UPSTREAM_TIMEOUT: 504,
-    ErrorCode.UPSTREAM_ERROR: 502,
-    ErrorCode.UPSTREAM_UNAVAILABLE: 503,
-}
-"""The status of a refused API join, by the code a client's JOIN would get (else 400)."""
-
-
-def _join_error(code: ErrorCode, message: str) -> web.Response:
-    body = {"error": message, "code": code.value}
-    return web.json_response(body, status=JOIN_STATUS.get(code, 400))
+        joined = await ops.join(request.app[STATE], request.match_info["id"], addr)
+    except ops.Refused as exc:
+        return _refused(exc)
+    if joined is None:
+        return web.json_response({"channel": addr}, status=202)
+    return web.json_response({"channel": joined.address, "count": joined.count})
 
 
 @routes.delete("/v1/connections/{id}/channels/{addr:.+}")
 async def leave_channel(request: web.Request) -> web.Response:
-    bus = remote_bus(request)
-    if bus is not None:
-        bus.membership(request.match_info["id"], request.match_info["addr"], join=False)
-        return web.Response(status=202)
-    conn = _connection(request)
-    if isinstance(conn, web.Response):
-        return conn
-    address = ChannelAddress(request.match_info["addr"])
-    if not request.app[STATE].gateway.leave(conn, address):
-        return json_error(404, "the connection is not in that channel")
-    conn.send_action(bi.LEFT, {"channel": address})
-    return web.Response(status=204)
+    try:
+        here = ops.leave(request.app[STATE], request.match_info["id"], request.match_info["addr"])
+    except ops.Refused as exc:
+        return _refused(exc)
+    return web.Response(status=204 if here else 202)
 
 
 @routes.get("/v1/channels/{addr:.+}/presence")
 async def presence(request: web.Request) -> web.Response:
     """Members of a channel; in a cluster, of every live node (read from the presence store)."""
-    address = ChannelAddress(request.match_info["addr"])
-    state = request.app[STATE]
-    if state.bus is None:
-        channel = state.gateway.pool.channel(address)
-        members = [] if channel is None else channel.everyone()
-    else:
-        found = await state.bus.query.presence(address)
-        if found is None:
-            return json_error(503, "the cluster's presence store did not answer")
-        members = found
+    address = request.match_info["addr"]
+    try:
+        members = await ops.presence(request.app[STATE], address)
+    except ops.Refused as exc:
+        return _refused(exc)
     body = {"channel": address, "count": len(members), "members": members}
     return web.Response(body=msgspec.json.encode(body), content_type=_JSON)
 

@@ -8,30 +8,54 @@ imported lazily, so ``redis`` or ``nats-py`` is only needed when used.
 from __future__ import annotations
 
 from wsgate.backends.base import Backend
+from wsgate.exceptions import ConfigError
 
 __all__ = ["open_backend"]
 
 
 async def open_backend(
-    url: str, *, prefix: str, node: str, history_size: int, history_ttl_s: float
+    url: str,
+    *,
+    prefix: str,
+    node: str,
+    history_size: int,
+    history_ttl_s: float,
+    history_max_channels: int = 10_000,
 ) -> Backend:
-    """Connect the cluster backend named by ``url`` (``memory://``, ``redis://``, ``nats://``)."""
+    """Connect the cluster backend named by ``url`` (``memory://``, ``redis://``, ``nats://``).
+
+    Raises :class:`~wsgate.exceptions.ConfigError` (key ``broker.url``) for an
+    unknown scheme, :class:`~wsgate.exceptions.BackendUnavailable` when the
+    server does not answer, :class:`~wsgate.exceptions.BackendError` when it
+    answers with an error.
+    """
     scheme = url.partition("://")[0]
-    kw = {"prefix": prefix, "node": node}
-    size, ttl = history_size, history_ttl_s
+    size, ttl, most = history_size, history_ttl_s, history_max_channels
     backend: Backend
     if scheme == "memory":
         from wsgate.backends.memory_cluster import open_memory
 
-        backend = await open_memory(url, **kw, history_size=size, history_ttl_s=ttl)
+        backend = await open_memory(
+            url, prefix=prefix, node=node, history_size=size, history_ttl_s=ttl,
+            history_max_channels=most,
+        )
     elif scheme in ("redis", "rediss"):
         from wsgate.backends.redis import open_redis
 
-        backend = await open_redis(url, **kw, history_size=size, history_ttl_s=ttl)
+        backend = await open_redis(
+            url, prefix=prefix, node=node, history_size=size, history_ttl_s=ttl,
+            history_max_channels=most,
+        )
     elif scheme in ("nats", "tls"):
         from wsgate.backends.nats import open_nats
 
-        backend = await open_nats(url, **kw, history_size=size, history_ttl_s=ttl)
+        backend = await open_nats(
+            url, prefix=prefix, node=node, history_size=size, history_ttl_s=ttl,
+            history_max_channels=most,
+        )
     else:
-        raise ValueError(f"unsupported broker URL scheme {scheme!r}")
+        raise ConfigError(
+            "broker.url", f"unsupported scheme {scheme!r} (memory://, redis://, rediss://, "
+            "nats://, tls://)"
+        )
     return backend

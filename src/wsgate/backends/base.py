@@ -16,13 +16,32 @@ the ``[broker] url``. Every cluster implementation runs the shared conformance
 suite in ``tests/backends/``, each test under its own key or subject prefix.
 A backend that cannot give a guarantee says so in its docstring.
 
-Failures: the synchronous node-local methods never raise. Every awaited
-method of the cluster family, and ``Broker.flush``, raises the driver's error,
-unwrapped, when the server cannot be reached or answers late: ``OSError`` or
-``TimeoutError``, ``redis.exceptions.RedisError`` (Redis), ``nats.errors.Error``
-(NATS). ``Broker.publish``/``publish_stream``/``subscribe``/``unsubscribe``
-return at once and do not report delivery: during an outage a message may be
-dropped (each implementation says how it counts that). Callers that must fail open catch these
+Failures: the synchronous node-local methods never raise. A cluster call
+that fails raises :class:`~wsgate.exceptions.BackendUnavailable` (the server
+cannot be reached or answered late: the call may succeed later) or
+:class:`~wsgate.exceptions.BackendError` (it answered with an error), never
+its driver's error, which is chained as ``__cause__``
+(:mod:`wsgate.backends.errors` is that boundary). Per method:
+
+- :meth:`HistoryStore.since`, :meth:`HistoryStore.window`, every
+  :class:`PresenceStore`, :class:`SharedLimits` and :class:`ServiceRegistry`
+  method: ``BackendUnavailable`` or ``BackendError`` (the memory hub never
+  raises); Redis after one immediate retry and its 5 s socket timeout, NATS
+  after its 2 s request timeout;
+- :meth:`Broker.flush`: Redis waits for the reconnection and never raises
+  (bound it with a timeout); NATS raises ``BackendUnavailable`` while
+  disconnected or after its timeout; memory never raises;
+- :meth:`Broker.start`, :meth:`Broker.close` and :meth:`Backend.close` never
+  raise; :meth:`Broker.publish`/``publish_stream``/``subscribe``/
+  ``unsubscribe`` return at once and do not report delivery: during an
+  outage a message may be dropped (each implementation says how it counts
+  that); NATS ``publish_stream`` raises :exc:`ValueError` for a subject other
+  than ``chan.<stream>`` (a programming error);
+- :func:`wsgate.backends.open_backend`: :class:`~wsgate.exceptions.ConfigError`
+  (key ``broker.url``) for an unknown scheme, else ``BackendUnavailable`` or
+  ``BackendError``.
+
+Callers that must fail open catch :class:`~wsgate.exceptions.BackendError`
 (:mod:`wsgate.cluster`: logged with the traceback, counted).
 
 Names: a *subject* is a logical routing key (``node.<id>``, ``chan.<address>``,
@@ -200,9 +219,9 @@ class Broker(Protocol):
     def publish_stream(self, subject: str, stream: str, data: bytes) -> None:
         """Append ``data`` to ``stream`` at its next offset, then publish it with that offset.
 
-        Offsets of one stream are positive, strictly increasing and never
-        reused (a stream re-created after expiry continues above them, e.g.
-        by starting from the current time in microseconds); the append and
+        Offsets of one stream are positive, contiguous (``prev = offset - 1``)
+        and never reused (a stream re-created after it was freed starts at a
+        later epoch, a time in microseconds); the append and
         the publish happen in that order for every publisher, so subscribers
         see one stream's messages in offset order, each with its ``prev``.
         """
@@ -240,8 +259,14 @@ class StreamReplay(NamedTuple):
 class HistoryStore(Protocol):
     """Reads the streams :meth:`Broker.publish_stream` writes.
 
-    Each stream keeps at most ``size`` messages and expires ``ttl_s`` after
-    its last append (both set when the backend is built).
+    Each stream keeps at most ``size`` messages and is freed from the
+    backend's storage ``ttl_s`` after its last append (NATS: each message
+    ``ttl_s`` after its own append); at most ``max_channels`` streams are
+    retained, the one with the oldest last append freed first (NATS: at most
+    ``max_channels × size`` messages, the oldest first). All three are set
+    when the backend is built. Offsets are per stream: ``created + 1``,
+    ``created + 2``, … where ``created`` (the stream's epoch) is a time in
+    microseconds above every offset the stream had before it was freed.
     """
 
     async def since(self, stream: str, offset: int) -> StreamReplay:

@@ -3,7 +3,9 @@
 Nodes whose ``[broker] url`` and prefix are equal (``memory://``,
 ``memory://cluster-a``) share one :class:`_Hub`: a broker that delivers with
 ``loop.call_soon`` (asynchronously, in publish order, like a real server),
-bounded streams, presence with heartbeats, GCRA limits and registrations.
+bounded streams (each freed ``ttl_s`` after its last append, found by the
+next stream call; at most ``max_channels``, the longest-quiet freed first;
+offsets above every offset the hub issued), presence with heartbeats, GCRA limits and registrations.
 It is the reference the conformance suite holds Redis and NATS to; it gives
 every guarantee of :mod:`wsgate.backends.base` within one process.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -40,12 +42,28 @@ class _Stream:
 @dataclass
 class _Hub:
     brokers: set[MemoryBroker] = field(default_factory=set)
-    streams: dict[str, _Stream] = field(default_factory=dict)
+    streams: OrderedDict[str, _Stream] = field(default_factory=OrderedDict)
+    """By last append, oldest first: bounded by ``max_channels``, freed ``ttl_s``
+    after their last append (:meth:`sweep`)."""
+    floor: int = 0
+    """The highest offset ever issued here: a new stream starts above it."""
     presence: dict[str, dict[str, tuple[str, bytes]]] = field(default_factory=dict)
     beats: dict[str, float] = field(default_factory=dict)
     tats: dict[str, float] = field(default_factory=dict)
     counts: dict[str, dict[str, str]] = field(default_factory=dict)
     registry: dict[tuple[str, str], Registration] = field(default_factory=dict)
+
+
+    def sweep(self, now: float, budget: int = 64) -> None:
+        """Free up to ``budget`` streams whose ttl has passed (oldest append first)."""
+        streams = self.streams
+        for _ in range(budget):
+            if not streams:
+                return
+            name, st = next(iter(streams.items()))
+            if st.expires_at > now:
+                return
+            del streams[name]
 
 
 _HUBS: dict[tuple[str, str], _Hub] = {}
@@ -54,10 +72,11 @@ _HUBS: dict[tuple[str, str], _Hub] = {}
 class MemoryBroker:
     """:class:`~wsgate.backends.base.Broker` within one process."""
 
-    def __init__(self, hub: _Hub, size: int, ttl_s: float) -> None:
+    def __init__(self, hub: _Hub, size: int, ttl_s: float, max_channels: int = 10_000) -> None:
         self._hub = hub
         self._size = size
         self._ttl = ttl_s
+        self._max = max_channels
         self._subjects: set[str] = set()
         self._deliver: Callable[[Delivery], None] | None = None
         self._received: dict[str, int] = {}
@@ -88,13 +107,18 @@ class MemoryBroker:
     def publish_stream(self, subject: str, stream: str, data: bytes) -> None:
         hub = self._hub
         now = time.monotonic()
+        hub.sweep(now)
         st = hub.streams.get(stream)
         if st is None or st.expires_at <= now:
-            base = max(stream_start(), st.top if st is not None else 0)
+            base = max(stream_start(), hub.floor)
             entries: deque[tuple[int, bytes]] = deque(maxlen=max(self._size, 1))
             st = hub.streams[stream] = _Stream(base, 0, entries, 0.0, base)
         prev = st.top
         st.top += 1
+        hub.floor = max(hub.floor, st.top)
+        hub.streams.move_to_end(stream)
+        while self._max and len(hub.streams) > self._max:
+            hub.streams.popitem(last=False)  # the longest-quiet stream first
         if self._size > 0:
             if len(st.entries) == st.entries.maxlen:
                 st.evicted = st.entries[0][0]
@@ -129,6 +153,7 @@ class MemoryStreams:
         self._hub = hub
 
     async def since(self, stream: str, offset: int) -> StreamReplay:
+        self._hub.sweep(time.monotonic())
         st = self._hub.streams.get(stream)
         if st is None or st.expires_at <= time.monotonic():
             return StreamReplay(offset == 0, [], 0)
@@ -137,6 +162,7 @@ class MemoryStreams:
         return StreamReplay(True, [(o, d) for o, d in st.entries if o > offset], st.top)
 
     async def window(self, stream: str) -> StreamWindow:
+        self._hub.sweep(time.monotonic())
         st = self._hub.streams.get(stream)
         if st is None or st.expires_at <= time.monotonic():
             return StreamWindow(0, [], 0)
@@ -234,8 +260,8 @@ class MemoryRegistry:
 class MemoryCluster:
     """:class:`~wsgate.backends.base.Backend` for nodes of one process."""
 
-    def __init__(self, hub: _Hub, size: int, ttl_s: float) -> None:
-        self.broker = MemoryBroker(hub, size, ttl_s)
+    def __init__(self, hub: _Hub, size: int, ttl_s: float, max_channels: int = 10_000) -> None:
+        self.broker = MemoryBroker(hub, size, ttl_s, max_channels)
         self.history = MemoryStreams(hub)
         self.presence = MemoryPresence(hub)
         self.limits = MemoryShared(hub)
@@ -246,8 +272,14 @@ class MemoryCluster:
 
 
 async def open_memory(
-    url: str, *, prefix: str, node: str, history_size: int, history_ttl_s: float
+    url: str,
+    *,
+    prefix: str,
+    node: str,
+    history_size: int,
+    history_ttl_s: float,
+    history_max_channels: int = 10_000,
 ) -> MemoryCluster:
     """The in-process backend of the hub named by ``url`` and ``prefix``."""
     hub = _HUBS.setdefault((url, prefix), _Hub())
-    return MemoryCluster(hub, history_size, history_ttl_s)
+    return MemoryCluster(hub, history_size, history_ttl_s, history_max_channels)

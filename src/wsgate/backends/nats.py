@@ -15,20 +15,25 @@ give, compared with the memory reference:
 - **no server clock**: rate limits and heartbeats use each node's wall
   clock, so nodes must keep their clocks in sync (NTP);
 - **per-message history expiry**: a channel's messages age out one by one
-  (``ttl_s`` after each append, judged from the server's timestamps; the
-  server keeps them ``2 ttl_s + 5 s``), not all together ``ttl_s`` after the
-  last append;
-- **offsets are stream-global**: JetStream sequence numbers of one channel
-  are increasing but not contiguous (other channels' messages sit between
-  them), so ``prev`` comes from the server (``Nats-Last-Sequence`` on the
-  republished message) and ``offset - 1`` means nothing;
-- **unacked appends**: ``publish_stream`` is one core publish the stream
-  stores and republishes; one the server fails to store is not counted;
+  (the server removes each ``ttl_s`` after its append, ``max_age``), not all
+  together ``ttl_s`` after the last append; the channel is gone ``ttl_s``
+  after its last append. At most ``history_max_channels × history_size``
+  messages are kept (``max_msgs``, oldest removed first): at most that many
+  full channels;
+- **offsets per channel by compare-and-set**: each append is an acked
+  JetStream publish expecting the channel's last sequence, carrying the
+  channel's own offset in a header (see
+  :mod:`~wsgate.backends.nats_broker`): one round trip per append, one
+  append in flight per channel and node (what queues up meanwhile goes out
+  as one stored message); a new epoch after the channel was
+  freed comes from the node's wall clock (offsets stay above the earlier
+  ones while clocks do not step back by more than the channel's lifetime);
 - **outages**: nats-py reconnects by itself (forever, every
   :data:`RECONNECT_WAIT_S`) and re-subscribes; meanwhile broker messages are
-  dropped (counted in ``broker.lost``) and store calls raise after their
-  timeout. JetStream data (history, presence, limits, registrations) is on
-  the server's disk and survives a server restart.
+  dropped (counted in ``broker.lost``) and store calls raise
+  :class:`~wsgate.exceptions.BackendUnavailable` after their timeout.
+  JetStream data (history, presence, limits, registrations) is on the
+  server's disk and survives a server restart.
 """
 
 from __future__ import annotations
@@ -36,15 +41,21 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import nats
 from nats.aio.client import Client
 
 from wsgate.backends.nats_broker import NatsBroker
-from wsgate.backends.nats_jet import Jet
+from wsgate.backends.nats_jet import Jet, guard
 from wsgate.backends.nats_names import Names
 from wsgate.backends.nats_stores import NatsHistory, NatsLimits, NatsPresence, NatsRegistry
 
-__all__ = ["RECONNECT_WAIT_S", "REQUEST_TIMEOUT_S", "NatsBackend", "close_client", "open_nats"]
+__all__ = [
+    "RECONNECT_WAIT_S",
+    "REQUEST_TIMEOUT_S",
+    "NatsBackend",
+    "close_client",
+    "connect_nats",
+    "open_nats",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +75,7 @@ class NatsBackend:
         """The connection (shared by every store)."""
         self.names = jet.names
         self.broker = NatsBroker(jet)
-        self.history = NatsHistory(jet, history_size, history_ttl_s)
+        self.history = NatsHistory(jet, history_size)
         self.presence = NatsPresence(jet)
         self.limits = NatsLimits(jet)
         self.registry = NatsRegistry(jet)
@@ -112,13 +123,13 @@ def _abort_transport(nc: Client) -> None:
             log.debug("closing the NATS transport failed", exc_info=True)
 
 
-async def open_nats(
-    url: str, *, prefix: str, node: str, history_size: int, history_ttl_s: float
-) -> NatsBackend:
-    """Connect to ``url`` and make sure this prefix's streams exist.
+async def connect_nats(url: str, *, name: str) -> Client:
+    """A core NATS connection to ``url`` that reconnects by itself, forever, once made.
 
-    Raises a ``nats.errors.Error`` (or :exc:`OSError`) when the server cannot
-    be reached within :data:`REQUEST_TIMEOUT_S` or has no JetStream.
+    Raises a ``nats.errors.Error`` or an :exc:`OSError` (:exc:`TimeoutError`
+    included) when the server cannot be reached within ``2 ×``
+    :data:`REQUEST_TIMEOUT_S`; then nothing it opened stays open. Close it
+    with :func:`close_client`.
     """
 
     async def on_error(err: Exception) -> None:
@@ -131,20 +142,51 @@ async def open_nats(
     async def on_reconnected() -> None:
         log.info("NATS %s: reconnected", url)
 
-    nc = await nats.connect(
-        url,
-        name=f"wsgate {node}",
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=RECONNECT_WAIT_S,
-        connect_timeout=int(REQUEST_TIMEOUT_S),
-        error_cb=on_error,
-        disconnected_cb=on_disconnected,
-        reconnected_cb=on_reconnected,
-    )
+    # With reconnects forever, nats-py retries a failed first connect forever
+    # too: bound it here, and close whatever it opened when it gives up.
+    nc = Client()
+    try:
+        await asyncio.wait_for(
+            nc.connect(
+                url,
+                name=name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                # typed int by nats-py, but slept: a float works
+                reconnect_time_wait=RECONNECT_WAIT_S,  # type: ignore[arg-type]
+                connect_timeout=int(REQUEST_TIMEOUT_S),
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+            ),
+            REQUEST_TIMEOUT_S * 2,
+        )
+    except BaseException:
+        await close_client(nc)
+        raise
+    return nc
+
+
+@guard
+async def open_nats(
+    url: str,
+    *,
+    prefix: str,
+    node: str,
+    history_size: int,
+    history_ttl_s: float,
+    history_max_channels: int = 10_000,
+) -> NatsBackend:
+    """Connect to ``url`` and make sure this prefix's streams exist.
+
+    Raises :class:`~wsgate.exceptions.BackendUnavailable` when the server
+    cannot be reached within ``2 ×`` :data:`REQUEST_TIMEOUT_S`, and
+    :class:`~wsgate.exceptions.BackendError` when it has no JetStream.
+    """
+    nc = await connect_nats(url, name=f"wsgate {node}")
     try:
         jet = Jet(nc, Names(prefix), REQUEST_TIMEOUT_S)
-        await jet.ensure_streams(history_size, history_ttl_s)
+        await jet.ensure_streams(history_size, history_ttl_s, history_max_channels)
     except BaseException:
         await close_client(nc)
         raise

@@ -5,38 +5,39 @@ subscriptions), each drained in order by a task of its own that exists only
 while the lane has work. So one subject's messages leave in the order they
 were published (FIFO per publisher and subject).
 
-``publish_stream(f"chan.{s}", s, data)`` is one core publish of ``data`` to
-the history subject ``P.hist.<s>``: the history stream stores it (its
-sequence is the offset) and *republishes* it (stream config ``republish``)
-to ``P.msg.chan.<s>``, the broker subject every node subscribes to, with the
-headers ``Nats-Sequence`` (the offset) and ``Nats-Last-Sequence`` (the
-subject's last sequence when it was stored: ``prev``). So an action costs one
-inbound message and one delivery per subscribed node, the server assigns
-offsets and ``prev`` atomically whatever the number of publishers, and the
-publisher waits for nothing (no ack is asked for: a burst leaves in as few
-writes as nats-py coalesces).
+``publish_stream(f"chan.{s}", s, data)`` appends ``data`` to the history
+subject ``P.hist.<s>`` with a compare-and-set publish
+(``Nats-Expected-Last-Subject-Sequence`` = the subject's last stream
+sequence) carrying the channel's own counter in headers:
+``Wsgate-Offset`` (the channel's last offset + 1) and ``Wsgate-Created``
+(the channel's epoch). A channel with no stored message starts a new epoch,
+``max(wall clock µs, last epoch this node saw) `` — so offsets are per
+channel and contiguous (``prev = offset - 1``), and a channel freed and
+re-created starts above its earlier offsets. The history stream stores it and
+*republishes* it, headers included, to ``P.msg.chan.<s>``, the broker subject
+every node subscribes to. A lost race (another node appended first) rereads
+the subject's last message and tries again, at most :data:`APPEND_TRIES`
+times. Each lane caches its channel's last ``(sequence, offset, epoch)`` from
+its acks, so a lone writer reads nothing back; the append waits for its ack.
+Stream publishes that queued up on a lane meanwhile (at most
+:data:`MAX_BATCH`, :data:`MAX_BATCH_BYTES`) go out as *one* stored message
+holding consecutive offsets (``Wsgate-Lengths`` splits it), so a busy
+channel pays one round trip per batch, not per action.
 
-FIFO between a stream publish and a later *plain* publish on the same
-subject needs one round trip: the stream message reaches subscribers through
-the stream (stored, then republished), the plain one directly, so the plain
-one could overtake it. Before such a plain publish the lane sends an empty
-JetStream publish to :attr:`~wsgate.backends.nats_names.Names.hist_sync`
-and awaits its ack: the stream stores one connection's messages in order,
-and queues each one's republish before its ack on the one queue it sends
-from (nats-server ``processJetStreamMsg``), so once that ack arrived every
-earlier stream message was routed to the subscribers' connections. Only
-lanes that mix the two pay it, once per switch; concurrent lanes share one
-sync. The same sync, every :data:`SYNC_EVERY` stream publishes, is the flow
-control: the server drops without a word what arrives while the stream's
-ingest queue is full.
+The ack also orders what follows on the lane: the server queues a stored
+message's republish before its ack, so once the ack arrived the message was
+routed to the subscribers' connections, and a later plain publish on the
+same subject cannot overtake it. It is also the flow control (one append in
+flight per channel and node).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Callable
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -44,23 +45,43 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from wsgate.backends.base import Delivery
-from wsgate.backends.nats_jet import Jet
-from wsgate.backends.nats_names import HDR_LAST_SEQUENCE, HDR_SEQUENCE, HDR_STREAM, STREAM_KIND
+from wsgate.backends.nats_jet import Jet, Stored, WrongLastSequence, guard
+from wsgate.backends.nats_names import (
+    HDR_CREATED,
+    HDR_LENGTHS,
+    HDR_OFFSET,
+    HDR_SEQUENCE,
+    HDR_STREAM,
+    STREAM_KIND,
+)
+from wsgate.exceptions import BackendUnavailable
 
-__all__ = ["MAX_PENDING", "SYNC_EVERY", "NatsBroker", "effective_prev"]
+__all__ = [
+    "APPEND_TRIES",
+    "MAX_BATCH",
+    "MAX_BATCH_BYTES",
+    "MAX_HEADS",
+    "MAX_PENDING",
+    "NatsBroker",
+    "entries_of",
+    "head_of",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 100_000
 """Publishes queued and not yet sent; beyond it ``publish`` drops (counted in ``dropped``)."""
-SYNC_EVERY = 1000
-"""At most this many stream publishes of one node are unconfirmed: the next one first
-waits for a sync. The server drops, silently, what arrives while a stream's ingest
-queue holds 10 000 messages; this keeps one node well below that, for 2 broker
-messages per 1000 actions."""
-_UNSYNCED_MAX = 100_000
-"""Subjects remembered as "a stream publish may still be on its way through the stream";
-past it those already synced are forgotten, and if that is not enough the lane syncs."""
+APPEND_TRIES = 16
+"""Compare-and-set attempts of one stream append before it is dropped (counted in ``lost``)."""
+MAX_BATCH = 64
+"""At most this many queued stream publishes of one channel go out as one stored message."""
+MAX_BATCH_BYTES = 64 * 1024
+"""…and at most this many bytes of data (a larger single action goes alone): the
+default ``server.max_message_bytes``, so a stored batch is no larger than the
+largest single action, and the stream's message limits still bound its bytes."""
+MAX_HEADS = 10_000
+"""Channels whose last ``(sequence, offset, epoch)`` a node caches; past it the least
+recently appended is forgotten (and read back from the server when next appended)."""
 
 _PUB, _STREAM, _SUB, _BARRIER = range(4)
 _CONTROL = ""
@@ -76,9 +97,9 @@ class NatsBroker:
 
     - a message is sent only while connected: one published during an outage
       is dropped at once and counted in :attr:`lost` (at most once);
-    - a stream publish is not acked: one the server fails to store (stream
-      deleted, storage full, connection lost with it in the socket buffer) is
-      neither stored nor delivered, and not counted;
+    - a stream publish waits for its ack: one the server refuses, or that
+      loses the compare-and-set :data:`APPEND_TRIES` times, is neither stored
+      nor delivered, and counted in :attr:`lost`;
     - queued publishes are bounded by :data:`MAX_PENDING`; past it
       :meth:`publish` and :meth:`publish_stream` drop the message and count it
       in :attr:`dropped` (subscription changes are never dropped);
@@ -97,19 +118,17 @@ class NatsBroker:
         self._lanes: dict[str, deque[Op]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = 0
-        self._appended = 0
-        """Stream publishes sent so far (numbers them for :meth:`_sync`)."""
-        self._synced = 0
-        """Every stream publish up to this number has been republished by the server."""
-        self._unsynced: dict[str, int] = {}
-        """Per subject: the number of its last stream publish, while maybe not yet synced."""
-        self._sync_task: asyncio.Future[int] | None = None
+        self._heads: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+        """Per stream: the last ``(sequence, offset, epoch)`` this node appended or read,
+        least recently appended first; bounded by :data:`MAX_HEADS`."""
+        self._epoch = 0
+        """The last epoch this node started a channel at: a new one is above it."""
         self._received: dict[str, int] = {}
         self._closed = False
         self.dropped = 0
         """Messages dropped because :data:`MAX_PENDING` publishes were queued."""
         self.lost = 0
-        """Messages not sent: disconnected, or a failed sync before a plain publish."""
+        """Messages not sent: disconnected, refused, or an append that lost every race."""
 
     async def start(self, deliver: Callable[[Delivery], None]) -> None:
         """Hand deliveries to ``deliver`` (the connection is opened by :func:`open_nats`)."""
@@ -155,11 +174,13 @@ class NatsBroker:
         self._subjects.discard(subject)
         self._enqueue(_CONTROL, (_SUB, subject), counted=False)
 
+    @guard
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the work queued before this call reached the server, and its
-        stream publishes are stored (and republished): one sync, if there were any.
+        stream publishes are stored (and republished: each waited for its ack).
 
-        Raises :exc:`TimeoutError` after ``timeout`` seconds (e.g. during an outage).
+        Raises :class:`~wsgate.exceptions.BackendUnavailable` while the
+        connection is down, or after ``timeout`` seconds without an answer.
         """
         loop = asyncio.get_running_loop()
         barriers: list[asyncio.Future[None]] = []
@@ -170,8 +191,9 @@ class NatsBroker:
         async with asyncio.timeout(timeout):
             if barriers:
                 await asyncio.gather(*barriers)
-            if self._appended > self._synced and self._nc.is_connected:
-                await self._sync()
+        if not self._nc.is_connected:
+            # nats-py's flush returns at once while it reconnects: nothing was confirmed.
+            raise BackendUnavailable("NatsBroker.flush: not connected to the server")
         await flush_connection(self._nc, timeout)
 
     @property
@@ -204,17 +226,19 @@ class NatsBroker:
         try:
             while lane:
                 op = lane[0]
+                n = _batch(lane) if op[0] == _STREAM else 1
                 try:
-                    await self._run(key, op)
+                    await self._run(key, op, [lane[i] for i in range(n)])
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    self.lost += 1
+                    self.lost += n
                     log.warning("broker: %s on %r failed", _NAMES[op[0]], key, exc_info=True)
                 finally:
-                    lane.popleft()
+                    for _ in range(n):
+                        lane.popleft()
                     if op[0] in (_PUB, _STREAM):
-                        self._pending -= 1
+                        self._pending -= n
         finally:
             # No await between the last popleft and here: a publish in between
             # would have found the lane non-empty and been drained above.
@@ -224,7 +248,9 @@ class NatsBroker:
                 if op[0] == _BARRIER and not op[1].done():
                     op[1].cancel()
 
-    async def _run(self, key: str, op: Op) -> None:
+    async def _run(self, key: str, op: Op, ops: list[Op]) -> None:
+        """Run ``op`` (the lane's head); ``ops`` is it and the stream publishes
+        batched with it (just ``[op]`` for any other kind)."""
         kind = op[0]
         if kind == _BARRIER:
             if not op[1].done():
@@ -232,48 +258,37 @@ class NatsBroker:
         elif kind == _SUB:
             await self._reconcile(op[1])
         elif not self._nc.is_connected:
-            self.lost += 1
+            self.lost += len(ops)
         elif kind == _PUB:
-            if self._unsynced.get(key, 0) > self._synced:
-                await self._sync()
             await self._nc.publish(self._names.subject(key), op[1])
         else:
-            if self._appended - self._synced >= SYNC_EVERY:
-                await self._sync()  # flow control (see SYNC_EVERY)
-            await self._jet.append(self._names.hist(op[1]), op[2])
-            self._appended += 1
-            self._unsynced[key] = self._appended
-            if len(self._unsynced) >= _UNSYNCED_MAX:
-                self._prune()
-                if len(self._unsynced) >= _UNSYNCED_MAX:  # still full: sync them all
-                    await self._sync()
-                    self._prune()
+            await self._append(op[1], [o[2] for o in ops])
 
-    def _prune(self) -> None:
-        self._unsynced = {k: n for k, n in self._unsynced.items() if n > self._synced}
-
-    async def _sync(self) -> None:
-        """Wait until the server has stored and republished every stream publish sent so far.
-
-        One acked JetStream publish on ``hist_sync``; lanes that need it while
-        one is in flight that covers them share it. Raises when the ack does
-        not come (the plain publish waiting on it is then dropped, counted in
-        ``lost``, rather than sent out of order).
-        """
-        need = self._appended
-        while self._synced < need:
-            task = self._sync_task
-            if task is None or task.done():
-                task = self._sync_task = asyncio.ensure_future(self._sync_once())
-            # A sync already in flight may have been sent before our stream
-            # publish: then it does not cover it, and the loop sends another.
-            covered = await asyncio.shield(task)
-            self._synced = max(self._synced, covered)
-
-    async def _sync_once(self) -> int:
-        covered = self._appended
-        await self._jet.publish(self._names.hist_sync, b"")
-        return covered
+    async def _append(self, stream: str, batch: list[bytes]) -> None:
+        """Store ``batch`` at the channel's next offsets, as one message (see the module)."""
+        jet = self._jet
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        subject = self._names.hist(stream)
+        head = self._heads.pop(stream, None)
+        for _ in range(APPEND_TRIES):
+            if head is None:
+                head = head_of(await jet.last(self._names.hist_stream, subject))
+            seq, offset, epoch = head
+            if seq == 0:  # nothing stored: a new epoch, above every one this node used
+                epoch = offset = self._epoch = max(int(time.time() * 1e6), self._epoch + 1)
+            headers = {HDR_OFFSET: str(offset + 1), HDR_CREATED: str(epoch)}
+            if len(batch) > 1:
+                headers[HDR_LENGTHS] = ",".join(str(len(d)) for d in batch)
+            try:
+                stored = await jet.publish(subject, data, expected_last=seq, headers=headers)
+            except WrongLastSequence:
+                head = None  # another node appended first (or the channel expired): reread
+                continue
+            self._heads[stream] = (stored, offset + len(batch), epoch)
+            if len(self._heads) > MAX_HEADS:
+                self._heads.popitem(last=False)
+            return
+        raise WrongLastSequence(None)
 
     async def _reconcile(self, subject: str) -> None:
         want = subject in self._subjects
@@ -292,16 +307,19 @@ class NatsBroker:
         async def on_message(msg: Msg) -> None:
             if self._deliver is None or subject not in self._subjects:
                 return
-            offset = prev = 0
             hdrs = msg.headers
+            entries = [(0, msg.data)]
             if hdrs and hdrs.get(HDR_STREAM) == hist_stream:  # republished by our stream
                 try:
-                    offset = int(hdrs[HDR_SEQUENCE])
-                    prev = effective_prev(offset, int(hdrs.get(HDR_LAST_SEQUENCE, 0)))
+                    entries = entries_of(hdrs, int(hdrs[HDR_SEQUENCE]), msg.data)
                 except (KeyError, ValueError):
-                    offset = prev = 0
-            self._received[subject] = self._received.get(subject, 0) + 1
-            self._deliver(Delivery(subject, offset, prev, msg.data))
+                    log.warning("broker: dropped a malformed history message on %s", subject)
+                    return
+            for offset, data in entries:  # offsets of one channel are contiguous
+                if self._deliver is None:
+                    return
+                self._received[subject] = self._received.get(subject, 0) + 1
+                self._deliver(Delivery(subject, offset, max(offset - 1, 0), data))
 
         return on_message
 
@@ -319,22 +337,55 @@ async def flush_connection(nc: NATS, timeout: float) -> None:
     await nc.flush(timeout=max(1, int(timeout)))
 
 
-def effective_prev(seq: int, last_seq: int) -> int:
-    """The ``prev`` of a history message: the subject's last sequence when it was stored
-    (``Nats-Last-Sequence``), or ``seq - 1`` for a stream's first (ever, or after the
-    server removed every earlier message of it).
+def _batch(lane: deque[Op]) -> int:
+    """How many stream publishes at the head of ``lane`` go out as one message."""
+    n, size = 0, 0
+    for op in lane:
+        if op[0] != _STREAM or n == MAX_BATCH:
+            break
+        size += len(op[2])
+        if n and size > MAX_BATCH_BYTES:
+            break
+        n += 1
+    return n
 
-    Like the memory backend, whose new stream starts above an offset base, a
-    first message reports ``seq - 1``: below its own offset and at or above
-    every offset the stream had before, so a node that last saw an offset of
-    an earlier incarnation detects the gap unless that offset is ``seq - 1``
-    itself — in which case nothing of the stream was published in between,
-    and the chain it sees is true. Whether an offset of an earlier
-    incarnation can be *recovered* is decided by
-    :class:`~wsgate.backends.nats_stores.NatsHistory` from timestamps, not
-    from this value.
+
+def entries_of(headers: Mapping[str, str], seq: int, data: bytes) -> list[tuple[int, bytes]]:
+    """The ``(offset, data)`` actions one stored history message holds, oldest first.
+
+    ``Wsgate-Offset`` is the first one's offset; ``Wsgate-Lengths`` (absent
+    for one action) splits ``data``. A message stored without our headers (an
+    older wsgate) is one action at offset ``seq``. Raises :exc:`ValueError`
+    for malformed headers.
     """
-    return last_seq if last_seq else seq - 1
+    first = int(headers.get(HDR_OFFSET) or seq)
+    lengths = headers.get(HDR_LENGTHS)
+    if not lengths:
+        return [(first, data)]
+    out: list[tuple[int, bytes]] = []
+    pos = 0
+    for i, raw in enumerate(lengths.split(",")):
+        n = int(raw)
+        out.append((first + i, data[pos : pos + n]))
+        pos += n
+    if pos != len(data):
+        raise ValueError("Wsgate-Lengths do not add up to the payload")
+    return out
+
+
+def head_of(last: Stored | None) -> tuple[int, int, int]:
+    """``(sequence, last offset, epoch)`` of a channel's last stored message (zeros: none).
+
+    A message stored without our headers (an older wsgate) counts as offset
+    ``sequence`` of epoch 0, so the channel continues above it."""
+    if last is None:
+        return (0, 0, 0)
+    try:
+        offset = entries_of(last.headers, last.seq, last.data)[-1][0]
+        epoch = int(last.headers.get(HDR_CREATED) or 0)
+    except ValueError:
+        offset, epoch = last.seq, 0
+    return (last.seq, offset, epoch)
 
 
 _NAMES = {_PUB: "publish", _STREAM: "publish_stream", _SUB: "subscribe", _BARRIER: "flush"}

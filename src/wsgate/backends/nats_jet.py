@@ -21,9 +21,31 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import api
 
+from wsgate.backends.errors import boundary
 from wsgate.backends.nats_names import Names
 
-__all__ = ["CLOCK_MARGIN_S", "Jet", "Stored", "WrongLastSequence", "hist_max_age"]
+__all__ = ["Jet", "Stored", "WrongLastSequence", "guard"]
+
+guard = boundary(
+    (
+        nats.errors.TimeoutError,
+        nats.errors.NoServersError,
+        nats.errors.ConnectionClosedError,
+        nats.errors.ConnectionReconnectingError,
+        nats.errors.ConnectionDrainingError,
+        nats.errors.StaleConnectionError,
+        nats.errors.NoRespondersError,
+        nats.errors.FlushTimeoutError,
+        nats.errors.OutboundBufferLimitError,
+        OSError,
+        TimeoutError,
+    ),
+    (nats.errors.Error,),
+)
+"""The NATS backend's boundary: every public awaited call raises
+:class:`~wsgate.exceptions.BackendUnavailable` (no connection, or no answer
+within the request timeout) or :class:`~wsgate.exceptions.BackendError` (any
+other NATS or JetStream error, e.g. a JetStream API error)."""
 
 log = logging.getLogger(__name__)
 
@@ -33,27 +55,18 @@ _STREAM_IN_USE = 10058
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 _BATCH = 256
 
-CLOCK_MARGIN_S = 5.0
-"""Allowed skew between a node's wall clock and the server's, in history expiry."""
-
-
-def hist_max_age(history_ttl_s: float) -> float:
-    """How long the server keeps a history message: ``2 * ttl + margin``.
-
-    Logically a message expires ``ttl`` after its append (readers filter by
-    its timestamp); the server keeps it longer so that a message it has
-    removed is always more than ``ttl`` older than every message still
-    alive, which is what lets :class:`~wsgate.backends.nats_stores.NatsHistory`
-    tell a stream's first message from one whose predecessor expired.
-    """
-    return 2 * history_ttl_s + CLOCK_MARGIN_S
-
-
 def _republish(config: api.StreamConfig) -> tuple[str, str, bool] | None:
     rp = config.republish
     if rp is None:
         return None
     return (rp.src or "", rp.dest or "", bool(rp.headers_only))
+
+
+def _limits(config: api.StreamConfig) -> tuple[object, ...]:
+    """What :meth:`Jet.ensure_streams` brings an existing stream to."""
+    most = config.max_msgs if config.max_msgs and config.max_msgs > 0 else -1
+    age = round(config.max_age or 0.0, 3)
+    return (config.max_msgs_per_subject, most, age, _republish(config))
 
 
 class Stored(NamedTuple):
@@ -82,31 +95,32 @@ class Jet:
         self.names = names
         self.timeout = timeout
         self.js = nc.jetstream(timeout=timeout)
-        self.hist_first_seq = 0
-        """The history stream's first sequence (its ``first_seq``), once ensured."""
 
-    async def ensure_streams(self, history_size: int, history_ttl_s: float) -> None:
+    async def ensure_streams(
+        self, history_size: int, history_ttl_s: float, history_max_channels: int = 10_000
+    ) -> None:
         """Create both streams, or bring an existing one to these limits.
 
-        The history stream starts at the current time in microseconds
-        (``first_seq``), so its sequence numbers — the offsets — are never 0
-        and keep increasing even if the stream is deleted and created again.
-        It keeps one message per subject more than ``history_size`` (the
-        newest evicted one: its sequence is the exact eviction boundary) for
-        :func:`hist_max_age`, and republishes every channel message to the
-        channel's broker subject, with its sequence and the subject's
-        previous sequence in headers.
+        The history stream frees everything with the server's own limits, so
+        no node sweeps: a message is removed ``history_ttl_s`` after its
+        append (``max_age``), a channel keeps its last ``history_size``
+        (``max_msgs_per_subject``; 1 when the size is 0, for the channel's
+        offset counter), and the stream holds at most ``history_max_channels
+        × that`` messages, the oldest removed first (``max_msgs``, discard
+        old; 0: unbounded). It republishes every channel message, headers
+        included, to the channel's broker subject.
         """
         names = self.names
-        self.hist_first_seq = await self._ensure(
+        per_subject = max(history_size, 1)
+        await self._ensure(
             api.StreamConfig(
                 name=names.hist_stream,
                 subjects=names.hist_subjects,
-                max_msgs_per_subject=max(history_size, 0) + 1,
-                max_age=hist_max_age(history_ttl_s),
+                max_msgs_per_subject=per_subject,
+                max_msgs=history_max_channels * per_subject if history_max_channels > 0 else -1,
+                max_age=max(history_ttl_s, 0.001),
                 allow_direct=True,
                 discard=api.DiscardPolicy.OLD,
-                first_seq=int(time.time() * 1_000_000),
                 republish=api.RePublish(
                     src=names.hist_republish_src, dest=names.hist_republish_dest
                 ),
@@ -123,8 +137,8 @@ class Jet:
             ),
         )
 
-    async def _ensure(self, config: api.StreamConfig) -> int:
-        """Create or update the stream; return its ``first_seq`` (0: not set)."""
+    async def _ensure(self, config: api.StreamConfig) -> None:
+        """Create the stream, or update an existing one to ``config``'s limits."""
         assert config.name is not None
         try:
             info = await self.js.stream_info(config.name)
@@ -134,20 +148,16 @@ class Jet:
             except nats.js.errors.APIError as err:
                 if err.err_code != _STREAM_IN_USE:  # another node created it first
                     raise
-                info = await self.js.stream_info(config.name)
-            return info.config.first_seq or 0
+                await self.js.stream_info(config.name)
+            return
         have = info.config
-        if (have.max_msgs_per_subject, have.max_age or 0.0, _republish(have)) != (
-            config.max_msgs_per_subject,
-            config.max_age or 0.0,
-            _republish(config),
-        ):
+        if _limits(have) != _limits(config):
             log.warning("updating stream %s to this node's limits", config.name)
             have.max_msgs_per_subject = config.max_msgs_per_subject
+            have.max_msgs = config.max_msgs
             have.max_age = config.max_age
             have.republish = config.republish
             await self.js.update_stream(have)
-        return have.first_seq or 0
 
     # Writes ------------------------------------------------------------------
 

@@ -16,8 +16,6 @@ can nest inside another):
 - ``P.hist.<stream>`` — channel history, in the JetStream stream ``<N>_hist``,
   which *republishes* every message stored there to ``P.msg.chan.<stream>``
   (the broker subject of ``chan.<stream>``: same token, same escape);
-- ``P.hist._.sync`` — empty messages in the same stream whose ack orders a
-  plain publish after the stream publishes before it (never republished);
 - ``P.pres|beat|lim|cnt|reg.…`` — cluster state, one message per subject, in
   the JetStream stream ``<N>_state``.
 
@@ -31,10 +29,11 @@ import hashlib
 import re
 
 __all__ = [
-    "HDR_LAST_SEQUENCE",
+    "HDR_CREATED",
+    "HDR_LENGTHS",
+    "HDR_OFFSET",
     "HDR_SEQUENCE",
     "HDR_STREAM",
-    "HDR_TIME_STAMP",
     "STREAM_KIND",
     "Names",
     "decode_token",
@@ -46,11 +45,15 @@ HDR_STREAM = "Nats-Stream"
 """Header the server sets on a republished message: the stream that stored it."""
 HDR_SEQUENCE = "Nats-Sequence"
 """Header of a republished (and a direct-get) message: its stream sequence, the offset."""
-HDR_LAST_SEQUENCE = "Nats-Last-Sequence"
-"""Header of a republished message: the sequence of the message stored last on the same
-subject when it was stored (0: none), i.e. its ``prev``."""
-HDR_TIME_STAMP = "Nats-Time-Stamp"
-"""Header of a republished and a direct-get message: when the server stored it (RFC 3339)."""
+HDR_OFFSET = "Wsgate-Offset"
+"""Header of every history message (stored, republished, read back): its offset in
+its channel, ``created + n`` for the channel's ``n``-th message."""
+HDR_LENGTHS = "Wsgate-Lengths"
+"""Header of a history message holding several actions (consecutive offsets from
+``Wsgate-Offset``): their data lengths, comma-separated, in order (absent: one action)."""
+HDR_CREATED = "Wsgate-Created"
+"""Header of every history message: its channel's epoch (``created``, microseconds),
+taken when the channel's first message was stored; the first offset is ``created + 1``."""
 
 STREAM_KIND = "chan"
 """The only logical subject kind ``publish_stream`` serves: ``chan.<stream>``."""
@@ -131,19 +134,6 @@ class Names:
     def stream_subject(self, stream: str) -> str:
         """The logical broker subject the history of ``stream`` is republished to."""
         return f"{STREAM_KIND}.{stream}"
-
-    @property
-    def hist_sync(self) -> str:
-        """A subject of the history stream that no channel's can equal (two tokens).
-
-        The broker publishes an empty message here, awaiting its ack, when a
-        plain publish follows a stream publish on one subject: the server
-        stores (and republishes) one connection's messages to the stream in
-        order and acks only after republishing, so the ack orders the plain
-        publish after them. Not republished (``hist_republish_src`` matches
-        one token).
-        """
-        return f"{self.root}.hist._.sync"
 
     @property
     def hist_republish_src(self) -> str:

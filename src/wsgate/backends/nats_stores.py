@@ -5,22 +5,22 @@ writes. The other stores keep one message per subject in the state stream
 (``max_msgs_per_subject=1``): a write replaces, a removal purges the subject
 (no tombstone is left), and a listing pages through a wildcard subject with
 direct get. Every call is a bounded number of requests, each with the
-backend's timeout; a call made while the server is unreachable raises a
-``nats.errors.Error`` (usually a timeout) instead of waiting.
+backend's timeout; a call made while the server is unreachable raises
+:class:`~wsgate.exceptions.BackendUnavailable` (from nats-py's timeout)
+instead of waiting, any other failure :class:`~wsgate.exceptions.BackendError`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
-import math
 import struct
 import time
 
 from wsgate.backends.base import Registration, StreamReplay, StreamWindow
-from wsgate.backends.nats_jet import Jet, Stored, WrongLastSequence
-from wsgate.backends.nats_names import HDR_TIME_STAMP, decode_token
+from wsgate.backends.nats_broker import entries_of, head_of
+from wsgate.backends.nats_jet import Jet, WrongLastSequence, guard
+from wsgate.backends.nats_names import decode_token
 
 __all__ = ["ACQUIRE_TRIES", "NatsHistory", "NatsLimits", "NatsPresence", "NatsRegistry"]
 
@@ -32,124 +32,59 @@ _TAT_CACHE = 10_000
 class NatsHistory:
     """:class:`~wsgate.backends.base.HistoryStore` over the history stream.
 
-    The stream stores each message as published (no header of ours): what
-    ``since`` and ``window`` need is derived from the stream itself. The
-    server removes a subject's messages oldest first only (per-subject limit
-    ``size + 1``, ``max_age`` = :func:`~wsgate.backends.nats_jet.hist_max_age`),
-    so what it holds of one channel is always every message after some point,
-    in sequence order, each with the server's timestamp. From that:
+    Every stored message carries its offset and its channel's epoch
+    (``created``) in headers (:mod:`~wsgate.backends.nats_broker`); the
+    server removes a channel's messages oldest first only (``max_age``,
+    ``max_msgs_per_subject``, ``max_msgs``), so what it holds of one channel is
+    always its messages after some point, contiguous offsets of one epoch.
+    Exactly like the Redis stream: the last evicted offset is the first
+    remaining one minus one, and nothing was evicted iff the first remaining
+    one is ``created + 1``. ``since(o)`` recovers iff the channel is stored,
+    ``created <= o <= top`` (or ``o == 0`` and nothing was evicted) and
+    ``o`` is not below the last evicted offset. Reads are direct gets of the
+    channel's stored messages (at most ``size``, one request per 256); a
+    stored message may hold several consecutive actions (a batch), and the
+    window keeps the last ``size`` actions of them.
 
-    - a message is *alive* while younger than ``ttl_s`` (this node's wall
-      clock against the server's timestamp: messages expire one by one, and
-      a stream whose newest message is older is gone: ``top`` 0);
-    - the *base* (last evicted offset) is the newest stored message that is
-      not alive, or — when all ``size + 1`` stored messages are alive — the
-      oldest of them (evicted by the size bound; kept one message longer so
-      that its offset is known exactly);
-    - base is 0 (nothing evicted since the stream was created) when the
-      first alive message was appended ``ttl_s`` or more after its stored
-      predecessor (the stream had expired in between: memory semantics), or
-      when it has none stored: the server removes a message ``2 ttl_s +
-      margin`` after its append, so a removed predecessor of an alive message
-      (or a message evicted by size, when fewer than ``size + 1`` are stored)
-      is impossible unless it was more than ``ttl_s`` older — an earlier
-      incarnation.
-
-    ``since(o)`` is recovered iff ``o`` is the top, or ``o`` is at or above
-    the base (``o >= base > 0``), or ``base == 0`` and ``o`` is 0 or one of
-    the alive offsets. So an offset of an earlier incarnation is never
-    recovered, and 0 is recovered while nothing was evicted. Reads are direct
-    gets of every stored message of the channel (at most ``size + 1``, one
-    request per 256).
+    Messages age out one by one, ``ttl_s`` after each append (the server's
+    clock), not all together ``ttl_s`` after the last.
     """
 
-    def __init__(self, jet: Jet, size: int, ttl_s: float) -> None:
+    def __init__(self, jet: Jet, size: int) -> None:
         self._jet = jet
         self._size = max(size, 0)
-        self._ttl = ttl_s
 
-    async def _window(self, stream: str) -> tuple[StreamWindow, bool]:
+    async def _read(self, stream: str) -> tuple[StreamWindow, int] | None:
+        """The stream's window and epoch, or ``None`` when nothing of it is stored."""
         jet = self._jet
         found = await jet.scan(
-            jet.names.hist_stream, jet.names.hist(stream), limit=self._size + 2
+            jet.names.hist_stream, jet.names.hist(stream), limit=max(self._size, 1)
         )
-        return _window(found, self._size, self._ttl, time.time())
+        if not found:
+            return None
+        _, top, epoch = head_of(found[-1])
+        if self._size == 0:
+            return StreamWindow(top, [], top), epoch  # the counter only: all evicted
+        entries = [e for m in found for e in entries_of(m.headers, m.seq, m.data)]
+        entries = entries[-self._size :]  # a stored message may hold several actions
+        first = entries[0][0]
+        base = 0 if first == epoch + 1 else first - 1
+        return StreamWindow(base, entries, top), epoch
 
+    @guard
     async def window(self, stream: str) -> StreamWindow:
-        return (await self._window(stream))[0]
+        found = await self._read(stream)
+        return StreamWindow(0, [], 0) if found is None else found[0]
 
+    @guard
     async def since(self, stream: str, offset: int) -> StreamReplay:
-        (base, entries, top), alone = await self._window(stream)
-        if top == 0:
+        found = await self._read(stream)
+        if found is None:
             return StreamReplay(offset == 0, [], 0)
-        if offset == top:
-            return StreamReplay(True, [], top)
-        if offset > top:
-            return StreamReplay(False, [], top)
-        if base:  # everything above the last evicted offset is held
-            held = offset >= base
-        elif offset == 0 or any(o == offset for o, _ in entries):
-            held = True  # the first alive message is the stream's first since it (re)started
-        elif alone and offset == entries[0][0] - 1:
-            held = await self._not_ours(stream, offset)
-        else:
-            held = False  # an offset of an earlier incarnation, or not one at all
-        if not held:
+        (base, entries, top), created = found
+        if offset < base or offset > top or 0 < offset < created:
             return StreamReplay(False, [], top)
         return StreamReplay(True, [(o, d) for o, d in entries if o > offset], top)
-
-    async def _not_ours(self, stream: str, seq: int) -> bool:
-        """Whether ``seq`` (the ``prev`` delivered with a stream's first message) was
-        certainly never an offset of ``stream``: below the history stream's first
-        sequence, or held by another subject. A sequence the server removed may have
-        been the stream's own, in an earlier incarnation: then ``False``."""
-        jet = self._jet
-        if 0 < seq < jet.hist_first_seq:
-            return True
-        other = await jet.get(jet.names.hist_stream, seq)
-        return other is not None and other.subject != jet.names.hist(stream)
-
-
-def _stamp(msg: Stored) -> float:
-    """The server's store time of ``msg``, Unix seconds (``inf`` when unreadable)."""
-    raw = msg.headers.get(HDR_TIME_STAMP, "")
-    try:
-        whole, _, frac = raw.rstrip("Z").partition(".")
-        t = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.UTC).timestamp()
-        return t + (float("0." + frac) if frac.isdigit() else 0.0)
-    except ValueError:
-        return math.inf
-
-
-def _window(
-    found: list[Stored], size: int, ttl: float, now: float
-) -> tuple[StreamWindow, bool]:
-    """What a channel's stored messages (oldest first) hold, per :class:`NatsHistory`,
-    and whether its first entry has no stored predecessor at all (its delivered
-    ``prev`` was ``offset - 1``)."""
-    if not found:
-        return StreamWindow(0, [], 0), False
-    stamps = [_stamp(m) for m in found]
-    cut = now - ttl
-    first = len(found)  # the first alive message: every later one is alive too
-    while first > 0 and stamps[first - 1] > cut:
-        first -= 1
-    if first == len(found):
-        return StreamWindow(0, [], 0), False  # expired
-    top = found[-1].seq
-    if first > 0:
-        before = first - 1
-        fresh = stamps[first] - stamps[before] >= ttl
-        base = 0 if fresh else found[before].seq
-    elif len(found) > size:
-        base, first = found[0].seq, 1
-    else:
-        base = 0
-    alone = first == 0 and base == 0
-    alive = found[first:]
-    if len(alive) > size:  # never, with the server's limit; keep the bound anyway
-        base, alive, alone = alive[-size - 1].seq, alive[len(alive) - size :], False
-    return StreamWindow(base, [(m.seq, m.data) for m in alive], top), alone
 
 
 def _pack_member(node: str, member: bytes) -> bytes:
@@ -175,23 +110,31 @@ class NatsPresence:
     def __init__(self, jet: Jet) -> None:
         self._jet = jet
 
+    @guard
     async def add(self, channel: str, conn_id: str, node: str, member: bytes) -> None:
         subject = self._jet.names.state("pres", channel, conn_id)
         await self._jet.publish(subject, _pack_member(node, member))
 
+    @guard
     async def remove(self, channel: str, conn_id: str) -> None:
         await self._jet.purge(self._jet.names.state("pres", channel, conn_id))
 
+    @guard
     async def members(self, channel: str) -> dict[str, tuple[str, bytes]]:
+        return await self._members(channel)
+
+    async def _members(self, channel: str) -> dict[str, tuple[str, bytes]]:
         jet = self._jet
         found = await jet.scan(jet.names.state_stream, jet.names.state("pres", channel, "*"))
         return {decode_token(m.subject.rsplit(".", 1)[1]): _unpack_member(m.data) for m in found}
 
+    @guard
     async def beat(self, node: str, ttl_s: float) -> None:
         expires = time.time() + ttl_s
         subject = self._jet.names.state("beat", node)
         await self._jet.publish(subject, repr(expires).encode(), ttl_s=ttl_s + 60)
 
+    @guard
     async def dead_nodes(self, nodes: set[str]) -> set[str]:
         jet = self._jet
         found = await jet.scan(jet.names.state_stream, jet.names.state("beat", "*"))
@@ -199,10 +142,12 @@ class NatsPresence:
         now = time.time()
         return {n for n in nodes if beats.get(n, 0.0) <= now}
 
+    @guard
     async def purge(self, channel: str, nodes: set[str]) -> list[str]:
-        members = await self.members(channel)
+        members = await self._members(channel)
         gone = [cid for cid, (node, _) in members.items() if node in nodes]
-        await asyncio.gather(*(self.remove(channel, cid) for cid in gone))
+        jet = self._jet
+        await asyncio.gather(*(jet.purge(jet.names.state("pres", channel, c)) for c in gone))
         return gone
 
 
@@ -231,6 +176,7 @@ class NatsLimits:
         self._tats: dict[str, tuple[int, float]] = {}
         """Per key: the revision and TAT this node last read or wrote (saves a read)."""
 
+    @guard
     async def acquire(self, key: str, interval: float, tolerance: float) -> float:
         jet = self._jet
         subject = jet.names.state("lim", key)
@@ -263,6 +209,7 @@ class NatsLimits:
             self._tats.clear()
         self._tats[key] = state
 
+    @guard
     async def count(self, key: str, member: str, node: str, delta: int) -> int:
         jet = self._jet
         subject = jet.names.state("cnt", key, member)
@@ -272,6 +219,7 @@ class NatsLimits:
             await jet.purge(subject)
         return await jet.count_subjects(jet.names.state("cnt", key, "*"))
 
+    @guard
     async def forget_node(self, node: str) -> None:
         jet = self._jet
         found = await jet.scan(jet.names.state_stream, jet.names.state("cnt", ">"))
@@ -290,15 +238,18 @@ class NatsRegistry:
     def __init__(self, jet: Jet) -> None:
         self._jet = jet
 
+    @guard
     async def put(self, registration: Registration) -> None:
         data = json.dumps(registration._asdict()).encode()
         ttl = max(registration.expires_at - time.time(), 0.0) + 1
         subject = self._jet.names.state("reg", registration.name, registration.url)
         await self._jet.publish(subject, data, ttl_s=ttl)
 
+    @guard
     async def delete(self, name: str, url: str) -> None:
         await self._jet.purge(self._jet.names.state("reg", name, url))
 
+    @guard
     async def all(self) -> list[Registration]:
         jet = self._jet
         found = await jet.scan(jet.names.state_stream, jet.names.state("reg", ">"))

@@ -5,9 +5,15 @@ Layout (every key and pub/sub channel under ``prefix``):
 - ``{prefix}:sub:{subject}`` — the pub/sub channel of a broker subject;
 - ``{prefix}:stream:{stream}`` — a Redis stream of ``(offset, data)``, entry id
   ``<offset>-0``, exactly ``history_size`` long at most, expiring
-  ``history_ttl_s`` after its last append;
-- ``{prefix}:top:{stream}`` — the stream's last offset; it outlives the stream
-  (:data:`FLOOR_TTL_S` at least) so a re-created stream continues above it;
+  ``history_ttl_s`` after its last append (Redis key expiry: no sweeper);
+- ``{prefix}:top:{stream}`` — the stream's last offset and its ``created``
+  base, expiring with the stream;
+- ``{prefix}:streams`` — a sorted set ``stream → last append`` (server time,
+  µs): past ``history_max_channels`` members the oldest streams are deleted
+  by the append that overflowed it; it expires ``history_ttl_s`` after the
+  last append too;
+- ``{prefix}:floor`` — the highest offset ever issued under the prefix (one
+  key, never expiring): a re-created stream starts above it;
 - ``{prefix}:pres:{channel}`` — a hash ``conn_id → node + member``;
 - ``{prefix}:node:{node}`` — a node's heartbeat, a key with a TTL;
 - ``{prefix}:gcra:{key}`` — a GCRA theoretical arrival time in microseconds;
@@ -30,11 +36,16 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from wsgate.backends.redis_broker import FLOOR_TTL_S, RedisBroker
-from wsgate.backends.redis_stores import RedisHistory, RedisLimits, RedisPresence, RedisRegistry
+from wsgate.backends.redis_broker import RedisBroker
+from wsgate.backends.redis_stores import (
+    RedisHistory,
+    RedisLimits,
+    RedisPresence,
+    RedisRegistry,
+    guard,
+)
 
 __all__ = [
-    "FLOOR_TTL_S",
     "RedisBackend",
     "RedisBroker",
     "RedisHistory",
@@ -50,16 +61,23 @@ class RedisBackend:
 
     ``broker`` owns a pub/sub connection; the stores and the broker's
     publishes share one command pool. Store calls made while Redis is
-    unreachable raise :class:`redis.exceptions.ConnectionError` (after one
-    immediate retry, which absorbs a pooled connection a restart broke).
+    unreachable raise :class:`~wsgate.exceptions.BackendUnavailable` (after one
+    immediate retry, which absorbs a pooled connection a restart broke), from
+    redis-py's ``ConnectionError``.
     """
 
     def __init__(
-        self, cmd: aioredis.Redis, sub: aioredis.Redis, prefix: str, size: int, ttl_s: float
+        self,
+        cmd: aioredis.Redis,
+        sub: aioredis.Redis,
+        prefix: str,
+        size: int,
+        ttl_s: float,
+        max_channels: int = 10_000,
     ) -> None:
         self._cmd = cmd
         self._sub = sub
-        self.broker = RedisBroker(cmd, sub, prefix, size, ttl_s)
+        self.broker = RedisBroker(cmd, sub, prefix, size, ttl_s, max_channels=max_channels)
         self.history = RedisHistory(cmd, prefix)
         self.presence = RedisPresence(cmd, prefix)
         self.limits = RedisLimits(cmd, prefix)
@@ -72,10 +90,20 @@ class RedisBackend:
                 await asyncio.wait_for(client.aclose(), 5.0)
 
 
+@guard
 async def open_redis(
-    url: str, *, prefix: str, node: str, history_size: int, history_ttl_s: float
+    url: str,
+    *,
+    prefix: str,
+    node: str,
+    history_size: int,
+    history_ttl_s: float,
+    history_max_channels: int = 10_000,
 ) -> RedisBackend:
-    """Connect to the Redis server at ``url``; raises if it does not answer ``PING``.
+    """Connect to the Redis server at ``url``.
+
+    Raises :class:`~wsgate.exceptions.BackendUnavailable` if it does not answer
+    ``PING`` (within 2 s to connect, 5 s to answer).
 
     ``node`` is unused (every key is shared by the cluster under ``prefix``).
     """
@@ -88,7 +116,7 @@ async def open_redis(
     cmd = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), socket_timeout=5.0, **common)
     # Pub/sub: no retry inside redis-py; the broker's reader owns reconnection.
     sub = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
-    backend = RedisBackend(cmd, sub, prefix, history_size, history_ttl_s)
+    backend = RedisBackend(cmd, sub, prefix, history_size, history_ttl_s, history_max_channels)
     try:
         await cmd.ping()
         await backend.broker.load()

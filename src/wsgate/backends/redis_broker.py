@@ -20,12 +20,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wsgate.backends.base import Delivery
 
-__all__ = ["FLOOR_TTL_S", "RedisBroker"]
+__all__ = ["RedisBroker"]
 
 log = logging.getLogger(__name__)
-
-FLOOR_TTL_S = 86_400.0
-"""Minimum lifetime of a stream's ``top`` key after its last append."""
 
 _ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 """Connection trouble: the broker reconnects (``BusyLoadingError`` is among them)."""
@@ -41,28 +38,46 @@ if raw then
   local t, c = string.match(raw, '^(%d+):(%d+)$')
   top, created = tonumber(t) or 0, tonumber(c) or 0
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local floor = tonumber(redis.call('GET', KEYS[4]) or '0')
 if top == 0 or redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[2])
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  if now > top then top = now end
+  top = math.max(now, floor)
   created = top
 end
 local offset = top + 1
 local id = string.format('%d', offset)
-redis.call('SET', KEYS[1], id .. ':' .. string.format('%d', created), 'PX', ARGV[5])
+redis.call('SET', KEYS[1], id .. ':' .. string.format('%d', created), 'PX', ARGV[4])
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], id .. '-0', 'd', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if offset > floor then redis.call('SET', KEYS[4], id) end
+redis.call('ZADD', KEYS[3], now, ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]) * 1000)
+local max = tonumber(ARGV[5])
+local over = redis.call('ZCARD', KEYS[3]) - max
+if max > 0 and over > 0 then
+  local gone = redis.call('ZPOPMIN', KEYS[3], over)
+  for i = 1, #gone, 2 do
+    redis.call('DEL', ARGV[7] .. gone[i], ARGV[8] .. gone[i])
+  end
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
 redis.call('PUBLISH', ARGV[1], struct.pack('>i8i8', offset, top) .. ARGV[2])
 return offset
 """
-"""KEYS: top, stream. ARGV: channel, data, maxlen, ttl ms, floor ttl ms.
+"""KEYS: top, stream, index, floor. ARGV: channel, data, maxlen, ttl ms,
+max channels, stream name, stream key prefix, top key prefix.
 
 ``top`` holds ``"<last offset>:<created>"``, ``created`` being the base the
-current incarnation started from (its first offset is ``created + 1``). A
-stream is new when its key is gone (expired) or its ``top`` is: it starts at
-``max(top, TIME in µs)``, so offsets never repeat across expiry even if the
-clock stepped back, as long as ``top`` lived (:data:`FLOOR_TTL_S`)."""
+current incarnation started from (its first offset is ``created + 1``); it
+expires with the stream, ``ttl`` after the last append. A stream is new when
+its key or its ``top`` is gone: it starts at ``max(TIME in µs, floor)``,
+``floor`` being the highest offset ever issued under the prefix (one key), so
+offsets never repeat across expiry even if the clock stepped back. The index
+(a sorted set ``stream → last append µs``, itself expiring ``ttl`` after the
+last append) drops entries older than ``ttl`` and frees the oldest streams
+past ``max channels`` (``0``: unbounded)."""
 
 
 class RedisBroker:
@@ -102,6 +117,7 @@ class RedisBroker:
         size: int,
         ttl_s: float,
         *,
+        max_channels: int = 10_000,
         max_queue: int = 10_000,
         max_batch: int = 512,
         max_backoff_s: float = 1.0,
@@ -113,7 +129,7 @@ class RedisBroker:
         self._chan_prefix = f"{prefix}:sub:"
         self._size = str(max(size, 0))
         self._ttl_ms = str(max(1, round(ttl_s * 1000)))
-        self._floor_ms = str(max(1, round(max(ttl_s * 10, FLOOR_TTL_S) * 1000)))
+        self._max_channels = str(max(max_channels, 0))
         self.max_queue = max_queue
         """Messages queued at most; more are dropped (and counted)."""
         self.max_batch = max_batch
@@ -265,14 +281,19 @@ class RedisBroker:
             else:
                 pipe.evalsha(
                     self._sha,
-                    2,
+                    4,
                     f"{p}:top:{stream}",
                     f"{p}:stream:{stream}",
+                    f"{p}:streams",
+                    f"{p}:floor",
                     channel,
                     data,
                     self._size,
                     self._ttl_ms,
-                    self._floor_ms,
+                    self._max_channels,
+                    stream,
+                    f"{p}:stream:",
+                    f"{p}:top:",
                 )
         results = await pipe.execute(raise_on_error=False)
         # A restart between two batches empties the script cache: reload it and

@@ -11,10 +11,21 @@ import time
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from wsgate.backends.base import Registration, StreamReplay, StreamWindow
+from wsgate.backends.errors import boundary
 
-__all__ = ["RedisHistory", "RedisLimits", "RedisPresence", "RedisRegistry"]
+__all__ = ["RedisHistory", "RedisLimits", "RedisPresence", "RedisRegistry", "guard"]
+
+guard = boundary(
+    (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError),
+    (redis.exceptions.RedisError,),
+)
+"""The Redis backend's boundary: every public awaited call raises
+:class:`~wsgate.exceptions.BackendUnavailable` (connection refused or lost, no
+answer within the socket timeout, after redis-py's one retry) or
+:class:`~wsgate.exceptions.BackendError` (any other Redis error)."""
 
 
 class RedisHistory:
@@ -53,6 +64,7 @@ class RedisHistory:
             evicted = 0 if head == created + 1 else head - 1
         return evicted, created, top, rows
 
+    @guard
     async def since(self, stream: str, offset: int) -> StreamReplay:
         found = await self._read(stream, offset)
         if found is None:
@@ -62,6 +74,7 @@ class RedisHistory:
             return StreamReplay(False, [], top)
         return StreamReplay(True, [(_entry_offset(i), f[b"d"]) for i, f in rows], top)
 
+    @guard
     async def window(self, stream: str) -> StreamWindow:
         found = await self._read(stream, 0)
         if found is None:
@@ -121,19 +134,24 @@ class RedisPresence:
     def _key(self, channel: str) -> str:
         return f"{self._prefix}:pres:{channel}"
 
+    @guard
     async def add(self, channel: str, conn_id: str, node: str, member: bytes) -> None:
         await self._cmd.hset(self._key(channel), conn_id, _pack_member(node, member))
 
+    @guard
     async def remove(self, channel: str, conn_id: str) -> None:
         await self._cmd.hdel(self._key(channel), conn_id)
 
+    @guard
     async def members(self, channel: str) -> dict[str, tuple[str, bytes]]:
         raw = cast("dict[bytes, bytes]", await self._cmd.hgetall(self._key(channel)))
         return {k.decode(): _unpack_member(v) for k, v in raw.items()}
 
+    @guard
     async def beat(self, node: str, ttl_s: float) -> None:
         await self._cmd.set(f"{self._prefix}:node:{node}", b"1", px=max(1, round(ttl_s * 1000)))
 
+    @guard
     async def dead_nodes(self, nodes: set[str]) -> set[str]:
         if not nodes:
             return set()
@@ -141,6 +159,7 @@ class RedisPresence:
         alive = await self._cmd.mget([f"{self._prefix}:node:{n}" for n in order])
         return {n for n, v in zip(order, alive, strict=True) if v is None}
 
+    @guard
     async def purge(self, channel: str, nodes: set[str]) -> list[str]:
         if not nodes:
             return []
@@ -219,16 +238,19 @@ class RedisLimits:
         self._count = cmd.register_script(_COUNT)
         self._forget = cmd.register_script(_FORGET)
 
+    @guard
     async def acquire(self, key: str, interval: float, tolerance: float) -> float:
         args = [max(0, round(interval * 1e6)), max(0, round(tolerance * 1e6))]
         wait = await self._gcra(keys=[f"{self._prefix}:gcra:{key}"], args=args)
         return int(wait) / 1e6
 
+    @guard
     async def count(self, key: str, member: str, node: str, delta: int) -> int:
         p = self._prefix
         args: list[str | int] = [member, node, delta, f"{p}:nodecount:", key]
         return int(await self._count(keys=[f"{p}:count:{key}"], args=args))
 
+    @guard
     async def forget_node(self, node: str) -> None:
         p = self._prefix
         await self._forget(keys=[f"{p}:nodecount:{node}"], args=[f"{p}:count:", node])
@@ -256,14 +278,17 @@ class RedisRegistry:
         self._key = f"{prefix}:registry"
         self._delete_if = cmd.register_script(_DELETE_IF)
 
+    @guard
     async def put(self, registration: Registration) -> None:
         r = registration
         value = json.dumps([r.name, r.url, list(r.actions), r.expires_at])
         await self._cmd.hset(self._key, json.dumps([r.name, r.url]), value)
 
+    @guard
     async def delete(self, name: str, url: str) -> None:
         await self._cmd.hdel(self._key, json.dumps([name, url]))
 
+    @guard
     async def all(self) -> list[Registration]:
         raw = cast("dict[bytes, bytes]", await self._cmd.hgetall(self._key))
         now = time.time()

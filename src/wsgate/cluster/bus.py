@@ -45,6 +45,8 @@ from wsgate.cluster.query import ANSWER, QUERY, ClusterQuery
 from wsgate.cluster.shared import ROUTES_SUBJECT, ClusterLimits, SharedRoutes
 from wsgate.cluster.ticker import Ticker
 from wsgate.core.connection import Connection
+from wsgate.core.delivery import Delivery as CoreDelivery
+from wsgate.core.delivery import TargetKind
 from wsgate.core.gateway import Admission, Gateway, Pending
 from wsgate.core.pool import Channel
 from wsgate.protocol.address import Address
@@ -221,42 +223,23 @@ class ClusterBus:
 
     # Outbound (core Bus) -------------------------------------------------------------
 
-    def send(
-        self,
-        kind: str,
-        target: str,
-        type_: str,
-        payload: Any,
-        origin: From | None,
-        exclude: ConnectionId | None,
-        error: bool,
-    ) -> None:
+    def send(self, delivery: CoreDelivery) -> None:
         """The core's :class:`~wsgate.core.fanout.Bus`: one delivery to the other nodes.
 
         A view channel's action goes through the channel's stream (the broker
         assigns its offset; every node delivers it on receipt, this one too);
         a connection's goes to its node; a hub's or user's to their subject.
         """
-        if kind == env.CONNECTION:
+        kind, target = delivery.kind, delivery.target
+        if kind is TargetKind.CONNECTION:
             node = target.partition(".")[0]
             if node == self.node:
                 return  # ours, and gone
             subject = env.subject("node", node)
         else:
-            subject = env.subject(kind, target)
-        envelope = env.Envelope(
-            kind,
-            target,
-            self.node,
-            type_,
-            env.json_bytes(payload),
-            origin.userId if origin else "",
-            origin.connectionId if origin else "",
-            exclude or "",
-            error,
-        )
-        data = env.encode(envelope)
-        if kind == env.CHANNEL:
+            subject = env.subject(env.KIND_NAMES[kind], target)
+        data = env.encode(env.Envelope.from_delivery(delivery, self.node))
+        if kind is TargetKind.CHANNEL:
             self._broker.publish_stream(subject, target, data)
         else:
             self._broker.publish(subject, data)
@@ -344,16 +327,9 @@ class ClusterBus:
         return encode(Outbound(envelope.type, payload, meta, envelope.error))
 
     def _deliver_channel(self, envelope: env.Envelope, offset: int, prev: int) -> None:
-        self._gw.fanout.deliver_channel(
-            ChannelAddress(envelope.target),
-            envelope.type,
-            msgspec.Raw(envelope.payload),
-            self._origin(envelope),
-            ConnectionId(envelope.exclude) if envelope.exclude else None,
-            envelope.error,
-            offset,
-            prev,
-        )
+        delivery = envelope.to_delivery()
+        if delivery is not None:
+            self._gw.fanout.deliver_channel(delivery, offset, prev)
 
     async def _recover(self, address: ChannelAddress, top: int) -> None:
         try:
@@ -376,29 +352,19 @@ class ClusterBus:
     def _on_spread(self, envelope: env.Envelope, offset: int, prev: int) -> None:
         """A hub's or user's delivery from another node (ours went out at once)."""
         if envelope.origin != self.node:
-            self._gw.fanout.deliver_local(
-                envelope.kind,
-                envelope.target,
-                envelope.type,
-                msgspec.Raw(envelope.payload),
-                self._origin(envelope),
-                ConnectionId(envelope.exclude) if envelope.exclude else None,
-                envelope.error,
-            )
+            delivery = envelope.to_delivery()
+            if delivery is not None:
+                self._gw.fanout.deliver_local(delivery)
 
     def _on_connection(self, envelope: env.Envelope, offset: int, prev: int) -> None:
-        conn = self._gw.pool.connections.get(ConnectionId(envelope.target))
-        if conn is not None and envelope.type == RAW_TYPE:
-            conn.sink.send(envelope.payload)
-        elif conn is not None:
-            self._gw.fanout.to_connection(
-                conn.id,
-                envelope.type,
-                msgspec.Raw(envelope.payload),
-                self._origin(envelope),
-                None,
-                envelope.error,
-            )
+        if envelope.type == RAW_TYPE:
+            conn = self._gw.pool.connections.get(ConnectionId(envelope.target))
+            if conn is not None:
+                conn.sink.send(envelope.payload)
+            return
+        delivery = envelope.to_delivery()
+        if delivery is not None:
+            self._gw.fanout.deliver_local(delivery)
 
     def _on_control(self, envelope: env.Envelope, offset: int, prev: int) -> None:
         try:

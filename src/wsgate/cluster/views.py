@@ -14,6 +14,7 @@ import msgspec
 
 from wsgate.core.connection import Connection
 from wsgate.core.pool import Pool
+from wsgate.transport.base import Described
 
 __all__ = ["ChannelCount", "HubView", "describe", "local_hubs", "merge_hubs"]
 
@@ -42,6 +43,11 @@ def describe(conn: Connection) -> dict[str, object]:
         "channels": sorted(conn.channels or ()),
         "ip": conn.peer,
         "connectedAt": conn.connected_at,
+        **(
+            {"userAgent": sink.user_agent, "lastActiveAt": sink.last_active}
+            if isinstance(sink := conn.sink, Described)
+            else {"userAgent": "", "lastActiveAt": conn.connected_at}
+        ),
     }
 
 

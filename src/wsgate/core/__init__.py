@@ -7,7 +7,8 @@ It works against :mod:`wsgate.transport.base` (sinks) and
 from __future__ import annotations
 
 from wsgate.core.connection import Connection
+from wsgate.core.delivery import Delivery, TargetKind
 from wsgate.core.gateway import Authorizer, Gateway
 from wsgate.core.presence import PresenceBatcher
 
-__all__ = ["Authorizer", "Connection", "Gateway", "PresenceBatcher"]
+__all__ = ["Authorizer", "Connection", "Delivery", "Gateway", "PresenceBatcher", "TargetKind"]

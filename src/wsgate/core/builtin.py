@@ -3,17 +3,20 @@
 Each parses its payload strictly (unknown fields are refused) and answers
 with its counterpart (``JOINED``, ``LEFT``, ``PONG``) or an ``ERROR``, always
 with ``meta.inReplyTo`` when the client gave ``meta.id``. JOIN and NAVIGATE
-go through :meth:`Gateway.request_join <wsgate.core.gateway.Gateway.request_join>`
-(policy, gates, pool), whose answer may come later; the ``LEFT`` of a
+go through :meth:`JoinHost.request_join` (the gateway's: policy, gates,
+pool), whose answer may come later; the ``LEFT`` of a
 NAVIGATE's previous view carries its ``inReplyTo`` too.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import msgspec
 
+from wsgate.backends.base import RecentHistory
+from wsgate.core.joins import JoinAnswer, JoinRefused
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.address import PUBLIC_HUB, Address, parse_address
 from wsgate.protocol.codes import ErrorCode
@@ -22,12 +25,42 @@ from wsgate.typing import ChannelAddress, HubId
 
 if TYPE_CHECKING:
     from wsgate.core.connection import Connection
-    from wsgate.core.gateway import Gateway, JoinAnswer
+    from wsgate.core.dispatch import Handler
     from wsgate.core.pool import Channel
 
-__all__ = ["install"]
+__all__ = ["JoinHost", "install"]
 
 P = TypeVar("P")
+
+
+class JoinHost(Protocol):
+    """What the built-in handlers use of the gateway (:class:`~wsgate.core.gateway.Gateway`)."""
+
+    @property
+    def history(self) -> RecentHistory:
+        """The recent history a JOIN's ``since`` replays from."""
+        ...
+
+    def request_join(
+        self,
+        conn: Connection,
+        address: Address,
+        answer: JoinAnswer,
+        before_pool: Callable[[], object] | None = None,
+        *,
+        token: str | None = None,
+    ) -> None:
+        """The one join pipeline; ``answer`` is called exactly once, maybe later.
+        ``token``: the client's channel token (a ``token = true`` channel)."""
+        ...
+
+    def leave(self, conn: Connection, address: ChannelAddress) -> bool:
+        """Leave ``address``; ``False`` when ``conn`` was not in it."""
+        ...
+
+    def joined_payload(self, channel: Channel) -> bi.JoinedPayload:
+        """The ``JOINED`` payload of ``channel`` (count, offset, members)."""
+        ...
 
 
 def _payload(conn: Connection, action: Action, kind: type[P]) -> P | None:
@@ -49,9 +82,11 @@ def _address(conn: Connection, action: Action, text: str) -> Address | None:
     return address
 
 
-def install(gw: Gateway) -> None:
-    """Register the built-in handlers on ``gw.dispatcher``."""
-    from wsgate.core.gateway import JoinRefused
+def install(gw: JoinHost, register: Callable[[str, Handler], None]) -> None:
+    """Give ``register`` (the dispatcher's) a handler for each built-in action of ``gw``.
+
+    Called once, while the gateway is built, before any traffic.
+    """
 
     def answer(conn: Connection, action: Action, since: int | None) -> JoinAnswer:
         """The client's answer to its join: ``JOINED`` then the replay, or ``ERROR``."""
@@ -121,7 +156,7 @@ def install(gw: Gateway) -> None:
     def on_ping(conn: Connection, action: Action) -> None:
         conn.send_action(bi.PONG, action.payload, in_reply_to=_rid(action))
 
-    gw.dispatcher.register(bi.JOIN, on_join)
-    gw.dispatcher.register(bi.LEAVE, on_leave)
-    gw.dispatcher.register(bi.NAVIGATE, on_navigate)
-    gw.dispatcher.register(bi.PING, on_ping)
+    register(bi.JOIN, on_join)
+    register(bi.LEAVE, on_leave)
+    register(bi.NAVIGATE, on_navigate)
+    register(bi.PING, on_ping)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from wsgate.auth.principal import Principal
 from wsgate.protocol import builtins as bi
@@ -33,10 +33,45 @@ from wsgate.protocol.envelope import Outbound, OutMeta, encode, reply_id
 from wsgate.transport.base import Sink
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
 
-if TYPE_CHECKING:
-    from wsgate.core.gateway import Gateway
+__all__ = ["Connection", "Dispatch", "Intercept", "Owner", "State"]
 
-__all__ = ["Connection", "State"]
+
+class Dispatch(Protocol):
+    """Handles one inbound text message (:class:`~wsgate.core.dispatch.Dispatcher`)."""
+
+    def dispatch(self, conn: Connection, data: bytes) -> None: ...
+
+
+class Intercept(Protocol):
+    """Sees an ``ADMITTING`` connection's messages before they are queued.
+
+    The token admission (:mod:`wsgate.auth.jwt_gate`) takes the first one,
+    ``@@wsgate/AUTH``, of a connection that authenticates by message.
+    """
+
+    def receive(self, conn: Connection, data: bytes) -> bool:
+        """``True`` when it took ``data`` (not queued); ``False`` to queue it as usual."""
+        ...
+
+
+class Owner(Protocol):
+    """What a connection uses of the gateway that opened it (:class:`~wsgate.core.gateway.Gateway`).
+
+    ``dispatcher`` gets every message while ``OPEN``; ``intercept`` is offered
+    an ``ADMITTING`` connection's messages first; ``max_pending`` bounds
+    the ``queue`` otherwise; :meth:`close` is called once, from :meth:`Connection.on_close`.
+    """
+
+    @property
+    def dispatcher(self) -> Dispatch: ...
+
+    @property
+    def max_pending(self) -> int: ...
+
+    @property
+    def intercept(self) -> Intercept | None: ...
+
+    def close(self, conn: Connection) -> None: ...
 
 
 class State(Enum):
@@ -78,7 +113,7 @@ class Connection:
 
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: Owner,
         cid: ConnectionId,
         principal: Principal,
         sink: Sink,

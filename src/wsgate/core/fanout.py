@@ -1,11 +1,17 @@
-"""Delivery: relays from clients and publishes from services, to local members.
+"""Fan-out: a :class:`~wsgate.core.delivery.Delivery` to the local members of its target.
 
 An action for many connections is encoded once and the same ``bytes`` object
-handed to every sink (the transport frames it once too). Targets:
+handed to every sink (the transport frames it once too). Targets (one
+:class:`~wsgate.core.delivery.TargetKind` each):
 
 - a connection (by id), a user (every tab), a view channel, a hub;
 - ``exclude`` skips one connection (the sender of a relay, unless it asked
   for ``meta.echo``).
+
+Dispatch on the kind is a table, built once per :class:`Fanout`: one for a
+delivery that starts here (:meth:`Fanout.send`, which may go through the
+cluster :class:`Bus`) and one for a delivery that another node started
+(:meth:`Fanout.deliver_local`, this node's members only).
 
 Actions delivered to a view channel get the next ``meta.offset`` of its
 history and are stored there, so a client that rejoins with ``since``
@@ -17,40 +23,35 @@ the target's own index, never filtered from a wider set.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
+import msgspec
+
+from wsgate.backends.base import RecentHistory
+from wsgate.core.delivery import Delivery, TargetKind
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, From, Outbound, OutMeta, encode
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
 
 if TYPE_CHECKING:
     from wsgate.core.connection import Connection
-    from wsgate.core.gateway import Gateway
+    from wsgate.core.pool import Pool
 
-__all__ = ["Bus", "Deliver", "Fanout"]
+__all__ = ["Bus", "Fanout"]
 
-Deliver = Callable[[str, str, Any, From | None, ConnectionId | None, bool], int]
-"""``(target, type, payload, origin, exclude, error) -> local deliveries``."""
+Route = Callable[[Delivery], int]
+"""Delivers one :class:`Delivery`; returns how many local connections got it."""
 
 
 class Bus(Protocol):
     """Delivery beyond this node (:mod:`wsgate.cluster`). Never blocks.
 
-    ``kind`` is ``chan``, ``hub``, ``user`` or ``conn``. The bus delivers on
-    the other nodes (and, for channels, on this one too) by calling the
-    ``deliver_*`` methods of their :class:`Fanout`.
+    The bus delivers on the other nodes (and, for view channels, on this one
+    too) by calling :meth:`Fanout.deliver_local` or
+    :meth:`Fanout.deliver_channel` of their fan-out.
     """
 
-    def send(
-        self,
-        kind: str,
-        target: str,
-        type_: str,
-        payload: Any,
-        origin: From | None,
-        exclude: ConnectionId | None,
-        error: bool,
-    ) -> None: ...
+    def send(self, delivery: Delivery) -> None: ...
 
 
 def _send_each(
@@ -73,21 +74,38 @@ def _send_all(members: Iterable[Connection], data: bytes, exclude: ConnectionId 
     return sent
 
 
+def _frame(d: Delivery, meta: OutMeta | None) -> bytes:
+    return encode(Outbound(d.type, d.payload, meta, d.error))
+
+
 class Fanout:
-    """Local delivery for one gateway."""
+    """Local delivery for one node's ``pool``, recording channels in ``history``.
 
-    __slots__ = ("_by_kind", "_gw", "bus")
+    Given at construction and fixed: the pool (the targets' member indexes),
+    the recent history (view channels' offsets) and, in a cluster, the
+    ``bus``. It needs nothing else of the gateway.
+    """
 
-    def __init__(self, gateway: Gateway) -> None:
-        self._gw = gateway
-        self.bus: Bus | None = None
-        """Set in a cluster: delivery beyond this node."""
-        self._by_kind: dict[str, Deliver] = {
-            "connection": self.to_connection,
-            "user": self.to_user,
-            "channel": self.to_channel,
-            "hub": self.to_hub,
+    __slots__ = ("_history", "_local", "_pool", "_send", "bus")
+
+    def __init__(self, pool: Pool, history: RecentHistory, bus: Bus | None = None) -> None:
+        self._pool = pool
+        self._history = history
+        self.bus = bus
+        """Delivery beyond this node; ``None`` on a single node."""
+        self._send: dict[TargetKind, Route] = {
+            TargetKind.CONNECTION: self._to_connection,
+            TargetKind.USER: self._spread,
+            TargetKind.CHANNEL: self._to_channel,
+            TargetKind.HUB: self._spread,
         }
+        """A delivery that starts on this node, by kind."""
+        self._local: dict[TargetKind, Route] = {
+            TargetKind.CONNECTION: self._local_connection,
+            TargetKind.USER: self._local_user,
+            TargetKind.HUB: self._local_hub,
+        }
+        """A delivery another node started, by kind (channels: :meth:`deliver_channel`)."""
 
     def relay(self, conn: Connection, action: Action) -> None:
         """Relay ``action`` from ``conn`` to the other members of ``meta.channel``."""
@@ -102,153 +120,96 @@ class Fanout:
             return
         origin = From(conn.principal.sub, conn.id)
         exclude = None if meta.echo else conn.id
-        self.to_channel(channel, action.type, action.payload, origin, exclude, action.error)
+        # The channel entry of the send table, called directly: the kind is known.
+        self._to_channel(
+            Delivery(
+                TargetKind.CHANNEL, channel, action.type, action.payload, action.error,
+                origin, exclude,
+            )
+        )
 
-    def to_channel(
-        self,
-        target: str,
-        type_: str,
-        payload: Any,
-        origin: From | None = None,
-        exclude: ConnectionId | None = None,
-        error: bool = False,
-    ) -> int:
-        """Deliver to a view channel or a whole hub; return local deliveries.
+    def send(self, delivery: Delivery) -> int:
+        """Deliver ``delivery`` from this node; return the local deliveries.
 
-        In a cluster a view channel's action goes through the bus, which
-        assigns its offset; every node (this one too) delivers it on receipt
+        A connection here gets it directly; one elsewhere through the bus. A
+        user's or hub's delivery goes to the bus and to the local members. In
+        a cluster a view channel's goes only through the bus, which assigns
+        its offset; every node (this one too) delivers it on receipt
         (:meth:`deliver_channel`), so the count returned is 0.
         """
-        gw = self._gw
-        address = ChannelAddress(target)
-        hub_id, _, view = address.partition(":")
-        if not view:
-            return self.to_hub(HubId(hub_id), type_, payload, origin, exclude, error)
-        if self.bus is not None:
-            self.bus.send("chan", address, type_, payload, origin, exclude, error)
-            return 0
-        channel = gw.pool.channel(address)
-        if channel is None:
-            return 0
-        offset = gw.history.next_offset(address)
-        data = encode(Outbound(type_, payload, OutMeta(address, offset, from_=origin), error))
-        gw.history.append(address, offset, data)
-        return _send_each(channel.sends, data, exclude)
+        return self._send[delivery.kind](delivery)
 
-    def deliver_channel(
-        self,
-        address: ChannelAddress,
-        type_: str,
-        payload: Any,
-        origin: From | None,
-        exclude: ConnectionId | None,
-        error: bool,
-        offset: int,
-        prev: int,
-    ) -> int:
-        """A cluster's channel action reached this node: record it, give it to local members."""
-        gw = self._gw
-        data = encode(Outbound(type_, payload, OutMeta(address, offset, from_=origin), error))
-        gw.history.seen(address, offset, prev, data)
-        channel = gw.pool.channel(address)
-        if channel is None:
-            return 0
-        return _send_each(channel.sends, data, exclude)
+    def deliver_local(self, delivery: Delivery) -> int:
+        """Another node's hub, user or connection delivery: give it to local members only.
 
-    def to_hub(
-        self,
-        hub_id: str,
-        type_: str,
-        payload: Any,
-        origin: From | None = None,
-        exclude: ConnectionId | None = None,
-        error: bool = False,
-    ) -> int:
-        """Deliver to every connection of a hub (and, in a cluster, the other nodes')."""
-        return self._spread("hub", hub_id, type_, payload, origin, exclude, error)
-
-    def to_user(
-        self,
-        user: str,
-        type_: str,
-        payload: Any,
-        origin: From | None = None,
-        exclude: ConnectionId | None = None,
-        error: bool = False,
-    ) -> int:
-        """Deliver to every connection (tab) of ``user`` (on every node, in a cluster)."""
-        return self._spread("user", user, type_, payload, origin, exclude, error)
-
-    def _spread(
-        self,
-        kind: str,
-        target: str,
-        type_: str,
-        payload: Any,
-        origin: From | None,
-        exclude: ConnectionId | None,
-        error: bool,
-    ) -> int:
-        if self.bus is not None:
-            self.bus.send(kind, target, type_, payload, origin, exclude, error)
-        return self.deliver_local(kind, target, type_, payload, origin, exclude, error)
-
-    def deliver_local(
-        self,
-        kind: str,
-        target: str,
-        type_: str,
-        payload: Any,
-        origin: From | None = None,
-        exclude: ConnectionId | None = None,
-        error: bool = False,
-    ) -> int:
-        """Deliver to this node's connections of a hub (``kind="hub"``) or user (``"user"``).
-
-        Hub deliveries name the hub in ``meta.channel``; neither carries an offset.
+        Never sent on to the bus. Raises :class:`KeyError` for a channel
+        delivery, which carries an offset (:meth:`deliver_channel`).
         """
-        pool = self._gw.pool
-        if kind == "hub":
-            hub = pool.hubs.get(HubId(target))
-            members = None if hub is None else hub.members
-            meta: OutMeta | None = OutMeta(target, from_=origin)
-        else:
-            members = pool.users.get(UserId(target))
-            meta = OutMeta(from_=origin) if origin else None
+        return self._local[delivery.kind](delivery)
+
+    def deliver_channel(self, delivery: Delivery, offset: int, prev: int) -> int:
+        """A cluster's channel delivery reached this node: record it, give it to local members."""
+        address = ChannelAddress(delivery.target)
+        data = _frame(delivery, OutMeta(address, offset, from_=delivery.origin))
+        self._history.seen(address, offset, prev, data)
+        channel = self._pool.channel(address)
+        if channel is None:
+            return 0
+        return _send_each(channel.sends, data, delivery.exclude)
+
+    # The send table ----------------------------------------------------------------
+
+    def _to_channel(self, d: Delivery) -> int:
+        address = ChannelAddress(d.target)
+        if not address.partition(":")[2]:  # a bare hub id: the whole hub
+            return self._spread(msgspec.structs.replace(d, kind=TargetKind.HUB))
+        if self.bus is not None:
+            self.bus.send(d)
+            return 0
+        channel = self._pool.channel(address)
+        if channel is None:
+            return 0
+        history = self._history
+        offset = history.next_offset(address)
+        meta = OutMeta(address, offset, from_=d.origin)
+        data = encode(Outbound(d.type, d.payload, meta, d.error))
+        history.append(address, offset, data)
+        return _send_each(channel.sends, data, d.exclude)
+
+    def _spread(self, d: Delivery) -> int:
+        """A hub's or user's delivery: to the other nodes, then to this node's members."""
+        if self.bus is not None:
+            self.bus.send(d)
+        return self._local[d.kind](d)
+
+    def _to_connection(self, d: Delivery) -> int:
+        if d.target == d.exclude:
+            return 0
+        if self.bus is not None and ConnectionId(d.target) not in self._pool.connections:
+            self.bus.send(d)
+            return 0
+        return self._local_connection(d)
+
+    # The local table ----------------------------------------------------------------
+
+    def _local_hub(self, d: Delivery) -> int:
+        """Hub deliveries name the hub in ``meta.channel``; no offset."""
+        hub = self._pool.hubs.get(HubId(d.target))
+        if hub is None or not hub.members:
+            return 0
+        data = _frame(d, OutMeta(d.target, from_=d.origin))
+        return _send_all(hub.members.values(), data, d.exclude)
+
+    def _local_user(self, d: Delivery) -> int:
+        members = self._pool.users.get(UserId(d.target))
         if not members:
             return 0
-        data = encode(Outbound(type_, payload, meta, error))
-        return _send_all(members.values(), data, exclude)
+        data = _frame(d, OutMeta(from_=d.origin) if d.origin else None)
+        return _send_all(members.values(), data, d.exclude)
 
-    def to_connection(
-        self,
-        cid: str,
-        type_: str,
-        payload: Any,
-        origin: From | None = None,
-        exclude: ConnectionId | None = None,
-        error: bool = False,
-    ) -> int:
-        """Deliver to one connection by id (on its node, in a cluster)."""
-        conn = self._gw.pool.connections.get(ConnectionId(cid))
-        if conn is None and self.bus is not None and cid != exclude:
-            self.bus.send("conn", cid, type_, payload, origin, exclude, error)
+    def _local_connection(self, d: Delivery) -> int:
+        conn = self._pool.connections.get(ConnectionId(d.target))
+        if conn is None or d.target == d.exclude:
             return 0
-        if conn is None or cid == exclude:
-            return 0
-        data = encode(Outbound(type_, payload, OutMeta(from_=origin) if origin else None, error))
-        conn.sink.send(data)
+        conn.sink.send(_frame(d, OutMeta(from_=d.origin) if d.origin else None))
         return 1
-
-    def to_target(
-        self,
-        kind: str,
-        value: str,
-        type_: str,
-        payload: Any,
-        exclude: ConnectionId | None = None,
-        error: bool = False,
-    ) -> int:
-        """Deliver to ``kind`` (``connection``, ``user``, ``channel``, ``hub``) ``value``."""
-        deliver: Deliver = self._by_kind[kind]
-        return deliver(value, type_, payload, None, exclude, error)

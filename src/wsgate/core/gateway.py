@@ -3,8 +3,13 @@
 :class:`Gateway` implements :class:`~wsgate.transport.base.ConnectionHandler`.
 The transport calls :meth:`Gateway.open` after a handshake; the returned
 :class:`~wsgate.core.connection.Connection` is the session it feeds. The
-internal API calls :meth:`request_join`, :meth:`leave`, :meth:`disconnect` and the
-:class:`~wsgate.core.fanout.Fanout` publish methods.
+internal API calls :meth:`request_join`, :meth:`leave`, :meth:`disconnect` and
+:meth:`Fanout.send <wsgate.core.fanout.Fanout.send>` (``gateway.fanout``).
+
+The collaborators it builds depend on what they use, not on this module: the
+fan-out gets the pool, history and bus; a :class:`Connection` sees its gateway
+as a :class:`~wsgate.core.connection.Owner`, the built-in handlers as a
+:class:`~wsgate.core.builtin.JoinHost`.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from wsgate.auth.principal import Principal
 from wsgate.backends.base import RecentHistory
 from wsgate.core import builtin
 from wsgate.core.clock import Scheduler
-from wsgate.core.connection import Connection, State
+from wsgate.core.connection import Connection, Intercept, State
 from wsgate.core.dispatch import Dispatcher, Upstream
 from wsgate.core.fanout import Bus, Fanout
+from wsgate.core.joins import JoinAnswer, JoinRefused
 from wsgate.core.limits import Limiter, SharedCheck, retry_ms
 from wsgate.core.pool import Channel, Pool
 from wsgate.core.presence import PresenceBatcher
@@ -109,18 +115,6 @@ class Admission(Protocol):
         ...
 
 
-class Intercept(Protocol):
-    """Sees an ``ADMITTING`` connection's messages before they are queued.
-
-    The token admission (:mod:`wsgate.auth.jwt_gate`) takes the first one,
-    ``@@wsgate/AUTH``, of a connection that authenticates by message.
-    """
-
-    def receive(self, conn: Connection, data: bytes) -> bool:
-        """``True`` when it took ``data`` (not queued); ``False`` to queue it as usual."""
-        ...
-
-
 class Pending(Enum):
     """:meth:`AuthorizeHook.check` has no answer yet; it will call ``resume``."""
 
@@ -147,19 +141,6 @@ class Attached(Protocol):
     def attach(self, gateway: Gateway) -> None:
         """Called once, at the end of :class:`Gateway`'s constructor, before any traffic."""
         ...
-
-
-class JoinRefused(Exception):
-    """A join's refusal (given to the ``answer`` of :meth:`Gateway.request_join`)."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-JoinAnswer = Callable[["Channel | JoinRefused"], None]
-"""Told the outcome of :meth:`Gateway.request_join`: the channel joined, or why not."""
 
 
 class Gateway:
@@ -211,15 +192,14 @@ class Gateway:
         self.max_channels = max_channels
         """Views one connection may have joined at once (``TOO_LARGE`` past it)."""
         self.pool = Pool()
-        self.fanout = Fanout(self)
-        self.fanout.bus = bus
+        self.fanout = Fanout(self.pool, history, bus)
         self.limiter = limiter
         if limiter is not None and shared is not None:
             limiter.shared = shared
         self.dispatcher = Dispatcher(
             self.fanout.relay, relays, self.hold, self.release, limiter, max_depth, upstream
         )
-        builtin.install(self)
+        builtin.install(self, self.dispatcher.register)
         self._new_id = id_factory
         self.observers: tuple[Observer, ...] = tuple(observers)
         """Told of lifecycle events: services (:mod:`wsgate.upstream`), the cluster."""

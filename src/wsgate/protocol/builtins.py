@@ -8,9 +8,11 @@ import msgspec
 
 __all__ = [
     "AUTH",
+    "CANCEL",
     "CONNECT",
     "CONNECTED",
     "DISCONNECTED",
+    "END",
     "ERROR",
     "JOIN",
     "JOINED",
@@ -24,6 +26,8 @@ __all__ = [
     "SESSION_EXPIRING",
     "WELCOME",
     "AuthPayload",
+    "CancelPayload",
+    "EndPayload",
     "ErrorPayload",
     "JoinPayload",
     "JoinedPayload",
@@ -45,6 +49,8 @@ NAVIGATE: Final = "@@wsgate/NAVIGATE"
 PING: Final = "@@wsgate/PING"
 REFRESH: Final = "@@wsgate/REFRESH"
 """The answer to SESSION_EXPIRING: ``{token}`` (new claims), or ``{}`` (a refreshed cookie)."""
+CANCEL: Final = "@@wsgate/CANCEL"
+"""Cancel the caller's open stream ``{id}`` (the request's ``meta.id``)."""
 # gateway -> client
 WELCOME: Final = "@@wsgate/WELCOME"
 JOINED: Final = "@@wsgate/JOINED"
@@ -54,6 +60,8 @@ PRESENCE: Final = "@@wsgate/PRESENCE"
 ERROR: Final = "@@wsgate/ERROR"
 SESSION_EXPIRING: Final = "@@wsgate/SESSION_EXPIRING"
 """``auth.expiry_warning_s`` before the credential's ``exp``: answer REFRESH."""
+END: Final = "@@wsgate/END"
+"""The last action of a stream: ``{id, status}``."""
 # lifecycle events for services
 CONNECT: Final = "@@wsgate/CONNECT"
 """The connect hook's event: routed to a service, answered before WELCOME."""
@@ -132,6 +140,23 @@ class WelcomePayload(msgspec.Struct):
     node: str
     hubs: list[str]
     heartbeatMs: int
+
+
+class CancelPayload(msgspec.Struct, forbid_unknown_fields=True):
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    """The stream's request ``meta.id`` (at most ``envelope.MAX_META_ID`` chars)."""
+
+
+class EndPayload(msgspec.Struct, omit_defaults=True):
+    """``@@wsgate/END``: how a stream ended.
+
+    ``status`` is ``OK`` (the service ended it), ``CANCELLED`` (CANCEL or
+    LEAVE) or an error code; ``message`` comes with an error code only.
+    """
+
+    id: str
+    status: str
+    message: str | None = None
 
 
 class ErrorPayload(msgspec.Struct, omit_defaults=True):

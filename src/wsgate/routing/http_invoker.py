@@ -53,9 +53,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final, overload
-
-import msgspec
+from typing import Any, overload
 
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
@@ -68,6 +66,7 @@ from wsgate.routing.http1 import (
     Unanswered,
 )
 from wsgate.routing.instances import Instance, Service
+from wsgate.routing.request import encode_request
 from wsgate.routing.results import InvocationResult, decode_result
 from wsgate.routing.signature import HEADER, sign
 from wsgate.routing.trace import ensure_traceparent
@@ -75,14 +74,6 @@ from wsgate.routing.trace import ensure_traceparent
 __all__ = ["HttpInvoker", "InvokerStats"]
 
 log = logging.getLogger(__name__)
-
-
-class _Request(msgspec.Struct):
-    action: Any
-    context: InvocationContext
-
-
-_encoder: Final = msgspec.json.Encoder()
 
 
 @dataclass
@@ -227,7 +218,7 @@ class HttpInvoker:
         call = _Call(self, service, done)  # holds the slot from here
         try:
             timeout_s = call.timeout_s = pool.timeout_ms / 1000
-            body = _encoder.encode(_Request(action, context))
+            body = encode_request(action, context)
             headers = self._headers(service, body, context, ensure_traceparent(traceparent))
             call.body, call.headers = body, headers
             call.deadline = http.loop.time() + timeout_s
@@ -293,7 +284,7 @@ class HttpInvoker:
                         service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "concurrency cap full"
                     )
             try:
-                body = _encoder.encode(_Request(action, context))
+                body = encode_request(action, context)
                 headers = self._headers(service, body, context, ensure_traceparent(traceparent))
                 http = self._client()
                 deadline = http.loop.time() + timeout_s

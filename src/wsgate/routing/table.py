@@ -53,7 +53,13 @@ from wsgate.routing.instances import (
     Transport,
 )
 
-__all__ = ["MAX_ACTIONS_PER_REGISTRATION", "MAX_TTL_S", "Discovered", "RouteTable"]
+__all__ = [
+    "MAX_ACTIONS_PER_REGISTRATION",
+    "MAX_TTL_S",
+    "Discovered",
+    "RouteTable",
+    "is_pattern",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,11 @@ _NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PATTERN_RE: Final = re.compile(r"\*|[A-Za-z0-9_./:@$-]{1,128}\*?")
 _RANKED: Final[tuple[Source, ...]] = ("registered", *DISCOVERED)
 _URL_RE: Final = re.compile(r"https?://[^\s]{1,2040}")
+
+
+def is_pattern(text: str) -> bool:
+    """Tell whether ``text`` is a route pattern: an action type, ``prefix*`` or ``*``."""
+    return _PATTERN_RE.fullmatch(text) is not None
 
 
 class Discovered(NamedTuple):
@@ -131,11 +142,12 @@ class RouteTable:
         for name, svc in config.services.items():
             table.add_service(
                 name,
-                svc.url,
+                svc.target,
                 timeout_ms=svc.timeout_ms,
                 secret=svc.secret,
                 max_concurrency=svc.max_concurrency,
                 pipeline=svc.pipeline,
+                transport=svc.transport,
             )
         for rule in config.routes:
             table.add_route(rule.match, rule.service, rule.roles)
@@ -152,8 +164,11 @@ class RouteTable:
         secret: str = "",
         max_concurrency: int = 256,
         pipeline: int = 1,
+        transport: Transport = "http",
     ) -> None:
         """Declare a static service with an instance at ``url``.
+
+        ``url`` is what ``transport``'s invoker calls (a NATS subject for ``nats``).
 
         Declaring the same name again adds another instance (the settings of
         the first declaration stay); a registered instance at ``url`` becomes
@@ -162,7 +177,13 @@ class RouteTable:
         pool = self._pools.get(name)
         if pool is None or not pool.static:
             fresh = self._new_pool(
-                name, timeout_ms, secret, max_concurrency, static=True, pipeline=pipeline
+                name,
+                timeout_ms,
+                secret,
+                max_concurrency,
+                static=True,
+                pipeline=pipeline,
+                transport=transport,
             )
             if pool is not None:  # registered instances join the declared service
                 fresh.instances.extend(pool.instances)
@@ -215,6 +236,8 @@ class RouteTable:
         now = self._clock() if now is None else now
         patterns = tuple(dict.fromkeys(actions))
         pool = self._pools.get(name)
+        if pool is not None and pool.transport != "http":
+            raise ValueError(f"name: {name} is a {pool.transport} service, not HTTP")
         if pool is None:
             timeout_ms, secret, cap = self._registered_defaults
             pool = self._new_pool(name, timeout_ms, secret, cap, static=False)
@@ -442,7 +465,7 @@ class RouteTable:
         if not isinstance(actions, list) or not 1 <= len(actions) <= MAX_ACTIONS_PER_REGISTRATION:
             raise ValueError(f"actions: a list of 1-{MAX_ACTIONS_PER_REGISTRATION} patterns")
         for pattern in actions:
-            if not isinstance(pattern, str) or not _PATTERN_RE.fullmatch(pattern):
+            if not isinstance(pattern, str) or not is_pattern(pattern):
                 raise ValueError(f"actions: {pattern!r} is not an action type or prefix*")
         if not 0 < ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttl: seconds in (0, {MAX_TTL_S:g}]")

@@ -40,7 +40,17 @@ from wsgate.protocol.patterns import PatternTable
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.signature import HEADER, verify
 
-__all__ = ["Context", "Handler", "Refused", "Reply", "Service"]
+__all__ = [
+    "Context",
+    "Handler",
+    "HandlerResult",
+    "Invocation",
+    "Refused",
+    "Reply",
+    "Service",
+    "decode_invocation",
+    "encode_answer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +76,43 @@ HandlerResult = Reply | list[dict[str, Any]] | dict[str, Any] | None
 Handler = Callable[[dict[str, Any], InvocationContext], Awaitable[HandlerResult]]
 
 
-class _Invocation(msgspec.Struct):
+class Invocation(msgspec.Struct):
+    """A decoded invocation request: the action (a dict) and its context."""
+
     action: dict[str, Any]
     context: InvocationContext
 
 
-_decoder: Final = msgspec.json.Decoder(_Invocation)
+_decoder: Final = msgspec.json.Decoder(Invocation)
 _encoder: Final = msgspec.json.Encoder()
+
+
+def decode_invocation(body: bytes) -> Invocation | None:
+    """The invocation in ``body``, or ``None`` when it is not one (no ``action.type`` included)."""
+    try:
+        invocation = _decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return invocation if isinstance(invocation.action.get("type"), str) else None
+
+
+def encode_answer(result: HandlerResult) -> bytes:
+    """A handler's result as an answer body; ``b""`` when there is nothing to answer."""
+    if result is None:
+        return b""
+    answer: dict[str, Any] = {}
+    if isinstance(result, Reply):
+        if result.actions:
+            answer["reply"] = result.actions
+        if result.publish:
+            answer["publish"] = result.publish
+        if result.claims is not None:
+            answer["claims"] = result.claims
+    elif isinstance(result, dict):
+        answer["reply"] = [result]
+    else:
+        answer["reply"] = list(result)
+    return _encoder.encode(answer) if answer else b""
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -125,13 +165,10 @@ class Service:
             self._secrets, request.headers.get(HEADER), body, self._clock(), self._tolerance_s
         ):
             return _error(401, "bad signature")
-        try:
-            invocation = _decoder.decode(body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        invocation = decode_invocation(body)
+        if invocation is None:
             return _error(400, "not an invocation")
-        action_type = invocation.action.get("type")
-        if not isinstance(action_type, str):
-            return _error(400, "action without type")
+        action_type: str = invocation.action["type"]
         handler = self._handlers.lookup(action_type)
         if handler is None:
             return _error(404, "no handler for this action type")
@@ -146,20 +183,7 @@ class Service:
 
     @staticmethod
     def _answer(result: HandlerResult) -> web.Response:
-        if result is None:
+        body = encode_answer(result)
+        if not body:
             return web.Response(status=204)
-        answer: dict[str, Any] = {}
-        if isinstance(result, Reply):
-            if result.actions:
-                answer["reply"] = result.actions
-            if result.publish:
-                answer["publish"] = result.publish
-            if result.claims is not None:
-                answer["claims"] = result.claims
-        elif isinstance(result, dict):
-            answer["reply"] = [result]
-        else:
-            answer["reply"] = list(result)
-        if not answer:
-            return web.Response(status=204)
-        return web.Response(body=_encoder.encode(answer), content_type="application/json")
+        return web.Response(body=body, content_type="application/json")

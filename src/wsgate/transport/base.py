@@ -16,8 +16,9 @@ no-op, so fan-out never needs to check.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from wsgate.auth.principal import Principal
 
@@ -25,6 +26,8 @@ __all__ = [
     "BinaryEchoSession",
     "BinarySink",
     "ConnectionHandler",
+    "Described",
+    "FlowSink",
     "HttpResponse",
     "Session",
     "Sink",
@@ -46,6 +49,32 @@ class Sink(Protocol):
 
     def close(self, code: int, reason: str = "") -> None:
         """Flush what is queued, then start the close handshake with ``code``."""
+
+
+@runtime_checkable
+class FlowSink(Sink, Protocol):
+    """A sink a producer that can wait (a stream) can pace itself by.
+
+    The transport's sinks are. The core never waits on it; the Upstream's
+    streams do, so a slow client pauses a stream instead of filling its buffer.
+    """
+
+    def when_writable(self) -> asyncio.Future[None] | None:
+        """``None`` when more may be sent now, else a future resolved once it may
+        (or once the connection is gone)."""
+
+
+@runtime_checkable
+class Described(Protocol):
+    """What the transport knows of a connection beyond sending: for the API's answers."""
+
+    @property
+    def user_agent(self) -> str:
+        """The upgrade's ``User-Agent`` (at most 256 characters; ``""`` without one)."""
+
+    @property
+    def last_active(self) -> float:
+        """Unix time of the last message received (the upgrade's time before the first)."""
 
 
 class Session(Protocol):

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import sys
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -47,7 +49,16 @@ from wsgate.transport.framing import encode_binary_frame, encode_frame, encode_t
 from wsgate.transport.heartbeat import HB_IDLE, HB_STOP, HB_WAIT, HeartbeatWheel
 from wsgate.transport.outbound import BufferedListener, OutboundContext
 
-__all__ = ["CLOSE_GRACE_S", "GateListener", "ListenerContext", "is_valid_close_code"]
+__all__ = [
+    "CLOSE_GRACE_S",
+    "MAX_USER_AGENT",
+    "GateListener",
+    "ListenerContext",
+    "is_valid_close_code",
+]
+
+MAX_USER_AGENT: Final = 256
+"""Characters of the upgrade's ``User-Agent`` kept (for ``GET /@connections/{id}``)."""
 
 CLOSE_GRACE_S: Final = 3.0
 """How long a closing connection waits for the peer's close frame (or for its
@@ -143,6 +154,7 @@ class GateListener(BufferedListener):
     """
 
     __slots__ = (
+        "_active",
         "_close_timer",
         "_ctl_refused",
         "_ctl_since",
@@ -157,13 +169,21 @@ class GateListener(BufferedListener):
         "_principal",
         "_session",
         "_state",
+        "_user_agent",
     )
 
     _ctx: ListenerContext
 
-    def __init__(self, ctx: ListenerContext, principal: Principal | None) -> None:
+    def __init__(
+        self, ctx: ListenerContext, principal: Principal | None, user_agent: str = ""
+    ) -> None:
         super().__init__(ctx)
         self._principal = principal
+        # Interned: the same few agents repeat across thousands of connections
+        # (CPython frees an interned string with its last reference).
+        self._user_agent = sys.intern(user_agent[:MAX_USER_AGENT])
+        self._active = time.time()
+        """Unix time of the last message received (one clock read per message)."""
         self._session: Session | None = None
         self._state = _CONNECTING
         self._frag: bytearray | None = None
@@ -319,6 +339,8 @@ class GateListener(BufferedListener):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._state = _CLOSED
         self._out = None
+        if self._waiters is not None:
+            self.release_waiters()
         self._frag = self._frag_op = self._frag_dec = None
         timer = self._close_timer
         if timer is not None:
@@ -381,7 +403,16 @@ class GateListener(BufferedListener):
                 self._terminate(4429, "too many control frames")
         return False
 
+    @property
+    def user_agent(self) -> str:
+        return self._user_agent
+
+    @property
+    def last_active(self) -> float:
+        return self._active
+
     def _text(self, data: bytes) -> None:
+        self._active = time.time()
         # §8.1: a text message must be valid UTF-8. isascii() is a fast scan
         # and covers nearly all JSON; decode only when it says no.
         if not data.isascii():
@@ -393,6 +424,7 @@ class GateListener(BufferedListener):
         self._session.on_message(data)  # type: ignore[union-attr]
 
     def _binary(self, data: bytes) -> None:
+        self._active = time.time()
         session = self._session
         echo: Callable[[bytes], None] | None = getattr(session, "on_binary_message", None)
         if echo is not None:

@@ -92,7 +92,7 @@ class BufferedListener(WSListener):
     :meth:`_enqueue`, and implement :meth:`_overflow`.
     """
 
-    __slots__ = ("_backlog", "_ctx", "_out", "_wst")
+    __slots__ = ("_backlog", "_ctx", "_out", "_paused", "_waiters", "_wst")
 
     _ctx: OutboundContext
     _wst: WSTransport
@@ -106,6 +106,39 @@ class BufferedListener(WSListener):
         """The transport's write buffer size as last seen (after our last
         write, or on pause/resume); stale by at most the asyncio low-water
         mark, since a drain below it calls :meth:`resume_writing`."""
+        self._paused = False
+        """Between the transport's ``pause_writing`` and ``resume_writing``."""
+        self._waiters: list[asyncio.Future[None]] | None = None
+        """Producers waiting in :meth:`when_writable`: one per open stream, plus at
+        most 8 left by streams cancelled while waiting (pruned on append)."""
+
+    def when_writable(self) -> asyncio.Future[None] | None:
+        """``None`` if a producer that can wait (a stream) may send now, else a future.
+
+        Writable means nothing queued for this iteration's flush and the
+        transport not paused. The future resolves at the next flush that
+        leaves the transport unpaused, at ``resume_writing``, or when the
+        connection goes (:meth:`release_waiters`); so a stream adds at most
+        one message past the transport's own high mark, far below ``high_water``.
+        """
+        if self._out is None and not self._paused:
+            return None
+        fut: asyncio.Future[None] = self._ctx.loop.create_future()
+        waiters = self._waiters
+        if waiters is None:
+            self._waiters = [fut]
+        else:
+            if len(waiters) >= 8:  # drop those of cancelled streams: live ones bound the list
+                waiters[:] = [w for w in waiters if not w.done()]
+            waiters.append(fut)
+        return fut
+
+    def release_waiters(self) -> None:
+        """Resolve every :meth:`when_writable` future (writable again, or closed)."""
+        waiters, self._waiters = self._waiters, None
+        for fut in waiters or ():
+            if not fut.done():
+                fut.set_result(None)
 
     def _enqueue(self, frame: bytes) -> None:
         """Append one encoded frame; it goes out with this iteration's flush."""
@@ -145,14 +178,20 @@ class BufferedListener(WSListener):
         self._backlog = backlog
         if backlog > self._ctx.high_water:
             self._overflow()
+        elif self._waiters is not None and not self._paused:
+            self.release_waiters()
 
     def pause_writing(self) -> None:
         """The transport's buffer passed asyncio's high mark: note its size."""
+        self._paused = True
         self._backlog = self._wst.underlying_transport.get_write_buffer_size()
 
     def resume_writing(self) -> None:
         """The transport's buffer drained below asyncio's low mark."""
+        self._paused = False
         self._backlog = self._wst.underlying_transport.get_write_buffer_size()
+        if self._waiters is not None and self._out is None:
+            self.release_waiters()
 
     def _overflow(self) -> None:
         """Pending data passed the high-water mark; the buffer is already dropped."""

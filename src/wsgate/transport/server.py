@@ -265,7 +265,7 @@ async def start_listener(
         origin = headers.get("Origin")
         if origin is not None and not allow_any and origin not in allowed:
             return _error(403, b"403 Forbidden: origin not allowed")
-        listener = GateListener(ctx, authenticate(headers))
+        listener = GateListener(ctx, authenticate(headers), headers.get("User-Agent", ""))
         if _offers(headers, SUBPROTOCOL):
             return WSUpgradeResponseWithListener(
                 WSUpgradeResponse.create_101_response(protocol_header), listener

@@ -1,0 +1,209 @@
+"""The internal API's operations, whatever carries them (HTTP ``/v1``, gRPC ``wsgate.v1``).
+
+Each function is the one path of its operation: the aiohttp handlers of
+:mod:`wsgate.api.v1` and the gRPC servicer of :mod:`wsgate.api.grpc_service`
+both call it and only translate its result or its :class:`Refused` into
+their answer (an HTTP status, a gRPC status code). A connection that lives
+on another node is reached over the cluster bus (the operation is then
+*forwarded*: it happens on that node, after this call returns).
+
+No function here touches a socket itself; :func:`join` and :func:`presence`
+await the core's join pipeline and the cluster's presence store, each
+bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+
+import msgspec
+
+from wsgate.api.state import ApiState, bus_for
+from wsgate.core.connection import Connection
+from wsgate.core.gateway import JoinRefused
+from wsgate.core.pool import Channel
+from wsgate.delivery import deliver
+from wsgate.protocol import builtins as bi
+from wsgate.protocol.address import parse_address
+from wsgate.protocol.codes import CloseCode, ErrorCode
+from wsgate.routing.results import Publish
+from wsgate.typing import ChannelAddress, ConnectionId, UserId
+
+__all__ = [
+    "JOIN_TIMEOUT_S",
+    "Problem",
+    "Refused",
+    "connection",
+    "decode_publish",
+    "disconnect",
+    "disconnect_user",
+    "join",
+    "leave",
+    "presence",
+    "publish",
+]
+
+JOIN_TIMEOUT_S = 10.0
+"""An API join waits at most this for its gates (authorize hook, cluster subscription)."""
+
+
+class Problem(enum.Enum):
+    """Why an operation was refused, independent of the protocol that carried it."""
+
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    TOO_LARGE = "too_large"
+    UPSTREAM_ERROR = "upstream_error"
+    UNAVAILABLE = "unavailable"
+    TIMEOUT = "timeout"
+
+
+_BY_CODE = {
+    ErrorCode.BAD_REQUEST: Problem.BAD_REQUEST,
+    ErrorCode.FORBIDDEN: Problem.FORBIDDEN,
+    ErrorCode.TOO_LARGE: Problem.TOO_LARGE,
+    ErrorCode.UPSTREAM_TIMEOUT: Problem.TIMEOUT,
+    ErrorCode.UPSTREAM_ERROR: Problem.UPSTREAM_ERROR,
+    ErrorCode.UPSTREAM_UNAVAILABLE: Problem.UNAVAILABLE,
+}
+"""A refused join's problem, by the code a client's JOIN would get (else BAD_REQUEST)."""
+
+
+class Refused(Exception):
+    """An operation refused: ``problem``, a ``message`` fit for the calling service
+    (never internal details) and, for a refused join, the wire ``code`` a client's
+    JOIN would have got."""
+
+    def __init__(self, problem: Problem, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.message = message
+        self.code = code
+
+
+_publish = msgspec.json.Decoder(Publish)
+
+
+def decode_publish(data: bytes) -> Publish:
+    """A publish body (``{"to", "action", "exclude"?}``, JSON), validated in one pass.
+
+    Raises :class:`Refused` (``BAD_REQUEST``) naming what is wrong.
+    """
+    try:
+        return _publish.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise Refused(Problem.BAD_REQUEST, f"bad publish: {exc}") from None
+
+
+def publish(state: ApiState, data: bytes) -> int:
+    """Validate the publish body ``data`` and deliver it; return the local deliveries.
+
+    In a cluster the core also hands it to the bus, which reaches the other
+    nodes' members (they are not counted here).
+    """
+    return deliver(state.gateway, decode_publish(data))
+
+
+def connection(state: ApiState, cid: str) -> Connection:
+    """Connection ``cid`` of this node. Raises :class:`Refused` (``NOT_FOUND``)."""
+    conn = state.gateway.pool.connections.get(ConnectionId(cid))
+    if conn is None:
+        raise Refused(Problem.NOT_FOUND, "no such connection on this node")
+    return conn
+
+
+def disconnect(state: ApiState, cid: str) -> bool:
+    """Close connection ``cid`` with 1000: ``True`` when closed here, ``False`` when
+    forwarded to the node its id names. Raises :class:`Refused` (``NOT_FOUND``)."""
+    bus = bus_for(state, cid)
+    if bus is not None:
+        bus.disconnect(cid, CloseCode.NORMAL, "disconnected by the service")
+        return False
+    connection(state, cid).sink.close(CloseCode.NORMAL, "disconnected by the service")
+    return True
+
+
+def disconnect_user(state: ApiState, user: str) -> int:
+    """Revocation: close every tab of ``user`` with 4403, here and on every other node;
+    return how many were closed here."""
+    tabs = list(state.gateway.pool.users.get(UserId(user), {}).values())
+    for conn in tabs:
+        conn.sink.close(CloseCode.FORBIDDEN, "session revoked")
+    if state.bus is not None:
+        state.bus.disconnect_user(user, CloseCode.FORBIDDEN, "session revoked")
+    return len(tabs)
+
+
+async def join(state: ApiState, cid: str, channel: str) -> Channel | None:
+    """Join ``cid`` to ``channel`` through the gateway's one join pipeline.
+
+    Here: the joined :class:`Channel` once the connection got ``JOINED``. On
+    another node: ``None`` (forwarded; that node logs and counts a refusal).
+    Raises :class:`Refused`: ``BAD_REQUEST`` for a bad address, ``NOT_FOUND``,
+    the pipeline's refusal (with its ``code``), or ``TIMEOUT`` after
+    :data:`JOIN_TIMEOUT_S`.
+    """
+    bus = bus_for(state, cid)
+    if bus is not None:
+        if parse_address(channel) is None:
+            raise Refused(Problem.BAD_REQUEST, "bad channel address")
+        bus.membership(cid, channel, join=True)
+        return None
+    conn = connection(state, cid)
+    address = parse_address(channel)
+    if address is None:
+        raise Refused(Problem.BAD_REQUEST, "bad channel address")
+    gateway = state.gateway
+    outcome: asyncio.Future[Channel | JoinRefused] = asyncio.get_running_loop().create_future()
+
+    def answer(result: Channel | JoinRefused) -> None:
+        if not outcome.done():
+            outcome.set_result(result)
+
+    gateway.request_join(conn, address, answer, granted=True)  # a service grants by itself
+    try:
+        result = await asyncio.wait_for(outcome, JOIN_TIMEOUT_S)
+    except TimeoutError:
+        raise Refused(
+            Problem.TIMEOUT, "the join did not complete in time", ErrorCode.UPSTREAM_TIMEOUT
+        ) from None
+    if isinstance(result, JoinRefused):
+        problem = _BY_CODE.get(result.code, Problem.BAD_REQUEST)
+        raise Refused(problem, result.message, result.code)
+    if conn.closed:
+        raise Refused(Problem.NOT_FOUND, "no such connection")
+    conn.send_action(bi.JOINED, gateway.joined_payload(result))
+    return result
+
+
+def leave(state: ApiState, cid: str, channel: str) -> bool:
+    """Take ``cid`` out of ``channel`` (it gets ``LEFT``): ``True`` when done here,
+    ``False`` when forwarded. Raises :class:`Refused` (``NOT_FOUND``: no such
+    connection, or not a member)."""
+    bus = bus_for(state, cid)
+    if bus is not None:
+        bus.membership(cid, channel, join=False)
+        return False
+    conn = connection(state, cid)
+    address = ChannelAddress(channel)
+    if not state.gateway.leave(conn, address):
+        raise Refused(Problem.NOT_FOUND, "the connection is not in that channel")
+    conn.send_action(bi.LEFT, {"channel": address})
+    return True
+
+
+async def presence(state: ApiState, channel: str) -> list[bi.Member]:
+    """Members of ``channel``; in a cluster, of every live node (the presence store).
+
+    Raises :class:`Refused` (``UNAVAILABLE``) when the store did not answer in time.
+    """
+    address = ChannelAddress(channel)
+    if state.bus is None:
+        found = state.gateway.pool.channel(address)
+        return [] if found is None else found.everyone()
+    members = await state.bus.query.presence(address)
+    if members is None:
+        raise Refused(Problem.UNAVAILABLE, "the cluster's presence store did not answer")
+    return members

@@ -1,0 +1,1 @@
+"""The gRPC API's ``gateway.proto`` and the code grpcio-tools generated from it."""

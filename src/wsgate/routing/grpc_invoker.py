@@ -1,0 +1,451 @@
+"""Invoking gRPC services: one unary call per action, transcoded from JSON (issue 10).
+
+A gRPC route's service is one target (pool ``grpc:<target>``, instance URL
+the target itself); :class:`GrpcInvoker` keeps one ``grpc.aio`` channel per
+target and the methods discovery bound to it (:meth:`GrpcInvoker.bind`:
+action type -> :class:`~wsgate.routing.grpc_transcode.Method`). A call is a
+generic ``channel.unary_unary(path, serializer, deserializer)`` call, its
+multicallable built once per bound method.
+
+The request carries the context as metadata: ``wsgate-connection-id``,
+``wsgate-user`` (when signed in), ``wsgate-organization`` (the hub),
+``wsgate-channel`` (when ``meta.channel`` is set), ``wsgate-request-id``
+and ``traceparent`` (passed through or generated). A value that is not
+printable ASCII goes as ``<key>-bin`` (its UTF-8 bytes).
+
+The answer is one reply action: type :attr:`Method.reply_type`, payload the
+response's JSON form; the Upstream sets ``meta.inReplyTo``. Failures are
+:data:`STATUS` rows (a table, no server text reaches the client; the
+status and details are logged once per service and code until the next
+success). A payload that does not fit the request message is answered by
+the gateway: ``@@wsgate/ERROR`` ``BAD_REQUEST`` naming the field, and the
+service is not called.
+
+Bounds: at most ``max_concurrency`` calls per target in flight (the pool's
+slots); a call waits up to ``timeout_ms`` for a slot (then
+``UPSTREAM_UNAVAILABLE``) and gets ``timeout_ms`` as its gRPC deadline.
+Each started call is one task of the invoker's, bounded by the Upstream's
+in-flight caps and freed when the call ends; :meth:`GrpcInvoker.aclose`
+cancels them (their ``done`` gets ``UPSTREAM_UNAVAILABLE``) and closes every
+channel. ``grpc`` is imported when the first channel is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+
+from wsgate.protocol import builtins as bi
+from wsgate.protocol.codes import ErrorCode
+from wsgate.protocol.envelope import Action, Outbound
+from wsgate.routing.context import InvocationContext
+from wsgate.routing.grpc_stream import Stream, StreamSink
+from wsgate.routing.grpc_transcode import Method, Refused
+from wsgate.routing.instances import Instance, Service
+from wsgate.routing.invoker import Done
+from wsgate.routing.results import InvocationResult
+from wsgate.routing.trace import ensure_traceparent
+
+__all__ = ["CHANNEL_OPTIONS", "DOWN", "STATUS", "GrpcInvoker", "GrpcTarget"]
+
+log = logging.getLogger(__name__)
+
+STATUS: Final[Mapping[str, ErrorCode]] = {
+    "INVALID_ARGUMENT": ErrorCode.BAD_REQUEST,
+    "FAILED_PRECONDITION": ErrorCode.BAD_REQUEST,
+    "OUT_OF_RANGE": ErrorCode.BAD_REQUEST,
+    "PERMISSION_DENIED": ErrorCode.FORBIDDEN,
+    "UNAUTHENTICATED": ErrorCode.UNAUTHENTICATED,
+    "UNAVAILABLE": ErrorCode.UPSTREAM_UNAVAILABLE,
+    "DEADLINE_EXCEEDED": ErrorCode.UPSTREAM_TIMEOUT,
+    "RESOURCE_EXHAUSTED": ErrorCode.RATE_LIMITED,
+    "UNIMPLEMENTED": ErrorCode.NO_ROUTE,
+    "NOT_FOUND": ErrorCode.UPSTREAM_ERROR,
+}
+"""``grpc.StatusCode`` name -> what the client is told; any other status is ``UPSTREAM_ERROR``.
+
+``UNIMPLEMENTED`` is ``NO_ROUTE``: the target no longer has the method (the
+next discovery round drops the route). ``NOT_FOUND`` is the service's answer
+about its own data, so it is ``UPSTREAM_ERROR`` like any other failure."""
+
+DOWN: Final = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+"""Statuses that take the target out for its back-off (``mark_failed``)."""
+
+CHANNEL_OPTIONS: Final = (
+    ("grpc.enable_http_proxy", 0),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+"""No proxy from the environment; a restarted target is reconnected within 2 s."""
+
+
+@dataclass(frozen=True)
+class GrpcTarget:
+    """How to reach one target: ``host:port``, with TLS if ``tls``.
+
+    ``roots``: PEM roots to check the server with (the ``ca_file``'s bytes,
+    read once by whoever builds this); ``None``: the system's.
+    """
+
+    target: str
+    tls: bool = False
+    roots: bytes | None = None
+
+
+@dataclass
+class _Target:
+    settings: GrpcTarget
+    channel: Any = None
+    """Its ``grpc.aio.Channel``, made on first use."""
+    methods: dict[str, Method] = field(default_factory=dict)
+    """Action type -> method; replaced whole by :meth:`GrpcInvoker.bind`."""
+    calls: dict[str, Any] = field(default_factory=dict)
+    """Method name -> its multicallable; bounded by the target's methods, rebuilt by ``bind``."""
+
+
+class GrpcInvoker:
+    """Calls gRPC targets; keeps the :class:`~wsgate.routing.invoker.Invoker` contract."""
+
+    def __init__(self, targets: Iterable[GrpcTarget]) -> None:
+        self._targets = {t.target: _Target(t) for t in targets}
+        """Configured targets only: the set is fixed for the invoker's life."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        """Started calls; each removes itself when done."""
+        self._latched: dict[str, set[str]] = {}
+        """Failure kinds logged per service, cleared by a success; bounded by targets × codes."""
+        self._streams: set[Stream] = set()
+        """Open streams; bounded by the Upstream's stream caps, each removed at its end."""
+        self._closed = False
+
+    # Discovery's side --------------------------------------------------------
+
+    def channel(self, target: str) -> Any:
+        """The channel to ``target`` (made now if need be; call from the event loop)."""
+        import grpc
+
+        state = self._targets[target]
+        if state.channel is None:
+            settings = state.settings
+            if settings.tls:
+                creds = grpc.ssl_channel_credentials(root_certificates=settings.roots)
+                state.channel = grpc.aio.secure_channel(target, creds, options=CHANNEL_OPTIONS)
+            else:
+                state.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return state.channel
+
+    def bind(self, target: str, methods: Mapping[str, Method]) -> None:
+        """Make ``methods`` (action type -> method) what ``target`` serves, replacing the last."""
+        state = self._targets[target]
+        state.methods = dict(methods)
+        state.calls = {}
+
+    def methods(self, target: str) -> Mapping[str, Method]:
+        return self._targets[target].methods
+
+    # The Invoker seam ----------------------------------------------------------
+
+    def start(
+        self,
+        service: Service,
+        action: Action | Outbound,
+        context: InvocationContext,
+        done: Done,
+        traceparent: str | None = None,
+    ) -> None:
+        """Start a call in a task of the invoker's; ``done`` gets the outcome, once, later."""
+        self._spawn(self._call_then(service, action, context, traceparent, done))
+
+    async def invoke(
+        self,
+        service: Service,
+        action: Action,
+        context: InvocationContext,
+        traceparent: str | None = None,
+    ) -> InvocationResult | ErrorCode:
+        """Call and wait for the outcome. Never raises (a bug is ``INTERNAL``, logged)."""
+        try:
+            return await self._call(service, action, context, traceparent)
+        except Exception:
+            log.exception("service %s: gRPC invocation failed unexpectedly", service.name)
+            return ErrorCode.INTERNAL
+
+    async def notify(
+        self,
+        service: Service,
+        event_action: Action | Outbound,
+        context: InvocationContext,
+        traceparent: str | None = None,
+    ) -> None:
+        """Send a lifecycle event as a call and ignore the answer."""
+        await self.invoke(service, event_action, context, traceparent)  # type: ignore[arg-type]
+
+    async def aclose(self) -> None:
+        """Cancel the calls in flight (``UPSTREAM_UNAVAILABLE``), close every channel."""
+        self._closed = True
+        for stream in list(self._streams):
+            stream.cancel(ErrorCode.UPSTREAM_UNAVAILABLE.value)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for state in self._targets.values():
+            channel, state.channel = state.channel, None
+            state.calls = {}
+            if channel is not None:
+                await channel.close()
+
+    # Streams -----------------------------------------------------------------
+
+    def streams(self, service: Service, action_type: str) -> bool:
+        """Whether ``action_type`` names a server-streaming method of ``service``'s target."""
+        for inst in service.pool.instances:  # a gRPC service has its one target
+            state = self._targets.get(inst.url)
+            method = None if state is None else state.methods.get(action_type)
+            return method is not None and method.server_streaming
+        return False
+
+    def open_stream(
+        self,
+        service: Service,
+        action: Action,
+        context: InvocationContext,
+        sink: StreamSink,
+        traceparent: str | None = None,
+    ) -> Stream:
+        """Open a server-streaming call; see :mod:`.grpc_stream` for what ``sink`` gets.
+
+        The stream has no deadline (it lasts until the service ends it or it
+        is cancelled); ``timeout_ms`` bounds only the wait for a slot.
+        """
+        stream = Stream(sink)
+        task = self._spawn(self._stream(stream, service, action, context, traceparent))
+        stream.task = task
+        self._streams.add(stream)
+        task.add_done_callback(stream.finished)
+        task.add_done_callback(lambda _: self._streams.discard(stream))
+        return stream
+
+    async def _stream(
+        self,
+        stream: Stream,
+        service: Service,
+        action: Action,
+        context: InvocationContext,
+        traceparent: str | None,
+    ) -> None:
+        import grpc
+
+        pool = service.pool
+        if self._closed:
+            stream.finish(ErrorCode.UPSTREAM_UNAVAILABLE.value)
+            return
+        try:
+            await asyncio.wait_for(pool.slots.acquire(), pool.timeout_ms / 1000)
+        except TimeoutError:
+            code = self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "concurrency cap full")
+            stream.finish(code.value)
+            return
+        try:
+            inst = pool.pick()
+            state = self._targets.get(inst.url) if inst is not None else None
+            method = None if state is None else state.methods.get(action.type)
+            if inst is None or state is None or method is None or not method.server_streaming:
+                stream.finish(ErrorCode.NO_ROUTE.value)
+                return
+            try:
+                request = method.encode(_payload(action.payload))
+            except Refused as exc:
+                stream.finish(ErrorCode.BAD_REQUEST.value, str(exc))
+                return
+            make = state.calls.get(method.name)
+            if make is None:
+                make = state.calls[method.name] = self.channel(inst.url).unary_stream(
+                    method.path,
+                    request_serializer=_serialize,
+                    response_deserializer=method.response.FromString,
+                )
+            call = make(request, metadata=_metadata(context, ensure_traceparent(traceparent)))
+            target: Instance = inst
+            streamed: Method = method
+
+            def reply(message: Any) -> Outbound:
+                return Outbound(type=streamed.reply_type, payload=streamed.decode(message))
+
+            def failed(exc: Exception) -> str:
+                if isinstance(exc, grpc.aio.AioRpcError):
+                    status = exc.code().name
+                    code = STATUS.get(status, ErrorCode.UPSTREAM_ERROR)
+                    reason = f"{streamed.name}: {status}: {exc.details()}"
+                    return self._fail(service, target, code, reason, down=status in DOWN).value
+                log.error("service %s: stream failed", service.name, exc_info=exc)
+                return ErrorCode.INTERNAL.value
+
+            await stream.pump(call, reply, failed)
+        finally:
+            pool.slots.release()
+
+    # Internals ---------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _call_then(
+        self,
+        service: Service,
+        action: Action | Outbound,
+        context: InvocationContext,
+        traceparent: str | None,
+        done: Done,
+    ) -> None:
+        result: InvocationResult | ErrorCode = ErrorCode.UPSTREAM_UNAVAILABLE
+        try:
+            result = await self._call(service, action, context, traceparent)
+        except asyncio.CancelledError:
+            pass  # aclose: the caller hears UPSTREAM_UNAVAILABLE
+        except Exception:
+            log.exception("service %s: gRPC invocation failed unexpectedly", service.name)
+            result = ErrorCode.INTERNAL
+        try:
+            done(result)
+        except Exception:
+            log.exception("invocation callback failed")
+
+    async def _call(
+        self,
+        service: Service,
+        action: Action | Outbound,
+        context: InvocationContext,
+        traceparent: str | None,
+    ) -> InvocationResult | ErrorCode:
+        if self._closed:
+            return ErrorCode.UPSTREAM_UNAVAILABLE
+        pool = service.pool
+        timeout_s = pool.timeout_ms / 1000
+        try:
+            await asyncio.wait_for(pool.slots.acquire(), timeout_s)
+        except TimeoutError:
+            return self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "concurrency cap full")
+        try:
+            inst = pool.pick()
+            state = self._targets.get(inst.url) if inst is not None else None
+            if inst is None or state is None:
+                return self._fail(service, inst, ErrorCode.UPSTREAM_UNAVAILABLE, "no target")
+            method = state.methods.get(action.type)
+            if method is None or not method.unary:
+                return self._fail(service, inst, ErrorCode.NO_ROUTE, f"no unary {action.type}")
+            try:
+                request = method.encode(_payload(action.payload))
+            except Refused as exc:
+                return _refusal(str(exc))
+            call = state.calls.get(method.name)
+            if call is None:
+                call = state.calls[method.name] = self.channel(inst.url).unary_unary(
+                    method.path,
+                    request_serializer=_serialize,
+                    response_deserializer=method.response.FromString,
+                )
+            metadata = _metadata(context, ensure_traceparent(traceparent))
+            return await self._send(service, inst, method, call, request, metadata, timeout_s)
+        finally:
+            pool.slots.release()
+
+    async def _send(
+        self,
+        service: Service,
+        inst: Instance,
+        method: Method,
+        call: Any,
+        request: Any,
+        metadata: tuple[tuple[str, str | bytes], ...],
+        timeout_s: float,
+    ) -> InvocationResult | ErrorCode:
+        import grpc
+
+        try:
+            response = await call(request, timeout=timeout_s, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            status = exc.code().name
+            code = STATUS.get(status, ErrorCode.UPSTREAM_ERROR)
+            reason = f"{method.name}: {status}: {exc.details()}"
+            if self._closed:
+                return ErrorCode.UPSTREAM_UNAVAILABLE
+            return self._fail(service, inst, code, reason, down=status in DOWN)
+        if inst.failures and service.mark_ok(inst):
+            log.info("service %s: target %s is back", service.name, inst.url)
+        if self._latched:
+            self._latched.pop(service.name, None)
+        reply = Outbound(type=method.reply_type, payload=method.decode(response))
+        return InvocationResult(replies=[reply])
+
+    def _fail(
+        self,
+        service: Service,
+        inst: Instance | None,
+        code: ErrorCode,
+        reason: str,
+        *,
+        down: bool = False,
+    ) -> ErrorCode:
+        """Log (once per service and code) and return ``code``; take ``inst`` out if ``down``."""
+        if down and inst is not None and service.mark_failed(inst):
+            log.warning("service %s: %s down after %s: %s", service.name, inst.url, code, reason)
+            return code
+        seen = self._latched.setdefault(service.name, set())
+        if code not in seen:
+            seen.add(code)
+            log.warning("service %s: %s: %s", service.name, code, reason)
+        return code
+
+
+def _serialize(message: Any) -> bytes:
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def _payload(payload: Any) -> bytes | None:
+    """The action's payload as JSON bytes (``None``: no payload)."""
+    if payload is None:
+        return None
+    if isinstance(payload, msgspec.Raw):
+        return bytes(payload)
+    return msgspec.json.encode(payload)
+
+
+def _refusal(message: str) -> InvocationResult:
+    """The gateway's own ``BAD_REQUEST``, as the one reply (the service was not called)."""
+    error = Outbound(
+        type=bi.ERROR,
+        payload=bi.ErrorPayload(ErrorCode.BAD_REQUEST.value, message),
+        error=True,
+    )
+    return InvocationResult(replies=[error])
+
+
+def _metadata(context: InvocationContext, traceparent: str) -> tuple[tuple[str, str | bytes], ...]:
+    """The context as gRPC metadata (see the module docstring)."""
+    pairs: list[tuple[str, str | bytes]] = []
+    for key, value in (
+        ("wsgate-connection-id", context.connectionId),
+        ("wsgate-user", context.userId),
+        ("wsgate-organization", context.hub),
+        ("wsgate-channel", context.channel or ""),
+        ("wsgate-request-id", context.requestId),
+        ("traceparent", traceparent),
+    ):
+        if not value:
+            continue
+        if value.isascii() and value.isprintable():
+            pairs.append((key, value))
+        else:
+            pairs.append((f"{key}-bin", value.encode()))
+    return tuple(pairs)

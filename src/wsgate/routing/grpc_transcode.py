@@ -1,0 +1,93 @@
+"""JSON payloads to protobuf requests and responses back, with protobuf's ``json_format``.
+
+A :class:`Method` is one routable gRPC method of a reflected target: its
+path (``/<package>.<Service>/<Method>``), its message classes (built with
+``message_factory.GetMessageClass`` from the reflected pool) and the type of
+the action its answer becomes. Transcoding is protobuf's own (proto3 JSON
+mapping), nothing hand-written:
+
+- in: :func:`json_format.Parse` of the action's payload; both the JSON
+  names (``moduleId``) and the proto names (``module_id``) are accepted, and
+  an unknown field is refused. A ``null`` or absent payload is the empty
+  message.
+- out: :func:`json_format.MessageToDict` with the JSON names
+  (``preserving_proto_field_name=False``, the proto3 canonical form) and
+  every field present, zero values included
+  (``always_print_fields_with_no_presence=True``), so a client always sees
+  the same keys. 64-bit integers are strings, enums their names, and
+  well-known types (Timestamp, Duration, Struct, wrappers) their JSON forms.
+
+A payload that does not fit the request message is refused with the
+gateway's own message naming the field (from ``json_format``'s error, never
+anything the service said).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+__all__ = ["MAX_REASON", "Method", "Refused"]
+
+MAX_REASON: Final = 300
+"""Longest transcoding complaint sent to a client (the rest is cut)."""
+
+
+class Refused(Exception):
+    """The payload does not fit the request message; ``str()`` is safe for the client."""
+
+
+class Method:
+    """One routable method and how its messages are transcoded.
+
+    Built by discovery from a reflected ``MethodDescriptor``; immutable
+    afterwards. ``reply_type`` is the action type of the answer: the
+    response message's full name unless an alias names another.
+    """
+
+    __slots__ = ("name", "path", "reply_type", "request", "response", "server_streaming", "unary")
+
+    def __init__(self, descriptor: Any, reply_type: str | None = None) -> None:
+        from google.protobuf import message_factory
+
+        service = descriptor.containing_service
+        self.name = f"{service.full_name}/{descriptor.name}"
+        """``<package>.<Service>/<Method>``: the action type naming it."""
+        self.path = f"/{self.name}"
+        self.request: Any = message_factory.GetMessageClass(descriptor.input_type)
+        self.response: Any = message_factory.GetMessageClass(descriptor.output_type)
+        self.reply_type = reply_type or descriptor.output_type.full_name
+        client_streaming = bool(descriptor.client_streaming)
+        self.unary = not descriptor.server_streaming and not client_streaming
+        """Unary-unary: one request, one answer."""
+        self.server_streaming = bool(descriptor.server_streaming) and not client_streaming
+        """One request, a stream of answers (see :mod:`.grpc_stream`)."""
+
+    def encode(self, payload: bytes | None) -> Any:
+        """The request message for a JSON ``payload``; raises :class:`Refused`."""
+        from google.protobuf import json_format
+
+        message = self.request()
+        if payload is None or payload.strip() in (b"", b"null"):
+            return message
+        try:
+            json_format.Parse(payload, message)
+        except json_format.ParseError as exc:
+            text = " ".join(str(exc).split())
+            if len(text) > MAX_REASON:
+                text = text[: MAX_REASON - 1] + "…"
+            name = self.request.DESCRIPTOR.full_name
+            raise Refused(f"payload does not fit {name}: {text}") from None
+        except (ValueError, RecursionError) as exc:  # json.loads of a bad document
+            raise Refused(f"payload is not a JSON object: {type(exc).__name__}") from None
+        return message
+
+    def decode(self, message: Any) -> dict[str, Any]:
+        """The JSON form of a response message (a new dict)."""
+        from google.protobuf import json_format
+
+        result: dict[str, Any] = json_format.MessageToDict(
+            message,
+            preserving_proto_field_name=False,
+            always_print_fields_with_no_presence=True,
+        )
+        return result
