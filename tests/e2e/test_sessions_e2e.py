@@ -238,3 +238,20 @@ async def test_the_python_client_refreshes_through_get_token_and_keeps_its_conne
             pong = await client.ping({"n": 2})
             assert pong["payload"] == {"n": 2}
             assert closes == []
+
+
+async def test_a_grpc_disconnect_of_a_user_records_the_same_revocation() -> None:
+    from wsgate.api.proto.wsgate.v1 import gateway_pb2 as pb
+
+    from ..api.test_grpc_api import AUTH as GRPC_AUTH
+    from ..api.test_grpc_api import gateway_stub
+
+    config = make_config(api={"grpc_listen": "127.0.0.1:0"},
+                         auth={"expiry_warning_s": WARNING_S})
+    async with running(config) as gw:
+        cookie = gw.cookie("ann", iat=int(time.time()) - 5)
+        async with gw.peer(None, cookie=cookie) as peer, gateway_stub(gw.node) as api_stub:
+            reply = await api_stub.Disconnect(pb.DisconnectRequest(user="ann"), metadata=GRPC_AUTH)
+            assert reply.disconnected == 1
+            await closed_with(peer, 4403)
+        await refused_at_handshake(gw, cookie)

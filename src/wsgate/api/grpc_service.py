@@ -87,7 +87,7 @@ class GatewayServicer:
                     here = ops.disconnect(self._state, request.connection)
                     return pb.DisconnectReply(disconnected=int(here), forwarded=not here)
                 case "user":
-                    closed = ops.disconnect_user(self._state, request.user)
+                    closed = await ops.revoke_user(self._state, request.user)
                     return pb.DisconnectReply(disconnected=closed)
                 case _:
                     raise ops.Refused(ops.Problem.BAD_REQUEST, "name a connection or a user")

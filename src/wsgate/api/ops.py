@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
+import time
 
 import msgspec
 
 from wsgate.api.state import ApiState, bus_for
+from wsgate.auth.revocations import user_key
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import JoinRefused
 from wsgate.core.pool import Channel
@@ -42,6 +45,8 @@ __all__ = [
     "leave",
     "presence",
     "publish",
+    "revoke",
+    "revoke_user",
 ]
 
 JOIN_TIMEOUT_S = 10.0
@@ -134,6 +139,38 @@ def disconnect_user(state: ApiState, user: str) -> int:
     if state.bus is not None:
         state.bus.disconnect_user(user, CloseCode.FORBIDDEN, "session revoked")
     return len(tabs)
+
+
+REVOKE_TIMEOUT_S = 5.0
+"""How long a revocation waits for the cluster's store."""
+_log = logging.getLogger("wsgate.api")
+
+
+async def revoke(state: ApiState, key: str, not_before: float) -> None:
+    """Record a revocation here at once and in the cluster's store.
+
+    Raises :class:`Refused` (``UNAVAILABLE``) when the node has no store, or
+    the store did not answer within :data:`REVOKE_TIMEOUT_S` (this node holds it
+    then; the others do not).
+    """
+    if state.revocations is None:
+        raise Refused(Problem.UNAVAILABLE, "revocations are not available on this node")
+    try:
+        await asyncio.wait_for(state.revocations.revoke(key, not_before), REVOKE_TIMEOUT_S)
+    except Exception as exc:  # the store's driver error, or its timeout
+        _log.warning("revocation %s: the store failed: %r", key, exc)
+        raise Refused(
+            Problem.UNAVAILABLE, "the revocation store did not answer: held on this node only"
+        ) from None
+
+
+async def revoke_user(state: ApiState, user: str) -> int:
+    """:func:`disconnect_user`, then a "not before now" revocation of ``user`` (the
+    same credentials are refused at the next handshake on any node). Returns how
+    many tabs closed here; raises as :func:`revoke` (the tabs are closed already)."""
+    closed = disconnect_user(state, user)
+    await revoke(state, user_key(user), time.time())
+    return closed
 
 
 async def join(state: ApiState, cid: str, channel: str) -> Channel | None:

@@ -6,15 +6,13 @@ and a message fit for the calling service (never internal details).
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 
 import msgspec
 from aiohttp import web
 
 from wsgate.api import ops
-from wsgate.api.state import STATE, ApiState, json_error, remote_bus
+from wsgate.api.state import STATE, json_error, remote_bus
 from wsgate.auth.revocations import sid_key, user_key
 from wsgate.cluster.query import ANSWER_TIMEOUT_S, Found
 from wsgate.cluster.views import describe, local_hubs
@@ -43,7 +41,6 @@ class _Revocation(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _revocation = msgspec.json.Decoder(_Revocation)
-log = logging.getLogger("wsgate.api")
 
 
 @routes.post("/v1/publish")
@@ -114,12 +111,10 @@ async def delete_connection(request: web.Request) -> web.Response:
 async def delete_user_connections(request: web.Request) -> web.Response:
     """Revocation: every tab of the user is closed with 4403 (do not reconnect), and a
     "not before now" revocation refuses the user's current credentials at the next handshake."""
-    state = request.app[STATE]
-    user = request.match_info["user"]
-    disconnected = ops.disconnect_user(state, user)
-    failed = await _revoke(state, user_key(user), time.time())
-    if failed is not None:
-        return failed
+    try:
+        disconnected = await ops.revoke_user(request.app[STATE], request.match_info["user"])
+    except ops.Refused as exc:
+        return _refused(exc)
     return web.json_response({"disconnected": disconnected})
 
 
@@ -146,28 +141,13 @@ async def revoke(request: web.Request) -> web.Response:
         assert body.user is not None
         key = user_key(body.user)
         not_before = time.time() if body.notBefore is None else body.notBefore
-    failed = await _revoke(state, key, not_before)
-    if failed is not None:
-        return failed
+    try:
+        await ops.revoke(state, key, not_before)
+    except ops.Refused as exc:
+        return _refused(exc)
     assert state.revocations is not None
     closed = state.revocations.enforce(state.gateway.pool.connections.values())
     return web.json_response({"revoked": key, "notBefore": not_before, "disconnected": closed})
-
-
-async def _revoke(state: ApiState, key: str, not_before: float) -> web.Response | None:
-    """Record the revocation here and in the store; an error answer when that failed."""
-    if state.revocations is None:
-        return json_error(503, "revocations are not available on this node")
-    try:
-        await asyncio.wait_for(state.revocations.revoke(key, not_before), REVOKE_TIMEOUT_S)
-    except Exception as exc:  # the store's driver error, or its timeout
-        log.warning("revocation %s: the store failed: %r", key, exc)
-        return json_error(503, "the revocation store did not answer: held on this node only")
-    return None
-
-
-REVOKE_TIMEOUT_S = 5.0
-"""How long a revocation waits for the cluster's store."""
 
 
 @routes.put("/v1/connections/{id}/channels/{addr:.+}")
