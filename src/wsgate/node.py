@@ -36,6 +36,8 @@ from wsgate.core.gateway import Admission, Attached, Gateway
 from wsgate.core.limits import Limiter, parse_rate
 from wsgate.core.presence import PresenceBatcher
 from wsgate.exceptions import BackendError, ConfigError
+from wsgate.lifecycle import LifecycleLog
+from wsgate.logs import event
 from wsgate.protocol.codes import CloseCode
 from wsgate.routing.grpc_discovery import GrpcDiscovery
 from wsgate.routing.grpc_invoker import GrpcInvoker, GrpcTarget
@@ -144,6 +146,8 @@ class Node:
 
     def __init__(self, config: Config, *, plain_get: PlainGet | None = None) -> None:
         self.config = config
+        self.lifecycle = LifecycleLog()
+        """Writes the connection lifecycle lines (an observer, and the transport's handler)."""
         self.node_id = NodeId(config.server.node_id or f"n{secrets.token_hex(3)}")
         self.clustered = config.broker.url != "memory://"
         """Any broker but the bare ``memory://`` runs the cluster bus."""
@@ -273,7 +277,9 @@ class Node:
             presence=presence,
             limiter=Limiter(config.limits, config.rate_limits, MemoryRateLimits(), loop.time),
             upstream=self.upstream,
-            observers=[self.upstream] if bus is None else [self.upstream, bus],
+            observers=[self.upstream, self.lifecycle]
+            if bus is None
+            else [self.upstream, bus, self.lifecycle],
             gates=[self.upstream] if bus is None else [self.upstream, bus],
             admission=admission,
             intercept=self.tokens,
@@ -295,7 +301,7 @@ class Node:
         self._sweeper = loop.create_task(self._sweep())
         try:
             self.listener = await start_listener(
-                handler=self.gateway,
+                handler=self.lifecycle.wrap(self.gateway),
                 config=config.server,
                 authenticate=self.authenticate,
                 sign_in_url=config.auth.sign_in_url,
@@ -438,9 +444,12 @@ class Node:
         """SIGHUP: re-read the key files; keep the old keys when that fails.
 
         Goes through :meth:`KeyRing.try_reload`, which logs the lines
-        docs/auth.md documents on ``wsgate.auth``.
+        docs/auth.md documents on ``wsgate.auth``, then writes the
+        ``keys_reloaded`` event line (``ok``, ``keys`` now in use).
         """
-        self.keyring.try_reload()
+        ok = self.keyring.try_reload()
+        level = logging.INFO if ok else logging.ERROR
+        event("keys_reloaded", level, ok=ok, keys=len(self.keyring))
 
     async def stop(
         self, code: int = CloseCode.SERVICE_RESTART, deadline_s: float | None = None

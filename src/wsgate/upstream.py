@@ -52,6 +52,8 @@ import msgspec
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import Gateway, Pending
 from wsgate.delivery import deliver
+from wsgate.lifecycle import fields
+from wsgate.logs import event
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.address import Address
 from wsgate.protocol.codes import CloseCode, ErrorCode
@@ -234,9 +236,9 @@ class Upstream:
             conn.send_error(ErrorCode.RATE_LIMITED, message, rid, retry_after_ms=100)
             return True
         self._calls += 1
-        self._invoker(service).start(
-            service, action, self.context(conn, channel), partial(self._answered, conn, rid)
-        )
+        context = self.context(conn, channel)
+        done = partial(self._answered, conn, rid, action.type, service.name, context)
+        self._invoker(service).start(service, action, context, done)
         return True
 
     # Streams ---------------------------------------------------------------
@@ -342,9 +344,16 @@ class Upstream:
         )
 
     def _answered(
-        self, conn: Connection, rid: str | None, result: InvocationResult | ErrorCode
+        self,
+        conn: Connection,
+        rid: str | None,
+        action_type: str,
+        service: str,
+        context: InvocationContext,
+        result: InvocationResult | ErrorCode,
     ) -> None:
-        """The outcome of a call started in :meth:`__call__`: deliver it."""
+        """The outcome of a call started in :meth:`__call__`: write a failure's line,
+        deliver it."""
         self._calls -= 1
         if self._calls == 0 and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)
@@ -352,6 +361,15 @@ class Upstream:
         if conn.principal.sub:
             self._per_user.give(conn.principal.sub)
         if isinstance(result, ErrorCode):
+            event(
+                "upstream_failure",
+                logging.WARNING,
+                fields(conn),
+                request_id=context.requestId,
+                action_type=action_type,
+                service=service,
+                outcome=result.value,
+            )
             if not conn.closed:
                 conn.send_error(result, _MESSAGES.get(result, "upstream failure"), rid)
             return

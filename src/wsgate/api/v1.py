@@ -13,6 +13,7 @@ from wsgate.api import ops
 from wsgate.api.state import STATE, json_error, remote_bus
 from wsgate.cluster.query import ANSWER_TIMEOUT_S, Found
 from wsgate.cluster.views import describe, local_hubs
+from wsgate.logs import event
 from wsgate.routing.probe import reachable
 from wsgate.typing import ConnectionId
 
@@ -97,7 +98,9 @@ async def delete_connection(request: web.Request) -> web.Response:
 @routes.delete("/v1/users/{user}/connections")
 async def delete_user_connections(request: web.Request) -> web.Response:
     """Revocation: every tab of the user is closed with 4403 (do not reconnect)."""
-    disconnected = ops.disconnect_user(request.app[STATE], request.match_info["user"])
+    user = request.match_info["user"]
+    disconnected = ops.disconnect_user(request.app[STATE], user)
+    event("revoked", user=user, count=disconnected, remote=request.remote)
     return web.json_response({"disconnected": disconnected})
 
 
