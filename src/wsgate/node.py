@@ -45,6 +45,7 @@ from wsgate.routing.http_invoker import HttpInvoker
 from wsgate.routing.instances import Transport
 from wsgate.routing.invoker import Invoker
 from wsgate.routing.table import RouteTable
+from wsgate.tracing import Tracer, from_config
 from wsgate.transport.base import HttpResponse
 from wsgate.transport.control import ControlLimit
 from wsgate.transport.server import Listener, build_ssl_context, start_listener
@@ -144,8 +145,13 @@ def _grpc_targets(config: Config) -> list[GrpcTarget]:
 class Node:
     """One gateway node. Call :meth:`start`, later :meth:`stop`."""
 
-    def __init__(self, config: Config, *, plain_get: PlainGet | None = None) -> None:
+    def __init__(
+        self, config: Config, *, plain_get: PlainGet | None = None, tracer: Tracer | None = None
+    ) -> None:
+        """``tracer`` replaces the one ``[tracing]`` would make (tests: an in-memory exporter)."""
         self.config = config
+        self.tracer = tracer if tracer is not None else from_config(config.tracing)
+        """Spans of routed calls and API publishes; ``None`` when tracing is off."""
         self.lifecycle = LifecycleLog()
         """Writes the connection lifecycle lines (an observer, and the transport's handler)."""
         self.node_id = NodeId(config.server.node_id or f"n{secrets.token_hex(3)}")
@@ -246,6 +252,7 @@ class Node:
             authorize_ttl_s=config.routing.authorize_cache_s,
             max_streams=config.routing.max_streams,
             max_streams_per_user=config.routing.max_streams_per_user,
+            tracer=self.tracer,
         )
         bus = await self._open_cluster() if self.clustered else None
         admission: Admission = self.upstream if bus is None else bus.limits
@@ -400,6 +407,7 @@ class Node:
             aws_secrets=aws,
             aws_region=self.config.api.aws.region,
             bus=self.bus,
+            tracer=self.tracer,
         )
         if not self._api_keys:
             log.warning("no [api] keys: the internal API refuses every /v1 request")
@@ -489,6 +497,7 @@ class Node:
             self._close_bus,
             self._close_grpc_api,
             self._close_api_runner,
+            self._close_tracer,
         )
 
     async def _close_grpc_routing(self) -> None:
@@ -506,6 +515,10 @@ class Node:
         if self.grpc_api is not None:
             grpc_api, self.grpc_api = self.grpc_api, None
             await grpc_api.stop(grace_s=1.0)
+
+    async def _close_tracer(self) -> None:
+        if self.tracer is not None:  # a last export: off the loop
+            await asyncio.to_thread(self.tracer.shutdown)
 
     async def _close_api_runner(self) -> None:
         if self._api_runner is not None:

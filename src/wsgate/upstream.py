@@ -45,7 +45,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -66,6 +66,11 @@ from wsgate.routing.results import InvocationResult
 from wsgate.routing.table import RouteTable
 from wsgate.transport.base import FlowSink
 from wsgate.typing import ChannelAddress
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from wsgate.tracing import Tracer
 
 __all__ = ["Upstream"]
 
@@ -175,8 +180,11 @@ class Upstream:
         authorize_ttl_s: float = 30.0,
         max_streams: int = 8,
         max_streams_per_user: int = 32,
+        tracer: Tracer | None = None,
     ) -> None:
         self._table = table
+        self._tracer = tracer
+        """Spans of routed calls (``None``: no span, nothing of OpenTelemetry imported)."""
         self._invokers: dict[Transport, Invoker] = {"http": invoker}
         self._invokers.update(invokers or {})
         """Transport -> its invoker (``invoker`` carries HTTP)."""
@@ -237,8 +245,20 @@ class Upstream:
             return True
         self._calls += 1
         context = self.context(conn, channel)
-        done = partial(self._answered, conn, rid, action.type, service.name, context)
-        self._invoker(service).start(service, action, context, done)
+        traceparent = None if meta is None else meta.traceparent
+        span = None
+        if self._tracer is not None:
+            span, traceparent = self._tracer.start(
+                f"call {service.name}",
+                traceparent,
+                {
+                    "wsgate.action_type": action.type,
+                    "wsgate.service": service.name,
+                    "wsgate.connection_id": conn.id,
+                },
+            )
+        done = partial(self._answered, conn, rid, action.type, service.name, context, span)
+        self._invoker(service).start(service, action, context, done, traceparent)
         return True
 
     # Streams ---------------------------------------------------------------
@@ -350,10 +370,13 @@ class Upstream:
         action_type: str,
         service: str,
         context: InvocationContext,
+        span: Span | None,
         result: InvocationResult | ErrorCode,
     ) -> None:
-        """The outcome of a call started in :meth:`__call__`: write a failure's line,
-        deliver it."""
+        """The outcome of a call started in :meth:`__call__`: end its span, write a
+        failure's line, deliver it."""
+        if span is not None and self._tracer is not None:
+            self._tracer.end(span, result.value if isinstance(result, ErrorCode) else "OK")
         self._calls -= 1
         if self._calls == 0 and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)

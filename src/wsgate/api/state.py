@@ -9,6 +9,7 @@ from aiohttp import web
 from wsgate.cluster.bus import ClusterBus
 from wsgate.core.gateway import Gateway
 from wsgate.routing.table import RouteTable
+from wsgate.tracing import Tracer
 
 __all__ = ["BEARER_OK", "STATE", "ApiState", "bus_for", "json_error", "remote_bus"]
 
@@ -25,6 +26,8 @@ class ApiState:
     """``[api.aws] region``: the region ``@connections`` signatures must name."""
     bus: ClusterBus | None = None
     """In a cluster: reaches connections on other nodes."""
+    tracer: Tracer | None = None
+    """Spans of ``POST /v1/publish`` (``None``: tracing off)."""
 
 
 STATE: web.AppKey[ApiState] = web.AppKey("wsgate_state", ApiState)

@@ -34,7 +34,9 @@ _registration = msgspec.json.Decoder(_Registration)
 @routes.post("/v1/publish")
 async def publish(request: web.Request) -> web.Response:
     try:
-        delivered = ops.publish(request.app[STATE], await request.read())
+        delivered = ops.publish(
+            request.app[STATE], await request.read(), request.headers.get("traceparent")
+        )
     except ops.Refused as exc:
         return _refused(exc)
     return web.json_response({"delivered": delivered}, status=202)
