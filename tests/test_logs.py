@@ -17,13 +17,16 @@ import aiohttp
 import pytest
 import websockets
 
-from wsgate.auth.keyring import new_key
+from wsgate.auth.cookie import CookieCodec
+from wsgate.auth.keyring import KeyRing, new_key, parse_key
+from wsgate.auth.principal import Principal
 from wsgate.config import LogConfig, from_mapping
 from wsgate.logs import JsonFormatter, TextFormatter, configure
 
 from .e2e.gateway import API_KEY, ORIGIN, make_config, running
 from .e2e.services import with_service
-from .helpers import eventually
+from .helpers import eventually, free_port
+from .servers import wsgate_serve
 
 MARKER = "PAYLOAD-MARKER-5c1e"
 
@@ -227,3 +230,42 @@ def test_configure_applies_format_and_level() -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+async def test_serve_prints_json_lines_when_the_config_says_so(tmp_path: Path) -> None:
+    """``wsgate serve`` applies ``[log]``: every stderr line is JSON, the events among them."""
+    key = new_key()
+    config = tmp_path / "wsgate.toml"
+    config.write_text(f"""
+[server]
+listen = "127.0.0.1:0"
+allowed_origins = ["*"]
+[api]
+listen = "127.0.0.1:{free_port()}"
+keys = ["k-test"]
+[auth]
+keys = ["{key}"]
+[log]
+format = "json"
+level = "info"
+""")
+    sealed = CookieCodec(KeyRing([parse_key(key, "test")])).seal(
+        Principal(sub="u5", org="acme", orgs=("acme",))
+    )
+    with wsgate_serve(config) as server:
+        url = f"ws://127.0.0.1:{server.port}/ws"
+        async with websockets.connect(url, additional_headers={"Cookie": f"wsgate_session={sealed}"}) as ws:
+            await ws.recv()
+        await eventually(
+            lambda: any(e.get("event") == "closed" for e in _json_lines(server.output())),
+            what="a closed line on stderr",
+        )
+        output = server.output()
+    events = [e for e in _json_lines(output) if e.get("logger") == "wsgate.events"]
+    assert [(e["event"], e["user"]) for e in events] == [("connected", "u5"), ("closed", "u5")]
+    others = [line for line in output.splitlines() if line and not line.startswith("{")]
+    assert all(line.startswith("wsgate:") for line in others), others  # the banner only
