@@ -149,6 +149,31 @@ async def test_an_upstream_failure_is_one_line_with_the_request_id(lines: Lines)
         assert line["level"] == "WARNING"
 
 
+async def test_a_failed_authorize_or_connect_hook_is_an_upstream_failure_line(lines: Lines) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/actions"
+    config = make_config(services={"down": {"url": dead}},
+                         routes=[{"match": "@@wsgate/JOIN", "service": "down"}])
+    async with running(config) as gw, gw.peer("u6") as peer:
+        answer = await peer.join("acme:room/1")
+        assert answer["payload"]["code"] == "UPSTREAM_UNAVAILABLE"
+        line = _one(lines, "upstream_failure", connection=peer.id)
+        assert line is not None and line["action_type"] == "@@wsgate/JOIN"
+        assert (line["service"], line["outcome"], line["user"]) == ("down", "UPSTREAM_UNAVAILABLE", "u6")
+        assert line["request_id"]
+    config = make_config(services={"down": {"url": dead}},
+                         routes=[{"match": "@@wsgate/CONNECT", "service": "down"}])
+    async with running(config) as gw:
+        headers = {"Cookie": gw.cookie("u7")}
+        async with websockets.connect(gw.url, origin=ORIGIN, additional_headers=headers, open_timeout=5) as ws:  # type: ignore[arg-type]
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.recv()
+        await eventually(lambda: _one(lines, "refused", code=1013), what="refused line")
+        line = _one(lines, "upstream_failure", user="u7")
+        assert line is not None and line["action_type"] == "@@wsgate/CONNECT"
+        refused = _one(lines, "refused", code=1013)
+        assert refused is not None and refused["connection"] == line["connection"]
+
+
 async def test_a_key_reload_is_one_line(lines: Lines, tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text(new_key() + "\n")

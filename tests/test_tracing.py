@@ -208,6 +208,27 @@ def test_tracing_off_imports_no_opentelemetry() -> None:
     assert out.stdout.strip() == "ok"
 
 
+def test_tracing_enabled_without_the_sdk_is_a_config_error_naming_the_key() -> None:
+    """The SDK made unimportable in a fresh process: start-up stops with one line, as serve shows it."""
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry.sdk'] = None\n"
+        "from tests.e2e.gateway import make_config\n"
+        "from wsgate.exceptions import ConfigError\n"
+        "from wsgate.node import Node\n"
+        "try:\n"
+        "    Node(make_config(tracing={'enabled': True}))\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{root / 'src'}{os.pathsep}{root}"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "tracing.enabled" in out.stdout and "wsgate[tracing]" in out.stdout
+
+
 def test_tracing_config_defaults() -> None:
     tracing = make_config().tracing
     assert (tracing.enabled, tracing.service_name, tracing.endpoint) == (False, "wsgate", "")

@@ -97,6 +97,21 @@ _MESSAGES = {
 }
 
 
+def _failed(
+    conn: Connection, context: InvocationContext, action_type: str, service: str, code: ErrorCode
+) -> None:
+    """The ``upstream_failure`` line of a routed call or hook call that failed (not a refusal)."""
+    event(
+        "upstream_failure",
+        logging.WARNING,
+        fields(conn),
+        request_id=context.requestId,
+        action_type=action_type,
+        service=service,
+        outcome=code.value,
+    )
+
+
 class _InFlight:
     """Calls in flight per key (a connection, a user), with a cap (0: none)."""
 
@@ -384,15 +399,7 @@ class Upstream:
         if conn.principal.sub:
             self._per_user.give(conn.principal.sub)
         if isinstance(result, ErrorCode):
-            event(
-                "upstream_failure",
-                logging.WARNING,
-                fields(conn),
-                request_id=context.requestId,
-                action_type=action_type,
-                service=service,
-                outcome=result.value,
-            )
+            _failed(conn, context, action_type, service, result)
             if not conn.closed:
                 conn.send_error(result, _MESSAGES.get(result, "upstream failure"), rid)
             return
@@ -434,11 +441,13 @@ class Upstream:
         action = Action(
             type=bi.CONNECT, payload=msgspec.Raw(msgspec.json.encode({"ip": conn.peer}))
         )
-        result = await self._invoker(service).invoke(service, action, self.context(conn, None))
+        context = self.context(conn, None)
+        result = await self._invoker(service).invoke(service, action, context)
         if isinstance(result, ErrorCode):
             if result is ErrorCode.FORBIDDEN:
                 self._gw.refused(conn, CloseCode.FORBIDDEN, "refused by the connect hook")
             else:
+                _failed(conn, context, bi.CONNECT, service.name, result)
                 self._gw.refused(conn, CloseCode.TRY_AGAIN_LATER, "try again later")
             return
         principal = conn.principal
@@ -496,6 +505,8 @@ class Upstream:
         context = self.context(conn, address.value)
         result = await self._invoker(service).invoke(service, action, context)
         verdict = result if isinstance(result, ErrorCode) else None
+        if verdict is not None and verdict is not ErrorCode.FORBIDDEN:
+            _failed(conn, context, bi.JOIN, service.name, verdict)
         if verdict is None or verdict is ErrorCode.FORBIDDEN:
             if len(self._verdicts) >= _MAX_VERDICTS:
                 self._verdicts.pop(next(iter(self._verdicts)))
