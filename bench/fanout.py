@@ -34,7 +34,8 @@ Measured, for each server and mode:
 - the server's CPU time per delivery over all measured bursts, its CPU use
   and the load generator's during the bursts, and **which side was saturated**:
   ``server`` when the server used >= 85 % of its core, ``client`` when the load
-  generator did, ``both``, or ``stall`` when neither did (the pipeline waits).
+  generator did, ``both``; when neither did, ``starved`` if other processes took
+  more than ``--max-other`` of a CPU, else ``stall`` (the pipeline waits).
 
 The machine is shared: for each round the bench reads ``/proc/stat`` and
 subtracts the servers' and load generators' CPU time; a round during which
@@ -381,13 +382,17 @@ class Result:
             return float("nan")
         return self.server_cpu_total / self.deliveries_total * 1e6
 
-    @property
-    def saturated(self) -> str:
-        """Which side was the limit in the median burst: server, client, both, or stall."""
+    def saturated(self, max_other: float) -> str:
+        """Which side was the limit in the median burst.
+
+        ``server`` or ``client`` (>= ``SATURATED`` of its core), ``both``; when neither:
+        ``starved`` if other processes took more than ``max_other`` of a CPU (median),
+        else ``stall`` (the pipeline waited).
+        """
         srv, cli = _med(self.server_cpu) >= SATURATED, _med(self.client_cpu) >= SATURATED
-        return {(True, True): "both", (True, False): "server", (False, True): "client"}.get(
-            (srv, cli), "stall"
-        )
+        if srv or cli:
+            return "both" if srv and cli else "server" if srv else "client"
+        return "starved" if _med(self.other_cpu) > max_other else "stall"
 
 
 @dataclass
@@ -576,18 +581,20 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
                 x_ref = _ratio(rate, _med(ref.burst_rate)) if ref else "-"
                 x_eq = _ratio(rate, _med(eq.burst_rate)) if eq and r.label == "gateway" else "-"
                 x_uws = _ratio(rate, _med(uws.burst_rate)) if uws else "-"
+                limit = r.saturated(args.max_other)
                 print(
                     f"{r.mode:<7} {r.n:>6} {r.label:<9} {rate:>10,.0f} "
                     f"{_med(r.server_cpu) * 100:>6.0f}% {_med(r.client_cpu) * 100:>6.0f}% "
                     f"{r.cpu_us_per_delivery:>8.3f} {_med(r.lat_last) * 1e3:>8.2f} "
-                    f"{r.frame_size:>5} {x_ref:>6} {x_eq:>6} {x_uws:>6} {r.saturated:>9}"
+                    f"{r.frame_size:>5} {x_ref:>6} {x_eq:>6} {x_uws:>6} {limit:>9}"
                 )
             print()
     print(
         "x ref / x ref= / x uws: deliveries/s over the reference's / the reference's with "
         "messages padded to the gateway's delivered size / uWebSockets.js's.\n"
         f"saturated: server or client CPU >= {SATURATED:.0%} of its core during the median "
-        "burst; 'stall' when neither was (the pipeline waited)."
+        "burst; when neither was: 'starved' if other processes took more than --max-other of "
+        "a CPU, else 'stall' (the pipeline waited)."
     )
     for per_n in results:
         for rs in per_n:
