@@ -283,13 +283,18 @@ class Pool:
         self, publisher: Client, msgs: list[bytes], receivers: int, timeout: float
     ) -> tuple[float, list[float]]:
         """Send ``msgs`` back to back; wait until ``receivers`` clients have them all."""
+        return await self.measure(len(msgs), receivers, timeout, self.sender(publisher, msgs))
+
+    @staticmethod
+    def sender(publisher: Client, msgs: list[bytes]) -> Callable[[], None]:
+        """What sends ``msgs`` back to back from ``publisher`` (a ``fire`` for :meth:`measure`)."""
         send = publisher.wst.send
 
         def fire() -> None:
             for m in msgs:
                 send(_TEXT, m)
 
-        return await self.measure(len(msgs), receivers, timeout, fire)
+        return fire
 
     async def measure(
         self, count: int, receivers: int, timeout: float, fire: Callable[[], object]

@@ -235,9 +235,7 @@ async def _worker(args: argparse.Namespace) -> None:
         nonlocal seq
         first, seq = seq, seq + count
         if mode == "relay":
-            msgs = [bench_message(first + i, CHANNEL, size) for i in range(count)]
-            send = pub.wst.send
-            return lambda: [send(_TEXT, m) for m in msgs]
+            return Pool.sender(pub, [bench_message(first + i, CHANNEL, size) for i in range(count)])
         if api is not None:
             payloads = [bench_payload(first + i, size) for i in range(count)]
             return lambda: api.fire(payloads)
