@@ -66,8 +66,14 @@ def invocation(type_: str, payload: Any = None) -> bytes:
     return msgspec.json.encode({"action": {"type": type_, "payload": payload}, "context": CTX})
 
 
-def request(body: bytes, *, signed: bool = True, path: str = "/actions", extra: bytes = b"") -> bytes:
-    sig = b"X-Wsgate-Signature: %s\r\n" % sign(SECRET, body, int(time.time())).encode() if signed else b""
+def request(
+    body: bytes, *, signed: bool = True, path: str = "/actions", extra: bytes = b""
+) -> bytes:
+    sig = (
+        b"X-Wsgate-Signature: %s\r\n" % sign(SECRET, body, int(time.time())).encode()
+        if signed
+        else b""
+    )
     return (
         b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n%s%s"
         b"Content-Length: %d\r\n\r\n%s" % (path.encode(), sig, extra, len(body), body)
@@ -100,14 +106,18 @@ class Client:
         self.answers = Answers()
         self.closed = False
 
-    async def read(self, n: int, timeout: float = 5.0) -> list[tuple[int, bytes, dict[bytes, bytes]]]:
+    async def read(
+        self, n: int, timeout: float = 5.0
+    ) -> list[tuple[int, bytes, dict[bytes, bytes]]]:
         """Read until ``n`` answers arrived in all (or the server closed)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         for _ in range(10_000):
             if len(self.answers.got) >= n or self.closed:
                 break
-            data = await asyncio.wait_for(self.reader.read(65536), max(0.01, deadline - loop.time()))
+            data = await asyncio.wait_for(
+                self.reader.read(65536), max(0.01, deadline - loop.time())
+            )
             if not data:
                 self.closed = True
                 break
@@ -133,9 +143,7 @@ async def connect(port: int) -> AsyncIterator[Client]:
 
 
 @contextlib.asynccontextmanager
-async def builtin(
-    service: sdk.Service | None = None, **limits: Any
-) -> AsyncIterator[HttpServer]:
+async def builtin(service: sdk.Service | None = None, **limits: Any) -> AsyncIterator[HttpServer]:
     server: HttpServer = await (service or build()).serve("127.0.0.1", 0, ServerLimits(**limits))
     try:
         yield server
@@ -176,8 +184,10 @@ async def through_the_gateway(url: str) -> None:
             await alice.send("svc/ECHO", {"n": i}, id=f"e{i}")
         got = [await alice.expect("svc/ECHOED") for _ in range(5)]
         assert sorted(g["meta"]["inReplyTo"] for g in got) == [f"e{i}" for i in range(5)]
-        assert all(g["payload"] == {"got": {"n": int(g["meta"]["inReplyTo"][1:])}, "by": "alice"}
-                   for g in got)
+        assert all(
+            g["payload"] == {"got": {"n": int(g["meta"]["inReplyTo"][1:])}, "by": "alice"}
+            for g in got
+        )
         await alice.send("svc/REFUSE", {}, id="r")
         err = await alice.expect("@@wsgate/ERROR")
         assert (err["payload"]["code"], err["meta"]["inReplyTo"]) == ("FORBIDDEN", "r")
@@ -258,7 +268,9 @@ async def test_a_body_over_the_cap_is_refused_unread_and_closed() -> None:
             assert status == 413 and headers[b"connection"] == b"close"
             assert await c.closes()
         async with connect(server.port) as c:  # chunked, counted as it comes
-            c.writer.write(b"POST /actions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+            c.writer.write(
+                b"POST /actions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
             for _ in range(5):
                 c.writer.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
             [(status, _, _)] = await c.read(1)
