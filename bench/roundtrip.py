@@ -1069,6 +1069,11 @@ class ClientWindow:
     seconds: float
     cpu: float
     latencies: array[float]
+    service_cpu: float = 0.0
+
+    @property
+    def service_us(self) -> float:
+        return self.service_cpu / self.calls * 1e6 if self.calls else 0.0
 
     @property
     def rate(self) -> float:
@@ -1084,7 +1089,7 @@ class ClientWindow:
 
 
 async def _client_window(
-    label: str, post: Any, k: int, warmup: float, seconds: float
+    label: str, post: Any, k: int, warmup: float, seconds: float, service: ServerProcess
 ) -> ClientWindow:
     """K callers, each posting and awaiting its answer in a loop; measured after ``warmup``."""
     from wsgate.routing.signature import sign
@@ -1113,9 +1118,9 @@ async def _client_window(
     try:
         await asyncio.sleep(warmup)  # the warm-up's length, not a synchronization
         state["measuring"] = True
-        c0, t0 = _cpu_self(), perf_counter()
+        c0, s0, t0 = _cpu_self(), service.cpu_seconds(), perf_counter()
         await asyncio.sleep(seconds)  # the window's length
-        c1, t1 = _cpu_self(), perf_counter()
+        c1, s1, t1 = _cpu_self(), service.cpu_seconds(), perf_counter()
         state["measuring"] = False
         calls = int(state["calls"])
     finally:
@@ -1126,7 +1131,7 @@ async def _client_window(
         for t in done:
             if not t.cancelled() and t.exception() is not None:
                 raise BenchError(f"{label}: {t.exception()!r}")
-    return ClientWindow(label, calls, t1 - t0, c1 - c0, lat)
+    return ClientWindow(label, calls, t1 - t0, c1 - c0, lat, s1 - s0)
 
 
 async def compare_clients(args: argparse.Namespace, workdir: Path) -> list[ClientWindow]:
@@ -1167,9 +1172,12 @@ async def compare_clients(args: argparse.Namespace, workdir: Path) -> list[Clien
         try:
             for round_ in range(args.client_rounds):
                 for label, post in (("pool", via_pool), ("aiohttp", via_aiohttp)):
-                    w = await _client_window(label, post, args.clients, args.warmup, args.seconds)
+                    w = await _client_window(
+                        label, post, args.clients, args.warmup, args.seconds, service
+                    )
                     print(f"    {label} #{round_ + 1}: {w.rate:,.0f} calls/s, "
-                          f"p99 {_ms(w.pct(0.99))} ms, {w.cpu_us:.1f} us CPU/call", flush=True)
+                          f"p99 {_ms(w.pct(0.99))} ms, {w.cpu_us:.1f} us CPU/call, "
+                          f"service {w.service_us:.1f} us/call", flush=True)
                     windows.append(w)
         finally:
             await pool.aclose()
@@ -1195,6 +1203,7 @@ def report_clients(args: argparse.Namespace, windows: list[ClientWindow]) -> Non
         ("latency p50 (ms)", lambda w: w.pct(0.5) * 1e3, "{:.2f}"),
         ("latency p99 (ms)", lambda w: w.pct(0.99) * 1e3, "{:.2f}"),
         ("client CPU us/call", lambda w: w.cpu_us, "{:.1f}"),
+        ("service CPU us/call", lambda w: w.service_us, "{:.1f}"),
     ]
     for name, key, fmt in rows:
         a, b = median("pool", key), median("aiohttp", key)

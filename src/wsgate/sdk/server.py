@@ -54,6 +54,7 @@ __all__ = ["HttpServer", "ServerLimits", "run"]
 log = logging.getLogger(__name__)
 
 _SIGNATURE: Final = HEADER.lower().encode()
+_SIGNATURE_LEN: Final = len(_SIGNATURE)
 _REASONS: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
@@ -215,12 +216,16 @@ class _Conn(asyncio.Protocol):
         self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        lname = name.lower()
-        if lname == _SIGNATURE:
+        n = len(name)
+        self.head_size += n + len(value) + 4
+        if self.head_size > self.limits.max_header_bytes:
+            raise _Fatal(431)
+        # two names matter: compare lengths before case-folding
+        if n == _SIGNATURE_LEN and name.lower() == _SIGNATURE:
             self.signature = value.decode("latin-1")
         elif (
-            lname == b"content-length"
+            n == 14
+            and name.lower() == b"content-length"
             and value.strip().isdigit()
             and int(value) > self.service.max_body_bytes
         ):
