@@ -347,3 +347,18 @@ async def test_asgi_lifespan_completes_and_other_scopes_are_refused() -> None:
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     with pytest.raises(ValueError, match="serves HTTP"):
         await service({"type": "websocket"}, inbox.get, send)
+
+
+async def test_http_1_0_closes_after_its_answer_and_connections_are_capped() -> None:
+    async with builtin(max_connections=1) as server:
+        async with connect(server.port) as c:
+            c.writer.write(request(invocation("svc/ECHO")).replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+            [(status, _, headers)] = await c.read(1)
+            assert status == 200 and headers[b"connection"] == b"close"
+            assert await c.closes()
+        await eventually(lambda: not server.conns, what="the first connection forgotten")
+        async with connect(server.port) as first, connect(server.port) as second:
+            first.writer.write(request(invocation("svc/ECHO")))
+            assert [s for s, _, _ in await first.read(1)] == [200]
+            assert [s for s, _, _ in await second.read(1)] == [503]
+            assert await second.closes()
