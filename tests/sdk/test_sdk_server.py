@@ -362,3 +362,15 @@ async def test_http_1_0_closes_after_its_answer_and_connections_are_capped() -> 
             assert [s for s, _, _ in await first.read(1)] == [200]
             assert [s for s, _, _ in await second.read(1)] == [503]
             assert await second.closes()
+
+
+async def test_requests_pipelined_after_connection_close_are_not_read() -> None:
+    gates = Gates()
+    async with builtin(build(gates)) as server, connect(server.port) as c:
+        last = request(invocation("svc/ECHO", "last"), extra=b"Connection: close\r\n")
+        after = request(invocation("svc/WAIT", "never"))
+        c.writer.write(request(invocation("svc/ECHO", "first")) + last + after)
+        assert await c.closes()
+        assert [s for s, _, _ in c.answers.got] == [200, 200]
+        assert c.answers.got[1][2][b"connection"] == b"close"
+        assert gates.entered == []

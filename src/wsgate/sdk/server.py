@@ -91,6 +91,10 @@ class _Fatal(Exception):
         self.status = status
 
 
+class _Stop(Exception):
+    """Raised from a parser callback: read no more (the connection is closing)."""
+
+
 class _Slot:
     """One request's place in the answer order: its task until ``data`` is set."""
 
@@ -161,11 +165,13 @@ class _Conn(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            self._fail(cause.status if isinstance(cause, _Fatal) else 400)
+            if not isinstance(cause, _Stop):
+                self._fail(cause.status if isinstance(cause, _Fatal) else 400)
         except httptools.HttpParserUpgrade:
             self._fail(400)
         except httptools.HttpParserError:
-            self._fail(400)
+            if not self.closing:  # (llhttp refuses data after "Connection: close": ignored)
+                self._fail(400)
         else:
             if self.in_head:
                 # a header line not complete yet is accumulated inside httptools: bound it
@@ -200,6 +206,8 @@ class _Conn(asyncio.Protocol):
     # -- httptools callbacks (in feed_data) ------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.closing:  # requests pipelined after a "Connection: close" one are not read
+            raise _Stop
         self.in_message = True
         self.in_head = True
         self.head_raw = -self.read_size
