@@ -374,3 +374,25 @@ async def test_requests_pipelined_after_connection_close_are_not_read() -> None:
         assert [s for s, _, _ in c.answers.got] == [200, 200]
         assert c.answers.got[1][2][b"connection"] == b"close"
         assert gates.entered == []
+
+
+async def test_pipelined_answers_ready_together_go_out_in_one_write() -> None:
+    async with builtin() as server, connect(server.port) as c:
+        c.writer.write(request(invocation("svc/ECHO", "warm")))
+        await c.read(1)
+        [conn] = server.conns
+        assert conn.transport is not None
+        writes: list[int] = []
+        real = conn.transport.write
+
+        def counting(data: Any) -> None:
+            writes.append(len(data))
+            real(data)
+
+        conn.transport.write = counting  # type: ignore[method-assign]
+        c.writer.write(b"".join(request(invocation("svc/ECHO", i)) for i in range(8)))
+        got = await c.read(9)
+        assert [
+            msgspec.json.decode(b)["reply"][0]["payload"]["got"] for _, b, _ in got[1:]
+        ] == list(range(8))
+        assert len(writes) <= 2, writes  # one per read of requests (8 when written one by one)

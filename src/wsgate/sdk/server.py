@@ -6,8 +6,9 @@ framework layer between the socket and the handler. Guarantees:
 
 - **keep-alive** (HTTP/1.1 by default, HTTP/1.0 with ``Connection:
   keep-alive``) and **pipelining**: the requests of one connection run
-  concurrently and their answers are written in the order they were asked,
-  all ready answers in one write;
+  concurrently and their answers are written in the order they were asked;
+  the answers of requests read together are written together, one write in
+  the loop iteration after they are ready (a lone request's at once);
 - **bounds**: a head (request line and headers) over ``max_header_bytes``
   is answered ``431`` and the connection closed (reads are fed to the parser
   in slices of that size, so an unfinished header line held inside httptools
@@ -128,6 +129,8 @@ class _Conn(asyncio.Protocol):
         """No more requests are read; close once ``pending`` is written."""
         self.read_paused = False
         self.write_paused = False
+        self.flush_soon = False
+        """A flush is scheduled for the next loop iteration."""
         self.url = b""
         self.head_size = 0
         self.signature: str | None = None
@@ -277,6 +280,16 @@ class _Conn(asyncio.Protocol):
         answer = await self.service.respond(signature, body)
         slot.data = render(answer, close)
         slot.task = None
+        if len(self.pending) == 1:
+            self._flush()  # alone: at once
+        elif not self.flush_soon:
+            # others were asked with it: they finish in this loop iteration too if they
+            # can, so write them all in the next one, together
+            self.flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush_later)
+
+    def _flush_later(self) -> None:
+        self.flush_soon = False
         self._flush()
 
     def _flush(self) -> None:
