@@ -50,6 +50,15 @@ the gateway closes abusers) reconnects after 0.5 s, at most 100 times.
 Reported: the well-behaved clients' round trips/s and p99 without and with
 the flood, from the same gateway process, and their ratio.
 
+``--http-clients`` first measures the gateway's HTTP client on its own:
+this process posts signed echo invocations straight to the echo service
+(pinned to the other CPU; no gateway running) with K callers, through the
+hand-written pool (``wsgate.routing.http1.Http1Client``) and through
+``aiohttp.ClientSession``, ``--client-rounds`` windows each, interleaved;
+it reports calls/s, p50/p99, this process's and the service's CPU per call,
+and aiohttp's CPU per call over the pool's (the pool is kept at >= 1.3 x).
+``--http-clients-only`` stops there.
+
 ``--limits`` adds a default rate limit to the gateway's config::
 
     [[rate_limits]]
@@ -66,6 +75,7 @@ Usage::
     python bench/roundtrip.py --service lean --pipeline 16   # HTTP/1.1 pipelining
     python bench/roundtrip.py --flood 10 [--limits]
     python bench/roundtrip.py --profile /tmp/prof     # py-spy on the gateway
+    python bench/roundtrip.py --http-clients-only --service sdk   # the pool vs aiohttp
 
 Exits non-zero, saying what happened, when a server fails to start (a
 refused config key included), a client cannot connect, or the closed loop
