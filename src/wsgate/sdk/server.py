@@ -41,22 +41,37 @@ import signal
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
 from wsgate.routing.signature import HEADER
 
-if TYPE_CHECKING:
-    from wsgate.sdk.service import Answer, Service
-
-__all__ = ["HttpServer", "ServerLimits", "run"]
+__all__ = ["Answer", "HttpServer", "Responder", "ServerLimits", "run"]
 
 log = logging.getLogger(__name__)
 
 _SIGNATURE: Final = HEADER.lower().encode()
 _SIGNATURE_LEN: Final = len(_SIGNATURE)
 _REASONS: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
+Answer = tuple[int, bytes]
+"""An HTTP status and its JSON body (``b""``: no body)."""
+
+
+class Responder(Protocol):
+    """What the server serves: :class:`wsgate.sdk.Service` is one."""
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body read; a larger one is answered ``413``."""
+
+    def route(self, method: bytes, path: bytes) -> Answer | None:
+        """``None`` to read the body and :meth:`respond`; else the answer, body unread."""
+
+    async def respond(self, signature: str | None, body: bytes) -> Answer:
+        """The answer to a request for this path (never raises)."""
 
 
 @dataclass(frozen=True)
@@ -368,14 +383,16 @@ class _Conn(asyncio.Protocol):
 
 
 class HttpServer:
-    """Serves one :class:`~wsgate.sdk.service.Service` on a port (see the module docstring).
+    """Serves one :class:`Responder` (a :class:`~wsgate.sdk.Service`) on a port.
+
+    See the module docstring for its guarantees.
 
     Call order: :meth:`start` once, then :meth:`aclose` once. ``conns`` holds
     the open connections (at most ``max_connections``); each removes itself
     when it is lost.
     """
 
-    def __init__(self, service: Service, limits: ServerLimits) -> None:
+    def __init__(self, service: Responder, limits: ServerLimits) -> None:
         self.service = service
         self.limits = limits
         self.conns: set[_Conn] = set()
@@ -437,11 +454,11 @@ class HttpServer:
             await self._server.wait_closed()
 
 
-def run(service: Service, host: str, port: int, limits: ServerLimits | None = None) -> None:
-    """Serve ``service`` until SIGINT/SIGTERM, then close gracefully (uvloop when installed)."""
+def run(server: HttpServer, host: str, port: int) -> None:
+    """Serve on ``host:port`` until SIGINT/SIGTERM, then close gracefully (on uvloop if any)."""
 
     async def main() -> None:
-        server = await service.serve(host, port, limits)
+        await server.start(host, port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -43,11 +43,10 @@ from wsgate.exceptions import ConfigError, Refused
 from wsgate.protocol.patterns import PatternTable
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.signature import HEADER, verify
+from wsgate.sdk.server import Answer, HttpServer, ServerLimits, run
 
 if TYPE_CHECKING:
     from aiohttp import web
-
-    from wsgate.sdk.server import ServerLimits
 
 __all__ = [
     "Answer",
@@ -84,8 +83,6 @@ class Reply:
 
 HandlerResult = Reply | list[dict[str, Any]] | dict[str, Any] | None
 Handler = Callable[[dict[str, Any], InvocationContext], Awaitable[HandlerResult]]
-Answer = tuple[int, bytes]
-"""An HTTP status and its JSON body (``b""``: no body)."""
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -276,23 +273,21 @@ class Service:
 
     async def serve(
         self, host: str = "127.0.0.1", port: int = 9000, limits: ServerLimits | None = None
-    ) -> Any:
+    ) -> HttpServer:
         """Start the built-in server (:mod:`wsgate.sdk.server`) and return it once listening.
 
         Stop it with ``await server.aclose()`` (graceful: answers in flight
         are sent, then connections close).
         """
-        from wsgate.sdk.server import HttpServer, ServerLimits
-
         server = HttpServer(self, limits or ServerLimits())
         await server.start(host, port)
         return server
 
-    def run(self, host: str = "127.0.0.1", port: int = 9000) -> None:
+    def run(
+        self, host: str = "127.0.0.1", port: int = 9000, limits: ServerLimits | None = None
+    ) -> None:
         """Serve with the built-in server until SIGINT/SIGTERM (uvloop when installed)."""
-        from wsgate.sdk.server import run
-
-        run(self, host, port)
+        run(HttpServer(self, limits or ServerLimits()), host, port)
 
     def app(self) -> web.Application:
         """A new ``aiohttp`` application serving ``POST <path>`` (slower than :meth:`serve`)."""
