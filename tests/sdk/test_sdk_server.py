@@ -396,3 +396,43 @@ async def test_pipelined_answers_ready_together_go_out_in_one_write() -> None:
             msgspec.json.decode(b)["reply"][0]["payload"]["got"] for _, b, _ in got[1:]
         ] == list(range(8))
         assert len(writes) <= 2, writes  # one per read of requests (8 when written one by one)
+
+
+RUN_SCRIPT = """
+import sys
+from wsgate import sdk
+service = sdk.Service(secret=sys.argv[2])
+
+@service.action("svc/*")
+async def echo(action, ctx):
+    return {"type": "svc/ECHOED"}
+
+service.run("127.0.0.1", int(sys.argv[1]))
+"""
+
+
+async def test_run_serves_until_sigterm_then_exits_cleanly() -> None:
+    import os
+    import signal
+    import sys
+
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RUN_SCRIPT, str(port), SECRET,
+        env={**os.environ}, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+
+        async def answers() -> bool:
+            try:
+                return await statuses(port, request(invocation("svc/X"))) == [200]
+            except OSError:
+                return False
+
+        await eventually(answers, timeout=15, every=0.05, what="service.run listening")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
