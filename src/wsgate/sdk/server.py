@@ -1,4 +1,4 @@
-"""The SDK's built-in HTTP/1.1 server: httptools (llhttp) parsing, one :class:`Service`.
+"""The SDK's built-in HTTP/1.1 server: httptools (llhttp) parsing, one :class:`Responder`.
 
 :class:`HttpServer` serves ``service.route`` / ``service.respond`` (the same
 path as the ASGI app) straight from an ``asyncio.Protocol``, with no ASGI or
@@ -12,18 +12,20 @@ framework layer between the socket and the handler. Guarantees:
 - **bounds**: a head (request line and headers) over ``max_header_bytes``
   is answered ``431`` and the connection closed (reads are fed to the parser
   in slices of that size, so an unfinished header line held inside httptools
-  stays under twice the bound); a ``Content-Length`` or a
-  body over the service's ``max_body_bytes`` ``413`` (closed, the body
-  unread); more than ``max_pipeline`` unanswered requests pause reading
-  until answers drain (a read already received is parsed whole: the excess
-  is bounded by one read, at most 256 KiB); a client not reading its answers
-  pauses reading (the transport's write buffer high-water mark bounds what is
-  queued for it); at most ``max_connections`` connections (more are answered
-  ``503`` and closed);
+  stays under twice the bound); a ``Content-Length`` or a (chunked) body
+  over the service's ``max_body_bytes`` ``413`` and closed (by
+  ``Content-Length``: before a byte of the body is read); more than
+  ``max_pipeline`` unanswered requests pause reading until answers drain (a
+  read already received is parsed whole: the excess is bounded by one read,
+  at most 256 KiB); a client not reading its answers pauses reading (the
+  transport's write buffer high-water mark bounds what is queued for it); at
+  most ``max_connections`` connections (more are answered ``503`` and
+  closed);
 - **timeouts**, checked by one sweep task per server every ``tick_s``: a
   connection idle between requests for ``idle_timeout_s`` is closed; a
-  request not received whole within ``request_timeout_s`` of its first byte,
-  or a client that reads no answer for that long, gets ``408`` and is closed;
+  request not received whole within ``request_timeout_s`` of its first byte
+  gets ``408`` and is closed; a client whose answers stay unread (writing
+  paused) for that long is aborted;
 - **graceful close**: :meth:`HttpServer.aclose` stops listening, closes idle
   connections, lets requests in flight be answered (then closes) and aborts
   what is left after ``grace_s``.
@@ -79,13 +81,21 @@ class ServerLimits:
     """The bounds and timeouts of :class:`HttpServer` (see the module docstring)."""
 
     max_header_bytes: int = 16384
+    """Request line and headers; more: ``431``."""
     max_pipeline: int = 64
+    """Unanswered requests per connection before reading pauses."""
     max_connections: int = 4096
+    """Open connections; more: ``503``."""
     idle_timeout_s: float = 75.0
+    """A connection with nothing asked is closed after this long."""
     request_timeout_s: float = 10.0
+    """A request must arrive whole (and answers be read) within this long."""
     grace_s: float = 5.0
+    """``aclose`` waits this long for answers in flight."""
     tick_s: float = 0.5
+    """The timeout sweep's period (timeouts are this late at most)."""
     backlog: int = 1024
+    """The listening socket's backlog."""
 
 
 def render(answer: Answer, close: bool) -> bytes:
