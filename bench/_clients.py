@@ -8,12 +8,13 @@ the same for the gateway and the reference.
 Lifecycle::
 
     pool = Pool(join="acme:bench")                # or join=None for the reference
-    pub = (await pool.connect(url, 1, headers))[0]
+    pub = (await pool.connect(url, 1, headers, publisher=True))[0]
     recv = await pool.connect(url, n, headers)    # bounded concurrency; each
                                                   # waits for WELCOME (+ JOINED)
     await pool.quiesce()                          # PRESENCE storms are over
-    t0, arrivals = await pool.publish(pub, msgs, n, timeout)
-    await pool.close_all()
+    t0, arrivals = await pool.publish(pub, msgs, n, timeout)       # relay: pub sends msgs
+    t0, arrivals = await pool.measure(len(msgs), n, timeout, fire)  # fire() makes the server
+    await pool.close_all()                                         # send them (server publish)
 
 A receiver "arrives" when it has received every bench message published so
 far (``Pool.expect``, cumulative); ``arrivals`` are ``perf_counter()``
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
@@ -35,7 +36,16 @@ try:  # _servers is a sibling module when run as bench/*.py
 except ImportError:  # pragma: no cover - imported as bench._clients
     from bench._servers import BenchError
 
-__all__ = ["MARK", "Client", "Pool", "bench_message"]
+__all__ = [
+    "MARK",
+    "PUBLISH",
+    "Client",
+    "Pool",
+    "Publisher",
+    "bench_message",
+    "bench_payload",
+    "publish_command",
+]
 
 MARK: Final = b'"bench/MSG"'
 """What tells a bench message from a control action (WELCOME, PRESENCE...)."""
@@ -46,14 +56,27 @@ _WELCOME: Final = b'"@@wsgate/WELCOME"'
 _JOINED: Final = b'"@@wsgate/JOINED"'
 _ERROR: Final = b'"@@wsgate/ERROR"'
 
+PUBLISH: Final = b"!pub "
+"""Server-publish command of the reference and the anchors: ``!pub <M> <message>``."""
+
 perf_counter: Final = time.perf_counter
+
+
+def publish_command(count: int, message: bytes) -> bytes:
+    """The text frame that makes the reference or an anchor publish ``message`` ``count`` times."""
+    return PUBLISH + str(count).encode() + b" " + message
+
+
+def bench_payload(seq: int, payload_bytes: int = 100) -> str:
+    """The JSON payload of a bench message, ``payload_bytes`` long."""
+    head = f'{{"seq":{seq},"pad":"'
+    pad = "x" * max(0, payload_bytes - len(head) - 2)
+    return f'{head}{pad}"}}'
 
 
 def bench_message(seq: int, channel: str, payload_bytes: int = 100) -> bytes:
     """A relayable action whose payload JSON is ``payload_bytes`` long."""
-    head = f'{{"seq":{seq},"pad":"'
-    pad = "x" * max(0, payload_bytes - len(head) - 2)
-    payload = f'{head}{pad}"}}'
+    payload = bench_payload(seq, payload_bytes)
     return (f'{{"type":"bench/MSG","payload":{payload},"meta":{{"channel":"{channel}"}}}}').encode()
 
 
@@ -109,6 +132,21 @@ class Client(WSListener):
         if ready is not None and not ready.done():
             ready.set_result(failure)
         self.ready = None
+
+
+class Publisher(Client):
+    """The member that sends (relay) or commands (server publish): never counted.
+
+    In server-publish mode the servers deliver to every member, this one included
+    (uWS ``app.publish``); it ignores those copies so that only receivers arrive.
+    """
+
+    __slots__ = ()
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is _TEXT and MARK in frame.get_payload_as_bytes():
+            return
+        super().on_ws_frame(transport, frame)
 
 
 class Pool:
@@ -172,21 +210,23 @@ class Pool:
         *,
         concurrency: int = 200,
         timeout: float = 120.0,
+        publisher: bool = False,
     ) -> list[Client]:
         """Open ``n`` clients, at most ``concurrency`` handshakes (+ joins) in flight.
 
-        Each is ready when signed in and joined (gateway) or connected
-        (reference). Raises :class:`BenchError` past ``timeout`` or on the
-        first client that fails.
+        ``publisher``: open :class:`Publisher` clients (never counted). Each is ready
+        when signed in and joined (gateway) or connected (reference, anchors). Raises
+        :class:`BenchError` past ``timeout`` or on the first client that fails.
         """
         sem = asyncio.Semaphore(concurrency)
         made: list[Client] = []
         extra = dict(headers or {})
+        kind = Publisher if publisher else Client
 
         async def one() -> None:
             async with sem:
                 _, client = await ws_connect(
-                    lambda: Client(self),
+                    lambda: kind(self),
                     url,
                     extra_headers=extra,
                     websocket_handshake_timeout=15,
@@ -243,14 +283,33 @@ class Pool:
         self, publisher: Client, msgs: list[bytes], receivers: int, timeout: float
     ) -> tuple[float, list[float]]:
         """Send ``msgs`` back to back; wait until ``receivers`` clients have them all."""
-        self.expect += len(msgs)
+        return await self.measure(len(msgs), receivers, timeout, self.sender(publisher, msgs))
+
+    @staticmethod
+    def sender(publisher: Client, msgs: list[bytes]) -> Callable[[], None]:
+        """What sends ``msgs`` back to back from ``publisher`` (a ``fire`` for :meth:`measure`)."""
+        send = publisher.wst.send
+
+        def fire() -> None:
+            for m in msgs:
+                send(_TEXT, m)
+
+        return fire
+
+    async def measure(
+        self, count: int, receivers: int, timeout: float, fire: Callable[[], object]
+    ) -> tuple[float, list[float]]:
+        """Call ``fire()`` (it makes ``count`` bench messages go to every receiver, at once
+        or by tasks it starts); wait until ``receivers`` clients have them all.
+
+        Returns ``perf_counter()`` just before ``fire()`` and the arrival stamps.
+        """
+        self.expect += count
         self.arrivals = []
         self.waiting_for = receivers
         self.done = done = self.loop.create_future()
-        send = publisher.wst.send
         t0 = perf_counter()
-        for m in msgs:
-            send(_TEXT, m)
+        fire()
         try:
             await asyncio.wait_for(done, timeout)
         except TimeoutError:

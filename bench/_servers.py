@@ -1,4 +1,8 @@
-"""Servers under test, as subprocesses: the wsgate gateway and the bare picows reference.
+"""Servers under test, as subprocesses: the gateway, the picows reference and the Node anchors.
+
+The anchors (``start_anchor``) are uWebSockets.js and Node ``ws``, run by
+``bench/anchors/*.mjs`` from the modules ``bench/anchors/install.sh`` puts in
+``bench/.anchors/``; each exits when its parent (this process) is gone.
 
 Both run pinned to one CPU (``SERVER_CPU``) while the load generator runs on
 another (``CLIENT_CPU``), so the two do not fight for a core more than a
@@ -7,7 +11,7 @@ another (``CLIENT_CPU``), so the two do not fight for a core more than a
 
 Lifecycle::
 
-    srv = start_reference(workdir)      # or start_gateway(workdir)
+    srv = start_reference(workdir)      # or start_gateway(workdir), start_anchor("uws", workdir)
     ...                                 # srv.url, srv.cpu_seconds(), srv.rss_bytes()
     srv.stop()                          # SIGTERM, bounded wait, then SIGKILL
 """
@@ -15,6 +19,7 @@ Lifecycle::
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,12 +29,14 @@ from pathlib import Path
 from typing import Final
 
 __all__ = [
+    "ANCHORS",
     "CLIENT_CPU",
     "SERVER_CPU",
     "BenchError",
     "ServerProcess",
     "free_port",
     "pin_self",
+    "start_anchor",
     "start_gateway",
     "start_profiler",
     "start_reference",
@@ -41,6 +48,12 @@ REPO: Final = BENCH_DIR.parent
 
 SERVER_CPU: Final = 0
 CLIENT_CPU: Final = 1
+
+ANCHORS: Final = ("uws", "ws")
+"""The Node servers: uWebSockets.js (its native addon) and Node ``ws``."""
+ANCHOR_DIR: Final = BENCH_DIR / "anchors"
+ANCHOR_MODULES: Final = BENCH_DIR / ".anchors"
+GATEWAY_API_KEY: Final = "bench-only"
 
 START_TIMEOUT_S: Final = 20.0
 STOP_TIMEOUT_S: Final = 15.0
@@ -83,6 +96,8 @@ class ServerProcess:
     def __init__(self, name: str, argv: list[str], log_path: Path, ready: str) -> None:
         self.name = name
         self.log_path = log_path
+        self.api_url = ""
+        """The gateway's internal API (``http://127.0.0.1:<port>``); empty for the others."""
         cpus = _cpus()
         pin = {SERVER_CPU} if SERVER_CPU in cpus and len(cpus) > 1 else None
 
@@ -194,7 +209,7 @@ heartbeat_ms = 600000
 
 [api]
 listen = "127.0.0.1:{api_port}"
-keys = ["bench-only"]
+keys = ["{api_key}"]
 
 [auth]
 keys = ["{key}"]
@@ -244,15 +259,45 @@ def start_gateway(workdir: Path, command: list[str] | None = None) -> tuple[Serv
     ``command`` replaces ``python -m wsgate.cli`` (e.g. a wrapper that
     instruments the gateway); ``serve --config FILE`` is appended to it.
     """
-    port = free_port()
+    port, api_port = free_port(), free_port()
     config = workdir / f"gateway-{port}.toml"
     config.write_text(
-        GATEWAY_CONFIG.format(port=port, api_port=free_port(), key=_cli("keys", "new"))
+        GATEWAY_CONFIG.format(
+            port=port, api_port=api_port, api_key=GATEWAY_API_KEY, key=_cli("keys", "new")
+        )
     )
     cookie = _cli("cookie", "--config", str(config), "--user", "bench", "--org", "acme")
     argv = [*(command or [sys.executable, "-m", "wsgate.cli"]), "serve", "--config", str(config)]
     srv = ServerProcess("gateway", argv, workdir / f"gateway-{port}.log", "listening on ")
+    srv.api_url = f"http://127.0.0.1:{api_port}"
     return srv, cookie
+
+
+def start_anchor(kind: str, workdir: Path) -> ServerProcess:
+    """Start the Node anchor ``kind`` (``uws`` or ``ws``) on a free port, pinned like the rest.
+
+    Raises :class:`BenchError` when Node or the installed anchors are missing, or the
+    uWebSockets.js native addon does not load (the server exits 2 saying why).
+    """
+    if kind not in ANCHORS:
+        raise BenchError(f"unknown anchor {kind!r} (one of {ANCHORS})")
+    node = shutil.which("node")
+    if node is None:
+        raise BenchError("node is not installed (the anchors need Node >= 18)")
+    if not (ANCHOR_MODULES / "node_modules").is_dir():
+        raise BenchError(f"no {ANCHOR_MODULES}/node_modules: run sh bench/anchors/install.sh")
+    port = free_port()
+    argv = [
+        node,
+        str(ANCHOR_DIR / f"{kind}_server.mjs"),
+        "--port",
+        str(port),
+        "--parent",
+        str(os.getpid()),
+        "--modules",
+        str(ANCHOR_MODULES),
+    ]
+    return ServerProcess(kind, argv, workdir / f"{kind}-{port}.log", "listening on ")
 
 
 def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:

@@ -7,7 +7,12 @@ Answers every ``echo/*`` invocation with one reply ``{"type": "echo/PONG",
 - ``sdk`` (default): ``wsgate.sdk.Service(secret="bench-secret")`` with one
   ``@service.action("echo/*")`` handler — what a real service costs: the
   signature is checked, the invocation decoded into dicts, the answer
-  encoded;
+  encoded — served by the SDK's built-in httptools server
+  (``service.serve``);
+- ``sdk-aiohttp``: the same service through ``service.app()`` on aiohttp's
+  server (what the SDK cost before it had a server of its own);
+- ``sdk-uvicorn``: the same service as an ASGI app under uvicorn
+  (``http="httptools"``, uvloop, no access log);
 - ``raw``: one bare aiohttp handler that verifies nothing and copies the
   payload through as raw JSON (``msgspec.Raw``, never decoded) — the floor of
   an aiohttp service, to tell the gateway's cost from the service's;
@@ -18,10 +23,10 @@ Answers every ``echo/*`` invocation with one reply ``{"type": "echo/PONG",
   ``Content-Length``: what a fast service costs, so that the gateway's own
   cost shows.
 
-Both run on uvloop with the access log off (a log line per request would be
+All run on uvloop with the access log off (a log line per request would be
 the benchmark). Run as a subprocess::
 
-    python bench/echo_service.py --port 9000 [--mode sdk|raw|lean] [--cpu 1]
+    python bench/echo_service.py --port 9000 [--mode sdk|sdk-aiohttp|sdk-uvicorn|raw|lean] [--cpu 1]
 
 ``--cpu`` pins the process (all its threads: it pins itself first thing).
 It prints ``echo-service: listening on http://127.0.0.1:<port>/actions``
@@ -43,13 +48,14 @@ from aiohttp import web
 
 from wsgate.routing.signature import verify
 
-__all__ = ["SECRET", "LeanEcho", "main", "raw_app", "sdk_app"]
+__all__ = ["MODES", "SECRET", "LeanEcho", "main", "raw_app", "sdk_app", "sdk_service"]
 
 SECRET: Final = "bench-secret"
 PATH: Final = "/actions"
+MODES: Final = ("sdk", "sdk-aiohttp", "sdk-uvicorn", "raw", "lean")
 
 
-def sdk_app() -> web.Application:
+def sdk_service() -> Any:
     """The service written with the SDK, as a service author would."""
     from wsgate import sdk
 
@@ -59,7 +65,13 @@ def sdk_app() -> web.Application:
     async def echo(action: dict[str, Any], ctx: sdk.Context) -> list[dict[str, Any]]:
         return [{"type": "echo/PONG", "payload": action.get("payload")}]
 
-    return service.app()
+    return service
+
+
+def sdk_app() -> web.Application:
+    """The SDK service on aiohttp's server."""
+    app: web.Application = sdk_service().app()
+    return app
 
 
 class _Action(msgspec.Struct):
@@ -186,11 +198,54 @@ async def serve_lean(port: int) -> None:
     server.close()
 
 
+async def _until_signalled() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve_sdk(port: int) -> None:
+    from wsgate.sdk.server import ServerLimits
+
+    server = await sdk_service().serve("127.0.0.1", port, ServerLimits(backlog=1024))
+    print(f"echo-service (sdk): listening on http://127.0.0.1:{port}{PATH}", flush=True)
+    await _until_signalled()
+    await server.aclose()
+
+
+async def serve_uvicorn(port: int) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        sdk_service(), host="127.0.0.1", port=port, http="httptools", loop="none",
+        lifespan="on", access_log=False, log_level="warning", backlog=1024,
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    for _ in range(1000):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    print(f"echo-service (sdk-uvicorn): listening on http://127.0.0.1:{port}{PATH}", flush=True)
+    await _until_signalled()
+    server.should_exit = True
+    await task
+
+
 async def serve(port: int, mode: str) -> None:
     if mode == "lean":
         await serve_lean(port)
         return
-    app = sdk_app() if mode == "sdk" else raw_app()
+    if mode == "sdk":
+        await serve_sdk(port)
+        return
+    if mode == "sdk-uvicorn":
+        await serve_uvicorn(port)
+        return
+    app = sdk_app() if mode == "sdk-aiohttp" else raw_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
@@ -207,7 +262,7 @@ async def serve(port: int, mode: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--mode", choices=("sdk", "raw", "lean"), default="sdk")
+    parser.add_argument("--mode", choices=MODES, default="sdk")
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
     args = parser.parse_args()
     if args.cpu is not None:

@@ -1,24 +1,41 @@
-"""Fan-out: deliveries per second and latency for one channel of N members.
+"""Fan-out: deliveries per second and latency for one channel of N members, beside the anchors.
 
-For each N, the reference (``bench/reference_server.py``, bare picows with
-coalesced writes) and the gateway (``wsgate serve``) run side by side, each a
-subprocess pinned to CPU 0. Each has its own load generator (a child process
-running this file with ``--worker``: N receivers + 1 publisher, picows
-clients on uvloop), pinned to CPU 1. The rounds are **interleaved** —
-gateway, reference, reference with gateway-sized messages, in a rotating
-order — so that whatever else runs on the (shared) machine hits all three
-alike, and the ratios stay meaningful.
+For each N, every selected server runs side by side, each a subprocess pinned
+to CPU 0:
 
-Measured, for each server:
+- ``gateway``: ``wsgate serve``;
+- ``reference``: ``bench/reference_server.py``, bare picows with coalesced writes
+  (and ``ref=size``: the same server relaying messages padded to the size the
+  gateway delivers);
+- ``uws``: uWebSockets.js (its native addon), ``bench/anchors/uws_server.mjs``;
+- ``ws``: Node ``ws``, ``bench/anchors/ws_server.mjs``.
 
-- burst: the publisher sends B messages (100-byte payload) back to back; the
-  time from the first send until every receiver has all B gives
+Each server has its own load generator (a child process running this file with
+``--worker``: N receivers + 1 publisher, picows clients on uvloop), pinned to
+CPU 1, the same code for every server. The rounds are **interleaved** — one
+burst per server back to back, in a rotating order — so that whatever else
+runs on the (shared) machine hits all alike, and the ratios stay meaningful.
+
+Two modes (``--mode relay publish``, default both):
+
+- ``relay``: the publisher sends B messages (100-byte payload) into the
+  channel; the server relays each to every other member;
+- ``publish``: one command makes the server publish B messages to every
+  member: ``POST /v1/publish`` for the gateway (one request per message, or
+  one ``"actions"`` batch when the gateway takes it), ``!pub B <message>`` on
+  the WebSocket for the reference and the anchors (uWS ``app.publish``).
+
+Measured, for each server and mode:
+
+- burst: the time from the first send until every receiver has all B gives
   deliveries/s = N * B / t. R rounds, median;
 - one at a time: one message; latency from the send until the last member
-  has it, and until the median member has it. R rounds, median;
-- the server's CPU time per delivery over all measured bursts, and its CPU
-  use during the bursts (near 100 % means the server is the limit; well below
-  means the load generator or the kernel is).
+  has it. R rounds, median;
+- the server's CPU time per delivery over all measured bursts, its CPU use
+  and the load generator's during the bursts, and **which side was saturated**:
+  ``server`` when the server used >= 85 % of its core, ``client`` when the load
+  generator did, ``both``; when neither did, ``starved`` if other processes took
+  more than ``--max-other`` of a CPU, else ``stall`` (the pipeline waits).
 
 The machine is shared: for each round the bench reads ``/proc/stat`` and
 subtracts the servers' and load generators' CPU time; a round during which
@@ -28,7 +45,9 @@ another is run, up to 3 x R rounds; then the quietest R are kept.
 Usage::
 
     . .venv/bin/activate
-    python bench/fanout.py --n 1000 10000 [--burst 50] [--rounds 10] [--quick]
+    sh bench/anchors/install.sh          # once: uWebSockets.js and ws into bench/.anchors/
+    python bench/fanout.py --n 1000 10000 [--mode relay publish] [--rounds 10]
+                           [--servers gateway reference uws ws] [--burst 50] [--quick]
                            [--profile DIR] [--no-equal-size] [--max-other 0.25]
 
 Exits non-zero, saying what happened, when a server fails to start, a
@@ -49,19 +68,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import uvloop
+from picows import WSMsgType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _clients import Pool, bench_message
+from _clients import Pool, bench_message, bench_payload, publish_command
 from _servers import (
+    ANCHORS,
+    GATEWAY_API_KEY,
     BenchError,
     ServerProcess,
     pin_self,
+    start_anchor,
     start_gateway,
     start_profiler,
     start_reference,
@@ -74,6 +98,13 @@ NOISE_WINDOW_S = 0.3
 noise estimate within about 10 % of a CPU."""
 WARMUP_ROUNDS = 3
 PAYLOAD = 100
+SERVERS = ("gateway", "reference", *ANCHORS)
+MODES = ("relay", "publish")
+SATURATED = 0.85
+"""A side whose CPU use during a burst reached this share of its core was the limit."""
+_TEXT = WSMsgType.TEXT
+HTTP_CONNECTIONS = 8
+"""The gateway's load generator posts to the internal API over at most this many connections."""
 
 
 def _cpu_self() -> float:
@@ -92,10 +123,80 @@ def _machine_busy() -> float:
 # -- the worker: one server's load generator ----------------------------------
 
 
+class _ApiPublisher:
+    """The gateway's server-publish path: ``POST /v1/publish`` to the bench channel.
+
+    Uses one ``"actions"`` batch per burst when the gateway takes it (probed once by
+    :meth:`open`), else one request per message, at most ``HTTP_CONNECTIONS`` at once.
+    Call order: :meth:`open`, any number of :meth:`fire`, :meth:`close`.
+    """
+
+    def __init__(self, pool: Pool, api_url: str) -> None:
+        import aiohttp  # the gateway's own dependency; only this worker needs it
+
+        self._aiohttp = aiohttp
+        self.pool = pool
+        self.url = api_url + "/v1/publish"
+        self.batch = False
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        """Bursts being posted: at most one at a time (the parent waits for each)."""
+
+    async def open(self) -> None:
+        aiohttp = self._aiohttp
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=HTTP_CONNECTIONS),
+            headers={"Authorization": f"Bearer {GATEWAY_API_KEY}"},
+            timeout=aiohttp.ClientTimeout(total=30),
+        )
+        probe = b'{"to":{"channel":"%s"},"actions":[{"type":"bench/PROBE"}]}' % CHANNEL.encode()
+        async with self._session.post(self.url, data=probe) as r:
+            self.batch = r.status == 202
+
+    def _body(self, payloads: list[str]) -> list[bytes]:
+        to = f'{{"to":{{"channel":"{CHANNEL}"}},'
+        actions = [f'{{"type":"bench/MSG","payload":{p}}}' for p in payloads]
+        if self.batch:
+            return [f'{to}"actions":[{",".join(actions)}]}}'.encode()]
+        return [f'{to}"action":{a}}}'.encode() for a in actions]
+
+    async def _post_all(self, bodies: list[bytes]) -> None:
+        assert self._session is not None
+        session = self._session
+
+        async def one(body: bytes) -> None:
+            async with session.post(self.url, data=body) as r:
+                if r.status != 202:
+                    raise BenchError(f"POST /v1/publish: {r.status} {await r.text()}")
+
+        await asyncio.gather(*(one(b) for b in bodies))
+
+    def fire(self, payloads: list[str]) -> None:
+        """Start posting ``payloads`` (one message each); a failure ends the measurement."""
+        task = asyncio.get_running_loop().create_task(self._post_all(self._body(payloads)))
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            exc = None if t.cancelled() else t.exception()
+            waiting = self.pool.done
+            if exc is not None and waiting is not None and not waiting.done():
+                waiting.set_exception(exc)
+
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+
 async def _worker(args: argparse.Namespace) -> None:
     """Connect, then answer commands on stdin with one JSON line each on stdout.
 
-    Commands: ``burst <B> <payload bytes>``, ``one <payload bytes>``,
+    Commands: ``burst <mode> <B> <payload bytes>``, ``one <mode> <payload bytes>``,
     ``quit``. Replies: ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
     """
     gateway = args.worker == "gateway"
@@ -104,6 +205,7 @@ async def _worker(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     n = args.worker_n
     out = sys.stdout
+    api = _ApiPublisher(pool, args.api) if gateway else None
 
     def reply(**kw: Any) -> None:
         out.write(json.dumps(kw) + "\n")
@@ -111,17 +213,35 @@ async def _worker(args: argparse.Namespace) -> None:
 
     try:
         t = time.monotonic()
-        [pub] = await pool.connect(args.url, 1, headers)
+        [pub] = await pool.connect(args.url, 1, headers, publisher=True)
         receivers = await pool.connect(args.url, n, headers, timeout=60 + n / 50)
         connect_s = time.monotonic() - t
+        if api is not None:
+            await api.open()
         settle_s = await pool.quiesce()
         gc.collect()
         gc.freeze()
-        reply(ok=True, connect_s=connect_s, settle_s=settle_s)
+        reply(
+            ok=True, connect_s=connect_s, settle_s=settle_s,
+            api_batch=api.batch if api is not None else None,
+        )  # fmt: skip
     except BenchError as exc:
         reply(ok=False, error=str(exc))
         return
     seq = 0
+
+    def fire_for(mode: str, count: int, size: int) -> Callable[[], object]:
+        """What makes ``count`` bench messages of ``size`` go out, in ``mode``."""
+        nonlocal seq
+        first, seq = seq, seq + count
+        if mode == "relay":
+            return Pool.sender(pub, [bench_message(first + i, CHANNEL, size) for i in range(count)])
+        if api is not None:
+            payloads = [bench_payload(first + i, size) for i in range(count)]
+            return lambda: api.fire(payloads)
+        command = publish_command(count, bench_message(first, CHANNEL, size))
+        return lambda: pub.wst.send(_TEXT, command)
+
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         cmd = line.split()
@@ -129,21 +249,18 @@ async def _worker(args: argparse.Namespace) -> None:
             break
         try:
             if cmd[0] == "burst":
-                burst, size = int(cmd[1]), int(cmd[2])
-                msgs = [bench_message(seq + i, CHANNEL, size) for i in range(burst)]
-                seq += burst
+                mode, burst, size = cmd[1], int(cmd[2]), int(cmd[3])
+                fire = fire_for(mode, burst, size)
                 c0 = _cpu_self()
-                t0, arrivals = await pool.publish(pub, msgs, n, 10 + n * burst / 20_000)
+                t0, arrivals = await pool.measure(burst, n, 10 + n * burst / 20_000, fire)
                 wall = arrivals[-1] - t0
                 c1 = _cpu_self()
                 pool.check_counts(receivers)
                 reply(ok=True, wall=wall, client_cpu=c1 - c0, frame_size=pool.frame_size)
             elif cmd[0] == "one":
-                size = int(cmd[1])
-                t0, arrivals = await pool.publish(
-                    pub, [bench_message(seq, CHANNEL, size)], n, 10 + n / 20_000
-                )
-                seq += 1
+                mode, size = cmd[1], int(cmd[2])
+                fire = fire_for(mode, 1, size)
+                t0, arrivals = await pool.measure(1, n, 10 + n / 20_000, fire)
                 pool.check_counts(receivers)
                 reply(
                     ok=True,
@@ -157,14 +274,16 @@ async def _worker(args: argparse.Namespace) -> None:
             reply(ok=False, error=str(exc))
     if pool.errors:
         sys.stderr.write(f"server sent errors: {pool.errors[:3]}\n")
+    if api is not None:
+        await api.close()
     await pool.close_all()
 
 
 class Worker:
     """The parent's handle on one worker process."""
 
-    def __init__(self, kind: str, srv: ServerProcess, n: int, cookie: str, log: Path) -> None:
-        self.kind = kind
+    def __init__(self, srv: ServerProcess, n: int, cookie: str, log: Path) -> None:
+        self.kind = srv.name
         self.srv = srv
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.log_path = log
@@ -173,13 +292,15 @@ class Worker:
                 sys.executable,
                 __file__,
                 "--worker",
-                kind,
+                srv.name,
                 "--worker-n",
                 str(n),
                 "--url",
                 srv.url,
                 "--cookie",
                 cookie,
+                "--api",
+                srv.api_url,
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -230,6 +351,7 @@ class Worker:
 @dataclass
 class Result:
     label: str
+    mode: str
     n: int
     payload_bytes: int = PAYLOAD
     burst_rate: list[float] = field(default_factory=list)
@@ -250,12 +372,25 @@ class Result:
     connect_s: float = 0.0
     noisy: int = 0
     """Rounds during which other processes used more than ``max_other`` of a CPU."""
+    rounds_run: int = 0
 
     @property
     def cpu_us_per_delivery(self) -> float:
         if not self.deliveries_total:
             return float("nan")
         return self.server_cpu_total / self.deliveries_total * 1e6
+
+    def saturated(self, max_other: float) -> str:
+        """Which side was the limit in the median burst.
+
+        ``server`` or ``client`` (>= ``SATURATED`` of its core), ``both``; when neither:
+        ``starved`` if other processes took more than ``max_other`` of a CPU (median),
+        else ``stall`` (the pipeline waited).
+        """
+        srv, cli = _med(self.server_cpu) >= SATURATED, _med(self.client_cpu) >= SATURATED
+        if srv or cli:
+            return "both" if srv and cli else "server" if srv else "client"
+        return "starved" if _med(self.other_cpu) > max_other else "stall"
 
 
 @dataclass
@@ -267,12 +402,12 @@ class _Burst:
     frame_size: int
 
 
-def _burst(w: Worker, burst: int, payload: int, n: int) -> _Burst:
+def _burst(w: Worker, mode: str, burst: int, payload: int, n: int) -> _Burst:
     """One burst through ``w``, with its server's and the machine's CPU around it."""
     s0, m0, p0 = w.srv.cpu_seconds(), _machine_busy(), _cpu_self()
     k0 = w.cpu_seconds()
     t0 = time.perf_counter()
-    answer = w.ask(f"burst {burst} {payload}", 20 + n * burst / 20_000)
+    answer = w.ask(f"burst {mode} {burst} {payload}", 20 + n * burst / 20_000)
     # The servers idle after the burst: what the pause adds to "other" is
     # other processes' work.
     time.sleep(max(0.05, NOISE_WINDOW_S - (time.perf_counter() - t0)))
@@ -285,80 +420,107 @@ def _burst(w: Worker, burst: int, payload: int, n: int) -> _Burst:
     )  # fmt: skip
 
 
-def run_n(args: argparse.Namespace, n: int, workdir: Path) -> list[Result]:
-    """Both servers and their load generators for one N; interleaved rounds."""
+def _start(kind: str, workdir: Path) -> tuple[ServerProcess, str]:
+    if kind == "gateway":
+        return start_gateway(workdir)
+    if kind == "reference":
+        return start_reference(workdir), ""
+    return start_anchor(kind, workdir), ""
+
+
+def run_mode(
+    args: argparse.Namespace, mode: str, n: int, workers: dict[str, Worker]
+) -> list[Result]:
+    """Warm-up, then interleaved bursts until R quiet rounds (at most 3 R), then singles."""
+    plan: list[tuple[str, Worker, int]] = [(k, w, PAYLOAD) for k, w in workers.items()]
+    results = {k: Result(k, mode, n, connect_s=w.hello["connect_s"]) for k, w in workers.items()}
+    for _ in range(WARMUP_ROUNDS):
+        sizes = {k: _burst(w, mode, args.burst, size, n).frame_size for k, w, size in plan}
+    if (
+        not args.no_equal_size
+        and "gateway" in workers
+        and "reference" in workers
+        and sizes["gateway"] > sizes["reference"]
+    ):
+        pad = PAYLOAD + sizes["gateway"] - sizes["reference"]
+        ref = workers["reference"]
+        plan.insert(2, ("ref=size", ref, pad))
+        results["ref=size"] = Result(
+            "ref=size", mode, n, payload_bytes=pad, connect_s=ref.hello["connect_s"]
+        )
+        _burst(ref, mode, args.burst, pad, n)
+    profilers = []
+    if args.profile is not None:
+        for k in ("gateway", "reference"):
+            if k in workers:
+                srv = workers[k].srv
+                out = args.profile / f"{srv.name}-{mode}-{n}.txt"
+                profilers.append(start_profiler(srv.pid, out))
+        time.sleep(1.0)  # py-spy attaches
+    rounds: list[dict[str, _Burst]] = []
+    quiet = 0
+    try:
+        while quiet < args.rounds and len(rounds) < 3 * args.rounds:
+            i = len(rounds)
+            order = plan[i % len(plan) :] + plan[: i % len(plan)]
+            one = {k: _burst(w, mode, args.burst, size, n) for k, w, size in order}
+            rounds.append(one)
+            if max(b.other for b in one.values()) <= args.max_other:
+                quiet += 1
+            time.sleep(0.1)
+    finally:
+        for p in profilers:
+            stop_profiler(p)
+    kept = sorted(rounds, key=lambda r: max(b.other for b in r.values()))[: args.rounds]
+    for label, r in results.items():
+        r.noisy = len(rounds) - quiet
+        r.rounds_run = len(rounds)
+        for one in kept:
+            b = one[label]
+            r.burst_time.append(b.wall)
+            r.burst_rate.append(n * args.burst / b.wall)
+            r.server_cpu.append(b.server_s / b.wall)
+            r.client_cpu.append(b.client_s / b.wall)
+            r.other_cpu.append(b.other)
+            r.server_cpu_total += b.server_s
+            r.deliveries_total += n * args.burst
+            r.frame_size = b.frame_size
+    for i in range(WARMUP_ROUNDS + args.rounds):
+        order = plan[i % len(plan) :] + plan[: i % len(plan)]
+        for label, w, size in order:
+            answer = w.ask(f"one {mode} {size}", 20 + n / 20_000)
+            if i >= WARMUP_ROUNDS:
+                results[label].lat_last.append(answer["last"])
+                results[label].lat_p50.append(answer["p50"])
+            time.sleep(0.02)
+    return list(results.values())
+
+
+def run_n(args: argparse.Namespace, n: int, workdir: Path) -> list[list[Result]]:
+    """Every selected server and its load generator for one N; each mode's rounds."""
     started: list[ServerProcess | Worker] = []
     try:
-        gw_srv, cookie = start_gateway(workdir)
-        started.append(gw_srv)
-        ref_srv = start_reference(workdir)
-        started.append(ref_srv)
-        print(f"  N={n}: connecting {n} + 1 clients to each server ...", flush=True)
-        gw = Worker("gateway", gw_srv, n, cookie, workdir / f"worker-gateway-{n}.log")
-        started.append(gw)
-        ref = Worker("reference", ref_srv, n, "", workdir / f"worker-reference-{n}.log")
-        started.append(ref)
-        results = {
-            "gateway": Result("gateway", n, connect_s=gw.hello["connect_s"]),
-            "reference": Result("reference", n, connect_s=ref.hello["connect_s"]),
-        }
-        plan: list[tuple[str, Worker, int]] = [
-            ("gateway", gw, PAYLOAD),
-            ("reference", ref, PAYLOAD),
-        ]
-        for _ in range(WARMUP_ROUNDS):
-            sizes = {label: _burst(w, args.burst, size, n).frame_size for label, w, size in plan}
-        if not args.no_equal_size and sizes["gateway"] > sizes["reference"]:
-            pad = PAYLOAD + sizes["gateway"] - sizes["reference"]
-            plan.append(("reference-eqsize", ref, pad))
-            results["reference-eqsize"] = Result(
-                "reference-eqsize", n, payload_bytes=pad, connect_s=ref.hello["connect_s"]
-            )
-            _burst(ref, args.burst, pad, n)
-        profilers = []
-        if args.profile is not None:
-            for srv in (gw_srv, ref_srv):
-                profilers.append(start_profiler(srv.pid, args.profile / f"{srv.name}-{n}.txt"))
-            time.sleep(1.0)  # py-spy attaches
-        rounds: list[dict[str, _Burst]] = []
-        try:
-            quiet = 0
-            while quiet < args.rounds and len(rounds) < 3 * args.rounds:
-                i = len(rounds)
-                order = plan[i % len(plan) :] + plan[: i % len(plan)]
-                one = {label: _burst(w, args.burst, size, n) for label, w, size in order}
-                rounds.append(one)
-                if max(b.other for b in one.values()) <= args.max_other:
-                    quiet += 1
-                time.sleep(0.1)
-        finally:
-            for p in profilers:
-                stop_profiler(p)
-        kept = sorted(rounds, key=lambda r: max(b.other for b in r.values()))[: args.rounds]
-        for label, r in results.items():
-            r.noisy = len(rounds) - quiet
-            for one in kept:
-                b = one[label]
-                r.burst_time.append(b.wall)
-                r.burst_rate.append(n * args.burst / b.wall)
-                r.server_cpu.append(b.server_s / b.wall)
-                r.client_cpu.append(b.client_s / b.wall)
-                r.other_cpu.append(b.other)
-                r.server_cpu_total += b.server_s
-                r.deliveries_total += n * args.burst
-                r.frame_size = b.frame_size
-        for i in range(WARMUP_ROUNDS + args.rounds):
-            order = plan[i % len(plan) :] + plan[: i % len(plan)]
-            for label, w, size in order:
-                answer = w.ask(f"one {size}", 20 + n / 20_000)
-                if i >= WARMUP_ROUNDS:
-                    results[label].lat_last.append(answer["last"])
-                    results[label].lat_p50.append(answer["p50"])
-                time.sleep(0.02)
-        for srv in (gw_srv, ref_srv):
+        servers: dict[str, tuple[ServerProcess, str]] = {}
+        for kind in args.servers:
+            servers[kind] = _start(kind, workdir)
+            started.append(servers[kind][0])
+        print(f"  N={n}: connecting {n} + 1 clients to each of {list(servers)} ...", flush=True)
+        workers: dict[str, Worker] = {}
+        for kind, (srv, cookie) in servers.items():
+            workers[kind] = Worker(srv, n, cookie, workdir / f"worker-{kind}-{n}.log")
+            started.append(workers[kind])
+        if "gateway" in workers:
+            batch = workers["gateway"].hello["api_batch"]
+            how = '"actions" batch per burst' if batch else "one POST /v1/publish per message"
+            print(f"    gateway server publish: {how}", flush=True)
+        out = []
+        for mode in args.mode:
+            out.append(run_mode(args, mode, n, workers))
+            _summary(out[-1])
+        for srv, _ in servers.values():
             if not srv.alive():
                 raise BenchError(f"{srv.name} died:\n{srv.log_tail()}")
-        return list(results.values())
+        return out
     except BenchError as exc:
         tails = "".join(
             f"\n--- {s.name} log tail ---\n{s.log_tail(1000)}"
@@ -375,99 +537,104 @@ def _med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-_PCT = "{:.0f}"
+def _summary(rs: list[Result]) -> None:
+    for r in rs:
+        print(
+            f"    {r.mode:>7} {r.label:>9}: burst {_med(r.burst_rate):,.0f} deliveries/s "
+            f"(server CPU {_med(r.server_cpu) * 100:.0f}%, client {_med(r.client_cpu) * 100:.0f}%, "
+            f"{r.cpu_us_per_delivery:.3f} us/delivery), one-at-a-time last "
+            f"{_med(r.lat_last) * 1e3:.2f} ms",
+            flush=True,
+        )
 
 
-def _rows(gw: Result, ref: Result) -> list[tuple[str, float, float, str]]:
-    return [
-        ("burst deliveries/s", _med(gw.burst_rate), _med(ref.burst_rate), "{:,.0f}"),
-        ("  best round", max(gw.burst_rate), max(ref.burst_rate), "{:,.0f}"),
-        ("burst time (ms)", _med(gw.burst_time) * 1e3, _med(ref.burst_time) * 1e3, "{:.1f}"),
-        ("server CPU in burst (%)", _med(gw.server_cpu) * 100, _med(ref.server_cpu) * 100, _PCT),
-        ("client CPU in burst (%)", _med(gw.client_cpu) * 100, _med(ref.client_cpu) * 100, _PCT),
-        ("other CPU in burst (%)", _med(gw.other_cpu) * 100, _med(ref.other_cpu) * 100, _PCT),
-        ("server CPU us/delivery", gw.cpu_us_per_delivery, ref.cpu_us_per_delivery, "{:.3f}"),
-        ("1-at-a-time last (ms)", _med(gw.lat_last) * 1e3, _med(ref.lat_last) * 1e3, "{:.2f}"),
-        ("1-at-a-time p50 (ms)", _med(gw.lat_p50) * 1e3, _med(ref.lat_p50) * 1e3, "{:.2f}"),
-        ("delivered message (B)", gw.frame_size, ref.frame_size, "{:.0f}"),
-        ("connect+join all (s)", gw.connect_s, ref.connect_s, "{:.1f}"),
-    ]
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b == b and b and a == a else "-"
 
 
-def report(results: list[list[Result]], args: argparse.Namespace) -> None:
-    """The table: gateway, reference, ratio (and the equal-size reference, its ratio)."""
+def _paired(a: Result, b: Result) -> float:
+    return _med([x / y for x, y in zip(a.burst_rate, b.burst_rate, strict=True)])
+
+
+def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
+    """One table per mode and N: a row per server, ratios to the reference and to uWS."""
     print()
     print(
         f"fan-out, one channel of N, 100-byte payload, burst B={args.burst}, {args.rounds} "
         "interleaved rounds (median); servers pinned to CPU 0, load generators to CPU 1"
     )
-    eq = any(len(rs) > 2 for rs in results)
-    hdr = f"{'N':>6} {'metric':<24} {'gateway':>11} {'reference':>11} {'gw/ref':>7}"
-    if eq:
-        hdr += f" {'ref=size':>11} {'gw/ref=':>7}"
+    hdr = (
+        f"{'mode':<7} {'N':>6} {'server':<9} {'deliv/s':>10} {'srv CPU':>7} {'cli CPU':>7} "
+        f"{'us/deliv':>8} {'last ms':>8} {'msg B':>5} {'x ref':>6} {'x ref=':>6} "
+        f"{'x uws':>6} {'saturated':>9}"
+    )
     print(hdr)
     print("-" * len(hdr))
-    for rs in results:
-        gw, ref = rs[0], rs[1]
-        rows = _rows(gw, ref)
-        rows_eq = _rows(gw, rs[2]) if len(rs) > 2 else None
-        for i, (name, g, r, fmt) in enumerate(rows):
-            line = f"{gw.n:>6} {name:<24} {fmt.format(g):>11} {fmt.format(r):>11} "
-            line += f"{(g / r if r else float('nan')):>7.2f}"
-            if rows_eq is not None:
-                r2 = rows_eq[i][2]
-                line += f" {fmt.format(r2):>11} {(g / r2 if r2 else float('nan')):>7.2f}"
-            print(line)
-        print()
-    if eq:
-        print(
-            "ref=size: the reference relaying messages padded to the size the gateway "
-            "delivers (meta.offset, meta.from added), to separate wire bytes from Python work."
-        )
-    for rs in results:
-        gw, ref = rs[0], rs[1]
-        ratio = _med(gw.burst_rate) / _med(ref.burst_rate)
-        verdict = "OK" if ratio >= 0.8 else "BELOW TARGET"
-        print(
-            f"N={gw.n}: gateway deliveries/s = {ratio:.3f} x reference (target >= 0.80): "
-            f"{verdict}; {gw.noisy} noisy rounds"
-        )
-        paired = _med([g / r for g, r in zip(gw.burst_rate, ref.burst_rate, strict=True)])
-        print(f"  median of per-round ratios (gateway, reference back to back): {paired:.3f}")
-        for r in rs:
-            rates = [round(x / 1e3) for x in r.burst_rate]
-            print(f"  {r.label:>17} k deliveries/s by round: {rates}")
-        worst = max(max(r.other_cpu, default=0.0) for r in rs)
-        if worst > args.max_other:
+    for per_n in results:
+        for rs in per_n:
+            by = {r.label: r for r in rs}
+            ref, eq, uws = by.get("reference"), by.get("ref=size"), by.get("uws")
+            for r in rs:
+                rate = _med(r.burst_rate)
+                x_ref = _ratio(rate, _med(ref.burst_rate)) if ref else "-"
+                x_eq = _ratio(rate, _med(eq.burst_rate)) if eq and r.label == "gateway" else "-"
+                x_uws = _ratio(rate, _med(uws.burst_rate)) if uws else "-"
+                limit = r.saturated(args.max_other)
+                print(
+                    f"{r.mode:<7} {r.n:>6} {r.label:<9} {rate:>10,.0f} "
+                    f"{_med(r.server_cpu) * 100:>6.0f}% {_med(r.client_cpu) * 100:>6.0f}% "
+                    f"{r.cpu_us_per_delivery:>8.3f} {_med(r.lat_last) * 1e3:>8.2f} "
+                    f"{r.frame_size:>5} {x_ref:>6} {x_eq:>6} {x_uws:>6} {limit:>9}"
+                )
+            print()
+    print(
+        "x ref / x ref= / x uws: deliveries/s over the reference's / the reference's with "
+        "messages padded to the gateway's delivered size / uWebSockets.js's.\n"
+        f"saturated: server or client CPU >= {SATURATED:.0%} of its core during the median "
+        "burst; when neither was: 'starved' if other processes took more than --max-other of "
+        "a CPU, else 'stall' (the pipeline waited)."
+    )
+    for per_n in results:
+        for rs in per_n:
+            by = {r.label: r for r in rs}
+            first = rs[0]
+            others = [x for r in rs for x in r.other_cpu]
             print(
-                f"  WARNING: too few quiet rounds; some kept ones ran while other processes "
-                f"used up to {worst:.0%} of a CPU (noisy figures, ratios less so)"
+                f"{first.mode} N={first.n}: {first.rounds_run} rounds run, {first.noisy} noisy "
+                f"(other CPU > {args.max_other:.0%}); other CPU in kept bursts: median "
+                f"{_med(others):.0%}, max {max(others, default=0.0):.0%}"
             )
+            gw = by.get("gateway")
+            for base in ("reference", "ref=size", "uws"):
+                if gw is not None and base in by:
+                    paired = _paired(gw, by[base])
+                    print(f"  gateway/{base}, median of per-round ratios: {paired:.3f}")
+            for r in rs:
+                rates = [round(x / 1e3) for x in r.burst_rate]
+                print(f"  {r.label:>9} k deliveries/s by round: {rates}")
+            if max(others, default=0.0) > args.max_other:
+                print(
+                    "  WARNING: too few quiet rounds; some kept ones ran while other processes "
+                    f"used up to {max(others):.0%} of a CPU (noisy figures, ratios less so)"
+                )
 
 
 def amain(args: argparse.Namespace) -> int:
     pinned = pin_self()
     print(
-        f"wsgate fan-out bench: N={args.n} B={args.burst} R={args.rounds} "
-        f"cpus={sorted(os.sched_getaffinity(0))} pinned={pinned} "
-        f"nofile={resource.getrlimit(resource.RLIMIT_NOFILE)[0]}",
+        f"wsgate fan-out bench: N={args.n} B={args.burst} R={args.rounds} mode={args.mode} "
+        f"servers={args.servers} cpus={sorted(os.sched_getaffinity(0))} pinned={pinned} "
+        f"nofile={resource.getrlimit(resource.RLIMIT_NOFILE)[0]} "
+        f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
-    results: list[list[Result]] = []
+    results: list[list[list[Result]]] = []
     with tempfile.TemporaryDirectory(prefix="wsgate-bench-") as tmp:
         for n in args.n:
-            rs = run_n(args, n, Path(tmp))
-            for r in rs:
-                print(
-                    f"    {r.label}: burst {_med(r.burst_rate):,.0f} deliveries/s "
-                    f"(server CPU {_med(r.server_cpu) * 100:.0f}%, "
-                    f"{r.cpu_us_per_delivery:.3f} us/delivery), one-at-a-time last "
-                    f"{_med(r.lat_last) * 1e3:.2f} ms, p50 {_med(r.lat_p50) * 1e3:.2f} ms",
-                    flush=True,
-                )
-            results.append(rs)
+            results.append(run_n(args, n, Path(tmp)))
             time.sleep(0.5)
     report(results, args)
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 
 
@@ -482,6 +649,14 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--mode", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=SERVERS,
+        default=list(SERVERS),
+        help="servers to run (default all); uws and ws need sh bench/anchors/install.sh",
+    )
     parser.add_argument("--quick", action="store_true", help="N=1000, 3 rounds")
     parser.add_argument(
         "--max-other",
@@ -498,18 +673,21 @@ def main() -> int:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="run py-spy on each server during the measured bursts; collapsed stacks to DIR",
+        help="run py-spy on the Python servers during the measured bursts; collapsed stacks to DIR",
     )
     # Internal: this file as one server's load generator.
-    parser.add_argument("--worker", choices=("gateway", "reference"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=SERVERS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--cookie", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--api", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         _raise_nofile(args.worker_n + 200)
         uvloop.run(_worker(args))
         return 0
+    args.servers = [s for s in SERVERS if s in args.servers]
+    args.mode = [m for m in MODES if m in args.mode]
     if args.quick:
         args.n = [1000]
         args.rounds = 3

@@ -1,8 +1,9 @@
 """Idle memory: bytes of server memory per idle, signed-in connection.
 
 For the reference (``bench/reference_server.py``, bare picows, 2 KiB read
-buffer) and the gateway (``wsgate serve``), in the same invocation, one after
-the other:
+buffer), the gateway (``wsgate serve``) and the Node anchors (uWebSockets.js's
+native addon and Node ``ws``, ``bench/anchors/``; install them once with
+``sh bench/anchors/install.sh``), in the same invocation, one after the other:
 
 1. start the server (pinned to CPU 0) and open a warm-up of 100 connections
    (gateway: signed in, ``WELCOME`` received), so that the interpreter,
@@ -23,6 +24,7 @@ Usage::
 
     . .venv/bin/activate
     python bench/idle_memory.py [--n 10000] [--view own|shared]
+                                [--servers reference gateway uws ws]
 
 Exits non-zero, saying what happened, when a server does not start or a
 connection cannot be opened, signed in or joined in time.
@@ -46,12 +48,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _clients import Pool
 from _servers import (
+    ANCHORS,
     BenchError,
     ServerProcess,
     pin_self,
+    start_anchor,
     start_gateway,
     start_reference,
 )
+
+SERVERS = ("reference", "gateway", *ANCHORS)
 
 WARMUP = 100
 SETTLE_STEP_S = 0.25
@@ -106,8 +112,10 @@ async def run_one(kind: str, n: int, view: str, workdir: Path) -> Run:
     srv: ServerProcess
     if kind == "gateway":
         srv, cookie = start_gateway(workdir)
-    else:
+    elif kind == "reference":
         srv = start_reference(workdir)
+    else:
+        srv = start_anchor(kind, workdir)
     gateway = kind == "gateway"
     headers = {"Cookie": f"wsgate_session={cookie}"} if gateway else {}
     pool = Pool(gateway=gateway, join=None, read_buffer=2048)
@@ -156,42 +164,49 @@ async def run_one(kind: str, n: int, view: str, workdir: Path) -> Run:
         await asyncio.sleep(0.5)
 
 
-def report(gw: Run, ref: Run, view: str) -> None:
-    n = gw.n
+def report(runs: dict[str, Run], view: str) -> None:
+    """A row per server: RSS and PSS growth per connection, ratios to the reference and ws."""
+    any_run = next(iter(runs.values()))
     print()
     print(
-        f"idle memory, N={n} connections beyond a warm-up of {WARMUP}; "
+        f"idle memory, N={any_run.n} connections beyond a warm-up of {WARMUP}; "
         "server RSS (and PSS) growth / N"
     )
-    hdr = f"{'':<34} {'gateway':>10} {'reference':>10} {'gw/ref':>7}"
+    hdr = (
+        f"{'server':<10} {'RSS B/conn':>10} {'PSS B/conn':>10} {'x ref':>6} {'x ws':>6} "
+        f"{'base MiB':>8} {'after MiB':>9}"
+    )
     print(hdr)
     print("-" * len(hdr))
-    rows = [
-        ("plain idle, RSS (B/conn)", gw.per_conn("plain"), ref.per_conn("plain")),
-        (
-            "plain idle, PSS (B/conn)",
-            gw.per_conn("plain", pss=True),
-            ref.per_conn("plain", pss=True),
-        ),
-        (f"joined one view ({view}), RSS (B/conn)", gw.per_conn("joined"), float("nan")),
-        ("  of which the join (B/conn)", gw.per_conn("joined", "plain"), float("nan")),
-    ]
-    for name, g, r in rows:
-        ratio = g / r if r == r and r else float("nan")
-        rs = f"{r:>10,.0f}" if r == r else f"{'-':>10}"
-        rt = f"{ratio:>7.2f}" if ratio == ratio else f"{'-':>7}"
-        print(f"{name:<34} {g:>10,.0f} {rs} {rt}")
+    ref, ws = runs.get("reference"), runs.get("ws")
+    for run in runs.values():
+        rss = run.per_conn("plain")
+        x_ref = f"{rss / ref.per_conn('plain'):.2f}" if ref else "-"
+        x_ws = f"{rss / ws.per_conn('plain'):.2f}" if ws else "-"
+        by = {s.name: s for s in run.stages}
+        print(
+            f"{run.server:<10} {rss:>10,.0f} {run.per_conn('plain', pss=True):>10,.0f} "
+            f"{x_ref:>6} {x_ws:>6} {by['before'].rss / 2**20:>8.1f} "
+            f"{by['plain'].rss / 2**20:>9.1f}"
+        )
+    gw = runs.get("gateway")
+    if gw is not None:
+        print(
+            f"gateway, joined one view ({view}): {gw.per_conn('joined'):,.0f} B/conn, "
+            f"of which the join {gw.per_conn('joined', 'plain'):,.0f} B/conn"
+        )
     print()
-    for run in (gw, ref):
+    for run in runs.values():
         stages = ", ".join(
             f"{s.name} {s.rss / 2**20:.1f} MiB (settled in {s.settle_s:.1f}s)" for s in run.stages
         )
         print(f"{run.server}: RSS {stages}")
-    verdict = "OK" if gw.per_conn("plain") <= 10 * 1024 else "ABOVE TARGET"
-    print(
-        f"gateway plain idle connection: {gw.per_conn('plain') / 1024:.1f} KiB "
-        f"(target <= 10 KiB): {verdict}"
-    )
+    if gw is not None:
+        verdict = "OK" if gw.per_conn("plain") <= 10 * 1024 else "ABOVE TARGET"
+        print(
+            f"gateway plain idle connection: {gw.per_conn('plain') / 1024:.1f} KiB "
+            f"(target <= 10 KiB): {verdict}"
+        )
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -200,14 +215,14 @@ async def amain(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="wsgate-bench-") as tmp:
         workdir = Path(tmp)
         runs: dict[str, Run] = {}
-        for kind in ("reference", "gateway"):
+        for kind in args.servers:
             print(f"  {kind} ...", flush=True)
             runs[kind] = await run_one(kind, args.n, args.view, workdir)
             print(
                 "    " + ", ".join(f"{s.name} {s.rss / 2**20:.1f} MiB" for s in runs[kind].stages),
                 flush=True,
             )
-    report(runs["gateway"], runs["reference"], args.view)
+    report(runs, args.view)
     return 0
 
 
@@ -220,7 +235,15 @@ def main() -> int:
         default="own",
         help="joined stage: each connection its own view, or all in one (default own)",
     )
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=SERVERS,
+        default=list(SERVERS),
+        help="servers to measure, in this order (default all)",
+    )
     args = parser.parse_args()
+    args.servers = [s for s in SERVERS if s in args.servers]
     need = args.n + WARMUP + 200
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < need:

@@ -8,6 +8,11 @@ one syscall). uvloop and uvloop's own TCP transport (like the gateway; picows
 would pick aiofastnet's when installed, which costs ~5 KB more per idle
 connection); a small read buffer (2 KiB, as the gateway's default).
 
+A text message ``!pub <M> <message>`` is a server-publish command (as the
+anchors in ``bench/anchors/`` take it): ``<message>`` is framed once and
+appended M times to *every* member's buffer, the sender's included (the
+gateway's counterpart is ``POST /v1/publish``).
+
 No authentication, no JSON, no presence: the floor that the gateway is
 measured against. Run as a subprocess::
 
@@ -34,6 +39,8 @@ _TEXT: Final = WSMsgType.TEXT
 _CLOSE: Final = WSMsgType.CLOSE
 _LEN16: Final = Struct("!BBH")
 _LEN64: Final = Struct("!BBQ")
+_PUB: Final = b"!pub "
+_MAX_PUB: Final = 100_000
 
 
 def encode_text_frame(payload: bytes) -> bytes:
@@ -60,8 +67,8 @@ class Hub:
         self.dirty: list[Conn] = []
         self.scheduled = False
 
-    def broadcast(self, sender: Conn, frame: bytes) -> None:
-        """Append ``frame`` to every member's buffer but the sender's."""
+    def broadcast(self, sender: Conn | None, frame: bytes) -> None:
+        """Append ``frame`` to every member's buffer but the sender's (all when ``None``)."""
         dirty = self.dirty
         for conn in self.members:
             if conn is sender:
@@ -107,10 +114,22 @@ class Conn(WSListener):
         op = frame.msg_type
         if op is _TEXT:
             if frame.fin:
-                self.hub.broadcast(self, encode_text_frame(frame.get_payload_as_bytes()))
+                payload = frame.get_payload_as_bytes()
+                if payload.startswith(_PUB):
+                    self.publish(payload)
+                else:
+                    self.hub.broadcast(self, encode_text_frame(payload))
         elif op is _CLOSE:
             transport.send_close(WSCloseCode.OK)
             transport.disconnect()
+
+    def publish(self, command: bytes) -> None:
+        """``!pub <M> <message>``: ``<message>`` to every member M times (bad ones ignored)."""
+        count, _, body = command[len(_PUB) :].partition(b" ")
+        if count.isdigit() and 0 < int(count) <= _MAX_PUB:
+            frame = encode_text_frame(body)
+            for _ in range(int(count)):
+                self.hub.broadcast(None, frame)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.hub.members.pop(self, None)

@@ -6,10 +6,12 @@ carrying ``meta.inReplyTo == "<n>"`` before sending the next. Two servers
 run in the same invocation, one after the other:
 
 - **gateway**: ``wsgate serve`` (subprocess, pinned to CPU 0) routing
-  ``echo/*`` to ``bench/echo_service.py`` (aiohttp; the SDK by default,
-  ``--service raw`` for a bare handler; ``--service lean``: no aiohttp, a
-  bare ``asyncio.Protocol`` HTTP/1.1 server checking the signature — what a
-  fast service costs; pinned to CPU 1 by default);
+  ``echo/*`` to ``bench/echo_service.py`` (the SDK on its built-in httptools
+  server by default; ``--service sdk-aiohttp`` the SDK on aiohttp's server,
+  ``sdk-uvicorn`` the SDK as an ASGI app under uvicorn, ``raw`` a bare
+  aiohttp handler; ``lean``: no framework, a bare ``asyncio.Protocol``
+  HTTP/1.1 server checking the signature — what a fast service costs; pinned
+  to CPU 1 by default);
 - **reference**: ``bench/echo_reference.py``, a bare picows echo server
   (pinned to CPU 0): each text message straight back.
 
@@ -17,7 +19,7 @@ This process (the load generator: picows clients on uvloop) is pinned to
 CPU 1. For each server, after a warm-up: round trips per second, p50 and p99
 latency, and CPU seconds per round trip of the server (and of the service,
 and of this process) over a ``--seconds`` window; then the ratios
-gateway/reference against the targets (round trips >= 0.2x, p99 < 4x).
+gateway/reference against the targets (round trips >= 0.25x, p99 < 4x).
 
 Clients sign in as users u1, u2, ... 25 connections each (the gateway caps
 one user's connections, 64 by default) and retry a refused handshake (the
@@ -48,6 +50,15 @@ the gateway closes abusers) reconnects after 0.5 s, at most 100 times.
 Reported: the well-behaved clients' round trips/s and p99 without and with
 the flood, from the same gateway process, and their ratio.
 
+``--http-clients`` first measures the gateway's HTTP client on its own:
+this process posts signed echo invocations straight to the echo service
+(pinned to the other CPU; no gateway running) with K callers, through the
+hand-written pool (``wsgate.routing.http1.Http1Client``) and through
+``aiohttp.ClientSession``, ``--client-rounds`` windows each, interleaved;
+it reports calls/s, p50/p99, this process's and the service's CPU per call,
+and aiohttp's CPU per call over the pool's (the pool is kept at >= 1.3 x).
+``--http-clients-only`` stops there.
+
 ``--limits`` adds a default rate limit to the gateway's config::
 
     [[rate_limits]]
@@ -59,10 +70,12 @@ the flood, from the same gateway process, and their ratio.
 Usage::
 
     . .venv/bin/activate
-    python bench/roundtrip.py [--clients 100] [--seconds 10] [--service sdk|raw|lean]
+    python bench/roundtrip.py [--clients 100] [--seconds 10]
+                              [--service sdk|sdk-aiohttp|sdk-uvicorn|raw|lean]
     python bench/roundtrip.py --service lean --pipeline 16   # HTTP/1.1 pipelining
     python bench/roundtrip.py --flood 10 [--limits]
     python bench/roundtrip.py --profile /tmp/prof     # py-spy on the gateway
+    python bench/roundtrip.py --http-clients-only --service sdk   # the pool vs aiohttp
 
 Exits non-zero, saying what happened, when a server fails to start (a
 refused config key included), a client cannot connect, or the closed loop
@@ -1011,8 +1024,8 @@ def report(args: argparse.Namespace, gw: Outcome, ref: Outcome) -> None:
     rr = gw.quiet.rate / ref.quiet.rate
     pr = gw.quiet.p99 / ref.quiet.p99
     print(
-        f"round trips/s: gateway = {rr:.2f} x reference (target >= 0.20): "
-        f"{'OK' if rr >= 0.2 else 'BELOW TARGET'}"
+        f"round trips/s: gateway = {rr:.2f} x reference (target >= 0.25): "
+        f"{'OK' if rr >= 0.25 else 'BELOW TARGET'}"
     )
     print(
         f"p99 latency:   gateway = {pr:.2f} x reference (target < 4): "
@@ -1054,6 +1067,162 @@ def report(args: argparse.Namespace, gw: Outcome, ref: Outcome) -> None:
     )
 
 
+# -- the gateway's HTTP client against aiohttp's ----------------------------------------
+
+
+@dataclass
+class ClientWindow:
+    """One window of K closed-loop callers posting to the echo service."""
+
+    label: str
+    calls: int
+    seconds: float
+    cpu: float
+    latencies: array[float]
+    service_cpu: float = 0.0
+
+    @property
+    def service_us(self) -> float:
+        return self.service_cpu / self.calls * 1e6 if self.calls else 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds
+
+    def pct(self, q: float) -> float:
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu / self.calls * 1e6 if self.calls else 0.0
+
+
+async def _client_window(
+    label: str, post: Any, k: int, warmup: float, seconds: float, service: ServerProcess
+) -> ClientWindow:
+    """K callers, each posting and awaiting its answer in a loop; measured after ``warmup``."""
+    from wsgate.routing.signature import sign
+
+    body = json.dumps(
+        {"action": {"type": "echo/PING", "payload": {"text": "x" * 80}},
+         "context": {"connectionId": "n1.bench", "userId": "u1", "hub": "acme"}}
+    ).encode()
+    lat = array("d")
+    state = {"measuring": False, "calls": 0, "stop": False}
+    loop = asyncio.get_running_loop()
+
+    async def caller() -> None:
+        for _ in range(10**9):  # until stopped
+            if state["stop"]:
+                return
+            t0 = perf_counter()
+            status = await post(body, sign("bench-secret", body, int(time.time())))
+            if status != 200:
+                raise BenchError(f"{label}: the echo service answered {status}")
+            if state["measuring"]:
+                lat.append(perf_counter() - t0)
+                state["calls"] += 1
+
+    tasks = [loop.create_task(caller()) for _ in range(k)]
+    try:
+        await asyncio.sleep(warmup)  # the warm-up's length, not a synchronization
+        state["measuring"] = True
+        c0, s0, t0 = _cpu_self(), service.cpu_seconds(), perf_counter()
+        await asyncio.sleep(seconds)  # the window's length
+        c1, s1, t1 = _cpu_self(), service.cpu_seconds(), perf_counter()
+        state["measuring"] = False
+        calls = int(state["calls"])
+    finally:
+        state["stop"] = True
+        done, _ = await asyncio.wait(tasks, timeout=10)
+        for t in tasks:
+            t.cancel()
+        for t in done:
+            if not t.cancelled() and t.exception() is not None:
+                raise BenchError(f"{label}: {t.exception()!r}")
+    return ClientWindow(label, calls, t1 - t0, c1 - c0, lat, s1 - s0)
+
+
+async def compare_clients(args: argparse.Namespace, workdir: Path) -> list[ClientWindow]:
+    """The hand-written pool (wsgate.routing.http1) and aiohttp's client, interleaved.
+
+    This process (CPU 1) posts straight to the echo service (pinned to the
+    other CPU: the gateway is not running then); the figure that matters is
+    this process's CPU per call, the client's cost.
+    """
+    import aiohttp
+
+    from wsgate.routing.http1 import Http1Client
+
+    service, port = start_echo_service(workdir, args.service, 0 if args.service_cpu == 1 else 1)
+    url = f"http://127.0.0.1:{port}/actions"
+    windows: list[ClientWindow] = []
+    try:
+        pool = Http1Client()
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=args.clients, limit_per_host=args.clients),
+            skip_auto_headers=("User-Agent",),
+        )
+        loop = asyncio.get_running_loop()
+
+        async def via_pool(body: bytes, sig: str) -> int:
+            headers = b"X-Wsgate-Signature: %s\r\n" % sig.encode()
+            answer = await pool.post(url, headers, body, loop.time() + 5)
+            return int(answer[0])
+
+        async def via_aiohttp(body: bytes, sig: str) -> int:
+            async with session.post(
+                url, data=body,
+                headers={"Content-Type": "application/json", "X-Wsgate-Signature": sig},
+            ) as resp:
+                await resp.read()
+                return resp.status
+
+        try:
+            for round_ in range(args.client_rounds):
+                for label, post in (("pool", via_pool), ("aiohttp", via_aiohttp)):
+                    w = await _client_window(
+                        label, post, args.clients, args.warmup, args.seconds, service
+                    )
+                    print(f"    {label} #{round_ + 1}: {w.rate:,.0f} calls/s, "
+                          f"p99 {_ms(w.pct(0.99))} ms, {w.cpu_us:.1f} us CPU/call, "
+                          f"service {w.service_us:.1f} us/call", flush=True)
+                    windows.append(w)
+        finally:
+            await pool.aclose()
+            await session.close()
+    finally:
+        service.stop()
+    return windows
+
+
+def report_clients(args: argparse.Namespace, windows: list[ClientWindow]) -> None:
+    def median(label: str, key: Any) -> float:
+        xs = sorted(key(w) for w in windows if w.label == label)
+        return xs[len(xs) // 2]
+
+    print()
+    print(f"the gateway's HTTP client: K={args.clients} callers straight to the echo service "
+          f"({args.service}), {args.client_rounds} interleaved windows each, medians")
+    hdr = f"{'metric':<28} {'pool':>12} {'aiohttp':>12} {'pool/aio':>9}"
+    print(hdr)
+    print("-" * len(hdr))
+    rows: list[tuple[str, Any, str]] = [
+        ("calls/s", lambda w: w.rate, "{:,.0f}"),
+        ("latency p50 (ms)", lambda w: w.pct(0.5) * 1e3, "{:.2f}"),
+        ("latency p99 (ms)", lambda w: w.pct(0.99) * 1e3, "{:.2f}"),
+        ("client CPU us/call", lambda w: w.cpu_us, "{:.1f}"),
+        ("service CPU us/call", lambda w: w.service_us, "{:.1f}"),
+    ]
+    for name, key, fmt in rows:
+        a, b = median("pool", key), median("aiohttp", key)
+        print(f"{name:<28} {fmt.format(a):>12} {fmt.format(b):>12} {_ratio(a, b):>9}")
+    cpu = median("aiohttp", lambda w: w.cpu_us) / median("pool", lambda w: w.cpu_us)
+    print(f"client CPU per call: aiohttp = {cpu:.2f} x the pool (keep the pool at >= 1.3): "
+          f"{'KEEP' if cpu >= 1.3 else 'BELOW 1.3'}")
+
+
 async def amain(args: argparse.Namespace) -> int:
     pinned = pin_self()
     print(
@@ -1066,6 +1235,11 @@ async def amain(args: argparse.Namespace) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="wsgate-rt-") as tmp:
         workdir = Path(tmp)
+        if args.http_clients:
+            print("  the gateway's HTTP client against aiohttp's ...", flush=True)
+            report_clients(args, await compare_clients(args, workdir))
+            if args.http_clients_only:
+                return 0
         print("  gateway ...", flush=True)
         gw = await run_server("gateway", args, workdir)
         print(f"    {gw.quiet.rate:,.0f} rt/s, p99 {_ms(gw.quiet.p99)} ms", flush=True)
@@ -1085,8 +1259,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up before a window (2)")
     parser.add_argument("--payload", type=int, default=100, help="payload JSON bytes (100)")
     parser.add_argument(
-        "--service", choices=("sdk", "raw", "lean"), default="sdk",
-        help="echo service: the SDK (default), a bare aiohttp handler, or a bare asyncio one",
+        "--service", choices=("sdk", "sdk-aiohttp", "sdk-uvicorn", "raw", "lean"), default="sdk",
+        help="echo service: the SDK on its httptools server (default), on aiohttp, under "
+        "uvicorn; a bare aiohttp handler, or a bare asyncio one",
     )  # fmt: skip
     parser.add_argument(
         "--pipeline", type=int, default=1, metavar="N",
@@ -1114,6 +1289,16 @@ def main() -> int:
         help="wait at most this long for a quiet machine before a window (30 s)",
     )  # fmt: skip
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the servers into DIR")
+    parser.add_argument(
+        "--http-clients", action="store_true",
+        help="first compare the gateway's HTTP client (the pool) with aiohttp's, same service",
+    )  # fmt: skip
+    parser.add_argument(
+        "--http-clients-only", action="store_true", help="--http-clients, and nothing else"
+    )
+    parser.add_argument(
+        "--client-rounds", type=int, default=3, help="windows per HTTP client, interleaved (3)"
+    )
     # The flooder child process:
     parser.add_argument("--flooder", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -1124,6 +1309,7 @@ def main() -> int:
         args.service_cpu = None
     if args.flooder:
         return uvloop.run(flooder_main(args))
+    args.http_clients = args.http_clients or args.http_clients_only
     if not 1 <= args.clients <= 1000 or not 0 <= args.flood <= 1000:
         parser.error("--clients must be in 1..1000 and --flood in 0..1000")
     if not 0.5 <= args.seconds <= 120:

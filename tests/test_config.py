@@ -78,6 +78,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_concurrency": 256, "max_services": 256, "max_endpoints": 32, "max_actions": 64,
         "max_info_bytes": 65536, "max_response_bytes": 1 << 20,
     }},
+    "log": {"format": "text", "level": "info"},
+    "tracing": {"enabled": False, "service_name": "wsgate", "endpoint": ""},
     "services": {}, "routes": [], "relays": [], "channels": [], "rate_limits": [], "grpc": [],
 }
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import secrets
 import signal
@@ -133,10 +132,11 @@ def _event_loop_run(node: Node, banner: str, extra: Extra | None = None) -> int:
     return 0
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # picows logs every accepted and closed connection at INFO: too much per connection.
-    logging.getLogger("wsgate.transport.picows").setLevel(logging.WARNING)
+def _logging(config: Config) -> None:
+    """Apply ``[log]`` (format, level) to stderr, before the node starts (:mod:`wsgate.logs`)."""
+    from wsgate.logs import configure
+
+    configure(config.log)
 
 
 def serve(config_path: str | None) -> int:
@@ -144,9 +144,10 @@ def serve(config_path: str | None) -> int:
     from wsgate.config import load
     from wsgate.node import Node
 
-    _logging()
     try:
-        node = Node(load(config_path))
+        config = load(config_path)
+        _logging(config)
+        node = Node(config)
     except WsgateError as exc:
         print(f"wsgate: {exc}", file=sys.stderr)
         return 2
@@ -158,8 +159,8 @@ def demo(port: int) -> int:
     from wsgate.demo import DemoSite, demo_config, start_orders
     from wsgate.node import Node
 
-    _logging()
     config = demo_config(port)
+    _logging(config)
     site = DemoSite(config)
     node = Node(config, plain_get=site.handle)
     banner = (

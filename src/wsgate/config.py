@@ -7,7 +7,8 @@ key, so start-up stops with a message that says what to fix.
 
 Environment overrides address scalar and list keys of the ``[server]``,
 ``[api]``, ``[auth]``, ``[broker]``, ``[presence]``, ``[history]``,
-``[routing]`` and ``[limits]`` sections: ``WSGATE_SERVER_LISTEN=0.0.0.0:8080``.
+``[routing]``, ``[limits]``, ``[log]`` and ``[tracing]`` sections:
+``WSGATE_SERVER_LISTEN=0.0.0.0:8080``.
 A list takes JSON (``["a","b"]``) or a comma-separated string; a bool takes
 ``true``/``false``/``1``/``0``; a number its decimal text. Tables of tables
 (``[services.x]``, ``[api.aws]``, ``[[routes]]``) come from the file only.
@@ -41,6 +42,7 @@ __all__ = [
     "JwtClaimNames",
     "JwtConfig",
     "LimitsConfig",
+    "LogConfig",
     "NatsDiscoveryConfig",
     "PresenceConfig",
     "RateLimitRule",
@@ -49,6 +51,7 @@ __all__ = [
     "RoutingConfig",
     "ServerConfig",
     "ServiceConfig",
+    "TracingConfig",
     "is_nats_subject",
     "load",
     "nats_services_url",
@@ -289,6 +292,28 @@ class LimitsConfig(_Section):
     """Nesting of arrays and objects in one message, the envelope included."""
 
 
+class LogConfig(_Section):
+    """``[log]``: what ``wsgate serve``/``demo`` print on stderr (``docs/observability.md``)."""
+
+    format: Literal["text", "json"] = "text"
+    """``json``: one JSON object a line, the event's fields as keys; ``text``: ``key=value``."""
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class TracingConfig(_Section):
+    """``[tracing]``: OpenTelemetry spans for routed calls and API publishes.
+
+    Needs the ``tracing`` extra (``opentelemetry-sdk``); off, nothing of it is imported.
+    """
+
+    enabled: bool = False
+    service_name: str = "wsgate"
+    """The ``service.name`` resource attribute of every span."""
+    endpoint: str = ""
+    """OTLP/HTTP traces URL (``http://collector:4318/v1/traces``); ``""``: the exporter's
+    default (``OTEL_EXPORTER_OTLP_*`` environment variables, else localhost:4318)."""
+
+
 class ServiceConfig(_Section):
     """``[services.<name>]``: ``url`` is ``http(s)://…``, or ``nats:<subject>`` for a
     NATS service (called by request/reply on that subject; see :class:`NatsDiscoveryConfig`)."""
@@ -475,6 +500,8 @@ class Config(_Section):
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     discovery: DiscoveryConfig = msgspec.field(default_factory=DiscoveryConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
     services: dict[str, ServiceConfig] = msgspec.field(default_factory=dict)
     routes: list[RouteRule] = msgspec.field(default_factory=list)
     relays: list[RelayRule] = msgspec.field(default_factory=list)
@@ -492,6 +519,8 @@ _ENV_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "history": HistoryConfig,
     "routing": RoutingConfig,
     "limits": LimitsConfig,
+    "log": LogConfig,
+    "tracing": TracingConfig,
 }
 _PATH_RE = re.compile(r"`\$((?:\.[A-Za-z_][\w]*|\[\d+\]|\[\.\.\.\])*)`")
 

@@ -40,6 +40,8 @@ from wsgate.core.gateway import Admission, Attached, Gateway, Observer
 from wsgate.core.limits import Limiter, parse_rate
 from wsgate.core.presence import PresenceBatcher
 from wsgate.exceptions import BackendError, ConfigError
+from wsgate.lifecycle import LifecycleLog
+from wsgate.logs import event
 from wsgate.protocol.codes import CloseCode
 from wsgate.routing.grpc_discovery import GrpcDiscovery
 from wsgate.routing.grpc_invoker import GrpcInvoker, GrpcTarget
@@ -47,6 +49,7 @@ from wsgate.routing.http_invoker import HttpInvoker
 from wsgate.routing.instances import Transport
 from wsgate.routing.invoker import Invoker
 from wsgate.routing.table import RouteTable
+from wsgate.tracing import Tracer, from_config
 from wsgate.transport.base import HttpResponse
 from wsgate.transport.control import ControlLimit
 from wsgate.transport.server import Listener, build_ssl_context, start_listener
@@ -146,8 +149,15 @@ def _grpc_targets(config: Config) -> list[GrpcTarget]:
 class Node:
     """One gateway node. Call :meth:`start`, later :meth:`stop`."""
 
-    def __init__(self, config: Config, *, plain_get: PlainGet | None = None) -> None:
+    def __init__(
+        self, config: Config, *, plain_get: PlainGet | None = None, tracer: Tracer | None = None
+    ) -> None:
+        """``tracer`` replaces the one ``[tracing]`` would make (tests: an in-memory exporter)."""
         self.config = config
+        self.tracer = tracer if tracer is not None else from_config(config.tracing)
+        """Spans of routed calls and API publishes; ``None`` when tracing is off."""
+        self.lifecycle = LifecycleLog()
+        """Writes the connection lifecycle lines (an observer, and the transport's handler)."""
         self.node_id = NodeId(config.server.node_id or f"n{secrets.token_hex(3)}")
         self.clustered = config.broker.url != "memory://"
         """Any broker but the bare ``memory://`` runs the cluster bus."""
@@ -249,6 +259,7 @@ class Node:
             authorize_ttl_s=config.routing.authorize_cache_s,
             max_streams=config.routing.max_streams,
             max_streams_per_user=config.routing.max_streams_per_user,
+            tracer=self.tracer,
         )
         bus = await self._open_cluster() if self.clustered else None
         await self._open_revocations()
@@ -280,7 +291,7 @@ class Node:
         )
         attached += [self.sessions, self.channel_tokens]
         observers: list[Observer] = [self.upstream] if bus is None else [self.upstream, bus]
-        observers += [self.sessions, self.channel_tokens]
+        observers += [self.sessions, self.channel_tokens, self.lifecycle]
         self._history = MemoryHistory(
             config.history.size, config.history.ttl_s, max_channels=config.history.max_channels
         )
@@ -320,7 +331,7 @@ class Node:
             self._revocation_poll = loop.create_task(self._poll_revocations())
         try:
             self.listener = await start_listener(
-                handler=self.gateway,
+                handler=self.lifecycle.wrap(self.gateway),
                 config=config.server,
                 authenticate=self.authenticate,
                 sign_in_url=config.auth.sign_in_url,
@@ -453,6 +464,7 @@ class Node:
             aws_region=self.config.api.aws.region,
             bus=self.bus,
             revocations=self.revocations,
+            tracer=self.tracer,
         )
         if not self._api_keys:
             log.warning("no [api] keys: the internal API refuses every /v1 request")
@@ -497,9 +509,12 @@ class Node:
         """SIGHUP: re-read the key files; keep the old keys when that fails.
 
         Goes through :meth:`KeyRing.try_reload`, which logs the lines
-        docs/auth.md documents on ``wsgate.auth``.
+        docs/auth.md documents on ``wsgate.auth``, then writes the
+        ``keys_reloaded`` event line (``ok``, ``keys`` now in use).
         """
-        self.keyring.try_reload()
+        ok = self.keyring.try_reload()
+        level = logging.INFO if ok else logging.ERROR
+        event("keys_reloaded", level, ok=ok, keys=len(self.keyring))
 
     async def stop(
         self, code: int = CloseCode.SERVICE_RESTART, deadline_s: float | None = None
@@ -546,6 +561,7 @@ class Node:
             self._close_grpc_api,
             self._close_api_runner,
             self._close_revocations,
+            self._close_tracer,
         )
 
     async def _close_revocations(self) -> None:
@@ -567,6 +583,10 @@ class Node:
         if self.grpc_api is not None:
             grpc_api, self.grpc_api = self.grpc_api, None
             await grpc_api.stop(grace_s=1.0)
+
+    async def _close_tracer(self) -> None:
+        if self.tracer is not None:  # a last export: off the loop
+            await asyncio.to_thread(self.tracer.shutdown)
 
     async def _close_api_runner(self) -> None:
         if self._api_runner is not None:

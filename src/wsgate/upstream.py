@@ -45,13 +45,15 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import Gateway, Pending
 from wsgate.delivery import deliver
+from wsgate.lifecycle import fields
+from wsgate.logs import event
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.address import Address
 from wsgate.protocol.codes import CloseCode, ErrorCode
@@ -64,6 +66,11 @@ from wsgate.routing.results import InvocationResult
 from wsgate.routing.table import RouteTable
 from wsgate.transport.base import FlowSink
 from wsgate.typing import ChannelAddress
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from wsgate.tracing import Tracer
 
 __all__ = ["Upstream"]
 
@@ -88,6 +95,21 @@ _MESSAGES = {
     ErrorCode.UNAUTHENTICATED: "the service needs an authenticated caller",
     ErrorCode.NO_ROUTE: "the service does not handle this action",
 }
+
+
+def _failed(
+    conn: Connection, context: InvocationContext, action_type: str, service: str, code: ErrorCode
+) -> None:
+    """The ``upstream_failure`` line of a routed call or hook call that failed (not a refusal)."""
+    event(
+        "upstream_failure",
+        logging.WARNING,
+        fields(conn),
+        request_id=context.requestId,
+        action_type=action_type,
+        service=service,
+        outcome=code.value,
+    )
 
 
 class _InFlight:
@@ -173,8 +195,11 @@ class Upstream:
         authorize_ttl_s: float = 30.0,
         max_streams: int = 8,
         max_streams_per_user: int = 32,
+        tracer: Tracer | None = None,
     ) -> None:
         self._table = table
+        self._tracer = tracer
+        """Spans of routed calls (``None``: no span, nothing of OpenTelemetry imported)."""
         self._invokers: dict[Transport, Invoker] = {"http": invoker}
         self._invokers.update(invokers or {})
         """Transport -> its invoker (``invoker`` carries HTTP)."""
@@ -234,9 +259,21 @@ class Upstream:
             conn.send_error(ErrorCode.RATE_LIMITED, message, rid, retry_after_ms=100)
             return True
         self._calls += 1
-        self._invoker(service).start(
-            service, action, self.context(conn, channel), partial(self._answered, conn, rid)
-        )
+        context = self.context(conn, channel)
+        traceparent = None if meta is None else meta.traceparent
+        span = None
+        if self._tracer is not None:
+            span, traceparent = self._tracer.start(
+                f"call {service.name}",
+                traceparent,
+                {
+                    "wsgate.action_type": action.type,
+                    "wsgate.service": service.name,
+                    "wsgate.connection_id": conn.id,
+                },
+            )
+        done = partial(self._answered, conn, rid, action.type, service.name, context, span)
+        self._invoker(service).start(service, action, context, done, traceparent)
         return True
 
     # Streams ---------------------------------------------------------------
@@ -342,9 +379,19 @@ class Upstream:
         )
 
     def _answered(
-        self, conn: Connection, rid: str | None, result: InvocationResult | ErrorCode
+        self,
+        conn: Connection,
+        rid: str | None,
+        action_type: str,
+        service: str,
+        context: InvocationContext,
+        span: Span | None,
+        result: InvocationResult | ErrorCode,
     ) -> None:
-        """The outcome of a call started in :meth:`__call__`: deliver it."""
+        """The outcome of a call started in :meth:`__call__`: end its span, write a
+        failure's line, deliver it."""
+        if span is not None and self._tracer is not None:
+            self._tracer.end(span, result.value if isinstance(result, ErrorCode) else "OK")
         self._calls -= 1
         if self._calls == 0 and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)
@@ -352,6 +399,7 @@ class Upstream:
         if conn.principal.sub:
             self._per_user.give(conn.principal.sub)
         if isinstance(result, ErrorCode):
+            _failed(conn, context, action_type, service, result)
             if not conn.closed:
                 conn.send_error(result, _MESSAGES.get(result, "upstream failure"), rid)
             return
@@ -393,11 +441,13 @@ class Upstream:
         action = Action(
             type=bi.CONNECT, payload=msgspec.Raw(msgspec.json.encode({"ip": conn.peer}))
         )
-        result = await self._invoker(service).invoke(service, action, self.context(conn, None))
+        context = self.context(conn, None)
+        result = await self._invoker(service).invoke(service, action, context)
         if isinstance(result, ErrorCode):
             if result is ErrorCode.FORBIDDEN:
                 self._gw.refused(conn, CloseCode.FORBIDDEN, "refused by the connect hook")
             else:
+                _failed(conn, context, bi.CONNECT, service.name, result)
                 self._gw.refused(conn, CloseCode.TRY_AGAIN_LATER, "try again later")
             return
         principal = conn.principal
@@ -455,6 +505,8 @@ class Upstream:
         context = self.context(conn, address.value)
         result = await self._invoker(service).invoke(service, action, context)
         verdict = result if isinstance(result, ErrorCode) else None
+        if verdict is not None and verdict is not ErrorCode.FORBIDDEN:
+            _failed(conn, context, bi.JOIN, service.name, verdict)
         if verdict is None or verdict is ErrorCode.FORBIDDEN:
             if len(self._verdicts) >= _MAX_VERDICTS:
                 self._verdicts.pop(next(iter(self._verdicts)))

@@ -102,13 +102,30 @@ def decode_publish(data: bytes) -> Publish:
         raise Refused(Problem.BAD_REQUEST, f"bad publish: {exc}") from None
 
 
-def publish(state: ApiState, data: bytes) -> int:
+def publish(state: ApiState, data: bytes, traceparent: str | None = None) -> int:
     """Validate the publish body ``data`` and deliver it; return the local deliveries.
 
     In a cluster the core also hands it to the bus, which reaches the other
-    nodes' members (they are not counted here).
+    nodes' members (they are not counted here). With ``[tracing]`` on, the
+    publish is a span, a child of ``traceparent`` when it is valid.
     """
-    return deliver(state.gateway, decode_publish(data))
+    body = decode_publish(data)
+    tracer = state.tracer
+    if tracer is None:
+        return deliver(state.gateway, body)
+    attributes: dict[str, str | int] = {
+        "wsgate.action_type": body.action.type,
+        "wsgate.target": body.to.kind,
+    }
+    span, _ = tracer.start("publish", traceparent, attributes)
+    try:
+        delivered = deliver(state.gateway, body)
+    except BaseException:
+        tracer.end(span, ErrorCode.INTERNAL.value)
+        raise
+    span.set_attribute("wsgate.delivered", delivered)
+    tracer.end(span, "OK")
+    return delivered
 
 
 def connection(state: ApiState, cid: str) -> Connection:

@@ -10,6 +10,7 @@ from wsgate.auth.revocations import Revocations
 from wsgate.cluster.bus import ClusterBus
 from wsgate.core.gateway import Gateway
 from wsgate.routing.table import RouteTable
+from wsgate.tracing import Tracer
 
 __all__ = ["BEARER_OK", "STATE", "ApiState", "bus_for", "json_error", "remote_bus"]
 
@@ -28,6 +29,8 @@ class ApiState:
     """In a cluster: reaches connections on other nodes."""
     revocations: Revocations | None = None
     """``POST /v1/revocations`` records here (``None``: answered 503)."""
+    tracer: Tracer | None = None
+    """Spans of ``POST /v1/publish`` (``None``: tracing off)."""
 
 
 STATE: web.AppKey[ApiState] = web.AppKey("wsgate_state", ApiState)

@@ -16,6 +16,7 @@ from wsgate.api.state import STATE, json_error, remote_bus
 from wsgate.auth.revocations import sid_key, user_key
 from wsgate.cluster.query import ANSWER_TIMEOUT_S, Found
 from wsgate.cluster.views import describe, local_hubs
+from wsgate.logs import event
 from wsgate.routing.probe import reachable
 from wsgate.typing import ConnectionId
 
@@ -46,7 +47,9 @@ _revocation = msgspec.json.Decoder(_Revocation)
 @routes.post("/v1/publish")
 async def publish(request: web.Request) -> web.Response:
     try:
-        delivered = ops.publish(request.app[STATE], await request.read())
+        delivered = ops.publish(
+            request.app[STATE], await request.read(), request.headers.get("traceparent")
+        )
     except ops.Refused as exc:
         return _refused(exc)
     return web.json_response({"delivered": delivered}, status=202)
@@ -111,10 +114,12 @@ async def delete_connection(request: web.Request) -> web.Response:
 async def delete_user_connections(request: web.Request) -> web.Response:
     """Revocation: every tab of the user is closed with 4403 (do not reconnect), and a
     "not before now" revocation refuses the user's current credentials at the next handshake."""
+    user = request.match_info["user"]
     try:
-        disconnected = await ops.revoke_user(request.app[STATE], request.match_info["user"])
+        disconnected = await ops.revoke_user(request.app[STATE], user)
     except ops.Refused as exc:
         return _refused(exc)
+    event("revoked", user=user, count=disconnected, remote=request.remote)
     return web.json_response({"disconnected": disconnected})
 
 

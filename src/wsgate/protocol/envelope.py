@@ -53,6 +53,8 @@ class Meta(msgspec.Struct, omit_defaults=True):
     """The channel the action concerns; must be joined."""
     echo: bool = False
     """Relay to the sender too (relays skip the sender unless asked)."""
+    traceparent: str | None = None
+    """W3C Trace Context of a routed call: passed to the service (a malformed one is replaced)."""
 
 
 class Action(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -18,7 +18,13 @@ HttpInvoker`, the first one:
   call and the calls in flight;
 - instance health is reported to the pool (``mark_failed``/``mark_ok``);
 - ``aclose`` ends every call in flight (their ``done`` gets
-  ``UPSTREAM_UNAVAILABLE``) and frees every connection.
+  ``UPSTREAM_UNAVAILABLE``) and frees every connection;
+- ``traceparent`` (W3C Trace Context) is sent with every call: the HTTP
+  ``traceparent`` header, a NATS message header ``traceparent``, gRPC
+  metadata ``traceparent``. :class:`~wsgate.upstream.Upstream` gives a routed
+  call the client's ``meta.traceparent`` or, with ``[tracing]`` on, its
+  gateway span's own (docs/observability.md); ``None`` or a malformed value
+  is replaced by :func:`~wsgate.routing.trace.ensure_traceparent`'s fresh one.
 """
 
 from __future__ import annotations

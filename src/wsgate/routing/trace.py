@@ -1,8 +1,9 @@
 """W3C Trace Context: the ``traceparent`` header passed to services.
 
-A valid incoming ``traceparent`` is passed through unchanged (the gateway
-records no spans of its own); a missing or malformed one is replaced by a
-fresh one (random trace and parent ids, sampled flag set), so every
+A valid incoming ``traceparent`` (a client's ``meta.traceparent``) is passed
+through unchanged when tracing is off; with ``[tracing]`` on, the service gets
+the gateway span's own (:mod:`wsgate.tracing`). A missing or malformed one is
+replaced by a fresh one (random trace and parent ids, sampled flag set), so every
 invocation carries one. Trace ids identify, they protect nothing: they come
 from a Mersenne Twister seeded from the OS (no system call per id).
 """

@@ -14,6 +14,9 @@ Every HTTP request on it goes through one routing function, before any 101:
   ``signInUrl``) is sent, then a 4401 close; otherwise
   ``handler.open(sink, principal, peer_ip)`` after the 101.
 
+Both refusals write a ``refused`` event line (:mod:`wsgate.logs`; the
+peer's address is not known here).
+
 The subprotocol ``wsgate.v1.json`` is answered in the 101 when the client
 offers it (RFC 6455 §4.2.2 /subprotocol/); other offers get no subprotocol.
 
@@ -43,6 +46,7 @@ from picows import (
 
 from wsgate.auth.principal import AwaitingToken, Principal
 from wsgate.config import ServerConfig, parse_listen
+from wsgate.logs import event
 from wsgate.protocol import SUBPROTOCOL
 from wsgate.protocol.builtins import ERROR, ErrorPayload
 from wsgate.protocol.codes import ErrorCode
@@ -264,8 +268,12 @@ async def start_listener(
             return _error(404, b"404 Not Found")
         origin = headers.get("Origin")
         if origin is not None and not allow_any and origin not in allowed:
+            event("refused", logging.WARNING, code=403, reason="origin not allowed", origin=origin)
             return _error(403, b"403 Forbidden: origin not allowed")
-        listener = GateListener(ctx, authenticate(headers), headers.get("User-Agent", ""))
+        principal = authenticate(headers)
+        if principal is None:
+            event("refused", logging.WARNING, code=4401, reason="unauthenticated")
+        listener = GateListener(ctx, principal, headers.get("User-Agent", ""))
         if _offers(headers, SUBPROTOCOL):
             return WSUpgradeResponseWithListener(
                 WSUpgradeResponse.create_101_response(protocol_header), listener

@@ -1,0 +1,105 @@
+"""Connection lifecycle lines: ``connected``, ``closed`` with its code, ``refused`` with why.
+
+:class:`LifecycleLog` is two things, wired by the node:
+
+- a gateway **observer**: :meth:`connected` writes the ``connected`` line once
+  the connection is admitted (its final principal known);
+- a **wrapper of the transport's handler** (:meth:`wrap`): the transport
+  alone knows the close code, so the session it gets back writes, when the
+  socket is gone, ``closed`` (the connection had been admitted) or
+  ``refused`` (a limit at open, the connect hook, a token's user cap). The
+  wrapper is one 2-slot object per connection (about 50 bytes, freed with
+  the transport's reference to it); it costs one extra call per inbound
+  message and nothing per delivery (the sink is not wrapped).
+
+``code`` is the close code as the handshake ended (the peer echoes ours),
+1006 when the socket just went. Refusals before the upgrade (origin,
+session) are written by :mod:`wsgate.transport.server`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from wsgate.auth.principal import Principal
+from wsgate.core.connection import Connection, State
+from wsgate.logs import event
+from wsgate.protocol.codes import CloseCode
+from wsgate.transport.base import ConnectionHandler, Session, Sink
+from wsgate.typing import ChannelAddress
+
+__all__ = ["LifecycleLog", "fields"]
+
+_REFUSALS: Final[dict[int, str]] = {
+    CloseCode.TOO_MANY: "over a connection limit",
+    CloseCode.FORBIDDEN: "refused by the connect hook",
+    CloseCode.TRY_AGAIN_LATER: "the connect hook failed",
+    CloseCode.UNAUTHENTICATED: "unauthenticated",
+}
+"""Close codes of a connection never admitted that mean the gateway refused it."""
+
+
+def fields(conn: Connection) -> dict[str, object]:
+    """The identifying fields of ``conn``'s lines: connection, user, org, remote."""
+    p = conn.principal
+    return {"connection": conn.id, "user": p.sub, "org": p.org, "remote": conn.peer}
+
+
+class _Watched:
+    """The transport's session for one connection: ``on_close`` writes its line first."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def on_message(self, data: bytes) -> None:
+        self._conn.on_message(data)
+
+    def on_binary(self) -> None:
+        self._conn.on_binary()
+
+    def on_close(self, code: int) -> None:
+        conn = self._conn
+        admitted = conn.state is State.OPEN or conn.state is State.HELD
+        conn.on_close(code)
+        if admitted:
+            event("closed", logging.INFO, fields(conn), code=code)
+            return
+        reason = _REFUSALS.get(code)
+        if reason is None:
+            event("closed", logging.INFO, fields(conn), code=code, admitted=False)
+        else:
+            event("refused", logging.WARNING, fields(conn), code=code, reason=reason)
+
+
+class _Handler:
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: ConnectionHandler) -> None:
+        self._inner = inner
+
+    def open(self, sink: Sink, principal: Principal, peer: str) -> Session:
+        session = self._inner.open(sink, principal, peer)
+        return _Watched(session) if isinstance(session, Connection) else session
+
+
+class LifecycleLog:
+    """The gateway observer and handler wrapper that write the lifecycle lines."""
+
+    def wrap(self, handler: ConnectionHandler) -> ConnectionHandler:
+        """``handler`` (the gateway), with every session it opens watched for its close."""
+        return _Handler(handler)
+
+    def connected(self, conn: Connection) -> None:
+        event("connected", logging.INFO, fields(conn))
+
+    def disconnected(self, conn: Connection) -> None:
+        """Written by the watched session, which knows the code."""
+
+    def joined(self, conn: Connection, address: ChannelAddress) -> None:
+        """No line: joins are not lifecycle events of the connection."""
+
+    def left(self, conn: Connection, address: ChannelAddress) -> None:
+        """No line."""
