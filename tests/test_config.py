@@ -80,6 +80,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     }},
     "log": {"format": "text", "level": "info"},
     "tracing": {"enabled": False, "service_name": "wsgate", "endpoint": ""},
+    "metrics": {"enabled": True, "require_key": False},
     "services": {}, "routes": [], "relays": [], "channels": [], "rate_limits": [], "grpc": [],
 }
 

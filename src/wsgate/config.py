@@ -7,7 +7,7 @@ key, so start-up stops with a message that says what to fix.
 
 Environment overrides address scalar and list keys of the ``[server]``,
 ``[api]``, ``[auth]``, ``[broker]``, ``[presence]``, ``[history]``,
-``[routing]``, ``[limits]``, ``[log]`` and ``[tracing]`` sections:
+``[routing]``, ``[limits]``, ``[log]``, ``[tracing]`` and ``[metrics]`` sections:
 ``WSGATE_SERVER_LISTEN=0.0.0.0:8080``.
 A list takes JSON (``["a","b"]``) or a comma-separated string; a bool takes
 ``true``/``false``/``1``/``0``; a number its decimal text. Tables of tables
@@ -41,6 +41,7 @@ __all__ = [
     "HistoryConfig",
     "JwtClaimNames",
     "JwtConfig",
+    "MetricsConfig",
     "LimitsConfig",
     "LogConfig",
     "NatsDiscoveryConfig",
@@ -314,6 +315,17 @@ class TracingConfig(_Section):
     default (``OTEL_EXPORTER_OTLP_*`` environment variables, else localhost:4318)."""
 
 
+class MetricsConfig(_Section):
+    """``[metrics]``: Prometheus ``GET /metrics`` on the internal listener (``[api] listen``).
+
+    Open by default, like any scrape target; ``require_key`` makes it need one of
+    ``[api] keys`` as a bearer key. Off, there is no route and no latency histogram.
+    """
+
+    enabled: bool = True
+    require_key: bool = False
+
+
 class ServiceConfig(_Section):
     """``[services.<name>]``: ``url`` is ``http(s)://…``, or ``nats:<subject>`` for a
     NATS service (called by request/reply on that subject; see :class:`NatsDiscoveryConfig`)."""
@@ -502,6 +514,7 @@ class Config(_Section):
     discovery: DiscoveryConfig = msgspec.field(default_factory=DiscoveryConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     services: dict[str, ServiceConfig] = msgspec.field(default_factory=dict)
     routes: list[RouteRule] = msgspec.field(default_factory=list)
     relays: list[RelayRule] = msgspec.field(default_factory=list)
@@ -521,6 +534,7 @@ _ENV_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "limits": LimitsConfig,
     "log": LogConfig,
     "tracing": TracingConfig,
+    "metrics": MetricsConfig,
 }
 _PATH_RE = re.compile(r"`\$((?:\.[A-Za-z_][\w]*|\[\d+\]|\[\.\.\.\])*)`")
 
