@@ -8,9 +8,14 @@
   alone knows the close code, so the session it gets back writes, when the
   socket is gone, ``closed`` (the connection had been admitted) or
   ``refused`` (a limit at open, the connect hook, a token's user cap). The
-  wrapper is one 2-slot object per connection (about 50 bytes, freed with
+  wrapper is one 3-slot object per connection (about 50 bytes, freed with
   the transport's reference to it); it costs one extra call per inbound
   message and nothing per delivery (the sink is not wrapped).
+
+It also keeps the node's lifecycle counts for metrics, plain integers that
+only grow: :attr:`LifecycleLog.opened`, :attr:`~LifecycleLog.joins`,
+:attr:`~LifecycleLog.leaves` and :attr:`~LifecycleLog.closes` (by close code,
+at most :data:`MAX_CODES` codes; any further code is counted under 0).
 
 ``code`` is the close code as the handshake ended (the peer echoes ours),
 1006 when the socket just went. Refusals before the upgrade (origin,
@@ -29,7 +34,10 @@ from wsgate.protocol.codes import CloseCode
 from wsgate.transport.base import ConnectionHandler, Session, Sink
 from wsgate.typing import ChannelAddress
 
-__all__ = ["LifecycleLog", "fields"]
+__all__ = ["MAX_CODES", "LifecycleLog", "fields"]
+
+MAX_CODES: Final = 64
+"""Distinct close codes counted one by one (a peer chooses its code: this bounds the map)."""
 
 _REFUSALS: Final[dict[int, str]] = {
     CloseCode.TOO_MANY: "over a connection limit",
@@ -47,12 +55,14 @@ def fields(conn: Connection) -> dict[str, object]:
 
 
 class _Watched:
-    """The transport's session for one connection: ``on_close`` writes its line first."""
+    """The transport's session for one connection: ``on_close`` counts its code and
+    writes its line."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_closes", "_conn")
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, closes: dict[int, int]) -> None:
         self._conn = conn
+        self._closes = closes
 
     def on_message(self, data: bytes) -> None:
         self._conn.on_message(data)
@@ -64,6 +74,9 @@ class _Watched:
         conn = self._conn
         admitted = conn.state is State.OPEN or conn.state is State.HELD
         conn.on_close(code)
+        closes = self._closes
+        key = code if code in closes or len(closes) < MAX_CODES else 0
+        closes[key] = closes.get(key, 0) + 1
         if admitted:
             event("closed", logging.INFO, fields(conn), code=code)
             return
@@ -75,31 +88,46 @@ class _Watched:
 
 
 class _Handler:
-    __slots__ = ("_inner",)
+    __slots__ = ("_closes", "_inner")
 
-    def __init__(self, inner: ConnectionHandler) -> None:
+    def __init__(self, inner: ConnectionHandler, closes: dict[int, int]) -> None:
         self._inner = inner
+        self._closes = closes
 
     def open(self, sink: Sink, principal: Principal, peer: str) -> Session:
         session = self._inner.open(sink, principal, peer)
-        return _Watched(session) if isinstance(session, Connection) else session
+        return _Watched(session, self._closes) if isinstance(session, Connection) else session
 
 
 class LifecycleLog:
-    """The gateway observer and handler wrapper that write the lifecycle lines."""
+    """The gateway observer and handler wrapper that write the lifecycle lines and count."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        """Connections admitted (the ``connected`` line)."""
+        self.joins = 0
+        """Channels joined (any connection, any view)."""
+        self.leaves = 0
+        """Channels left, by a ``LEAVE``, a navigation or the close."""
+        self.closes: dict[int, int] = {}
+        """Sockets gone, by close code (admitted or refused); at most :data:`MAX_CODES` keys,
+        and 0 for any code past them."""
 
     def wrap(self, handler: ConnectionHandler) -> ConnectionHandler:
         """``handler`` (the gateway), with every session it opens watched for its close."""
-        return _Handler(handler)
+        return _Handler(handler, self.closes)
 
     def connected(self, conn: Connection) -> None:
+        self.opened += 1
         event("connected", logging.INFO, fields(conn))
 
     def disconnected(self, conn: Connection) -> None:
         """Written by the watched session, which knows the code."""
 
     def joined(self, conn: Connection, address: ChannelAddress) -> None:
-        """No line: joins are not lifecycle events of the connection."""
+        """Counted; no line: joins are not lifecycle events of the connection."""
+        self.joins += 1
 
     def left(self, conn: Connection, address: ChannelAddress) -> None:
-        """No line."""
+        """Counted; no line."""
+        self.leaves += 1

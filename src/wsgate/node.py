@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # nats-py and grpcio are optional extras: imported only when 
     from nats.aio.client import Client as NatsClient
 
     from wsgate.api.grpc_server import GrpcApi
+    from wsgate.metrics import NodeMetrics
     from wsgate.routing.nats_discovery import NatsDiscovery
 
 __all__ = ["Node", "PlainGet", "api_keys"]
@@ -158,6 +159,12 @@ class Node:
         """Spans of routed calls and API publishes; ``None`` when tracing is off."""
         self.lifecycle = LifecycleLog()
         """Writes the connection lifecycle lines (an observer, and the transport's handler)."""
+        self.metrics: NodeMetrics | None = None
+        """Prometheus ``/metrics`` (``[metrics] enabled``); ``None`` when off."""
+        if config.metrics.enabled:
+            from wsgate.metrics import NodeMetrics  # prometheus-client: only when on
+
+            self.metrics = NodeMetrics()
         self.node_id = NodeId(config.server.node_id or f"n{secrets.token_hex(3)}")
         self.clustered = config.broker.url != "memory://"
         """Any broker but the bare ``memory://`` runs the cluster bus."""
@@ -260,6 +267,7 @@ class Node:
             max_streams=config.routing.max_streams,
             max_streams_per_user=config.routing.max_streams_per_user,
             tracer=self.tracer,
+            observe_call=None if self.metrics is None else self.metrics.observe_call,
         )
         bus = await self._open_cluster() if self.clustered else None
         await self._open_revocations()
@@ -321,6 +329,12 @@ class Node:
         if bus is not None:
             self.bus = bus
             await bus.start()
+        if self.metrics is not None:
+            from wsgate.metrics import Parts
+
+            self.metrics.watch(
+                Parts(self.gateway, self.lifecycle, self._history, lambda: self.listener, bus)
+            )
         await self._start_api()
         if config.api.grpc_listen:
             await self._start_grpc_api()
@@ -468,7 +482,13 @@ class Node:
         )
         if not self._api_keys:
             log.warning("no [api] keys: the internal API refuses every /v1 request")
-        runner = web.AppRunner(build_app(self.api, self._api_keys), access_log=None)
+        app = build_app(
+            self.api,
+            self._api_keys,
+            metrics=None if self.metrics is None else self._render_metrics,
+            metrics_need_key=self.config.metrics.require_key,
+        )
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, port = parse_listen("api.listen", self.config.api.listen)
         site = web.TCPSite(runner, host, port)
@@ -479,6 +499,13 @@ class Node:
             raise _cannot_listen("api.listen", self.config.api.listen, exc) from None
         self._api_port = int(runner.addresses[0][1])
         self._api_runner = runner
+
+    def _render_metrics(self) -> tuple[bytes, str]:
+        """One scrape of :attr:`metrics` (body, content type)."""
+        from wsgate.metrics import CONTENT_TYPE
+
+        assert self.metrics is not None
+        return self.metrics.render(), CONTENT_TYPE
 
     async def _start_grpc_api(self) -> None:
         """Serve ``wsgate.v1.Gateway`` on ``[api] grpc_listen`` over the HTTP API's state."""

@@ -34,6 +34,11 @@ streams per connection (``max_streams``) and per user
 in-flight calls and do not delay a drain. A stream reads its next message
 only once the connection's sink is writable
 (:class:`~wsgate.transport.base.FlowSink`), so a slow client pauses it.
+
+Metrics: given ``observe_call`` (the node's metrics, ``[metrics] enabled``),
+each answered call is reported once, after its span ended and before its
+answer is delivered, as ``(service, outcome, seconds)``: ``outcome`` is
+``OK`` or the error code. Without it no clock is read.
 """
 
 from __future__ import annotations
@@ -72,7 +77,10 @@ if TYPE_CHECKING:
 
     from wsgate.tracing import Tracer
 
-__all__ = ["Upstream"]
+__all__ = ["CallObserver", "Upstream"]
+
+CallObserver = Callable[[str, str, float], None]
+"""Told of each answered call: ``(service, outcome, seconds)``; must not raise."""
 
 _MAX_VERDICTS = 65536
 """Cached authorize verdicts; the oldest goes first past this."""
@@ -196,9 +204,12 @@ class Upstream:
         max_streams: int = 8,
         max_streams_per_user: int = 32,
         tracer: Tracer | None = None,
+        observe_call: CallObserver | None = None,
     ) -> None:
         self._table = table
         self._tracer = tracer
+        self._observe = observe_call
+        """Told of each answered call (``None``: no clock read per call)."""
         """Spans of routed calls (``None``: no span, nothing of OpenTelemetry imported)."""
         self._invokers: dict[Transport, Invoker] = {"http": invoker}
         self._invokers.update(invokers or {})
@@ -272,7 +283,10 @@ class Upstream:
                     "wsgate.connection_id": conn.id,
                 },
             )
-        done = partial(self._answered, conn, rid, action.type, service.name, context, span)
+        started = 0.0 if self._observe is None else time.perf_counter()
+        done = partial(
+            self._answered, conn, rid, action.type, service.name, context, span, started
+        )
         self._invoker(service).start(service, action, context, done, traceparent)
         return True
 
@@ -386,12 +400,16 @@ class Upstream:
         service: str,
         context: InvocationContext,
         span: Span | None,
+        started: float,
         result: InvocationResult | ErrorCode,
     ) -> None:
-        """The outcome of a call started in :meth:`__call__`: end its span, write a
-        failure's line, deliver it."""
+        """The outcome of a call started in :meth:`__call__`: end its span, report it
+        to ``observe_call``, write a failure's line, deliver it."""
         if span is not None and self._tracer is not None:
             self._tracer.end(span, result.value if isinstance(result, ErrorCode) else "OK")
+        if self._observe is not None:
+            outcome = result.value if isinstance(result, ErrorCode) else "OK"
+            self._observe(service, outcome, time.perf_counter() - started)
         self._calls -= 1
         if self._calls == 0 and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)

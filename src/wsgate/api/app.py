@@ -3,7 +3,9 @@
 Listens on ``[api] listen``, never the public address. ``/v1/*`` needs
 ``Authorization: Bearer <key>`` (one of ``[api] keys``); ``/@connections/*``
 needs an AWS SigV4 signature (or a bearer key); ``/healthz`` and ``/readyz``
-are open so that orchestrators can probe them.
+are open so that orchestrators can probe them. ``/metrics`` (Prometheus text,
+when the node gives ``metrics``) is open too unless ``metrics_need_key``: then
+it needs a bearer key like ``/v1/*`` (401 without).
 
 Every error is JSON, aiohttp's own included (an unknown path, a wrong
 method, a body over :data:`MAX_BODY`): ``{"error": message}``, or AWS's
@@ -45,14 +47,25 @@ def bearer_ok(header: str, keys: Sequence[bytes]) -> bool:
     return ok
 
 
-def build_app(state: ApiState, keys: Sequence[str]) -> web.Application:
-    """The aiohttp application of the internal API for ``state``."""
+def build_app(
+    state: ApiState,
+    keys: Sequence[str],
+    *,
+    metrics: Callable[[], tuple[bytes, str]] | None = None,
+    metrics_need_key: bool = False,
+) -> web.Application:
+    """The aiohttp application of the internal API for ``state``.
+
+    ``metrics`` renders ``GET /metrics`` (body, content type) per scrape; ``None``:
+    no such route.
+    """
     encoded = [k.encode() for k in keys if k]
+    open_paths = _OPEN if metrics is None or metrics_need_key else _OPEN | {"/metrics"}
 
     @web.middleware
     async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        if path in _OPEN:
+        if path in open_paths:
             return await handler(request)
         bearer = bearer_ok(request.headers.get("Authorization", ""), encoded)
         if path.startswith("/@connections/") and not bearer:
@@ -87,6 +100,14 @@ def build_app(state: ApiState, keys: Sequence[str]) -> web.Application:
             return web.json_response({"status": "draining"}, status=503)
         return web.json_response({"status": "ready"})
 
+    if metrics is not None:
+        render = metrics
+
+        async def scrape(request: web.Request) -> web.Response:
+            body, content_type = render()
+            return web.Response(body=body, headers={"Content-Type": content_type})
+
+        app.router.add_get("/metrics", scrape)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_routes(v1.routes)

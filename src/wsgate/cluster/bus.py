@@ -212,6 +212,13 @@ class ClusterBus:
         """Whether the broker is connected to its server now (tests, metrics, readiness)."""
         return self._broker.connected
 
+    @property
+    def broker_dropped(self) -> int:
+        """Messages the broker dropped (queue full) or lost (not sent) since start; 0 for a
+        broker that counts neither (in process). For metrics."""
+        broker = self._broker
+        return int(getattr(broker, "dropped", 0)) + int(getattr(broker, "lost", 0))
+
     async def flush(self) -> None:
         """Wait until the broker's server processed what this node sent so far, its
         subscriptions included (tests: a subscription made on connect is live)."""

@@ -39,6 +39,9 @@ __all__ = ["Connection", "Dispatch", "Intercept", "Owner", "State"]
 class Dispatch(Protocol):
     """Handles one inbound text message (:class:`~wsgate.core.dispatch.Dispatcher`)."""
 
+    errors_sent: dict[ErrorCode, int]
+    """``@@wsgate/ERROR`` sent by the node's connections, by code (for metrics)."""
+
     def dispatch(self, conn: Connection, data: bytes) -> None: ...
 
 
@@ -202,7 +205,9 @@ class Connection:
         *,
         retry_after_ms: int | None = None,
     ) -> None:
-        """Answer with ``@@wsgate/ERROR``; the connection stays open."""
+        """Answer with ``@@wsgate/ERROR``; the connection stays open. Counted by code
+        in the dispatcher's ``errors_sent`` (the one place every error is sent)."""
+        self._gateway.dispatcher.errors_sent[code] += 1
         payload = bi.ErrorPayload(code.value, message, retryAfterMs=retry_after_ms)
         self.send_action(bi.ERROR, payload, in_reply_to=in_reply_to, error=True)
 

@@ -15,6 +15,13 @@ Order of decisions for one text message:
 Every refusal is an ``@@wsgate/ERROR`` carrying ``meta.inReplyTo``; the
 connection stays open. No step awaits: handlers that call a service start
 their own I/O and answer later.
+
+Counts for metrics are plain ``int`` attributes that only grow (one
+increment per action, never a lock): :attr:`Dispatcher.builtin`,
+:attr:`~Dispatcher.relayed`, :attr:`~Dispatcher.routed` (actions by class, counted
+when routed), :attr:`~Dispatcher.rate_limited` (limiter refusals) and
+:attr:`~Dispatcher.errors_sent` (every ``@@wsgate/ERROR`` of the node, by code,
+counted by :meth:`Connection.send_error`).
 """
 
 from __future__ import annotations
@@ -53,7 +60,8 @@ class Dispatcher:
     """Routes each inbound action by type: built-ins, relays, then upstream."""
 
     __slots__ = (
-        "_builtins", "_hold", "_relays", "_release", "limiter", "max_depth", "relay", "upstream"
+        "_builtins", "_hold", "_relays", "_release", "builtin", "errors_sent", "limiter",
+        "max_depth", "rate_limited", "relay", "relayed", "routed", "upstream",
     )
 
     def __init__(
@@ -77,6 +85,16 @@ class Dispatcher:
         self.relay = relay
         self.upstream = upstream
         """Procedure discovery (the services hook), when configured."""
+        self.builtin = 0
+        """Built-in ``@@wsgate/*`` actions handed to their handler."""
+        self.relayed = 0
+        """Actions matching a ``[[relays]]`` rule handed to the relay."""
+        self.routed = 0
+        """Actions the upstream hook took (a service call or its refusal)."""
+        self.rate_limited = 0
+        """Messages refused by the limiter (``RATE_LIMITED``, or the close for flooding)."""
+        self.errors_sent: dict[ErrorCode, int] = dict.fromkeys(ErrorCode, 0)
+        """``@@wsgate/ERROR`` sent, by code; one key per :class:`ErrorCode`, never more."""
 
     def register(self, type_: str, handler: Handler) -> None:
         """Handle the built-in action ``type_`` with ``handler``."""
@@ -137,8 +155,8 @@ class Dispatcher:
 
         limiter.shared.acquire(key, rate, done)
 
-    @staticmethod
-    def _refuse(conn: Connection, limiter: Limiter, wait: float, rid: str | None) -> None:
+    def _refuse(self, conn: Connection, limiter: Limiter, wait: float, rid: str | None) -> None:
+        self.rate_limited += 1
         if limiter.strike(conn):
             conn.send_error(
                 ErrorCode.RATE_LIMITED, "closed for flooding", rid, retry_after_ms=10_000
@@ -150,6 +168,7 @@ class Dispatcher:
     def _route(self, conn: Connection, action: Action) -> None:
         handler = self._builtins.get(action.type)
         if handler is not None:
+            self.builtin += 1
             handler(conn, action)
             return
         if action.type.startswith(GATEWAY_PREFIX):
@@ -158,9 +177,11 @@ class Dispatcher:
             )
             return
         if self._relays.lookup(action.type) is not None:
+            self.relayed += 1
             self.relay(conn, action)
             return
         if self.upstream is not None and self.upstream(conn, action):
+            self.routed += 1
             return
         conn.send_error(ErrorCode.NO_ROUTE, f"no route for {action.type}", _reply_id(action))
 

@@ -84,15 +84,20 @@ class Fanout:
     Given at construction and fixed: the pool (the targets' member indexes),
     the recent history (view channels' offsets) and, in a cluster, the
     ``bus``. It needs nothing else of the gateway.
+
+    :attr:`delivered` counts the local deliveries (one integer addition per
+    fan-out at its three entry points, never per connection).
     """
 
-    __slots__ = ("_history", "_local", "_pool", "_send", "bus")
+    __slots__ = ("_history", "_local", "_pool", "_send", "bus", "delivered")
 
     def __init__(self, pool: Pool, history: RecentHistory, bus: Bus | None = None) -> None:
         self._pool = pool
         self._history = history
         self.bus = bus
         """Delivery beyond this node; ``None`` on a single node."""
+        self.delivered = 0
+        """Actions handed to a local connection's sink by the fan-out (only grows)."""
         self._send: dict[TargetKind, Route] = {
             TargetKind.CONNECTION: self._to_connection,
             TargetKind.USER: self._spread,
@@ -121,7 +126,7 @@ class Fanout:
         origin = From(conn.principal.sub, conn.id)
         exclude = None if meta.echo else conn.id
         # The channel entry of the send table, called directly: the kind is known.
-        self._to_channel(
+        self.delivered += self._to_channel(
             Delivery(
                 TargetKind.CHANNEL, channel, action.type, action.payload, action.error,
                 origin, exclude,
@@ -137,7 +142,9 @@ class Fanout:
         its offset; every node (this one too) delivers it on receipt
         (:meth:`deliver_channel`), so the count returned is 0.
         """
-        return self._send[delivery.kind](delivery)
+        n = self._send[delivery.kind](delivery)
+        self.delivered += n
+        return n
 
     def deliver_local(self, delivery: Delivery) -> int:
         """Another node's hub, user or connection delivery: give it to local members only.
@@ -145,7 +152,9 @@ class Fanout:
         Never sent on to the bus. Raises :class:`KeyError` for a channel
         delivery, which carries an offset (:meth:`deliver_channel`).
         """
-        return self._local[delivery.kind](delivery)
+        n = self._local[delivery.kind](delivery)
+        self.delivered += n
+        return n
 
     def deliver_channel(self, delivery: Delivery, offset: int, prev: int) -> int:
         """A cluster's channel delivery reached this node: record it, give it to local members."""
@@ -155,7 +164,9 @@ class Fanout:
         channel = self._pool.channel(address)
         if channel is None:
             return 0
-        return _send_each(channel.sends, data, delivery.exclude)
+        n = _send_each(channel.sends, data, delivery.exclude)
+        self.delivered += n
+        return n
 
     # The send table ----------------------------------------------------------------
 

@@ -114,6 +114,7 @@ class ListenerContext(OutboundContext):
         "handler",
         "max_message",
         "on_empty",
+        "slow_closes",
         "unauthenticated_frame",
         "wheel",
     )
@@ -144,6 +145,8 @@ class ListenerContext(OutboundContext):
         """Open connections (added after the 101, removed when the socket is gone)."""
         self.on_empty: asyncio.Event | None = None
         """Set when ``connections`` becomes empty, while someone (drain) waits."""
+        self.slow_closes = 0
+        """Connections closed 4000 (slow consumer) by this listener (only grows; metrics)."""
 
 
 class GateListener(BufferedListener):
@@ -498,6 +501,7 @@ class GateListener(BufferedListener):
 
     def _overflow(self) -> None:
         if self._state == _OPEN:
+            self._ctx.slow_closes += 1
             self._terminate(4000, "slow consumer")
 
     def _abort(self) -> None:

@@ -157,6 +157,11 @@ class Listener:
         """WebSocket connections past the handshake and not yet gone."""
         return len(self._ctx.connections)
 
+    @property
+    def slow_consumer_closes(self) -> int:
+        """Connections this listener closed 4000 (slow consumer) since it started."""
+        return self._ctx.slow_closes
+
     async def close(self) -> None:
         """Stop accepting connections; open ones are left alone (see :meth:`drain`).
 
