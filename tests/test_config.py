@@ -53,6 +53,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "listen": "127.0.0.1:8081", "grpc_listen": "", "keys": [], "keys_file": "",
         "aws": {"credentials": [], "region": "us-east-1"},
     },
+    "admin": {"keys": []},
+    "tap": {"queue": 1000, "max_taps": 16, "redact": []},
     "auth": {
         "cookie_name": "wsgate_session", "keys": [], "keys_file": "", "securecookie_hash_key": "",
         "securecookie_block_key": "", "sign_in_url": "/sign-in", "allow_anonymous": False,

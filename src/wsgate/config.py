@@ -29,6 +29,7 @@ import msgspec
 from wsgate.exceptions import ConfigError
 
 __all__ = [
+    "AdminConfig",
     "ApiConfig",
     "AuthConfig",
     "AwsCredential",
@@ -52,6 +53,8 @@ __all__ = [
     "RoutingConfig",
     "ServerConfig",
     "ServiceConfig",
+    "TapConfig",
+    "TapRedact",
     "TracingConfig",
     "is_nats_subject",
     "load",
@@ -121,6 +124,35 @@ class ApiConfig(_Section):
 
 JwtAlgorithm = Literal["HS256", "RS256", "ES256", "EdDSA"]
 
+
+
+class AdminConfig(_Section):
+    """``[admin]``: the operators' keys. Only an admin key opens ``/v1/tap``;
+    admin keys are accepted on every other ``/v1`` path too (``[api] keys``
+    are not accepted on ``/v1/tap``)."""
+
+    keys: list[str] = msgspec.field(default_factory=list)
+
+
+class TapRedact(_Section):
+    """``[[tap.redact]]``: payload fields a tap shows as ``"[redacted]"``.
+
+    ``match`` is a glob over the action type; ``fields`` are dotted paths
+    starting at ``payload`` (``"payload.card"``, ``"payload.user.ssn"``).
+    """
+
+    match: Pattern
+    fields: list[str] = msgspec.field(default_factory=list)
+
+
+class TapConfig(_Section):
+    """``[tap]``: the live action tap of the internal API (``GET /v1/tap``)."""
+
+    queue: Positive = 1000
+    """Actions held per tap for a slow reader; the oldest is dropped (and counted) past it."""
+    max_taps: Positive = 16
+    """Taps open at once on one node; one more is refused (503)."""
+    redact: list[TapRedact] = msgspec.field(default_factory=list)
 
 class JwtClaimNames(_Section):
     """``[auth.jwt.claims]``: which token claim fills which principal field.
@@ -505,6 +537,8 @@ def _check_nats(config: Config) -> None:
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    tap: TapConfig = msgspec.field(default_factory=TapConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from wsgate.api.app import build_app
 from wsgate.api.state import ApiState
+from wsgate.api.tap import Taps
 from wsgate.auth.channel_tokens import ChannelTokens
 from wsgate.auth.handshake import Authenticator
 from wsgate.auth.jwt_gate import TokenAdmission
@@ -482,9 +483,13 @@ class Node:
         )
         if not self._api_keys:
             log.warning("no [api] keys: the internal API refuses every /v1 request")
+        tap = self.config.tap
+        taps = Taps(self.gateway.fanout, tap.redact, tap.queue, tap.max_taps)
         app = build_app(
             self.api,
             self._api_keys,
+            self.config.admin.keys,
+            taps,
             metrics=None if self.metrics is None else self._render_metrics,
             metrics_need_key=self.config.metrics.require_key,
         )

@@ -5,7 +5,9 @@ Listens on ``[api] listen``, never the public address. ``/v1/*`` needs
 needs an AWS SigV4 signature (or a bearer key); ``/healthz`` and ``/readyz``
 are open so that orchestrators can probe them. ``/metrics`` (Prometheus text,
 when the node gives ``metrics``) is open too unless ``metrics_need_key``: then
-it needs a bearer key like ``/v1/*`` (401 without).
+it needs a bearer key like ``/v1/*`` (401 without). ``[admin] keys`` are accepted
+wherever ``[api] keys`` are; ``/v1/tap`` (:mod:`wsgate.api.tap`) takes only
+an admin key: 401 without a valid key, 403 for a service key.
 
 Every error is JSON, aiohttp's own included (an unknown path, a wrong
 method, a body over :data:`MAX_BODY`): ``{"error": message}``, or AWS's
@@ -20,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from wsgate.api import aws, v1
+from wsgate.api import tap as tap_api
 from wsgate.api.state import BEARER_OK, STATE, ApiState, json_error
 
 __all__ = ["MAX_BODY", "bearer_ok", "build_app"]
@@ -47,19 +50,26 @@ def bearer_ok(header: str, keys: Sequence[bytes]) -> bool:
     return ok
 
 
+_ADMIN_ONLY = frozenset({"/v1/tap"})
+
+
 def build_app(
     state: ApiState,
     keys: Sequence[str],
+    admin_keys: Sequence[str] = (),
+    taps: tap_api.Taps | None = None,
     *,
     metrics: Callable[[], tuple[bytes, str]] | None = None,
     metrics_need_key: bool = False,
 ) -> web.Application:
     """The aiohttp application of the internal API for ``state``.
 
-    ``metrics`` renders ``GET /metrics`` (body, content type) per scrape; ``None``:
-    no such route.
+    ``keys`` are the service keys, ``admin_keys`` the operators'; ``/v1/tap``
+    is routed only when ``taps`` is given. ``metrics`` renders ``GET /metrics``
+    (body, content type) per scrape; ``None``: no such route.
     """
     encoded = [k.encode() for k in keys if k]
+    admins = [k.encode() for k in admin_keys if k]
     open_paths = _OPEN if metrics is None or metrics_need_key else _OPEN | {"/metrics"}
 
     @web.middleware
@@ -67,7 +77,13 @@ def build_app(
         path = request.path
         if path in open_paths:
             return await handler(request)
-        bearer = bearer_ok(request.headers.get("Authorization", ""), encoded)
+        header = request.headers.get("Authorization", "")
+        admin = bearer_ok(header, admins)
+        if path in _ADMIN_ONLY and not admin:
+            if bearer_ok(header, encoded):
+                return json_error(403, "an admin key is required")
+            return json_error(401, "missing or invalid admin key")
+        bearer = admin | bearer_ok(header, encoded)
         if path.startswith("/@connections/") and not bearer:
             return await handler(request)  # SigV4 is checked by the handler
         if not bearer:
@@ -112,4 +128,7 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_routes(v1.routes)
     app.router.add_routes(aws.routes)
+    if taps is not None:
+        app[tap_api.TAPS] = taps
+        app.router.add_routes(tap_api.routes)
     return app

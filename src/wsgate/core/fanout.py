@@ -18,6 +18,11 @@ history and are stored there, so a client that rejoins with ``since``
 recovers them. Hub-wide deliveries carry no offset (hubs are not streams).
 Nothing reaches a connection outside the target: members are looked up in
 the target's own index, never filtered from a wider set.
+
+The live action tap (:mod:`wsgate.api.tap`) sees a channel's and a
+connection's deliveries through :attr:`Fanout.taps`: one check of that plain
+attribute per delivered action (never per member), so a node no one taps
+pays nothing else.
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ class Fanout:
     fan-out at its three entry points, never per connection).
     """
 
-    __slots__ = ("_history", "_local", "_pool", "_send", "bus", "delivered")
+    __slots__ = ("_history", "_local", "_pool", "_send", "bus", "delivered", "taps")
 
     def __init__(self, pool: Pool, history: RecentHistory, bus: Bus | None = None) -> None:
         self._pool = pool
@@ -98,6 +103,9 @@ class Fanout:
         """Delivery beyond this node; ``None`` on a single node."""
         self.delivered = 0
         """Actions handed to a local connection's sink by the fan-out (only grows)."""
+        self.taps: Callable[[Delivery], None] | None = None
+        """Called with each channel or connection delivery given to local members
+        while a tap is open; ``None`` (the default) while no one taps. Must not raise."""
         self._send: dict[TargetKind, Route] = {
             TargetKind.CONNECTION: self._to_connection,
             TargetKind.USER: self._spread,
@@ -161,6 +169,8 @@ class Fanout:
         address = ChannelAddress(delivery.target)
         data = _frame(delivery, OutMeta(address, offset, from_=delivery.origin))
         self._history.seen(address, offset, prev, data)
+        if self.taps is not None:
+            self.taps(delivery)
         channel = self._pool.channel(address)
         if channel is None:
             return 0
@@ -177,6 +187,8 @@ class Fanout:
         if self.bus is not None:
             self.bus.send(d)
             return 0
+        if self.taps is not None:
+            self.taps(d)
         channel = self._pool.channel(address)
         if channel is None:
             return 0
@@ -222,5 +234,7 @@ class Fanout:
         conn = self._pool.connections.get(ConnectionId(d.target))
         if conn is None or d.target == d.exclude:
             return 0
+        if self.taps is not None:
+            self.taps(d)
         conn.sink.send(_frame(d, OutMeta(from_=d.origin) if d.origin else None))
         return 1

@@ -1,0 +1,195 @@
+"""The live action tap: ``GET /v1/tap?channel=…`` or ``?connection=…`` as a WebSocket.
+
+Only an ``[admin] keys`` bearer key opens a tap (the middleware of
+:mod:`wsgate.api.app` answers 401 without a key, 403 for a service key).
+Each frame is one JSON text message::
+
+    {"to": {"kind": "channel", "target": "acme:orders/42"}, "type": "orders/NEW",
+     "payload": {...}, "from": {"userId": ..., "connectionId": ...} | null, "dropped": 0}
+
+``dropped`` counts the actions this tap lost so far (its queue was full).
+Payload fields named by ``[[tap.redact]]`` show as ``"[redacted]"``.
+
+Costs and bounds: while no tap is open :attr:`wsgate.core.fanout.Fanout.taps`
+is ``None`` and the fan-out checks nothing else. Each tap holds at most
+``[tap] queue`` actions (the oldest is dropped, counted in ``dropped``); at
+most ``[tap] max_taps`` taps are open per node (one more: 503). A tap is freed
+when its WebSocket closes; the last one closed resets ``Fanout.taps`` to ``None``.
+
+A tap is node-local: it sees the deliveries given to this node's members (a
+channel's, a connection's). On a cluster, tap the node the connection lives
+on, or a node that has members in the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from wsgate.config import TapRedact
+from wsgate.core.delivery import Delivery, TargetKind
+from wsgate.core.fanout import Fanout
+
+__all__ = ["REDACTED", "TAPS", "Tap", "TapFull", "Taps", "redact", "routes"]
+
+REDACTED = "[redacted]"
+"""What a redacted field shows."""
+
+
+class TapFull(Exception):
+    """``[tap] max_taps`` taps are open already."""
+
+
+def _plain(payload: Any) -> Any:
+    if isinstance(payload, msgspec.Raw):
+        return msgspec.json.decode(bytes(payload)) if len(payload) else None
+    return msgspec.to_builtins(payload)
+
+
+def redact(rules: Sequence[TapRedact], type_: str, payload: Any) -> Any:
+    """``payload`` as plain JSON values, each field a rule matching ``type_`` names replaced.
+
+    A path is ``payload.<key>.<key>…``; a missing key is ignored. The
+    delivered payload is never changed (the redacted copy is the tap's own).
+    """
+    plain = _plain(payload)
+    for rule in rules:
+        if not fnmatch.fnmatchcase(type_, rule.match):
+            continue
+        for path in rule.fields:
+            head, *keys = path.split(".")
+            if head != "payload" or not keys:
+                continue
+            node = plain
+            for key in keys[:-1]:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict) and keys[-1] in node:
+                node[keys[-1]] = REDACTED
+    return plain
+
+
+class Tap:
+    """One open tap: the actions of one channel or one connection, bounded by ``cap``."""
+
+    __slots__ = ("_ready", "channel", "connection", "dropped", "queue")
+
+    def __init__(self, channel: str | None, connection: str | None, cap: int) -> None:
+        self.channel = channel
+        self.connection = connection
+        self.queue: deque[Delivery] = deque(maxlen=cap)
+        """Bounded by ``cap`` (``[tap] queue``); drained by :meth:`next`."""
+        self.dropped = 0
+        self._ready = asyncio.Event()
+
+    def wants(self, d: Delivery) -> bool:
+        """``d`` is for this tap's channel, or to or from its connection."""
+        if self.channel is not None:
+            return d.kind is TargetKind.CHANNEL and d.target == self.channel
+        if d.kind is TargetKind.CONNECTION and d.target == self.connection:
+            return True
+        return d.origin is not None and d.origin.connectionId == self.connection
+
+    def offer(self, d: Delivery) -> None:
+        """Queue ``d``; a full queue drops its oldest (counted in :attr:`dropped`)."""
+        if len(self.queue) == self.queue.maxlen:
+            self.dropped += 1
+        self.queue.append(d)
+        self._ready.set()
+
+    async def next(self) -> Delivery:
+        """Wait for and take the oldest queued delivery."""
+        while not self.queue:
+            self._ready.clear()
+            await self._ready.wait()
+        return self.queue.popleft()
+
+
+class Taps:
+    """The taps open on one node, at most ``max_taps``; sets ``fanout.taps`` while any is open."""
+
+    def __init__(
+        self, fanout: Fanout, rules: Sequence[TapRedact], queue: int, max_taps: int
+    ) -> None:
+        self._fanout = fanout
+        self.rules = list(rules)
+        self._queue = queue
+        self._max = max_taps
+        self.open_taps: list[Tap] = []
+        """Bounded by ``max_taps``; a tap leaves it on :meth:`close`."""
+
+    def open(self, channel: str | None, connection: str | None) -> Tap:
+        """A new tap; raises :class:`TapFull` past ``max_taps``."""
+        if len(self.open_taps) >= self._max:
+            raise TapFull
+        tap = Tap(channel, connection, self._queue)
+        self.open_taps.append(tap)
+        self._fanout.taps = self._offer
+        return tap
+
+    def close(self, tap: Tap) -> None:
+        """Free ``tap``; the last one closed resets ``fanout.taps`` to ``None``."""
+        if tap in self.open_taps:
+            self.open_taps.remove(tap)
+        if not self.open_taps:
+            self._fanout.taps = None
+
+    def _offer(self, d: Delivery) -> None:
+        for tap in self.open_taps:
+            if tap.wants(d):
+                tap.offer(d)
+
+    def frame(self, tap: Tap, d: Delivery) -> dict[str, Any]:
+        """The JSON object a tap's client gets for ``d``."""
+        origin = None if d.origin is None else msgspec.to_builtins(d.origin)
+        return {
+            "to": {"kind": d.kind.value, "target": d.target},
+            "type": d.type,
+            "payload": redact(self.rules, d.type, d.payload),
+            "error": d.error,
+            "from": origin,
+            "dropped": tap.dropped,
+        }
+
+
+TAPS: web.AppKey[Taps] = web.AppKey("wsgate_taps", Taps)
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/tap")
+async def tap(request: web.Request) -> web.StreamResponse:
+    """Stream one channel's or connection's actions until the client closes."""
+    channel = request.query.get("channel") or None
+    connection = request.query.get("connection") or None
+    if (channel is None) == (connection is None):
+        raise web.HTTPBadRequest(reason="give one of ?channel= or ?connection=")
+    taps = request.app[TAPS]
+    try:
+        opened = taps.open(channel, connection)
+    except TapFull:
+        raise web.HTTPServiceUnavailable(reason="too many taps open on this node") from None
+    ws = web.WebSocketResponse(heartbeat=30)
+    try:
+        await ws.prepare(request)
+        reader = asyncio.ensure_future(ws.receive())
+        while not ws.closed:
+            taken = asyncio.ensure_future(opened.next())
+            done, _ = await asyncio.wait({reader, taken}, return_when=asyncio.FIRST_COMPLETED)
+            if taken in done:
+                await ws.send_json(taps.frame(opened, taken.result()))
+            else:
+                taken.cancel()
+            if reader in done:
+                if reader.result().type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    break
+                reader = asyncio.ensure_future(ws.receive())
+        reader.cancel()
+    finally:
+        taps.close(opened)
+    return ws
