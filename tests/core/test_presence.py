@@ -162,6 +162,26 @@ def test_a_leave_and_rejoin_nobody_saw_still_cancels_out() -> None:
     assert [a["type"] for a in alice.take()] == []
 
 
+def test_a_pair_across_the_threshold_still_updates_every_count() -> None:
+    """Found by the property below: r2 joins (2 members), ann's second tab joins (3: past
+    max_members=2, so her JOINED is count-only), r2 leaves (2). The join and leave of r2
+    cancelled, as if no snapshot had seen r2, and the tab's join was never recorded: the
+    window sent nothing, and the first tab kept count 1 while the channel held 2."""
+    h = Harness(batch_ms=50, max_members=2)
+    views = Views()
+    first, second = h.connect("ann"), h.connect("ann")
+    first.take(), second.take()
+    joined(views, first, ROOM)
+    flush(h, views, [first, second], 1.0)
+    replica = Replica(h, ROOM)
+    replica.join("n2.r2")
+    joined(views, second, ROOM)
+    assert views.count(second, ROOM) == 3
+    replica.leave("n2.r2")
+    flush(h, views, [first, second], 1.0)
+    assert views.count(first, ROOM) == views.count(second, ROOM) == 2
+
+
 class Replica:
     """The other nodes' members of one local channel, kept as ``ClusterPresence`` keeps them.
 

@@ -40,7 +40,7 @@ class PendingPresence:
     change), and then in ``queued``.
     """
 
-    __slots__ = ("joined", "left", "queued", "snapshots", "timer")
+    __slots__ = ("counted", "joined", "left", "queued", "snapshots", "timer")
 
     def __init__(self) -> None:
         self.joined: dict[ConnectionId, Member] = {}
@@ -51,6 +51,9 @@ class PendingPresence:
         self.snapshots = 0
         """Member lists handed out (``JOINED``) since the window opened."""
         self.timer: TimerHandle | None = None
+        self.counted = False
+        """A change was counted but not recorded (past the threshold): the window
+        must send the count at flush even if no entry is left."""
 
     def change(self, cid: ConnectionId, member: Member, *, joined: bool, record: bool) -> None:
         """``cid`` joined (or left); ``record=False`` past the threshold (count only).
@@ -68,6 +71,8 @@ class PendingPresence:
         elif record:
             into[cid] = member
             self.queued.setdefault(cid, self.snapshots)
+        else:
+            self.counted = True
 
     def seen(self) -> None:
         """A member list was handed out: every entry queued so far was seen."""

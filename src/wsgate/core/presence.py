@@ -19,8 +19,10 @@ A window keeps, per connection, its latest change; a change undone inside the
 window (join then leave, leave then rejoin) is dropped only if no snapshot was
 taken since it was queued — then every member already knows the state it
 returns to. Once a snapshot saw the change, the entry stays and carries the
-final state instead. Each change costs O(1); a window holds at most one entry
-per connection that changed, freed at flush. Past the threshold nothing new is
+final state instead; a count-only snapshot (past the threshold) counts as one.
+A window that crossed the threshold always sends its final count. Each change
+costs O(1); a window holds at most one entry per connection that changed,
+freed at flush. Past the threshold nothing new is
 recorded (``count`` only).
 """
 
@@ -67,11 +69,15 @@ class PresenceBatcher:
         return channel.count > self._max
 
     def snapshot(self, channel: Channel) -> list[bi.Member] | None:
-        """The member list for ``JOINED``, or ``None`` past the threshold."""
-        if self.is_large(channel):
-            return None
+        """The member list for ``JOINED``, or ``None`` past the threshold.
+
+        Either is a snapshot: a count-only ``JOINED`` counted every queued entry
+        too, so none of them may cancel any more.
+        """
         if channel.presence is not None:
             channel.presence.seen()
+        if self.is_large(channel):
+            return None
         return channel.everyone()
 
     def joined(self, channel: Channel, conn: Connection) -> None:
@@ -130,7 +136,9 @@ class PresenceBatcher:
             pending.timer.cancel()
         if self.is_large(channel):
             self._send(channel, [], [])
-        elif pending.joined or pending.left:
+        elif pending.joined or pending.left or pending.counted:
+            # ``counted``: the window crossed the threshold and back; its count changed
+            # even if no recorded entry is left (lists taken before a crossing go stale).
             self._send(channel, list(pending.joined.values()), list(pending.left.values()))
 
     def discard(self, channel: Channel) -> None:
