@@ -48,6 +48,7 @@ from wsgate.routing.grpc_stream import Stream, StreamSink
 from wsgate.routing.grpc_transcode import Method, Refused
 from wsgate.routing.instances import Instance, Service
 from wsgate.routing.invoker import Done
+from wsgate.routing.outcomes import Outcomes
 from wsgate.routing.results import InvocationResult
 from wsgate.routing.trace import ensure_traceparent
 
@@ -117,8 +118,7 @@ class GrpcInvoker:
         """Configured targets only: the set is fixed for the invoker's life."""
         self._tasks: set[asyncio.Task[None]] = set()
         """Started calls; each removes itself when done."""
-        self._latched: dict[str, set[str]] = {}
-        """Failure kinds logged per service, cleared by a success; bounded by targets × codes."""
+        self._outcomes = Outcomes(log, "target")
         self._streams: set[Stream] = set()
         """Open streams; bounded by the Upstream's stream caps, each removed at its end."""
         self._closed = False
@@ -380,10 +380,7 @@ class GrpcInvoker:
             if self._closed:
                 return ErrorCode.UPSTREAM_UNAVAILABLE
             return self._fail(service, inst, code, reason, down=status in DOWN)
-        if inst.failures and service.mark_ok(inst):
-            log.info("service %s: target %s is back", service.name, inst.url)
-        if self._latched:
-            self._latched.pop(service.name, None)
+        self._outcomes.answered(service, inst)
         reply = Outbound(type=method.reply_type, payload=method.decode(response))
         return InvocationResult(replies=[reply])
 
@@ -397,14 +394,7 @@ class GrpcInvoker:
         down: bool = False,
     ) -> ErrorCode:
         """Log (once per service and code) and return ``code``; take ``inst`` out if ``down``."""
-        if down and inst is not None and service.mark_failed(inst):
-            log.warning("service %s: %s down after %s: %s", service.name, inst.url, code, reason)
-            return code
-        seen = self._latched.setdefault(service.name, set())
-        if code not in seen:
-            seen.add(code)
-            log.warning("service %s: %s: %s", service.name, code, reason)
-        return code
+        return self._outcomes.failed(service, inst, code, reason, down=down)
 
 
 def _serialize(message: Any) -> bytes:

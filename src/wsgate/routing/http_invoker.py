@@ -66,6 +66,7 @@ from wsgate.routing.http1 import (
     Unanswered,
 )
 from wsgate.routing.instances import Instance, Service
+from wsgate.routing.outcomes import Outcomes
 from wsgate.routing.request import encode_request
 from wsgate.routing.results import InvocationResult, decode_result
 from wsgate.routing.signature import HEADER, sign
@@ -116,8 +117,7 @@ class HttpInvoker:
         self._tasks: set[asyncio.Task[None]] = set()
         """Calls of :meth:`start` that needed a task."""
         self._closed = False
-        self._latched: dict[str, set[str]] = {}
-        """Failure kinds already logged per service, cleared by a success."""
+        self._outcomes = Outcomes(log, "instance")
         self.stats = InvokerStats()
 
     async def invoke(
@@ -394,10 +394,7 @@ class HttpInvoker:
         self, service: Service, inst: Instance, result: InvocationResult | None
     ) -> InvocationResult | ErrorCode:
         """The instance answered; ``None`` stands for a 403 refusal (``FORBIDDEN``)."""
-        if inst.failures and service.mark_ok(inst):
-            log.info("service %s: instance %s is back", service.name, inst.url)
-        if self._latched:
-            self._latched.pop(service.name, None)
+        self._outcomes.answered(service, inst)
         return ErrorCode.FORBIDDEN if result is None else result
 
     def _fail(
@@ -410,22 +407,7 @@ class HttpInvoker:
         down: bool = False,
     ) -> ErrorCode:
         self.stats.failures[code] += 1
-        if down and inst is not None and service.mark_failed(inst):
-            log.warning(
-                "service %s: instance %s down for %.0fs after %s: %s",
-                service.name,
-                inst.url,
-                inst.down_until - service.pool.clock(),
-                code,
-                reason,
-            )
-            return code
-        seen = self._latched.setdefault(service.name, set())
-        if code not in seen:
-            seen.add(code)
-            where = inst.url if inst is not None else "-"
-            log.warning("service %s (%s): %s: %s", service.name, where, code, reason)
-        return code
+        return self._outcomes.failed(service, inst, code, reason, down=down)
 
 
 def _tell(

@@ -67,6 +67,7 @@ from wsgate.routing.context import InvocationContext
 from wsgate.routing.http_invoker import InvokerStats
 from wsgate.routing.instances import Instance, Service
 from wsgate.routing.invoker import Done
+from wsgate.routing.outcomes import Outcomes
 from wsgate.routing.request import encode_request
 from wsgate.routing.results import InvocationResult, decode_result
 from wsgate.routing.trace import ensure_traceparent
@@ -82,8 +83,6 @@ SERVICE_ERRORS: Final[dict[str, ErrorCode]] = {
     "403": ErrorCode.FORBIDDEN,
 }
 """A service's error code to the client's; any other code is ``UPSTREAM_ERROR``."""
-_MAX_LATCHED: Final = 1024
-"""Services whose failures are remembered for log de-duplication."""
 
 
 def _headers(context: InvocationContext, traceparent: str) -> dict[str, str]:
@@ -120,9 +119,7 @@ class NatsInvoker:
         self._tasks: set[asyncio.Task[None]] = set()
         """Calls of :meth:`start` in flight; each removes itself when done."""
         self._closed = False
-        self._latched: dict[str, set[str]] = {}
-        """Failure kinds already logged per service: cleared by a success, and
-        whole past :data:`_MAX_LATCHED` services."""
+        self._outcomes = Outcomes(log, "subject")
         self.stats = InvokerStats()
 
     def start(
@@ -270,10 +267,7 @@ class NatsInvoker:
 
     def _answered(self, service: Service, inst: Instance) -> None:
         """``inst`` answered: it is alive, and its service's failures may be logged again."""
-        if inst.failures and service.mark_ok(inst):
-            log.info("service %s: subject %s answers again", service.name, inst.url)
-        if self._latched:
-            self._latched.pop(service.name, None)
+        self._outcomes.answered(service, inst)
 
     def _fail(
         self,
@@ -286,16 +280,4 @@ class NatsInvoker:
     ) -> ErrorCode:
         """Count and log (once per service and code until a success) a failed call."""
         self.stats.failures[code] += 1
-        if down and inst is not None and service.mark_failed(inst):
-            log.warning(
-                "service %s: subject %s down after %s: %s", service.name, inst.url, code, reason
-            )
-            return code
-        if len(self._latched) >= _MAX_LATCHED and service.name not in self._latched:
-            self._latched.clear()  # services come and go with discovery: forget, log again
-        seen = self._latched.setdefault(service.name, set())
-        if code not in seen:
-            seen.add(code)
-            where = inst.url if inst is not None else "-"
-            log.warning("service %s (%s): %s: %s", service.name, where, code, reason)
-        return code
+        return self._outcomes.failed(service, inst, code, reason, down=down)
