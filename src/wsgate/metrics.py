@@ -178,14 +178,18 @@ class NodeMetrics:
         )
         self._children: dict[tuple[str, str], Histogram] = {}
         """(service, outcome) -> its histogram child; bounded by services x outcomes."""
-        self._watching = False
+        self._collector: _Collector | None = None
 
     def watch(self, parts: Parts) -> None:
-        """Register the collector of ``parts`` (once; the node calls it when they exist)."""
-        if self._watching:
-            raise RuntimeError("watch() is called once")
-        self.registry.register(_Collector(parts))
-        self._watching = True
+        """Collect from ``parts`` (the node calls it when they exist, at each start).
+
+        A node started again after a stop has new parts: they replace the old
+        ones; the counters of the histogram carry on.
+        """
+        if self._collector is not None:
+            self.registry.unregister(self._collector)
+        self._collector = _Collector(parts)
+        self.registry.register(self._collector)
 
     def observe_call(self, service: str, outcome: str, seconds: float) -> None:
         """One answered service call (the :class:`~wsgate.upstream.Upstream` hook)."""
