@@ -19,6 +19,8 @@ ROOT = Path(__file__).parent
 ASSETS = {
     "examples/demo": ("*.html", "*.js", "*.css"),
     "examples/orders": ("service.py",),
+    "examples/modules": ("*.py", "*.proto"),
+    "examples/nats_orders": ("*.py",),
     "clients/js": ("*.js", "package.json", "README.md"),
 }
 

@@ -155,20 +155,51 @@ def serve(config_path: str | None) -> int:
 
 
 def demo(port: int) -> int:
-    """``wsgate demo``: the demo app on the memory backend, ephemeral keys."""
-    from wsgate.demo import DemoSite, demo_config, start_orders
+    """``wsgate demo``: the demo app on the memory backend, ephemeral keys.
+
+    Beside it: the orders service, and the procedure examples whose extras are
+    installed (``examples/modules`` over gRPC; ``examples/nats_orders`` on a
+    ``nats-server`` the demo starts and stops). A missing one is a line on stderr.
+    """
+    from wsgate.demo import (
+        DemoSite,
+        Examples,
+        NatsServerProcess,
+        available_examples,
+        demo_config,
+        free_port,
+        start_examples,
+    )
     from wsgate.node import Node
 
-    config = demo_config(port)
-    _logging(config)
-    site = DemoSite(config)
-    node = Node(config, plain_get=site.handle)
-    banner = (
-        "wsgate: demo on http://localhost:{port}/ (second user: http://127.0.0.1:{port}/)\n"
-        "wsgate: internal API on {api} (docs/api.md), e.g.\n"
-        f"  curl -H 'Authorization: Bearer {config.api.keys[0]}' {{api}}/v1/hubs"
+    grpc, nats_binary, notes = available_examples()
+    nats_server = NatsServerProcess(nats_binary) if nats_binary is not None else None
+    if nats_server is not None:
+        try:
+            nats_server.start()
+        except RuntimeError as exc:
+            notes.append(f"wsgate: demo without examples/nats_orders: {exc}")
+            nats_server = None
+    for note in notes:
+        print(note, file=sys.stderr)
+    examples = Examples(
+        grpc_port=free_port() if grpc else None,
+        nats_url=None if nats_server is None else nats_server.url,
     )
-    return _event_loop_run(node, banner, start_orders)
+    try:
+        config = demo_config(port, examples=examples)
+        _logging(config)
+        site = DemoSite(config)
+        node = Node(config, plain_get=site.handle)
+        banner = (
+            "wsgate: demo on http://localhost:{port}/ (second user: http://127.0.0.1:{port}/)\n"
+            "wsgate: internal API on {api} (docs/api.md), e.g.\n"
+            f"  curl -H 'Authorization: Bearer {config.api.keys[0]}' {{api}}/v1/hubs"
+        )
+        return _event_loop_run(node, banner, start_examples(examples))
+    finally:
+        if nats_server is not None:
+            nats_server.stop()
 
 
 def _format_routes(entries: list[dict[str, Any]]) -> str:

@@ -61,6 +61,7 @@ __all__ = [
     "NatsServerProcess",
     "available_examples",
     "demo_config",
+    "free_port",
     "load_example",
     "site_root",
     "start_examples",
@@ -103,7 +104,8 @@ def site_root() -> Path:
 
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for the demo's services)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -151,7 +153,7 @@ class NatsServerProcess:
 
     def __init__(self, binary: str) -> None:
         self.binary = binary
-        self.port = _free_port()
+        self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -194,7 +196,7 @@ def demo_config(
     :data:`MODULES_ALIASES`) and ``[discovery.nats]`` on its NATS server.
     """
     origins = [f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
-    orders = orders_port or _free_port()
+    orders = orders_port or free_port()
     procedures: dict[str, object] = {}
     if examples is not None and examples.grpc_port is not None:
         target = {"target": f"127.0.0.1:{examples.grpc_port}", "discover_every_s": 2}
