@@ -279,3 +279,15 @@ async def test_two_subjects_of_one_endpoint_are_two_instances_of_one_service(
     finally:
         await v1.stop()
         await v2.stop()
+
+
+async def test_a_round_with_no_service_at_all_warns_of_nothing(
+    gw_nc: Client, table: RouteTable, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no responder the server answers the INFO request with a 503 status message
+    (headers, empty body): that is "no service", not a malformed reply."""
+    disco = NatsDiscovery(gw_nc, table, window_s=WINDOW_S)
+    with caplog.at_level("WARNING", logger="wsgate.routing.nats_discovery"):
+        await disco.round()
+    assert [r.getMessage() for r in caplog.records] == []
+    assert table.snapshot() == []

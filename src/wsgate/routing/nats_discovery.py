@@ -230,6 +230,10 @@ class NatsDiscovery:
                     msg = await sub.next_msg(timeout=left)
                 except NatsError:  # the window closed (nats' TimeoutError), or the sub ended
                     break
+                if not msg.data:
+                    # The server's own "no responders" (a 503 status, no body): no service
+                    # answered, which is no malformed reply.
+                    continue
                 if len(msg.data) > self._max_info_bytes:
                     self._note("?", f"an INFO reply over {self._max_info_bytes} bytes")
                     continue
