@@ -35,8 +35,7 @@ def held_bytes(listener: Listener) -> int:
     total = 0
     for conn in list(listener._ctx.connections):
         assert isinstance(conn, GateListener)
-        out = conn._out
-        total += 0 if out is None else len(out)
+        total += conn.queued_bytes
         total += conn._wst.underlying_transport.get_write_buffer_size()
     return total
 

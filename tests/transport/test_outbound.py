@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 from typing import Any
 
 from websockets.asyncio.client import connect
@@ -66,6 +67,33 @@ async def test_frames_of_one_iteration_go_out_in_one_write(start: Start) -> None
     assert writes == [600, 300]
     for i in range(150):
         assert await client.recv_frame() == (OP_TEXT, True, f"m{i:03d}".encode())
+
+
+async def test_frames_queued_in_one_iteration_are_held_by_reference_not_copied(
+    start: Start,
+) -> None:
+    # A burst relayed into a channel queues many frames per connection in one
+    # iteration. Appending them to one growing buffer copied every frame, and
+    # the buffer's exact-size growth copied it again and again (quadratic):
+    # the fan-out's largest cost (bench/README.md). Queued frames must be
+    # references to the one shared frame, written together by the flush.
+    listener, handler = await start(outbound_high_water_bytes=64 * 1024 * 1024)
+    client = await RawClient.connect(listener.port)
+    (session,) = await handler.wait_sessions(1)
+    n, size = 64, 64 * 1024
+    payload = b"x" * size
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(n):
+            session.sink.send(payload)  # one object: framed once (the fan-out cache)
+        queued = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # One frame (64 KiB + header) and a pointer per frame, not n copies (4 MiB).
+    assert queued < 2 * size, queued
+    for _ in range(n):
+        assert await client.recv_frame() == (OP_TEXT, True, payload)
 
 
 async def test_slow_consumer_is_closed_4000_and_others_are_not_slowed(start: Start) -> None:

@@ -212,9 +212,8 @@ class GateListener(BufferedListener):
     def send(self, data: bytes) -> None:
         """Queue one text message; a no-op unless the connection is open.
 
-        The fan-out's hot path: the frame cache check and the common append
-        cases of :meth:`_enqueue` are inlined (one call per delivery instead
-        of three); anything else goes through :meth:`_enqueue`.
+        The fan-out's hot path: the frame cache check and :meth:`_enqueue` are
+        inlined (one call per delivery instead of three).
         """
         if self._state:
             return
@@ -222,18 +221,15 @@ class GateListener(BufferedListener):
         frame = cache.frame if data is cache.payload else encode_text_frame(data)
         out = self._out
         if out is None:
-            self._out = frame
+            self._out = [frame]
+            self._pending = pending = len(frame)
             self._ctx.flusher.mark(self)
-            if len(frame) + self._backlog > self._ctx.high_water:
-                self._out = None
-                self._overflow()
-        elif type(out) is bytearray:
-            out += frame
-            if len(out) + self._backlog > self._ctx.high_water:
-                self._out = None
-                self._overflow()
         else:
-            self._enqueue(frame)
+            out.append(frame)
+            self._pending = pending = self._pending + len(frame)
+        if pending + self._backlog > self._ctx.high_water:
+            self._out = None
+            self._overflow()
 
     def send_binary(self, data: bytes) -> None:
         """Queue one binary message (Autobahn echo only); no-op unless open."""

@@ -8,11 +8,20 @@ transport write (many frames, one syscall).
 
 Lifecycle of one connection's buffer::
 
-    _enqueue(frame)   # first frame this iteration: the buffer is the frame
-                      # itself and the connection goes on the dirty list
-    _enqueue(frame)   # later frames: it becomes a bytearray and grows
+    _enqueue(frame)   # first frame this iteration: a list of the frame, and
+                      # the connection goes on the dirty list
+    _enqueue(frame)   # later frames: appended to the list
     ...               # end of the iteration: Flusher._run() calls
-    flush()           # one underlying_transport.write(); buffer dropped
+    flush()           # one underlying_transport.writelines(); list dropped
+
+The list holds references, never copies: a fan-out frames an action once and
+every member's list points at that one ``bytes`` object (a pointer per frame
+per member), and ``writelines`` hands them to the kernel as one ``writev``
+(uvloop) without joining them. Appending frames to one growing ``bytearray``
+instead copied each frame, and again at every growth (``bytearray`` grows to
+the exact size when the append is larger than an eighth of it): quadratic in
+the frames queued per iteration, which a burst makes hundreds — the fan-out's
+largest cost before (bench/README.md).
 
 An idle connection holds no buffer at all (``_out is None``).
 
@@ -92,16 +101,19 @@ class BufferedListener(WSListener):
     :meth:`_enqueue`, and implement :meth:`_overflow`.
     """
 
-    __slots__ = ("_backlog", "_ctx", "_out", "_paused", "_waiters", "_wst")
+    __slots__ = ("_backlog", "_ctx", "_out", "_paused", "_pending", "_waiters", "_wst")
 
     _ctx: OutboundContext
     _wst: WSTransport
 
     def __init__(self, ctx: OutboundContext) -> None:
         self._ctx = ctx
-        self._out: bytes | bytearray | None = None
-        """Frames not yet written: ``None`` when idle, the frame itself when
-        one is pending (no copy), a ``bytearray`` from the second frame on."""
+        self._out: list[bytes] | None = None
+        """Frames not yet written, in order (references, never copies): ``None``
+        when idle. Bounded by ``high_water`` (:meth:`_overflow` past it); freed
+        by the flush at the end of the iteration, or dropped by a close."""
+        self._pending = 0
+        """Bytes of the frames in ``_out`` (meaningless while ``_out`` is ``None``)."""
         self._backlog = 0
         """The transport's write buffer size as last seen (after our last
         write, or on pause/resume); stale by at most the asyncio low-water
@@ -140,27 +152,27 @@ class BufferedListener(WSListener):
             if not fut.done():
                 fut.set_result(None)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes queued for this iteration's flush (not yet given to the transport)."""
+        return 0 if self._out is None else self._pending
+
     def _enqueue(self, frame: bytes) -> None:
         """Append one encoded frame; it goes out with this iteration's flush."""
         out = self._out
         if out is None:
-            self._out = frame
+            self._out = [frame]
+            self._pending = pending = len(frame)
             self._ctx.flusher.mark(self)
-            pending = len(frame)
-        elif isinstance(out, bytes):
-            buf = bytearray(out)
-            buf += frame
-            self._out = buf
-            pending = len(buf)
         else:
-            out += frame
-            pending = len(out)
+            out.append(frame)
+            self._pending = pending = self._pending + len(frame)
         if pending + self._backlog > self._ctx.high_water:
             self._out = None
             self._overflow()
 
     def flush(self) -> None:
-        """Write everything pending with one ``underlying_transport.write()``.
+        """Write everything pending with one ``underlying_transport.writelines()``.
 
         Called by the :class:`Flusher` once per iteration, and by the listener
         before it sends a close frame (RFC 6455 §5.5.1: data queued before the
@@ -173,7 +185,7 @@ class BufferedListener(WSListener):
         tr = self._wst.underlying_transport
         if tr.is_closing():
             return
-        tr.write(out)
+        tr.writelines(out)
         backlog = tr.get_write_buffer_size()
         self._backlog = backlog
         if backlog > self._ctx.high_water:
