@@ -203,3 +203,32 @@ async def test_two_nodes_in_one_process_have_their_own_counts() -> None:
     async with running() as one, running() as two, one.peer("u1"):
         assert value(await samples(one), "wsgate_connections_opened_total") == 1
         assert value(await samples(two), "wsgate_connections_opened_total") == 0
+
+
+def test_the_latency_histogram_counts_each_call_in_every_bucket_at_or_above_it() -> None:
+    # Prometheus buckets are cumulative and ``le``: a call of exactly a bound
+    # counts in that bound's bucket. Fed between scrapes from plain counts.
+    from wsgate.metrics import LATENCY_BUCKETS, NodeMetrics
+
+    metrics = NodeMetrics()
+    for seconds in (0.0005, 0.001, 0.003, 20.0):
+        metrics.observe_call("svc", "OK", seconds)
+    metrics.observe_call("svc", "TIMEOUT", 0.3)
+    got: Samples = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for s in family.samples:
+            got[(s.name, frozenset(s.labels.items()))] = s.value
+    name = "wsgate_upstream_call_duration_seconds"
+
+    def bucket(le: str, outcome: str = "OK") -> float:
+        return value(got, f"{name}_bucket", service="svc", outcome=outcome, le=le)
+
+    assert bucket("0.001") == 2
+    assert bucket("0.0025") == 2
+    assert bucket("0.005") == 3
+    assert bucket(str(LATENCY_BUCKETS[-1])) == 3
+    assert bucket("+Inf") == 4
+    assert value(got, f"{name}_count", service="svc", outcome="OK") == 4
+    assert value(got, f"{name}_sum", service="svc", outcome="OK") == 20.0045
+    assert bucket("0.25", "TIMEOUT") == 0
+    assert bucket("0.5", "TIMEOUT") == bucket("+Inf", "TIMEOUT") == 1
