@@ -17,6 +17,8 @@ from typing import Final
 __all__ = ["ensure_traceparent", "new_traceparent", "valid_traceparent"]
 
 _getrandbits: Final = random.getrandbits  # seeded from os.urandom, reseeded after fork
+_ZERO_TRACE: Final = "0" * 32
+_ZERO_PARENT: Final = "0" * 16
 _RE: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 
 
@@ -26,13 +28,24 @@ def valid_traceparent(value: str | None) -> bool:
         return False
     m = _RE.fullmatch(value)
     return (
-        m is not None and m.group(1) != "ff" and m.group(2) != "0" * 32 and m.group(3) != "0" * 16
+        m is not None
+        and m.group(1) != "ff"
+        and m.group(2) != _ZERO_TRACE
+        and m.group(3) != _ZERO_PARENT
     )
 
 
 def new_traceparent() -> str:
-    """A fresh ``traceparent``: version 00, random ids, sampled."""
-    return f"00-{_getrandbits(128) or 1:032x}-{_getrandbits(64) or 1:016x}-01"
+    """A fresh ``traceparent``: version 00, random ids, sampled.
+
+    One draw of 192 bits and one format for both ids (made once per routed call
+    without a valid one); an all-zero id (§3.2.2.3, never valid) draws again.
+    """
+    ids = f"{_getrandbits(192):048x}"
+    trace, parent = ids[:32], ids[32:]
+    if trace == _ZERO_TRACE or parent == _ZERO_PARENT:
+        return new_traceparent()
+    return f"00-{trace}-{parent}-01"
 
 
 def ensure_traceparent(value: str | None) -> str:

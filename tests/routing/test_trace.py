@@ -1,0 +1,28 @@
+"""W3C Trace Context ids made by the gateway (``wsgate.routing.trace``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsgate.routing import trace
+from wsgate.routing.trace import ensure_traceparent, new_traceparent, valid_traceparent
+
+
+def test_fresh_traceparents_are_valid_and_distinct() -> None:
+    made = {new_traceparent() for _ in range(1000)}
+    assert len(made) == 1000
+    assert all(valid_traceparent(t) and t.startswith("00-") and t.endswith("-01") for t in made)
+
+
+@pytest.mark.parametrize("zero", [0, 0xABC << 64])  # trace id zero; parent id zero
+def test_an_all_zero_id_is_drawn_again(monkeypatch: pytest.MonkeyPatch, zero: int) -> None:
+    draws = iter([zero, (7 << 64) | 9])
+    monkeypatch.setattr(trace, "_getrandbits", lambda bits: next(draws))
+    assert new_traceparent() == f"00-{7:032x}-{9:016x}-01"
+
+
+def test_a_valid_traceparent_is_kept_and_an_invalid_one_replaced() -> None:
+    given = f"00-{1:032x}-{2:016x}-01"
+    assert ensure_traceparent(given) is given
+    for bad in (None, "", "00-garbage", f"ff-{1:032x}-{2:016x}-01", f"00-{0:032x}-{2:016x}-01"):
+        assert valid_traceparent(ensure_traceparent(bad))
