@@ -197,6 +197,8 @@ async def test_a_clustered_node_exports_its_broker() -> None:
         got = await samples(gw)
         assert value(got, "wsgate_broker_connected") == 1
         assert ("wsgate_broker_dropped_total", frozenset()) in got
+        assert ("wsgate_broker_reconnects_total", frozenset()) in got
+        assert ("wsgate_broker_lag_seconds_count", frozenset()) in got
 
 
 async def test_two_nodes_in_one_process_have_their_own_counts() -> None:

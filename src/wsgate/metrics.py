@@ -5,7 +5,9 @@ Nothing here runs on the hot path. The parts that see events keep plain
 class, limiter refusals, errors sent by code), the fan-out (deliveries), the
 lifecycle wrapper (connections admitted, joins, leaves, closes by code), the
 listener (slow-consumer closes), the cluster bus (its ticker's and shared
-limits' failures, the broker's dropped messages). :class:`NodeMetrics`'s
+limits' failures, the broker's dropped messages and its lag summed with a count:
+two additions per message received, no clock read but one ``time.time()``;
+the broker adapters count their reconnects). :class:`NodeMetrics`'s
 collector reads them, and the live state (connections by hub, channels and
 their members, history streams retained, whether the broker is connected),
 only when Prometheus scrapes.
@@ -29,7 +31,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -153,6 +160,15 @@ def _cluster(bus: ClusterBus) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "wsgate_broker_dropped", "Messages the broker dropped or could not send.",
         value=bus.broker_dropped,
+    )
+    yield CounterMetricFamily(
+        "wsgate_broker_reconnects", "Lost broker server connections made again.",
+        value=bus.broker_reconnects,
+    )
+    yield SummaryMetricFamily(
+        "wsgate_broker_lag_seconds",
+        "Deliveries received from the broker: publish to receipt (publisher's clock).",
+        count_value=bus.lag_count, sum_value=bus.lag_s,
     )
     failures = CounterMetricFamily(
         "wsgate_cluster_failures", "Failed rounds of the cluster's periodic parts.",
