@@ -205,3 +205,18 @@ async def test_two_nodes_in_one_process_have_their_own_counts() -> None:
     async with running() as one, running() as two, one.peer("u1"):
         assert value(await samples(one), "wsgate_connections_opened_total") == 1
         assert value(await samples(two), "wsgate_connections_opened_total") == 0
+
+
+async def test_history_streams_fall_when_a_stream_expires() -> None:
+    async with running(make_config(history={"ttl_s": 1})) as gw:
+        async with gw.peer("u1") as a, gw.peer("u2") as b:
+            await a.join("acme:one")
+            await b.join("acme:one")
+            await a.send("chat/SAY", {"t": "hi"}, channel="acme:one")
+            await b.expect("chat/SAY")
+            assert value(await samples(gw), "wsgate_history_streams") == 1
+
+        async def freed() -> bool:
+            return value(await samples(gw), "wsgate_history_streams") == 0
+
+        await eventually(freed, timeout=10, what="the memberless stream freed after its ttl")
