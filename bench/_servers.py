@@ -31,8 +31,10 @@ from typing import Final
 __all__ = [
     "ANCHORS",
     "CLIENT_CPU",
+    "OBS_CONFIG",
     "SERVER_CPU",
     "BenchError",
+    "Scraper",
     "ServerProcess",
     "free_port",
     "pin_self",
@@ -253,11 +255,22 @@ def _cli(*args: str) -> str:
     return out.stdout.strip()
 
 
-def start_gateway(workdir: Path, command: list[str] | None = None) -> tuple[ServerProcess, str]:
+OBS_CONFIG: Final = {
+    "on": '[metrics]\nenabled = true\n\n[log]\nformat = "json"\n',
+    "off": '[metrics]\nenabled = false\n\n[log]\nformat = "text"\n',
+}
+"""``--obs``: observability on (``/metrics`` and JSON logs) or off (no metrics, text logs)."""
+
+
+def start_gateway(
+    workdir: Path, command: list[str] | None = None, *, obs: str | None = None,
+    name: str = "gateway",
+) -> tuple[ServerProcess, str]:
     """Write a bench config, start ``wsgate serve``; return it and a session cookie value.
 
     ``command`` replaces ``python -m wsgate.cli`` (e.g. a wrapper that
     instruments the gateway); ``serve --config FILE`` is appended to it.
+    ``obs``: a key of :data:`OBS_CONFIG` appended to the config (``None``: the defaults).
     """
     port, api_port = free_port(), free_port()
     config = workdir / f"gateway-{port}.toml"
@@ -265,12 +278,49 @@ def start_gateway(workdir: Path, command: list[str] | None = None) -> tuple[Serv
         GATEWAY_CONFIG.format(
             port=port, api_port=api_port, api_key=GATEWAY_API_KEY, key=_cli("keys", "new")
         )
+        + ("" if obs is None else "\n" + OBS_CONFIG[obs])
     )
     cookie = _cli("cookie", "--config", str(config), "--user", "bench", "--org", "acme")
     argv = [*(command or [sys.executable, "-m", "wsgate.cli"]), "serve", "--config", str(config)]
-    srv = ServerProcess("gateway", argv, workdir / f"gateway-{port}.log", "listening on ")
+    srv = ServerProcess(name, argv, workdir / f"gateway-{port}.log", "listening on ")
     srv.api_url = f"http://127.0.0.1:{api_port}"
     return srv, cookie
+
+
+class Scraper:
+    """A thread that GETs ``<api_url>/metrics`` every ``every_s`` seconds, as Prometheus
+    would (but far more often: 15-60 s is usual), so the scrapes' cost is measured too.
+
+    Bounded: one request at a time, each with a 5 s timeout; :meth:`stop` ends it
+    within one period. :attr:`scrapes` counts the successful ones, :attr:`failures`
+    the others.
+    """
+
+    def __init__(self, api_url: str, every_s: float) -> None:
+        import threading
+
+        self.url = f"{api_url}/metrics"
+        self.every_s = every_s
+        self.scrapes = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-scraper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import urllib.request
+
+        while not self._stop.wait(self.every_s):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                    resp.read()
+                self.scrapes += 1
+            except OSError:
+                self.failures += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.every_s + 6)
 
 
 def start_anchor(kind: str, workdir: Path) -> ServerProcess:

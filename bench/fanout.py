@@ -83,6 +83,7 @@ from _servers import (
     ANCHORS,
     GATEWAY_API_KEY,
     BenchError,
+    Scraper,
     ServerProcess,
     pin_self,
     start_anchor,
@@ -99,6 +100,9 @@ noise estimate within about 10 % of a CPU."""
 WARMUP_ROUNDS = 3
 PAYLOAD = 100
 SERVERS = ("gateway", "reference", *ANCHORS)
+OBS_GATEWAY = "gateway+obs"
+"""``--obs both``: the second gateway, with metrics and JSON logs on (``gateway`` has them off)."""
+WORKERS = (*SERVERS, OBS_GATEWAY)
 MODES = ("relay", "publish")
 SATURATED = 0.85
 """A side whose CPU use during a burst reached this share of its core was the limit."""
@@ -199,7 +203,7 @@ async def _worker(args: argparse.Namespace) -> None:
     Commands: ``burst <mode> <B> <payload bytes>``, ``one <mode> <payload bytes>``,
     ``quit``. Replies: ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
     """
-    gateway = args.worker == "gateway"
+    gateway = args.worker.startswith("gateway")
     pool = Pool(gateway=gateway, join=CHANNEL if gateway else None)
     headers = {"Cookie": f"wsgate_session={args.cookie}"} if gateway else {}
     loop = asyncio.get_running_loop()
@@ -364,6 +368,8 @@ class Result:
     """Share of a CPU other processes used during each kept burst."""
     lat_last: list[float] = field(default_factory=list)
     lat_p50: list[float] = field(default_factory=list)
+    server_s: list[float] = field(default_factory=list)
+    """Server CPU seconds of each kept burst (same deliveries for every server)."""
     server_cpu_total: float = 0.0
     """Server CPU seconds over all kept bursts (summed: finer than one tick)."""
     deliveries_total: int = 0
@@ -420,9 +426,11 @@ def _burst(w: Worker, mode: str, burst: int, payload: int, n: int) -> _Burst:
     )  # fmt: skip
 
 
-def _start(kind: str, workdir: Path) -> tuple[ServerProcess, str]:
+def _start(kind: str, workdir: Path, obs: str | None) -> tuple[ServerProcess, str]:
+    if kind == OBS_GATEWAY:
+        return start_gateway(workdir, obs="on", name=OBS_GATEWAY)
     if kind == "gateway":
-        return start_gateway(workdir)
+        return start_gateway(workdir, obs="off" if obs == "both" else obs)
     if kind == "reference":
         return start_reference(workdir), ""
     return start_anchor(kind, workdir), ""
@@ -451,7 +459,7 @@ def run_mode(
         _burst(ref, mode, args.burst, pad, n)
     profilers = []
     if args.profile is not None:
-        for k in ("gateway", "reference"):
+        for k in ("gateway", OBS_GATEWAY, "reference"):
             if k in workers:
                 srv = workers[k].srv
                 out = args.profile / f"{srv.name}-{mode}-{n}.txt"
@@ -483,6 +491,7 @@ def run_mode(
             r.client_cpu.append(b.client_s / b.wall)
             r.other_cpu.append(b.other)
             r.server_cpu_total += b.server_s
+            r.server_s.append(b.server_s)
             r.deliveries_total += n * args.burst
             r.frame_size = b.frame_size
     for i in range(WARMUP_ROUNDS + args.rounds):
@@ -498,11 +507,11 @@ def run_mode(
 
 def run_n(args: argparse.Namespace, n: int, workdir: Path) -> list[list[Result]]:
     """Every selected server and its load generator for one N; each mode's rounds."""
-    started: list[ServerProcess | Worker] = []
+    started: list[ServerProcess | Worker | Scraper] = []
     try:
         servers: dict[str, tuple[ServerProcess, str]] = {}
         for kind in args.servers:
-            servers[kind] = _start(kind, workdir)
+            servers[kind] = _start(kind, workdir, args.obs)
             started.append(servers[kind][0])
         print(f"  N={n}: connecting {n} + 1 clients to each of {list(servers)} ...", flush=True)
         workers: dict[str, Worker] = {}
@@ -513,6 +522,11 @@ def run_n(args: argparse.Namespace, n: int, workdir: Path) -> list[list[Result]]
             batch = workers["gateway"].hello["api_batch"]
             how = '"actions" batch per burst' if batch else "one POST /v1/publish per message"
             print(f"    gateway server publish: {how}", flush=True)
+        metrics_on = {"gateway": args.obs in (None, "on"), OBS_GATEWAY: True}
+        for kind in (k for k in servers if metrics_on.get(k)):
+            scraper = Scraper(servers[kind][0].api_url, args.scrape_s)
+            started.append(scraper)
+            args.scrapers.append((kind, n, scraper))
         out = []
         for mode in args.mode:
             out.append(run_mode(args, mode, n, workers))
@@ -605,6 +619,15 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
                 f"{_med(others):.0%}, max {max(others, default=0.0):.0%}"
             )
             gw = by.get("gateway")
+            obs = by.get(OBS_GATEWAY)
+            if gw is not None and obs is not None:
+                per_round = _med([a / b for a, b in zip(obs.server_s, gw.server_s, strict=True)])
+                print(
+                    f"  {OBS_GATEWAY}/gateway (observability on/off): server CPU per delivery "
+                    f"{obs.cpu_us_per_delivery / gw.cpu_us_per_delivery:.3f} over all kept "
+                    f"bursts, {per_round:.3f} median of per-round ratios; deliveries/s "
+                    f"{_paired(obs, gw):.3f} median of per-round ratios"
+                )
             for base in ("reference", "ref=size", "uws"):
                 if gw is not None and base in by:
                     paired = _paired(gw, by[base])
@@ -634,6 +657,9 @@ def amain(args: argparse.Namespace) -> int:
             results.append(run_n(args, n, Path(tmp)))
             time.sleep(0.5)
     report(results, args)
+    for kind, n, scraper in args.scrapers:
+        print(f"{kind} N={n}: /metrics scraped {scraper.scrapes} times "
+              f"(every {args.scrape_s} s), {scraper.failures} failed")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 
@@ -675,8 +701,18 @@ def main() -> int:
         metavar="DIR",
         help="run py-spy on the Python servers during the measured bursts; collapsed stacks to DIR",
     )
+    parser.add_argument(
+        "--obs",
+        choices=("on", "off", "both"),
+        help="the gateway with /metrics and JSON logs on, off, or both: two gateways, "
+        f"'gateway' (off) and '{OBS_GATEWAY}' (on), interleaved (default: the config's defaults)",
+    )
+    parser.add_argument(
+        "--scrape-s", type=float, default=1.0,
+        help="seconds between the /metrics scrapes of a gateway with metrics on (1.0)",
+    )  # fmt: skip
     # Internal: this file as one server's load generator.
-    parser.add_argument("--worker", choices=SERVERS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--cookie", default="", help=argparse.SUPPRESS)
@@ -687,6 +723,11 @@ def main() -> int:
         uvloop.run(_worker(args))
         return 0
     args.servers = [s for s in SERVERS if s in args.servers]
+    if args.obs == "both":
+        if "gateway" not in args.servers:
+            args.servers.insert(0, "gateway")
+        args.servers.insert(args.servers.index("gateway") + 1, OBS_GATEWAY)
+    args.scrapers = []
     args.mode = [m for m in MODES if m in args.mode]
     if args.quick:
         args.n = [1000]
