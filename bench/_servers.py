@@ -36,6 +36,9 @@ __all__ = [
     "BenchError",
     "Scraper",
     "ServerProcess",
+    "callgrind_command",
+    "callgrind_last_ir",
+    "callgrind_toggle",
     "free_port",
     "pin_self",
     "start_anchor",
@@ -95,7 +98,10 @@ def free_port() -> int:
 class ServerProcess:
     """One server subprocess: its URL, its CPU time and memory, and how to stop it."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, ready: str) -> None:
+    def __init__(
+        self, name: str, argv: list[str], log_path: Path, ready: str,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
         self.name = name
         self.log_path = log_path
         self.api_url = ""
@@ -121,10 +127,10 @@ class ServerProcess:
             env=env,
             cwd=str(REPO),
         )
-        self.url = self._wait_ready(ready)
+        self.url = self._wait_ready(ready, start_timeout_s)
 
-    def _wait_ready(self, marker: str) -> str:
-        deadline = time.monotonic() + START_TIMEOUT_S
+    def _wait_ready(self, marker: str, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             text = self.log_path.read_text(errors="replace")
             for line in text.splitlines():
@@ -264,7 +270,7 @@ OBS_CONFIG: Final = {
 
 def start_gateway(
     workdir: Path, command: list[str] | None = None, *, obs: str | None = None,
-    name: str = "gateway",
+    name: str = "gateway", start_timeout_s: float = START_TIMEOUT_S,
 ) -> tuple[ServerProcess, str]:
     """Write a bench config, start ``wsgate serve``; return it and a session cookie value.
 
@@ -282,9 +288,46 @@ def start_gateway(
     )
     cookie = _cli("cookie", "--config", str(config), "--user", "bench", "--org", "acme")
     argv = [*(command or [sys.executable, "-m", "wsgate.cli"]), "serve", "--config", str(config)]
-    srv = ServerProcess(name, argv, workdir / f"gateway-{port}.log", "listening on ")
+    srv = ServerProcess(
+        name, argv, workdir / f"gateway-{port}.log", "listening on ", start_timeout_s
+    )
     srv.api_url = f"http://127.0.0.1:{api_port}"
     return srv, cookie
+
+
+def callgrind_command(out: Path) -> list[str]:
+    """``python -m wsgate.cli`` under callgrind, instrumentation off until
+    :func:`callgrind_toggle` turns it on; each dump goes to ``out.<n>``."""
+    return [
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+        sys.executable, "-m", "wsgate.cli",
+    ]  # fmt: skip
+
+
+def callgrind_toggle(pid: int, on: bool) -> None:
+    """Instrument ``pid`` (a :func:`callgrind_command` process) from now, or stop and
+    dump what it counted since the last dump (then :func:`callgrind_last_ir`)."""
+    argv = ["callgrind_control", "-i", "on" if on else "off", str(pid)]
+    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    if not on:
+        subprocess.run(["callgrind_control", "-d", str(pid)], check=True,
+                       capture_output=True, timeout=300)  # fmt: skip
+
+
+def callgrind_last_ir(out: Path) -> int:
+    """Instructions (``Ir``) in the newest dump of ``out`` (its ``totals:`` line; callgrind
+    may write ``summary: 0`` beside it)."""
+    parts = sorted(out.parent.glob(out.name + ".*"), key=lambda p: int(p.suffix[1:]))
+    if not parts:
+        raise BenchError(f"no callgrind dump {out}.*")
+    found = [
+        int(line.split()[1])
+        for line in parts[-1].read_text(errors="replace").splitlines()
+        if line.startswith(("summary:", "totals:"))
+    ]
+    if not found:
+        raise BenchError(f"no totals in {parts[-1]}")
+    return max(found)
 
 
 class Scraper:

@@ -85,6 +85,9 @@ from _servers import (
     BenchError,
     Scraper,
     ServerProcess,
+    callgrind_command,
+    callgrind_last_ir,
+    callgrind_toggle,
     pin_self,
     start_anchor,
     start_gateway,
@@ -368,6 +371,8 @@ class Result:
     """Share of a CPU other processes used during each kept burst."""
     lat_last: list[float] = field(default_factory=list)
     lat_p50: list[float] = field(default_factory=list)
+    ir_per_delivery: float = float("nan")
+    """``--callgrind``: server instructions per delivery over every measured burst."""
     server_s: list[float] = field(default_factory=list)
     """Server CPU seconds of each kept burst (same deliveries for every server)."""
     server_cpu_total: float = 0.0
@@ -426,11 +431,14 @@ def _burst(w: Worker, mode: str, burst: int, payload: int, n: int) -> _Burst:
     )  # fmt: skip
 
 
-def _start(kind: str, workdir: Path, obs: str | None) -> tuple[ServerProcess, str]:
-    if kind == OBS_GATEWAY:
-        return start_gateway(workdir, obs="on", name=OBS_GATEWAY)
-    if kind == "gateway":
-        return start_gateway(workdir, obs="off" if obs == "both" else obs)
+def _start(kind: str, workdir: Path, args: argparse.Namespace) -> tuple[ServerProcess, str]:
+    if kind in ("gateway", OBS_GATEWAY):
+        obs = "on" if kind == OBS_GATEWAY else "off" if args.obs == "both" else args.obs
+        if args.callgrind is None:
+            return start_gateway(workdir, obs=obs, name=kind)
+        out = args.callgrind / f"{kind}.callgrind"
+        return start_gateway(workdir, callgrind_command(out), obs=obs, name=kind,
+                             start_timeout_s=300)  # fmt: skip
     if kind == "reference":
         return start_reference(workdir), ""
     return start_anchor(kind, workdir), ""
@@ -465,6 +473,9 @@ def run_mode(
                 out = args.profile / f"{srv.name}-{mode}-{n}.txt"
                 profilers.append(start_profiler(srv.pid, out))
         time.sleep(1.0)  # py-spy attaches
+    counted = [k for k in ("gateway", OBS_GATEWAY) if args.callgrind is not None and k in workers]
+    for k in counted:
+        callgrind_toggle(workers[k].srv.pid, on=True)
     rounds: list[dict[str, _Burst]] = []
     quiet = 0
     try:
@@ -479,6 +490,11 @@ def run_mode(
     finally:
         for p in profilers:
             stop_profiler(p)
+        for k in counted:
+            callgrind_toggle(workers[k].srv.pid, on=False)
+    for k in counted:  # every server ran every round: the same deliveries
+        ir = callgrind_last_ir(args.callgrind / f"{k}.callgrind")
+        results[k].ir_per_delivery = ir / (len(rounds) * n * args.burst)
     kept = sorted(rounds, key=lambda r: max(b.other for b in r.values()))[: args.rounds]
     for label, r in results.items():
         r.noisy = len(rounds) - quiet
@@ -511,7 +527,7 @@ def run_n(args: argparse.Namespace, n: int, workdir: Path) -> list[list[Result]]
     try:
         servers: dict[str, tuple[ServerProcess, str]] = {}
         for kind in args.servers:
-            servers[kind] = _start(kind, workdir, args.obs)
+            servers[kind] = _start(kind, workdir, args)
             started.append(servers[kind][0])
         print(f"  N={n}: connecting {n} + 1 clients to each of {list(servers)} ...", flush=True)
         workers: dict[str, Worker] = {}
@@ -628,6 +644,12 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
                     f"bursts, {per_round:.3f} median of per-round ratios; deliveries/s "
                     f"{_paired(obs, gw):.3f} median of per-round ratios"
                 )
+                if args.callgrind is not None:
+                    print(
+                        f"  callgrind instructions per delivery: gateway {gw.ir_per_delivery:,.0f}"
+                        f", {OBS_GATEWAY} {obs.ir_per_delivery:,.0f}, ratio "
+                        f"{obs.ir_per_delivery / gw.ir_per_delivery:.4f}"
+                    )
             for base in ("reference", "ref=size", "uws"):
                 if gw is not None and base in by:
                     paired = _paired(gw, by[base])
@@ -708,6 +730,13 @@ def main() -> int:
         f"'gateway' (off) and '{OBS_GATEWAY}' (on), interleaved (default: the config's defaults)",
     )
     parser.add_argument(
+        "--callgrind",
+        type=Path,
+        metavar="DIR",
+        help="run the gateways under callgrind, counting instructions during the measured "
+        "bursts (load-independent; slow: use a small --n and --burst); dumps to DIR",
+    )
+    parser.add_argument(
         "--scrape-s", type=float, default=1.0,
         help="seconds between the /metrics scrapes of a gateway with metrics on (1.0)",
     )  # fmt: skip
@@ -734,6 +763,8 @@ def main() -> int:
         args.rounds = 3
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
+    if args.callgrind is not None:
+        args.callgrind.mkdir(parents=True, exist_ok=True)
     try:
         return amain(args)
     except BenchError as exc:

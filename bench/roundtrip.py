@@ -91,6 +91,7 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,7 +110,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _servers import (
     BENCH_DIR,
     CLIENT_CPU,
+    OBS_CONFIG,
     BenchError,
+    Scraper,
     ServerProcess,
     _cli,
     free_port,
@@ -574,11 +577,11 @@ def start_gateway(
     workdir: Path, svc_port: int, extra: str, users: int, pipeline: int = 1
 ) -> tuple[ServerProcess, list[str], str]:
     """Start ``wsgate serve``; return it, cookies of users u1..u<users>, the flooders' cookie."""
-    port = free_port()
+    port, api_port = free_port(), free_port()
     config = workdir / f"gateway-{port}.toml"
     text = GATEWAY_CONFIG.format(
         port=port,
-        api_port=free_port(),
+        api_port=api_port,
         svc_port=svc_port,
         key=_cli("keys", "new"),
         pipeline=pipeline,
@@ -596,6 +599,7 @@ def start_gateway(
         if "config" in str(exc) and extra:
             raise BenchError(f"the gateway refused the extra config:\n{extra}\n{exc}") from None
         raise
+    srv.api_url = f"http://127.0.0.1:{api_port}"
     return srv, cookies, flood_cookie
 
 
@@ -872,7 +876,11 @@ class Outcome:
     flooders: int = 0
 
 
-async def run_server(kind: str, args: argparse.Namespace, workdir: Path) -> Outcome:
+async def run_server(
+    kind: str, args: argparse.Namespace, workdir: Path, obs: str | None = None
+) -> Outcome:
+    """One server's windows; ``obs`` (gateway): a key of ``OBS_CONFIG`` added to its config,
+    and with ``"on"`` its ``/metrics`` scraped every ``--scrape-s`` seconds meanwhile."""
     gateway = kind == "gateway"
     service: ServerProcess | None = None
     headers: list[dict[str, str]] = [{}]
@@ -881,7 +889,7 @@ async def run_server(kind: str, args: argparse.Namespace, workdir: Path) -> Outc
         service, svc_port = start_echo_service(workdir, args.service, args.service_cpu)
         extra = (LIMITS_CONFIG if args.limits else "") + (
             args.extra_config.read_text() if args.extra_config else ""
-        )
+        ) + ("" if obs is None else "\n" + OBS_CONFIG[obs])
         try:
             users = -(-args.clients // CLIENTS_PER_USER)
             srv, cookies, flood_cookie = start_gateway(
@@ -896,6 +904,7 @@ async def run_server(kind: str, args: argparse.Namespace, workdir: Path) -> Outc
     run = Run(gateway=gateway, payload_bytes=args.payload)
     flood: FloodChild | None = None
     prof = None
+    scraper = Scraper(srv.api_url, args.scrape_s) if obs == "on" else None
     try:
         await run.connect(srv.url, args.clients, headers)
         if run.connect_retries:
@@ -948,6 +957,9 @@ async def run_server(kind: str, args: argparse.Namespace, workdir: Path) -> Outc
         if flood is not None:
             flood.kill()
         await run.close()
+        if scraper is not None:
+            scraper.stop()
+            print(f"    /metrics scraped {scraper.scrapes} times, {scraper.failures} failed")
         srv.stop()
         if service is not None:
             service.stop()
@@ -1240,8 +1252,11 @@ async def amain(args: argparse.Namespace) -> int:
             report_clients(args, await compare_clients(args, workdir))
             if args.http_clients_only:
                 return 0
+        if args.obs == "both":
+            report_obs(args, await compare_obs(args, workdir))
+            return 0
         print("  gateway ...", flush=True)
-        gw = await run_server("gateway", args, workdir)
+        gw = await run_server("gateway", args, workdir, args.obs)
         print(f"    {gw.quiet.rate:,.0f} rt/s, p99 {_ms(gw.quiet.p99)} ms", flush=True)
         if gw.flood is not None:
             print(f"    flood: {gw.flood.rate:,.0f} rt/s, p99 {_ms(gw.flood.p99)} ms", flush=True)
@@ -1250,6 +1265,50 @@ async def amain(args: argparse.Namespace) -> int:
         print(f"    {ref.quiet.rate:,.0f} rt/s, p99 {_ms(ref.quiet.p99)} ms", flush=True)
     report(args, gw, ref)
     return 0
+
+
+async def compare_obs(args: argparse.Namespace, workdir: Path) -> dict[str, list[Window]]:
+    """``--obs both``: the gateway with observability off and on, one fresh gateway (and
+    service) per window, alternating off, on, on, off, ... for ``--obs-rounds`` of each."""
+    got: dict[str, list[Window]] = {"off": [], "on": []}
+    for i in range(args.obs_rounds):
+        for obs in ("off", "on") if i % 2 == 0 else ("on", "off"):
+            print(f"  round {i + 1}: gateway, observability {obs} ...", flush=True)
+            w = (await run_server("gateway", args, workdir, obs)).quiet
+            got[obs].append(w)
+            print(
+                f"    {w.rate:,.0f} rt/s, server {w.per_rt_us(w.server_cpu):.1f} us/rt, "
+                f"p99 {_ms(w.p99)} ms, other CPU {w.other_cpu / w.seconds:.0%}",
+                flush=True,
+            )
+    return got
+
+
+def report_obs(args: argparse.Namespace, got: dict[str, list[Window]]) -> None:
+    def med(obs: str, key: Any) -> float:
+        return statistics.median(key(w) for w in got[obs])
+
+    print(
+        f"\nround trips, observability (/metrics scraped every {args.scrape_s} s, JSON logs) "
+        f"on against off; K={args.clients}, {args.seconds:.0f} s windows, median of "
+        f"{args.obs_rounds} each, alternating"
+    )
+    for obs in ("off", "on"):
+        print(
+            f"  {obs:>3}: {med(obs, lambda w: w.rate):>9,.0f} rt/s, server "
+            f"{med(obs, lambda w: w.per_rt_us(w.server_cpu)):.2f} us/rt (by window: "
+            f"{[round(w.per_rt_us(w.server_cpu), 1) for w in got[obs]]}), p99 "
+            f"{_ms(med(obs, lambda w: w.p99))} ms"
+        )
+    cpu = [
+        on.per_rt_us(on.server_cpu) / off.per_rt_us(off.server_cpu)
+        for on, off in zip(got["on"], got["off"], strict=True)
+    ]
+    print(
+        f"  on/off server CPU per round trip: {statistics.median(cpu):.3f} (median of paired "
+        f"ratios; by pair {[round(x, 3) for x in cpu]}); round trips/s "
+        f"{med('on', lambda w: w.rate) / med('off', lambda w: w.rate):.3f}"
+    )
 
 
 def main() -> int:
@@ -1299,6 +1358,16 @@ def main() -> int:
     parser.add_argument(
         "--client-rounds", type=int, default=3, help="windows per HTTP client, interleaved (3)"
     )
+    parser.add_argument(
+        "--obs", choices=("on", "off", "both"),
+        help="the gateway with /metrics and JSON logs on, off, or both: alternating windows "
+        "of each, their server CPU per round trip compared (no reference, no flood)",
+    )  # fmt: skip
+    parser.add_argument("--obs-rounds", type=int, default=5, help="--obs both: windows each (5)")
+    parser.add_argument(
+        "--scrape-s", type=float, default=1.0,
+        help="seconds between /metrics scrapes of a gateway with --obs on (1.0)",
+    )  # fmt: skip
     # The flooder child process:
     parser.add_argument("--flooder", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
