@@ -371,6 +371,10 @@ class Result:
     """Share of a CPU other processes used during each kept burst."""
     lat_last: list[float] = field(default_factory=list)
     lat_p50: list[float] = field(default_factory=list)
+    deliveries_all: int = 0
+    """``--callgrind``: deliveries of every measured burst, kept or not."""
+    scrapes: int = 0
+    """``/metrics`` scrapes during the measured bursts (from :class:`Scraper`)."""
     ir_per_delivery: float = float("nan")
     """``--callgrind``: server instructions per delivery over every measured burst."""
     server_s: list[float] = field(default_factory=list)
@@ -474,6 +478,8 @@ def run_mode(
                 profilers.append(start_profiler(srv.pid, out))
         time.sleep(1.0)  # py-spy attaches
     counted = [k for k in ("gateway", OBS_GATEWAY) if args.callgrind is not None and k in workers]
+    scrapers = {k: sc for k, m, sc in args.scrapers if m == n}
+    scrapes0 = {k: sc.scrapes for k, sc in scrapers.items()}
     for k in counted:
         callgrind_toggle(workers[k].srv.pid, on=True)
     rounds: list[dict[str, _Burst]] = []
@@ -492,9 +498,12 @@ def run_mode(
             stop_profiler(p)
         for k in counted:
             callgrind_toggle(workers[k].srv.pid, on=False)
+        for k, sc in scrapers.items():
+            results[k].scrapes = sc.scrapes - scrapes0[k]
     for k in counted:  # every server ran every round: the same deliveries
         ir = callgrind_last_ir(args.callgrind / f"{k}.callgrind")
-        results[k].ir_per_delivery = ir / (len(rounds) * n * args.burst)
+        results[k].deliveries_all = len(rounds) * n * args.burst
+        results[k].ir_per_delivery = ir / results[k].deliveries_all
     kept = sorted(rounds, key=lambda r: max(b.other for b in r.values()))[: args.rounds]
     for label, r in results.items():
         r.noisy = len(rounds) - quiet
@@ -645,10 +654,18 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
                     f"{_paired(obs, gw):.3f} median of per-round ratios"
                 )
                 if args.callgrind is not None:
+                    extra_ir = (obs.ir_per_delivery - gw.ir_per_delivery) * obs.deliveries_all
+                    each = (
+                        f" (~{extra_ir / obs.scrapes:,.0f} instructions each, if all the "
+                        "difference is theirs)"
+                        if obs.scrapes
+                        else ""
+                    )
                     print(
                         f"  callgrind instructions per delivery: gateway {gw.ir_per_delivery:,.0f}"
                         f", {OBS_GATEWAY} {obs.ir_per_delivery:,.0f}, ratio "
-                        f"{obs.ir_per_delivery / gw.ir_per_delivery:.4f}"
+                        f"{obs.ir_per_delivery / gw.ir_per_delivery:.4f}; {obs.scrapes} scrapes "
+                        f"meanwhile{each}"
                     )
             for base in ("reference", "ref=size", "uws"):
                 if gw is not None and base in by:
