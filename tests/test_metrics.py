@@ -220,3 +220,29 @@ async def test_history_streams_fall_when_a_stream_expires() -> None:
             return value(await samples(gw), "wsgate_history_streams") == 0
 
         await eventually(freed, timeout=10, what="the memberless stream freed after its ttl")
+
+
+def test_the_call_histogram_counts_each_call_in_its_bucket_and_above() -> None:
+    from wsgate.metrics import LATENCY_BUCKETS, NodeMetrics
+
+    metrics = NodeMetrics()
+    for seconds in (0.0005, 0.001, 0.003, 0.003, 30.0):  # 0.001 is in le="0.001" (<=)
+        metrics.observe_call("svc", "OK", seconds)
+    metrics.observe_call("svc", "UPSTREAM_TIMEOUT", 2.0)
+    got: Samples = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for s in family.samples:
+            got[(s.name, frozenset(s.labels.items()))] = s.value
+    name = "wsgate_upstream_call_duration_seconds"
+    ok = {"service": "svc", "outcome": "OK"}
+    expected = {0.001: 2, 0.0025: 2, 0.005: 4, 5.0: 4, 10.0: 4}
+    for le, n in expected.items():
+        assert le in LATENCY_BUCKETS
+        assert value(got, f"{name}_bucket", le=str(le), **ok) == n, le
+    assert value(got, f"{name}_bucket", le="+Inf", **ok) == 5
+    assert value(got, f"{name}_count", **ok) == 5
+    assert abs(value(got, f"{name}_sum", **ok) - 30.0075) < 1e-9
+    timeout = {"service": "svc", "outcome": "UPSTREAM_TIMEOUT"}
+    assert value(got, f"{name}_bucket", le="1.0", **timeout) == 0
+    assert value(got, f"{name}_bucket", le="2.5", **timeout) == 1
+    assert value(got, f"{name}_count", **timeout) == 1
