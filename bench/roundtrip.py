@@ -111,10 +111,14 @@ from _servers import (
     BENCH_DIR,
     CLIENT_CPU,
     OBS_CONFIG,
+    START_TIMEOUT_S,
     BenchError,
     Scraper,
     ServerProcess,
     _cli,
+    callgrind_command,
+    callgrind_last_ir,
+    callgrind_toggle,
     free_port,
     pin_self,
     start_profiler,
@@ -430,6 +434,8 @@ class Window:
     refused: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     flood: dict[str, Any] | None = None
+    ir_per_rt: float = float("nan")
+    """``--callgrind``: the gateway's instructions per round trip (load-independent)."""
     noisy: int = 0
     """Windows discarded (and measured again) because other processes were busy."""
 
@@ -574,9 +580,12 @@ def start_echo_service(workdir: Path, mode: str, cpu: int | None) -> tuple[Serve
 
 
 def start_gateway(
-    workdir: Path, svc_port: int, extra: str, users: int, pipeline: int = 1
+    workdir: Path, svc_port: int, extra: str, users: int, pipeline: int = 1,
+    command: list[str] | None = None,
 ) -> tuple[ServerProcess, list[str], str]:
-    """Start ``wsgate serve``; return it, cookies of users u1..u<users>, the flooders' cookie."""
+    """Start ``wsgate serve``; return it, cookies of users u1..u<users>, the flooders' cookie.
+
+    ``command`` replaces ``python -m wsgate.cli`` (``--callgrind``: it under valgrind)."""
     port, api_port = free_port(), free_port()
     config = workdir / f"gateway-{port}.toml"
     text = GATEWAY_CONFIG.format(
@@ -592,9 +601,10 @@ def start_gateway(
         for i in range(users)
     ]
     flood_cookie = _cli("cookie", "--config", str(config), "--user", "flooder", "--org", "acme")
-    argv = [sys.executable, "-m", "wsgate.cli", "serve", "--config", str(config)]
+    argv = [*(command or [sys.executable, "-m", "wsgate.cli"]), "serve", "--config", str(config)]
     try:
-        srv = ServerProcess("gateway", argv, workdir / f"gateway-{port}.log", "listening on ")
+        srv = ServerProcess("gateway", argv, workdir / f"gateway-{port}.log", "listening on ",
+                            300 if command else START_TIMEOUT_S)  # fmt: skip
     except BenchError as exc:
         if "config" in str(exc) and extra:
             raise BenchError(f"the gateway refused the extra config:\n{extra}\n{exc}") from None
@@ -892,8 +902,13 @@ async def run_server(
         ) + ("" if obs is None else "\n" + OBS_CONFIG[obs])
         try:
             users = -(-args.clients // CLIENTS_PER_USER)
+            command = None
+            if args.callgrind is not None:
+                args.callgrind_runs += 1
+                out = args.callgrind / f"gateway-{obs}-{args.callgrind_runs}.callgrind"
+                command = callgrind_command(out)
             srv, cookies, flood_cookie = start_gateway(
-                workdir, svc_port, extra, users, args.pipeline
+                workdir, svc_port, extra, users, args.pipeline, command
             )
         except BaseException:
             service.stop()
@@ -917,7 +932,15 @@ async def run_server(
             args.profile.mkdir(parents=True, exist_ok=True)
             prof = start_profiler(srv.pid, args.profile / f"{kind}-{args.service}.txt")
             await asyncio.sleep(1.0)  # py-spy attaches
+        counted = gateway and args.callgrind is not None
+        if counted:  # instructions from here to the end of the window, per round trip made
+            got0 = sum(c.got for c in run.clients)
+            callgrind_toggle(srv.pid, on=True)
         quiet = await measure_quietly(args, run, kind, srv, service)
+        if counted:
+            callgrind_toggle(srv.pid, on=False)
+            made = sum(c.got for c in run.clients) - got0
+            quiet.ir_per_rt = callgrind_last_ir(out) / max(made, 1)
         if prof is not None:
             stop_profiler(prof)
             prof = None
@@ -1304,6 +1327,13 @@ def report_obs(args: argparse.Namespace, got: dict[str, list[Window]]) -> None:
         on.per_rt_us(on.server_cpu) / off.per_rt_us(off.server_cpu)
         for on, off in zip(got["on"], got["off"], strict=True)
     ]
+    if args.callgrind is not None:
+        ir = {obs: med(obs, lambda w: w.ir_per_rt) for obs in ("off", "on")}
+        print(
+            f"  callgrind instructions per round trip: off {ir['off']:,.0f}, on {ir['on']:,.0f}"
+            f" (by window: off {[round(w.ir_per_rt) for w in got['off']]}, on "
+            f"{[round(w.ir_per_rt) for w in got['on']]}); on/off {ir['on'] / ir['off']:.4f}"
+        )
     print(
         f"  on/off server CPU per round trip: {statistics.median(cpu):.3f} (median of paired "
         f"ratios; by pair {[round(x, 3) for x in cpu]}); round trips/s "
@@ -1365,6 +1395,11 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--obs-rounds", type=int, default=5, help="--obs both: windows each (5)")
     parser.add_argument(
+        "--callgrind", type=Path, metavar="DIR",
+        help="--obs both: run the gateways under callgrind and count their instructions per "
+        "round trip over each window (slow: use small --clients); dumps to DIR",
+    )  # fmt: skip
+    parser.add_argument(
         "--scrape-s", type=float, default=1.0,
         help="seconds between /metrics scrapes of a gateway with --obs on (1.0)",
     )  # fmt: skip
@@ -1379,6 +1414,12 @@ def main() -> int:
     if args.flooder:
         return uvloop.run(flooder_main(args))
     args.http_clients = args.http_clients or args.http_clients_only
+    args.callgrind_runs = 0
+    if args.callgrind is not None:
+        if args.obs != "both":
+            parser.error("--callgrind goes with --obs both")
+        args.callgrind.mkdir(parents=True, exist_ok=True)
+        args.attempts = 1  # a window measured again would be counted twice
     if not 1 <= args.clients <= 1000 or not 0 <= args.flood <= 1000:
         parser.error("--clients must be in 1..1000 and --flood in 0..1000")
     if not 0.5 <= args.seconds <= 120:
