@@ -49,6 +49,13 @@ Usage::
     python bench/fanout.py --n 1000 10000 [--mode relay publish] [--rounds 10]
                            [--servers gateway reference uws ws] [--burst 50] [--quick]
                            [--profile DIR] [--no-equal-size] [--max-other 0.25]
+    python bench/fanout.py --obs both --servers gateway [--scrape-s 1] [--callgrind DIR]
+
+``--obs both`` runs two gateways, ``gateway`` with metrics off and text logs and
+``gateway+obs`` with ``/metrics`` (scraped every ``--scrape-s`` s) and JSON logs,
+interleaved like the rest, and prints the second's server CPU per delivery over
+the first's; ``--callgrind DIR`` runs them under callgrind and prints
+instructions per delivery over the measured bursts (bench/README.md).
 
 Exits non-zero, saying what happened, when a server fails to start, a
 client cannot connect or join, or a round times out or loses messages.
@@ -646,7 +653,8 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
             gw = by.get("gateway")
             obs = by.get(OBS_GATEWAY)
             if gw is not None and obs is not None:
-                per_round = _med([a / b for a, b in zip(obs.server_s, gw.server_s, strict=True)])
+                pairs = zip(obs.server_s, gw.server_s, strict=True)
+                per_round = _med([a / b for a, b in pairs if b])  # b: 0 ticks in a short burst
                 print(
                     f"  {OBS_GATEWAY}/gateway (observability on/off): server CPU per delivery "
                     f"{obs.cpu_us_per_delivery / gw.cpu_us_per_delivery:.3f} over all kept "

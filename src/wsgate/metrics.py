@@ -5,15 +5,15 @@ Nothing here runs on the hot path. The parts that see events keep plain
 class, limiter refusals, errors sent by code), the fan-out (deliveries), the
 lifecycle wrapper (connections admitted, joins, leaves, closes by code), the
 listener (slow-consumer closes), the cluster bus (its ticker's and shared
-limits' failures, the broker's dropped messages and its lag summed with a count:
-two additions per message received, no clock read but one ``time.time()``;
-the broker adapters count their reconnects). :class:`NodeMetrics`'s
+limits' failures, the broker's dropped messages, and its lag: a sum and a
+count, one ``time.time()`` and two additions per message received; the broker
+adapters count their reconnects). :class:`NodeMetrics`'s
 collector reads them, and the live state (connections by hub, channels and
 their members, history streams retained, whether the broker is connected),
 only when Prometheus scrapes.
 
 The upstream call latency histogram is plain counters too
-(:meth:`NodeMetrics.observe_call`: one ``bisect`` and two additions per
+(:attr:`NodeMetrics.observe_call`: one ``bisect`` and two additions per
 answered service call, not prometheus-client's locked ``observe``); its
 ``_count`` is the call count, its label pairs bounded by the services routed
 to and the error codes.
@@ -224,7 +224,7 @@ class _Calls(Collector):
 
 _LE: Final = tuple(str(b) for b in LATENCY_BUCKETS)
 """The ``le`` label of each bucket: ``str`` writes these bounds as prometheus-client
-does (``0.001``, ``1.0``; its Go style differs only past 1e16)."""
+does (``0.001``, ``1.0``; its Go style differs only from 1e6 up)."""
 
 
 class NodeMetrics:
