@@ -76,6 +76,13 @@ Usage::
     python bench/roundtrip.py --flood 10 [--limits]
     python bench/roundtrip.py --profile /tmp/prof     # py-spy on the gateway
     python bench/roundtrip.py --http-clients-only --service sdk   # the pool vs aiohttp
+    python bench/roundtrip.py --obs both [--obs-rounds 5] [--scrape-s 1]  # metrics+JSON logs
+    python bench/roundtrip.py --obs both --callgrind DIR --clients 20     # ... in instructions
+
+``--obs both`` alternates fresh gateways with ``/metrics`` and JSON logs off and
+on (off, on, on, off, ...), the one on scraped every ``--scrape-s`` s, and prints
+the paired ratio of server CPU per round trip; with ``--callgrind`` also the
+gateways' instructions per round trip over each window (bench/README.md).
 
 Exits non-zero, saying what happened, when a server fails to start (a
 refused config key included), a client cannot connect, or the closed loop
