@@ -31,9 +31,14 @@ from typing import Final
 __all__ = [
     "ANCHORS",
     "CLIENT_CPU",
+    "OBS_CONFIG",
     "SERVER_CPU",
     "BenchError",
+    "Scraper",
     "ServerProcess",
+    "callgrind_command",
+    "callgrind_last_ir",
+    "callgrind_toggle",
     "free_port",
     "pin_self",
     "start_anchor",
@@ -93,7 +98,10 @@ def free_port() -> int:
 class ServerProcess:
     """One server subprocess: its URL, its CPU time and memory, and how to stop it."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, ready: str) -> None:
+    def __init__(
+        self, name: str, argv: list[str], log_path: Path, ready: str,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
         self.name = name
         self.log_path = log_path
         self.api_url = ""
@@ -119,10 +127,10 @@ class ServerProcess:
             env=env,
             cwd=str(REPO),
         )
-        self.url = self._wait_ready(ready)
+        self.url = self._wait_ready(ready, start_timeout_s)
 
-    def _wait_ready(self, marker: str) -> str:
-        deadline = time.monotonic() + START_TIMEOUT_S
+    def _wait_ready(self, marker: str, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             text = self.log_path.read_text(errors="replace")
             for line in text.splitlines():
@@ -253,11 +261,22 @@ def _cli(*args: str) -> str:
     return out.stdout.strip()
 
 
-def start_gateway(workdir: Path, command: list[str] | None = None) -> tuple[ServerProcess, str]:
+OBS_CONFIG: Final = {
+    "on": '[metrics]\nenabled = true\n\n[log]\nformat = "json"\n',
+    "off": '[metrics]\nenabled = false\n\n[log]\nformat = "text"\n',
+}
+"""``--obs``: observability on (``/metrics`` and JSON logs) or off (no metrics, text logs)."""
+
+
+def start_gateway(
+    workdir: Path, command: list[str] | None = None, *, obs: str | None = None,
+    name: str = "gateway", start_timeout_s: float = START_TIMEOUT_S,
+) -> tuple[ServerProcess, str]:
     """Write a bench config, start ``wsgate serve``; return it and a session cookie value.
 
     ``command`` replaces ``python -m wsgate.cli`` (e.g. a wrapper that
     instruments the gateway); ``serve --config FILE`` is appended to it.
+    ``obs``: a key of :data:`OBS_CONFIG` appended to the config (``None``: the defaults).
     """
     port, api_port = free_port(), free_port()
     config = workdir / f"gateway-{port}.toml"
@@ -265,12 +284,86 @@ def start_gateway(workdir: Path, command: list[str] | None = None) -> tuple[Serv
         GATEWAY_CONFIG.format(
             port=port, api_port=api_port, api_key=GATEWAY_API_KEY, key=_cli("keys", "new")
         )
+        + ("" if obs is None else "\n" + OBS_CONFIG[obs])
     )
     cookie = _cli("cookie", "--config", str(config), "--user", "bench", "--org", "acme")
     argv = [*(command or [sys.executable, "-m", "wsgate.cli"]), "serve", "--config", str(config)]
-    srv = ServerProcess("gateway", argv, workdir / f"gateway-{port}.log", "listening on ")
+    srv = ServerProcess(
+        name, argv, workdir / f"gateway-{port}.log", "listening on ", start_timeout_s
+    )
     srv.api_url = f"http://127.0.0.1:{api_port}"
     return srv, cookie
+
+
+def callgrind_command(out: Path) -> list[str]:
+    """``python -m wsgate.cli`` under callgrind, instrumentation off until
+    :func:`callgrind_toggle` turns it on; each dump goes to ``out.<n>``."""
+    return [
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+        sys.executable, "-m", "wsgate.cli",
+    ]  # fmt: skip
+
+
+def callgrind_toggle(pid: int, on: bool) -> None:
+    """Instrument ``pid`` (a :func:`callgrind_command` process) from now, or stop and
+    dump what it counted since the last dump (then :func:`callgrind_last_ir`)."""
+    argv = ["callgrind_control", "-i", "on" if on else "off", str(pid)]
+    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    if not on:
+        subprocess.run(["callgrind_control", "-d", str(pid)], check=True,
+                       capture_output=True, timeout=300)  # fmt: skip
+
+
+def callgrind_last_ir(out: Path) -> int:
+    """Instructions (``Ir``) in the newest dump of ``out`` (its ``totals:`` line; callgrind
+    may write ``summary: 0`` beside it)."""
+    parts = sorted(out.parent.glob(out.name + ".*"), key=lambda p: int(p.suffix[1:]))
+    if not parts:
+        raise BenchError(f"no callgrind dump {out}.*")
+    found = [
+        int(line.split()[1])
+        for line in parts[-1].read_text(errors="replace").splitlines()
+        if line.startswith(("summary:", "totals:"))
+    ]
+    if not found:
+        raise BenchError(f"no totals in {parts[-1]}")
+    return max(found)
+
+
+class Scraper:
+    """A thread that GETs ``<api_url>/metrics`` every ``every_s`` seconds, as Prometheus
+    would (but far more often: 15-60 s is usual), so the scrapes' cost is measured too.
+
+    Bounded: one request at a time, each with a 5 s timeout; :meth:`stop` ends it
+    within one period. :attr:`scrapes` counts the successful ones, :attr:`failures`
+    the others.
+    """
+
+    def __init__(self, api_url: str, every_s: float) -> None:
+        import threading
+
+        self.url = f"{api_url}/metrics"
+        self.every_s = every_s
+        self.scrapes = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-scraper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import urllib.request
+
+        while not self._stop.wait(self.every_s):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                    resp.read()
+                self.scrapes += 1
+            except OSError:
+                self.failures += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.every_s + 6)
 
 
 def start_anchor(kind: str, workdir: Path) -> ServerProcess:

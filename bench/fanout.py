@@ -49,6 +49,13 @@ Usage::
     python bench/fanout.py --n 1000 10000 [--mode relay publish] [--rounds 10]
                            [--servers gateway reference uws ws] [--burst 50] [--quick]
                            [--profile DIR] [--no-equal-size] [--max-other 0.25]
+    python bench/fanout.py --obs both --servers gateway [--scrape-s 1] [--callgrind DIR]
+
+``--obs both`` runs two gateways, ``gateway`` with metrics off and text logs and
+``gateway+obs`` with ``/metrics`` (scraped every ``--scrape-s`` s) and JSON logs,
+interleaved like the rest, and prints the second's server CPU per delivery over
+the first's; ``--callgrind DIR`` runs them under callgrind and prints
+instructions per delivery over the measured bursts (bench/README.md).
 
 Exits non-zero, saying what happened, when a server fails to start, a
 client cannot connect or join, or a round times out or loses messages.
@@ -83,7 +90,11 @@ from _servers import (
     ANCHORS,
     GATEWAY_API_KEY,
     BenchError,
+    Scraper,
     ServerProcess,
+    callgrind_command,
+    callgrind_last_ir,
+    callgrind_toggle,
     pin_self,
     start_anchor,
     start_gateway,
@@ -99,6 +110,9 @@ noise estimate within about 10 % of a CPU."""
 WARMUP_ROUNDS = 3
 PAYLOAD = 100
 SERVERS = ("gateway", "reference", *ANCHORS)
+OBS_GATEWAY = "gateway+obs"
+"""``--obs both``: the second gateway, with metrics and JSON logs on (``gateway`` has them off)."""
+WORKERS = (*SERVERS, OBS_GATEWAY)
 MODES = ("relay", "publish")
 SATURATED = 0.85
 """A side whose CPU use during a burst reached this share of its core was the limit."""
@@ -199,7 +213,7 @@ async def _worker(args: argparse.Namespace) -> None:
     Commands: ``burst <mode> <B> <payload bytes>``, ``one <mode> <payload bytes>``,
     ``quit``. Replies: ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
     """
-    gateway = args.worker == "gateway"
+    gateway = args.worker.startswith("gateway")
     pool = Pool(gateway=gateway, join=CHANNEL if gateway else None)
     headers = {"Cookie": f"wsgate_session={args.cookie}"} if gateway else {}
     loop = asyncio.get_running_loop()
@@ -364,6 +378,14 @@ class Result:
     """Share of a CPU other processes used during each kept burst."""
     lat_last: list[float] = field(default_factory=list)
     lat_p50: list[float] = field(default_factory=list)
+    deliveries_all: int = 0
+    """``--callgrind``: deliveries of every measured burst, kept or not."""
+    scrapes: int = 0
+    """``/metrics`` scrapes during the measured bursts (from :class:`Scraper`)."""
+    ir_per_delivery: float = float("nan")
+    """``--callgrind``: server instructions per delivery over every measured burst."""
+    server_s: list[float] = field(default_factory=list)
+    """Server CPU seconds of each kept burst (same deliveries for every server)."""
     server_cpu_total: float = 0.0
     """Server CPU seconds over all kept bursts (summed: finer than one tick)."""
     deliveries_total: int = 0
@@ -420,9 +442,14 @@ def _burst(w: Worker, mode: str, burst: int, payload: int, n: int) -> _Burst:
     )  # fmt: skip
 
 
-def _start(kind: str, workdir: Path) -> tuple[ServerProcess, str]:
-    if kind == "gateway":
-        return start_gateway(workdir)
+def _start(kind: str, workdir: Path, args: argparse.Namespace) -> tuple[ServerProcess, str]:
+    if kind in ("gateway", OBS_GATEWAY):
+        obs = "on" if kind == OBS_GATEWAY else "off" if args.obs == "both" else args.obs
+        if args.callgrind is None:
+            return start_gateway(workdir, obs=obs, name=kind)
+        out = args.callgrind / f"{kind}.callgrind"
+        return start_gateway(workdir, callgrind_command(out), obs=obs, name=kind,
+                             start_timeout_s=300)  # fmt: skip
     if kind == "reference":
         return start_reference(workdir), ""
     return start_anchor(kind, workdir), ""
@@ -451,12 +478,17 @@ def run_mode(
         _burst(ref, mode, args.burst, pad, n)
     profilers = []
     if args.profile is not None:
-        for k in ("gateway", "reference"):
+        for k in ("gateway", OBS_GATEWAY, "reference"):
             if k in workers:
                 srv = workers[k].srv
                 out = args.profile / f"{srv.name}-{mode}-{n}.txt"
                 profilers.append(start_profiler(srv.pid, out))
         time.sleep(1.0)  # py-spy attaches
+    counted = [k for k in ("gateway", OBS_GATEWAY) if args.callgrind is not None and k in workers]
+    scrapers = {k: sc for k, m, sc in args.scrapers if m == n}
+    scrapes0 = {k: sc.scrapes for k, sc in scrapers.items()}
+    for k in counted:
+        callgrind_toggle(workers[k].srv.pid, on=True)
     rounds: list[dict[str, _Burst]] = []
     quiet = 0
     try:
@@ -471,6 +503,14 @@ def run_mode(
     finally:
         for p in profilers:
             stop_profiler(p)
+        for k in counted:
+            callgrind_toggle(workers[k].srv.pid, on=False)
+        for k, sc in scrapers.items():
+            results[k].scrapes = sc.scrapes - scrapes0[k]
+    for k in counted:  # every server ran every round: the same deliveries
+        ir = callgrind_last_ir(args.callgrind / f"{k}.callgrind")
+        results[k].deliveries_all = len(rounds) * n * args.burst
+        results[k].ir_per_delivery = ir / results[k].deliveries_all
     kept = sorted(rounds, key=lambda r: max(b.other for b in r.values()))[: args.rounds]
     for label, r in results.items():
         r.noisy = len(rounds) - quiet
@@ -483,6 +523,7 @@ def run_mode(
             r.client_cpu.append(b.client_s / b.wall)
             r.other_cpu.append(b.other)
             r.server_cpu_total += b.server_s
+            r.server_s.append(b.server_s)
             r.deliveries_total += n * args.burst
             r.frame_size = b.frame_size
     for i in range(WARMUP_ROUNDS + args.rounds):
@@ -498,11 +539,11 @@ def run_mode(
 
 def run_n(args: argparse.Namespace, n: int, workdir: Path) -> list[list[Result]]:
     """Every selected server and its load generator for one N; each mode's rounds."""
-    started: list[ServerProcess | Worker] = []
+    started: list[ServerProcess | Worker | Scraper] = []
     try:
         servers: dict[str, tuple[ServerProcess, str]] = {}
         for kind in args.servers:
-            servers[kind] = _start(kind, workdir)
+            servers[kind] = _start(kind, workdir, args)
             started.append(servers[kind][0])
         print(f"  N={n}: connecting {n} + 1 clients to each of {list(servers)} ...", flush=True)
         workers: dict[str, Worker] = {}
@@ -513,6 +554,11 @@ def run_n(args: argparse.Namespace, n: int, workdir: Path) -> list[list[Result]]
             batch = workers["gateway"].hello["api_batch"]
             how = '"actions" batch per burst' if batch else "one POST /v1/publish per message"
             print(f"    gateway server publish: {how}", flush=True)
+        metrics_on = {"gateway": args.obs in (None, "on"), OBS_GATEWAY: True}
+        for kind in (k for k in servers if metrics_on.get(k)):
+            scraper = Scraper(servers[kind][0].api_url, args.scrape_s)
+            started.append(scraper)
+            args.scrapers.append((kind, n, scraper))
         out = []
         for mode in args.mode:
             out.append(run_mode(args, mode, n, workers))
@@ -605,6 +651,30 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
                 f"{_med(others):.0%}, max {max(others, default=0.0):.0%}"
             )
             gw = by.get("gateway")
+            obs = by.get(OBS_GATEWAY)
+            if gw is not None and obs is not None:
+                pairs = zip(obs.server_s, gw.server_s, strict=True)
+                per_round = _med([a / b for a, b in pairs if b])  # b: 0 ticks in a short burst
+                print(
+                    f"  {OBS_GATEWAY}/gateway (observability on/off): server CPU per delivery "
+                    f"{obs.cpu_us_per_delivery / gw.cpu_us_per_delivery:.3f} over all kept "
+                    f"bursts, {per_round:.3f} median of per-round ratios; deliveries/s "
+                    f"{_paired(obs, gw):.3f} median of per-round ratios"
+                )
+                if args.callgrind is not None:
+                    extra_ir = (obs.ir_per_delivery - gw.ir_per_delivery) * obs.deliveries_all
+                    each = (
+                        f" (~{extra_ir / obs.scrapes:,.0f} instructions each, if all the "
+                        "difference is theirs)"
+                        if obs.scrapes
+                        else ""
+                    )
+                    print(
+                        f"  callgrind instructions per delivery: gateway {gw.ir_per_delivery:,.0f}"
+                        f", {OBS_GATEWAY} {obs.ir_per_delivery:,.0f}, ratio "
+                        f"{obs.ir_per_delivery / gw.ir_per_delivery:.4f}; {obs.scrapes} scrapes "
+                        f"meanwhile{each}"
+                    )
             for base in ("reference", "ref=size", "uws"):
                 if gw is not None and base in by:
                     paired = _paired(gw, by[base])
@@ -634,6 +704,9 @@ def amain(args: argparse.Namespace) -> int:
             results.append(run_n(args, n, Path(tmp)))
             time.sleep(0.5)
     report(results, args)
+    for kind, n, scraper in args.scrapers:
+        print(f"{kind} N={n}: /metrics scraped {scraper.scrapes} times "
+              f"(every {args.scrape_s} s), {scraper.failures} failed")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 
@@ -675,8 +748,25 @@ def main() -> int:
         metavar="DIR",
         help="run py-spy on the Python servers during the measured bursts; collapsed stacks to DIR",
     )
+    parser.add_argument(
+        "--obs",
+        choices=("on", "off", "both"),
+        help="the gateway with /metrics and JSON logs on, off, or both: two gateways, "
+        f"'gateway' (off) and '{OBS_GATEWAY}' (on), interleaved (default: the config's defaults)",
+    )
+    parser.add_argument(
+        "--callgrind",
+        type=Path,
+        metavar="DIR",
+        help="run the gateways under callgrind, counting instructions during the measured "
+        "bursts (load-independent; slow: use a small --n and --burst); dumps to DIR",
+    )
+    parser.add_argument(
+        "--scrape-s", type=float, default=1.0,
+        help="seconds between the /metrics scrapes of a gateway with metrics on (1.0)",
+    )  # fmt: skip
     # Internal: this file as one server's load generator.
-    parser.add_argument("--worker", choices=SERVERS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--cookie", default="", help=argparse.SUPPRESS)
@@ -687,12 +777,19 @@ def main() -> int:
         uvloop.run(_worker(args))
         return 0
     args.servers = [s for s in SERVERS if s in args.servers]
+    if args.obs == "both":
+        if "gateway" not in args.servers:
+            args.servers.insert(0, "gateway")
+        args.servers.insert(args.servers.index("gateway") + 1, OBS_GATEWAY)
+    args.scrapers = []
     args.mode = [m for m in MODES if m in args.mode]
     if args.quick:
         args.n = [1000]
         args.rounds = 3
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
+    if args.callgrind is not None:
+        args.callgrind.mkdir(parents=True, exist_ok=True)
     try:
         return amain(args)
     except BenchError as exc:

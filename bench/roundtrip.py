@@ -76,6 +76,13 @@ Usage::
     python bench/roundtrip.py --flood 10 [--limits]
     python bench/roundtrip.py --profile /tmp/prof     # py-spy on the gateway
     python bench/roundtrip.py --http-clients-only --service sdk   # the pool vs aiohttp
+    python bench/roundtrip.py --obs both [--obs-rounds 5] [--scrape-s 1]  # metrics+JSON logs
+    python bench/roundtrip.py --obs both --callgrind DIR --clients 20     # ... in instructions
+
+``--obs both`` alternates fresh gateways with ``/metrics`` and JSON logs off and
+on (off, on, on, off, ...), the one on scraped every ``--scrape-s`` s, and prints
+the paired ratio of server CPU per round trip; with ``--callgrind`` also the
+gateways' instructions per round trip over each window (bench/README.md).
 
 Exits non-zero, saying what happened, when a server fails to start (a
 refused config key included), a client cannot connect, or the closed loop
@@ -91,6 +98,7 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,9 +117,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _servers import (
     BENCH_DIR,
     CLIENT_CPU,
+    OBS_CONFIG,
+    START_TIMEOUT_S,
     BenchError,
+    Scraper,
     ServerProcess,
     _cli,
+    callgrind_command,
+    callgrind_last_ir,
+    callgrind_toggle,
     free_port,
     pin_self,
     start_profiler,
@@ -427,6 +441,8 @@ class Window:
     refused: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     flood: dict[str, Any] | None = None
+    ir_per_rt: float = float("nan")
+    """``--callgrind``: the gateway's instructions per round trip (load-independent)."""
     noisy: int = 0
     """Windows discarded (and measured again) because other processes were busy."""
 
@@ -571,14 +587,17 @@ def start_echo_service(workdir: Path, mode: str, cpu: int | None) -> tuple[Serve
 
 
 def start_gateway(
-    workdir: Path, svc_port: int, extra: str, users: int, pipeline: int = 1
+    workdir: Path, svc_port: int, extra: str, users: int, pipeline: int = 1,
+    command: list[str] | None = None,
 ) -> tuple[ServerProcess, list[str], str]:
-    """Start ``wsgate serve``; return it, cookies of users u1..u<users>, the flooders' cookie."""
-    port = free_port()
+    """Start ``wsgate serve``; return it, cookies of users u1..u<users>, the flooders' cookie.
+
+    ``command`` replaces ``python -m wsgate.cli`` (``--callgrind``: it under valgrind)."""
+    port, api_port = free_port(), free_port()
     config = workdir / f"gateway-{port}.toml"
     text = GATEWAY_CONFIG.format(
         port=port,
-        api_port=free_port(),
+        api_port=api_port,
         svc_port=svc_port,
         key=_cli("keys", "new"),
         pipeline=pipeline,
@@ -589,13 +608,15 @@ def start_gateway(
         for i in range(users)
     ]
     flood_cookie = _cli("cookie", "--config", str(config), "--user", "flooder", "--org", "acme")
-    argv = [sys.executable, "-m", "wsgate.cli", "serve", "--config", str(config)]
+    argv = [*(command or [sys.executable, "-m", "wsgate.cli"]), "serve", "--config", str(config)]
     try:
-        srv = ServerProcess("gateway", argv, workdir / f"gateway-{port}.log", "listening on ")
+        srv = ServerProcess("gateway", argv, workdir / f"gateway-{port}.log", "listening on ",
+                            300 if command else START_TIMEOUT_S)  # fmt: skip
     except BenchError as exc:
         if "config" in str(exc) and extra:
             raise BenchError(f"the gateway refused the extra config:\n{extra}\n{exc}") from None
         raise
+    srv.api_url = f"http://127.0.0.1:{api_port}"
     return srv, cookies, flood_cookie
 
 
@@ -872,7 +893,11 @@ class Outcome:
     flooders: int = 0
 
 
-async def run_server(kind: str, args: argparse.Namespace, workdir: Path) -> Outcome:
+async def run_server(
+    kind: str, args: argparse.Namespace, workdir: Path, obs: str | None = None
+) -> Outcome:
+    """One server's windows; ``obs`` (gateway): a key of ``OBS_CONFIG`` added to its config,
+    and with ``"on"`` its ``/metrics`` scraped every ``--scrape-s`` seconds meanwhile."""
     gateway = kind == "gateway"
     service: ServerProcess | None = None
     headers: list[dict[str, str]] = [{}]
@@ -881,11 +906,16 @@ async def run_server(kind: str, args: argparse.Namespace, workdir: Path) -> Outc
         service, svc_port = start_echo_service(workdir, args.service, args.service_cpu)
         extra = (LIMITS_CONFIG if args.limits else "") + (
             args.extra_config.read_text() if args.extra_config else ""
-        )
+        ) + ("" if obs is None else "\n" + OBS_CONFIG[obs])
         try:
             users = -(-args.clients // CLIENTS_PER_USER)
+            command = None
+            if args.callgrind is not None:
+                args.callgrind_runs += 1
+                out = args.callgrind / f"gateway-{obs}-{args.callgrind_runs}.callgrind"
+                command = callgrind_command(out)
             srv, cookies, flood_cookie = start_gateway(
-                workdir, svc_port, extra, users, args.pipeline
+                workdir, svc_port, extra, users, args.pipeline, command
             )
         except BaseException:
             service.stop()
@@ -896,6 +926,7 @@ async def run_server(kind: str, args: argparse.Namespace, workdir: Path) -> Outc
     run = Run(gateway=gateway, payload_bytes=args.payload)
     flood: FloodChild | None = None
     prof = None
+    scraper = Scraper(srv.api_url, args.scrape_s) if obs == "on" else None
     try:
         await run.connect(srv.url, args.clients, headers)
         if run.connect_retries:
@@ -908,7 +939,15 @@ async def run_server(kind: str, args: argparse.Namespace, workdir: Path) -> Outc
             args.profile.mkdir(parents=True, exist_ok=True)
             prof = start_profiler(srv.pid, args.profile / f"{kind}-{args.service}.txt")
             await asyncio.sleep(1.0)  # py-spy attaches
+        counted = gateway and args.callgrind is not None
+        if counted:  # instructions from here to the end of the window, per round trip made
+            got0 = sum(c.got for c in run.clients)
+            callgrind_toggle(srv.pid, on=True)
         quiet = await measure_quietly(args, run, kind, srv, service)
+        if counted:
+            callgrind_toggle(srv.pid, on=False)
+            made = sum(c.got for c in run.clients) - got0
+            quiet.ir_per_rt = callgrind_last_ir(out) / max(made, 1)
         if prof is not None:
             stop_profiler(prof)
             prof = None
@@ -948,6 +987,9 @@ async def run_server(kind: str, args: argparse.Namespace, workdir: Path) -> Outc
         if flood is not None:
             flood.kill()
         await run.close()
+        if scraper is not None:
+            scraper.stop()
+            print(f"    /metrics scraped {scraper.scrapes} times, {scraper.failures} failed")
         srv.stop()
         if service is not None:
             service.stop()
@@ -1240,8 +1282,11 @@ async def amain(args: argparse.Namespace) -> int:
             report_clients(args, await compare_clients(args, workdir))
             if args.http_clients_only:
                 return 0
+        if args.obs == "both":
+            report_obs(args, await compare_obs(args, workdir))
+            return 0
         print("  gateway ...", flush=True)
-        gw = await run_server("gateway", args, workdir)
+        gw = await run_server("gateway", args, workdir, args.obs)
         print(f"    {gw.quiet.rate:,.0f} rt/s, p99 {_ms(gw.quiet.p99)} ms", flush=True)
         if gw.flood is not None:
             print(f"    flood: {gw.flood.rate:,.0f} rt/s, p99 {_ms(gw.flood.p99)} ms", flush=True)
@@ -1250,6 +1295,57 @@ async def amain(args: argparse.Namespace) -> int:
         print(f"    {ref.quiet.rate:,.0f} rt/s, p99 {_ms(ref.quiet.p99)} ms", flush=True)
     report(args, gw, ref)
     return 0
+
+
+async def compare_obs(args: argparse.Namespace, workdir: Path) -> dict[str, list[Window]]:
+    """``--obs both``: the gateway with observability off and on, one fresh gateway (and
+    service) per window, alternating off, on, on, off, ... for ``--obs-rounds`` of each."""
+    got: dict[str, list[Window]] = {"off": [], "on": []}
+    for i in range(args.obs_rounds):
+        for obs in ("off", "on") if i % 2 == 0 else ("on", "off"):
+            print(f"  round {i + 1}: gateway, observability {obs} ...", flush=True)
+            w = (await run_server("gateway", args, workdir, obs)).quiet
+            got[obs].append(w)
+            print(
+                f"    {w.rate:,.0f} rt/s, server {w.per_rt_us(w.server_cpu):.1f} us/rt, "
+                f"p99 {_ms(w.p99)} ms, other CPU {w.other_cpu / w.seconds:.0%}",
+                flush=True,
+            )
+    return got
+
+
+def report_obs(args: argparse.Namespace, got: dict[str, list[Window]]) -> None:
+    def med(obs: str, key: Any) -> float:
+        return statistics.median(key(w) for w in got[obs])
+
+    print(
+        f"\nround trips, observability (/metrics scraped every {args.scrape_s} s, JSON logs) "
+        f"on against off; K={args.clients}, {args.seconds:.0f} s windows, median of "
+        f"{args.obs_rounds} each, alternating"
+    )
+    for obs in ("off", "on"):
+        print(
+            f"  {obs:>3}: {med(obs, lambda w: w.rate):>9,.0f} rt/s, server "
+            f"{med(obs, lambda w: w.per_rt_us(w.server_cpu)):.2f} us/rt (by window: "
+            f"{[round(w.per_rt_us(w.server_cpu), 1) for w in got[obs]]}), p99 "
+            f"{_ms(med(obs, lambda w: w.p99))} ms"
+        )
+    cpu = [
+        on.per_rt_us(on.server_cpu) / off.per_rt_us(off.server_cpu)
+        for on, off in zip(got["on"], got["off"], strict=True)
+    ]
+    if args.callgrind is not None:
+        ir = {obs: med(obs, lambda w: w.ir_per_rt) for obs in ("off", "on")}
+        print(
+            f"  callgrind instructions per round trip: off {ir['off']:,.0f}, on {ir['on']:,.0f}"
+            f" (by window: off {[round(w.ir_per_rt) for w in got['off']]}, on "
+            f"{[round(w.ir_per_rt) for w in got['on']]}); on/off {ir['on'] / ir['off']:.4f}"
+        )
+    print(
+        f"  on/off server CPU per round trip: {statistics.median(cpu):.3f} (median of paired "
+        f"ratios; by pair {[round(x, 3) for x in cpu]}); round trips/s "
+        f"{med('on', lambda w: w.rate) / med('off', lambda w: w.rate):.3f}"
+    )
 
 
 def main() -> int:
@@ -1299,6 +1395,21 @@ def main() -> int:
     parser.add_argument(
         "--client-rounds", type=int, default=3, help="windows per HTTP client, interleaved (3)"
     )
+    parser.add_argument(
+        "--obs", choices=("on", "off", "both"),
+        help="the gateway with /metrics and JSON logs on, off, or both: alternating windows "
+        "of each, their server CPU per round trip compared (no reference, no flood)",
+    )  # fmt: skip
+    parser.add_argument("--obs-rounds", type=int, default=5, help="--obs both: windows each (5)")
+    parser.add_argument(
+        "--callgrind", type=Path, metavar="DIR",
+        help="--obs both: run the gateways under callgrind and count their instructions per "
+        "round trip over each window (slow: use small --clients); dumps to DIR",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scrape-s", type=float, default=1.0,
+        help="seconds between /metrics scrapes of a gateway with --obs on (1.0)",
+    )  # fmt: skip
     # The flooder child process:
     parser.add_argument("--flooder", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -1310,6 +1421,12 @@ def main() -> int:
     if args.flooder:
         return uvloop.run(flooder_main(args))
     args.http_clients = args.http_clients or args.http_clients_only
+    args.callgrind_runs = 0
+    if args.callgrind is not None:
+        if args.obs != "both":
+            parser.error("--callgrind goes with --obs both")
+        args.callgrind.mkdir(parents=True, exist_ok=True)
+        args.attempts = 1  # a window measured again would be counted twice
     if not 1 <= args.clients <= 1000 or not 0 <= args.flood <= 1000:
         parser.error("--clients must be in 1..1000 and --flood in 0..1000")
     if not 0.5 <= args.seconds <= 120:

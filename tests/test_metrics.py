@@ -197,6 +197,8 @@ async def test_a_clustered_node_exports_its_broker() -> None:
         got = await samples(gw)
         assert value(got, "wsgate_broker_connected") == 1
         assert ("wsgate_broker_dropped_total", frozenset()) in got
+        assert ("wsgate_broker_reconnects_total", frozenset()) in got
+        assert ("wsgate_broker_lag_seconds_count", frozenset()) in got
 
 
 async def test_two_nodes_in_one_process_have_their_own_counts() -> None:
@@ -205,30 +207,42 @@ async def test_two_nodes_in_one_process_have_their_own_counts() -> None:
         assert value(await samples(two), "wsgate_connections_opened_total") == 0
 
 
-def test_the_latency_histogram_counts_each_call_in_every_bucket_at_or_above_it() -> None:
-    # Prometheus buckets are cumulative and ``le``: a call of exactly a bound
-    # counts in that bound's bucket. Fed between scrapes from plain counts.
+async def test_history_streams_fall_when_a_stream_expires() -> None:
+    async with running(make_config(history={"ttl_s": 1})) as gw:
+        async with gw.peer("u1") as a, gw.peer("u2") as b:
+            await a.join("acme:one")
+            await b.join("acme:one")
+            await a.send("chat/SAY", {"t": "hi"}, channel="acme:one")
+            await b.expect("chat/SAY")
+            assert value(await samples(gw), "wsgate_history_streams") == 1
+
+        async def freed() -> bool:
+            return value(await samples(gw), "wsgate_history_streams") == 0
+
+        await eventually(freed, timeout=10, what="the memberless stream freed after its ttl")
+
+
+def test_the_call_histogram_counts_each_call_in_its_bucket_and_above() -> None:
     from wsgate.metrics import LATENCY_BUCKETS, NodeMetrics
 
     metrics = NodeMetrics()
-    for seconds in (0.0005, 0.001, 0.003, 20.0):
+    for seconds in (0.0005, 0.001, 0.003, 0.003, 30.0):  # 0.001 is in le="0.001" (<=)
         metrics.observe_call("svc", "OK", seconds)
-    metrics.observe_call("svc", "TIMEOUT", 0.3)
+    metrics.observe_call("svc", "UPSTREAM_TIMEOUT", 2.0)
     got: Samples = {}
     for family in text_string_to_metric_families(metrics.render().decode()):
         for s in family.samples:
             got[(s.name, frozenset(s.labels.items()))] = s.value
     name = "wsgate_upstream_call_duration_seconds"
-
-    def bucket(le: str, outcome: str = "OK") -> float:
-        return value(got, f"{name}_bucket", service="svc", outcome=outcome, le=le)
-
-    assert bucket("0.001") == 2
-    assert bucket("0.0025") == 2
-    assert bucket("0.005") == 3
-    assert bucket(str(LATENCY_BUCKETS[-1])) == 3
-    assert bucket("+Inf") == 4
-    assert value(got, f"{name}_count", service="svc", outcome="OK") == 4
-    assert value(got, f"{name}_sum", service="svc", outcome="OK") == 20.0045
-    assert bucket("0.25", "TIMEOUT") == 0
-    assert bucket("0.5", "TIMEOUT") == bucket("+Inf", "TIMEOUT") == 1
+    ok = {"service": "svc", "outcome": "OK"}
+    expected = {0.001: 2, 0.0025: 2, 0.005: 4, 5.0: 4, 10.0: 4}
+    for le, n in expected.items():
+        assert le in LATENCY_BUCKETS
+        assert value(got, f"{name}_bucket", le=str(le), **ok) == n, le
+    assert value(got, f"{name}_bucket", le="+Inf", **ok) == 5
+    assert value(got, f"{name}_count", **ok) == 5
+    assert abs(value(got, f"{name}_sum", **ok) - 30.0075) < 1e-9
+    timeout = {"service": "svc", "outcome": "UPSTREAM_TIMEOUT"}
+    assert value(got, f"{name}_bucket", le="1.0", **timeout) == 0
+    assert value(got, f"{name}_bucket", le="2.5", **timeout) == 1
+    assert value(got, f"{name}_count", **timeout) == 1

@@ -5,19 +5,18 @@ Nothing here runs on the hot path. The parts that see events keep plain
 class, limiter refusals, errors sent by code), the fan-out (deliveries), the
 lifecycle wrapper (connections admitted, joins, leaves, closes by code), the
 listener (slow-consumer closes), the cluster bus (its ticker's and shared
-limits' failures, the broker's dropped messages). :class:`NodeMetrics`'s
+limits' failures, the broker's dropped messages, and its lag: a sum and a
+count, one ``time.time()`` and two additions per message received; the broker
+adapters count their reconnects). :class:`NodeMetrics`'s
 collector reads them, and the live state (connections by hub, channels and
 their members, history streams retained, whether the broker is connected),
 only when Prometheus scrapes.
 
-The upstream call latency histogram is plain counts too
-(:meth:`NodeMetrics.observe_call`: one ``bisect`` and two additions per
-answered service call, no lock — prometheus-client's ``Histogram.observe``
-took a lock per bucket, about 0.7 µs, 2 % of a round trip's gateway CPU);
-the collector turns them into the cumulative ``_bucket`` series at scrape.
-Its ``_count`` is the call count. Its label pairs are bounded by the
-services routed to and the error codes (one :class:`_Latency` each, kept
-for the node's life).
+The upstream call latency histogram is plain counters too
+(:attr:`NodeMetrics.observe_call`: one ``bisect`` and two additions per
+answered service call, not prometheus-client's locked ``observe``); its
+``_count`` is the call count, its label pairs bounded by the services routed
+to and the error codes.
 
 Each node has its own :class:`~prometheus_client.CollectorRegistry`, never the
 global one, so several nodes in one process (tests) keep their own counts.
@@ -38,6 +37,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
 
@@ -163,6 +163,15 @@ def _cluster(bus: ClusterBus) -> Iterator[Metric]:
         "wsgate_broker_dropped", "Messages the broker dropped or could not send.",
         value=bus.broker_dropped,
     )
+    yield CounterMetricFamily(
+        "wsgate_broker_reconnects", "Lost broker server connections made again.",
+        value=bus.broker_reconnects,
+    )
+    yield SummaryMetricFamily(
+        "wsgate_broker_lag_seconds",
+        "Deliveries received from the broker: publish to receipt (publisher's clock).",
+        count_value=bus.lag_count, sum_value=bus.lag_s,
+    )
     failures = CounterMetricFamily(
         "wsgate_cluster_failures", "Failed rounds of the cluster's periodic parts.",
         labels=["part"],
@@ -173,24 +182,30 @@ def _cluster(bus: ClusterBus) -> Iterator[Metric]:
     yield failures
 
 
-class _Latency:
-    """One (service, outcome)'s calls: a count per bucket (not cumulative) and the sum."""
+class _Calls(Collector):
+    """The upstream call latency histogram, kept as plain counters.
 
-    __slots__ = ("counts", "total")
+    prometheus-client's ``Histogram.observe`` takes a lock and walks every
+    bucket (about 2 µs here, 5 % of a round trip's gateway CPU); this is one
+    ``bisect`` and two additions, and the buckets are made cumulative only at
+    scrape. Bounded by the services routed to x the outcomes (OK and the error
+    codes); never freed (a node's services are few).
+    """
 
     def __init__(self) -> None:
-        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
-        """Calls whose time is at most ``LATENCY_BUCKETS[i]`` and above the bound
-        before; the last one past every bound (``+Inf``)."""
-        self.total = 0.0
-        """Seconds, summed."""
+        self.counts: dict[tuple[str, str], list[int]] = {}
+        """(service, outcome) -> calls per bucket, not cumulative; the last is ``+Inf``."""
+        self.sums: dict[tuple[str, str], float] = {}
+        """(service, outcome) -> seconds summed."""
 
-
-class _Calls(Collector):
-    """Yields the latency histogram from the plain counts of ``latencies``."""
-
-    def __init__(self, latencies: dict[tuple[str, str], _Latency]) -> None:
-        self._latencies = latencies
+    def observe(self, service: str, outcome: str, seconds: float) -> None:
+        key = (service, outcome)
+        counts = self.counts.get(key)
+        if counts is None:
+            counts = self.counts[key] = [0] * (len(LATENCY_BUCKETS) + 1)
+            self.sums[key] = 0.0
+        counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # le: the first bound >= seconds
+        self.sums[key] += seconds
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(
@@ -198,15 +213,18 @@ class _Calls(Collector):
             "Routed service calls: time to the answer, by service and outcome (OK or error code).",
             labels=["service", "outcome"],
         )
-        bounds = [*(str(b) for b in LATENCY_BUCKETS), "+Inf"]
-        for (service, outcome), latency in list(self._latencies.items()):
-            running = 0
-            buckets: list[tuple[str, float]] = []
-            for bound, n in zip(bounds, latency.counts, strict=True):
-                running += n
-                buckets.append((bound, running))
-            family.add_metric([service, outcome], buckets, latency.total)
+        for key, counts in list(self.counts.items()):
+            total, buckets = 0, []
+            for bound, n in zip((*_LE, "+Inf"), counts, strict=True):
+                total += n
+                buckets.append((bound, float(total)))
+            family.add_metric(list(key), buckets, self.sums[key])
         yield family
+
+
+_LE: Final = tuple(str(b) for b in LATENCY_BUCKETS)
+"""The ``le`` label of each bucket: ``str`` writes these bounds as prometheus-client
+does (``0.001``, ``1.0``; its Go style differs only from 1e6 up)."""
 
 
 class NodeMetrics:
@@ -214,9 +232,11 @@ class NodeMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self._latencies: dict[tuple[str, str], _Latency] = {}
-        """(service, outcome) -> its counts; bounded by services x outcomes."""
-        self.registry.register(_Calls(self._latencies))
+        self._calls = _Calls()
+        self.registry.register(self._calls)
+        self.observe_call = self._calls.observe
+        """One answered service call (the :class:`~wsgate.upstream.Upstream` hook):
+        ``(service, outcome, seconds)``."""
         self._collector: _Collector | None = None
 
     def watch(self, parts: Parts) -> None:
@@ -229,15 +249,6 @@ class NodeMetrics:
             self.registry.unregister(self._collector)
         self._collector = _Collector(parts)
         self.registry.register(self._collector)
-
-    def observe_call(self, service: str, outcome: str, seconds: float) -> None:
-        """One answered service call (the :class:`~wsgate.upstream.Upstream` hook)."""
-        key = (service, outcome)
-        latency = self._latencies.get(key)
-        if latency is None:
-            latency = self._latencies[key] = _Latency()
-        latency.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        latency.total += seconds
 
     def render(self) -> bytes:
         """The registry in Prometheus text format (:data:`CONTENT_TYPE`)."""

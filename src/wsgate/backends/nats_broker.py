@@ -103,7 +103,8 @@ class NatsBroker:
     - queued publishes are bounded by :data:`MAX_PENDING`; past it
       :meth:`publish` and :meth:`publish_stream` drop the message and count it
       in :attr:`dropped` (subscription changes are never dropped);
-    - after a reconnect nats-py re-subscribes every subject by itself.
+    - after a reconnect nats-py re-subscribes every subject by itself (counted in
+      :attr:`reconnects`).
     """
 
     def __init__(self, jet: Jet) -> None:
@@ -203,6 +204,11 @@ class NatsBroker:
     @property
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
+
+    @property
+    def reconnects(self) -> int:
+        """Times nats-py re-established the lost connection (its own count)."""
+        return int(self._nc.stats["reconnects"])
 
     def _enqueue(self, key: str, op: Op, *, counted: bool) -> None:
         if self._closed:

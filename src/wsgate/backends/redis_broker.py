@@ -102,7 +102,8 @@ class RedisBroker:
       wanted (a ``PING`` on the pub/sub connection after them); during an
       outage it waits for the reconnection;
     - reconnects by itself, retrying forever with a backoff capped at
-      ``max_backoff_s``, and re-subscribes every current subject.
+      ``max_backoff_s``, and re-subscribes every current subject (counted in
+      :attr:`reconnects`).
 
     Cannot: deliver what was published while a node's pub/sub connection was
     down (history recovers it); detect a half-open connection faster than its
@@ -137,6 +138,9 @@ class RedisBroker:
         self.idle_ping_s = idle_ping_s
         self.dropped = 0
         """Messages dropped: queue full, or command connection down."""
+        self.reconnects = 0
+        """Lost connections made again: each new pub/sub session after the first, and each
+        recovery of the command connection, counts one (a Redis restart: usually two)."""
         self._sha = ""
         self._queue: deque[tuple[str, bytes, str | None]] = deque()
         self._queued = 0
@@ -263,6 +267,7 @@ class RedisBroker:
                     self._resolve()
                     await self._reconnect_commands()
                     self._down = False
+                    self.reconnects += 1
                     continue
                 except Exception:
                     # Not the connection: lose this batch, keep the writer alive.
@@ -373,6 +378,8 @@ class RedisBroker:
                     await ps.aclose()
                 raise
             delay = 0.05
+            if self._session_id:
+                self.reconnects += 1
             self._session = ps
             self._session_id += 1
             self._session_subs = set()

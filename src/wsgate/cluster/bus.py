@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
@@ -121,6 +122,11 @@ class ClusterBus:
         self._preparing: dict[ChannelAddress, list[Resume]] = {}
         self._recovering: dict[ChannelAddress, list[tuple[env.Envelope, int, int]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.lag_s = 0.0
+        """Seconds from publish (the envelope's ``sent``, the publisher's clock) to receipt,
+        summed over :attr:`lag_count` deliveries received (metrics; negative skew counts 0)."""
+        self.lag_count = 0
+        """Deliveries received from the broker with a send time."""
         self.joins_refused = 0
         """Server-side joins refused: asked by another node and refused here, or
         asked by this node's API and refused where the connection lives (logged too)."""
@@ -219,6 +225,12 @@ class ClusterBus:
         broker = self._broker
         return int(getattr(broker, "dropped", 0)) + int(getattr(broker, "lost", 0))
 
+    @property
+    def broker_reconnects(self) -> int:
+        """Times the broker re-established a lost server connection since start; 0 for a
+        broker that never loses one (in process). For metrics."""
+        return int(getattr(self._broker, "reconnects", 0))
+
     async def flush(self) -> None:
         """Wait until the broker's server processed what this node sent so far, its
         subscriptions included (tests: a subscription made on connect is live)."""
@@ -292,6 +304,9 @@ class ClusterBus:
         if envelope is None:
             log.warning("dropped a message on %s that is not an envelope", delivery.subject)
             return
+        if envelope.sent:  # two additions: the hot path keeps counters only
+            self.lag_s += max(0.0, time.time() - envelope.sent)
+            self.lag_count += 1
         receive = self._receivers.get(envelope.kind)
         if receive is None:
             log.warning("dropped a message of unknown kind %r", envelope.kind)

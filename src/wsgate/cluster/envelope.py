@@ -10,6 +10,7 @@ are one table, :data:`KIND_NAMES`.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Final
 
 import msgspec
@@ -68,6 +69,9 @@ class Envelope(msgspec.Struct, array_like=True):
     error: bool = False
     extra: bytes = b"null"
     """Presence diffs and control operations, as JSON text."""
+    sent: float = 0.0
+    """Wall-clock time (s) the publishing node encoded a delivery (0: not a delivery, or
+    an older node): the receiver's broker lag. Last, so older nodes ignore it."""
 
     @classmethod
     def from_delivery(cls, delivery: Delivery, node: str) -> Envelope:
@@ -84,6 +88,7 @@ class Envelope(msgspec.Struct, array_like=True):
             origin.connectionId if origin else "",
             delivery.exclude or "",
             delivery.error,
+            sent=time.time(),
         )
 
     def to_delivery(self) -> Delivery | None:
