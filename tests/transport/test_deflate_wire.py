@@ -83,7 +83,10 @@ async def test_the_answer_to_an_offer(start: Start) -> None:
     assert client.headers["sec-websocket-extensions"] == BASE
     declined = await RawClient.connect(
         listener.port,
-        headers={"Cookie": COOKIE, "Sec-WebSocket-Extensions": "permessage-deflate; server_max_window_bits=8"},
+        headers={
+            "Cookie": COOKIE,
+            "Sec-WebSocket-Extensions": "permessage-deflate; server_max_window_bits=8",
+        },
     )
     assert declined.status == 101
     assert "sec-websocket-extensions" not in declined.headers
@@ -99,7 +102,14 @@ async def test_the_answer_to_an_offer(start: Start) -> None:
         (ClientPerMessageDeflateFactory(server_max_window_bits=10), 10),
         (ClientPerMessageDeflateFactory(server_max_window_bits=9, client_max_window_bits=9), 9),
     ],
-    ids=["default", "bare", "client-no-takeover", "server-no-takeover", "server-window-10", "windows-9"],
+    ids=[
+        "default",
+        "bare",
+        "client-no-takeover",
+        "server-no-takeover",
+        "server-window-10",
+        "windows-9",
+    ],
 )
 async def test_websockets_round_trip(
     start: Start, factory: ClientPerMessageDeflateFactory, server_bits: int
@@ -172,7 +182,9 @@ async def test_uncompressed_messages_still_pass(start: Start) -> None:
     assert session.messages == [b'{"plain":1}', b'{"squeezed":2}']
 
 
-async def _closed_with(start: Start, frames: list[bytes], *, offer: bool = True, **cfg: object) -> int | None:
+async def _closed_with(
+    start: Start, frames: list[bytes], *, offer: bool = True, **cfg: object
+) -> int | None:
     listener, handler = await start(RecordingHandler(), compression=True, **cfg)
     client = await RawClient.connect(listener.port, headers=OFFER if offer else None)
     for f in frames:
