@@ -253,22 +253,28 @@ def _cli(*args: str) -> str:
     return out.stdout.strip()
 
 
-def start_gateway(workdir: Path, command: list[str] | None = None) -> tuple[ServerProcess, str]:
+def start_gateway(
+    workdir: Path, command: list[str] | None = None, *, compression: bool = False
+) -> tuple[ServerProcess, str]:
     """Write a bench config, start ``wsgate serve``; return it and a session cookie value.
 
     ``command`` replaces ``python -m wsgate.cli`` (e.g. a wrapper that
     instruments the gateway); ``serve --config FILE`` is appended to it.
+    ``compression``: ``[server] compression = true`` (permessage-deflate), and
+    the server is named ``gateway+z``.
     """
     port, api_port = free_port(), free_port()
     config = workdir / f"gateway-{port}.toml"
-    config.write_text(
-        GATEWAY_CONFIG.format(
-            port=port, api_port=api_port, api_key=GATEWAY_API_KEY, key=_cli("keys", "new")
-        )
+    text = GATEWAY_CONFIG.format(
+        port=port, api_port=api_port, api_key=GATEWAY_API_KEY, key=_cli("keys", "new")
     )
+    if compression:
+        text = text.replace("[server]\n", "[server]\ncompression = true\n", 1)
+    config.write_text(text)
     cookie = _cli("cookie", "--config", str(config), "--user", "bench", "--org", "acme")
     argv = [*(command or [sys.executable, "-m", "wsgate.cli"]), "serve", "--config", str(config)]
-    srv = ServerProcess("gateway", argv, workdir / f"gateway-{port}.log", "listening on ")
+    name = "gateway+z" if compression else "gateway"
+    srv = ServerProcess(name, argv, workdir / f"{name}-{port}.log", "listening on ")
     srv.api_url = f"http://127.0.0.1:{api_port}"
     return srv, cookie
 

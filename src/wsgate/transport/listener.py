@@ -237,7 +237,8 @@ class GateListener(BufferedListener):
             cache = _frame_cache
             frame = cache.frame if data is cache.payload else encode_text_frame(data)
         else:
-            frame = deflater.text_frame(data)  # compressed once per fan-out, too
+            # The same identity cache, in the shared compressor: one compression per fan-out.
+            frame = deflater.frame if data is deflater.payload else deflater.text_frame(data)
         out = self._out
         if out is None:
             self._out = frame
