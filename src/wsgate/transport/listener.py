@@ -305,7 +305,8 @@ class GateListener(BufferedListener):
         # §5.2: "MUST be 0 unless an extension is negotiated". RFC 7692 §6:
         # permessage-deflate gives RSV1 a meaning on a message's first frame
         # only, never on a control frame or a continuation (§6.1).
-        if (frame.rsv1 or frame.rsv2 or frame.rsv3) and (
+        compressed = frame.rsv1
+        if (compressed or frame.rsv2 or frame.rsv3) and (
             frame.rsv2
             or frame.rsv3
             or self._deflate is None
@@ -323,7 +324,7 @@ class GateListener(BufferedListener):
                 self._fail(1009, "message too big")
                 return
             if frame.fin:
-                if frame.rsv1:
+                if compressed:
                     data = self._inflated(Inflater(self._ctx.max_message), frame)
                     if data is None:
                         return
@@ -334,7 +335,7 @@ class GateListener(BufferedListener):
                 else:
                     self._binary(data)
                 return
-            if frame.rsv1:
+            if compressed:
                 self._inflate = inflater = Inflater(self._ctx.max_message)
                 head = self._inflated(inflater, frame)
                 if head is None:
