@@ -100,12 +100,16 @@ def test_window_bits_are_kept() -> None:
     assert len(narrow) > 3 * len(wide)
 
 
-def test_incompressible_or_empty_messages_go_plain() -> None:
+def test_every_message_is_compressed_even_empty_or_incompressible() -> None:
     deflater = SharedDeflater(15)
-    assert deflater.text_frame(b"") == b"\x81\x00"
-    assert deflater.text_frame(b"ab") == b"\x81\x02ab"
+    deflater.text_frame(b"x" * 100)
+    assert deflater.text_frame(b"") == b"\xc1\x01\x00"  # §7.2.3.6
+    assert _inflate(deflater.text_frame(b"")) == (0xC1, b"")
+    assert _inflate(deflater.text_frame(b"ab")) == (0xC1, b"ab")
     noise = os.urandom(200)
-    assert deflater.binary_frame(noise)[0] == 0x82
+    frame = deflater.binary_frame(noise)
+    assert _inflate(frame) == (0xC2, noise)
+    assert len(frame) <= 2 + len(noise) + 8  # a stored block: a few bytes more at most
 
 
 def test_shared_deflater_per_window_is_one_object() -> None:
