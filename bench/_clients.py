@@ -16,6 +16,9 @@ Lifecycle::
     t0, arrivals = await pool.measure(len(msgs), n, timeout, fire)  # fire() makes the server
     await pool.close_all()                                         # send them (server publish)
 
+``Pool(..., deflate=True)`` makes clients that offer permessage-deflate and
+inflate what comes compressed (the gateway with ``[server] compression``).
+
 A receiver "arrives" when it has received every bench message published so
 far (``Pool.expect``, cumulative); ``arrivals`` are ``perf_counter()``
 stamps in arrival order, so ``arrivals[-1] - t0`` is the time until the last
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Final
 
@@ -37,9 +41,11 @@ except ImportError:  # pragma: no cover - imported as bench._clients
     from bench._servers import BenchError
 
 __all__ = [
+    "DEFLATE_OFFER",
     "MARK",
     "PUBLISH",
     "Client",
+    "DeflateClient",
     "Pool",
     "Publisher",
     "bench_message",
@@ -60,6 +66,10 @@ PUBLISH: Final = b"!pub "
 """Server-publish command of the reference and the anchors: ``!pub <M> <message>``."""
 
 perf_counter: Final = time.perf_counter
+
+DEFLATE_OFFER: Final = {"Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits"}
+"""What a browser offers (Chrome's header), for ``Pool(deflate=True)``."""
+_TAIL: Final = b"\x00\x00\xff\xff"
 
 
 def publish_command(count: int, message: bytes) -> bytes:
@@ -134,6 +144,36 @@ class Client(WSListener):
         self.ready = None
 
 
+class DeflateClient(Client):
+    """A client that negotiated permessage-deflate: inflates RSV1 frames, then counts.
+
+    The plain :class:`Client` path is left untouched (no RSV1 test per frame), so
+    the other servers' figures do not change.
+    """
+
+    __slots__ = ()
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if not frame.rsv1:
+            super().on_ws_frame(transport, frame)
+            return
+        pool = self.pool
+        payload = pool.inflate(frame.get_payload_as_bytes())
+        if MARK in payload:
+            self.got = got = self.got + 1
+            if got == pool.expect:
+                pool.frame_size = len(payload)
+                pool.wire_size = frame.payload_size
+                arrivals = pool.arrivals
+                arrivals.append(perf_counter())
+                if len(arrivals) == pool.waiting_for:
+                    done = pool.done
+                    if done is not None and not done.done():
+                        done.set_result(None)
+            return
+        pool.control(self, payload)
+
+
 class Publisher(Client):
     """The member that sends (relay) or commands (server publish): never counted.
 
@@ -149,11 +189,32 @@ class Publisher(Client):
         super().on_ws_frame(transport, frame)
 
 
+class DeflatePublisher(DeflateClient):
+    """The :class:`Publisher` of a compressed run: ignores bench copies, inflated or not."""
+
+    __slots__ = ()
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is _TEXT:
+            payload = frame.get_payload_as_bytes()
+            if MARK in (self.pool.inflate(payload) if frame.rsv1 else payload):
+                return
+        super().on_ws_frame(transport, frame)
+
+
 class Pool:
     """All clients of one run, their counters, and the measuring primitives."""
 
-    def __init__(self, *, gateway: bool, join: str | None, read_buffer: int = 8192) -> None:
+    def __init__(
+        self, *, gateway: bool, join: str | None, read_buffer: int = 8192, deflate: bool = False
+    ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.deflate = deflate
+        """Offer permessage-deflate and inflate compressed frames (:class:`DeflateClient`)."""
+        self._inflater = zlib.decompressobj(-15)
+        """One inflater for every client: the server takes over no context
+        (``server_no_context_takeover``), so each message inflates on its own and
+        a shared inflater's history is never referred to."""
         self.gateway = gateway
         """Talk the wsgate protocol (wait for WELCOME, JOIN) or not (reference)."""
         self.join = join
@@ -173,6 +234,8 @@ class Pool:
         self.done: asyncio.Future[None] | None = None
         self.frame_size = 0
         """Payload size of the last bench message a receiver completed a round with."""
+        self.wire_size = 0
+        """Its size on the wire when it came compressed (0: it came as is)."""
         self.control_frames = 0
         """Non-bench text frames seen (WELCOME, JOINED, PRESENCE, ...)."""
         self.errors: list[bytes] = []
@@ -182,6 +245,10 @@ class Pool:
         self.opened = 0
         self.disconnected = 0
         self.all_gone: asyncio.Event | None = None
+
+    def inflate(self, data: bytes) -> bytes:
+        """One compressed message's payload, inflated (RFC 7692 §7.2.2)."""
+        return self._inflater.decompress(data + _TAIL)
 
     # -- control actions -----------------------------------------------------
 
@@ -221,7 +288,11 @@ class Pool:
         sem = asyncio.Semaphore(concurrency)
         made: list[Client] = []
         extra = dict(headers or {})
-        kind = Publisher if publisher else Client
+        if self.deflate:
+            extra.update(DEFLATE_OFFER)
+            kind: type[Client] = DeflatePublisher if publisher else DeflateClient
+        else:
+            kind = Publisher if publisher else Client
 
         async def one() -> None:
             async with sem:
@@ -287,8 +358,23 @@ class Pool:
 
     @staticmethod
     def sender(publisher: Client, msgs: list[bytes]) -> Callable[[], None]:
-        """What sends ``msgs`` back to back from ``publisher`` (a ``fire`` for :meth:`measure`)."""
+        """What sends ``msgs`` back to back from ``publisher`` (a ``fire`` for :meth:`measure`).
+
+        A compressed run's publisher sends them compressed, as a browser would
+        (compressed here, before the clock starts).
+        """
         send = publisher.wst.send
+        if isinstance(publisher, DeflateClient):
+            squeezed = []
+            for m in msgs:
+                z = zlib.compressobj(6, zlib.DEFLATED, -15)
+                squeezed.append((z.compress(m) + z.flush(zlib.Z_SYNC_FLUSH))[:-4])
+
+            def fire_compressed() -> None:
+                for m in squeezed:
+                    send(_TEXT, m, rsv1=True)
+
+            return fire_compressed
 
         def fire() -> None:
             for m in msgs:

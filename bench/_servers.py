@@ -270,26 +270,27 @@ OBS_CONFIG: Final = {
 
 def start_gateway(
     workdir: Path, command: list[str] | None = None, *, obs: str | None = None,
-    name: str = "gateway", start_timeout_s: float = START_TIMEOUT_S,
+    name: str = "gateway", start_timeout_s: float = START_TIMEOUT_S, compression: bool = False,
 ) -> tuple[ServerProcess, str]:
     """Write a bench config, start ``wsgate serve``; return it and a session cookie value.
 
     ``command`` replaces ``python -m wsgate.cli`` (e.g. a wrapper that
     instruments the gateway); ``serve --config FILE`` is appended to it.
     ``obs``: a key of :data:`OBS_CONFIG` appended to the config (``None``: the defaults).
+    ``compression``: ``[server] compression = true`` (permessage-deflate).
     """
     port, api_port = free_port(), free_port()
     config = workdir / f"gateway-{port}.toml"
-    config.write_text(
-        GATEWAY_CONFIG.format(
-            port=port, api_port=api_port, api_key=GATEWAY_API_KEY, key=_cli("keys", "new")
-        )
-        + ("" if obs is None else "\n" + OBS_CONFIG[obs])
-    )
+    text = GATEWAY_CONFIG.format(
+        port=port, api_port=api_port, api_key=GATEWAY_API_KEY, key=_cli("keys", "new")
+    ) + ("" if obs is None else "\n" + OBS_CONFIG[obs])
+    if compression:
+        text = text.replace("[server]\n", "[server]\ncompression = true\n", 1)
+    config.write_text(text)
     cookie = _cli("cookie", "--config", str(config), "--user", "bench", "--org", "acme")
     argv = [*(command or [sys.executable, "-m", "wsgate.cli"]), "serve", "--config", str(config)]
     srv = ServerProcess(
-        name, argv, workdir / f"gateway-{port}.log", "listening on ", start_timeout_s
+        name, argv, workdir / f"{name}-{port}.log", "listening on ", start_timeout_s
     )
     srv.api_url = f"http://127.0.0.1:{api_port}"
     return srv, cookie

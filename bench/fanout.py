@@ -4,6 +4,9 @@ For each N, every selected server runs side by side, each a subprocess pinned
 to CPU 0:
 
 - ``gateway``: ``wsgate serve``;
+- ``gateway+z``: ``wsgate serve`` with ``[server] compression = true``, its
+  clients offering permessage-deflate as Chrome does and inflating what they
+  get (``--compression on`` runs it in place of ``gateway``, ``both`` beside it);
 - ``reference``: ``bench/reference_server.py``, bare picows with coalesced writes
   (and ``ref=size``: the same server relaying messages padded to the size the
   gateway delivers);
@@ -35,7 +38,10 @@ Measured, for each server and mode:
   and the load generator's during the bursts, and **which side was saturated**:
   ``server`` when the server used >= 85 % of its core, ``client`` when the load
   generator did, ``both``; when neither did, ``starved`` if other processes took
-  more than ``--max-other`` of a CPU, else ``stall`` (the pipeline waits).
+  more than ``--max-other`` of a CPU, else ``stall`` (the pipeline waits);
+- the bytes one delivered message takes on the wire (its payload; compressed
+  for ``gateway+z``), and with ``--compression both`` the ratios of
+  ``gateway+z`` to ``gateway``: deliveries/s and wire bytes.
 
 The machine is shared: for each round the bench reads ``/proc/stat`` and
 subtracts the servers' and load generators' CPU time; a round during which
@@ -49,6 +55,7 @@ Usage::
     python bench/fanout.py --n 1000 10000 [--mode relay publish] [--rounds 10]
                            [--servers gateway reference uws ws] [--burst 50] [--quick]
                            [--profile DIR] [--no-equal-size] [--max-other 0.25]
+                           [--compression off|on|both]
     python bench/fanout.py --obs both --servers gateway [--scrape-s 1] [--callgrind DIR]
 
 ``--obs both`` runs two gateways, ``gateway`` with metrics off and text logs and
@@ -109,7 +116,9 @@ NOISE_WINDOW_S = 0.3
 noise estimate within about 10 % of a CPU."""
 WARMUP_ROUNDS = 3
 PAYLOAD = 100
-SERVERS = ("gateway", "reference", *ANCHORS)
+SERVERS = ("gateway", "gateway+z", "reference", *ANCHORS)
+GATEWAYS = ("gateway", "gateway+z")
+COMPRESSION = ("off", "on", "both")
 OBS_GATEWAY = "gateway+obs"
 """``--obs both``: the second gateway, with metrics and JSON logs on (``gateway`` has them off)."""
 WORKERS = (*SERVERS, OBS_GATEWAY)
@@ -214,7 +223,9 @@ async def _worker(args: argparse.Namespace) -> None:
     ``quit``. Replies: ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
     """
     gateway = args.worker.startswith("gateway")
-    pool = Pool(gateway=gateway, join=CHANNEL if gateway else None)
+    pool = Pool(
+        gateway=gateway, join=CHANNEL if gateway else None, deflate=args.worker == "gateway+z"
+    )
     headers = {"Cookie": f"wsgate_session={args.cookie}"} if gateway else {}
     loop = asyncio.get_running_loop()
     n = args.worker_n
@@ -270,7 +281,10 @@ async def _worker(args: argparse.Namespace) -> None:
                 wall = arrivals[-1] - t0
                 c1 = _cpu_self()
                 pool.check_counts(receivers)
-                reply(ok=True, wall=wall, client_cpu=c1 - c0, frame_size=pool.frame_size)
+                reply(
+                    ok=True, wall=wall, client_cpu=c1 - c0, frame_size=pool.frame_size,
+                    wire_size=pool.wire_size or pool.frame_size,
+                )  # fmt: skip
             elif cmd[0] == "one":
                 mode, size = cmd[1], int(cmd[2])
                 fire = fire_for(mode, 1, size)
@@ -391,6 +405,8 @@ class Result:
     deliveries_total: int = 0
     frame_size: int = 0
     """Size of one delivered bench message (JSON text), as the clients saw it."""
+    wire_size: int = 0
+    """Its payload's size on the wire (compressed for ``gateway+z``)."""
     connect_s: float = 0.0
     noisy: int = 0
     """Rounds during which other processes used more than ``max_other`` of a CPU."""
@@ -422,6 +438,7 @@ class _Burst:
     client_s: float
     other: float
     frame_size: int
+    wire_size: int
 
 
 def _burst(w: Worker, mode: str, burst: int, payload: int, n: int) -> _Burst:
@@ -438,18 +455,19 @@ def _burst(w: Worker, mode: str, burst: int, payload: int, n: int) -> _Burst:
     ours = (s1 - s0) + (k1 - k0) + (p1 - p0)
     return _Burst(
         answer["wall"], s1 - s0, answer["client_cpu"], max(0.0, m1 - m0 - ours) / window,
-        answer["frame_size"],
+        answer["frame_size"], answer["wire_size"],
     )  # fmt: skip
 
 
 def _start(kind: str, workdir: Path, args: argparse.Namespace) -> tuple[ServerProcess, str]:
-    if kind in ("gateway", OBS_GATEWAY):
+    if kind in (*GATEWAYS, OBS_GATEWAY):
         obs = "on" if kind == OBS_GATEWAY else "off" if args.obs == "both" else args.obs
+        z = kind == "gateway+z"
         if args.callgrind is None:
-            return start_gateway(workdir, obs=obs, name=kind)
+            return start_gateway(workdir, obs=obs, name=kind, compression=z)
         out = args.callgrind / f"{kind}.callgrind"
         return start_gateway(workdir, callgrind_command(out), obs=obs, name=kind,
-                             start_timeout_s=300)  # fmt: skip
+                             start_timeout_s=300, compression=z)  # fmt: skip
     if kind == "reference":
         return start_reference(workdir), ""
     return start_anchor(kind, workdir), ""
@@ -526,6 +544,7 @@ def run_mode(
             r.server_s.append(b.server_s)
             r.deliveries_total += n * args.burst
             r.frame_size = b.frame_size
+            r.wire_size = b.wire_size
     for i in range(WARMUP_ROUNDS + args.rounds):
         order = plan[i % len(plan) :] + plan[: i % len(plan)]
         for label, w, size in order:
@@ -611,7 +630,7 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
     )
     hdr = (
         f"{'mode':<7} {'N':>6} {'server':<9} {'deliv/s':>10} {'srv CPU':>7} {'cli CPU':>7} "
-        f"{'us/deliv':>8} {'last ms':>8} {'msg B':>5} {'x ref':>6} {'x ref=':>6} "
+        f"{'us/deliv':>8} {'last ms':>8} {'msg B':>5} {'wire B':>6} {'x ref':>6} {'x ref=':>6} "
         f"{'x uws':>6} {'saturated':>9}"
     )
     print(hdr)
@@ -630,10 +649,12 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
                     f"{r.mode:<7} {r.n:>6} {r.label:<9} {rate:>10,.0f} "
                     f"{_med(r.server_cpu) * 100:>6.0f}% {_med(r.client_cpu) * 100:>6.0f}% "
                     f"{r.cpu_us_per_delivery:>8.3f} {_med(r.lat_last) * 1e3:>8.2f} "
-                    f"{r.frame_size:>5} {x_ref:>6} {x_eq:>6} {x_uws:>6} {limit:>9}"
+                    f"{r.frame_size:>5} {r.wire_size:>6} {x_ref:>6} {x_eq:>6} {x_uws:>6} {limit:>9}"
                 )
             print()
     print(
+        "msg B / wire B: one delivered message's payload as the client reads it / on the "
+        "wire (compressed for gateway+z).\n"
         "x ref / x ref= / x uws: deliveries/s over the reference's / the reference's with "
         "messages padded to the gateway's delivered size / uWebSockets.js's.\n"
         f"saturated: server or client CPU >= {SATURATED:.0%} of its core during the median "
@@ -679,6 +700,14 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
                 if gw is not None and base in by:
                     paired = _paired(gw, by[base])
                     print(f"  gateway/{base}, median of per-round ratios: {paired:.3f}")
+            gz = by.get("gateway+z")
+            if gw is not None and gz is not None:
+                print(
+                    f"  compression on/off (gateway+z/gateway): deliveries/s, median of per-round "
+                    f"ratios {_paired(gz, gw):.3f}; server CPU per delivery "
+                    f"{_ratio(gz.cpu_us_per_delivery, gw.cpu_us_per_delivery)}; wire bytes per "
+                    f"delivery {gz.wire_size}/{gw.wire_size} = {_ratio(gz.wire_size, gw.wire_size)}"
+                )
             for r in rs:
                 rates = [round(x / 1e3) for x in r.burst_rate]
                 print(f"  {r.label:>9} k deliveries/s by round: {rates}")
@@ -727,10 +756,17 @@ def main() -> int:
         "--servers",
         nargs="+",
         choices=SERVERS,
-        default=list(SERVERS),
-        help="servers to run (default all); uws and ws need sh bench/anchors/install.sh",
+        default=[s for s in SERVERS if s != "gateway+z"],
+        help="servers to run (default all but gateway+z, see --compression); uws and ws need "
+        "sh bench/anchors/install.sh",
     )
     parser.add_argument("--quick", action="store_true", help="N=1000, 3 rounds")
+    parser.add_argument(
+        "--compression",
+        choices=COMPRESSION,
+        default="off",
+        help="the gateway with permessage-deflate: off, on (in place of gateway), both (beside it)",
+    )
     parser.add_argument(
         "--max-other",
         type=float,
@@ -776,6 +812,10 @@ def main() -> int:
         _raise_nofile(args.worker_n + 200)
         uvloop.run(_worker(args))
         return 0
+    if "gateway" in args.servers and args.compression != "off":
+        args.servers.append("gateway+z")
+        if args.compression == "on":
+            args.servers.remove("gateway")
     args.servers = [s for s in SERVERS if s in args.servers]
     if args.obs == "both":
         if "gateway" not in args.servers:

@@ -7,7 +7,7 @@ Exit status: 0 when every case passed (OK, NON-STRICT or INFORMATIONAL, for
 both the exchange and the close), 1 when any failed, 2 when kosoku could not
 run to a report (timeout, crash).
 
-    python scripts/autobahn.py                      # 1.*–7.*, 9.*, 10.*
+    python scripts/autobahn.py                      # 1.*–7.*, 9.*, 10.*, 12.*, 13.*
     python scripts/autobahn.py -i '5.*' -i 7.1.2    # a selection
     python scripts/autobahn.py --timeout 600 -p 4
 
@@ -35,7 +35,7 @@ from wsgate.transport.base import BinarySink, Session, Sink
 
 __all__ = ["DEFAULT_CASES", "EchoHandler", "main", "not_strict", "run"]
 
-DEFAULT_CASES = ("1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*")
+DEFAULT_CASES = ("1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*", "12.*", "13.*")
 _PASS = frozenset({"OK", "NON-STRICT", "INFORMATIONAL"})
 
 
@@ -69,7 +69,7 @@ class EchoHandler:
 
 
 def echo_config() -> ServerConfig:
-    """Limits sized for section 9 (messages up to 16 MiB)."""
+    """Limits sized for section 9 (messages up to 16 MiB); permessage-deflate for 12 and 13."""
     return ServerConfig(
         listen="127.0.0.1:0",
         path="/",  # kosoku requests /
@@ -78,6 +78,7 @@ def echo_config() -> ServerConfig:
         outbound_high_water_bytes=256 << 20,
         heartbeat_ms=600_000,
         heartbeat_timeout_ms=60_000,
+        compression=True,
     )
 
 

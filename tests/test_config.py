@@ -47,7 +47,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "tls_cert": "", "tls_key": "", "node_id": "", "max_message_bytes": 65536,
         "heartbeat_ms": 25000, "heartbeat_timeout_ms": 10000, "handshake_timeout_ms": 5000,
         "outbound_high_water_bytes": 1 << 20, "read_buffer_bytes": 2048, "drain_timeout_ms": 10000,
-        "max_channels_per_connection": 64,
+        "max_channels_per_connection": 64, "compression": False,
     },
     "api": {
         "listen": "127.0.0.1:8081", "grpc_listen": "", "keys": [], "keys_file": "",

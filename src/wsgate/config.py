@@ -99,6 +99,8 @@ class ServerConfig(_Section):
     """On SIGTERM, how long in-flight service calls may take before connections close (1012)."""
     max_channels_per_connection: Positive = 64
     """Views one connection may have joined at once (``TOO_LARGE`` past it)."""
+    compression: bool = False
+    """Negotiate permessage-deflate (RFC 7692) with clients that offer it."""
 
 
 class AwsCredential(_Section):

@@ -150,6 +150,8 @@ class RawClient:
         self.writer = writer
         self.status = 0
         self.headers: dict[str, str] = {}
+        self.rsv = 0
+        """The RSV bits (0–7) of the last frame :meth:`recv_frame` read."""
 
     @classmethod
     async def connect(
@@ -201,6 +203,7 @@ class RawClient:
         """``(opcode, fin, payload)`` of the next server frame; EOF raises IncompleteReadError."""
         async with asyncio.timeout(timeout):
             b0, b1 = await self.reader.readexactly(2)
+            self.rsv = b0 >> 4 & 7
             assert not b1 & 0x80, "server frames must not be masked (RFC 6455 §5.1)"
             n = b1 & 0x7F
             if n == 126:

@@ -1,4 +1,4 @@
-"""A quick Autobahn (kosoku) subset against the real transport: sections 1–7, 9, 10.
+"""A quick Autobahn (kosoku) subset against the real transport: sections 1–7, 9, 10, 12, 13.
 
 The full run is ``python scripts/autobahn.py``; this picks a few cases of each
 section, the ones the picows baseline gets wrong included (3.x reserved bits,
@@ -26,6 +26,9 @@ CASES = [
     "7.1.1", "7.1.2", "7.1.3", "7.3.1", "7.3.2", "7.5.1", "7.7.1", "7.7.13", "7.9.1", "7.9.5",
     "9.1.1", "9.2.1",
     "10.1.1",
+    # permessage-deflate: a 16-byte binary message (compressed although it grows),
+    # a fragmented one, a 9-bit server window, a list of offers.
+    "12.2.1", "12.1.11", "13.3.1", "13.7.1",
 ]  # fmt: skip
 
 

@@ -23,8 +23,10 @@ no-op), ``CLOSED`` (the handshake is done or the socket is gone).
 
 Close codes this module sends: 1000 (echo of an empty close), the peer's own
 code echoed (RFC 6455 §5.5.1), 1002 (protocol error: reserved bits, bad
-fragmentation, invalid close code or length), 1007 (text that is not UTF-8,
-§8.1), 1009 (message past ``max_message_bytes``), 4000 (slow consumer), 4401
+fragmentation, invalid close code or length; RSV1 outside the first frame of
+a message, or without permessage-deflate), 1007 (text that is not UTF-8,
+§8.1, or compressed data that does not inflate), 1009 (message past
+``max_message_bytes``, compressed or not), 4000 (slow consumer), 4401
 (unauthenticated, after an ``ERROR`` action), 4408 (heartbeat timeout), and
 4429 (a flood of control frames, :mod:`wsgate.transport.control`), and
 whatever :meth:`GateListener.close` is given.
@@ -44,6 +46,7 @@ from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
 from wsgate.auth.principal import Principal
 from wsgate.transport.base import ConnectionHandler, Session
 from wsgate.transport.control import ControlLimit
+from wsgate.transport.deflate import Inflater, SharedDeflater
 from wsgate.transport.framing import _cache as _frame_cache
 from wsgate.transport.framing import encode_binary_frame, encode_frame, encode_text_frame
 from wsgate.transport.heartbeat import HB_IDLE, HB_STOP, HB_WAIT, HeartbeatWheel
@@ -154,6 +157,8 @@ class GateListener(BufferedListener):
 
     ``principal is None`` marks a connection that failed authentication: it
     gets the ``UNAUTHENTICATED`` error and a 4401 close, and no session.
+    ``deflater`` is the shared compressor of a connection that negotiated
+    permessage-deflate (``None``: it did not; :mod:`wsgate.transport.deflate`).
     """
 
     __slots__ = (
@@ -162,11 +167,13 @@ class GateListener(BufferedListener):
         "_ctl_refused",
         "_ctl_since",
         "_ctl_tat",
+        "_deflate",
         "_frag",
         "_frag_dec",
         "_frag_op",
         "_hb_slot",
         "_idle",
+        "_inflate",
         "_peer_code",
         "_ping_out",
         "_principal",
@@ -178,7 +185,11 @@ class GateListener(BufferedListener):
     _ctx: ListenerContext
 
     def __init__(
-        self, ctx: ListenerContext, principal: Principal | None, user_agent: str = ""
+        self,
+        ctx: ListenerContext,
+        principal: Principal | None,
+        user_agent: str = "",
+        deflater: SharedDeflater | None = None,
     ) -> None:
         super().__init__(ctx)
         self._principal = principal
@@ -206,6 +217,9 @@ class GateListener(BufferedListener):
         self._ctl_since = 0.0
         """Start of the window in which ``_ctl_refused`` refusals were counted."""
         self._ctl_refused = 0
+        self._deflate = deflater
+        self._inflate: Inflater | None = None
+        """The inflater of the compressed message being reassembled; freed at its end."""
 
     # -- Sink -------------------------------------------------------------
 
@@ -217,8 +231,13 @@ class GateListener(BufferedListener):
         """
         if self._state:
             return
-        cache = _frame_cache
-        frame = cache.frame if data is cache.payload else encode_text_frame(data)
+        deflater = self._deflate
+        if deflater is None:
+            cache = _frame_cache
+            frame = cache.frame if data is cache.payload else encode_text_frame(data)
+        else:
+            # The same identity cache, in the shared compressor: one compression per fan-out.
+            frame = deflater.frame if data is deflater.payload else deflater.text_frame(data)
         out = self._out
         if out is None:
             self._out = [frame]
@@ -235,7 +254,9 @@ class GateListener(BufferedListener):
         """Queue one binary message (Autobahn echo only); no-op unless open."""
         if self._state:
             return
-        self._enqueue(encode_binary_frame(data))
+        deflater = self._deflate
+        frame = encode_binary_frame(data) if deflater is None else deflater.binary_frame(data)
+        self._enqueue(frame)
 
     def close(self, code: int, reason: str = "") -> None:
         """Flush what is queued, send a close frame with ``code``, await the peer's.
@@ -276,11 +297,19 @@ class GateListener(BufferedListener):
                 self._peer_code = self._received_code(frame)
                 transport.disconnect()
             return
-        # §5.2: "MUST be 0 unless an extension is negotiated" — we negotiate none.
-        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+        op = frame.msg_type
+        # §5.2: "MUST be 0 unless an extension is negotiated". RFC 7692 §6:
+        # permessage-deflate gives RSV1 a meaning on a message's first frame
+        # only, never on a control frame or a continuation (§6.1).
+        compressed = frame.rsv1
+        if (compressed or frame.rsv2 or frame.rsv3) and (
+            frame.rsv2
+            or frame.rsv3
+            or self._deflate is None
+            or (op is not _TEXT and op is not _BINARY)
+        ):
             self._fail(1002, "reserved bits set")
             return
-        op = frame.msg_type
         if op is _TEXT or op is _BINARY:
             if self._frag_op is not None:
                 # §5.4: fragments of one message must not be interleaved with
@@ -291,26 +320,44 @@ class GateListener(BufferedListener):
                 self._fail(1009, "message too big")
                 return
             if frame.fin:
-                data = frame.get_payload_as_bytes()
+                if compressed:
+                    data = self._inflated(Inflater(self._ctx.max_message), frame)
+                    if data is None:
+                        return
+                else:
+                    data = frame.get_payload_as_bytes()
                 if op is _TEXT:
                     self._text(data)
                 else:
                     self._binary(data)
                 return
+            if compressed:
+                self._inflate = inflater = Inflater(self._ctx.max_message)
+                head = self._inflated(inflater, frame)
+                if head is None:
+                    return
+                self._frag = started = bytearray(head)
+            else:
+                self._frag = started = bytearray(frame.get_payload_as_memoryview())
             self._frag_op = op
-            self._frag = bytearray(frame.get_payload_as_memoryview())
             if op is _TEXT:
                 self._frag_dec = dec = _utf8_decoder()
-                self._check_fragment(dec, self._frag, False)
+                self._check_fragment(dec, started, False)
         elif op is _CONT:
             buf = self._frag
             if buf is None:
                 self._fail(1002, "continuation without a message")
                 return
-            if len(buf) + frame.payload_size > self._ctx.max_message:
+            pending = self._inflate
+            if pending is not None:
+                payload: bytes | memoryview | None = self._inflated(pending, frame)
+                if payload is None:
+                    return
+            elif len(buf) + frame.payload_size > self._ctx.max_message:
                 self._fail(1009, "message too big")
                 return
-            payload = frame.get_payload_as_memoryview()
+            else:
+                payload = frame.get_payload_as_memoryview()
             buf += payload
             checker = self._frag_dec
             if checker is not None and not self._check_fragment(checker, payload, frame.fin):
@@ -318,7 +365,7 @@ class GateListener(BufferedListener):
             if frame.fin:
                 data = bytes(buf)
                 first = self._frag_op
-                self._frag = self._frag_op = self._frag_dec = None
+                self._frag = self._frag_op = self._frag_dec = self._inflate = None
                 if first is _TEXT:
                     self._session.on_message(data)  # type: ignore[union-attr]
                 else:
@@ -340,7 +387,7 @@ class GateListener(BufferedListener):
         self._out = None
         if self._waiters is not None:
             self.release_waiters()
-        self._frag = self._frag_op = self._frag_dec = None
+        self._frag = self._frag_op = self._frag_dec = self._inflate = None
         timer = self._close_timer
         if timer is not None:
             self._close_timer = None
@@ -431,6 +478,14 @@ class GateListener(BufferedListener):
         else:
             session.on_binary()  # type: ignore[union-attr]
 
+    def _inflated(self, inflater: Inflater, frame: WSFrame) -> bytes | None:
+        """One frame's payload inflated; ``None`` after closing 1009 or 1007."""
+        out = inflater.feed(frame.get_payload_as_memoryview(), frame.fin)
+        if isinstance(out, int):
+            self._fail(out, "message too big" if out == 1009 else "invalid compressed data")
+            return None
+        return out
+
     def _check_fragment(
         self, dec: codecs.IncrementalDecoder, payload: bytes | bytearray | memoryview, final: bool
     ) -> bool:
@@ -453,7 +508,7 @@ class GateListener(BufferedListener):
         """The peer started the close handshake: answer it, then close TCP."""
         wst = self._wst
         self._state = _CLOSED
-        self._frag = self._frag_op = self._frag_dec = None
+        self._frag = self._frag_op = self._frag_dec = self._inflate = None
         code = self._received_code(frame)
         self._peer_code = code
         if code == 1005:
@@ -471,7 +526,7 @@ class GateListener(BufferedListener):
     def _start_close(self, code: int, reason: str) -> None:
         """Flush, send our close frame, and wait for the peer's (bounded)."""
         self._state = _CLOSING
-        self._frag = self._frag_op = self._frag_dec = None
+        self._frag = self._frag_op = self._frag_dec = self._inflate = None
         self.flush()
         self._wst.send_close(WSCloseCode(code), _close_payload(reason))
         self._close_timer = self._ctx.loop.call_later(self._ctx.close_grace, self._abort)
@@ -488,7 +543,7 @@ class GateListener(BufferedListener):
         """
         self._state = _CLOSING
         self._out = None
-        self._frag = self._frag_op = self._frag_dec = None
+        self._frag = self._frag_op = self._frag_dec = self._inflate = None
         wst = self._wst
         wst.send_close(WSCloseCode(code), _close_payload(reason))
         wst.disconnect()

@@ -19,6 +19,9 @@ peer's address is not known here).
 
 The subprotocol ``wsgate.v1.json`` is answered in the 101 when the client
 offers it (RFC 6455 §4.2.2 /subprotocol/); other offers get no subprotocol.
+With ``config.compression``, a ``permessage-deflate`` offer we can keep to
+is answered too (:mod:`wsgate.transport.deflate`), and the connection's
+messages share one compressor.
 
 Lifecycle::
 
@@ -53,6 +56,7 @@ from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Outbound, encode
 from wsgate.transport.base import ConnectionHandler, HttpResponse
 from wsgate.transport.control import ControlLimit
+from wsgate.transport.deflate import negotiate, shared_deflater
 from wsgate.transport.framing import encode_frame
 from wsgate.transport.listener import CLOSE_GRACE_S, GateListener, ListenerContext
 from wsgate.transport.protocol import GateProtocol
@@ -251,7 +255,8 @@ async def start_listener(
     )
     allow_any = "*" in config.allowed_origins
     allowed = frozenset(config.allowed_origins)
-    protocol_header = (("Sec-WebSocket-Protocol", SUBPROTOCOL),)
+    protocol_header = ("Sec-WebSocket-Protocol", SUBPROTOCOL)
+    compression = config.compression
 
     def route(request: WSUpgradeRequest) -> GateListener | WSUpgradeResponseWithListener:
         full_path = request.path.decode("latin-1")
@@ -278,10 +283,19 @@ async def start_listener(
         principal = authenticate(headers)
         if principal is None:
             event("refused", logging.WARNING, code=4401, reason="unauthenticated")
-        listener = GateListener(ctx, principal, headers.get("User-Agent", ""))
+        upgrade_headers: list[tuple[str, str]] = []
         if _offers(headers, SUBPROTOCOL):
+            upgrade_headers.append(protocol_header)
+        deflater = None
+        if compression:
+            agreed = negotiate(headers.getall("Sec-WebSocket-Extensions", ()))
+            if agreed is not None:
+                deflater = shared_deflater(agreed.window_bits)
+                upgrade_headers.append(("Sec-WebSocket-Extensions", agreed.response))
+        listener = GateListener(ctx, principal, headers.get("User-Agent", ""), deflater)
+        if upgrade_headers:
             return WSUpgradeResponseWithListener(
-                WSUpgradeResponse.create_101_response(protocol_header), listener
+                WSUpgradeResponse.create_101_response(upgrade_headers), listener
             )
         return listener
 
