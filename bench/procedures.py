@@ -27,11 +27,18 @@ side was saturated (≥ 85 % of a core: ``gateway``/``reference`` on CPU 0,
 ≥ 85 % of CPU 1; else ``none``). Targets: gRPC and NATS each ≥ 0.2 × the
 reference.
 
+``--grpc-floor`` adds, after the rounds, what grpcio's own ``grpc.aio``
+client costs: K callers in this process calling the same echo service
+straight (no gateway), this process's CPU µs per call, against the gateway's
+server CPU µs per gRPC round trip (the gateway's cost of a gRPC call above
+that client is the difference).
+
 Usage::
 
     . .venv/bin/activate
     python bench/procedures.py [--clients 100] [--seconds 5] [--rounds 5]
     python bench/procedures.py --profile /tmp/prof   # py-spy on the gateway, per path
+    python bench/procedures.py --grpc-floor          # + grpcio's client cost alone
 
 Exits non-zero, saying what happened, when a server does not start, the
 gRPC or NATS route is not discovered within 20 s, a client cannot connect,
@@ -178,6 +185,53 @@ async def wait_discovered(api_url: str) -> None:
     raise BenchError(f"gRPC/NATS routes not discovered in {DISCOVERY_WAIT_S:.0f} s: {seen}")
 
 
+async def grpc_floor(port: int, k: int, warmup: float, seconds: float) -> tuple[float, float]:
+    """K callers on one ``grpc.aio`` channel straight to the echo service: (calls/s, CPU us/call).
+
+    The request is what the gateway sends: ``bench.v1.Pad`` with the bench
+    payload and the gateway's five metadata pairs.
+    """
+    import grpc.aio
+    from echo_procedures import _pad_class
+
+    pad = _pad_class()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    call = channel.unary_unary(
+        "/bench.v1.Echo/Echo",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=pad.FromString,
+    )
+    request = pad(pad="x" * 90)
+    metadata = (
+        ("wsgate-connection-id", "n1.AbCdEf"), ("wsgate-user", "u1"),
+        ("wsgate-organization", "acme"), ("wsgate-request-id", "1"),
+        ("traceparent", "00-" + "a" * 32 + "-" + "b" * 16 + "-01"),
+    )  # fmt: skip
+    state = {"calls": 0, "stop": False}
+
+    async def caller() -> None:
+        for _ in range(10**9):  # until stopped
+            if state["stop"]:
+                return
+            await call(request, timeout=5, metadata=metadata)
+            state["calls"] += 1
+
+    tasks = [asyncio.get_running_loop().create_task(caller()) for _ in range(k)]
+    try:
+        await asyncio.sleep(warmup)  # the warm-up's length
+        n0, c0, t0 = state["calls"], rt._cpu_self(), time.perf_counter()
+        await asyncio.sleep(seconds)  # the window's length
+        n1, c1, t1 = state["calls"], rt._cpu_self(), time.perf_counter()
+    finally:
+        state["stop"] = True
+        await asyncio.wait(tasks, timeout=10)
+        for t in tasks:
+            t.cancel()
+        await channel.close()
+    calls = max(1, n1 - n0)
+    return calls / (t1 - t0), (c1 - c0) / calls * 1e6
+
+
 @dataclass
 class PathResult:
     path: str
@@ -218,6 +272,7 @@ async def amain(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="wsgate-proc-") as tmp:
         workdir = Path(tmp)
         procs, http_port, grpc_port, nats_port = start_services(workdir)
+        floor: tuple[float, float] | None = None
         gateway: ServerProcess | None = None
         reference: ServerProcess | None = None
         runs: dict[str, rt.Run] = {}
@@ -282,6 +337,8 @@ async def amain(args: argparse.Namespace) -> int:
             for name, srv in (("gateway", gateway), ("reference", reference)):
                 if not srv.alive():
                     raise BenchError(f"{name} died")
+            if args.grpc_floor:
+                floor = await grpc_floor(grpc_port, args.clients, args.warmup, args.seconds)
         except BenchError as exc:
             tail = gateway.log_tail(1500) if gateway is not None else ""
             raise BenchError(f"{exc}\n--- gateway log tail ---\n{tail}") from None
@@ -292,11 +349,15 @@ async def amain(args: argparse.Namespace) -> int:
             for srv in (gateway, reference, *reversed(procs.values())):
                 if srv is not None:
                     srv.stop()
-    report(args, results)
+    report(args, results, floor)
     return 0
 
 
-def report(args: argparse.Namespace, results: dict[str, PathResult]) -> None:
+def report(
+    args: argparse.Namespace,
+    results: dict[str, PathResult],
+    floor: tuple[float, float] | None = None,
+) -> None:
     ref = results["reference"].median("rate")
     print()
     print(
@@ -328,6 +389,13 @@ def report(args: argparse.Namespace, results: dict[str, PathResult]) -> None:
             f"{path}: round trips/s = {ratio:.2f} x reference (target >= {TARGET}): "
             f"{'OK' if ratio >= TARGET else 'BELOW TARGET'}"
         )
+    if floor is not None:
+        gw_us = results["grpc"].median_of(lambda w: w.per_rt_us(w.server_cpu))
+        print(
+            f"grpcio's own grpc.aio client, K={args.clients} callers, no gateway: "
+            f"{floor[0]:,.0f} calls/s, {floor[1]:.1f} us CPU/call; the gateway's gRPC path "
+            f"{gw_us:.1f} us/rt = {gw_us / floor[1]:.2f} x that client"
+        )
     noisy = sum(w.noisy for r in results.values() for w in r.windows)
     if noisy:
         print(f"noisy windows measured again: {noisy}")
@@ -349,6 +417,10 @@ def main() -> int:
         "--quiet-wait", type=float, default=10.0, help="wait at most this long for quiet (10 s)"
     )
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the gateway into DIR")
+    parser.add_argument(
+        "--grpc-floor", action="store_true",
+        help="after the rounds, measure grpcio's own client calling the gRPC echo straight",
+    )  # fmt: skip
     args = parser.parse_args()
     if not 1 <= args.clients <= 400 or not 1 <= args.rounds <= 20:
         parser.error("--clients must be in 1..400 and --rounds in 1..20")
