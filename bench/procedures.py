@@ -27,18 +27,19 @@ side was saturated (≥ 85 % of a core: ``gateway``/``reference`` on CPU 0,
 ≥ 85 % of CPU 1; else ``none``). Targets: gRPC and NATS each ≥ 0.2 × the
 reference.
 
-``--grpc-floor`` adds, after the rounds, what grpcio's own ``grpc.aio``
-client costs: K callers in this process calling the same echo service
-straight (no gateway), this process's CPU µs per call, against the gateway's
-server CPU µs per gRPC round trip (the gateway's cost of a gRPC call above
-that client is the difference).
+``--floors`` adds, after the rounds, what the client libraries cost on
+their own: K callers in this process calling the same echo services straight
+(no gateway) through grpcio's ``grpc.aio`` client and through nats-py's
+``request`` (with the gateway's body and headers), this process's CPU µs per
+call, against the gateway's server CPU µs per round trip on that path (the
+gateway's own cost of a call is the difference).
 
 Usage::
 
     . .venv/bin/activate
     python bench/procedures.py [--clients 100] [--seconds 5] [--rounds 5]
     python bench/procedures.py --profile /tmp/prof   # py-spy on the gateway, per path
-    python bench/procedures.py --grpc-floor          # + grpcio's client cost alone
+    python bench/procedures.py --floors              # + the grpcio / nats-py clients alone
 
 Exits non-zero, saying what happened, when a server does not start, the
 gRPC or NATS route is not discovered within 20 s, a client cannot connect,
@@ -58,6 +59,7 @@ import tempfile
 import time
 import tomllib
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -185,35 +187,20 @@ async def wait_discovered(api_url: str) -> None:
     raise BenchError(f"gRPC/NATS routes not discovered in {DISCOVERY_WAIT_S:.0f} s: {seen}")
 
 
-async def grpc_floor(port: int, k: int, warmup: float, seconds: float) -> tuple[float, float]:
-    """K callers on one ``grpc.aio`` channel straight to the echo service: (calls/s, CPU us/call).
+TRACEPARENT: Final = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
 
-    The request is what the gateway sends: ``bench.v1.Pad`` with the bench
-    payload and the gateway's five metadata pairs.
-    """
-    import grpc.aio
-    from echo_procedures import _pad_class
 
-    pad = _pad_class()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    call = channel.unary_unary(
-        "/bench.v1.Echo/Echo",
-        request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=pad.FromString,
-    )
-    request = pad(pad="x" * 90)
-    metadata = (
-        ("wsgate-connection-id", "n1.AbCdEf"), ("wsgate-user", "u1"),
-        ("wsgate-organization", "acme"), ("wsgate-request-id", "1"),
-        ("traceparent", "00-" + "a" * 32 + "-" + "b" * 16 + "-01"),
-    )  # fmt: skip
+async def _callers(
+    call: Callable[[], Awaitable[object]], k: int, warmup: float, seconds: float
+) -> tuple[float, float]:
+    """K closed-loop callers of ``call``: (calls/s, this process's CPU us per call)."""
     state = {"calls": 0, "stop": False}
 
     async def caller() -> None:
         for _ in range(10**9):  # until stopped
             if state["stop"]:
                 return
-            await call(request, timeout=5, metadata=metadata)
+            await call()
             state["calls"] += 1
 
     tasks = [asyncio.get_running_loop().create_task(caller()) for _ in range(k)]
@@ -227,9 +214,57 @@ async def grpc_floor(port: int, k: int, warmup: float, seconds: float) -> tuple[
         await asyncio.wait(tasks, timeout=10)
         for t in tasks:
             t.cancel()
-        await channel.close()
     calls = max(1, n1 - n0)
     return calls / (t1 - t0), (c1 - c0) / calls * 1e6
+
+
+async def grpc_floor(port: int, k: int, warmup: float, seconds: float) -> tuple[float, float]:
+    """grpcio's ``grpc.aio`` client straight to the echo service, as the gateway calls it:
+    ``bench.v1.Pad`` with the bench payload and the gateway's five metadata pairs."""
+    import grpc.aio
+    from echo_procedures import _pad_class
+
+    pad = _pad_class()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        rpc = channel.unary_unary(
+            "/bench.v1.Echo/Echo",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=pad.FromString,
+        )
+        request = pad(pad="x" * 90)
+        metadata = (
+            ("wsgate-connection-id", "n1.AbCdEf"), ("wsgate-user", "u1"),
+            ("wsgate-organization", "acme"), ("wsgate-request-id", "1"),
+            ("traceparent", TRACEPARENT),
+        )  # fmt: skip
+        return await _callers(
+            lambda: rpc(request, timeout=5, metadata=metadata), k, warmup, seconds
+        )
+
+
+async def nats_floor(url: str, k: int, warmup: float, seconds: float) -> tuple[float, float]:
+    """nats-py's ``request`` straight to the echo service's subject, with the gateway's
+    ``{action, context}`` body and its context headers."""
+    import nats
+    from echo_procedures import NATS_NAME
+
+    from wsgate.backends.nats import close_client
+
+    nc = await nats.connect(url, connect_timeout=10)
+    body = json.dumps(
+        {"action": {"type": "nats/PING", "payload": {"pad": "x" * 90}, "meta": {"id": "1"}},
+         "context": {"connectionId": "n1.AbCdEf", "userId": "u1", "hub": "acme",
+                     "requestId": "1"}}
+    ).encode()  # fmt: skip
+    headers = {"Wsgate-Connection-Id": "n1.AbCdEf", "Wsgate-Hub": "acme", "Wsgate-User": "u1",
+               "Wsgate-Request-Id": "1", "traceparent": TRACEPARENT}  # fmt: skip
+    try:
+        return await _callers(
+            lambda: nc.request(f"wsgate.{NATS_NAME}", body, timeout=5, headers=headers),
+            k, warmup, seconds,
+        )  # fmt: skip
+    finally:
+        await close_client(nc)
 
 
 @dataclass
@@ -272,7 +307,7 @@ async def amain(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="wsgate-proc-") as tmp:
         workdir = Path(tmp)
         procs, http_port, grpc_port, nats_port = start_services(workdir)
-        floor: tuple[float, float] | None = None
+        floors: dict[str, tuple[float, float]] = {}
         gateway: ServerProcess | None = None
         reference: ServerProcess | None = None
         runs: dict[str, rt.Run] = {}
@@ -337,8 +372,13 @@ async def amain(args: argparse.Namespace) -> int:
             for name, srv in (("gateway", gateway), ("reference", reference)):
                 if not srv.alive():
                     raise BenchError(f"{name} died")
-            if args.grpc_floor:
-                floor = await grpc_floor(grpc_port, args.clients, args.warmup, args.seconds)
+            if args.floors:
+                floors["grpc"] = await grpc_floor(
+                    grpc_port, args.clients, args.warmup, args.seconds
+                )
+                floors["nats"] = await nats_floor(
+                    f"nats://127.0.0.1:{nats_port}", args.clients, args.warmup, args.seconds
+                )
         except BenchError as exc:
             tail = gateway.log_tail(1500) if gateway is not None else ""
             raise BenchError(f"{exc}\n--- gateway log tail ---\n{tail}") from None
@@ -349,14 +389,14 @@ async def amain(args: argparse.Namespace) -> int:
             for srv in (gateway, reference, *reversed(procs.values())):
                 if srv is not None:
                     srv.stop()
-    report(args, results, floor)
+    report(args, results, floors)
     return 0
 
 
 def report(
     args: argparse.Namespace,
     results: dict[str, PathResult],
-    floor: tuple[float, float] | None = None,
+    floors: dict[str, tuple[float, float]],
 ) -> None:
     ref = results["reference"].median("rate")
     print()
@@ -389,12 +429,13 @@ def report(
             f"{path}: round trips/s = {ratio:.2f} x reference (target >= {TARGET}): "
             f"{'OK' if ratio >= TARGET else 'BELOW TARGET'}"
         )
-    if floor is not None:
-        gw_us = results["grpc"].median_of(lambda w: w.per_rt_us(w.server_cpu))
+    for path, (rate, us) in floors.items():
+        gw_us = results[path].median_of(lambda w: w.per_rt_us(w.server_cpu))
+        lib = "grpcio's grpc.aio client" if path == "grpc" else "nats-py's request"
         print(
-            f"grpcio's own grpc.aio client, K={args.clients} callers, no gateway: "
-            f"{floor[0]:,.0f} calls/s, {floor[1]:.1f} us CPU/call; the gateway's gRPC path "
-            f"{gw_us:.1f} us/rt = {gw_us / floor[1]:.2f} x that client"
+            f"{lib} alone, K={args.clients} callers, no gateway: {rate:,.0f} calls/s, "
+            f"{us:.1f} us CPU/call; the gateway's {path} path {gw_us:.1f} us/rt "
+            f"= {gw_us / us:.2f} x that"
         )
     noisy = sum(w.noisy for r in results.values() for w in r.windows)
     if noisy:
@@ -418,8 +459,8 @@ def main() -> int:
     )
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the gateway into DIR")
     parser.add_argument(
-        "--grpc-floor", action="store_true",
-        help="after the rounds, measure grpcio's own client calling the gRPC echo straight",
+        "--floors", action="store_true",
+        help="after the rounds, measure the grpcio and nats-py clients calling the echoes straight",
     )  # fmt: skip
     args = parser.parse_args()
     if not 1 <= args.clients <= 400 or not 1 <= args.rounds <= 20:

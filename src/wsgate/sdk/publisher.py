@@ -81,7 +81,7 @@ class Publisher:
     async def routes(self) -> list[dict[str, Any]]:
         """``GET /v1/routes``: the live route table, every source (docs/api.md)."""
         body = await self._request("GET", "/v1/routes")
-        routes: list[dict[str, Any]] = msgspec.json.decode(body)
+        routes: list[dict[str, Any]] = msgspec.json.decode(body or b"[]")
         return routes
 
     def keep_registered(
