@@ -21,10 +21,13 @@ runs one set alone, and the rounds are interleaved (reference, HTTP, gRPC,
 NATS, the order rotating each round). Reported per path: the median over
 ``--rounds`` windows of round trips/s, p50/p99 latency, server (gateway or
 reference) CPU µs per round trip and the service side's (for NATS: service
-+ ``nats-server``), the ratio to the reference's round trips/s, and which
++ ``nats-server``), the ratio to the reference's round trips/s, the same
+ratio per core of server CPU (``x ref cpu``: the reference's µs per round
+trip over the path's; on a shared machine the figure load moves least), and which
 side was saturated (≥ 85 % of a core: ``gateway``/``reference`` on CPU 0,
 ``service`` or ``clients``; ``cpu1`` when service + clients together used
-≥ 85 % of CPU 1; else ``none``). Targets: gRPC and NATS each ≥ 0.2 × the
+≥ 85 % of CPU 1; ``starved`` when none was and other processes used more
+than ``--max-other`` of a CPU; else ``none``). Targets: gRPC and NATS each ≥ 0.2 × the
 reference.
 
 ``--floors`` adds, after the rounds, what the client libraries cost on
@@ -281,7 +284,7 @@ class PathResult:
         return xs[len(xs) // 2] if xs else float("nan")
 
 
-def saturated(path: str, w: rt.Window) -> str:
+def saturated(path: str, w: rt.Window, max_other: float) -> str:
     s = w.seconds
     sides = []
     if w.server_cpu / s >= SATURATED:
@@ -292,6 +295,8 @@ def saturated(path: str, w: rt.Window) -> str:
         sides.append("clients")
     if not sides and (w.service_cpu + w.client_cpu) / s >= SATURATED:
         sides.append("cpu1")
+    if not sides and w.other_cpu / s > max_other:
+        sides.append("starved")  # other processes took the CPU: the shared machine was the limit
     return "+".join(sides) or "none"
 
 
@@ -366,7 +371,7 @@ async def amain(args: argparse.Namespace) -> int:
                     print(
                         f"    round {r + 1} {path:<9} {w.rate:>8,.0f} rt/s  "
                         f"p99 {w.p99 * 1e3:6.2f} ms  server {w.per_rt_us(w.server_cpu):5.1f} "
-                        f"us/rt  saturated {saturated(path, w)}",
+                        f"us/rt  saturated {saturated(path, w, args.max_other)}",
                         flush=True,
                     )
             for name, srv in (("gateway", gateway), ("reference", reference)):
@@ -405,29 +410,34 @@ def report(
         f"path, {args.payload}-byte payload, {args.seconds:.0f} s windows, medians of "
         f"{args.rounds} interleaved rounds (shared machine: compare ratios, not absolutes)"
     )
+    ref_us = results["reference"].median_of(lambda w: w.per_rt_us(w.server_cpu))
     hdr = (
         f"{'path':<10} {'rt/s':>9} {'x ref':>6} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'srv us/rt':>9} {'svc us/rt':>9} {'cli us/rt':>9} {'saturated (per round)':<24}"
+        f"{'srv us/rt':>9} {'x ref cpu':>9} {'svc us/rt':>9} {'cli us/rt':>9} "
+        f"{'saturated (per round)':<24}"
     )
     print(hdr)
     print("-" * len(hdr))
     for path in PATHS:
         res = results[path]
         rate = res.median("rate")
-        sat = ",".join(saturated(path, w) for w in res.windows)
+        sat = ",".join(saturated(path, w, args.max_other) for w in res.windows)
+        srv_us = res.median_of(lambda w: w.per_rt_us(w.server_cpu))
         print(
             f"{path:<10} {rate:>9,.0f} {rate / ref:>6.2f} {res.median('p50') * 1e3:>7.2f} "
             f"{res.median('p99') * 1e3:>7.2f} "
-            f"{res.median_of(lambda w: w.per_rt_us(w.server_cpu)):>9.1f} "
+            f"{srv_us:>9.1f} {ref_us / srv_us:>9.3f} "
             f"{res.median_of(lambda w: w.per_rt_us(w.service_cpu)):>9.1f} "
             f"{res.median_of(lambda w: w.per_rt_us(w.client_cpu)):>9.1f} {sat:<24}"
         )
     print()
     for path in ("grpc", "nats"):
         ratio = results[path].median("rate") / ref
+        us = results[path].median_of(lambda w: w.per_rt_us(w.server_cpu))
         print(
             f"{path}: round trips/s = {ratio:.2f} x reference (target >= {TARGET}): "
-            f"{'OK' if ratio >= TARGET else 'BELOW TARGET'}"
+            f"{'OK' if ratio >= TARGET else 'BELOW TARGET'}; per core of the server "
+            f"(1 / CPU per round trip, what load moves least) {ref_us / us:.3f} x"
         )
     for path, (rate, us) in floors.items():
         gw_us = results[path].median_of(lambda w: w.per_rt_us(w.server_cpu))
