@@ -276,11 +276,11 @@ class PathResult:
     windows: list[rt.Window]
 
     def median(self, key: str) -> float:
-        xs = sorted(getattr(w, key) if key != "rate" else w.rate for w in self.windows)
-        return xs[len(xs) // 2] if xs else float("nan")
+        """The median over the windows of the attribute (or property) ``key``."""
+        return self.median_of(lambda w: float(getattr(w, key)))
 
-    def median_of(self, f: object) -> float:
-        xs = sorted(f(w) for w in self.windows)  # type: ignore[operator]
+    def median_of(self, f: Callable[[rt.Window], float]) -> float:
+        xs = sorted(f(w) for w in self.windows)
         return xs[len(xs) // 2] if xs else float("nan")
 
 
@@ -358,7 +358,7 @@ async def amain(args: argparse.Namespace) -> int:
                         await asyncio.sleep(1.0)  # py-spy attaches
                     try:
                         w = await rt.measure_quietly(
-                            args, run, path, server, service_of[path]  # type: ignore[arg-type]
+                            args, run, path, server, service_of[path]  # type: ignore[arg-type]  # a Group has cpu_seconds()
                         )
                     finally:
                         if prof is not None:
