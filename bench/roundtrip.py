@@ -181,11 +181,11 @@ CLIENTS_PER_USER: Final = 25
 """Connections per user id: the gateway caps one user's connections (64 by default)."""
 
 
-def request_format(payload_bytes: int) -> bytes:
+def request_format(payload_bytes: int, action_type: str = "echo/PING") -> bytes:
     """The request with ``%d`` for ``meta.id``; its payload JSON is ``payload_bytes`` long."""
     head = '{"pad":"'
     pad = "x" * max(0, payload_bytes - len(head) - 2)
-    return f'{{"type":"echo/PING","payload":{head}{pad}"}},"meta":{{"id":"%d"}}}}'.encode()
+    return f'{{"type":"{action_type}","payload":{head}{pad}"}},"meta":{{"id":"%d"}}}}'.encode()
 
 
 # -- the well-behaved clients ----------------------------------------------------
@@ -270,10 +270,12 @@ class RtClient(WSListener):
 class Run:
     """The clients of one server, their counters and the measuring window."""
 
-    def __init__(self, *, gateway: bool, payload_bytes: int) -> None:
+    def __init__(
+        self, *, gateway: bool, payload_bytes: int, action_type: str = "echo/PING"
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.gateway = gateway
-        self.fmt = request_format(payload_bytes)
+        self.fmt = request_format(payload_bytes, action_type)
         self.marker = b'"inReplyTo":"%d"' if gateway else b'"id":"%d"'
         self.clients: list[RtClient] = []
         self.recording = False

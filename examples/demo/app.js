@@ -1,7 +1,9 @@
 /**
  * The demo web app: who I am, a view picker (NAVIGATE), who else is in the
  * view (JOINED + PRESENCE), a chat relayed to the view's channel, and a log
- * of every action received. Served by `wsgate demo` at /demo/app.js.
+ * of every action received, and the procedures the gateway discovered
+ * (gRPC reflection, NATS services) with a form to call one. Served by
+ * `wsgate demo` at /demo/app.js.
  */
 
 import { createClient } from '/js/wsgate.js';
@@ -9,6 +11,9 @@ import { createClient } from '/js/wsgate.js';
 const CHAT = 'chat/MESSAGE';
 const NICKNAME = 'profile/SET_NICKNAME';
 const MAX_LOG = 100;
+const MAX_CALL_LOG = 50;
+const END = '@@wsgate/END';
+const CANCEL = '@@wsgate/CANCEL';
 const $ = (id) => document.getElementById(id);
 
 const el = {
@@ -31,6 +36,15 @@ const el = {
   orderStatus: $('order-status'),
   orderButtons: ['order-get', 'order-pack', 'order-ship', 'order-watch'].map($),
   otherOrigin: $('other-origin'),
+  procRefresh: $('procedures-refresh'),
+  procList: $('procedure-list'),
+  callForm: $('call-form'),
+  callType: $('call-type'),
+  callTypes: $('call-types'),
+  callPayload: $('call-payload'),
+  callSend: $('call-send'),
+  callCancel: $('call-cancel'),
+  callLog: $('call-log'),
 };
 
 const client = createClient(); // ws(s)://<this host>/ws
@@ -54,6 +68,7 @@ client.on('state', renderStatus);
 
 client.on('welcome', (welcome) => {
   renderMe();
+  loadProcedures();
   logLine(`welcome: connection ${welcome.connectionId} on node ${welcome.node}`);
 });
 
@@ -250,6 +265,122 @@ $('order-watch').addEventListener('click', () => {
   showOrder('watching: the service will push a reminder in 2 s');
 });
 
+// ------------------------------------------------------------ procedures
+
+/**
+ * The routes the gateway found by itself, from its live table: the demo's
+ * orders service answers `procedures/LIST` from `GET /v1/routes`.
+ */
+async function loadProcedures() {
+  try {
+    const listed = await client.send('procedures/LIST', {});
+    renderProcedures(listed.payload?.procedures ?? []);
+  } catch (err) {
+    logLine(`procedures/LIST failed: ${err.code}`);
+  }
+}
+el.procRefresh.addEventListener('click', loadProcedures);
+
+/** @param {{type: string, source: string, transport: string, targets: {url: string, healthy: boolean}[]}[]} procedures */
+function renderProcedures(procedures) {
+  const rows = procedures.map((p) => {
+    const tr = document.createElement('tr');
+    tr.dataset.testid = 'procedure';
+    tr.dataset.source = p.source;
+    tr.dataset.type = p.type;
+    const healthy = p.targets.length > 0 && p.targets.every((t) => t.healthy);
+    const health = document.createElement('td');
+    health.className = healthy ? 'healthy' : 'unhealthy';
+    health.textContent = p.targets.length === 0 ? 'no target' : healthy ? 'healthy' : 'unhealthy';
+    const cells = [p.source, p.type, p.targets.map((t) => t.url).join(', ')].map((text) => {
+      const td = document.createElement('td');
+      td.textContent = text;
+      return td;
+    });
+    cells[1].className = 'type';
+    tr.append(...cells, health);
+    tr.addEventListener('click', () => {
+      el.callType.value = p.type;
+      el.callPayload.focus();
+    });
+    return tr;
+  });
+  el.procList.replaceChildren(...rows);
+  el.callTypes.replaceChildren(...procedures.map((p) => new Option(p.type)));
+}
+
+for (const preset of document.querySelectorAll('.preset')) {
+  preset.addEventListener('click', () => {
+    el.callType.value = preset.dataset.type;
+    el.callPayload.value = preset.dataset.payload;
+    el.callForm.requestSubmit();
+  });
+}
+
+let callSerial = 0;
+/** The call whose answers are shown: its `meta.id`; null when none is open. */
+let callId = null;
+
+el.callForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const type = el.callType.value.trim();
+  if (!type) return;
+  let payload;
+  try {
+    payload = el.callPayload.value.trim() ? JSON.parse(el.callPayload.value) : {};
+  } catch {
+    el.callLog.replaceChildren();
+    callLine('the payload is not JSON', 'error');
+    return;
+  }
+  if (callId !== null) client.dispatch({ type: CANCEL, payload: { id: callId } });
+  callSerial += 1;
+  callId = `call-${callSerial}`;
+  el.callLog.replaceChildren();
+  callLine(`→ ${type} ${JSON.stringify(payload)}`, 'note');
+  el.callCancel.disabled = false;
+  // Every answer carries meta.inReplyTo = this id: one reply (unary, NATS),
+  // or a stream's messages and then END {id, status}.
+  client.dispatch({ type, payload, meta: { id: callId } });
+});
+
+el.callCancel.addEventListener('click', () => {
+  if (callId !== null) client.dispatch({ type: CANCEL, payload: { id: callId } });
+});
+
+client.on('*', (action) => {
+  const replyTo = action.meta?.inReplyTo;
+  if (callId === null || replyTo !== callId) return;
+  if (action.type === END) {
+    callLine(`END ${action.payload?.status}`, action.error ? 'end error' : 'end');
+    callId = null;
+    el.callCancel.disabled = true;
+    return;
+  }
+  if (action.error) {
+    callLine(`error ${action.payload?.code}: ${action.payload?.message ?? ''}`, 'error');
+    callId = null;
+    el.callCancel.disabled = true;
+    return;
+  }
+  callLine(`${action.type} ${JSON.stringify(action.payload)}`, 'answer');
+});
+
+/**
+ * @param {string} text
+ * @param {string} kind
+ */
+function callLine(text, kind) {
+  const li = document.createElement('li');
+  li.dataset.testid = 'call-line';
+  li.dataset.kind = kind;
+  li.className = kind;
+  li.textContent = text;
+  el.callLog.append(li);
+  while (el.callLog.children.length > MAX_CALL_LOG) el.callLog.firstElementChild.remove();
+  el.callLog.scrollTop = el.callLog.scrollHeight;
+}
+
 // ------------------------------------------------------------- rendering
 
 function renderStatus(state) {
@@ -260,6 +391,8 @@ function renderStatus(state) {
   const open = state === 'open' && channel !== null;
   setChatEnabled(open);
   for (const button of el.orderButtons) button.disabled = !open || orderId === null;
+  el.procRefresh.disabled = state !== 'open';
+  el.callSend.disabled = state !== 'open';
 }
 
 function renderMe() {

@@ -10,7 +10,13 @@ other's.
   everyone else there, and replies ``orders/SAVED`` to the sender;
 - ``orders/WATCH {id}`` replies nothing now (202) and, two seconds later, a
   background job pushes ``orders/REMINDER`` to that connection by its id
-  through the gateway's internal API — the way any service answers later.
+  through the gateway's internal API — the way any service answers later;
+- ``procedures/LIST`` replies ``procedures/LISTED {procedures: [{type,
+  source, transport, service, targets: [{url, healthy}]}]}``: the routes the
+  gateway discovered by itself (sources ``grpc`` and ``nats``), read from
+  the live table (``GET /v1/routes``) — the demo page's "Procedures" panel.
+  The table is the gateway's configuration, the same for every hub; the
+  services behind it keep their state per hub.
 
 Run: ``python examples/orders/service.py --port 9000 --secret S --api URL --api-key K``
 (``wsgate demo`` starts it for you).
@@ -31,6 +37,10 @@ from wsgate.sdk import Publisher, Reply, Service
 WATCH_DELAY_S = 2.0
 MAX_ORDERS = 10_000
 """Orders remembered across all hubs; past it the oldest is forgotten."""
+DISCOVERED = ("grpc", "nats")
+"""The route sources ``procedures/LIST`` shows: what no one wrote by hand."""
+MAX_PROCEDURES = 200
+"""Procedures listed at most (the rest are left out of the answer)."""
 
 
 def build(
@@ -92,6 +102,24 @@ def build(
         jobs.add(task)
         task.add_done_callback(jobs.discard)
         return None
+
+    @service.action("procedures/LIST")
+    async def procedures(action: dict[str, Any], ctx: InvocationContext) -> Reply:
+        listed = [
+            {
+                "type": route["pattern"],
+                "source": route["source"],
+                "transport": route["transport"],
+                "service": route["service"],
+                "targets": [
+                    {"url": i["url"], "healthy": i["healthy"]} for i in route["instances"]
+                ],
+            }
+            for route in await publisher.routes()
+            if route.get("source") in DISCOVERED
+        ]
+        payload = {"procedures": listed[:MAX_PROCEDURES]}
+        return Reply(actions=[{"type": "procedures/LISTED", "payload": payload}])
 
     return service.app()
 

@@ -219,7 +219,10 @@ def demo_config(
                     "secret": secrets.token_urlsafe(24),
                 }
             },
-            "routes": [{"match": "orders/*", "service": "orders"}],
+            "routes": [
+                {"match": "orders/*", "service": "orders"},
+                {"match": "procedures/*", "service": "orders"},  # the Procedures panel's list
+            ],
         },
         env={},
     )

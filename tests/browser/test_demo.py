@@ -280,6 +280,96 @@ def test_other_organization_sees_none_of_the_order_state(sign_in: SignIn) -> Non
     expect(alice.get_by_test_id("order-status")).to_have_text("order 44: packed")
 
 
+DISCOVERY_TRIES = 20
+"""Refreshes of the Procedures panel while the examples are being discovered (1 s each)."""
+
+
+def discovered(page: Page, *rows: tuple[str, str]) -> None:
+    """Refresh the Procedures panel until it lists each ``(source, type)`` (bounded)."""
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import expect
+
+    table = page.get_by_test_id("procedure-list")
+    wanted = [table.locator(f'tr[data-source="{src}"][data-type="{typ}"]') for src, typ in rows]
+    for attempt in range(DISCOVERY_TRIES):
+        try:
+            for row in wanted:
+                expect(row).to_have_count(1, timeout=1000)
+            return
+        except (AssertionError, PlaywrightError):
+            if attempt == DISCOVERY_TRIES - 1:
+                raise
+            page.get_by_test_id("procedures-refresh").click()
+
+
+def call_lines(page: Page, kind: str) -> Any:
+    return page.get_by_test_id("call-log").locator(f'li[data-kind="{kind}"]')
+
+
+def test_procedures_panel_lists_grpc_and_nats_and_calls_them(sign_in: SignIn) -> None:
+    from playwright.sync_api import expect
+
+    rita = sign_in("rita", "Rita", "acme")
+    discovered(
+        rita,
+        ("grpc", "modules/LIST"),
+        ("grpc", "oswee.module.v1.ModuleService/WatchModules"),
+        ("nats", "inventory/CHECK"),
+    )
+    row = rita.locator('tr[data-source="nats"][data-type="inventory/CHECK"]')
+    expect(row).to_contain_text("healthy")
+    expect(rita.locator('tr[data-source="grpc"][data-type="modules/LIST"]')).to_contain_text(
+        "healthy"
+    )
+    # Unary gRPC: one answer, the alias's reply type.
+    rita.get_by_test_id("preset-list").click()
+    expect(call_lines(rita, "answer")).to_have_count(1)
+    expect(call_lines(rita, "answer")).to_contain_text("modules/LISTED")
+    expect(call_lines(rita, "answer")).to_contain_text("Authentication")
+    # Server streaming: each message, then END OK.
+    rita.get_by_test_id("preset-watch").click()
+    expect(call_lines(rita, "end")).to_have_text("END OK", timeout=TIMEOUT_MS)
+    expect(call_lines(rita, "answer")).to_have_count(6)
+    expect(call_lines(rita, "answer").first).to_contain_text("modules/EVENT")
+    # NATS, found over $SRV.INFO: the caller's hub's stock.
+    rita.get_by_test_id("preset-stock").click()
+    expect(call_lines(rita, "answer")).to_contain_text('"hub":"acme"')
+    expect(call_lines(rita, "answer")).to_contain_text("inventory/STOCK")
+
+
+def test_procedures_stream_is_cancelled_from_the_panel(sign_in: SignIn) -> None:
+    from playwright.sync_api import expect
+
+    sam = sign_in("sam", "Sam", "acme")
+    discovered(sam, ("grpc", "modules/WATCH"))
+    sam.get_by_test_id("call-type").fill("modules/WATCH")
+    sam.get_by_test_id("call-payload").fill('{"count": 0, "intervalMs": 200}')
+    sam.get_by_test_id("call-send").click()
+    expect(call_lines(sam, "answer").first).to_contain_text("modules/EVENT")
+    sam.get_by_test_id("call-cancel").click()
+    expect(call_lines(sam, "end")).to_have_text("END CANCELLED")
+
+
+def test_procedures_keep_each_organization_s_stock_apart(sign_in: SignIn) -> None:
+    from playwright.sync_api import expect
+
+    tess = sign_in("tess", "Tess", "acme")
+    uma = sign_in("uma", "Uma", "globex")
+    discovered(tess, ("nats", "inventory/TAKE"))
+    discovered(uma, ("nats", "inventory/CHECK"))
+
+    def call(page: Page, type_: str, sku: str) -> None:
+        page.get_by_test_id("call-type").fill(type_)
+        page.get_by_test_id("call-payload").fill(json.dumps({"sku": sku}))
+        page.get_by_test_id("call-send").click()
+
+    call(tess, "inventory/TAKE", "gizmo-iso")
+    expect(call_lines(tess, "answer")).to_contain_text('"count":11')
+    call(uma, "inventory/CHECK", "gizmo-iso")
+    expect(call_lines(uma, "answer")).to_contain_text('"hub":"globex"')
+    expect(call_lines(uma, "answer")).to_contain_text('"count":12')
+
+
 # ---------------------------------------------------------------------------
 # The JS client in the page, against a scripted server: reconnect after 1012
 # and rejoin with ``since``.

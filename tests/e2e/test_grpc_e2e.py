@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -128,6 +129,8 @@ async def test_no_socket_left_open_after_the_node_stops() -> None:
 # Server streaming ---------------------------------------------------------------
 
 WATCH = f"{SERVICE}/Watch"
+MAX_STALLED_HEAP = 4 << 20
+"""Python heap growth allowed while a 32 MB stream stalls (the server gets ~7 MB out first)."""
 ITEM = "wsgate.test.v1.WatchItem"
 
 
@@ -290,12 +293,19 @@ async def test_a_slow_reader_pauses_the_stream_instead_of_buffering_it() -> None
         ) as ws:
             peer = Peer(ws)
             assert (await peer.recv())["type"] == "@@wsgate/WELCOME"
-            await peer.send(WATCH, {"count": count, "size": size}, id="big")
-            await eventually(lambda: server.sent > 0, what="the stream started")
-            # Kernel buffers take a few MB; the stream must stall well short of 32 MB.
-            assert not await settled(lambda: server.sent >= count, timeout=2.0)
-            stalled = server.sent
+            tracemalloc.start()
+            try:
+                await peer.send(WATCH, {"count": count, "size": size}, id="big")
+                await eventually(lambda: server.sent > 0, what="the stream started")
+                # Kernel buffers take a few MB; the stream must stall well short of 32 MB.
+                assert not await settled(lambda: server.sent >= count, timeout=2.0)
+                stalled = server.sent
+                grown, _ = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
             assert stalled < count // 2, stalled
+            # The gateway's (and this process's) Python heap held none of what stalled.
+            assert grown < MAX_STALLED_HEAP, f"heap +{grown / 2**20:.1f} MiB"
             items, end = await read_stream(peer, "big", limit=count + 10)
             assert [i["payload"]["seq"] for i in items] == list(range(count))
             assert end["payload"]["status"] == "OK"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,46 @@ async def test_a_target_down_at_start_is_routed_once_it_comes_up() -> None:
         assert table.lookup(ECHO) is None
         await later.start()
         await eventually(lambda: table.lookup(ECHO) is not None, what="routed once up")
+    finally:
+        await discovery.aclose()
+        await invoker.aclose()
+        await later.stop()
+
+
+async def test_a_target_down_at_start_is_waited_for_quietly_then_logged_once_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Down at start is normal: one INFO line, no WARNING, no traceback; retried each round."""
+    server = ModuleServer()
+    await server.start()
+    port = server.port
+    await server.stop()
+    config = from_mapping(
+        {"grpc": [{"target": f"127.0.0.1:{port}", "discover_every_s": 0.05, "timeout_ms": 500}]},
+        env={},
+    ).grpc[0]
+    table = RouteTable()
+    invoker = GrpcInvoker([GrpcTarget(config.target)])
+    discovery = GrpcDiscovery(table, invoker, [config])
+    later = ModuleServer(port)
+    caplog.set_level(logging.DEBUG, logger="wsgate.routing.grpc_discovery")
+    try:
+        await discovery.start()
+        await eventually(lambda: discovery.rounds >= 3, what="rounds retried while down")
+        mine = [r for r in caplog.records if r.name == "wsgate.routing.grpc_discovery"]
+        assert [r.levelno for r in mine] == [logging.INFO], [r.getMessage() for r in mine]
+        assert mine[0].getMessage().startswith(
+            f"grpc target 127.0.0.1:{port}: waiting for it to answer (reflection failed: "
+        )
+        assert all(r.exc_info is None for r in mine)
+        await later.start()
+        await eventually(lambda: table.lookup(ECHO) is not None, what="routed once up")
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        # Once it has answered, going away is worth a warning (once).
+        await later.stop()
+        await eventually(lambda: table.lookup(ECHO) is None, what="the routes dropped")
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("reflection" in m or "UNAVAILABLE" in m for m in warned), warned
     finally:
         await discovery.aclose()
         await invoker.aclose()

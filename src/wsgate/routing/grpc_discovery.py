@@ -61,6 +61,8 @@ class GrpcDiscovery:
         self._misses: dict[str, int] = {t.target: 0 for t in self._targets}
         self._latched: dict[str, set[str]] = {t.target: set() for t in self._targets}
         """What was logged per target (failure, missing aliases), cleared by a good round."""
+        self._answered: set[str] = set()
+        """Targets reflected at least once (a subset of the configured ones)."""
         self._tasks: list[asyncio.Task[None]] = []
         self.rounds = 0
         """Rounds run, good or not (for tests and metrics); it only grows."""
@@ -95,8 +97,9 @@ class GrpcDiscovery:
         except Exception as exc:  # a bug, or descriptors protobuf cannot take
             self._missed(target, f"discovery failed unexpectedly: {exc!r}", exc)
             return
-        if self._misses[name]:
+        if self._misses[name] and name in self._answered:
             log.info("grpc target %s: reflected again", name)
+        self._answered.add(name)
         self._misses[name] = 0
         self._latched[name].discard("failed")
         methods = self._methods(target, reflected)
@@ -144,12 +147,21 @@ class GrpcDiscovery:
         return methods
 
     def _missed(self, target: GrpcConfig, reason: str, exc: Exception | None = None) -> None:
-        """A failed round: logged once until a good one; the routes drop after a few."""
+        """A failed round: logged once until a good one; the routes drop after a few.
+
+        Before the target has ever answered, the line is INFO ("waiting"): a
+        target that starts after the gateway is normal, and is retried every
+        ``discover_every_s``. An unexpected failure (``exc``) is a WARNING
+        with its traceback either way.
+        """
         name = target.target
         self._misses[name] += 1
         if "failed" not in self._latched[name]:
             self._latched[name].add("failed")
-            log.warning("grpc target %s: %s", name, reason, exc_info=exc)
+            if exc is None and name not in self._answered:
+                log.info("grpc target %s: waiting for it to answer (%s)", name, reason)
+            else:
+                log.warning("grpc target %s: %s", name, reason, exc_info=exc)
         if self._misses[name] >= MISSES_TO_DROP and self._found.pop(name, None) is not None:
             log.warning("grpc target %s: routes dropped (%d failed rounds)", name, MISSES_TO_DROP)
             self._sync()

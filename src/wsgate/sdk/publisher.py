@@ -78,6 +78,12 @@ class Publisher:
         body = {"url": url, "actions": actions, "ttl": ttl}
         await self._call("PUT", f"/v1/services/{_seg(name)}", body)
 
+    async def routes(self) -> list[dict[str, Any]]:
+        """``GET /v1/routes``: the live route table, every source (docs/api.md)."""
+        body = await self._request("GET", "/v1/routes")
+        routes: list[dict[str, Any]] = msgspec.json.decode(body or b"[]")
+        return routes
+
     def keep_registered(
         self, name: str, url: str, actions: list[str], ttl: float
     ) -> asyncio.Task[None]:
@@ -135,6 +141,12 @@ class Publisher:
             await asyncio.sleep(period)
 
     async def _call(self, method: str, path: str, body: Any = None, *, ok404: bool = False) -> bool:
+        return await self._request(method, path, body, ok404=ok404) is not None
+
+    async def _request(
+        self, method: str, path: str, body: Any = None, *, ok404: bool = False
+    ) -> bytes | None:
+        """The answer's body on 2xx; ``None`` on a 404 when ``ok404``; else PublishError."""
         if self._session is None:
             self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         data = None if body is None else _encoder.encode(body)
@@ -144,9 +156,9 @@ class Publisher:
                 method, URL(self._base + path, encoded=True), data=data, headers=headers
             ) as resp:
                 if 200 <= resp.status < 300:
-                    return True
+                    return await resp.read()
                 if ok404 and resp.status == 404:
-                    return False
+                    return None
                 text = (await resp.content.read(512)).decode(errors="replace")
                 raise PublishError(resp.status, text)
         except (aiohttp.ClientError, TimeoutError) as exc:
