@@ -234,6 +234,17 @@ def test_text_format_has_the_fields_as_key_value() -> None:
     assert line.endswith(' closed event=closed connection=n1.x user="a b"')
 
 
+def test_timestamps_are_utc_milliseconds_across_seconds() -> None:
+    # The formatted second is cached: records of the same second, then of the next one.
+    stamps = []
+    for created in (1764130000.125, 1764130000.875, 1764130001.0625, 1764126400.5):
+        record = _record()
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        stamps.append(json.loads(JsonFormatter().format(record))["ts"])
+    assert stamps == ["2025-11-26T04:06:40.125Z", "2025-11-26T04:06:40.875Z",
+                      "2025-11-26T04:06:41.062Z", "2025-11-26T03:06:40.500Z"]
+
+
 def test_log_config_defaults_and_refusals() -> None:
     config = from_mapping({}, env={})
     assert (config.log.format, config.log.level) == ("text", "info")

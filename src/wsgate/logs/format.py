@@ -38,9 +38,26 @@ def _extra(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STOCK}
 
 
+class _Second:
+    """The formatted UTC second of the last record (lines come many per second)."""
+
+    __slots__ = ("text", "value")
+
+    def __init__(self) -> None:
+        self.value = -1
+        self.text = ""
+
+
+_second: Final = _Second()
+
+
 def _ts(record: logging.LogRecord) -> str:
-    t = time.gmtime(record.created)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', t)}.{int(record.msecs):03d}Z"
+    second = int(record.created)
+    cached = _second
+    if second != cached.value:
+        cached.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        cached.value = second
+    return f"{cached.text}.{int(record.msecs):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -93,3 +110,8 @@ def configure(config: LogConfig, stream: TextIO | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(_LEVELS[config.level])
     logging.getLogger("wsgate.transport.picows").setLevel(logging.WARNING)
+    # Neither format prints them: not collected per record (a getpid() and a
+    # current_thread() per line; a reconnect storm writes a line per handshake).
+    logging.logProcesses = False
+    logging.logThreads = False
+    logging.logMultiprocessing = False
