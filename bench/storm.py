@@ -10,6 +10,10 @@ When a node dies its clients reconnect to the others at once (issue 14 item
 - ``reference``: ``bench/reference_server.py``, bare picows: ready at the 101;
 - ``uws``: uWebSockets.js (its native addon), ready at the 101.
 
+The reference's and uWS's storm connections upgrade on ``/idle``, which keeps
+them out of those servers' one channel (as the gateway's are out of
+``acme:bench``), so the probes reach the residents only.
+
 Each server has its own load generator (a child process running this file with
 ``--worker``, pinned to CPU 1, picows clients on uvloop). It first opens R
 *residents* (joined to ``acme:bench`` on the gateway; the other servers put
@@ -158,6 +162,9 @@ async def _worker(args: argparse.Namespace) -> None:
     probe = _Prober(residents, prober, args.residents, gateway)
     reply(ok=True)
     storm: Pool | None = None
+    # The reference and uWS put every connection in their one channel, but those
+    # upgraded on /idle: the storm's must not receive the probes.
+    storm_url = args.url if gateway else args.url.rstrip("/") + "/idle"
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         cmd = line.split()
@@ -177,7 +184,7 @@ async def _worker(args: argparse.Namespace) -> None:
                 t0 = time.perf_counter()
                 try:
                     await storm.connect(
-                        args.url, args.storm, headers, concurrency=args.concurrency,
+                        storm_url, args.storm, headers, concurrency=args.concurrency,
                         timeout=60 + args.storm / 100,
                     )  # fmt: skip
                     wall = time.perf_counter() - t0
