@@ -257,15 +257,21 @@ def test_configure_applies_format_and_level() -> None:
     stream = io.StringIO()
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
+    flags = ("_srcfile", "logProcesses", "logThreads", "logMultiprocessing")
+    saved_flags = {name: getattr(logging, name) for name in flags}
     try:
         configure(LogConfig(format="json", level="warning"), stream)
         logging.getLogger("wsgate.events").info("hidden", extra={"event": "x"})
         logging.getLogger("wsgate.events").warning("shown", extra={"event": "y", "user": "u"})
         out = [json.loads(line) for line in stream.getvalue().splitlines()]
         assert [(o["msg"], o["user"]) for o in out] == [("shown", "u")]
+        # What no format prints is not collected per record (the caller's frame, pid, thread).
+        assert not any(getattr(logging, name) for name in flags)
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+        for name, value in saved_flags.items():
+            setattr(logging, name, value)
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:

@@ -110,8 +110,10 @@ def configure(config: LogConfig, stream: TextIO | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(_LEVELS[config.level])
     logging.getLogger("wsgate.transport.picows").setLevel(logging.WARNING)
-    # Neither format prints them: not collected per record (a getpid() and a
-    # current_thread() per line; a reconnect storm writes a line per handshake).
+    # Neither format prints them: not collected per record (the caller's frame,
+    # a getpid() and a current_thread() per line; a reconnect storm writes a
+    # line per handshake). The Python docs' "Optimization" section lists these.
+    logging._srcfile = None
     logging.logProcesses = False
     logging.logThreads = False
     logging.logMultiprocessing = False
