@@ -1,13 +1,14 @@
 """The reference: a bare picows broadcast server with coalesced writes (design §8).
 
 Every client is in one channel, but one upgraded on a path starting with
-``/idle`` (``bench/storm.py``'s storm connections, which only measure handshakes). A text message from any client is framed
-once and appended to every *other* client's outbound ``bytearray``; one
-``loop.call_soon`` flush per loop iteration then writes each dirty
-connection's buffer with one ``underlying_transport.write()`` (many frames,
-one syscall). uvloop and uvloop's own TCP transport (like the gateway; picows
-would pick aiofastnet's when installed, which costs ~5 KB more per idle
-connection); a small read buffer (2 KiB, as the gateway's default).
+``/idle`` (``bench/storm.py``'s storm connections, which only measure
+handshakes). A text message from any client is framed once and appended to
+every *other* client's outbound ``bytearray``; one ``loop.call_soon`` flush
+per loop iteration then writes each dirty connection's buffer with one
+``underlying_transport.write()`` (many frames, one syscall). uvloop and
+uvloop's own TCP transport (like the gateway; picows would pick aiofastnet's
+when installed, which costs ~5 KB more per idle connection); a small read
+buffer (2 KiB, as the gateway's default).
 
 A text message ``!pub <M> <message>`` is a server-publish command (as the
 anchors in ``bench/anchors/`` take it): ``<message>`` is framed once and

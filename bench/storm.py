@@ -6,7 +6,10 @@ When a node dies its clients reconnect to the others at once (issue 14 item
 
 - ``gateway``: ``wsgate serve``; a storm connection is ready when its
   ``@@wsgate/WELCOME`` arrived: the cookie was opened, the hubs joined (the
-  connection is in the pool) and WELCOME encoded and sent;
+  connection is in the pool) and WELCOME encoded and sent. Each storm
+  connection is another user with its own cookie (sealed by the bench with the
+  gateway's key), as when a dead node's users reconnect: none is in the node's
+  cache of opened cookies (``--same-cookie``: one cookie for all, cached);
 - ``reference``: ``bench/reference_server.py``, bare picows: ready at the 101;
 - ``uws``: uWebSockets.js (its native addon), ready at the 101.
 
@@ -44,7 +47,12 @@ Usage::
     sh bench/anchors/install.sh          # once, for --servers uws
     python bench/storm.py [--storm 10000] [--rounds 5] [--concurrency 500]
                           [--residents 100] [--servers gateway reference uws]
-                          [--profile DIR]
+                          [--profile DIR] [--base-src DIR]
+
+``--base-src DIR`` also runs the gateway from another ``src/`` tree (say
+``git archive main src | tar -x -C /tmp/base``, then ``--base-src
+/tmp/base/src``) as ``gateway@base``, interleaved with the rest: before and
+after a change in one invocation.
 
 Exits non-zero, saying what happened, when a server fails to start, a client
 cannot connect, or a storm times out.
@@ -86,6 +94,8 @@ from _servers import (
 
 CHANNEL = "acme:bench"
 SERVERS = ("gateway", "reference", "uws")
+BASE = "gateway@base"
+"""The gateway from another source tree (``--base-src``): before/after in one invocation."""
 SATURATED = 0.85
 SETTLE_TIMEOUT_S = 30.0
 """How long the server may take to notice the aborted storm connections."""
@@ -142,7 +152,7 @@ class _Prober:
 
 async def _worker(args: argparse.Namespace) -> None:
     """Open the residents, then answer ``probe <s>``, ``storm``, ``close``, ``quit`` on stdin."""
-    gateway = args.worker == "gateway"
+    gateway = args.worker.startswith("gateway")
     headers = {"Cookie": f"wsgate_session={args.cookie}"} if gateway else {}
     loop = asyncio.get_running_loop()
     out = sys.stdout
@@ -165,6 +175,10 @@ async def _worker(args: argparse.Namespace) -> None:
     # The reference and uWS put every connection in their one channel, but those
     # upgraded on /idle: the storm's must not receive the probes.
     storm_url = args.url if gateway else args.url.rstrip("/") + "/idle"
+    storm_headers: Any = headers
+    if args.cookies is not None:  # a user and a cookie per storm connection
+        with open(args.cookies) as f:
+            storm_headers = [{"Cookie": f"wsgate_session={c.strip()}"} for c in f]
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         cmd = line.split()
@@ -184,7 +198,7 @@ async def _worker(args: argparse.Namespace) -> None:
                 t0 = time.perf_counter()
                 try:
                     await storm.connect(
-                        storm_url, args.storm, headers, concurrency=args.concurrency,
+                        storm_url, args.storm, storm_headers, concurrency=args.concurrency,
                         timeout=60 + args.storm / 100,
                     )  # fmt: skip
                     wall = time.perf_counter() - t0
@@ -210,7 +224,10 @@ async def _worker(args: argparse.Namespace) -> None:
 class Worker:
     """The parent's handle on one worker process."""
 
-    def __init__(self, srv: ServerProcess, cookie: str, args: argparse.Namespace, log: Path):
+    def __init__(
+        self, srv: ServerProcess, cookie: str, args: argparse.Namespace, log: Path,
+        cookies: Path | None,
+    ) -> None:
         self.kind = srv.name
         self.srv = srv
         self.log_path = log
@@ -219,6 +236,7 @@ class Worker:
             sys.executable, __file__, "--worker", srv.name, "--url", srv.url,
             "--cookie", cookie, "--storm", str(args.storm), "--residents", str(args.residents),
             "--concurrency", str(args.concurrency), "--probe-ms", str(args.probe_ms),
+            *(["--cookies", str(cookies)] if cookies is not None else []),
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log
@@ -293,9 +311,38 @@ def _med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def _start(kind: str, workdir: Path) -> tuple[ServerProcess, str]:
+def _seal_cookies(srv: ServerProcess, workdir: Path, n: int) -> Path:
+    """``n`` session cookies of distinct users (``storm0``, ...) for the gateway ``srv``,
+    one a line in a file: a reconnecting user's cookie is not in the node's cache
+    of opened cookies, so each storm handshake opens (decrypts) its own."""
+    from wsgate.auth.cookie import CookieCodec
+    from wsgate.auth.keyring import KeyRing
+    from wsgate.auth.principal import Principal
+    from wsgate.config import load
+
+    port = srv.url.rsplit(":", 1)[1].split("/", 1)[0]
+    config = load(workdir / f"gateway-{port}.toml")
+    codec = CookieCodec.from_config(config.auth, KeyRing.from_config(config.auth))
+    path = workdir / f"cookies-{port}.txt"
+    with open(path, "w") as f:
+        for i in range(n):
+            principal = Principal(sub=f"storm{i}", sid=f"s{i}", org="acme", orgs=("acme",))
+            f.write(codec.seal(principal) + "\n")
+    return path
+
+
+def _start(kind: str, workdir: Path, base_src: Path | None) -> tuple[ServerProcess, str]:
     if kind == "gateway":
         return start_gateway(workdir)
+    if kind == BASE:
+        assert base_src is not None
+        boot = (
+            f"import sys; sys.path.insert(0, {str(base_src)!r}); "
+            "from wsgate.cli import main; sys.exit(main(sys.argv[1:]))"
+        )
+        srv, cookie = start_gateway(workdir, [sys.executable, "-c", boot])
+        srv.name = BASE
+        return srv, cookie
     if kind == "reference":
         return start_reference(workdir), ""
     return start_anchor(kind, workdir), ""
@@ -340,10 +387,16 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Result]:
     try:
         workers: dict[str, Worker] = {}
         baselines: dict[str, int] = {}
-        for kind in args.servers:
-            srv, cookie = _start(kind, workdir)
+        kinds = [*args.servers, *([BASE] if args.base_src is not None else [])]
+        for kind in kinds:
+            srv, cookie = _start(kind, workdir, args.base_src)
             started.append(srv)
-            workers[kind] = w = Worker(srv, cookie, args, workdir / f"worker-{kind}.log")
+            cookies = (
+                _seal_cookies(srv, workdir, args.storm)
+                if kind.startswith("gateway") and not args.same_cookie
+                else None
+            )
+            workers[kind] = w = Worker(srv, cookie, args, workdir / f"worker-{kind}.log", cookies)
             started.append(w)
             baselines[kind] = srv.fds()
         print(f"  residents open on {list(workers)}; {args.rounds} + 1 rounds", flush=True)
@@ -354,8 +407,8 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Result]:
             order = plan[i % len(plan) :] + plan[: i % len(plan)]
             for kind in order:
                 w = workers[kind]
-                if args.profile is not None and kind == "gateway" and i == 1:
-                    profiler = start_profiler(w.srv.pid, args.profile / "gateway-storm.txt")
+                if args.profile is not None and kind.startswith("gateway") and i == 1:
+                    profiler = start_profiler(w.srv.pid, args.profile / f"{kind}-storm.txt")
                 _round(w, results[kind], args, baselines[kind], keep=i > 0)
                 if profiler is not None:
                     stop_profiler(profiler)
@@ -395,7 +448,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             f"{_med(r.storm_max) * 1e3:.1f} | {x_ref} | {x_uws} |"
         )
     gw = by.get("gateway")
-    for base in (ref, uws):
+    for base in (ref, uws, by.get(BASE)):
         if gw is not None and base is not None:
             paired = [a / b for a, b in zip(gw.rate, base.rate, strict=True)]
             print(
@@ -417,8 +470,13 @@ def main() -> int:
     parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy on the gateway during its first measured storm")
-    parser.add_argument("--worker", choices=SERVERS, help=argparse.SUPPRESS)
+    parser.add_argument("--base-src", type=Path, metavar="DIR",
+                        help="also run the gateway from DIR (a src/ tree), as gateway@base")
+    parser.add_argument("--worker", choices=[*SERVERS, BASE], help=argparse.SUPPRESS)
+    parser.add_argument("--same-cookie", action="store_true",
+                        help="one cookie for every storm connection (cached after the first)")
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--cookies", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cookie", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     need = args.storm + args.residents + 200
