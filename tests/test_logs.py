@@ -232,6 +232,8 @@ def test_json_format_is_one_object_a_line_with_the_extra_fields() -> None:
 def test_text_format_has_the_fields_as_key_value() -> None:
     line = TextFormatter().format(_record(event="closed", connection="n1.x", user="a b"))
     assert line.endswith(' closed event=closed connection=n1.x user="a b"')
+    line = TextFormatter().format(_record(reason="a=b", note="l1\nl2", q='say "x"', n=3, e=""))
+    assert line.endswith(' reason="a=b" note="l1\\nl2" q="say \\"x\\"" n=3 e=""')
 
 
 def test_timestamps_are_utc_milliseconds_across_seconds() -> None:
