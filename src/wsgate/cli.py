@@ -119,9 +119,9 @@ def tune_gc() -> None:
 
     A signed-in connection allocates a few dozen tracked objects, so with the
     default threshold a reconnect storm of 10,000 ran ~800 young, ~70 middle
-    and 6 full collections, the full ones each walking the whole heap (about
-    30 % of the node's CPU in the storm, bench/storm.py; each also a pause for
-    every open connection). Frozen start-up objects (modules, config, route
+    and 6 full collections, the full ones each walking the whole heap (a
+    quarter of the node's CPU over two storms, bench/storm.py; each also a
+    pause for every open connection). Frozen start-up objects (modules, config, route
     table) are never walked again. Cyclic garbage waits for at most 10,000
     allocations more: bounded, and still collected.
     """

@@ -39,26 +39,18 @@ def _extra(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STOCK}
 
 
-class _Second:
-    """The formatted UTC second of the last record (lines come many per second)."""
-
-    __slots__ = ("text", "value")
-
-    def __init__(self) -> None:
-        self.value = -1
-        self.text = ""
-
-
-_second: Final = _Second()
+_second: Final[list[tuple[int, str]]] = [(-1, "")]
+"""The last record's UTC second and its text (lines come many per second); one
+tuple, replaced whole, so a record logged from another thread reads a matching pair."""
 
 
 def _ts(record: logging.LogRecord) -> str:
     second = int(record.created)
-    cached = _second
-    if second != cached.value:
-        cached.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        cached.value = second
-    return f"{cached.text}.{int(record.msecs):03d}Z"
+    cached, text = _second[0]
+    if second != cached:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second[0] = (second, text)
+    return f"{text}.{int(record.msecs):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
