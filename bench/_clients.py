@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
@@ -273,7 +273,7 @@ class Pool:
         self,
         url: str,
         n: int,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
         *,
         concurrency: int = 200,
         timeout: float = 120.0,
@@ -281,20 +281,27 @@ class Pool:
     ) -> list[Client]:
         """Open ``n`` clients, at most ``concurrency`` handshakes (+ joins) in flight.
 
-        ``publisher``: open :class:`Publisher` clients (never counted). Each is ready
+        ``headers``: the upgrade's extra headers, one mapping for all or a sequence of
+        ``n``, one per client (distinct cookies). ``publisher``: open
+        :class:`Publisher` clients (never counted). Each is ready
         when signed in and joined (gateway) or connected (reference, anchors). Raises
         :class:`BenchError` past ``timeout`` or on the first client that fails.
         """
         sem = asyncio.Semaphore(concurrency)
         made: list[Client] = []
-        extra = dict(headers or {})
+        if headers is None or isinstance(headers, Mapping):
+            each = [dict(headers or {})] * n
+        else:
+            each = [dict(h) for h in headers]
+            if len(each) != n:
+                raise BenchError(f"{len(each)} header sets for {n} clients")
         if self.deflate:
-            extra.update(DEFLATE_OFFER)
+            each = [{**h, **DEFLATE_OFFER} for h in each]
             kind: type[Client] = DeflatePublisher if publisher else DeflateClient
         else:
             kind = Publisher if publisher else Client
 
-        async def one() -> None:
+        async def one(extra: dict[str, str]) -> None:
             async with sem:
                 _, client = await ws_connect(
                     lambda: kind(self),
@@ -311,7 +318,7 @@ class Pool:
                     if failure is not None:
                         raise BenchError(failure)
 
-        tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+        tasks = [asyncio.ensure_future(one(extra)) for extra in each]
         try:
             done, pending = await asyncio.wait(
                 tasks, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION

@@ -24,8 +24,9 @@ Two modes (``--mode relay publish``, default both):
 - ``relay``: the publisher sends B messages (100-byte payload) into the
   channel; the server relays each to every other member;
 - ``publish``: one command makes the server publish B messages to every
-  member: ``POST /v1/publish`` for the gateway (one request per message, or
-  one ``"actions"`` batch when the gateway takes it), ``!pub B <message>`` on
+  member: one ``POST /v1/publish`` with an ``"actions"`` batch of B for the
+  gateway (one request per message for a gateway without batches),
+  ``!pub B <message>`` on
   the WebSocket for the reference and the anchors (uWS ``app.publish``).
 
 Measured, for each server and mode:

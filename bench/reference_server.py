@@ -1,12 +1,14 @@
 """The reference: a bare picows broadcast server with coalesced writes (design §8).
 
-Every client is in one channel. A text message from any client is framed
-once and appended to every *other* client's outbound ``bytearray``; one
-``loop.call_soon`` flush per loop iteration then writes each dirty
-connection's buffer with one ``underlying_transport.write()`` (many frames,
-one syscall). uvloop and uvloop's own TCP transport (like the gateway; picows
-would pick aiofastnet's when installed, which costs ~5 KB more per idle
-connection); a small read buffer (2 KiB, as the gateway's default).
+Every client is in one channel, but one upgraded on a path starting with
+``/idle`` (``bench/storm.py``'s storm connections, which only measure
+handshakes). A text message from any client is framed once and appended to
+every *other* client's outbound ``bytearray``; one ``loop.call_soon`` flush
+per loop iteration then writes each dirty connection's buffer with one
+``underlying_transport.write()`` (many frames, one syscall). uvloop and
+uvloop's own TCP transport (like the gateway; picows would pick aiofastnet's
+when installed, which costs ~5 KB more per idle connection); a small read
+buffer (2 KiB, as the gateway's default).
 
 A text message ``!pub <M> <message>`` is a server-publish command (as the
 anchors in ``bench/anchors/`` take it): ``<message>`` is framed once and
@@ -98,17 +100,20 @@ class Hub:
 class Conn(WSListener):
     """One client connection."""
 
-    __slots__ = ("hub", "out", "tr", "wst")
+    __slots__ = ("hub", "member", "out", "tr", "wst")
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, member: bool = True) -> None:
         self.hub = hub
+        self.member = member
+        """In the channel (every connection but those on ``/idle``)."""
         self.out: bytearray | None = None
         """Frames not yet written this iteration (``None`` when idle)."""
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.wst = transport
         self.tr = transport.underlying_transport
-        self.hub.members[self] = None
+        if self.member:
+            self.hub.members[self] = None
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         op = frame.msg_type
@@ -140,7 +145,7 @@ async def serve(port: int, read_buffer: int, aiofastnet: bool | None) -> None:
     loop = asyncio.get_running_loop()
     hub = Hub(loop)
     server = await ws_create_server(
-        lambda request: Conn(hub),
+        lambda request: Conn(hub, not request.path.startswith(b"/idle")),
         "127.0.0.1",
         port,
         enable_auto_pong=True,

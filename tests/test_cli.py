@@ -198,3 +198,17 @@ def test_a_rate_of_0_disables_the_limit_as_documented() -> None:
 
     with pytest.raises(ConfigError, match=r"limits\.default_rate"):
         from_mapping({"limits": {"default_rate": "fast"}}, env={})
+
+
+def test_tune_gc_freezes_start_up_and_collects_the_young_less_often() -> None:
+    import gc
+
+    saved = gc.get_threshold()
+    try:
+        cli.tune_gc()
+        assert gc.get_threshold() == cli.GC_THRESHOLD
+        assert cli.GC_THRESHOLD[0] > saved[0]
+        assert gc.get_freeze_count() > 0  # start-up objects: never walked again
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*saved)

@@ -232,6 +232,19 @@ def test_json_format_is_one_object_a_line_with_the_extra_fields() -> None:
 def test_text_format_has_the_fields_as_key_value() -> None:
     line = TextFormatter().format(_record(event="closed", connection="n1.x", user="a b"))
     assert line.endswith(' closed event=closed connection=n1.x user="a b"')
+    line = TextFormatter().format(_record(reason="a=b", note="l1\nl2", q='say "x"', n=3, e=""))
+    assert line.endswith(' reason="a=b" note="l1\\nl2" q="say \\"x\\"" n=3 e=""')
+
+
+def test_timestamps_are_utc_milliseconds_across_seconds() -> None:
+    # The formatted second is cached: records of the same second, then of the next one.
+    stamps = []
+    for created in (1764130000.125, 1764130000.875, 1764130001.0625, 1764126400.5):
+        record = _record()
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        stamps.append(json.loads(JsonFormatter().format(record))["ts"])
+    assert stamps == ["2025-11-26T04:06:40.125Z", "2025-11-26T04:06:40.875Z",
+                      "2025-11-26T04:06:41.062Z", "2025-11-26T03:06:40.500Z"]
 
 
 def test_log_config_defaults_and_refusals() -> None:
@@ -246,15 +259,21 @@ def test_configure_applies_format_and_level() -> None:
     stream = io.StringIO()
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
+    flags = ("_srcfile", "logProcesses", "logThreads", "logMultiprocessing")
+    saved_flags = {name: getattr(logging, name) for name in flags}
     try:
         configure(LogConfig(format="json", level="warning"), stream)
         logging.getLogger("wsgate.events").info("hidden", extra={"event": "x"})
         logging.getLogger("wsgate.events").warning("shown", extra={"event": "y", "user": "u"})
         out = [json.loads(line) for line in stream.getvalue().splitlines()]
         assert [(o["msg"], o["user"]) for o in out] == [("shown", "u")]
+        # What no format prints is not collected per record (the caller's frame, pid, thread).
+        assert not any(getattr(logging, name) for name in flags)
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+        for name, value in saved_flags.items():
+            setattr(logging, name, value)
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 // uWebSockets.js anchor, as a uWS user would write it.
 //
-// Every connection subscribes to one topic. A text message is relayed to every
+// Every connection subscribes to one topic, but one upgraded on a path starting
+// with /idle (bench/storm.py's storm connections: they only measure handshakes). A text message is relayed to every
 // other member with ws.publish (relay mode); "!pub <M> <message>" makes the server
 // publish <message> M times to every member with app.publish (server-publish mode).
 //   node bench/anchors/uws_server.mjs --port P --parent PID [--modules DIR]
@@ -16,8 +17,17 @@ const app = uws.App().ws("/*", {
   maxBackpressure: 16 * 1024 * 1024, // the gateway's outbound high-water mark
   idleTimeout: 0, // no pings during a run (as the gateway's bench config)
   sendPingsAutomatically: false,
+  upgrade: (res, req, context) => {
+    res.upgrade(
+      { member: !req.getUrl().startsWith("/idle") },
+      req.getHeader("sec-websocket-key"),
+      req.getHeader("sec-websocket-protocol"),
+      req.getHeader("sec-websocket-extensions"),
+      context,
+    );
+  },
   open: (ws) => {
-    ws.subscribe(CHANNEL);
+    if (ws.getUserData().member) ws.subscribe(CHANNEL);
   },
   message: (ws, message, isBinary) => {
     if (isBinary) return;

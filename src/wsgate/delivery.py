@@ -2,9 +2,15 @@
 
 Glue between :mod:`wsgate.routing.results` and :mod:`wsgate.core.fanout`,
 kept outside both so neither imports the other. :func:`to_delivery` is the
-one conversion from a :class:`~wsgate.routing.results.Publish` to a
+one conversion from a target and an action to a
 :class:`~wsgate.core.delivery.Delivery`; every publish (the services' answers,
-the connect hook's, the internal API's) goes through :func:`deliver`.
+the connect hook's) goes through :func:`deliver`, the internal API's batch
+(:class:`~wsgate.routing.results.PublishBatch`, one action or many) through
+:func:`deliver_batch`, which sends one Delivery per action.
+
+A batch's deliveries are handed to the fan-out in one synchronous call, so
+within one event-loop iteration: each member's frames go out in one socket
+write (the transport's outbound buffer, docs/transport.md), not one per action.
 """
 
 from __future__ import annotations
@@ -12,25 +18,28 @@ from __future__ import annotations
 from wsgate.core.delivery import Delivery, TargetKind
 from wsgate.core.gateway import Gateway
 from wsgate.protocol.envelope import NULL
-from wsgate.routing.results import Publish
+from wsgate.routing.results import Publish, PublishBatch, ResultAction, Target
 from wsgate.typing import ConnectionId
 
-__all__ = ["deliver", "to_delivery"]
+__all__ = ["deliver", "deliver_batch", "to_delivery"]
 
 
-def to_delivery(publish: Publish) -> Delivery:
-    """``publish`` as one Delivery: the target's kind (the public API's name,
+def to_delivery(to: Target, action: ResultAction, exclude: Target | None = None) -> Delivery:
+    """``action`` for ``to`` as one Delivery: the target's kind (the public API's name,
     :attr:`Target.kind <wsgate.routing.results.Target.kind>`) and value, the
     action (a ``null`` payload as ``None``), the excluded connection; no origin."""
-    action = publish.action
-    exclude = None
-    if publish.exclude is not None and publish.exclude.connection is not None:
-        exclude = ConnectionId(publish.exclude.connection)
+    skip = None
+    if exclude is not None and exclude.connection is not None:
+        skip = ConnectionId(exclude.connection)
     payload = None if action.payload == NULL else action.payload
-    to = publish.to
-    return Delivery(
-        TargetKind(to.kind), to.value, action.type, payload, action.error, None, exclude
-    )
+    return Delivery(TargetKind(to.kind), to.value, action.type, payload, action.error, None, skip)
+
+
+def deliver_batch(gateway: Gateway, batch: PublishBatch) -> int:
+    """Deliver each action of ``batch`` in order, as :func:`deliver`; return the total."""
+    send = gateway.fanout.send
+    to, exclude = batch.to, batch.exclude
+    return sum(send(to_delivery(to, action, exclude)) for action in batch.batch)
 
 
 def deliver(gateway: Gateway, publish: Publish) -> int:
@@ -39,4 +48,4 @@ def deliver(gateway: Gateway, publish: Publish) -> int:
     Only members of the target receive it: a channel's joined connections, a
     hub's connections, a user's tabs, or the one connection named.
     """
-    return gateway.fanout.send(to_delivery(publish))
+    return gateway.fanout.send(to_delivery(publish.to, publish.action, publish.exclude))

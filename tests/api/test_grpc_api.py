@@ -95,6 +95,30 @@ async def test_publish_reaches_each_target_kind_with_exclude() -> None:
         await carol.silent(0.1)  # another hub's connection got nothing at all
 
 
+async def test_publish_takes_a_batch_of_actions_as_the_http_api() -> None:
+    async with running(grpc_config()) as gw, gw.peer("alice") as alice, gw.peer("bob") as bob, \
+            gateway_stub(gw.node) as api:
+        await alice.join("acme:orders/1")
+        await bob.join("acme:orders/1")
+        request = pb.PublishRequest(
+            to=pb.Target(channel="acme:orders/1"),
+            actions=[pb.Action(type="note/NEW", payload=f'{{"i": {i}}}') for i in range(5)],
+        )
+        request.exclude.connection = alice.id
+        assert (await api.Publish(request, metadata=AUTH)).delivered == 5
+        assert [(await bob.expect("note/NEW"))["payload"]["i"] for _ in range(5)] == [0, 1, 2, 3, 4]
+        await alice.silent(0.1)
+        both = pb.PublishRequest(
+            to=pb.Target(hub="acme"), action=pb.Action(type="x/A"), actions=[pb.Action(type="x/B")]
+        )
+        code, details, _ = await _code(api.Publish(both, metadata=AUTH))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and "exactly one" in details
+        many = pb.PublishRequest(to=pb.Target(hub="acme"), actions=[pb.Action(type="x/A")] * 1001)
+        code, _, _ = await _code(api.Publish(many, metadata=AUTH))
+        assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        await bob.silent(0.1)
+
+
 async def test_a_bad_key_is_unauthenticated_for_every_rpc() -> None:
     async with running(grpc_config()) as gw, gw.peer("alice") as alice, \
             gateway_stub(gw.node) as api:

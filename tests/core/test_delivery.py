@@ -194,7 +194,7 @@ def test_a_publish_becomes_one_delivery(to: dict[str, str], kind: TargetKind) ->
     body = {"to": to, "action": {"type": "note/NEW", "payload": {"a": 1}, "error": True},
             "exclude": {"connection": "n1.y"}}
     publish = msgspec.json.decode(msgspec.json.encode(body), type=Publish)
-    assert to_delivery(publish) == Delivery(
+    assert to_delivery(publish.to, publish.action, publish.exclude) == Delivery(
         kind, next(iter(to.values())), "note/NEW", msgspec.Raw(b'{"a":1}'), True,
         exclude=ConnectionId("n1.y"),
     )

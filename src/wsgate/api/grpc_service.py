@@ -47,16 +47,23 @@ async def _abort(context: grpc.aio.ServicerContext, exc: ops.Refused) -> NoRetur
     raise AssertionError("unreachable: abort raises")
 
 
+def _action(action: pb.Action) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": action.type, "error": action.error}
+    if action.payload:
+        body["payload"] = msgspec.Raw(action.payload.encode())
+    return body
+
+
 def publish_body(request: pb.PublishRequest) -> bytes:
-    """``request`` as the JSON body of ``POST /v1/publish`` (validated by the caller)."""
+    """``request`` as the JSON body of ``POST /v1/publish`` (validated by the caller):
+    ``action`` when it is set, ``actions`` when the batch is not empty (both, or
+    neither, are refused there as over HTTP)."""
     kind = request.to.WhichOneof("target")
-    action: dict[str, Any] = {"type": request.action.type, "error": request.action.error}
-    if request.action.payload:
-        action["payload"] = msgspec.Raw(request.action.payload.encode())
-    body: dict[str, Any] = {
-        "to": {} if kind is None else {kind: getattr(request.to, kind)},
-        "action": action,
-    }
+    body: dict[str, Any] = {"to": {} if kind is None else {kind: getattr(request.to, kind)}}
+    if request.HasField("action"):
+        body["action"] = _action(request.action)
+    if request.actions:
+        body["actions"] = [_action(a) for a in request.actions]
     if request.exclude.connection:
         body["exclude"] = {"connection": request.exclude.connection}
     return msgspec.json.encode(body)

@@ -18,6 +18,7 @@ import asyncio
 import enum
 import logging
 import time
+from typing import Final
 
 import msgspec
 
@@ -26,15 +27,17 @@ from wsgate.auth.revocations import user_key
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import JoinRefused
 from wsgate.core.pool import Channel
-from wsgate.delivery import deliver
+from wsgate.delivery import deliver_batch
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.address import parse_address
 from wsgate.protocol.codes import CloseCode, ErrorCode
-from wsgate.routing.results import Publish
+from wsgate.routing.results import MAX_ACTIONS, PublishBatch
 from wsgate.typing import ChannelAddress, ConnectionId, UserId
 
 __all__ = [
     "JOIN_TIMEOUT_S",
+    "MAX_BATCH",
+    "MAX_PUBLISH_BYTES",
     "Problem",
     "Refused",
     "connection",
@@ -88,38 +91,58 @@ class Refused(Exception):
         self.code = code
 
 
-_publish = msgspec.json.Decoder(Publish)
+MAX_BATCH: Final = MAX_ACTIONS
+"""Most actions one publish's ``"actions"`` may carry (as many as a service's answer)."""
+MAX_PUBLISH_BYTES: Final = 1 << 20
+"""Largest publish body, whatever carried it (the HTTP API reads no more anyway)."""
+
+_publish = msgspec.json.Decoder(PublishBatch)
 
 
-def decode_publish(data: bytes) -> Publish:
-    """A publish body (``{"to", "action", "exclude"?}``, JSON), validated in one pass.
+def decode_publish(data: bytes) -> PublishBatch:
+    """A publish body (``{"to", "action" | "actions", "exclude"?}``, JSON), validated
+    in one pass.
 
-    Raises :class:`Refused` (``BAD_REQUEST``) naming what is wrong.
+    Raises :class:`Refused`: ``TOO_LARGE`` for a body over
+    :data:`MAX_PUBLISH_BYTES` or a batch over :data:`MAX_BATCH` actions,
+    ``BAD_REQUEST`` naming what else is wrong (neither or both of ``action``
+    and ``actions``, an empty batch, a bad target or action).
     """
+    if len(data) > MAX_PUBLISH_BYTES:
+        raise Refused(Problem.TOO_LARGE, f"a publish body is at most {MAX_PUBLISH_BYTES} bytes")
     try:
-        return _publish.decode(data)
+        body = _publish.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise Refused(Problem.BAD_REQUEST, f"bad publish: {exc}") from None
+    if body.actions is not None and len(body.actions) > MAX_BATCH:
+        raise Refused(Problem.TOO_LARGE, f"a batch has at most {MAX_BATCH} actions")
+    return body
 
 
 def publish(state: ApiState, data: bytes, traceparent: str | None = None) -> int:
     """Validate the publish body ``data`` and deliver it; return the local deliveries.
 
-    In a cluster the core also hands it to the bus, which reaches the other
-    nodes' members (they are not counted here). With ``[tracing]`` on, the
-    publish is a span, a child of ``traceparent`` when it is valid.
+    A batch is delivered in order, each action encoded once and each member's
+    share written in one go (:func:`wsgate.delivery.deliver_batch`); nothing
+    of a refused body is delivered. In a cluster the core also hands it to
+    the bus, which reaches the other nodes' members (they are not counted
+    here). With ``[tracing]`` on, the publish is a span, a child of
+    ``traceparent`` when it is valid.
     """
     body = decode_publish(data)
     tracer = state.tracer
     if tracer is None:
-        return deliver(state.gateway, body)
+        return deliver_batch(state.gateway, body)
+    batch = body.batch
     attributes: dict[str, str | int] = {
-        "wsgate.action_type": body.action.type,
+        "wsgate.action_type": batch[0].type,
         "wsgate.target": body.to.kind,
     }
+    if body.actions is not None:
+        attributes["wsgate.actions"] = len(batch)
     span, _ = tracer.start("publish", traceparent, attributes)
     try:
-        delivered = deliver(state.gateway, body)
+        delivered = deliver_batch(state.gateway, body)
     except BaseException:
         tracer.end(span, ErrorCode.INTERNAL.value)
         raise

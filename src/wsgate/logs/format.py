@@ -9,6 +9,7 @@ after the message (a value with a space or quote is JSON-quoted).
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any, Final, TextIO
@@ -38,9 +39,18 @@ def _extra(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STOCK}
 
 
+_second: Final[list[tuple[int, str]]] = [(-1, "")]
+"""The last record's UTC second and its text (lines come many per second); one
+tuple, replaced whole, so a record logged from another thread reads a matching pair."""
+
+
 def _ts(record: logging.LogRecord) -> str:
-    t = time.gmtime(record.created)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', t)}.{int(record.msecs):03d}Z"
+    second = int(record.created)
+    cached, text = _second[0]
+    if second != cached:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second[0] = (second, text)
+    return f"{text}.{int(record.msecs):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -59,9 +69,13 @@ class JsonFormatter(logging.Formatter):
         return _encode(line).decode()
 
 
+_NEEDS_QUOTES: Final = re.compile(r'[ "=\n]')
+"""A value with one of these (or an empty one) is JSON-quoted (one regex scan, in C)."""
+
+
 def _value(value: object) -> str:
     text = value if isinstance(value, str) else str(value)
-    if not text or any(c in text for c in ' "=\n'):
+    if not text or _NEEDS_QUOTES.search(text) is not None:
         return _encode(text).decode()
     return text
 
@@ -93,3 +107,10 @@ def configure(config: LogConfig, stream: TextIO | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(_LEVELS[config.level])
     logging.getLogger("wsgate.transport.picows").setLevel(logging.WARNING)
+    # Neither format prints them: not collected per record (the caller's frame,
+    # a getpid() and a current_thread() per line; a reconnect storm writes a
+    # line per handshake). The Python docs' "Optimization" section lists these.
+    logging._srcfile = None
+    logging.logProcesses = False
+    logging.logThreads = False
+    logging.logMultiprocessing = False

@@ -12,7 +12,8 @@ optional. :func:`decode_result` validates it in one msgspec pass:
   valid address) or ``hub`` (a valid hub id);
 - at most :data:`MAX_ACTIONS` replies and as many publishes.
 
-The same :class:`Publish` struct fits the body of ``POST /v1/publish``.
+The body of ``POST /v1/publish`` is a :class:`PublishBatch`: the same
+target and exclude, with ``action`` or a batch of ``actions``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "Claims",
     "InvocationResult",
     "Publish",
+    "PublishBatch",
     "ResultAction",
     "ResultMeta",
     "Target",
@@ -124,6 +126,37 @@ class Publish(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     def __post_init__(self) -> None:
         if self.exclude is not None and self.exclude.connection is None:
             raise ValueError("exclude names a connection")
+
+
+class PublishBatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``POST /v1/publish``: exactly one of ``action`` and ``actions`` (a non-empty batch,
+    in order) to everyone allowed in ``to``, except ``exclude``.
+
+    The batch's length is bounded by its caller (:data:`wsgate.api.ops.MAX_BATCH`),
+    so that an over-long one is told apart (413) from a malformed one (400).
+    """
+
+    to: Target
+    action: ResultAction | None = None
+    actions: list[ResultAction] | None = None
+    exclude: Target | None = None
+    """Only ``{"connection": id}``: skip that connection (usually the sender)."""
+
+    def __post_init__(self) -> None:
+        if (self.action is None) == (self.actions is None):
+            raise ValueError("give exactly one of action and actions")
+        if self.actions is not None and not self.actions:
+            raise ValueError("actions is empty")
+        if self.exclude is not None and self.exclude.connection is None:
+            raise ValueError("exclude names a connection")
+
+    @property
+    def batch(self) -> list[ResultAction]:
+        """The actions in order: ``[action]`` for a single one."""
+        if self.actions is not None:
+            return self.actions
+        assert self.action is not None  # __post_init__: exactly one is set
+        return [self.action]
 
 
 Claim = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]

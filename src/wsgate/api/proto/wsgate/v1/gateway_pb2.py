@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(wsgate/api/proto/wsgate/v1/gateway.proto\x12\twsgate.v1\"Z\n\x06Target\x12\x14\n\nconnection\x18\x01 \x01(\tH\x00\x12\x0e\n\x04user\x18\x02 \x01(\tH\x00\x12\x11\n\x07\x63hannel\x18\x03 \x01(\tH\x00\x12\r\n\x03hub\x18\x04 \x01(\tH\x00\x42\x08\n\x06target\"6\n\x06\x41\x63tion\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\x08\"\x1d\n\x07\x45xclude\x12\x12\n\nconnection\x18\x01 \x01(\t\"w\n\x0ePublishRequest\x12\x1d\n\x02to\x18\x01 \x01(\x0b\x32\x11.wsgate.v1.Target\x12!\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32\x11.wsgate.v1.Action\x12#\n\x07\x65xclude\x18\x03 \x01(\x0b\x32\x12.wsgate.v1.Exclude\"!\n\x0cPublishReply\x12\x11\n\tdelivered\x18\x01 \x01(\r\"C\n\x11\x44isconnectRequest\x12\x14\n\nconnection\x18\x01 \x01(\tH\x00\x12\x0e\n\x04user\x18\x02 \x01(\tH\x00\x42\x08\n\x06target\":\n\x0f\x44isconnectReply\x12\x14\n\x0c\x64isconnected\x18\x01 \x01(\r\x12\x11\n\tforwarded\x18\x02 \x01(\x08\"2\n\x0bJoinRequest\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\">\n\tJoinReply\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x11\n\tforwarded\x18\x03 \x01(\x08\"3\n\x0cLeaveRequest\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\"\x1f\n\nLeaveReply\x12\x11\n\tforwarded\x18\x01 \x01(\x08\"\"\n\x0fPresenceRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\">\n\x06Member\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"S\n\rPresenceReply\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\"\n\x07members\x18\x03 \x03(\x0b\x32\x11.wsgate.v1.Member2\xc1\x02\n\x07Gateway\x12=\n\x07Publish\x12\x19.wsgate.v1.PublishRequest\x1a\x17.wsgate.v1.PublishReply\x12\x46\n\nDisconnect\x12\x1c.wsgate.v1.DisconnectRequest\x1a\x1a.wsgate.v1.DisconnectReply\x12\x34\n\x04Join\x12\x16.wsgate.v1.JoinRequest\x1a\x14.wsgate.v1.JoinReply\x12\x37\n\x05Leave\x12\x17.wsgate.v1.LeaveRequest\x1a\x15.wsgate.v1.LeaveReply\x12@\n\x08Presence\x12\x1a.wsgate.v1.PresenceRequest\x1a\x18.wsgate.v1.PresenceReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(wsgate/api/proto/wsgate/v1/gateway.proto\x12\twsgate.v1\"Z\n\x06Target\x12\x14\n\nconnection\x18\x01 \x01(\tH\x00\x12\x0e\n\x04user\x18\x02 \x01(\tH\x00\x12\x11\n\x07\x63hannel\x18\x03 \x01(\tH\x00\x12\r\n\x03hub\x18\x04 \x01(\tH\x00\x42\x08\n\x06target\"6\n\x06\x41\x63tion\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\x08\"\x1d\n\x07\x45xclude\x12\x12\n\nconnection\x18\x01 \x01(\t\"\x9b\x01\n\x0ePublishRequest\x12\x1d\n\x02to\x18\x01 \x01(\x0b\x32\x11.wsgate.v1.Target\x12!\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32\x11.wsgate.v1.Action\x12#\n\x07\x65xclude\x18\x03 \x01(\x0b\x32\x12.wsgate.v1.Exclude\x12\"\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x11.wsgate.v1.Action\"!\n\x0cPublishReply\x12\x11\n\tdelivered\x18\x01 \x01(\r\"C\n\x11\x44isconnectRequest\x12\x14\n\nconnection\x18\x01 \x01(\tH\x00\x12\x0e\n\x04user\x18\x02 \x01(\tH\x00\x42\x08\n\x06target\":\n\x0f\x44isconnectReply\x12\x14\n\x0c\x64isconnected\x18\x01 \x01(\r\x12\x11\n\tforwarded\x18\x02 \x01(\x08\"2\n\x0bJoinRequest\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\">\n\tJoinReply\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x11\n\tforwarded\x18\x03 \x01(\x08\"3\n\x0cLeaveRequest\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\"\x1f\n\nLeaveReply\x12\x11\n\tforwarded\x18\x01 \x01(\x08\"\"\n\x0fPresenceRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\">\n\x06Member\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"S\n\rPresenceReply\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\"\n\x07members\x18\x03 \x03(\x0b\x32\x11.wsgate.v1.Member2\xc1\x02\n\x07Gateway\x12=\n\x07Publish\x12\x19.wsgate.v1.PublishRequest\x1a\x17.wsgate.v1.PublishReply\x12\x46\n\nDisconnect\x12\x1c.wsgate.v1.DisconnectRequest\x1a\x1a.wsgate.v1.DisconnectReply\x12\x34\n\x04Join\x12\x16.wsgate.v1.JoinRequest\x1a\x14.wsgate.v1.JoinReply\x12\x37\n\x05Leave\x12\x17.wsgate.v1.LeaveRequest\x1a\x15.wsgate.v1.LeaveReply\x12@\n\x08Presence\x12\x1a.wsgate.v1.PresenceRequest\x1a\x18.wsgate.v1.PresenceReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,28 +37,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTION']._serialized_end=201
   _globals['_EXCLUDE']._serialized_start=203
   _globals['_EXCLUDE']._serialized_end=232
-  _globals['_PUBLISHREQUEST']._serialized_start=234
-  _globals['_PUBLISHREQUEST']._serialized_end=353
-  _globals['_PUBLISHREPLY']._serialized_start=355
-  _globals['_PUBLISHREPLY']._serialized_end=388
-  _globals['_DISCONNECTREQUEST']._serialized_start=390
-  _globals['_DISCONNECTREQUEST']._serialized_end=457
-  _globals['_DISCONNECTREPLY']._serialized_start=459
-  _globals['_DISCONNECTREPLY']._serialized_end=517
-  _globals['_JOINREQUEST']._serialized_start=519
-  _globals['_JOINREQUEST']._serialized_end=569
-  _globals['_JOINREPLY']._serialized_start=571
-  _globals['_JOINREPLY']._serialized_end=633
-  _globals['_LEAVEREQUEST']._serialized_start=635
-  _globals['_LEAVEREQUEST']._serialized_end=686
-  _globals['_LEAVEREPLY']._serialized_start=688
-  _globals['_LEAVEREPLY']._serialized_end=719
-  _globals['_PRESENCEREQUEST']._serialized_start=721
-  _globals['_PRESENCEREQUEST']._serialized_end=755
-  _globals['_MEMBER']._serialized_start=757
-  _globals['_MEMBER']._serialized_end=819
-  _globals['_PRESENCEREPLY']._serialized_start=821
-  _globals['_PRESENCEREPLY']._serialized_end=904
-  _globals['_GATEWAY']._serialized_start=907
-  _globals['_GATEWAY']._serialized_end=1228
+  _globals['_PUBLISHREQUEST']._serialized_start=235
+  _globals['_PUBLISHREQUEST']._serialized_end=390
+  _globals['_PUBLISHREPLY']._serialized_start=392
+  _globals['_PUBLISHREPLY']._serialized_end=425
+  _globals['_DISCONNECTREQUEST']._serialized_start=427
+  _globals['_DISCONNECTREQUEST']._serialized_end=494
+  _globals['_DISCONNECTREPLY']._serialized_start=496
+  _globals['_DISCONNECTREPLY']._serialized_end=554
+  _globals['_JOINREQUEST']._serialized_start=556
+  _globals['_JOINREQUEST']._serialized_end=606
+  _globals['_JOINREPLY']._serialized_start=608
+  _globals['_JOINREPLY']._serialized_end=670
+  _globals['_LEAVEREQUEST']._serialized_start=672
+  _globals['_LEAVEREQUEST']._serialized_end=723
+  _globals['_LEAVEREPLY']._serialized_start=725
+  _globals['_LEAVEREPLY']._serialized_end=756
+  _globals['_PRESENCEREQUEST']._serialized_start=758
+  _globals['_PRESENCEREQUEST']._serialized_end=792
+  _globals['_MEMBER']._serialized_start=794
+  _globals['_MEMBER']._serialized_end=856
+  _globals['_PRESENCEREPLY']._serialized_start=858
+  _globals['_PRESENCEREPLY']._serialized_end=941
+  _globals['_GATEWAY']._serialized_start=944
+  _globals['_GATEWAY']._serialized_end=1265
 # @@protoc_insertion_point(module_scope)

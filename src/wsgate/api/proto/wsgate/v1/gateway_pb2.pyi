@@ -35,14 +35,16 @@ class Exclude(_message.Message):
     def __init__(self, connection: _Optional[str] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
-    __slots__ = ("to", "action", "exclude")
+    __slots__ = ("to", "action", "exclude", "actions")
     TO_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
     to: Target
     action: Action
     exclude: Exclude
-    def __init__(self, to: _Optional[_Union[Target, _Mapping]] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., exclude: _Optional[_Union[Exclude, _Mapping]] = ...) -> None: ...
+    actions: _containers.RepeatedCompositeFieldContainer[Action]
+    def __init__(self, to: _Optional[_Union[Target, _Mapping]] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., exclude: _Optional[_Union[Exclude, _Mapping]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ...) -> None: ...
 
 class PublishReply(_message.Message):
     __slots__ = ("delivered",)
