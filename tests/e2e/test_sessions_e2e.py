@@ -145,11 +145,13 @@ async def test_a_token_refresh_without_a_token_is_a_bad_request() -> None:
 # Revocation that sticks (one node; tests/cluster/test_revocation.py for three) ----
 
 API_AUTH = {"Authorization": "Bearer test-api-key"}
+ADMIN_AUTH = {"Authorization": "Bearer test-admin-key"}
 
 
 async def api(gw: Running, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    headers = ADMIN_AUTH if path.startswith("/v1/users/") else API_AUTH  # admin-only there
     async with aiohttp.ClientSession() as http, http.request(
-        method, f"{gw.node.api_url}{path}", json=body, headers=API_AUTH
+        method, f"{gw.node.api_url}{path}", json=body, headers=headers
     ) as resp:
         return resp.status, await resp.json()
 

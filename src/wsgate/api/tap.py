@@ -157,6 +157,10 @@ class Taps:
         }
 
 
+PROTOCOL = "wsgate.tap"
+"""The subprotocol a tap answers with when the client offers it (a browser does, beside
+its ``bearer.`` key: :data:`wsgate.api.app.BEARER_PROTOCOL`)."""
+
 TAPS: web.AppKey[Taps] = web.AppKey("wsgate_taps", Taps)
 
 routes = web.RouteTableDef()
@@ -174,7 +178,7 @@ async def tap(request: web.Request) -> web.StreamResponse:
         opened = taps.open(channel, connection)
     except TapFull:
         raise web.HTTPServiceUnavailable(reason="too many taps open on this node") from None
-    ws = web.WebSocketResponse(heartbeat=30)
+    ws = web.WebSocketResponse(heartbeat=30, protocols=(PROTOCOL,))
     try:
         await ws.prepare(request)
         reader = asyncio.ensure_future(ws.receive())
