@@ -168,4 +168,10 @@ def build_app(
     if taps is not None:
         app[tap_api.TAPS] = taps
         app.router.add_routes(tap_api.routes)
+        opened = taps
+
+        async def end_taps(app: web.Application) -> None:
+            opened.end_all()  # else cleanup waits its shutdown timeout on each open tap
+
+        app.on_shutdown.append(end_taps)
     return app

@@ -15,6 +15,8 @@ is ``None`` and the fan-out checks nothing else. Each tap holds at most
 ``[tap] queue`` actions (the oldest is dropped, counted in ``dropped``); at
 most ``[tap] max_taps`` taps are open per node (one more: 503). A tap is freed
 when its WebSocket closes; the last one closed resets ``Fanout.taps`` to ``None``.
+When the node stops (the application's ``on_shutdown``) every tap is closed
+with 1001, so the API's shutdown never waits on a tap.
 
 A tap is node-local: it sees the deliveries given to this node's members (a
 channel's, a connection's). On a cluster, tap the node the connection lives
@@ -77,7 +79,7 @@ def redact(rules: Sequence[TapRedact], type_: str, payload: Any) -> Any:
 class Tap:
     """One open tap: the actions of one channel or one connection, bounded by ``cap``."""
 
-    __slots__ = ("_ready", "channel", "connection", "dropped", "queue")
+    __slots__ = ("_ready", "channel", "connection", "dropped", "ended", "queue")
 
     def __init__(self, channel: str | None, connection: str | None, cap: int) -> None:
         self.channel = channel
@@ -85,6 +87,8 @@ class Tap:
         self.queue: deque[Delivery] = deque(maxlen=cap)
         """Bounded by ``cap`` (``[tap] queue``); drained by :meth:`next`."""
         self.dropped = 0
+        self.ended = False
+        """Set by :meth:`end` (the node stops): :meth:`next` answers ``None``."""
         self._ready = asyncio.Event()
 
     def wants(self, d: Delivery) -> bool:
@@ -102,12 +106,17 @@ class Tap:
         self.queue.append(d)
         self._ready.set()
 
-    async def next(self) -> Delivery:
-        """Wait for and take the oldest queued delivery."""
-        while not self.queue:
+    async def next(self) -> Delivery | None:
+        """Wait for and take the oldest queued delivery; ``None`` once :meth:`end` ran."""
+        while not self.queue and not self.ended:
             self._ready.clear()
             await self._ready.wait()
-        return self.queue.popleft()
+        return None if self.ended else self.queue.popleft()
+
+    def end(self) -> None:
+        """The node stops: wake :meth:`next`, which answers ``None`` from now on."""
+        self.ended = True
+        self._ready.set()
 
 
 class Taps:
@@ -138,6 +147,11 @@ class Taps:
             self.open_taps.remove(tap)
         if not self.open_taps:
             self._fanout.taps = None
+
+    def end_all(self) -> None:
+        """The node stops: every open tap's handler closes its WebSocket (1001)."""
+        for tap in self.open_taps:
+            tap.end()
 
     def _offer(self, d: Delivery) -> None:
         for tap in self.open_taps:
@@ -186,7 +200,11 @@ async def tap(request: web.Request) -> web.StreamResponse:
             taken = asyncio.ensure_future(opened.next())
             done, _ = await asyncio.wait({reader, taken}, return_when=asyncio.FIRST_COMPLETED)
             if taken in done:
-                await ws.send_json(taps.frame(opened, taken.result()))
+                delivery = taken.result()
+                if delivery is None:  # the node stops
+                    await ws.close(code=1001, message=b"node stopping")
+                    break
+                await ws.send_json(taps.frame(opened, delivery))
             else:
                 taken.cancel()
             if reader in done:
