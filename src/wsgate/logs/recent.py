@@ -4,8 +4,8 @@ A :class:`RecentErrors` is a :class:`logging.Handler` a node adds to the
 ``wsgate`` logger on start and removes on stop; the admin API
 (``GET /v1/admin/errors``) and the dashboard read it. Bounds: at most
 ``size`` entries (the oldest is dropped); an entry holds the record's
-time, level, logger name, message (``getMessage()``, never a payload: no
-wsgate line carries one) and its event fields, never a traceback. Cost: one
+time, level, logger name, message (``getMessage()``) and its event fields
+(what :func:`wsgate.logs.event` gave: never a payload), never a traceback. Cost: one
 ``deque.append`` per record at ``WARNING`` or above; nothing below.
 """
 
@@ -15,9 +15,14 @@ import logging
 from collections import deque
 from typing import Any
 
+from wsgate.logs.format import extra_fields
+
 __all__ = ["RecentErrors"]
 
-_FIELDS = ("event", "connection", "user", "org", "code", "reason", "service")
+
+def _plain(value: Any) -> Any:
+    """A field as JSON can carry it (the text formatter's rule: anything else is ``str``)."""
+    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
 
 class RecentErrors(logging.Handler):
@@ -35,14 +40,11 @@ class RecentErrors(logging.Handler):
                 "level": record.levelname,
                 "logger": record.name,
                 "message": record.getMessage(),
+                "fields": {k: _plain(v) for k, v in extra_fields(record).items()},
             }
         except Exception:  # a bad format string must not break the caller
             self.handleError(record)
             return
-        for name in _FIELDS:
-            value = getattr(record, name, None)
-            if value is not None and value != "":
-                entry[name] = value
         self.entries.append(entry)
 
     def snapshot(self) -> list[dict[str, Any]]:

@@ -99,7 +99,9 @@ async function refresh() {
     }));
     $("errors").replaceChildren(...errors.errors.slice().reverse().map((e) => {
       const li = document.createElement("li");
-      li.textContent = `${new Date(e.time * 1000).toISOString()} ${e.level} ${e.logger}: ${e.message}`;
+      const fields = Object.entries(e.fields || {})
+        .filter(([k]) => k !== "event").map(([k, v]) => `${k}=${v}`).join(" ");
+      li.textContent = `${new Date(e.time * 1000).toISOString()} ${e.level} ${e.logger}: ${e.message} ${fields}`;
       return li;
     }));
     say($("status"), "connected");
