@@ -493,7 +493,8 @@ class Node:
         if not self._api_keys:
             log.warning("no [api] keys: the internal API refuses every /v1 request")
         tap = self.config.tap
-        taps = Taps(self.gateway.fanout, tap.redact, tap.queue, tap.max_taps)
+        remote = None if self.bus is None else self.bus.taps
+        taps = Taps(self.gateway.taps, tap.redact, tap.queue, tap.max_taps, remote)
         app = build_app(
             self.api,
             self._api_keys,
