@@ -530,7 +530,7 @@ class Node:
         assert self.api is not None
         listen = self.config.api.grpc_listen
         host, port = parse_listen("api.grpc_listen", listen)
-        api = GrpcApi(self.api, self._api_keys, host, port)
+        api = GrpcApi(self.api, self._api_keys, host, port, self.config.admin.keys)
         try:
             await api.start()
         except OSError as exc:

@@ -9,13 +9,12 @@ from typing import Any
 
 import aiohttp
 
-from ..e2e.gateway import ADMIN_KEY, Running
+from ..e2e.gateway import Running
 from ..helpers import eventually
-from .cluster import API_KEY, cluster
+from .cluster import ADMIN_KEY, API_KEY, cluster
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-TAP = {"admin": {"keys": [ADMIN_KEY]},
-       "tap": {"redact": [{"match": "chat/*", "fields": ["payload.card"]}]}}
+TAP = {"tap": {"redact": [{"match": "chat/*", "fields": ["payload.card"]}]}}
 
 
 def _forwarders(node: Running) -> int:

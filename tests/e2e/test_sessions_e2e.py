@@ -245,7 +245,7 @@ async def test_the_python_client_refreshes_through_get_token_and_keeps_its_conne
 async def test_a_grpc_disconnect_of_a_user_records_the_same_revocation() -> None:
     from wsgate.api.proto.wsgate.v1 import gateway_pb2 as pb
 
-    from ..api.test_grpc_api import AUTH as GRPC_AUTH
+    from ..api.test_grpc_api import ADMIN as GRPC_AUTH  # a user's disconnect: admin keys only
     from ..api.test_grpc_api import gateway_stub
 
     config = make_config(api={"grpc_listen": "127.0.0.1:0"},

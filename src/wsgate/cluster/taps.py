@@ -118,7 +118,7 @@ class ClusterTaps:
         self.forwarders: dict[str, _Forwarder] = {}
         """Other nodes' taps here, by id: at most :data:`MAX_REMOTE`; each freed when its
         tap closes or its lease ends."""
-        schedule.every(1, "taps", self._tick)
+        schedule.every(1, "taps.renew", self._tick)
 
     # The tapping node ------------------------------------------------------------
 
