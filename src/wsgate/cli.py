@@ -207,7 +207,8 @@ def demo(port: int) -> int:
         banner = (
             "wsgate: demo on http://localhost:{port}/ (second user: http://127.0.0.1:{port}/)\n"
             "wsgate: internal API on {api} (docs/api.md), e.g.\n"
-            f"  curl -H 'Authorization: Bearer {config.api.keys[0]}' {{api}}/v1/hubs"
+            f"  curl -H 'Authorization: Bearer {config.api.keys[0]}' {{api}}/v1/hubs\n"
+            f"wsgate: admin dashboard on {{api}}/admin/ with the admin key {config.admin.keys[0]}"
         )
         return _event_loop_run(node, banner, start_examples(examples))
     finally:
