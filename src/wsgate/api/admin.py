@@ -15,6 +15,7 @@ and ``/v1/tap`` (:data:`wsgate.api.app.ADMIN_ONLY`).
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 
 from aiohttp import web
@@ -23,6 +24,8 @@ from wsgate.api.state import STATE, json_error
 from wsgate.logs.recent import RecentErrors
 
 __all__ = ["ERRORS", "SITE_PATHS", "routes"]
+
+log = logging.getLogger("wsgate.api.admin")
 
 ERRORS: web.AppKey[RecentErrors] = web.AppKey("wsgate_recent_errors", RecentErrors)
 
@@ -67,6 +70,7 @@ async def nodes(request: web.Request) -> web.Response:
         try:
             ids = await state.bus.query.nodes()
         except Exception:  # the store's driver error: this node still knows itself
+            log.exception("node list unavailable; answering with this node only")
             return web.json_response({"nodes": [{"node": me, "self": True}], "partial": True})
     return web.json_response({"nodes": [{"node": n, "self": n == me} for n in ids]})
 

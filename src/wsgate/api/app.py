@@ -62,9 +62,10 @@ selects ``wsgate.tap``, never echoes the key)."""
 
 
 def _authorization(request: web.Request) -> str:
-    """The ``Authorization`` header, else the key of a :data:`BEARER_PROTOCOL` subprotocol."""
+    """The ``Authorization`` header, else (``/v1/tap`` only) the key of a
+    :data:`BEARER_PROTOCOL` subprotocol."""
     header = request.headers.get("Authorization", "")
-    if header:
+    if header or request.path != "/v1/tap":
         return header
     for offered in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
         offered = offered.strip()

@@ -28,6 +28,7 @@ Leases, bounds and cost:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -41,7 +42,15 @@ from wsgate.cluster.ports import BusPort, Schedule
 from wsgate.core.delivery import Delivery
 from wsgate.core.taps import TapFilter, TapRegistry, Watcher
 
-__all__ = ["LEASE_TICKS", "MAX_REMOTE", "TAPPED", "TAPS_SUBJECT", "TAP_CONTROL", "ClusterTaps"]
+__all__ = [
+    "FLUSH_TIMEOUT_S",
+    "LEASE_TICKS",
+    "MAX_REMOTE",
+    "TAPPED",
+    "TAPS_SUBJECT",
+    "TAP_CONTROL",
+    "ClusterTaps",
+]
 
 log = logging.getLogger("wsgate.cluster.taps")
 
@@ -56,6 +65,8 @@ LEASE_TICKS: Final = 3
 """Ticks (a third of the heartbeat TTL each) a forwarder lives without a renewal."""
 MAX_REMOTE: Final = 256
 """Forwarders one node holds at once, for all the other nodes' taps."""
+FLUSH_TIMEOUT_S: Final = 5.0
+"""A new tap waits at most this for its subscription before it is announced."""
 
 
 class _Announce(msgspec.Struct, omit_defaults=True):
@@ -123,12 +134,19 @@ class ClusterTaps:
     # The tapping node ------------------------------------------------------------
 
     def opened(self, tap: Watcher) -> None:
-        """Subscribe to ``tap``'s subject, then ask every node to forward to it."""
+        """Subscribe to ``tap``'s subject; once the broker has it, ask every node to
+        forward to it (a failed wait: the next tick's renewal announces it)."""
         tap_id = f"{self._port.node}.{secrets.token_hex(6)}"
         self._mine[tap_id] = tap
         self._ids[id(tap)] = tap_id
         self._broker.subscribe(_subject(tap_id))
-        self._announce(tap_id, tap.filter, "open")
+        self._port.spawn(self._announce_when_subscribed(tap_id))
+
+    async def _announce_when_subscribed(self, tap_id: str) -> None:
+        await asyncio.wait_for(self._broker.flush(), FLUSH_TIMEOUT_S)
+        tap = self._mine.get(tap_id)
+        if tap is not None:  # not closed meanwhile
+            self._announce(tap_id, tap.filter, "open")
 
     def closed(self, tap: Watcher) -> None:
         """Tell every node to stop forwarding to ``tap``; stop receiving its subject."""
