@@ -6,7 +6,9 @@ A :class:`RecentErrors` is a :class:`logging.Handler` a node adds to the
 ``size`` entries (the oldest is dropped); an entry holds the record's
 time, level, logger name, message (``getMessage()``) and its event fields
 (what :func:`wsgate.logs.event` gave: never a payload), never a traceback. Cost: one
-``deque.append`` per record at ``WARNING`` or above; nothing below.
+``deque.append`` per record at ``WARNING`` or above; nothing below. The
+handler sits on the process's ``wsgate`` logger: several nodes in one process
+(tests) each see the others' lines too.
 """
 
 from __future__ import annotations
