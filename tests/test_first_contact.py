@@ -113,6 +113,17 @@ def test_the_demo_prints_its_internal_api_url_and_a_key(tmp_path: Path) -> None:
         request = urllib.request.Request(f"{url}/v1/hubs", headers={"Authorization": f"Bearer {key}"})
         with urllib.request.urlopen(request, timeout=5) as resp:
             assert resp.status == 200
+        admin = re.compile(r"admin dashboard on (http://\S+/admin/) with the admin key ([A-Za-z0-9_-]+)")
+        wait_until(lambda: admin.search(demo.output()) is not None, 10, what="the dashboard banner")
+        shown = admin.search(demo.output())
+        assert shown is not None
+        page, admin_key = shown.groups()
+        with urllib.request.urlopen(page, timeout=5) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/html")
+        errors = urllib.request.Request(f"{url}/v1/admin/errors",
+                                        headers={"Authorization": f"Bearer {admin_key}"})
+        with urllib.request.urlopen(errors, timeout=5) as resp:
+            assert resp.status == 200
     finally:
         demo.stop()
 

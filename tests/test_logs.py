@@ -23,7 +23,7 @@ from wsgate.auth.principal import Principal
 from wsgate.config import LogConfig, from_mapping
 from wsgate.logs import JsonFormatter, TextFormatter, configure
 
-from .e2e.gateway import API_KEY, ORIGIN, make_config, running
+from .e2e.gateway import ADMIN_KEY, API_KEY, ORIGIN, make_config, running
 from .e2e.services import with_service
 from .helpers import eventually, free_port
 from .servers import wsgate_serve
@@ -126,7 +126,7 @@ async def test_revoked_then_closed_4403(lines: Lines) -> None:
     async with running() as gw, gw.peer("u9") as peer, aiohttp.ClientSession() as http:
         cid = peer.id
         url = f"{gw.node.api_url}/v1/users/u9/connections"
-        async with http.delete(url, headers={"Authorization": f"Bearer {API_KEY}"}) as resp:
+        async with http.delete(url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as resp:
             assert resp.status == 200
         line = _one(lines, "revoked", user="u9")
         assert line is not None and line["count"] == 1

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,10 @@ def test_the_wheel_runs_the_demo_outside_a_checkout(tmp_path: Path) -> None:
         check=True, timeout=300, capture_output=True,
     )
     (wheel,) = wheels.glob("wsgate-*.whl")
+    with zipfile.ZipFile(wheel) as archive:  # the dashboard is package data
+        shipped = set(archive.namelist())
+    for name in ("index.html", "admin.js", "admin.css"):
+        assert f"wsgate/api/admin_site/{name}" in shipped, name
     site = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],

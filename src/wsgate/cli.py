@@ -5,6 +5,9 @@
     wsgate serve [--config FILE]          run a node (FILE defaults to $WSGATE_CONFIG)
     wsgate demo [--port N]                run the demo: gateway, services and web app
     wsgate routes [--config FILE]         print the live route table
+    wsgate tap (--channel ADDR | --connection ID) [--config FILE] [--key KEY] [--json]
+                                          print a node's live actions of one channel or
+                                          connection, one line each, until Ctrl-C
     wsgate check [--config FILE]          validate a config; print it, secrets masked
     wsgate keys new                       print a fresh base64 32-byte session key
     wsgate cookie [--config FILE] --user U --org O [--org O2]... [--team T]...
@@ -104,6 +107,16 @@ def _cmd_routes(args: argparse.Namespace) -> int:
     if path is None:
         raise ConfigError("(file)", f"routes needs --config FILE or ${_CONFIG_ENV}")
     return print_routes(path)
+
+
+def _cmd_tap(args: argparse.Namespace) -> int:
+    from wsgate.cli_tap import run
+    from wsgate.config import load
+
+    config = load(_config_path(args))
+    return asyncio.run(
+        run(config, channel=args.channel, connection=args.connection, key=args.key, raw=args.json)
+    )
 
 
 Extra = Callable[["Node"], Awaitable[Callable[[], Awaitable[None]]]]
@@ -225,7 +238,8 @@ def demo(port: int) -> int:
         banner = (
             "wsgate: demo on http://localhost:{port}/ (second user: http://127.0.0.1:{port}/)\n"
             "wsgate: internal API on {api} (docs/api.md), e.g.\n"
-            f"  curl -H 'Authorization: Bearer {config.api.keys[0]}' {{api}}/v1/hubs"
+            f"  curl -H 'Authorization: Bearer {config.api.keys[0]}' {{api}}/v1/hubs\n"
+            f"wsgate: admin dashboard on {{api}}/admin/ with the admin key {config.admin.keys[0]}"
         )
         return _event_loop_run(node, banner, start_examples(examples))
     finally:
@@ -381,6 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
     routes = sub.add_parser("routes", help="print the live route table")
     routes.add_argument("--config", metavar="FILE", help=f"the config file (or ${_CONFIG_ENV})")
     routes.set_defaults(handler=_cmd_routes)
+
+    tap = sub.add_parser("tap", help="print the live actions of one channel or connection")
+    target = tap.add_mutually_exclusive_group(required=True)
+    target.add_argument("--channel", metavar="ADDR", help="a channel address: acme:orders/42")
+    target.add_argument("--connection", metavar="ID", help="a connection id")
+    tap.add_argument("--config", metavar="FILE", help=config_help)
+    tap.add_argument("--key", help="an [admin] key (default: the config's first admin.keys)")
+    tap.add_argument("--json", action="store_true", help="print each frame's JSON as is")
+    tap.set_defaults(handler=_cmd_tap)
 
     check_ = sub.add_parser(
         "check", help="validate a config and print it (environment applied, secrets masked)"

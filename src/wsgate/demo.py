@@ -208,6 +208,7 @@ def demo_config(
             **procedures,
             "server": {"listen": f"127.0.0.1:{port}", "allowed_origins": origins},
             "api": {"listen": "127.0.0.1:0", "keys": [secrets.token_urlsafe(24)]},
+            "admin": {"keys": [secrets.token_urlsafe(24)]},
             "auth": {"keys": [new_key()], "sign_in_url": "/sign-in"},
             "relays": [{"match": "chat/*"}, {"match": "cursor/*"}, {"match": "profile/*"}],
             "rate_limits": [

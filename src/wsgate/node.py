@@ -43,6 +43,7 @@ from wsgate.core.presence import PresenceBatcher
 from wsgate.exceptions import BackendError, ConfigError
 from wsgate.lifecycle import LifecycleLog
 from wsgate.logs import event
+from wsgate.logs.recent import RecentErrors
 from wsgate.protocol.codes import CloseCode
 from wsgate.routing.grpc_discovery import GrpcDiscovery
 from wsgate.routing.grpc_invoker import GrpcInvoker, GrpcTarget
@@ -67,6 +68,9 @@ if TYPE_CHECKING:  # nats-py and grpcio are optional extras: imported only when 
 __all__ = ["Node", "PlainGet", "api_keys"]
 
 log = logging.getLogger("wsgate.node")
+
+RECENT_ERRORS = 100
+"""Entries of a node's recent-errors ring (``GET /v1/admin/errors``)."""
 
 PlainGet = Callable[[str, Mapping[str, str]], HttpResponse | None]
 """Answers plain HTTP GETs on the public listener (the demo's pages)."""
@@ -201,6 +205,9 @@ class Node:
         self.revocations: Revocations | None = None
         """The cluster's revocations, cached (open once :meth:`start` ran)."""
         self._revocation_poll: asyncio.Task[None] | None = None
+        self.recent_errors = RecentErrors(RECENT_ERRORS)
+        """The last warnings and errors of the ``wsgate`` loggers while this node runs
+        (``GET /v1/admin/errors``); added to the logger on start, removed on stop."""
         # NATS services: the connection, its invoker and discovery (docs/routing.md, "NATS").
         self.nats_url = nats_services_url(config)
         """The NATS services' connection URL; ``None``: no NATS invoker, no discovery."""
@@ -238,9 +245,11 @@ class Node:
 
         When it raises, the NATS services' connection it opened is closed.
         """
+        logging.getLogger("wsgate").addHandler(self.recent_errors)
         try:
             await self._start()
         except BaseException:
+            logging.getLogger("wsgate").removeHandler(self.recent_errors)
             await self._close_nats_services()
             raise
 
@@ -484,12 +493,14 @@ class Node:
         if not self._api_keys:
             log.warning("no [api] keys: the internal API refuses every /v1 request")
         tap = self.config.tap
-        taps = Taps(self.gateway.fanout, tap.redact, tap.queue, tap.max_taps)
+        remote = None if self.bus is None else self.bus.taps
+        taps = Taps(self.gateway.taps, tap.redact, tap.queue, tap.max_taps, remote)
         app = build_app(
             self.api,
             self._api_keys,
             self.config.admin.keys,
             taps,
+            errors=self.recent_errors,
             metrics=None if self.metrics is None else self._render_metrics,
             metrics_need_key=self.config.metrics.require_key,
         )
@@ -519,7 +530,7 @@ class Node:
         assert self.api is not None
         listen = self.config.api.grpc_listen
         host, port = parse_listen("api.grpc_listen", listen)
-        api = GrpcApi(self.api, self._api_keys, host, port)
+        api = GrpcApi(self.api, self._api_keys, host, port, self.config.admin.keys)
         try:
             await api.start()
         except OSError as exc:
@@ -585,16 +596,19 @@ class Node:
             self.sessions.wheel.close()
             self.channel_tokens.wheel.close()
         # Each of these owns sockets: one failing must not leave the others open.
-        await _close_each(
-            self.invoker.aclose,
-            self._close_grpc_routing,
-            self._close_nats_services,
-            self._close_bus,
-            self._close_grpc_api,
-            self._close_api_runner,
-            self._close_revocations,
-            self._close_tracer,
-        )
+        try:
+            await _close_each(
+                self.invoker.aclose,
+                self._close_grpc_routing,
+                self._close_nats_services,
+                self._close_bus,
+                self._close_grpc_api,
+                self._close_api_runner,
+                self._close_revocations,
+                self._close_tracer,
+            )
+        finally:
+            logging.getLogger("wsgate").removeHandler(self.recent_errors)
 
     async def _close_revocations(self) -> None:
         if self.revocations is not None:

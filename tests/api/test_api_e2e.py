@@ -13,10 +13,11 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from websockets.exceptions import ConnectionClosed
 
-from ..e2e.gateway import API_KEY, make_config, running
+from ..e2e.gateway import ADMIN_KEY, API_KEY, make_config, running
 from ..helpers import eventually
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 AKID, SECRET_KEY = "AKIDWSGATETEST", "wsgate-test-secret-key"
 
 
@@ -110,6 +111,8 @@ async def test_revoking_a_user_closes_every_tab_with_4403() -> None:
     async with running() as gw, gw.peer("mallory") as t1, gw.peer("mallory") as t2, gw.peer("bob") as bob, \
             aiohttp.ClientSession() as http:
         async with http.delete(f"{gw.node.api_url}/v1/users/mallory/connections", headers=AUTH) as resp:
+            assert resp.status == 403  # a service key cannot disconnect a user
+        async with http.delete(f"{gw.node.api_url}/v1/users/mallory/connections", headers=ADMIN) as resp:
             assert (await resp.json())["disconnected"] == 2
         for tab in (t1, t2):
             with pytest.raises(ConnectionClosed) as closed:

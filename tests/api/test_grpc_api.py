@@ -32,10 +32,11 @@ from wsgate.node import Node
 from wsgate.routing.grpc_reflect import reflect
 
 from ..cluster.test_shutdown import open_sockets
-from ..e2e.gateway import API_KEY, Peer, make_config, running
+from ..e2e.gateway import ADMIN_KEY, API_KEY, Peer, make_config, running
 from ..helpers import eventually, free_port
 
 AUTH = (("authorization", f"Bearer {API_KEY}"),)
+ADMIN = (("authorization", f"Bearer {ADMIN_KEY}"),)
 SERVICE = "wsgate.v1.Gateway"
 
 
@@ -212,7 +213,9 @@ async def test_join_presence_leave_disconnect_end_to_end() -> None:
             api.Disconnect(pb.DisconnectRequest(connection=carol.id), metadata=AUTH)
         )
         assert code is grpc.StatusCode.NOT_FOUND
-        revoked = await api.Disconnect(pb.DisconnectRequest(user="alice"), metadata=AUTH)
+        code, _, _ = await _code(api.Disconnect(pb.DisconnectRequest(user="alice"), metadata=AUTH))
+        assert code is grpc.StatusCode.PERMISSION_DENIED  # a user's disconnect: admin keys only
+        revoked = await api.Disconnect(pb.DisconnectRequest(user="alice"), metadata=ADMIN)
         assert revoked.disconnected == 2
         assert await _closed(alice) == 4403 and await _closed(tab2) == 4403
 
@@ -426,7 +429,11 @@ async def test_the_sdk_grpc_publisher_drives_every_rpc() -> None:
             assert await sdk.disconnect(alice.id) is True
             assert await _closed(alice) == 1000
             assert await sdk.disconnect(alice.id) is False  # gone: not an error, as Publisher
-            assert await sdk.disconnect_user("alice") == 1
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await sdk.disconnect_user("alice")  # a service key cannot
+            assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        async with GrpcPublisher(target, ADMIN_KEY) as admin:
+            assert await admin.disconnect_user("alice") == 1
             assert await _closed(tab2) == 4403
         async with GrpcPublisher(target, "wrong") as sdk:
             with pytest.raises(grpc.aio.AioRpcError) as denied:

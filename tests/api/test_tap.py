@@ -6,6 +6,9 @@ import asyncio
 
 import aiohttp
 
+from wsgate.api.tap import SEEN, Tap
+from wsgate.core.delivery import Delivery, TargetKind
+
 from ..e2e.gateway import API_KEY, make_config, running
 
 ADMIN_KEY = "test-admin-key"
@@ -34,3 +37,22 @@ async def test_tap_sees_a_relayed_action_with_redacted_fields_and_needs_an_admin
         assert got["type"] == "chat/SAY" and got["to"]["target"] == "acme:orders/1"
         assert got["payload"] == {"text": "hi", "card": "[redacted]"}
         assert got["from"]["connectionId"] == alice.id and got["dropped"] == 0
+
+
+def _channel() -> Delivery:
+    return Delivery(TargetKind.CHANNEL, "acme:a", "chat/SAY", 0)
+
+
+def test_a_tap_takes_each_channel_offset_once_and_remembers_at_most_seen() -> None:
+    tap = Tap("acme:a", None, SEEN * 4)
+    for _ in range(3):  # three nodes forward the same action
+        tap.offer(_channel(), 7)
+    assert len(tap.queue) == 1
+    for offset in range(100, 100 + SEEN * 2):
+        tap.offer(_channel(), offset)
+    assert len(tap._seen) == len(tap._seen_order) == SEEN
+    tap.offer(_channel(), 7)  # forgotten long ago: taken again, not a leak
+    assert len(tap.queue) == 2 + SEEN * 2
+    tap.offer(Delivery(TargetKind.CONNECTION, "n1.c", "x/Y"), 0)
+    tap.offer(Delivery(TargetKind.CONNECTION, "n1.c", "x/Y"), 0)  # no offset: never deduplicated
+    assert len(tap.queue) == 4 + SEEN * 2

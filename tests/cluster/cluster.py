@@ -11,15 +11,16 @@ from wsgate.auth.keyring import new_key
 from wsgate.config import Config, from_mapping
 from wsgate.node import Node
 
-from ..e2e.gateway import API_KEY, ORIGIN, Running
+from ..e2e.gateway import ADMIN_KEY, API_KEY, ORIGIN, Running
 
-__all__ = ["API_KEY", "ORIGIN", "cluster", "node_config"]
+__all__ = ["ADMIN_KEY", "API_KEY", "ORIGIN", "cluster", "node_config"]
 
 
 def node_config(broker_url: str, prefix: str, node_id: str, key: str, **sections: Any) -> Config:
     data: dict[str, Any] = {
         "server": {"listen": "127.0.0.1:0", "allowed_origins": [ORIGIN], "node_id": node_id},
         "api": {"listen": "127.0.0.1:0", "keys": [API_KEY]},
+        "admin": {"keys": [ADMIN_KEY]},
         "auth": {"keys": [key]},
         "broker": {"url": broker_url, "prefix": prefix, "presence_ttl_s": 1.0},
         "presence": {"batch_ms": 0},

@@ -27,9 +27,10 @@ from websockets.exceptions import ConnectionClosed
 
 from ..e2e.gateway import Peer, Running
 from ..helpers import eventually
-from .cluster import API_KEY, cluster
+from .cluster import ADMIN_KEY, API_KEY, cluster
 
 METADATA = (("authorization", f"Bearer {API_KEY}"),)
+ADMIN_METADATA = (("authorization", f"Bearer {ADMIN_KEY}"),)
 GRPC_API = {"grpc_listen": "127.0.0.1:0"}
 
 
@@ -65,7 +66,7 @@ class GoStylePublisher:
         cls = message_factory.GetMessageClass(self._pool.FindMessageTypeByName(f"wsgate.v1.{name}"))
         return cls(**fields)
 
-    async def call(self, method: str, **fields: Any) -> Any:
+    async def call(self, method: str, metadata: Any = METADATA, **fields: Any) -> Any:
         service = self._pool.FindServiceByName("wsgate.v1.Gateway")
         descriptor = service.FindMethodByName(method)
         request = self.message(descriptor.input_type.name, **fields)
@@ -75,7 +76,7 @@ class GoStylePublisher:
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=reply.FromString,
         )
-        return await rpc(request, metadata=METADATA, timeout=5)
+        return await rpc(request, metadata=metadata, timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +134,8 @@ async def test_a_go_style_publisher_on_a_reaches_connections_on_b(
         gone = await go.call("Disconnect", connection=bob.id)
         assert (gone.disconnected, gone.forwarded) == (0, True)
         assert await _closed(bob) == 1000
-        await go.call("Disconnect", user="bob")  # revocation reaches every node
+        # A user's disconnect takes an admin key; its revocation reaches every node.
+        await go.call("Disconnect", metadata=ADMIN_METADATA, user="bob")
         assert await _closed(tab2) == 4403
 
 

@@ -125,7 +125,8 @@ async def test_registration_is_closed_once_started_and_names_are_unique() -> Non
 
 async def test_the_bus_owns_one_ticker_with_each_parts_period_and_close_stops_it() -> None:
     """The periods the heartbeat loop had: beat every tick (ttl/3), sweep every 2nd,
-    re-list every 3rd, routes reload every 15th; the node's stop ends the one loop."""
+    re-list every 3rd, routes reload every 15th, taps renewed every tick; the node's stop
+    ends the one loop."""
     async with cluster(f"memory://{uuid.uuid4().hex[:8]}", size=1) as (a,):
         bus = a.node.bus
         assert bus is not None
@@ -135,10 +136,11 @@ async def test_the_bus_owns_one_ticker_with_each_parts_period_and_close_stops_it
             ("presence.sweep", 2),
             ("query.relist", 3),
             ("routes.reload", 15),
+            ("taps.renew", 1),
         ]
         await eventually(lambda: bus.ticker.ticks >= 1, what="a tick")
         assert len(_ticker_tasks()) == 1
         assert bus.ticker.failures == dict.fromkeys(
-            ["presence.beat", "presence.sweep", "query.relist", "routes.reload"], 0
+            ["presence.beat", "presence.sweep", "query.relist", "routes.reload", "taps.renew"], 0
         )
     assert _ticker_tasks() == []

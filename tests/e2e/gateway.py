@@ -19,12 +19,14 @@ from wsgate.node import Node
 
 ORIGIN = "http://app.test"
 API_KEY = "test-api-key"
+ADMIN_KEY = "test-admin-key"
 
 
 def make_config(**sections: Any) -> Config:
     data: dict[str, Any] = {
         "server": {"listen": "127.0.0.1:0", "allowed_origins": [ORIGIN]},
         "api": {"listen": "127.0.0.1:0", "keys": [API_KEY]},
+        "admin": {"keys": [ADMIN_KEY]},
         "auth": {"keys": [new_key()]},
         "presence": {"batch_ms": 0},
         "relays": [{"match": "chat/*"}],

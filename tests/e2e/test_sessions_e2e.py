@@ -145,11 +145,13 @@ async def test_a_token_refresh_without_a_token_is_a_bad_request() -> None:
 # Revocation that sticks (one node; tests/cluster/test_revocation.py for three) ----
 
 API_AUTH = {"Authorization": "Bearer test-api-key"}
+ADMIN_AUTH = {"Authorization": "Bearer test-admin-key"}
 
 
 async def api(gw: Running, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    headers = ADMIN_AUTH if path.startswith("/v1/users/") else API_AUTH  # admin-only there
     async with aiohttp.ClientSession() as http, http.request(
-        method, f"{gw.node.api_url}{path}", json=body, headers=API_AUTH
+        method, f"{gw.node.api_url}{path}", json=body, headers=headers
     ) as resp:
         return resp.status, await resp.json()
 
@@ -243,7 +245,7 @@ async def test_the_python_client_refreshes_through_get_token_and_keeps_its_conne
 async def test_a_grpc_disconnect_of_a_user_records_the_same_revocation() -> None:
     from wsgate.api.proto.wsgate.v1 import gateway_pb2 as pb
 
-    from ..api.test_grpc_api import AUTH as GRPC_AUTH
+    from ..api.test_grpc_api import ADMIN as GRPC_AUTH  # a user's disconnect: admin keys only
     from ..api.test_grpc_api import gateway_stub
 
     config = make_config(api={"grpc_listen": "127.0.0.1:0"},

@@ -6,8 +6,10 @@ needs an AWS SigV4 signature (or a bearer key); ``/healthz`` and ``/readyz``
 are open so that orchestrators can probe them. ``/metrics`` (Prometheus text,
 when the node gives ``metrics``) is open too unless ``metrics_need_key``: then
 it needs a bearer key like ``/v1/*`` (401 without). ``[admin] keys`` are accepted
-wherever ``[api] keys`` are; ``/v1/tap`` (:mod:`wsgate.api.tap`) takes only
-an admin key: 401 without a valid key, 403 for a service key.
+wherever ``[api] keys`` are; the paths of :func:`admin_only` (the tap,
+:mod:`wsgate.api.tap`; a user's disconnect; ``/v1/admin/*``,
+:mod:`wsgate.api.admin`) take only an admin key: 401 without a valid key,
+403 for a service key. The dashboard's static page (``/admin/``) is open.
 
 Every error is JSON, aiohttp's own included (an unknown path, a wrong
 method, a body over :data:`MAX_BODY`): ``{"error": message}``, or AWS's
@@ -16,21 +18,24 @@ method, a body over :data:`MAX_BODY`): ``{"error": message}``, or AWS's
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from wsgate.api import aws, v1
+from wsgate.api import admin, aws, v1
 from wsgate.api import tap as tap_api
 from wsgate.api.state import BEARER_OK, STATE, ApiState, json_error
+from wsgate.logs.recent import RecentErrors
 
-__all__ = ["MAX_BODY", "bearer_ok", "build_app"]
+__all__ = ["MAX_BODY", "admin_only", "bearer_ok", "build_app"]
 
 MAX_BODY = 1 << 20
 """Largest request body the internal API reads."""
 
-_OPEN = frozenset({"/healthz", "/readyz"})
+_OPEN = frozenset({"/healthz", "/readyz"}) | admin.SITE_PATHS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,7 +55,36 @@ def bearer_ok(header: str, keys: Sequence[bytes]) -> bool:
     return ok
 
 
-_ADMIN_ONLY = frozenset({"/v1/tap"})
+BEARER_PROTOCOL = "bearer."
+"""A browser cannot set ``Authorization`` on a WebSocket: it offers the subprotocol
+``bearer.<base64url of the key, unpadded>`` beside ``wsgate.tap`` instead (the server
+selects ``wsgate.tap``, never echoes the key)."""
+
+
+def _authorization(request: web.Request) -> str:
+    """The ``Authorization`` header, else (``/v1/tap`` only) the key of a
+    :data:`BEARER_PROTOCOL` subprotocol."""
+    header = request.headers.get("Authorization", "")
+    if header or request.path != "/v1/tap":
+        return header
+    for offered in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        offered = offered.strip()
+        if offered.startswith(BEARER_PROTOCOL):
+            encoded = offered[len(BEARER_PROTOCOL):]
+            try:
+                key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+                return "Bearer " + key.decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return ""
+    return ""
+
+
+def admin_only(method: str, path: str) -> bool:
+    """Only an ``[admin]`` key may do this: open a tap, disconnect a user (every tab,
+    and a revocation), read ``/v1/admin/*``. Service keys get 403."""
+    if path == "/v1/tap" or path.startswith("/v1/admin/"):
+        return True
+    return method == "DELETE" and path.startswith("/v1/users/") and path.endswith("/connections")
 
 
 def build_app(
@@ -59,13 +93,15 @@ def build_app(
     admin_keys: Sequence[str] = (),
     taps: tap_api.Taps | None = None,
     *,
+    errors: RecentErrors | None = None,
     metrics: Callable[[], tuple[bytes, str]] | None = None,
     metrics_need_key: bool = False,
 ) -> web.Application:
     """The aiohttp application of the internal API for ``state``.
 
     ``keys`` are the service keys, ``admin_keys`` the operators'; ``/v1/tap``
-    is routed only when ``taps`` is given. ``metrics`` renders ``GET /metrics``
+    is routed only when ``taps`` is given, ``/v1/admin/errors`` answers
+    ``errors`` (an empty ring when ``None``). ``metrics`` renders ``GET /metrics``
     (body, content type) per scrape; ``None``: no such route.
     """
     encoded = [k.encode() for k in keys if k]
@@ -77,9 +113,9 @@ def build_app(
         path = request.path
         if path in open_paths:
             return await handler(request)
-        header = request.headers.get("Authorization", "")
+        header = _authorization(request)
         admin = bearer_ok(header, admins)
-        if path in _ADMIN_ONLY and not admin:
+        if not admin and admin_only(request.method, path):
             if bearer_ok(header, encoded):
                 return json_error(403, "an admin key is required")
             return json_error(401, "missing or invalid admin key")
@@ -128,7 +164,15 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_routes(v1.routes)
     app.router.add_routes(aws.routes)
+    app[admin.ERRORS] = errors if errors is not None else RecentErrors(1)
+    app.router.add_routes(admin.routes)
     if taps is not None:
         app[tap_api.TAPS] = taps
         app.router.add_routes(tap_api.routes)
+        opened = taps
+
+        async def end_taps(app: web.Application) -> None:
+            opened.end_all()  # else cleanup waits its shutdown timeout on each open tap
+
+        app.on_shutdown.append(end_taps)
     return app

@@ -40,11 +40,21 @@ MAX_REPLY: Final = 16 << 20
 
 
 class GrpcApi:
-    """The ``grpc.aio`` server of the internal API for ``state``, guarded by ``keys``."""
+    """The ``grpc.aio`` server of the internal API for ``state``, guarded by ``keys`` and
+    ``admin_keys`` (``[admin] keys``: accepted everywhere, and the only keys a user's
+    ``Disconnect`` takes, as on the HTTP API)."""
 
-    def __init__(self, state: ApiState, keys: Sequence[str], host: str, port: int) -> None:
+    def __init__(
+        self,
+        state: ApiState,
+        keys: Sequence[str],
+        host: str,
+        port: int,
+        admin_keys: Sequence[str] = (),
+    ) -> None:
         self._state = state
         self._keys = list(keys)
+        self._admin_keys = [k for k in admin_keys if k]
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._server: grpc.aio.Server | None = None
         self.port = 0
@@ -53,7 +63,7 @@ class GrpcApi:
     async def start(self) -> None:
         """Bind and serve. Raises :class:`OSError` when the address cannot be bound."""
         server = grpc.aio.server(
-            interceptors=[BearerInterceptor(self._keys)],
+            interceptors=[BearerInterceptor([*self._keys, *self._admin_keys])],
             options=[
                 ("grpc.so_reuseport", 0),  # a port in use is an error, not shared
                 ("grpc.max_receive_message_length", MAX_BODY),
@@ -61,7 +71,7 @@ class GrpcApi:
             ],
             maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         )
-        servicer = GatewayServicer(self._state)
+        servicer = GatewayServicer(self._state, self._admin_keys)
         pb_grpc.add_GatewayServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         reflection.enable_server_reflection([SERVICE, reflection.SERVICE_NAME], server)
         try:

@@ -14,6 +14,7 @@ Imports ``grpc``: import this module only when the gRPC API is on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final, NoReturn
 
 import grpc
@@ -21,6 +22,7 @@ import grpc.aio
 import msgspec
 
 from wsgate.api import ops
+from wsgate.api.app import bearer_ok
 from wsgate.api.proto.wsgate.v1 import gateway_pb2 as pb
 from wsgate.api.state import ApiState
 
@@ -73,8 +75,19 @@ class GatewayServicer:
     """``wsgate.v1.Gateway`` over one :class:`ApiState` (register it with
     ``gateway_pb2_grpc.add_GatewayServicer_to_server``)."""
 
-    def __init__(self, state: ApiState) -> None:
+    def __init__(self, state: ApiState, admin_keys: Sequence[str] = ()) -> None:
         self._state = state
+        self._admins = [k.encode() for k in admin_keys if k]
+        """``[admin] keys``: the only keys a user's ``Disconnect`` takes."""
+
+    async def _need_admin(self, context: grpc.aio.ServicerContext) -> None:
+        """Abort with ``PERMISSION_DENIED`` unless the call carries an admin key."""
+        header = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str):
+                header = value
+        if not bearer_ok(header, self._admins):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "an admin key is required")
 
     async def Publish(
         self, request: pb.PublishRequest, context: grpc.aio.ServicerContext
@@ -94,6 +107,7 @@ class GatewayServicer:
                     here = ops.disconnect(self._state, request.connection)
                     return pb.DisconnectReply(disconnected=int(here), forwarded=not here)
                 case "user":
+                    await self._need_admin(context)
                     closed = await ops.revoke_user(self._state, request.user)
                     return pb.DisconnectReply(disconnected=closed)
                 case _:

@@ -10,15 +10,19 @@ Each frame is one JSON text message::
 ``dropped`` counts the actions this tap lost so far (its queue was full).
 Payload fields named by ``[[tap.redact]]`` show as ``"[redacted]"``.
 
-Costs and bounds: while no tap is open :attr:`wsgate.core.fanout.Fanout.taps`
-is ``None`` and the fan-out checks nothing else. Each tap holds at most
+Costs and bounds: while no tap is open (here, or on another node of the
+cluster) :attr:`wsgate.core.fanout.Fanout.taps` is ``None`` and the fan-out
+checks nothing else. Each tap holds at most
 ``[tap] queue`` actions (the oldest is dropped, counted in ``dropped``); at
 most ``[tap] max_taps`` taps are open per node (one more: 503). A tap is freed
 when its WebSocket closes; the last one closed resets ``Fanout.taps`` to ``None``.
+When the node stops (the application's ``on_shutdown``) every tap is closed
+with 1001, so the API's shutdown never waits on a tap.
 
-A tap is node-local: it sees the deliveries given to this node's members (a
-channel's, a connection's). On a cluster, tap the node the connection lives
-on, or a node that has members in the channel.
+On a cluster a tap shows the actions of every node: the tapping node asks
+the others, over the cluster bus, to forward what the tap wants to the tap's
+own subject while it is open (:mod:`wsgate.cluster.taps`); an action that
+several nodes deliver (a channel's) is shown once.
 """
 
 from __future__ import annotations
@@ -27,16 +31,17 @@ import asyncio
 import fnmatch
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import WSMsgType, web
 
 from wsgate.config import TapRedact
 from wsgate.core.delivery import Delivery, TargetKind
-from wsgate.core.fanout import Fanout
+from wsgate.core.taps import TapFilter, TapRegistry
 
-__all__ = ["REDACTED", "TAPS", "Tap", "TapFull", "Taps", "redact", "routes"]
+__all__ = ["PROTOCOL", "REDACTED", "SEEN", "TAPS", "Remote", "Tap", "TapFull", "Taps", "redact",
+           "routes"]
 
 REDACTED = "[redacted]"
 """What a redacted field shows."""
@@ -74,52 +79,98 @@ def redact(rules: Sequence[TapRedact], type_: str, payload: Any) -> Any:
     return plain
 
 
-class Tap:
-    """One open tap: the actions of one channel or one connection, bounded by ``cap``."""
+SEEN = 1024
+"""Channel offsets a tap remembers to drop the same action forwarded by two nodes."""
 
-    __slots__ = ("_ready", "channel", "connection", "dropped", "queue")
+
+class Tap:
+    """One open tap: the actions of one channel or one connection, bounded by ``cap``.
+
+    A :class:`~wsgate.core.taps.Watcher` of this node's fan-out, and on a
+    cluster the receiver of what other nodes forward (:mod:`wsgate.cluster.taps`):
+    a channel's action seen by several nodes arrives more than once, so
+    channel deliveries are taken once per ``(channel, offset)``, over the last
+    :data:`SEEN` offsets.
+    """
+
+    __slots__ = ("_ready", "_seen", "_seen_order", "dropped", "ended", "filter", "queue")
 
     def __init__(self, channel: str | None, connection: str | None, cap: int) -> None:
-        self.channel = channel
-        self.connection = connection
+        self.filter = TapFilter(channel, connection)
         self.queue: deque[Delivery] = deque(maxlen=cap)
         """Bounded by ``cap`` (``[tap] queue``); drained by :meth:`next`."""
         self.dropped = 0
+        self.ended = False
+        """Set by :meth:`end` (the node stops): :meth:`next` answers ``None``."""
         self._ready = asyncio.Event()
+        self._seen: set[tuple[str, int]] = set()
+        self._seen_order: deque[tuple[str, int]] = deque()
+        """With :attr:`_seen`: at most :data:`SEEN` entries, the oldest forgotten first."""
 
-    def wants(self, d: Delivery) -> bool:
-        """``d`` is for this tap's channel, or to or from its connection."""
-        if self.channel is not None:
-            return d.kind is TargetKind.CHANNEL and d.target == self.channel
-        if d.kind is TargetKind.CONNECTION and d.target == self.connection:
-            return True
-        return d.origin is not None and d.origin.connectionId == self.connection
+    @property
+    def channel(self) -> str | None:
+        return self.filter.channel
 
-    def offer(self, d: Delivery) -> None:
-        """Queue ``d``; a full queue drops its oldest (counted in :attr:`dropped`)."""
+    @property
+    def connection(self) -> str | None:
+        return self.filter.connection
+
+    def offer(self, d: Delivery, offset: int) -> None:
+        """Queue ``d`` unless seen already; a full queue drops its oldest (counted in
+        :attr:`dropped`)."""
+        if offset and d.kind is TargetKind.CHANNEL:
+            key = (d.target, offset)
+            if key in self._seen:
+                return
+            self._seen.add(key)
+            self._seen_order.append(key)
+            if len(self._seen_order) > SEEN:
+                self._seen.discard(self._seen_order.popleft())
         if len(self.queue) == self.queue.maxlen:
             self.dropped += 1
         self.queue.append(d)
         self._ready.set()
 
-    async def next(self) -> Delivery:
-        """Wait for and take the oldest queued delivery."""
-        while not self.queue:
+    async def next(self) -> Delivery | None:
+        """Wait for and take the oldest queued delivery; ``None`` once :meth:`end` ran."""
+        while not self.queue and not self.ended:
             self._ready.clear()
             await self._ready.wait()
-        return self.queue.popleft()
+        return None if self.ended else self.queue.popleft()
+
+    def end(self) -> None:
+        """The node stops: wake :meth:`next`, which answers ``None`` from now on."""
+        self.ended = True
+        self._ready.set()
+
+
+class Remote(Protocol):
+    """The cluster's side of a tap (:class:`wsgate.cluster.taps.ClusterTaps`)."""
+
+    def opened(self, tap: Tap) -> None:
+        """Ask the other nodes to forward what ``tap`` wants to it, until :meth:`closed`."""
+        ...
+
+    def closed(self, tap: Tap) -> None: ...
 
 
 class Taps:
-    """The taps open on one node, at most ``max_taps``; sets ``fanout.taps`` while any is open."""
+    """The taps open on one node, at most ``max_taps``; each a watcher of ``registry``
+    while open, and on a cluster told to ``remote`` (the other nodes forward to it)."""
 
     def __init__(
-        self, fanout: Fanout, rules: Sequence[TapRedact], queue: int, max_taps: int
+        self,
+        registry: TapRegistry,
+        rules: Sequence[TapRedact],
+        queue: int,
+        max_taps: int,
+        remote: Remote | None = None,
     ) -> None:
-        self._fanout = fanout
+        self._registry = registry
         self.rules = list(rules)
         self._queue = queue
         self._max = max_taps
+        self._remote = remote
         self.open_taps: list[Tap] = []
         """Bounded by ``max_taps``; a tap leaves it on :meth:`close`."""
 
@@ -129,20 +180,23 @@ class Taps:
             raise TapFull
         tap = Tap(channel, connection, self._queue)
         self.open_taps.append(tap)
-        self._fanout.taps = self._offer
+        self._registry.add(tap)
+        if self._remote is not None:
+            self._remote.opened(tap)
         return tap
 
     def close(self, tap: Tap) -> None:
-        """Free ``tap``; the last one closed resets ``fanout.taps`` to ``None``."""
+        """Free ``tap``: this node's fan-out and the other nodes stop offering to it."""
         if tap in self.open_taps:
             self.open_taps.remove(tap)
-        if not self.open_taps:
-            self._fanout.taps = None
+        self._registry.remove(tap)
+        if self._remote is not None:
+            self._remote.closed(tap)
 
-    def _offer(self, d: Delivery) -> None:
+    def end_all(self) -> None:
+        """The node stops: every open tap's handler closes its WebSocket (1001)."""
         for tap in self.open_taps:
-            if tap.wants(d):
-                tap.offer(d)
+            tap.end()
 
     def frame(self, tap: Tap, d: Delivery) -> dict[str, Any]:
         """The JSON object a tap's client gets for ``d``."""
@@ -156,6 +210,10 @@ class Taps:
             "dropped": tap.dropped,
         }
 
+
+PROTOCOL = "wsgate.tap"
+"""The subprotocol a tap answers with when the client offers it (a browser does, beside
+its ``bearer.`` key: :data:`wsgate.api.app.BEARER_PROTOCOL`)."""
 
 TAPS: web.AppKey[Taps] = web.AppKey("wsgate_taps", Taps)
 
@@ -174,7 +232,7 @@ async def tap(request: web.Request) -> web.StreamResponse:
         opened = taps.open(channel, connection)
     except TapFull:
         raise web.HTTPServiceUnavailable(reason="too many taps open on this node") from None
-    ws = web.WebSocketResponse(heartbeat=30)
+    ws = web.WebSocketResponse(heartbeat=30, protocols=(PROTOCOL,))
     try:
         await ws.prepare(request)
         reader = asyncio.ensure_future(ws.receive())
@@ -182,7 +240,11 @@ async def tap(request: web.Request) -> web.StreamResponse:
             taken = asyncio.ensure_future(opened.next())
             done, _ = await asyncio.wait({reader, taken}, return_when=asyncio.FIRST_COMPLETED)
             if taken in done:
-                await ws.send_json(taps.frame(opened, taken.result()))
+                delivery = taken.result()
+                if delivery is None:  # the node stops
+                    await ws.close(code=1001, message=b"node stopping")
+                    break
+                await ws.send_json(taps.frame(opened, delivery))
             else:
                 taken.cancel()
             if reader in done:

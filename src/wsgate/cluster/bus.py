@@ -25,7 +25,8 @@ The bus owns the cluster's one periodic loop, :attr:`ClusterBus.ticker`
 tick when it is built — the heartbeat every tick and the dead-node sweep
 every 2nd (:mod:`~wsgate.cluster.presence`), re-listing the node for cluster
 queries every 3rd (:mod:`~wsgate.cluster.query`), reloading the shared
-routes every 15th (:mod:`~wsgate.cluster.shared`). The parts see the bus
+routes every 15th (:mod:`~wsgate.cluster.shared`), renewing this node's taps
+and dropping expired forwarders every tick (:mod:`~wsgate.cluster.taps`). The parts see the bus
 through :class:`~wsgate.cluster.ports.BusPort` only.
 """
 
@@ -44,6 +45,7 @@ from wsgate.cluster import envelope as env
 from wsgate.cluster.presence import ClusterPresence, tick_s
 from wsgate.cluster.query import ANSWER, QUERY, ClusterQuery
 from wsgate.cluster.shared import ROUTES_SUBJECT, ClusterLimits, SharedRoutes
+from wsgate.cluster.taps import TAP_CONTROL, TAPPED, TAPS_SUBJECT, ClusterTaps
 from wsgate.cluster.ticker import Ticker
 from wsgate.core.connection import Connection
 from wsgate.core.delivery import Delivery as CoreDelivery
@@ -89,6 +91,8 @@ class ClusterBus:
     """Cluster-wide answers of the internal API (presence, hubs, connections)."""
     routes: SharedRoutes
     """Self-registrations shared by every node."""
+    taps: ClusterTaps
+    """Taps across nodes: this node's taps get every node's actions (``wsgate.api.tap``)."""
     _receivers: dict[str, Callable[[env.Envelope, int, int], None]]
     """Given by :meth:`attach`: the gateway is built with this bus."""
 
@@ -152,6 +156,9 @@ class ClusterBus:
         )
         self.query = ClusterQuery(self, gateway, store, self.ticker)
         self.routes = SharedRoutes(self, self._backend, self._routes, self.ticker)
+        self.taps = ClusterTaps(
+            self, self._broker, gateway.taps, self.ticker, tick_s=tick_s(self._presence_ttl_s)
+        )
         self.limits.attach(gateway)
         self._receivers = {
             env.CHANNEL: self._on_channel,
@@ -162,6 +169,8 @@ class ClusterBus:
             env.CONTROL: self._on_control,
             QUERY: self.query.on_query,
             ANSWER: self.query.on_answer,
+            TAP_CONTROL: self.taps.on_control,
+            TAPPED: self.taps.on_forward,
         }
 
     async def start(self) -> None:
@@ -174,6 +183,7 @@ class ClusterBus:
         await self._broker.start(self._on_delivery)
         self._broker.subscribe(env.subject("node", self.node))
         self._broker.subscribe(ROUTES_SUBJECT)
+        self._broker.subscribe(TAPS_SUBJECT)
         await self._broker.flush()
         await self.routes.reload()
         await self.presence.beat()

@@ -213,6 +213,11 @@ class ClusterQuery:
             return Found.SILENT, b""
         return (Found.GONE if dead else Found.SILENT), b""
 
+    async def nodes(self) -> list[str]:
+        """Every live node's id, this one's first; raises what the store raises (bounded
+        by :data:`ANSWER_TIMEOUT_S` per read)."""
+        return [self._gw.node_id, *sorted(await self._others())]
+
     async def _others(self) -> set[str]:
         """The other live nodes; purges the listed nodes whose heartbeat expired."""
         listed = await self._bounded(self._store.members(NODES))

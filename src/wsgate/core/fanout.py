@@ -19,10 +19,11 @@ recovers them. Hub-wide deliveries carry no offset (hubs are not streams).
 Nothing reaches a connection outside the target: members are looked up in
 the target's own index, never filtered from a wider set.
 
-The live action tap (:mod:`wsgate.api.tap`) sees a channel's and a
-connection's deliveries through :attr:`Fanout.taps`: one check of that plain
-attribute per delivered action (never per member), so a node no one taps
-pays nothing else.
+The live action tap (:mod:`wsgate.api.tap`, and on a cluster
+:mod:`wsgate.cluster.taps`) sees a channel's and a connection's deliveries
+through :attr:`Fanout.taps`, which :class:`wsgate.core.taps.TapRegistry`
+sets: one check of that plain attribute per delivered action (never per
+member), so a node no one taps pays nothing else.
 """
 
 from __future__ import annotations
@@ -103,9 +104,11 @@ class Fanout:
         """Delivery beyond this node; ``None`` on a single node."""
         self.delivered = 0
         """Actions handed to a local connection's sink by the fan-out (only grows)."""
-        self.taps: Callable[[Delivery], None] | None = None
-        """Called with each channel or connection delivery given to local members
-        while a tap is open; ``None`` (the default) while no one taps. Must not raise."""
+        self.taps: Callable[[Delivery, int], None] | None = None
+        """Called with each channel or connection delivery given to local members, and
+        its channel offset (0 for a connection's), while a tap is open; ``None`` (the
+        default) while no one taps. Set only by :class:`wsgate.core.taps.TapRegistry`.
+        Must not raise."""
         self._send: dict[TargetKind, Route] = {
             TargetKind.CONNECTION: self._to_connection,
             TargetKind.USER: self._spread,
@@ -170,7 +173,7 @@ class Fanout:
         data = _frame(delivery, OutMeta(address, offset, from_=delivery.origin))
         self._history.seen(address, offset, prev, data)
         if self.taps is not None:
-            self.taps(delivery)
+            self.taps(delivery, offset)
         channel = self._pool.channel(address)
         if channel is None:
             return 0
@@ -187,13 +190,15 @@ class Fanout:
         if self.bus is not None:
             self.bus.send(d)
             return 0
-        if self.taps is not None:
-            self.taps(d)
         channel = self._pool.channel(address)
         if channel is None:
+            if self.taps is not None:
+                self.taps(d, 0)
             return 0
         history = self._history
         offset = history.next_offset(address)
+        if self.taps is not None:
+            self.taps(d, offset)
         meta = OutMeta(address, offset, from_=d.origin)
         data = encode(Outbound(d.type, d.payload, meta, d.error))
         history.append(address, offset, data)
@@ -235,6 +240,6 @@ class Fanout:
         if conn is None or d.target == d.exclude:
             return 0
         if self.taps is not None:
-            self.taps(d)
+            self.taps(d, 0)
         conn.sink.send(_frame(d, OutMeta(from_=d.origin) if d.origin else None))
         return 1

@@ -31,6 +31,7 @@ from wsgate.core.joins import JoinAnswer, JoinRefused
 from wsgate.core.limits import Limiter, SharedCheck, retry_ms
 from wsgate.core.pool import Channel, Pool
 from wsgate.core.presence import PresenceBatcher
+from wsgate.core.taps import TapRegistry
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.address import Address, parse_address
 from wsgate.protocol.codes import CloseCode, ErrorCode
@@ -193,6 +194,8 @@ class Gateway:
         """Views one connection may have joined at once (``TOO_LARGE`` past it)."""
         self.pool = Pool()
         self.fanout = Fanout(self.pool, history, bus)
+        self.taps = TapRegistry(self.fanout)
+        """The live taps' watchers of :attr:`fanout` (``wsgate.api.tap``, the cluster's)."""
         self.limiter = limiter
         if limiter is not None and shared is not None:
             limiter.shared = shared

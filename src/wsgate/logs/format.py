@@ -18,7 +18,7 @@ import msgspec
 
 from wsgate.config import LogConfig
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure", "extra_fields"]
 
 _STOCK: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__
@@ -35,7 +35,7 @@ _LEVELS: Final = {
 _encode: Final = msgspec.json.Encoder(enc_hook=str).encode
 
 
-def _extra(record: logging.LogRecord) -> dict[str, Any]:
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STOCK}
 
 
@@ -63,7 +63,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        line.update(_extra(record))
+        line.update(extra_fields(record))
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return _encode(line).decode()
@@ -85,7 +85,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = f"{_ts(record)} {record.name} {record.levelname} {record.getMessage()}"
-        fields = _extra(record)
+        fields = extra_fields(record)
         if fields:
             line += " " + " ".join(f"{k}={_value(v)}" for k, v in fields.items())
         if record.exc_info:

@@ -80,7 +80,7 @@ class GrpcPublisher:
 
     async def disconnect_user(self, user: str) -> int:
         """Close every tab of ``user`` with 4403 on every node; return how many the node asked
-        closed."""
+        closed. Needs an ``[admin]`` key (a service key: ``PERMISSION_DENIED``)."""
         reply = await self._call("Disconnect", pb.DisconnectRequest(user=user))
         return int(reply.disconnected)
 
