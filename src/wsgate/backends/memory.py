@@ -13,9 +13,14 @@ __all__ = ["MemoryHistory", "MemoryRateLimits"]
 
 
 class _Stream:
-    __slots__ = ("base", "entries", "evicted", "top")
+    __slots__ = ("base", "entries", "evicted", "keys", "size", "top", "ttl")
 
-    def __init__(self, base: int, size: int) -> None:
+    def __init__(self, base: int, size: int, ttl: float) -> None:
+        self.size = size
+        self.ttl = ttl
+        self.keys: dict[str, int] | None = None
+        """A conflated channel's key → the offset of its entry (at most one per key;
+        bounded by the conflation's keys per channel, freed with the stream)."""
         self.base = base
         """Offsets at or above this were all seen by this stream."""
         self.top = base
@@ -39,6 +44,10 @@ class MemoryHistory:
     memberless from its first append. At most ``max_channels`` streams are
     retained: past that the longest-idle memberless stream is freed first
     (``max_channels = 0`` means unbounded). :meth:`retained` counts them.
+
+    ``limits`` gives a channel's ``(size, ttl_s)`` when its stream is created
+    (its namespace's, :meth:`wsgate.core.namespaces.Namespaces.history_of`);
+    without it every stream has ``size`` and ``ttl_s``.
     """
 
     def __init__(
@@ -48,9 +57,11 @@ class MemoryHistory:
         clock: Callable[[], float] = time.monotonic,
         max_channels: int = 10_000,
         wall: Callable[[], float] = time.time,
+        limits: Callable[[str], tuple[int, float]] | None = None,
     ) -> None:
         self._size = size
         self._ttl = ttl_s
+        self._limits = limits
         self._clock = clock
         self._max = max_channels
         self._wall = wall
@@ -70,7 +81,7 @@ class MemoryHistory:
         """An append: a memberless stream's expiry restarts from now."""
         self.sweep()
         if channel not in self._active:
-            self._idle[channel] = self._clock() + self._ttl
+            self._idle[channel] = self._clock() + self._streams[channel].ttl
             self._idle.move_to_end(channel)
         while self._max and len(self._streams) > self._max and self._idle:
             oldest = next(iter(self._idle))
@@ -83,7 +94,8 @@ class MemoryHistory:
         stream = self._streams.get(channel)
         if stream is None:
             self._epoch = max(self._epoch + 1, int(self._wall() * 1_000_000))
-            stream = self._streams[channel] = _Stream(self._epoch, self._size)
+            size, ttl = (self._size, self._ttl) if self._limits is None else self._limits(channel)
+            stream = self._streams[channel] = _Stream(self._epoch, size, ttl)
         return stream
 
     def next_offset(self, channel: ChannelAddress) -> int:
@@ -92,11 +104,25 @@ class MemoryHistory:
         self._touch(channel)
         return stream.top
 
-    def append(self, channel: ChannelAddress, offset: int, data: bytes) -> None:
-        if self._size == 0:
-            return
+    def append(
+        self, channel: ChannelAddress, offset: int, data: bytes, key: str | None = None
+    ) -> None:
         stream = self._stream(channel)
+        if stream.size == 0:
+            return
         entries = stream.entries
+        if key is not None:
+            keys = stream.keys
+            if keys is None:
+                keys = stream.keys = {}
+            older = keys.get(key)
+            keys[key] = offset
+            if older is not None:
+                # O(size): the replaced entry goes; nothing is lost, so no eviction mark.
+                for i, (off, _) in enumerate(entries):
+                    if off == older:
+                        del entries[i]
+                        break
         if len(entries) == entries.maxlen:
             stream.evicted = entries[0][0]
         entries.append((offset, data))
@@ -122,7 +148,7 @@ class MemoryHistory:
             stream.entries.clear()
             stream.evicted = prev
         stream.top = offset
-        if self._size:
+        if stream.size:
             entries = stream.entries
             if len(entries) == entries.maxlen:
                 stream.evicted = entries[0][0]
@@ -137,7 +163,7 @@ class MemoryHistory:
         if live and stream.evicted > last:
             return  # live traffic already restarted the window past a gap: keep it
         merged = entries + live
-        keep = merged[-self._size :] if self._size else []
+        keep = merged[-stream.size :] if stream.size else []
         stream.entries.clear()
         stream.entries.extend(keep)
         dropped = merged[: len(merged) - len(keep)]
@@ -153,12 +179,13 @@ class MemoryHistory:
             self._stream(channel)
             return
         self._active.discard(channel)
-        if channel in self._streams:
-            if self._ttl <= 0 or not self._streams[channel].entries:
+        stream = self._streams.get(channel)
+        if stream is not None:
+            if stream.ttl <= 0 or not stream.entries:
                 # Nothing to recover: drop at once so idle views cost nothing.
                 del self._streams[channel]
             else:
-                self._idle[channel] = self._clock() + self._ttl
+                self._idle[channel] = self._clock() + stream.ttl
                 self._idle.move_to_end(channel)
 
     def sweep(self, budget: int = 16) -> None:
