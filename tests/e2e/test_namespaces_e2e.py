@@ -19,11 +19,10 @@ def _config(*rules: dict[str, Any], **sections: Any) -> Any:
 
 
 async def _channel(gw: Running, address: str, key: str = API_KEY) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(
-            f"{gw.node.api_url}/v1/channels/{address}", headers={"Authorization": f"Bearer {key}"}
-        ) as resp:
-            return resp.status, await resp.json()
+    async with aiohttp.ClientSession() as http, http.get(
+        f"{gw.node.api_url}/v1/channels/{address}", headers={"Authorization": f"Bearer {key}"}
+    ) as resp:
+        return resp.status, await resp.json()
 
 
 async def _join(peer: Peer, channel: str, since: int | None = None) -> dict[str, Any]:

@@ -88,7 +88,7 @@ class Conflation:
     ``count`` is told the deliveries each flush made (the fan-out's counter).
     """
 
-    __slots__ = ("_count", "_history", "_scheduler")
+    __slots__ = ("_count", "_history", "_scheduler", "skipped")
 
     def __init__(
         self, scheduler: Scheduler, history: RecentHistory, count: Callable[[int], None]
@@ -96,6 +96,8 @@ class Conflation:
         self._scheduler = scheduler
         self._history = history
         self._count = count
+        self.skipped = 0
+        """Flushes a congested member was skipped at, marked behind (only grows)."""
 
     def offer(self, channel: Channel, delivery: Delivery) -> bool:
         """Hold ``delivery`` (for this node's conflated ``channel``) until the window ends.
@@ -118,8 +120,10 @@ class Conflation:
         if window is None:
             window = channel.conflation = Window()
         pending = window.pending
-        if key not in pending and key not in window.frames and len(window.frames) >= MAX_KEYS:
-            return False
+        if key not in pending and key not in window.frames:
+            if len(window.frames) + window.fresh >= MAX_KEYS:
+                return False
+            window.fresh += 1
         pending[key] = Latest(delivery, data)
         if window.timer is None:
             window.timer = self._scheduler.call_later(
@@ -146,7 +150,10 @@ class Conflation:
                 self._history.append(address, offset, data, key)
             frames[key] = (data, d.exclude)
         window.pending.clear()
-        self._count(_send_window(channel, window, changed))
+        window.fresh = 0
+        sent, skipped = _send_window(channel, window, changed)
+        self._count(sent)
+        self.skipped += skipped
         if window.behind and channel.members:
             window.timer = self._scheduler.call_later(
                 channel.options.conflate_ms / 1000, lambda: self.flush(channel)
@@ -167,14 +174,19 @@ class Conflation:
 
 
 def _congested(sink: object) -> bool:
+    """:meth:`~wsgate.transport.base.FlowSink.congested`, for sinks that have it (the
+    transport's do; a test's recording sink may not)."""
     check = getattr(sink, "congested", None)
     return check is not None and bool(check())
 
 
-def _send_window(channel: Channel, window: Window, changed: list[str]) -> int:
-    """Send each member the newest frame of the keys it needs; mark slow ones behind."""
+def _send_window(channel: Channel, window: Window, changed: list[str]) -> tuple[int, int]:
+    """Send each member the newest frame of the keys it needs; mark slow ones behind.
+
+    Returns the frames sent and the members skipped.
+    """
     frames, behind = window.frames, window.behind
-    sent = 0
+    sent = skipped = 0
     for cid, conn in channel.members.items():
         missed = behind.pop(cid, None)
         if _congested(conn.sink):
@@ -183,6 +195,7 @@ def _send_window(channel: Channel, window: Window, changed: list[str]) -> int:
             missed.update(changed)
             if missed:
                 behind[cid] = missed
+            skipped += 1
             continue
         keys: list[str] | set[str] = changed
         if missed is not None:
@@ -194,4 +207,4 @@ def _send_window(channel: Channel, window: Window, changed: list[str]) -> int:
             if exclude != cid:
                 send(data)
                 sent += 1
-    return sent
+    return sent, skipped

@@ -95,7 +95,7 @@ class Latest:
 class Window:
     """One conflated channel's state (``Channel.conflation``); see :mod:`wsgate.core.conflation`."""
 
-    __slots__ = ("behind", "frames", "pending", "timer")
+    __slots__ = ("behind", "frames", "fresh", "pending", "timer")
 
     def __init__(self) -> None:
         self.pending: dict[str, Latest] = {}
@@ -104,6 +104,8 @@ class Window:
         """Key → its last flushed frame and the connection it skips (a relay's sender)."""
         self.behind: dict[ConnectionId, set[str]] = {}
         """Slow members → the keys whose newest frame they have not got."""
+        self.fresh = 0
+        """Keys in ``pending`` not yet in ``frames``: with ``frames`` they count the keys held."""
         self.timer: TimerHandle | None = None
 
 
