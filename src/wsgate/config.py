@@ -473,7 +473,8 @@ class NamespaceRule(_Section):
     relay: bool = True
     """Whether clients may relay into the channel (``[[relays]]`` still names the types)."""
     max_members: NonNegative = 0
-    """Members on this node past which a join is refused ``TOO_LARGE`` (0: no cap)."""
+    """Members (every node's, as this node knows them) past which a join is refused
+    ``TOO_LARGE`` (0: no cap)."""
     conflate_ms: NonNegative = 0
     """Deliver at most one action per key per this window, the latest (0: off)."""
     conflate_key: ConflateKey | None = None
