@@ -13,14 +13,15 @@ __all__ = ["MemoryHistory", "MemoryRateLimits"]
 
 
 class _Stream:
-    __slots__ = ("base", "entries", "evicted", "keys", "size", "top", "ttl")
+    __slots__ = ("base", "entries", "evicted", "key_at", "keys", "size", "top", "ttl")
 
     def __init__(self, base: int, size: int, ttl: float) -> None:
         self.size = size
         self.ttl = ttl
-        self.keys: dict[str, int] | None = None
-        """A conflated channel's key → the offset of its entry (at most one per key;
-        bounded by the conflation's keys per channel, freed with the stream)."""
+        self.keys: dict[str, int] = {}
+        """A conflated channel's key → the offset of its entry; ``key_at`` the reverse.
+        Both hold only entries still in ``entries`` (at most ``size``), freed with it."""
+        self.key_at: dict[int, str] = {}
         self.base = base
         """Offsets at or above this were all seen by this stream."""
         self.top = base
@@ -111,20 +112,22 @@ class MemoryHistory:
         if stream.size == 0:
             return
         entries = stream.entries
+        keys, key_at = stream.keys, stream.key_at
         if key is not None:
-            keys = stream.keys
-            if keys is None:
-                keys = stream.keys = {}
             older = keys.get(key)
-            keys[key] = offset
             if older is not None:
                 # O(size): the replaced entry goes; nothing is lost, so no eviction mark.
+                del key_at[older]
                 for i, (off, _) in enumerate(entries):
                     if off == older:
                         del entries[i]
                         break
+            keys[key] = offset
+            key_at[offset] = key
         if len(entries) == entries.maxlen:
-            stream.evicted = entries[0][0]
+            stream.evicted = first = entries[0][0]
+            if key_at and (gone := key_at.pop(first, None)) is not None:
+                del keys[gone]
         entries.append((offset, data))
 
     def top(self, channel: ChannelAddress) -> int:
@@ -163,6 +166,7 @@ class MemoryHistory:
         if live and stream.evicted > last:
             return  # live traffic already restarted the window past a gap: keep it
         merged = entries + live
+        stream.keys, stream.key_at = {}, {}  # a stream's window: not a conflated one's
         keep = merged[-stream.size :] if stream.size else []
         stream.entries.clear()
         stream.entries.extend(keep)
