@@ -19,8 +19,9 @@ has END:
 - ``lag``: from the last send until every receiver has END (how far behind the
   gateway was; ``conflated`` includes up to one window);
 - which side was saturated: ``server`` when the gateway used >= 85 % of its
-  core during the round, ``client`` when this process did, ``both``, or
-  ``neither``.
+  core during the round, ``client`` when this process did, ``both``; when
+  neither did, ``starved`` if other processes took more than ``--max-other``
+  of a CPU, else ``neither``.
 
 The machine may be shared: each round notes the CPU other processes took
 (``/proc/stat`` minus the two gateways and this process); a round over
@@ -149,9 +150,11 @@ async def _round(side: Side, args: argparse.Namespace, pad: str) -> dict[str, fl
     }  # fmt: skip
 
 
-def _saturated(r: dict[str, float]) -> str:
+def _saturated(r: dict[str, float], max_other: float) -> str:
     s, c = r["srv"] >= SATURATED, r["me"] >= SATURATED
-    return "both" if s and c else "server" if s else "client" if c else "neither"
+    if s or c:
+        return "both" if s and c else "server" if s else "client"
+    return "starved" if r["other"] > max_other else "neither"
 
 
 async def _open(name: str, workdir: Path, extra: str, n: int) -> Side:
@@ -212,7 +215,7 @@ def _report(args: argparse.Namespace, sides: list[Side], pinned: bool) -> None:
             f"{side.name:10} {m['in_s']:7.0f} {m['deliv_s']:10.0f} {m['per_member']:8.0f} "
             f"{m['cpu_in'] * 1e6:10.1f} {m['lag']:7.3f} {m['srv']:5.2f} {m['me']:5.2f} "
             f"{m['other']:6.2f}  "
-            f"{_saturated(m):9}  {noisy}/{len(side.rounds)}"
+            f"{_saturated(m, args.max_other):9}  {noisy}/{len(side.rounds)}"
         )
     plain, conf = med["plain"], med["conflated"]
     print(
