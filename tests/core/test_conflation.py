@@ -92,8 +92,14 @@ def test_a_congested_member_is_skipped_then_gets_only_the_newest_frame_of_each_k
     assert _ticks(slow) == []
     assert h.gw.fanout.conflation.skipped == 5
     congested[0] = False
-    h.clock.advance(0.1)  # its window re-armed while it was behind
-    assert sorted(_ticks(slow)) == [("EUR", 4), ("GBP", 104)]
+    for n in range(3):  # a newer EUR, so its frame's offset is above GBP's
+        _tick(pub, "EUR", 10 + n)
+    h.clock.advance(0.1)
+    caught_up = [a for a in slow.take() if a["type"] == "chat/TICK"]
+    assert [(a["payload"]["symbol"], a["payload"]["n"]) for a in caught_up] == [
+        ("GBP", 104), ("EUR", 12)  # the newest of each key, in offset order
+    ]
+    assert caught_up[0]["meta"]["offset"] < caught_up[1]["meta"]["offset"]
     h.clock.advance(0.5)
     assert _ticks(slow) == [] and h.clock.pending == 0
 

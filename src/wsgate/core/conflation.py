@@ -105,13 +105,16 @@ class Conflation:
         ``False`` when it cannot be conflated (a new key past the bounds): the
         caller delivers it at once.
         """
-        return self._hold(channel, delivery, None)
+        return self._hold(channel, delivery, None, 0)
 
-    def offer_frame(self, channel: Channel, delivery: Delivery, data: bytes) -> bool:
-        """:meth:`offer` for a cluster's delivery already framed (and recorded) as ``data``."""
-        return self._hold(channel, delivery, data)
+    def offer_frame(self, channel: Channel, delivery: Delivery, data: bytes, offset: int) -> bool:
+        """:meth:`offer` for a cluster's delivery already framed (and recorded) as ``data``
+        with ``offset``."""
+        return self._hold(channel, delivery, data, offset)
 
-    def _hold(self, channel: Channel, delivery: Delivery, data: bytes | None) -> bool:
+    def _hold(
+        self, channel: Channel, delivery: Delivery, data: bytes | None, offset: int
+    ) -> bool:
         options = channel.options
         key = key_of(delivery.payload, options.conflate_key)
         if key is None:
@@ -124,7 +127,7 @@ class Conflation:
             if len(window.frames) + window.fresh >= MAX_KEYS:
                 return False
             window.fresh += 1
-        pending[key] = Latest(delivery, data)
+        pending[key] = Latest(delivery, data, offset)
         if window.timer is None:
             window.timer = self._scheduler.call_later(
                 options.conflate_ms / 1000, lambda: self.flush(channel)
@@ -138,17 +141,18 @@ class Conflation:
             return
         window.timer = None
         frames = window.frames
-        changed = list(window.pending)
         address = channel.address
         for key, latest in window.pending.items():
-            data = latest.data
+            data, offset = latest.data, latest.offset
             d = latest.delivery
             if data is None:
                 offset = self._history.next_offset(address)
                 meta = OutMeta(address, offset, from_=d.origin)
                 data = encode(Outbound(d.type, d.payload, meta, d.error))
                 self._history.append(address, offset, data, key)
-            frames[key] = (data, d.exclude)
+            frames[key] = (offset, data, d.exclude)
+        # In offset order (a cluster's latest per key may not arrive in it).
+        changed = sorted(window.pending, key=lambda k: frames[k][0])
         window.pending.clear()
         window.fresh = 0
         sent, skipped = _send_window(channel, window, changed)
@@ -183,7 +187,8 @@ def _congested(sink: object) -> bool:
 def _send_window(channel: Channel, window: Window, changed: list[str]) -> tuple[int, int]:
     """Send each member the newest frame of the keys it needs; mark slow ones behind.
 
-    Returns the frames sent and the members skipped.
+    Each member gets its frames in offset order. Returns the frames sent and the
+    members skipped.
     """
     frames, behind = window.frames, window.behind
     sent = skipped = 0
@@ -197,13 +202,13 @@ def _send_window(channel: Channel, window: Window, changed: list[str]) -> tuple[
                 behind[cid] = missed
             skipped += 1
             continue
-        keys: list[str] | set[str] = changed
-        if missed is not None:
+        keys = changed
+        if missed is not None:  # it was behind: the newest of every key it missed, in order
             missed.update(changed)
-            keys = missed
+            keys = sorted(missed, key=lambda k: frames[k][0])
         send = conn.sink.send
         for key in keys:
-            data, exclude = frames[key]
+            _, data, exclude = frames[key]
             if exclude != cid:
                 send(data)
                 sent += 1

@@ -190,7 +190,8 @@ class Fanout:
         channel = self._pool.channel(address)
         if channel is None:
             return 0
-        if channel.options.conflate_ms and self.conflation.offer_frame(channel, delivery, data):
+        conflated = channel.options.conflate_ms
+        if conflated and self.conflation.offer_frame(channel, delivery, data, offset):
             return 0  # delivered (and counted) when the window ends
         n = _send_each(channel.sends, data, delivery.exclude)
         self.delivered += n

@@ -84,12 +84,14 @@ class PendingPresence:
 class Latest:
     """The latest action of one key in the current window."""
 
-    __slots__ = ("data", "delivery")
+    __slots__ = ("data", "delivery", "offset")
 
-    def __init__(self, delivery: Delivery, data: bytes | None) -> None:
+    def __init__(self, delivery: Delivery, data: bytes | None, offset: int) -> None:
         self.delivery = delivery
         self.data = data
         """The frame when a cluster already gave it its offset; else encoded at flush."""
+        self.offset = offset
+        """That offset (0 until the flush assigns one)."""
 
 
 class Window:
@@ -100,8 +102,9 @@ class Window:
     def __init__(self) -> None:
         self.pending: dict[str, Latest] = {}
         """Key → its latest action this window; cleared at every flush."""
-        self.frames: dict[str, tuple[bytes, ConnectionId | None]] = {}
-        """Key → its last flushed frame and the connection it skips (a relay's sender)."""
+        self.frames: dict[str, tuple[int, bytes, ConnectionId | None]] = {}
+        """Key → its last flushed frame's offset, the frame, and the connection it skips
+        (a relay's sender)."""
         self.behind: dict[ConnectionId, set[str]] = {}
         """Slow members → the keys whose newest frame they have not got."""
         self.fresh = 0
