@@ -271,6 +271,7 @@ OBS_CONFIG: Final = {
 def start_gateway(
     workdir: Path, command: list[str] | None = None, *, obs: str | None = None,
     name: str = "gateway", start_timeout_s: float = START_TIMEOUT_S, compression: bool = False,
+    extra: str = "",
 ) -> tuple[ServerProcess, str]:
     """Write a bench config, start ``wsgate serve``; return it and a session cookie value.
 
@@ -278,12 +279,13 @@ def start_gateway(
     instruments the gateway); ``serve --config FILE`` is appended to it.
     ``obs``: a key of :data:`OBS_CONFIG` appended to the config (``None``: the defaults).
     ``compression``: ``[server] compression = true`` (permessage-deflate).
+    ``extra`` is TOML appended to the bench config (``[[namespaces]]`` rules).
     """
     port, api_port = free_port(), free_port()
     config = workdir / f"gateway-{port}.toml"
     text = GATEWAY_CONFIG.format(
         port=port, api_port=api_port, api_key=GATEWAY_API_KEY, key=_cli("keys", "new")
-    ) + ("" if obs is None else "\n" + OBS_CONFIG[obs])
+    ) + ("" if obs is None else "\n" + OBS_CONFIG[obs]) + extra
     if compression:
         text = text.replace("[server]\n", "[server]\ncompression = true\n", 1)
     config.write_text(text)

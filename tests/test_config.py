@@ -20,6 +20,7 @@ from wsgate.config import (
     Config,
     GrpcConfig,
     JwtConfig,
+    NamespaceRule,
     ServiceConfig,
     from_mapping,
     load,
@@ -83,7 +84,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "log": {"format": "text", "level": "info"},
     "tracing": {"enabled": False, "service_name": "wsgate", "endpoint": ""},
     "metrics": {"enabled": True, "require_key": False},
-    "services": {}, "routes": [], "relays": [], "channels": [], "rate_limits": [], "grpc": [],
+    "services": {}, "routes": [], "relays": [], "channels": [], "namespaces": [],
+    "rate_limits": [], "grpc": [],
 }
 
 
@@ -152,6 +154,9 @@ def test_a_file_is_read_and_its_errors_name_the_file(tmp_path: Path) -> None:
     ({"routes": [{"match": "", "service": "x"}]}, "routes.0.match"),
     ({"rate_limits": [{"match": "a"}, {"match": "b", "per": "planet"}]}, "rate_limits.1.per"),
     ({"rate_limits": [{"match": "a", "rate": "0"}]}, "rate_limits.0.rate"),
+    ({"namespaces": [{"match": "a:*", "conflate_key": "symbol"}]}, "namespaces.0.conflate_key"),
+    ({"namespaces": [{"match": "a:*", "conflate_ms": -1}]}, "namespaces.0.conflate_ms"),
+    ({"namespaces": [{"match": "a:*", "colour": "red"}]}, "namespaces.0.colour"),
     ({"server": []}, "server"),
 ])
 def test_a_bad_value_is_refused_naming_its_key(data: dict[str, Any], key: str) -> None:
@@ -253,6 +258,10 @@ ZERO_MEANS = {
     "limits.max_connections": "(0: no limit)",
     "limits.max_connections_per_user": "(0: no limit)",
     "limits.max_connections_per_ip": "(0: no limit)",
+    "namespaces.history_size": "(0: no history)",
+    "namespaces.history_ttl_s": "(0: freed with the last member)",
+    "namespaces.max_members": "(0: no cap)",
+    "namespaces.conflate_ms": "(0: no conflation)",
 }
 """Every key docs/configuration.md gives a meaning for 0, with the words it uses."""
 
@@ -280,6 +289,10 @@ def test_the_doc_says_what_0_means_exactly_for_these_keys_and_they_take_0() -> N
         assert words in rows[key], key
         section, name = key.split(".")
         zero: object = "0" if name.endswith("_rate") else 0
+        if section == "namespaces":  # a table of tables: its first entry
+            rule = from_mapping({section: [{"match": "*", name: zero}]}, env={}).namespaces[0]
+            assert getattr(rule, name) == zero
+            continue
         assert getattr(getattr(from_mapping({section: {name: zero}}, env={}), section), name) == zero
 
 
@@ -388,12 +401,15 @@ def test_every_documented_key_is_accepted_by_the_config() -> None:
     defaults = msgspec.to_builtins(Config())
     for key in sorted(documented_keys(DOC.read_text())):
         section, _, rest = key.partition(".")
-        if section in ("services", "routes", "relays", "channels", "rate_limits", "grpc") or "." in rest:
+        tables = ("services", "routes", "relays", "channels", "namespaces", "rate_limits", "grpc")
+        if section in tables or "." in rest:
             continue  # tables of tables: covered by test_a_rule_and_a_service_get_their_defaults
         from_mapping({section: {rest: defaults[section][rest]}}, env={})
 
 
-TABLES: dict[str, type[msgspec.Struct]] = {"services.<n>.": ServiceConfig, "grpc.": GrpcConfig}
+TABLES: dict[str, type[msgspec.Struct]] = {
+    "services.<n>.": ServiceConfig, "grpc.": GrpcConfig, "namespaces.": NamespaceRule,
+}
 """Keys of each entry of a table of tables: their defaults are the entry struct's."""
 
 
@@ -422,7 +438,11 @@ def _doc_value(cell: str) -> Any:
         return text if code else None
 
 
-PROSE_DEFAULTS = {"server.node_id", "services.<n>.url", "grpc.target"}
+PROSE_DEFAULTS = {
+    "server.node_id", "services.<n>.url", "grpc.target", "namespaces.match",
+    "namespaces.history_size", "namespaces.history_ttl_s", "namespaces.presence_max_members",
+    "namespaces.conflate_key",
+}
 """Keys whose documented default is words ("random ...", "required"), not a value."""
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "LimitsConfig",
     "LogConfig",
     "MetricsConfig",
+    "NamespaceRule",
     "NatsDiscoveryConfig",
     "PresenceConfig",
     "RateLimitRule",
@@ -446,6 +447,42 @@ class ChannelRule(_Section):
     claims name the channel and the user (adds to the other rules)."""
 
 
+ConflateKey = Annotated[str, msgspec.Meta(pattern=r"^payload(\.[A-Za-z0-9_-]{1,64}){1,8}$")]
+"""A dotted path into the action: ``payload.<field>[.<field>...]``."""
+
+
+class NamespaceRule(_Section):
+    """``[[namespaces]]``: the options of the channels whose address matches ``match``.
+
+    ``match`` is a glob as in ``[[channels]]``. Of the rules matching an
+    address only the most specific applies (fewest ``*``, then the longest
+    literal text before the first ``*``, then the first listed); an option it
+    leaves unset takes the global default (``[history]``, ``[presence]``, or
+    the value documented here). Resolved once, when the channel is created.
+    """
+
+    match: Pattern
+    history_size: NonNegative | None = None
+    """Actions kept for recovery (0: no history); unset: ``history.size``."""
+    history_ttl_s: NonNegative | None = None
+    """How long the stream outlives its last member; unset: ``history.ttl_s``."""
+    recovery: bool = True
+    """Whether a JOIN's ``since`` replays (``false``: ``recovered: false``, nothing replayed)."""
+    presence: bool = True
+    """Whether members get ``PRESENCE`` diffs and a member list in ``JOINED``."""
+    presence_max_members: NonNegative | None = None
+    """Count-only presence past this; unset: ``presence.max_members``."""
+    relay: bool = True
+    """Whether clients may relay into the channel (``[[relays]]`` still names the types)."""
+    max_members: NonNegative = 0
+    """Members (every node's, as this node knows them) past which a join is refused
+    ``TOO_LARGE`` (0: no cap)."""
+    conflate_ms: NonNegative = 0
+    """Deliver at most one action per key per this window, the latest (0: off)."""
+    conflate_key: ConflateKey | None = None
+    """What an action is conflated by (``payload.symbol``); unset: one key for the channel."""
+
+
 class RateLimitRule(_Section):
     """``[[rate_limits]]``."""
 
@@ -555,6 +592,7 @@ class Config(_Section):
     routes: list[RouteRule] = msgspec.field(default_factory=list)
     relays: list[RelayRule] = msgspec.field(default_factory=list)
     channels: list[ChannelRule] = msgspec.field(default_factory=list)
+    namespaces: list[NamespaceRule] = msgspec.field(default_factory=list)
     rate_limits: list[RateLimitRule] = msgspec.field(default_factory=list)
     grpc: list[GrpcConfig] = msgspec.field(default_factory=list)
 

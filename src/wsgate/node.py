@@ -39,6 +39,7 @@ from wsgate.cluster.bus import ClusterBus
 from wsgate.config import Config, nats_services_url, parse_listen
 from wsgate.core.gateway import Admission, Attached, Gateway, Observer
 from wsgate.core.limits import Limiter, parse_rate
+from wsgate.core.namespaces import Namespaces
 from wsgate.core.presence import PresenceBatcher
 from wsgate.exceptions import BackendError, ConfigError
 from wsgate.lifecycle import LifecycleLog
@@ -257,11 +258,9 @@ class Node:
         loop = asyncio.get_running_loop()
         config = self.config
         presence = PresenceBatcher(
-            loop,
-            batch_ms=config.presence.batch_ms,
-            max_members=config.presence.max_members,
-            large_batch_ms=config.presence.large_batch_ms,
+            loop, batch_ms=config.presence.batch_ms, large_batch_ms=config.presence.large_batch_ms
         )
+        namespaces = Namespaces(config.namespaces, config.history, config.presence)
         invokers: dict[Transport, Invoker] = {}
         if self.grpc_invoker is not None:
             invokers["grpc"] = self.grpc_invoker
@@ -311,7 +310,10 @@ class Node:
         observers: list[Observer] = [self.upstream] if bus is None else [self.upstream, bus]
         observers += [self.sessions, self.channel_tokens, self.lifecycle]
         self._history = MemoryHistory(
-            config.history.size, config.history.ttl_s, max_channels=config.history.max_channels
+            config.history.size,
+            config.history.ttl_s,
+            max_channels=config.history.max_channels,
+            limits=namespaces.history_of,
         )
         # Every collaborator is given to the gateway here; the order of
         # observers and gates is the order they are told and asked in.
@@ -322,6 +324,7 @@ class Node:
             history=self._history,
             relays=[rule.match for rule in config.relays],
             presence=presence,
+            namespaces=namespaces,
             limiter=Limiter(config.limits, config.rate_limits, MemoryRateLimits(), loop.time),
             upstream=self.upstream,
             observers=observers,

@@ -73,3 +73,34 @@ def test_offsets_never_reused_after_a_stream_is_freed() -> None:
     assert history.retained() == 1
     assert relay(history, "t") > old[-1]
     assert history.since("t", old[-1]).recovered is False
+
+
+def test_a_keyed_append_keeps_the_latest_per_key_and_its_maps_stay_bounded() -> None:
+    clock = Clock()
+    history = MemoryHistory(size=3, ttl_s=1.0, clock=clock)
+    ch = "acme:ticker"
+    start = history.top(ch)
+    for n in range(50):
+        offset = history.next_offset(ch)
+        history.append(ch, offset, f"{n % 2}:{n}".encode(), key=str(n % 2))
+    replay = history.since(ch, start)
+    assert replay.recovered  # replaced entries are not losses
+    assert replay.entries == [b"0:48", b"1:49"]
+    for n in range(10):  # ten new keys through a window of 3: the maps follow the window
+        history.append(ch, history.next_offset(ch), b"k%d" % n, key=f"k{n}")
+    stream = history._streams[ch]
+    assert len(stream.keys) == len(stream.key_at) == 3
+
+
+def test_limits_give_each_stream_its_own_size_and_ttl() -> None:
+    clock = Clock()
+    sizes = {"acme:small": (1, 0.0), "acme:big": (5, 10.0)}
+    history = MemoryHistory(size=3, ttl_s=1.0, clock=clock, limits=lambda ch: sizes[ch])
+    for name in sizes:
+        ch = name
+        history.retain(ch, True)
+        for n in range(4):
+            history.append(ch, history.next_offset(ch), b"%d" % n)
+        history.retain(ch, False)
+    assert "acme:small" not in history._streams  # ttl 0: freed with its member
+    assert history.since("acme:big", 0).entries == [b"0", b"1", b"2", b"3"]

@@ -9,11 +9,19 @@ import msgspec
 from wsgate.auth.policy import ChannelPolicy
 from wsgate.auth.principal import Principal
 from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
-from wsgate.config import ChannelRule, LimitsConfig, RateLimitRule
+from wsgate.config import (
+    ChannelRule,
+    HistoryConfig,
+    LimitsConfig,
+    NamespaceRule,
+    PresenceConfig,
+    RateLimitRule,
+)
 from wsgate.core.connection import Connection
 from wsgate.core.fanout import Bus
 from wsgate.core.gateway import Admission, AuthorizeHook, Gateway
 from wsgate.core.limits import Limiter, SharedCheck
+from wsgate.core.namespaces import Namespaces
 from wsgate.core.presence import PresenceBatcher
 from wsgate.typing import NodeId
 
@@ -37,21 +45,26 @@ class Harness:
         shared: SharedCheck | None = None,
         gates: tuple[AuthorizeHook, ...] = (),
         bus: Bus | None = None,
+        namespaces: list[NamespaceRule] | None = None,
     ) -> None:
         self.clock = ManualClock()
         limiter = None
         if limits is not None:
             limiter = Limiter(limits, rate_limits or [], MemoryRateLimits(), self.clock.time)
-        self.history = MemoryHistory(history, 300.0, self.clock.time)
+        self.namespaces = Namespaces(
+            namespaces or [], HistoryConfig(size=history), PresenceConfig(max_members=max_members)
+        )
+        self.history = MemoryHistory(
+            history, 300.0, self.clock.time, limits=self.namespaces.history_of
+        )
         self.gw = Gateway(
             node_id=NodeId("n1"),
             policy=ChannelPolicy(rules or [], allow_anonymous),
             scheduler=self.clock,
             history=self.history,
             relays=list(relays),
-            presence=PresenceBatcher(
-                self.clock, batch_ms=batch_ms, max_members=max_members, large_batch_ms=1000
-            ),
+            presence=PresenceBatcher(self.clock, batch_ms=batch_ms, large_batch_ms=1000),
+            namespaces=self.namespaces,
             max_channels=max_channels,
             limiter=limiter,
             admission=admission,

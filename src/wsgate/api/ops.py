@@ -40,6 +40,7 @@ __all__ = [
     "MAX_PUBLISH_BYTES",
     "Problem",
     "Refused",
+    "channel",
     "connection",
     "decode_publish",
     "disconnect",
@@ -284,3 +285,21 @@ async def presence(state: ApiState, channel: str) -> list[bi.Member]:
     if members is None:
         raise Refused(Problem.UNAVAILABLE, "the cluster's presence store did not answer")
     return members
+
+
+async def channel(state: ApiState, address: str) -> dict[str, object]:
+    """A view channel's effective options (its namespace's) and member count.
+
+    ``{channel, count, options}``; the count is :func:`presence`'s (every
+    node's members in a cluster), the options are resolved as the pool does
+    when it creates the channel, so they hold for a channel nobody is in yet.
+    Raises :class:`Refused` (``BAD_REQUEST``) for a bad address or a bare hub,
+    or :func:`presence`'s refusal.
+    """
+    parsed = parse_address(address)
+    if parsed is None or parsed.view is None:
+        raise Refused(Problem.BAD_REQUEST, "expected a view channel <hub>:<view>")
+    here = state.gateway.pool.channel(parsed.value)
+    options = state.gateway.namespaces.resolve(parsed.value) if here is None else here.options
+    count = len(await presence(state, parsed.value))
+    return {"channel": parsed.value, "count": count, "options": options.describe()}

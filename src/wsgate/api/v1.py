@@ -194,6 +194,17 @@ async def presence(request: web.Request) -> web.Response:
     return web.Response(body=msgspec.json.encode(body), content_type=_JSON)
 
 
+@routes.get("/v1/channels/{addr:.+}")
+async def get_channel(request: web.Request) -> web.Response:
+    """A channel's effective options and member count (after ``.../presence``: routes match
+    in order)."""
+    try:
+        body = await ops.channel(request.app[STATE], request.match_info["addr"])
+    except ops.Refused as exc:
+        return _refused(exc)
+    return web.Response(body=msgspec.json.encode(body), content_type=_JSON)
+
+
 @routes.get("/v1/hubs")
 async def hubs(request: web.Request) -> web.Response:
     """Hubs and their channels; in a cluster, summed over the nodes that answer in time."""

@@ -93,6 +93,7 @@ class RecentHistory(Protocol):
       never reused while the node runs (a channel re-created later continues
       above every offset it ever had);
     - a channel keeps at most ``size`` entries; older ones are evicted;
+      ``size`` and ``ttl_s`` may be set per channel (its namespace's);
     - a channel's stream outlives its last member by ``ttl_s`` seconds, so a
       client that reconnects within that window recovers what it missed;
     - calls are synchronous and O(1) amortized (``since`` is O(entries
@@ -103,8 +104,15 @@ class RecentHistory(Protocol):
         """Reserve and return the offset of the next action in ``channel``."""
         ...
 
-    def append(self, channel: ChannelAddress, offset: int, data: bytes) -> None:
-        """Store ``data`` (which carries ``offset`` in its ``meta``)."""
+    def append(
+        self, channel: ChannelAddress, offset: int, data: bytes, key: str | None = None
+    ) -> None:
+        """Store ``data`` (which carries ``offset`` in its ``meta``).
+
+        With a ``key`` (a conflated channel's) the entry replaces the channel's
+        earlier entry of the same key: the window keeps the latest per key, and
+        a replaced entry is not a loss (``since`` still recovers across it).
+        """
         ...
 
     def top(self, channel: ChannelAddress) -> int:

@@ -13,9 +13,15 @@ __all__ = ["MemoryHistory", "MemoryRateLimits"]
 
 
 class _Stream:
-    __slots__ = ("base", "entries", "evicted", "top")
+    __slots__ = ("base", "entries", "evicted", "key_at", "keys", "size", "top", "ttl")
 
-    def __init__(self, base: int, size: int) -> None:
+    def __init__(self, base: int, size: int, ttl: float) -> None:
+        self.size = size
+        self.ttl = ttl
+        self.keys: dict[str, int] = {}
+        """A conflated channel's key → the offset of its entry; ``key_at`` the reverse.
+        Both hold only entries still in ``entries`` (at most ``size``), freed with it."""
+        self.key_at: dict[int, str] = {}
         self.base = base
         """Offsets at or above this were all seen by this stream."""
         self.top = base
@@ -39,6 +45,10 @@ class MemoryHistory:
     memberless from its first append. At most ``max_channels`` streams are
     retained: past that the longest-idle memberless stream is freed first
     (``max_channels = 0`` means unbounded). :meth:`retained` counts them.
+
+    ``limits`` gives a channel's ``(size, ttl_s)`` when its stream is created
+    (its namespace's, :meth:`wsgate.core.namespaces.Namespaces.history_of`);
+    without it every stream has ``size`` and ``ttl_s``.
     """
 
     def __init__(
@@ -48,9 +58,11 @@ class MemoryHistory:
         clock: Callable[[], float] = time.monotonic,
         max_channels: int = 10_000,
         wall: Callable[[], float] = time.time,
+        limits: Callable[[str], tuple[int, float]] | None = None,
     ) -> None:
         self._size = size
         self._ttl = ttl_s
+        self._limits = limits
         self._clock = clock
         self._max = max_channels
         self._wall = wall
@@ -70,7 +82,7 @@ class MemoryHistory:
         """An append: a memberless stream's expiry restarts from now."""
         self.sweep()
         if channel not in self._active:
-            self._idle[channel] = self._clock() + self._ttl
+            self._idle[channel] = self._clock() + self._streams[channel].ttl
             self._idle.move_to_end(channel)
         while self._max and len(self._streams) > self._max and self._idle:
             oldest = next(iter(self._idle))
@@ -83,7 +95,8 @@ class MemoryHistory:
         stream = self._streams.get(channel)
         if stream is None:
             self._epoch = max(self._epoch + 1, int(self._wall() * 1_000_000))
-            stream = self._streams[channel] = _Stream(self._epoch, self._size)
+            size, ttl = (self._size, self._ttl) if self._limits is None else self._limits(channel)
+            stream = self._streams[channel] = _Stream(self._epoch, size, ttl)
         return stream
 
     def next_offset(self, channel: ChannelAddress) -> int:
@@ -92,13 +105,29 @@ class MemoryHistory:
         self._touch(channel)
         return stream.top
 
-    def append(self, channel: ChannelAddress, offset: int, data: bytes) -> None:
-        if self._size == 0:
-            return
+    def append(
+        self, channel: ChannelAddress, offset: int, data: bytes, key: str | None = None
+    ) -> None:
         stream = self._stream(channel)
+        if stream.size == 0:
+            return
         entries = stream.entries
+        keys, key_at = stream.keys, stream.key_at
+        if key is not None:
+            older = keys.get(key)
+            if older is not None:
+                # O(size): the replaced entry goes; nothing is lost, so no eviction mark.
+                del key_at[older]
+                for i, (off, _) in enumerate(entries):
+                    if off == older:
+                        del entries[i]
+                        break
+            keys[key] = offset
+            key_at[offset] = key
         if len(entries) == entries.maxlen:
-            stream.evicted = entries[0][0]
+            stream.evicted = first = entries[0][0]
+            if key_at and (gone := key_at.pop(first, None)) is not None:
+                del keys[gone]
         entries.append((offset, data))
 
     def top(self, channel: ChannelAddress) -> int:
@@ -122,7 +151,7 @@ class MemoryHistory:
             stream.entries.clear()
             stream.evicted = prev
         stream.top = offset
-        if self._size:
+        if stream.size:
             entries = stream.entries
             if len(entries) == entries.maxlen:
                 stream.evicted = entries[0][0]
@@ -137,7 +166,8 @@ class MemoryHistory:
         if live and stream.evicted > last:
             return  # live traffic already restarted the window past a gap: keep it
         merged = entries + live
-        keep = merged[-self._size :] if self._size else []
+        stream.keys, stream.key_at = {}, {}  # a stream's window: not a conflated one's
+        keep = merged[-stream.size :] if stream.size else []
         stream.entries.clear()
         stream.entries.extend(keep)
         dropped = merged[: len(merged) - len(keep)]
@@ -153,12 +183,13 @@ class MemoryHistory:
             self._stream(channel)
             return
         self._active.discard(channel)
-        if channel in self._streams:
-            if self._ttl <= 0 or not self._streams[channel].entries:
+        stream = self._streams.get(channel)
+        if stream is not None:
+            if stream.ttl <= 0 or not stream.entries:
                 # Nothing to recover: drop at once so idle views cost nothing.
                 del self._streams[channel]
             else:
-                self._idle[channel] = self._clock() + self._ttl
+                self._idle[channel] = self._clock() + stream.ttl
                 self._idle.move_to_end(channel)
 
     def sweep(self, budget: int = 16) -> None:

@@ -99,7 +99,9 @@ def install(gw: JoinHost, register: Callable[[str, Handler], None]) -> None:
                 return
             payload = gw.joined_payload(result)
             replay: list[bytes] = []
-            if since is not None:
+            if since is not None and not result.options.recovery:
+                payload.recovered = False  # its namespace has recovery off
+            elif since is not None:
                 found = gw.history.since(result.address, since)
                 payload.recovered = found.recovered
                 replay = found.entries

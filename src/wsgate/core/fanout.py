@@ -16,6 +16,10 @@ cluster :class:`Bus`) and one for a delivery that another node started
 Actions delivered to a view channel get the next ``meta.offset`` of its
 history and are stored there, so a client that rejoins with ``since``
 recovers them. Hub-wide deliveries carry no offset (hubs are not streams).
+A channel whose namespace conflates it (``conflate_ms``) hands its
+deliveries to :class:`~wsgate.core.conflation.Conflation` instead, which
+sends the latest per key when the window ends; a relay into a channel whose
+namespace sets ``relay = false`` is refused ``FORBIDDEN``.
 Nothing reaches a connection outside the target: members are looked up in
 the target's own index, never filtered from a wider set.
 
@@ -34,6 +38,8 @@ from typing import TYPE_CHECKING, Protocol
 import msgspec
 
 from wsgate.backends.base import RecentHistory
+from wsgate.core.clock import Scheduler
+from wsgate.core.conflation import Conflation
 from wsgate.core.delivery import Delivery, TargetKind
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, From, Outbound, OutMeta, encode
@@ -95,15 +101,21 @@ class Fanout:
     fan-out at its three entry points, never per connection).
     """
 
-    __slots__ = ("_history", "_local", "_pool", "_send", "bus", "delivered", "taps")
+    __slots__ = (
+        "_history", "_local", "_pool", "_send", "bus", "conflation", "delivered", "taps"
+    )
 
-    def __init__(self, pool: Pool, history: RecentHistory, bus: Bus | None = None) -> None:
+    def __init__(
+        self, pool: Pool, history: RecentHistory, scheduler: Scheduler, bus: Bus | None = None
+    ) -> None:
         self._pool = pool
         self._history = history
         self.bus = bus
         """Delivery beyond this node; ``None`` on a single node."""
         self.delivered = 0
         """Actions handed to a local connection's sink by the fan-out (only grows)."""
+        self.conflation = Conflation(scheduler, history, self._count)
+        """The windows of conflated channels (``conflate_ms``): their deliveries wait there."""
         self.taps: Callable[[Delivery, int], None] | None = None
         """Called with each channel or connection delivery given to local members, and
         its channel offset (0 for a connection's), while a tap is open; ``None`` (the
@@ -133,6 +145,10 @@ class Fanout:
         channel = ChannelAddress(meta.channel)
         if not conn.in_channel(channel):
             conn.send_error(ErrorCode.NOT_JOINED, f"not in {channel}", rid)
+            return
+        joined = self._pool.channel(channel)
+        if joined is not None and not joined.options.relay:
+            conn.send_error(ErrorCode.FORBIDDEN, f"no relaying into {channel}", rid)
             return
         origin = From(conn.principal.sub, conn.id)
         exclude = None if meta.echo else conn.id
@@ -177,9 +193,15 @@ class Fanout:
         channel = self._pool.channel(address)
         if channel is None:
             return 0
+        conflated = channel.options.conflate_ms
+        if conflated and self.conflation.offer_frame(channel, delivery, data, offset):
+            return 0  # delivered (and counted) when the window ends
         n = _send_each(channel.sends, data, delivery.exclude)
         self.delivered += n
         return n
+
+    def _count(self, n: int) -> None:
+        self.delivered += n
 
     # The send table ----------------------------------------------------------------
 
@@ -195,6 +217,8 @@ class Fanout:
             if self.taps is not None:
                 self.taps(d, 0)
             return 0
+        if channel.options.conflate_ms and self.conflation.offer(channel, d):
+            return 0  # delivered (and counted) when the window ends
         history = self._history
         offset = history.next_offset(address)
         if self.taps is not None:

@@ -29,6 +29,7 @@ from wsgate.core.dispatch import Dispatcher, Upstream
 from wsgate.core.fanout import Bus, Fanout
 from wsgate.core.joins import JoinAnswer, JoinRefused
 from wsgate.core.limits import Limiter, SharedCheck, retry_ms
+from wsgate.core.namespaces import Namespaces
 from wsgate.core.pool import Channel, Pool
 from wsgate.core.presence import PresenceBatcher
 from wsgate.core.taps import TapRegistry
@@ -169,6 +170,7 @@ class Gateway:
         history: RecentHistory,
         relays: list[str],
         presence: PresenceBatcher,
+        namespaces: Namespaces | None = None,
         limiter: Limiter | None = None,
         upstream: Upstream | None = None,
         observers: Sequence[Observer] = (),
@@ -192,8 +194,10 @@ class Gateway:
         self.heartbeat_ms = heartbeat_ms
         self.max_channels = max_channels
         """Views one connection may have joined at once (``TOO_LARGE`` past it)."""
-        self.pool = Pool()
-        self.fanout = Fanout(self.pool, history, bus)
+        self.namespaces = namespaces or Namespaces()
+        """Each channel's options (``[[namespaces]]``), resolved when the pool creates it."""
+        self.pool = Pool(self.namespaces)
+        self.fanout = Fanout(self.pool, history, scheduler, bus)
         self.taps = TapRegistry(self.fanout)
         """The live taps' watchers of :attr:`fanout` (``wsgate.api.tap``, the cluster's)."""
         self.limiter = limiter
@@ -395,7 +399,8 @@ class Gateway:
         API's join, a join asked by another node. ``answer`` gets the channel,
         or a :class:`JoinRefused` with the code (``BAD_REQUEST`` for a bare hub
         or a bad address, ``FORBIDDEN`` from the policy, a gate's code,
-        ``TOO_LARGE`` past ``max_channels``, ``NOT_JOINED`` when the connection
+        ``TOO_LARGE`` past ``max_channels`` or the channel's ``max_members``
+        (its namespace's), ``NOT_JOINED`` when the connection
         closed while a gate decided) — now or later, exactly once. A client's
         answer must check ``conn.closed`` before sending. ``before_pool`` runs once every
         gate allowed, just before the pool (NAVIGATE leaves its old view there).
@@ -480,11 +485,17 @@ class Gateway:
 
     def _join_pool(self, conn: Connection, address: Address) -> Channel | JoinRefused:
         channels = conn.channels
+        new = address.value not in (channels or ())
         full = channels is not None and len(channels) >= self.max_channels
-        if full and address.value not in (channels or ()):
+        if full and new:
             return JoinRefused(
                 ErrorCode.TOO_LARGE, f"at most {self.max_channels} channels per connection"
             )
+        existing = self.pool.channel(address.value)
+        if existing is not None and new:
+            cap = existing.options.max_members
+            if cap and existing.count >= cap:
+                return JoinRefused(ErrorCode.TOO_LARGE, f"{address.value} has {cap} members")
         channel, added = self.pool.join(conn, address.hub, address.value)
         if added:
             if len(channel.members) == 1:
@@ -504,8 +515,11 @@ class Gateway:
 
     def _after_leave(self, channel: Channel, conn: Connection) -> None:
         self.presence.left(channel, conn)
+        conflation = self.fanout.conflation
+        conflation.left(channel, conn.id)
         if not channel.members:
             self.presence.discard(channel)
+            conflation.discard(channel)
             self.history.retain(channel.address, False)
         for observer in self.observers:
             observer.left(conn, channel.address)

@@ -19,14 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from wsgate.core.delivery import Delivery
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
 
 if TYPE_CHECKING:
     from wsgate.core.clock import TimerHandle
     from wsgate.core.connection import Connection
+    from wsgate.core.namespaces import ChannelOptions, Namespaces
     from wsgate.protocol.builtins import Member
 
-__all__ = ["Channel", "Hub", "PendingPresence", "Pool"]
+__all__ = ["Channel", "Hub", "Latest", "PendingPresence", "Pool", "Window"]
 
 
 _SEEN = -1
@@ -79,14 +81,49 @@ class PendingPresence:
         self.snapshots += 1
 
 
+class Latest:
+    """The latest action of one key in the current window."""
+
+    __slots__ = ("data", "delivery", "offset")
+
+    def __init__(self, delivery: Delivery, data: bytes | None, offset: int) -> None:
+        self.delivery = delivery
+        self.data = data
+        """The frame when a cluster already gave it its offset; else encoded at flush."""
+        self.offset = offset
+        """That offset (0 until the flush assigns one)."""
+
+
+class Window:
+    """One conflated channel's state (``Channel.conflation``); see :mod:`wsgate.core.conflation`."""
+
+    __slots__ = ("behind", "frames", "fresh", "pending", "timer")
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Latest] = {}
+        """Key → its latest action this window; cleared at every flush."""
+        self.frames: dict[str, tuple[int, bytes, ConnectionId | None]] = {}
+        """Key → its last flushed frame's offset, the frame, and the connection it skips
+        (a relay's sender)."""
+        self.behind: dict[ConnectionId, set[str]] = {}
+        """Slow members → the keys whose newest frame they have not got."""
+        self.fresh = 0
+        """Keys in ``pending`` not yet in ``frames``: with ``frames`` they count the keys held."""
+        self.timer: TimerHandle | None = None
+
+
 class Channel:
     """A view channel: its local members, and (in a cluster) the other nodes' ones."""
 
-    __slots__ = ("address", "hub", "members", "presence", "remote", "sends")
+    __slots__ = (
+        "address", "conflation", "hub", "members", "options", "presence", "remote", "sends"
+    )
 
-    def __init__(self, address: ChannelAddress, hub: Hub) -> None:
+    def __init__(self, address: ChannelAddress, hub: Hub, options: ChannelOptions) -> None:
         self.address = address
         self.hub = hub
+        self.options = options
+        """Its namespace's options, resolved once when the channel was created."""
         self.members: dict[ConnectionId, Connection] = {}
         """Connections on this node, in join order."""
         self.sends: dict[ConnectionId, Callable[[bytes], None]] = {}
@@ -96,6 +133,8 @@ class Channel:
         """Diffs waiting for the batch window (see :mod:`wsgate.core.presence`)."""
         self.remote: dict[ConnectionId, Member] | None = None
         """Members on other nodes, as presence shows them (a cluster keeps it)."""
+        self.conflation: Window | None = None
+        """A conflated channel's window (see :mod:`wsgate.core.conflation`)."""
 
     @property
     def count(self) -> int:
@@ -124,9 +163,11 @@ class Hub:
 class Pool:
     """Every local connection, hub and channel."""
 
-    __slots__ = ("connections", "hubs", "ips", "users")
+    __slots__ = ("connections", "hubs", "ips", "namespaces", "users")
 
-    def __init__(self) -> None:
+    def __init__(self, namespaces: Namespaces) -> None:
+        self.namespaces = namespaces
+        """Gives each channel its options when :meth:`join` creates it."""
         self.connections: dict[ConnectionId, Connection] = {}
         self.ips: dict[str, int] = {}
         """Connections per client address."""
@@ -193,7 +234,8 @@ class Pool:
             hub = self.hubs[hub_id] = Hub(hub_id)
         channel = hub.channels.get(address)
         if channel is None:
-            channel = hub.channels[address] = Channel(address, hub)
+            options = self.namespaces.resolve(address)
+            channel = hub.channels[address] = Channel(address, hub, options)
         if conn.id in channel.members:
             return channel, False
         channel.members[conn.id] = conn

@@ -3,9 +3,11 @@
 When members come and go, the other members get ``@@wsgate/PRESENCE
 {channel, joined, left, count}``. Diffs of one channel are collected for
 ``batch_ms`` and sent as one action, encoded once for all its members. Past
-``max_members`` a channel's diffs carry only ``count`` and go out at most once
-per ``large_batch_ms``: 10,000 members joining one channel cost a few
-thousand count updates, not 50 million diffs.
+its namespace's ``presence_max_members`` (:mod:`wsgate.core.namespaces`) a
+channel's diffs carry only ``count`` and go out at most once per
+``large_batch_ms``: 10,000 members joining one channel cost a few thousand
+count updates, not 50 million diffs. A namespace with ``presence = false``
+sends no diffs at all, and its ``JOINED`` carries only ``count``.
 
 Diffs are idempotent: a client applies ``joined``/``left`` by
 ``connectionId``, so a member may see a join it already knows from its
@@ -49,24 +51,23 @@ __all__ = ["PendingPresence", "PresenceBatcher"]
 class PresenceBatcher:
     """Collects joins and leaves per channel and sends them in batches."""
 
-    __slots__ = ("_batch", "_large_batch", "_max", "_scheduler")
+    __slots__ = ("_batch", "_large_batch", "_scheduler")
 
     def __init__(
         self,
         scheduler: Scheduler,
         *,
         batch_ms: int = 50,
-        max_members: int = 100,
         large_batch_ms: int = 1000,
     ) -> None:
         self._scheduler = scheduler
         self._batch = batch_ms / 1000
         self._large_batch = max(large_batch_ms, batch_ms) / 1000
-        self._max = max_members
 
-    def is_large(self, channel: Channel) -> bool:
-        """Past the size threshold, presence shows only ``count``."""
-        return channel.count > self._max
+    @staticmethod
+    def is_large(channel: Channel) -> bool:
+        """Past its namespace's ``presence_max_members``, presence shows only ``count``."""
+        return channel.count > channel.options.presence_max_members
 
     def snapshot(self, channel: Channel) -> list[bi.Member] | None:
         """The member list for ``JOINED``, or ``None`` past the threshold.
@@ -76,12 +77,14 @@ class PresenceBatcher:
         """
         if channel.presence is not None:
             channel.presence.seen()
-        if self.is_large(channel):
+        if self.is_large(channel) or not channel.options.presence:
             return None
         return channel.everyone()
 
     def joined(self, channel: Channel, conn: Connection) -> None:
         """``conn`` was added to ``channel``."""
+        if not channel.options.presence:
+            return
         if self._unbatched(channel):
             self._send(channel, [conn.member], [], skip=conn)
             return
@@ -90,6 +93,8 @@ class PresenceBatcher:
 
     def left(self, channel: Channel, conn: Connection) -> None:
         """``conn`` was removed from ``channel`` (which may now be empty)."""
+        if not channel.options.presence:
+            return
         if self._unbatched(channel):
             self._send(channel, [], [conn.member], skip=conn)
             return
@@ -102,7 +107,7 @@ class PresenceBatcher:
         As for :meth:`joined` and :meth:`left`, each member must be a real
         change of ``channel.remote``.
         """
-        if not channel.members:
+        if not channel.members or not channel.options.presence:
             return
         if self._unbatched(channel):
             self._send(channel, joined, left)

@@ -63,6 +63,13 @@ class FlowSink(Sink, Protocol):
         """``None`` when more may be sent now, else a future resolved once it may
         (or once the connection is gone)."""
 
+    def congested(self) -> bool:
+        """Whether the peer reads slower than we write (the transport paused writing).
+
+        A producer that can drop superseded data (a conflated channel) skips
+        the connection meanwhile instead of growing its buffer toward 4000.
+        """
+
 
 @runtime_checkable
 class Described(Protocol):

@@ -145,6 +145,15 @@ class BufferedListener(WSListener):
             waiters.append(fut)
         return fut
 
+    def congested(self) -> bool:
+        """Whether the transport is paused: the peer reads slower than we write.
+
+        Between asyncio's ``pause_writing`` and ``resume_writing`` (its buffer
+        past its high mark, far below ``high_water``). Creates nothing; a
+        conflated channel skips such a member (:mod:`wsgate.core.conflation`).
+        """
+        return self._paused
+
     def release_waiters(self) -> None:
         """Resolve every :meth:`when_writable` future (writable again, or closed)."""
         waiters, self._waiters = self._waiters, None
