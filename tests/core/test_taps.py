@@ -5,9 +5,12 @@ from __future__ import annotations
 from wsgate.backends.memory import MemoryHistory
 from wsgate.core.delivery import Delivery, TargetKind
 from wsgate.core.fanout import Fanout
+from wsgate.core.namespaces import Namespaces
 from wsgate.core.pool import Pool
 from wsgate.core.taps import TapFilter, TapRegistry
 from wsgate.protocol.envelope import From
+
+from .fakes import ManualClock
 
 
 def _channel(n: int = 0) -> Delivery:
@@ -24,7 +27,7 @@ class Watcher:
 
 
 def test_the_fanout_hook_is_none_unless_a_watcher_is_registered() -> None:
-    fanout = Fanout(Pool(), MemoryHistory())
+    fanout = Fanout(Pool(Namespaces()), MemoryHistory(), ManualClock())
     registry = TapRegistry(fanout)
     first, second = Watcher("acme:a", None), Watcher(None, "n1.c")
     registry.add(first)
