@@ -40,6 +40,7 @@ __all__ = [
     "GrpcAlias",
     "GrpcConfig",
     "HistoryConfig",
+    "InboxConfig",
     "JwtClaimNames",
     "JwtConfig",
     "LimitsConfig",
@@ -276,6 +277,20 @@ class HistoryConfig(_Section):
     max_channels: NonNegative = 10_000
     """Most channel streams one node retains (0: unbounded); past it the longest-idle memberless
     stream is freed first."""
+
+
+class InboxConfig(_Section):
+    """``[inbox]``: each signed-in user's stream of what is pushed to them (docs/protocol.md)."""
+
+    enabled: bool = True
+    """Deliveries to a user are stored in their inbox and carry ``meta.offset``."""
+    max_messages: NonNegative = 100
+    """Actions kept per user on a node (0 keeps none: nothing is recovered)."""
+    ttl_s: NonNegative = 3600
+    """How long a user's inbox outlives their last tab or last append, whichever is later."""
+    max_users: NonNegative = 10_000
+    """Most inbox streams one node retains (0: unbounded); past it the longest-idle stream
+    of a user with no tab here is freed first."""
 
 
 class RoutingConfig(_Section):
@@ -543,6 +558,7 @@ class Config(_Section):
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
     history: HistoryConfig = msgspec.field(default_factory=HistoryConfig)
+    inbox: InboxConfig = msgspec.field(default_factory=InboxConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     discovery: DiscoveryConfig = msgspec.field(default_factory=DiscoveryConfig)
@@ -564,6 +580,7 @@ _ENV_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "broker": BrokerConfig,
     "presence": PresenceConfig,
     "history": HistoryConfig,
+    "inbox": InboxConfig,
     "routing": RoutingConfig,
     "limits": LimitsConfig,
     "log": LogConfig,

@@ -272,7 +272,7 @@ class Node:
         )
         bus = await self._open_cluster() if self.clustered else None
         await self._open_revocations()
-        admission: Admission = self.upstream if bus is None else bus.limits
+        admission: Admission = self.upstream if bus is None else bus.admission
         tokens = self.authenticate.tokens
         self.tokens: TokenAdmission | None = None
         if tokens is not None:
@@ -304,6 +304,12 @@ class Node:
         self._history = MemoryHistory(
             config.history.size, config.history.ttl_s, max_channels=config.history.max_channels
         )
+        box = config.inbox
+        self._inbox = (
+            MemoryHistory(box.max_messages, box.ttl_s, max_channels=box.max_users)
+            if box.enabled
+            else None
+        )
         # Every collaborator is given to the gateway here; the order of
         # observers and gates is the order they are told and asked in.
         self.gateway = Gateway(
@@ -311,6 +317,7 @@ class Node:
             policy=self.policy,
             scheduler=loop,
             history=self._history,
+            inbox=self._inbox,
             relays=[rule.match for rule in config.relays],
             presence=presence,
             limiter=Limiter(config.limits, config.rate_limits, MemoryRateLimits(), loop.time),
@@ -434,6 +441,7 @@ class Node:
             admission=self.upstream,
             presence_ttl_s=config.broker.presence_ttl_s,
             max_connections_per_user=config.limits.max_connections_per_user,
+            inbox=config.inbox.enabled,
         )
 
     async def _open_revocations(self) -> None:
@@ -536,6 +544,8 @@ class Node:
             await asyncio.sleep(every_s)
             self.routes.sweep()
             self._history.sweep(budget=4096)
+            if self._inbox is not None:
+                self._inbox.sweep(budget=4096)
 
     def reload_keys(self) -> None:
         """SIGHUP: re-read the key files; keep the old keys when that fails.

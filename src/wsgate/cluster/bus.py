@@ -40,6 +40,7 @@ import msgspec
 
 from wsgate.backends.base import Backend, Delivery
 from wsgate.cluster import envelope as env
+from wsgate.cluster.inbox import InboxPreload
 from wsgate.cluster.presence import ClusterPresence, tick_s
 from wsgate.cluster.query import ANSWER, QUERY, ClusterQuery
 from wsgate.cluster.shared import ROUTES_SUBJECT, ClusterLimits, SharedRoutes
@@ -48,6 +49,7 @@ from wsgate.core.connection import Connection
 from wsgate.core.delivery import Delivery as CoreDelivery
 from wsgate.core.delivery import TargetKind
 from wsgate.core.gateway import Admission, Gateway, Pending
+from wsgate.core.inbox import stream_of
 from wsgate.core.pool import Channel
 from wsgate.protocol.address import Address
 from wsgate.protocol.codes import ErrorCode
@@ -100,11 +102,14 @@ class ClusterBus:
         admission: Admission | None = None,
         presence_ttl_s: float = 10.0,
         max_connections_per_user: int = 0,
+        inbox: bool = False,
     ) -> None:
         """Build the bus, then the :class:`Gateway` with it (``observers``, ``gates``,
         ``admission=bus.limits``, ``bus``, ``shared=bus.limits``, ``attached``),
         then :meth:`start`. ``admission`` is the connect hook the per-user
-        connection cap wraps."""
+        connection cap wraps; with ``inbox`` (``[inbox] enabled``) a user's
+        deliveries go through their inbox stream and :attr:`admission` loads it
+        first (:mod:`wsgate.cluster.inbox`)."""
         self._backend = backend
         self._broker = backend.broker
         self.node = node_id
@@ -116,6 +121,11 @@ class ClusterBus:
         self.limits = ClusterLimits(
             self, backend, max_per_user=max_connections_per_user, inner=admission
         )
+        self.inbox = InboxPreload(self, backend, self.limits) if inbox else None
+        """Loads a user's inbox stream before their first tab here is admitted."""
+        self.admission: Admission = self.limits if self.inbox is None else self.inbox
+        """The admission the gateway is built with: the inbox preload (if on), then
+        the per-user connection cap, then the connect hook."""
         self._ready: set[ChannelAddress] = set()
         """Channels whose subscription is active and window loaded."""
         self._preparing: dict[ChannelAddress, list[Resume]] = {}
@@ -147,10 +157,12 @@ class ClusterBus:
         self.query = ClusterQuery(self, gateway, store, self.ticker)
         self.routes = SharedRoutes(self, self._backend, self._routes, self.ticker)
         self.limits.attach(gateway)
+        if self.inbox is not None:
+            self.inbox.attach(gateway)
         self._receivers = {
             env.CHANNEL: self._on_channel,
             env.HUB: self._on_spread,
-            env.USER: self._on_spread,
+            env.USER: self._on_user,
             env.CONNECTION: self._on_connection,
             env.PRESENCE: self.presence.on_diff,
             env.CONTROL: self._on_control,
@@ -248,6 +260,9 @@ class ClusterBus:
         data = env.encode(env.Envelope.from_delivery(delivery, self.node))
         if kind is TargetKind.CHANNEL:
             self._broker.publish_stream(subject, target, data)
+        elif kind is TargetKind.USER and self.inbox is not None:
+            stream = stream_of(target)
+            self._broker.publish_stream(env.subject(env.CHANNEL, stream), stream, data)
         else:
             self._broker.publish(subject, data)
 
@@ -363,6 +378,16 @@ class ClusterBus:
             if delivery is not None:
                 self._gw.fanout.deliver_local(delivery)
 
+    def _on_user(self, envelope: env.Envelope, offset: int, prev: int) -> None:
+        """A user's delivery: from their inbox stream (an offset; every node, this
+        one too), or from another node without an inbox."""
+        if offset == 0:
+            self._on_spread(envelope, offset, prev)
+            return
+        delivery = envelope.to_delivery()
+        if delivery is not None:
+            self._gw.fanout.deliver_inbox(delivery, offset, prev)
+
     def _on_connection(self, envelope: env.Envelope, offset: int, prev: int) -> None:
         if envelope.type == RAW_TYPE:
             conn = self._gw.pool.connections.get(ConnectionId(envelope.target))
@@ -457,6 +482,8 @@ class ClusterBus:
                 self._broker.unsubscribe(env.subject(env.HUB, hub_id))
         if not conn.principal.anonymous and conn.user_id not in pool.users:
             self._broker.unsubscribe(env.subject(env.USER, conn.user_id))
+        if self.inbox is not None:
+            self.inbox.forget(conn)
 
     def joined(self, conn: Connection, address: ChannelAddress) -> None:
         channel = self._gw.pool.channel(address)

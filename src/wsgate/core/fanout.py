@@ -15,7 +15,11 @@ cluster :class:`Bus`) and one for a delivery that another node started
 
 Actions delivered to a view channel get the next ``meta.offset`` of its
 history and are stored there, so a client that rejoins with ``since``
-recovers them. Hub-wide deliveries carry no offset (hubs are not streams).
+recovers them. Hub-wide deliveries carry no offset (hubs are not streams). With an
+``inbox`` store (:mod:`wsgate.core.inbox`), a user's deliveries get the next
+``meta.offset`` of the user's inbox stream and are stored there, whether or
+not the user is connected; in a cluster the bus's stream assigns it and every
+node delivers on receipt (:meth:`Fanout.deliver_inbox`).
 Nothing reaches a connection outside the target: members are looked up in
 the target's own index, never filtered from a wider set.
 
@@ -34,6 +38,7 @@ import msgspec
 
 from wsgate.backends.base import RecentHistory
 from wsgate.core.delivery import Delivery, TargetKind
+from wsgate.core.inbox import stream_of
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, From, Outbound, OutMeta, encode
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
@@ -94,11 +99,19 @@ class Fanout:
     fan-out at its three entry points, never per connection).
     """
 
-    __slots__ = ("_history", "_local", "_pool", "_send", "bus", "delivered", "taps")
+    __slots__ = ("_history", "_inbox", "_local", "_pool", "_send", "bus", "delivered", "taps")
 
-    def __init__(self, pool: Pool, history: RecentHistory, bus: Bus | None = None) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        history: RecentHistory,
+        bus: Bus | None = None,
+        inbox: RecentHistory | None = None,
+    ) -> None:
         self._pool = pool
         self._history = history
+        self._inbox = inbox
+        """Users' inbox streams (``None``: ``[inbox]`` is off; a user's delivery has no offset)."""
         self.bus = bus
         """Delivery beyond this node; ``None`` on a single node."""
         self.delivered = 0
@@ -108,7 +121,7 @@ class Fanout:
         while a tap is open; ``None`` (the default) while no one taps. Must not raise."""
         self._send: dict[TargetKind, Route] = {
             TargetKind.CONNECTION: self._to_connection,
-            TargetKind.USER: self._spread,
+            TargetKind.USER: self._spread if inbox is None else self._to_inbox,
             TargetKind.CHANNEL: self._to_channel,
             TargetKind.HUB: self._spread,
         }
@@ -178,7 +191,49 @@ class Fanout:
         self.delivered += n
         return n
 
+    def deliver_inbox(self, delivery: Delivery, offset: int, prev: int) -> int:
+        """A cluster's user delivery, with its inbox offset, reached this node: record it
+        in the user's stream, give it to the user's local tabs.
+
+        An offset at or below the stream's top was delivered already (the stream's
+        window was loaded meanwhile) and is skipped. Ignored without an inbox.
+        """
+        inbox = self._inbox
+        if inbox is None:
+            return 0
+        stream = stream_of(delivery.target)
+        if offset <= inbox.top(stream):
+            return 0
+        data = _frame(delivery, OutMeta(offset=offset, from_=delivery.origin))
+        inbox.seen(stream, offset, prev, data)
+        members = self._pool.users.get(UserId(delivery.target))
+        if not members:
+            return 0
+        n = _send_all(members.values(), data, delivery.exclude)
+        self.delivered += n
+        return n
+
     # The send table ----------------------------------------------------------------
+
+    def _to_inbox(self, d: Delivery) -> int:
+        """A user's delivery into their inbox stream, then to their tabs here.
+
+        In a cluster only the bus (its stream assigns the offset; every node
+        with a tab delivers on receipt, this one too).
+        """
+        if self.bus is not None:
+            self.bus.send(d)
+            return 0
+        inbox = self._inbox
+        assert inbox is not None  # this entry of the table exists only with one
+        stream = stream_of(d.target)
+        offset = inbox.next_offset(stream)
+        data = _frame(d, OutMeta(offset=offset, from_=d.origin))
+        inbox.append(stream, offset, data)
+        members = self._pool.users.get(UserId(d.target))
+        if not members:
+            return 0
+        return _send_all(members.values(), data, d.exclude)
 
     def _to_channel(self, d: Delivery) -> int:
         address = ChannelAddress(d.target)

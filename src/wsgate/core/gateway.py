@@ -23,6 +23,7 @@ from typing import Final, Protocol
 from wsgate.auth.principal import Principal
 from wsgate.backends.base import RecentHistory
 from wsgate.core import builtin
+from wsgate.core import inbox as inboxes
 from wsgate.core.clock import Scheduler
 from wsgate.core.connection import Connection, Intercept, State
 from wsgate.core.dispatch import Dispatcher, Upstream
@@ -167,6 +168,7 @@ class Gateway:
         scheduler: Scheduler,
         history: RecentHistory,
         relays: list[str],
+        inbox: RecentHistory | None = None,
         presence: PresenceBatcher,
         limiter: Limiter | None = None,
         upstream: Upstream | None = None,
@@ -187,12 +189,14 @@ class Gateway:
         self.policy = policy
         self.scheduler = scheduler
         self.history = history
+        self.inbox = inbox
+        """Users' inbox streams (:mod:`wsgate.core.inbox`); ``None``: ``[inbox]`` is off."""
         self.presence = presence
         self.heartbeat_ms = heartbeat_ms
         self.max_channels = max_channels
         """Views one connection may have joined at once (``TOO_LARGE`` past it)."""
         self.pool = Pool()
-        self.fanout = Fanout(self.pool, history, bus)
+        self.fanout = Fanout(self.pool, history, bus, inbox)
         self.limiter = limiter
         if limiter is not None and shared is not None:
             limiter.shared = shared
@@ -200,6 +204,7 @@ class Gateway:
             self.fanout.relay, relays, self.hold, self.release, limiter, max_depth, upstream
         )
         builtin.install(self, self.dispatcher.register)
+        inboxes.install(inbox, self.dispatcher.register)
         self._new_id = id_factory
         self.observers: tuple[Observer, ...] = tuple(observers)
         """Told of lifecycle events: services (:mod:`wsgate.upstream`), the cluster."""
@@ -296,12 +301,19 @@ class Gateway:
         conn.hubs = tuple(self.policy.hubs_for(conn.principal))
         self.pool.add(conn)
         conn.state = State.OPEN
+        inbox_at = None
+        if self.inbox is not None and not conn.principal.anonymous:
+            stream = inboxes.stream_of(conn.principal.sub)
+            if len(self.pool.users[conn.user_id]) == 1:
+                self.inbox.retain(stream, True)
+            conn.inbox_at = inbox_at = self.inbox.top(stream)
         welcome = bi.WelcomePayload(
             connectionId=conn.id,
             userId=conn.principal.sub or None,
             node=self.node_id,
             hubs=list(conn.hubs),
             heartbeatMs=self.heartbeat_ms,
+            inbox=inbox_at,
         )
         conn.send_action(bi.WELCOME, welcome)
         for data in greeting:
@@ -362,9 +374,19 @@ class Gateway:
         else:
             for channel in self.pool.remove(conn):
                 self._after_leave(channel, conn)
+            self.release_inbox(conn)
             for observer in self.observers:
                 observer.disconnected(conn)
         conn.state = State.CLOSED
+
+    def release_inbox(self, conn: Connection) -> None:
+        """``conn``'s user has no tab here (any more): their inbox stream is freed
+        ``ttl_s`` from now (or at once when empty). Called by :meth:`close` and by an
+        admission that loaded the stream for a connection that then closed."""
+        inbox = self.inbox
+        if inbox is None or conn.principal.anonymous or conn.user_id in self.pool.users:
+            return
+        inbox.retain(inboxes.stream_of(conn.principal.sub), False)
 
     def disconnect(self, cid: ConnectionId, code: int = CloseCode.NORMAL, reason: str = "") -> bool:
         """Close a local connection by id; ``False`` when it is not here."""
