@@ -285,8 +285,9 @@ class InboxConfig(_Section):
     enabled: bool = True
     """Deliveries to a user are stored in their inbox and carry ``meta.offset``."""
     max_messages: NonNegative = 100
-    """Actions kept per user on a node (0 keeps none: nothing is recovered)."""
-    ttl_s: NonNegative = 3600
+    """Actions kept per user on a node (0: none, nothing is recovered). In a cluster the
+    backend's copy is bounded as a channel's history is (``[history] size``, ``ttl_s``)."""
+    ttl_s: NonNegative = 300
     """How long a user's inbox outlives their last tab or last append, whichever is later."""
     max_users: NonNegative = 10_000
     """Most inbox streams one node retains (0: unbounded); past it the longest-idle stream
