@@ -261,3 +261,51 @@ async def test_broker_restart_under_load_resumes_and_recovers_the_gap(
 def _prefix(tmp: Path) -> str:
     text = (tmp / "a.toml").read_text()
     return text.split('prefix = "')[1].split('"')[0]
+
+
+async def _publish_to_user(api: str, user: str, count: int, pause: float) -> None:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+        for i in range(count):
+            body = {"to": {"user": user}, "action": {"type": "note/NEW", "payload": {"i": i}}}
+            async with http.post(f"{api}/v1/publish", json=body) as resp:
+                assert resp.status == 202
+            await asyncio.sleep(pause)  # the behaviour: a steady trickle while a node dies
+
+
+async def test_a_killed_node_loses_nothing_of_a_user_s_inbox(tmp_path: Path, broker: ServerProcess) -> None:
+    """Bob's node is SIGKILLed while pushes to him stream in through another node's API;
+    he reconnects to a third node with RESUME and the last offset he saw: every push
+    reaches him exactly once, in offset order."""
+    count = 60
+    with nodes(tmp_path, broker.url) as ((a, b, c), key):
+        seen: list[tuple[int, int]] = []
+        async with peer(b, key, "bob") as bob:
+            last = bob.welcome["inbox"]
+            sender = asyncio.create_task(_publish_to_user(a.api, "bob", count, 0.01))
+            for _ in range(200):  # bounded: until bob has some of them
+                action = await bob.recv(5)
+                if action["type"] == "note/NEW":
+                    seen.append((action["meta"]["offset"], action["payload"]["i"]))
+                    if len(seen) >= 10:
+                        break
+            b.proc.send_signal(signal.SIGKILL)
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                for _ in range(1000):
+                    action = await bob.recv(5)
+                    if action["type"] == "note/NEW":
+                        seen.append((action["meta"]["offset"], action["payload"]["i"]))
+        await sender
+        last = max([last, *(o for o, _ in seen)])
+        async with peer(c, key, "bob") as back:
+            await back.send("@@wsgate/RESUME", {"inbox": last}, id="r")
+            resumed = await back.expect("@@wsgate/RESUMED", 5)
+            assert resumed["payload"]["recovered"] is True
+            for _ in range(count):  # bounded: at most every push once more
+                if len(seen) == count:
+                    break
+                action = await back.expect("note/NEW", 5)
+                seen.append((action["meta"]["offset"], action["payload"]["i"]))
+            await back.silent(0.3)
+        offsets = [o for o, _ in seen]
+        assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+        assert sorted(i for _, i in seen) == list(range(count))

@@ -33,6 +33,7 @@ from wsgate.cluster.ports import BusPort
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import Admission, Gateway
 from wsgate.core.inbox import stream_of
+from wsgate.exceptions import BackendUnavailable
 from wsgate.protocol.envelope import From, Outbound, OutMeta, encode
 from wsgate.typing import ChannelAddress
 
@@ -40,8 +41,9 @@ __all__ = ["PRELOAD_TIMEOUT_S", "InboxPreload", "inbox_subject"]
 
 log = logging.getLogger("wsgate.cluster.inbox")
 
-PRELOAD_TIMEOUT_S = 5.0
-"""A first tab waits at most this for the broker and the stream, then is admitted anyway."""
+PRELOAD_TIMEOUT_S = 2.0
+"""A first tab waits at most this for the broker and the stream, then is admitted anyway
+(at once while the broker is not connected)."""
 
 
 def inbox_subject(user: str) -> str:
@@ -100,6 +102,8 @@ class InboxPreload:
         inbox = self._gw.inbox
         stream = stream_of(conn.principal.sub)
         try:
+            if not self._backend.broker.connected:  # do not keep a user waiting for it
+                raise BackendUnavailable("the broker is not connected")
             await asyncio.wait_for(self._preload(stream), PRELOAD_TIMEOUT_S)
         except Exception:
             self.failures += 1
