@@ -292,6 +292,15 @@ class InboxConfig(_Section):
     max_users: NonNegative = 10_000
     """Most inbox streams one node retains (0: unbounded); past it the longest-idle stream
     of a user with no tab here is freed first."""
+    ack_timeout_ms: NonNegative = 10_000
+    """An acknowledged delivery (``ack: true``) not yet acknowledged is sent again this
+    long after its last send (0: acknowledged delivery is off)."""
+    ack_ttl_s: Positive = 300
+    """It is sent again until this long after the publish, then expired; a finished one
+    stays readable (``GET /v1/deliveries/{id}``) this long more."""
+    max_deliveries: NonNegative = 10_000
+    """Most acknowledged deliveries a node tracks (0: unbounded); past it the oldest
+    finished one is freed, and with none finished an ``ack`` publish is refused 503."""
 
 
 class RoutingConfig(_Section):

@@ -18,10 +18,11 @@ from wsgate.typing import ConnectionId
 __all__ = ["deliver", "to_delivery"]
 
 
-def to_delivery(publish: Publish) -> Delivery:
+def to_delivery(publish: Publish, ack: str | None = None) -> Delivery:
     """``publish`` as one Delivery: the target's kind (the public API's name,
     :attr:`Target.kind <wsgate.routing.results.Target.kind>`) and value, the
-    action (a ``null`` payload as ``None``), the excluded connection; no origin."""
+    action (a ``null`` payload as ``None``), the excluded connection, the delivery
+    id ``ack`` of an acknowledged one; no origin."""
     action = publish.action
     exclude = None
     if publish.exclude is not None and publish.exclude.connection is not None:
@@ -29,14 +30,20 @@ def to_delivery(publish: Publish) -> Delivery:
     payload = None if action.payload == NULL else action.payload
     to = publish.to
     return Delivery(
-        TargetKind(to.kind), to.value, action.type, payload, action.error, None, exclude
+        TargetKind(to.kind), to.value, action.type, payload, action.error, None, exclude, ack
     )
 
 
-def deliver(gateway: Gateway, publish: Publish) -> int:
+def deliver(gateway: Gateway, publish: Publish, ack: str | None = None) -> int:
     """Deliver ``publish`` to its target's local members; return how many got it.
 
     Only members of the target receive it: a channel's joined connections, a
-    hub's connections, a user's tabs, or the one connection named.
+    hub's connections, a user's tabs, or the one connection named. ``ack``: the
+    delivery id :meth:`Acks.reserve <wsgate.core.acks.Acks.reserve>` gave a
+    ``publish.ack`` (without one, an ``ack: true`` publish is delivered unacknowledged).
     """
-    return gateway.fanout.send(to_delivery(publish))
+    delivered = gateway.fanout.send(to_delivery(publish, ack))
+    acks = gateway.acks
+    if ack is not None and acks is not None and acks.state(ack) is None:
+        acks.undeliverable(ack)  # no such connection here
+    return delivered

@@ -37,6 +37,7 @@ from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
 from wsgate.backends.revocations import open_revocations
 from wsgate.cluster.bus import ClusterBus
 from wsgate.config import Config, nats_services_url, parse_listen
+from wsgate.core.acks import AckSettings
 from wsgate.core.gateway import Admission, Attached, Gateway, Observer
 from wsgate.core.limits import Limiter, parse_rate
 from wsgate.core.presence import PresenceBatcher
@@ -318,6 +319,9 @@ class Node:
             scheduler=loop,
             history=self._history,
             inbox=self._inbox,
+            acks=None if self.clustered or not box.ack_timeout_ms else AckSettings(
+                box.ack_timeout_ms / 1000, box.ack_ttl_s, box.max_deliveries
+            ),
             relays=[rule.match for rule in config.relays],
             presence=presence,
             limiter=Limiter(config.limits, config.rate_limits, MemoryRateLimits(), loop.time),
@@ -594,6 +598,8 @@ class Node:
         if self.gateway is not None:
             self.sessions.wheel.close()
             self.channel_tokens.wheel.close()
+            if self.gateway.acks is not None:
+                self.gateway.acks.close()
         # Each of these owns sockets: one failing must not leave the others open.
         await _close_each(
             self.invoker.aclose,

@@ -39,6 +39,7 @@ __all__ = [
     "Refused",
     "connection",
     "decode_publish",
+    "delivery_state",
     "disconnect",
     "disconnect_user",
     "join",
@@ -102,30 +103,59 @@ def decode_publish(data: bytes) -> Publish:
         raise Refused(Problem.BAD_REQUEST, f"bad publish: {exc}") from None
 
 
-def publish(state: ApiState, data: bytes, traceparent: str | None = None) -> int:
-    """Validate the publish body ``data`` and deliver it; return the local deliveries.
+def publish(
+    state: ApiState, data: bytes, traceparent: str | None = None
+) -> tuple[int, str | None]:
+    """Validate the publish body ``data`` and deliver it; return the local deliveries
+    and, for ``ack: true``, the delivery id (:func:`delivery_state` reads it).
 
     In a cluster the core also hands it to the bus, which reaches the other
     nodes' members (they are not counted here). With ``[tracing]`` on, the
-    publish is a span, a child of ``traceparent`` when it is valid.
+    publish is a span, a child of ``traceparent`` when it is valid. Raises
+    :class:`Refused`: ``BAD_REQUEST`` (a bad body; ``ack`` for a channel or a
+    hub), ``UNAVAILABLE`` for ``ack`` where acknowledged delivery is off (in a
+    cluster, or ``[inbox] ack_timeout_ms = 0``) or its table is full.
     """
     body = decode_publish(data)
+    ack = _reserve(state) if body.ack else None
     tracer = state.tracer
     if tracer is None:
-        return deliver(state.gateway, body)
+        return deliver(state.gateway, body, ack), ack
     attributes: dict[str, str | int] = {
         "wsgate.action_type": body.action.type,
         "wsgate.target": body.to.kind,
     }
     span, _ = tracer.start("publish", traceparent, attributes)
     try:
-        delivered = deliver(state.gateway, body)
+        delivered = deliver(state.gateway, body, ack)
     except BaseException:
         tracer.end(span, ErrorCode.INTERNAL.value)
         raise
     span.set_attribute("wsgate.delivered", delivered)
     tracer.end(span, "OK")
-    return delivered
+    return delivered, ack
+
+
+def _reserve(state: ApiState) -> str:
+    acks = state.gateway.acks
+    if acks is None:
+        raise Refused(
+            Problem.UNAVAILABLE, "acknowledged delivery is not available on this gateway"
+        )
+    ack = acks.reserve()
+    if ack is None:
+        raise Refused(Problem.UNAVAILABLE, "too many unacknowledged deliveries; retry later")
+    return ack
+
+
+def delivery_state(state: ApiState, ack: str) -> str:
+    """``pending``, ``delivered``, ``acked`` or ``expired`` of delivery ``ack``.
+    Raises :class:`Refused` (``NOT_FOUND``: unknown, or freed ``ttl`` after it finished)."""
+    acks = state.gateway.acks
+    found = None if acks is None else acks.state(ack)
+    if found is None:
+        raise Refused(Problem.NOT_FOUND, "no such delivery")
+    return found.value
 
 
 def connection(state: ApiState, cid: str) -> Connection:

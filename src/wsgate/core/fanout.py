@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Protocol
 import msgspec
 
 from wsgate.backends.base import RecentHistory
+from wsgate.core.acks import Acks
 from wsgate.core.delivery import Delivery, TargetKind
 from wsgate.core.inbox import stream_of
 from wsgate.protocol.codes import ErrorCode
@@ -99,7 +100,9 @@ class Fanout:
     fan-out at its three entry points, never per connection).
     """
 
-    __slots__ = ("_history", "_inbox", "_local", "_pool", "_send", "bus", "delivered", "taps")
+    __slots__ = (
+        "_acks", "_history", "_inbox", "_local", "_pool", "_send", "bus", "delivered", "taps",
+    )
 
     def __init__(
         self,
@@ -107,8 +110,11 @@ class Fanout:
         history: RecentHistory,
         bus: Bus | None = None,
         inbox: RecentHistory | None = None,
+        acks: Acks | None = None,
     ) -> None:
         self._pool = pool
+        self._acks = acks
+        """Acknowledged deliveries (``None``: a delivery's ``ack`` is ignored)."""
         self._history = history
         self._inbox = inbox
         """Users' inbox streams (``None``: ``[inbox]`` is off; a user's delivery has no offset)."""
@@ -228,12 +234,14 @@ class Fanout:
         assert inbox is not None  # this entry of the table exists only with one
         stream = stream_of(d.target)
         offset = inbox.next_offset(stream)
-        data = _frame(d, OutMeta(offset=offset, from_=d.origin))
+        acks = None if d.ack is None else self._acks
+        data = _frame(d, OutMeta(offset=offset, from_=d.origin, ack=acks is not None or None))
         inbox.append(stream, offset, data)
         members = self._pool.users.get(UserId(d.target))
-        if not members:
-            return 0
-        return _send_all(members.values(), data, d.exclude)
+        sent = 0 if not members else _send_all(members.values(), data, d.exclude)
+        if acks is not None and d.ack is not None:
+            acks.track(d.ack, True, d.target, offset, data, sent)
+        return sent
 
     def _to_channel(self, d: Delivery) -> int:
         address = ChannelAddress(d.target)
@@ -291,5 +299,12 @@ class Fanout:
             return 0
         if self.taps is not None:
             self.taps(d)
+        acks = self._acks
+        if d.ack is not None and acks is not None:
+            offset = acks.next_offset()
+            data = _frame(d, OutMeta(offset=offset, from_=d.origin, ack=True))
+            conn.sink.send(data)
+            acks.track(d.ack, False, d.target, offset, data, 1)
+            return 1
         conn.sink.send(_frame(d, OutMeta(from_=d.origin) if d.origin else None))
         return 1

@@ -22,6 +22,7 @@ from typing import Final, Protocol
 
 from wsgate.auth.principal import Principal
 from wsgate.backends.base import RecentHistory
+from wsgate.core import acks as ackd
 from wsgate.core import builtin
 from wsgate.core import inbox as inboxes
 from wsgate.core.clock import Scheduler
@@ -169,6 +170,7 @@ class Gateway:
         history: RecentHistory,
         relays: list[str],
         inbox: RecentHistory | None = None,
+        acks: ackd.AckSettings | None = None,
         presence: PresenceBatcher,
         limiter: Limiter | None = None,
         upstream: Upstream | None = None,
@@ -196,7 +198,12 @@ class Gateway:
         self.max_channels = max_channels
         """Views one connection may have joined at once (``TOO_LARGE`` past it)."""
         self.pool = Pool()
-        self.fanout = Fanout(self.pool, history, bus, inbox)
+        self.acks = None if acks is None else ackd.Acks(
+            self.pool, scheduler, timeout_s=acks.timeout_s, ttl_s=acks.ttl_s,
+            max_entries=acks.max_entries,
+        )
+        """Acknowledged deliveries (:mod:`wsgate.core.acks`); ``None``: off."""
+        self.fanout = Fanout(self.pool, history, bus, inbox, self.acks)
         self.limiter = limiter
         if limiter is not None and shared is not None:
             limiter.shared = shared
@@ -205,6 +212,7 @@ class Gateway:
         )
         builtin.install(self, self.dispatcher.register)
         inboxes.install(inbox, self.dispatcher.register)
+        ackd.install(self.acks, self.dispatcher.register)
         self._new_id = id_factory
         self.observers: tuple[Observer, ...] = tuple(observers)
         """Told of lifecycle events: services (:mod:`wsgate.upstream`), the cluster."""
@@ -318,6 +326,8 @@ class Gateway:
         conn.send_action(bi.WELCOME, welcome)
         for data in greeting:
             conn.sink.send(data)
+        if self.acks is not None:
+            self.acks.connected(conn)
         for observer in self.observers:
             observer.connected(conn)
         self._drain(conn)
@@ -375,6 +385,8 @@ class Gateway:
             for channel in self.pool.remove(conn):
                 self._after_leave(channel, conn)
             self.release_inbox(conn)
+            if self.acks is not None:
+                self.acks.disconnected(conn)
             for observer in self.observers:
                 observer.disconnected(conn)
         conn.state = State.CLOSED

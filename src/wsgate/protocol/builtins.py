@@ -7,6 +7,7 @@ from typing import Annotated, Final
 import msgspec
 
 __all__ = [
+    "ACK",
     "AUTH",
     "CANCEL",
     "CONNECT",
@@ -27,6 +28,7 @@ __all__ = [
     "RESUMED",
     "SESSION_EXPIRING",
     "WELCOME",
+    "AckPayload",
     "AuthPayload",
     "CancelPayload",
     "EndPayload",
@@ -56,6 +58,8 @@ REFRESH: Final = "@@wsgate/REFRESH"
 RESUME: Final = "@@wsgate/RESUME"
 """The first action after WELCOME of a reconnecting client: ``{inbox}``, the last
 inbox ``meta.offset`` it saw; what it missed is replayed after ``RESUMED``."""
+ACK: Final = "@@wsgate/ACK"
+"""``{offset}``: the client dispatched the action that carried ``meta.ack`` and that offset."""
 CANCEL: Final = "@@wsgate/CANCEL"
 """Cancel the caller's open stream ``{id}`` (the request's ``meta.id``)."""
 # gateway -> client
@@ -103,6 +107,11 @@ class RefreshPayload(msgspec.Struct, forbid_unknown_fields=True):
 class ResumePayload(msgspec.Struct, forbid_unknown_fields=True):
     inbox: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
     """The last inbox ``meta.offset`` the client saw (or its last WELCOME's ``inbox``)."""
+
+
+class AckPayload(msgspec.Struct, forbid_unknown_fields=True):
+    offset: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    """The ``meta.offset`` of the acknowledged action."""
 
 
 class ResumedPayload(msgspec.Struct):

@@ -120,10 +120,15 @@ class Publish(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     action: ResultAction
     exclude: Target | None = None
     """Only ``{"connection": id}``: skip that connection (usually the sender)."""
+    ack: bool = False
+    """Ask for a receipt (a connection or a user only): the client acknowledges the
+    action, which is sent again until it does (:mod:`wsgate.core.acks`)."""
 
     def __post_init__(self) -> None:
         if self.exclude is not None and self.exclude.connection is None:
             raise ValueError("exclude names a connection")
+        if self.ack and self.to.kind not in ("connection", "user"):
+            raise ValueError("ack is for a publish to a connection or a user")
 
 
 Claim = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
