@@ -50,18 +50,18 @@ async def test_offline_pushes_on_one_node_are_resumed_on_another(broker_url: str
 
 
 async def test_each_tab_gets_a_live_push_once_whichever_node_published_it(broker_url: str) -> None:
-    async with cluster(broker_url) as (a, b, _c):
-        async with a.peer("alice") as here, b.peer("alice") as there, b.peer("mallory", "globex") as other:
-            for n, node in enumerate((a, b, a)):
-                await publish(node, "alice", n)
-            seen = []
-            for tab in (here, there):
-                got = await notes(tab, 3)
-                # Two nodes' publishes race to the stream: its offsets decide the order.
-                offsets = [x["meta"]["offset"] for x in got]
-                assert offsets == list(range(offsets[0], offsets[0] + 3))
-                seen.append([(x["meta"]["offset"], x["payload"]["n"]) for x in got])
-                await tab.silent(0.3)
-            assert seen[0] == seen[1]
-            assert sorted(n for _, n in seen[0]) == [0, 1, 2]
-            await other.silent(0.1)
+    async with cluster(broker_url) as (a, b, _c), a.peer("alice") as here, \
+            b.peer("alice") as there, b.peer("mallory", "globex") as other:
+        for n, node in enumerate((a, b, a)):
+            await publish(node, "alice", n)
+        seen = []
+        for tab in (here, there):
+            got = await notes(tab, 3)
+            # Two nodes' publishes race to the stream: its offsets decide the order.
+            offsets = [x["meta"]["offset"] for x in got]
+            assert offsets == list(range(offsets[0], offsets[0] + 3))
+            seen.append([(x["meta"]["offset"], x["payload"]["n"]) for x in got])
+            await tab.silent(0.3)
+        assert seen[0] == seen[1]
+        assert sorted(n for _, n in seen[0]) == [0, 1, 2]
+        await other.silent(0.1)

@@ -84,11 +84,11 @@ async def test_resume_is_accepted_once_and_only_first() -> None:
 
 
 async def test_an_anonymous_connection_has_no_inbox() -> None:
-    async with running(make_config(auth={"allow_anonymous": True})) as gw:
-        async with gw.peer(None) as anonymous:
-            assert "inbox" not in anonymous.welcome
-            await anonymous.send("@@wsgate/RESUME", {"inbox": 0}, id="anon")
-            assert (await anonymous.expect("@@wsgate/ERROR"))["payload"]["code"] == "BAD_REQUEST"
+    config = make_config(auth={"allow_anonymous": True})
+    async with running(config) as gw, gw.peer(None) as anonymous:
+        assert "inbox" not in anonymous.welcome
+        await anonymous.send("@@wsgate/RESUME", {"inbox": 0}, id="anon")
+        assert (await anonymous.expect("@@wsgate/ERROR"))["payload"]["code"] == "BAD_REQUEST"
 
 
 async def test_the_bound_is_enforced_and_a_lost_window_is_not_recovered() -> None:
