@@ -253,11 +253,14 @@ def _cli(*args: str) -> str:
     return out.stdout.strip()
 
 
-def start_gateway(workdir: Path, command: list[str] | None = None) -> tuple[ServerProcess, str]:
+def start_gateway(
+    workdir: Path, command: list[str] | None = None, extra: str = ""
+) -> tuple[ServerProcess, str]:
     """Write a bench config, start ``wsgate serve``; return it and a session cookie value.
 
     ``command`` replaces ``python -m wsgate.cli`` (e.g. a wrapper that
     instruments the gateway); ``serve --config FILE`` is appended to it.
+    ``extra`` is TOML appended to the config (a section the default lacks).
     """
     port, api_port = free_port(), free_port()
     config = workdir / f"gateway-{port}.toml"
@@ -265,6 +268,7 @@ def start_gateway(workdir: Path, command: list[str] | None = None) -> tuple[Serv
         GATEWAY_CONFIG.format(
             port=port, api_port=api_port, api_key=GATEWAY_API_KEY, key=_cli("keys", "new")
         )
+        + extra
     )
     cookie = _cli("cookie", "--config", str(config), "--user", "bench", "--org", "acme")
     argv = [*(command or [sys.executable, "-m", "wsgate.cli"]), "serve", "--config", str(config)]
