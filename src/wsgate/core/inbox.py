@@ -74,9 +74,9 @@ def install(inbox: RecentHistory | None, register: Callable[[str, Handler], None
             return
         stream = stream_of(conn.principal.sub)
         found = inbox.since(stream, body.inbox)
-        # Offsets of a stream are contiguous: the last (top - at) arrived live.
-        live = inbox.top(stream) - at
-        entries = found.entries[: max(0, len(found.entries) - live)] if live > 0 else found.entries
+        # What came after WELCOME's offset reached the connection live: not again.
+        live = len(inbox.since(stream, at).entries) if body.inbox < at else 0
+        entries = found.entries[: len(found.entries) - live]
         payload = bi.ResumedPayload(inbox=at, recovered=found.recovered)
         conn.send_action(bi.RESUMED, payload, in_reply_to=rid)
         for data in entries:
