@@ -322,6 +322,7 @@ class Node:
             acks=None if self.clustered or not box.ack_timeout_ms else AckSettings(
                 box.ack_timeout_ms / 1000, box.ack_ttl_s, box.max_deliveries
             ),
+            acked=self.upstream.delivered,
             relays=[rule.match for rule in config.relays],
             presence=presence,
             limiter=Limiter(config.limits, config.rate_limits, MemoryRateLimits(), loop.time),

@@ -114,3 +114,20 @@ async def test_an_unacked_delivery_expires_and_a_full_table_refuses() -> None:
         assert "unacknowledged" in full["error"]
         await eventually(lambda: gw.node.gateway.acks.state(to_user["id"]).value == "expired",  # type: ignore[union-attr]
                          timeout=5.0)
+
+
+async def test_an_acknowledgement_is_a_delivered_lifecycle_event_at_the_service() -> None:
+    from .services import with_service
+
+    async with with_service() as (gw, svc), gw.peer("alice") as alice:
+        answer = await publish(gw, {"user": "alice"}, 5)
+        await ack(alice, await alice.expect("task/DO"))
+        async with aiohttp.ClientSession() as http:
+
+            async def delivered() -> bool:
+                async with http.get(f"{svc.url}/events") as resp:
+                    return any(e["type"] == "@@wsgate/DELIVERED" and e["connectionId"] == alice.id
+                               for e in await resp.json())
+
+            await eventually(delivered, every=0.05, what="DELIVERED at the service")
+        assert await state(gw, answer["id"]) == "acked"

@@ -106,10 +106,14 @@ class Acks:
         timeout_s: float,
         ttl_s: float,
         max_entries: int,
+        acked: Callable[[Connection, str, int], None] | None = None,
         now: Callable[[], float] = time.time,
         id_factory: Callable[[], str] = lambda: secrets.token_urlsafe(12),
     ) -> None:
         self._pool = pool
+        self._on_acked = acked
+        """Told ``(connection, delivery id, offset)`` of each acknowledgement (the
+        ``@@wsgate/DELIVERED`` lifecycle event); must not raise."""
         self._timeout = timeout_s
         self._ttl = ttl_s
         self._max = max_entries
@@ -175,6 +179,8 @@ class Acks:
             id_ = self._by_offset.get((key, offset))
             if id_ is not None:
                 self._finish(self._entries[id_], AckState.ACKED)
+                if self._on_acked is not None:
+                    self._on_acked(conn, id_, offset)
                 return True
         return False
 

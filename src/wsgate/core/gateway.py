@@ -171,6 +171,7 @@ class Gateway:
         relays: list[str],
         inbox: RecentHistory | None = None,
         acks: ackd.AckSettings | None = None,
+        acked: Callable[[Connection, str, int], None] | None = None,
         presence: PresenceBatcher,
         limiter: Limiter | None = None,
         upstream: Upstream | None = None,
@@ -200,7 +201,7 @@ class Gateway:
         self.pool = Pool()
         self.acks = None if acks is None else ackd.Acks(
             self.pool, scheduler, timeout_s=acks.timeout_s, ttl_s=acks.ttl_s,
-            max_entries=acks.max_entries,
+            max_entries=acks.max_entries, acked=acked,
         )
         """Acknowledged deliveries (:mod:`wsgate.core.acks`); ``None``: off."""
         self.fanout = Fanout(self.pool, history, bus, inbox, self.acks)

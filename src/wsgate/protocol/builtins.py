@@ -12,6 +12,7 @@ __all__ = [
     "CANCEL",
     "CONNECT",
     "CONNECTED",
+    "DELIVERED",
     "DISCONNECTED",
     "END",
     "ERROR",
@@ -80,6 +81,8 @@ CONNECT: Final = "@@wsgate/CONNECT"
 """The connect hook's event: routed to a service, answered before WELCOME."""
 CONNECTED: Final = "@@wsgate/CONNECTED"
 DISCONNECTED: Final = "@@wsgate/DISCONNECTED"
+DELIVERED: Final = "@@wsgate/DELIVERED"
+"""``{id, offset}``: a client acknowledged an acknowledged delivery (``ack: true``)."""
 
 
 Offset = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
