@@ -131,3 +131,11 @@ async def test_an_acknowledgement_is_a_delivered_lifecycle_event_at_the_service(
 
             await eventually(delivered, every=0.05, what="DELIVERED at the service")
         assert await state(gw, answer["id"]) == "acked"
+
+
+async def test_a_receipt_from_a_user_needs_the_inbox_and_a_cluster_refuses_it() -> None:
+    async with running(make_config(inbox={"enabled": False})) as gw:
+        refused = await publish(gw, {"user": "alice"}, 1, status=503)
+        assert "[inbox]" in refused["error"]
+    async with running(make_config(inbox={"ack_timeout_ms": 0})) as gw:
+        await publish(gw, {"user": "alice"}, 1, status=503)

@@ -114,10 +114,11 @@ def publish(
     publish is a span, a child of ``traceparent`` when it is valid. Raises
     :class:`Refused`: ``BAD_REQUEST`` (a bad body; ``ack`` for a channel or a
     hub), ``UNAVAILABLE`` for ``ack`` where acknowledged delivery is off (in a
-    cluster, or ``[inbox] ack_timeout_ms = 0``) or its table is full.
+    cluster, or ``[inbox] ack_timeout_ms = 0``; to a user, ``[inbox] enabled =
+    false``) or its table is full.
     """
     body = decode_publish(data)
-    ack = _reserve(state) if body.ack else None
+    ack = _reserve(state, body) if body.ack else None
     tracer = state.tracer
     if tracer is None:
         return deliver(state.gateway, body, ack), ack
@@ -136,12 +137,14 @@ def publish(
     return delivered, ack
 
 
-def _reserve(state: ApiState) -> str:
+def _reserve(state: ApiState, body: Publish) -> str:
     acks = state.gateway.acks
     if acks is None:
         raise Refused(
             Problem.UNAVAILABLE, "acknowledged delivery is not available on this gateway"
         )
+    if body.to.user is not None and state.gateway.inbox is None:
+        raise Refused(Problem.UNAVAILABLE, "acknowledged delivery to a user needs [inbox]")
     ack = acks.reserve()
     if ack is None:
         raise Refused(Problem.UNAVAILABLE, "too many unacknowledged deliveries; retry later")

@@ -146,7 +146,10 @@ class Acks:
         return None if entry is None else entry.state
 
     def reserve(self) -> str | None:
-        """A new delivery id, or ``None`` when the table is full of unfinished entries."""
+        """A new delivery id, or ``None`` when the table is full of unfinished entries.
+
+        O(1) until the table is full; then it looks for the oldest finished entry,
+        O(entries) at worst (a table full of unfinished ones)."""
         if self._max and len(self._entries) >= self._max:
             for id_, entry in self._entries.items():  # oldest first
                 if entry.state in _FINISHED:
