@@ -309,3 +309,63 @@ async def test_a_killed_node_loses_nothing_of_a_user_s_inbox(tmp_path: Path, bro
         offsets = [o for o, _ in seen]
         assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
         assert sorted(i for _, i in seen) == list(range(count))
+
+
+async def test_broker_restart_under_pushes_to_a_user_recovers_the_inbox_gap(
+    tmp_path: Path, broker: ServerProcess
+) -> None:
+    """Pushes to carol stream in through node a's API while the broker restarts; carol's
+    tab on node c gets every push the inbox stream stored, in offset order, the ones
+    pub/sub lost around the restart fetched from the stream."""
+    with nodes(tmp_path, broker.url) as ((a, _b, c), key):
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"}) as http, \
+                peer(c, key, "carol") as carol:
+            start = carol.welcome["inbox"]
+            received: list[tuple[int, int]] = []
+
+            async def collect() -> None:
+                for _ in range(10_000):  # bounded; cancelled at the end
+                    action = await carol.recv(60)
+                    if action["type"] == "note/NEW":
+                        received.append((action["meta"]["offset"], action["payload"]["i"]))
+
+            collector = asyncio.create_task(collect())
+
+            async def push(i: int) -> None:
+                body = {"to": {"user": "carol"}, "action": {"type": "note/NEW", "payload": {"i": i}}}
+                async with http.post(f"{a.api}/v1/publish", json=body) as resp:
+                    assert resp.status == 202
+
+            for i in range(30):
+                await push(i)
+                await asyncio.sleep(0.01)  # the behaviour: pushes paced before the restart
+            await asyncio.to_thread(broker.restart)
+            resumed, stop_at = False, 0
+            for i in range(30, 400):  # bounded: until delivery resumed, then 40 more
+                with contextlib.suppress(aiohttp.ClientError):
+                    await push(i)
+                await asyncio.sleep(0.02)  # the behaviour: pushes paced across the restart
+                if not resumed and any(n >= 30 for _, n in received):
+                    resumed, stop_at = True, i + 40
+                if resumed and i >= stop_at:
+                    break
+            last_sent = i
+            if resumed:
+                await eventually(lambda: any(n == last_sent for _, n in received), 10.0,
+                                 what="the last push reaching carol")
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+            assert resumed, "delivery did not resume after the broker restarted"
+            offsets = [o for o, _ in received]
+            assert offsets == sorted(set(offsets)), "out of order or twice"
+            backend = await open_backend(broker.url, prefix=_prefix(tmp_path), node="probe",
+                                         history_size=1000, history_ttl_s=300)
+            try:
+                window = await backend.history.window("@inbox:carol")
+            finally:
+                await backend.close()
+            stored = {o for o, _ in window.entries if o > start}
+            assert stored, "nothing was stored"
+            missing = sorted(stored - set(offsets))
+            assert not missing, f"{len(missing)} stored pushes never reached carol: {missing[:5]}"

@@ -324,20 +324,36 @@ class ClusterBus:
 
     def _on_channel(self, envelope: env.Envelope, offset: int, prev: int) -> None:
         address = ChannelAddress(envelope.target)
-        queued = self._recovering.get(address)
+        ready = address in self._ready
+        top = self._gw.history.top(address) if ready else 0
+        self._on_stream(address, envelope, offset, prev, ready, top, self._deliver_channel)
+
+    def _on_stream(
+        self,
+        stream: ChannelAddress,
+        envelope: env.Envelope,
+        offset: int,
+        prev: int,
+        ready: bool,
+        top: int,
+        deliver: Callable[[env.Envelope, int, int], None],
+    ) -> None:
+        """A stream's message (a channel's, a user's inbox): in offset order, a gap
+        recovered from the stream before anything newer is delivered, while this node
+        is ``ready`` for it (its window loaded; ``top`` its last offset here)."""
+        queued = self._recovering.get(stream)
         if queued is not None:
             queued.append((envelope, offset, prev))
             return
-        if address in self._ready:
-            top = self._gw.history.top(address)
+        if ready:
             if prev != top and offset > top:
                 # A gap: fetch what was missed before delivering anything newer.
-                self._recovering[address] = [(envelope, offset, prev)]
-                self.spawn(self._recover(address, top))
+                self._recovering[stream] = [(envelope, offset, prev)]
+                self.spawn(self._recover(stream, top, deliver))
                 return
             if offset <= top:
                 return  # already delivered (a replay overlapping live traffic)
-        self._deliver_channel(envelope, offset, prev)
+        deliver(envelope, offset, prev)
 
     def _frame(self, address: ChannelAddress, data: bytes, offset: int) -> bytes:
         """The client frame of a stored envelope (empty when it is not one)."""
@@ -353,7 +369,12 @@ class ClusterBus:
         if delivery is not None:
             self._gw.fanout.deliver_channel(delivery, offset, prev)
 
-    async def _recover(self, address: ChannelAddress, top: int) -> None:
+    async def _recover(
+        self,
+        address: ChannelAddress,
+        top: int,
+        deliver: Callable[[env.Envelope, int, int], None],
+    ) -> None:
         try:
             replay = await self._backend.history.since(address, top)
         except Exception:
@@ -364,11 +385,11 @@ class ClusterBus:
             for offset, data in replay.entries:
                 envelope = env.decode(data)
                 if envelope is not None:
-                    self._deliver_channel(envelope, offset, last)
+                    deliver(envelope, offset, last)
                     last = offset
         for envelope, offset, prev in self._recovering.pop(address, []):
             if offset > last:
-                self._deliver_channel(envelope, offset, prev)
+                deliver(envelope, offset, prev)
                 last = offset
 
     def _on_spread(self, envelope: env.Envelope, offset: int, prev: int) -> None:
@@ -384,6 +405,14 @@ class ClusterBus:
         if offset == 0:
             self._on_spread(envelope, offset, prev)
             return
+        user = envelope.target
+        inbox = self._gw.inbox
+        ready = inbox is not None and UserId(user) in self._gw.pool.users
+        stream = stream_of(user)
+        top = inbox.top(stream) if inbox is not None and ready else 0
+        self._on_stream(stream, envelope, offset, prev, ready, top, self._deliver_inbox)
+
+    def _deliver_inbox(self, envelope: env.Envelope, offset: int, prev: int) -> None:
         delivery = envelope.to_delivery()
         if delivery is not None:
             self._gw.fanout.deliver_inbox(delivery, offset, prev)
