@@ -541,10 +541,13 @@ class Node:
         self._grpc_api_port = api.port
 
     async def _sweep(self) -> None:
-        """Drop expired self-registrations and channel histories, every 5 s at most
-        (every ``history.ttl_s / 2`` when that is shorter, so a quiet node frees
-        history about when it expires)."""
-        every_s = min(5.0, max(self.config.history.ttl_s / 2, 0.05))
+        """Drop expired self-registrations, channel histories and inboxes, every 5 s at
+        most (every ``history.ttl_s / 2`` or ``inbox.ttl_s / 2`` when shorter, so a quiet
+        node frees them about when they expire)."""
+        ttl_s = self.config.history.ttl_s
+        if self._inbox is not None:
+            ttl_s = min(ttl_s, self.config.inbox.ttl_s)
+        every_s = min(5.0, max(ttl_s / 2, 0.05))
         while True:
             await asyncio.sleep(every_s)
             self.routes.sweep()

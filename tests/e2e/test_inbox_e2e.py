@@ -35,13 +35,15 @@ async def take(peer: Peer, count: int) -> list[dict[str, Any]]:
 
 async def test_welcome_carries_the_inbox_and_live_pushes_carry_offsets() -> None:
     async with running(make_config()) as gw, gw.peer("alice") as alice:
-        top = alice.welcome["inbox"]
-        assert isinstance(top, int) and top >= 0
+        assert alice.welcome["inbox"] == 0  # an inbox that never held anything
         await publish(gw, "alice", 1)
         got = await alice.expect("note/NEW")
         assert got["payload"] == {"n": 1}
         assert "channel" not in got["meta"]
-        assert got["meta"]["offset"] == top + 1
+        first = got["meta"]["offset"]
+        assert first > 0
+        await publish(gw, "alice", 2)
+        assert (await alice.expect("note/NEW"))["meta"]["offset"] == first + 1
 
 
 async def test_an_offline_user_accumulates_and_a_reconnect_resumes_exactly_once() -> None:
@@ -63,6 +65,26 @@ async def test_an_offline_user_accumulates_and_a_reconnect_resumes_exactly_once(
             assert (await alice.expect("note/NEW"))["payload"] == {"n": 6}
             await alice.silent(0.2)
             await bob.silent(0.1)  # another user's inbox never reaches bob
+
+
+
+async def test_pushes_between_welcome_and_resume_arrive_once() -> None:
+    async with running(make_config()) as gw:
+        async with gw.peer("alice") as alice:
+            start = alice.welcome["inbox"]
+        await publish(gw, "alice", 1)  # missed
+        async with gw.peer("alice") as alice:
+            await publish(gw, "alice", 2)  # live, before the client's RESUME
+            assert (await alice.expect("note/NEW"))["payload"] == {"n": 2}
+            answer = await resume(alice, start)
+            assert answer["payload"]["recovered"] is True
+            assert (await alice.expect("note/NEW"))["payload"] == {"n": 1}
+            await alice.silent(0.2)
+        async with gw.peer("alice") as alice:
+            await publish(gw, "alice", 3)  # live; the client claims to be past it
+            await alice.expect("note/NEW")
+            await resume(alice, alice.welcome["inbox"] + 1)
+            await alice.silent(0.2)
 
 
 async def test_resume_is_accepted_once_and_only_first() -> None:

@@ -315,7 +315,11 @@ class Gateway:
             stream = inboxes.stream_of(conn.principal.sub)
             if len(self.pool.users[conn.user_id]) == 1:
                 self.inbox.retain(stream, True)
-            conn.inbox_at = inbox_at = self.inbox.top(stream)
+            # An inbox that never held anything is at 0, "before it existed": an empty
+            # stream is freed with the last tab, and a RESUME from 0 recovers its next life.
+            empty = self.inbox.since(stream, 0)
+            top = 0 if empty.recovered and not empty.entries else self.inbox.top(stream)
+            conn.inbox_at = inbox_at = top
         welcome = bi.WelcomePayload(
             connectionId=conn.id,
             userId=conn.principal.sub or None,

@@ -75,8 +75,10 @@ def install(inbox: RecentHistory | None, register: Callable[[str, Handler], None
         stream = stream_of(conn.principal.sub)
         found = inbox.since(stream, body.inbox)
         # What came after WELCOME's offset reached the connection live: not again.
-        live = len(inbox.since(stream, at).entries) if body.inbox < at else 0
-        entries = found.entries[: len(found.entries) - live]
+        entries: list[bytes] = []
+        if body.inbox < at:
+            live = len(inbox.since(stream, at).entries)
+            entries = found.entries[: len(found.entries) - live]
         payload = bi.ResumedPayload(inbox=at, recovered=found.recovered)
         conn.send_action(bi.RESUMED, payload, in_reply_to=rid)
         for data in entries:
