@@ -279,7 +279,7 @@ def start_gateway(
     instruments the gateway); ``serve --config FILE`` is appended to it.
     ``obs``: a key of :data:`OBS_CONFIG` appended to the config (``None``: the defaults).
     ``compression``: ``[server] compression = true`` (permessage-deflate).
-    ``extra`` is TOML appended to the bench config (``[[namespaces]]`` rules).
+    ``extra`` is TOML appended to the bench config (``[[namespaces]]`` rules, ``[inbox]``).
     """
     port, api_port = free_port(), free_port()
     config = workdir / f"gateway-{port}.toml"

@@ -66,6 +66,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "broker": {"url": "memory://", "prefix": "wsgate", "presence_ttl_s": 10.0},
     "presence": {"batch_ms": 50, "max_members": 100, "large_batch_ms": 1000},
     "history": {"size": 100, "ttl_s": 300, "max_channels": 10_000},
+    "inbox": {
+        "enabled": True, "max_messages": 100, "ttl_s": 300, "max_users": 10_000,
+        "ack_timeout_ms": 10_000, "ack_ttl_s": 300, "max_deliveries": 10_000,
+    },
     "routing": {
         "registered_secret": "", "registered_timeout_ms": 2000, "authorize_cache_s": 30,
         "max_in_flight": 16, "max_in_flight_per_user": 64, "max_streams": 8,
@@ -251,6 +255,10 @@ ZERO_MEANS = {
     "presence.batch_ms": "(0: at once)",
     "history.size": "(0: none)",
     "history.max_channels": "(0: unbounded)",
+    "inbox.max_messages": "(0: none)",
+    "inbox.max_users": "(0: unbounded)",
+    "inbox.ack_timeout_ms": "(0: off)",
+    "inbox.max_deliveries": "(0: unbounded)",
     "routing.max_in_flight_per_user": "(0: off)",
     "routing.max_streams_per_user": "(0: off)",
     "limits.default_rate": '(`""` or `"0"` disables both)',

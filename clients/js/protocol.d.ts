@@ -10,12 +10,15 @@ export declare const Types: Readonly<{
   PING: '@@wsgate/PING';
   AUTH: '@@wsgate/AUTH';
   REFRESH: '@@wsgate/REFRESH';
+  RESUME: '@@wsgate/RESUME';
+  ACK: '@@wsgate/ACK';
   WELCOME: '@@wsgate/WELCOME';
   JOINED: '@@wsgate/JOINED';
   LEFT: '@@wsgate/LEFT';
   PONG: '@@wsgate/PONG';
   PRESENCE: '@@wsgate/PRESENCE';
   ERROR: '@@wsgate/ERROR';
+  RESUMED: '@@wsgate/RESUMED';
   SESSION_EXPIRING: '@@wsgate/SESSION_EXPIRING';
   STATUS: '@@wsgate/STATUS';
 }>;

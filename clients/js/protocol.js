@@ -22,6 +22,10 @@ export const Types = Object.freeze({
   AUTH: '@@wsgate/AUTH',
   /** The answer to SESSION_EXPIRING: `{token}`, or `{}` after a cookie refresh. */
   REFRESH: '@@wsgate/REFRESH',
+  /** First action of a reconnect: `{inbox}`, the last inbox offset seen. */
+  RESUME: '@@wsgate/RESUME',
+  /** `{offset}`: an action that carried `meta.ack` was dispatched. */
+  ACK: '@@wsgate/ACK',
   // gateway -> client
   WELCOME: '@@wsgate/WELCOME',
   JOINED: '@@wsgate/JOINED',
@@ -29,6 +33,8 @@ export const Types = Object.freeze({
   PONG: '@@wsgate/PONG',
   PRESENCE: '@@wsgate/PRESENCE',
   ERROR: '@@wsgate/ERROR',
+  /** The answer to RESUME: `{inbox, recovered}`, then the missed inbox actions. */
+  RESUMED: '@@wsgate/RESUMED',
   /** `{exp}`: the credential expires soon; answer with REFRESH. */
   SESSION_EXPIRING: '@@wsgate/SESSION_EXPIRING',
   // client -> store (never on the wire)

@@ -39,6 +39,8 @@ export interface Welcome {
   node: string;
   hubs: string[];
   heartbeatMs: number;
+  /** The user's inbox offset (signed-in users, `[inbox] enabled`). */
+  inbox?: number;
   [key: string]: any;
 }
 
@@ -128,6 +130,8 @@ export declare class WsgateClient {
   presence(channel: string): Member[];
   presenceCount(channel: string): number;
   offset(channel: string): number | undefined;
+  /** The last inbox offset seen (what a reconnect sends in RESUME), or undefined. */
+  readonly inbox: number | undefined;
 
   on<E extends EventName>(event: E, handler: (value: ClientEvents[E]) => void): () => void;
   on(typeOrPattern: string, handler: (action: Action) => void): () => void;

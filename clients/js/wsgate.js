@@ -95,6 +95,9 @@ export {
  */
 
 /** Client states, as `client.state` reports them. */
+/** At most this many handled `meta.ack` offsets are remembered for de-duplication. */
+const HANDLED_MAX = 1024;
+
 export const States = Object.freeze({
   CONNECTING: 'connecting',
   OPEN: 'open',
@@ -178,6 +181,11 @@ export class WsgateClient {
   #lastError = null;
   /** @type {Record<string, any> | null} */
   #welcome = null;
+  /** The last inbox `meta.offset` seen (WELCOME's at first): a reconnect RESUMEs from it. */
+  #inbox = undefined;
+  /** Offsets of `meta.ack` actions handled, oldest first (at most HANDLED_MAX): a
+   * redelivery of one is acknowledged again, never handed to the application twice. */
+  #handled = new Set();
   /** Token auth: AUTH was sent on the current socket; rejoins wait for WELCOME. */
   #awaitingWelcome = false;
   /** A REFRESH is being prepared (one at a time). */
@@ -204,6 +212,7 @@ export class WsgateClient {
   /** Built-in actions the client itself reads, by type. */
   #builtins = new Map([
     [T.WELCOME, (a) => this.#onWelcome(a)],
+    [T.RESUMED, (a) => this.#onResumed(a)],
     [T.JOINED, (a) => this.#onJoined(a)],
     [T.LEFT, (a) => this.#onLeft(a)],
     [T.PRESENCE, (a) => this.#onPresence(a)],
@@ -294,6 +303,11 @@ export class WsgateClient {
    */
   offset(channel) {
     return this.#channels.get(channel)?.offset;
+  }
+
+  /** The last inbox offset seen (what a reconnect sends in RESUME), or undefined. */
+  get inbox() {
+    return this.#inbox;
   }
 
   // ------------------------------------------------------------- handlers
@@ -554,6 +568,10 @@ export class WsgateClient {
    */
   #ready(ws) {
     this.#setState(States.OPEN);
+    // RESUME must be the connection's first action (it may precede WELCOME: it waits).
+    if (this.#inbox !== undefined) {
+      ws.send(JSON.stringify({ type: T.RESUME, payload: { inbox: this.#inbox } }));
+    }
     for (const entry of this.#channels.values()) {
       if (!entry.inFlight) this.#joinNow(entry);
     }
@@ -584,6 +602,9 @@ export class WsgateClient {
     const meta = action.meta ?? {};
     if (typeof meta.channel === 'string' && typeof meta.offset === 'number' && !isBuiltin(action)) {
       this.#seen(meta.channel, meta.offset);
+    } else if (typeof meta.offset === 'number' && meta.channel === undefined && !isBuiltin(action)) {
+      this.#fromInbox(ws, action, meta.offset, meta.ack === true);
+      return;
     }
     this.#builtins.get(action.type)?.(action);
     // A NAVIGATE is answered by the LEFT of the hub's old view and then its
@@ -631,9 +652,44 @@ export class WsgateClient {
     }
   }
 
+  /**
+   * An inbox action (or an acknowledged one to this connection): hand it to the
+   * application once, then ACK it when it asked for that. A repeat (an offset at or
+   * below the last seen, or a handled `meta.ack` one) is dropped, an ack'd one ACKed again.
+   * Only an action without `meta.ack` moves the RESUME offset: an ack'd one may be a
+   * connection's (offsets of another sequence), and one of the inbox replayed again is
+   * dropped here as handled.
+   *
+   * @param {WebSocket} ws
+   * @param {Action} action
+   * @param {number} offset
+   * @param {boolean} ack
+   */
+  #fromInbox(ws, action, offset, ack) {
+    const repeat = ack ? this.#handled.has(offset) : this.#inbox !== undefined && offset <= this.#inbox;
+    if (!repeat) {
+      if (!ack && (this.#inbox === undefined || offset > this.#inbox)) this.#inbox = offset;
+      this.#actions.emit(action.type, action);
+    }
+    if (!ack) return;
+    if (!repeat) {
+      this.#handled.add(offset);
+      if (this.#handled.size > HANDLED_MAX) this.#handled.delete(this.#handled.values().next().value);
+    }
+    ws.send(JSON.stringify({ type: T.ACK, payload: { offset } }));
+  }
+
+  /** @param {Action} action */
+  #onResumed(action) {
+    const { inbox, recovered } = action.payload ?? {};
+    // The window is gone: what follows starts after the WELCOME's offset.
+    if (recovered === false && typeof inbox === 'number' && (this.#inbox ?? 0) < inbox) this.#inbox = inbox;
+  }
+
   /** @param {Action} action */
   #onWelcome(action) {
     this.#welcome = action.payload ?? {};
+    if (this.#inbox === undefined && typeof this.#welcome.inbox === 'number') this.#inbox = this.#welcome.inbox;
     this.#attempt = 0;
     if (this.#heartbeat) this.#liveness.start(Number(this.#welcome.heartbeatMs));
     if (this.#awaitingWelcome && this.#ws) {

@@ -40,6 +40,7 @@ __all__ = [
     "GrpcAlias",
     "GrpcConfig",
     "HistoryConfig",
+    "InboxConfig",
     "JwtClaimNames",
     "JwtConfig",
     "LimitsConfig",
@@ -279,6 +280,30 @@ class HistoryConfig(_Section):
     max_channels: NonNegative = 10_000
     """Most channel streams one node retains (0: unbounded); past it the longest-idle memberless
     stream is freed first."""
+
+
+class InboxConfig(_Section):
+    """``[inbox]``: each signed-in user's stream of what is pushed to them (docs/protocol.md)."""
+
+    enabled: bool = True
+    """Deliveries to a user are stored in their inbox and carry ``meta.offset``."""
+    max_messages: NonNegative = 100
+    """Actions kept per user on a node (0: none, nothing is recovered). In a cluster the
+    backend's copy is bounded as a channel's history is (``[history] size``, ``ttl_s``)."""
+    ttl_s: NonNegative = 300
+    """How long a user's inbox outlives their last tab or last append, whichever is later."""
+    max_users: NonNegative = 10_000
+    """Most inbox streams one node retains (0: unbounded); past it the longest-idle stream
+    of a user with no tab here is freed first."""
+    ack_timeout_ms: NonNegative = 10_000
+    """An acknowledged delivery (``ack: true``) not yet acknowledged is sent again this
+    long after its last send (0: acknowledged delivery is off)."""
+    ack_ttl_s: Positive = 300
+    """It is sent again until this long after the publish, then expired; a finished one
+    stays readable (``GET /v1/deliveries/{id}``) this long more."""
+    max_deliveries: NonNegative = 10_000
+    """Most acknowledged deliveries a node tracks (0: unbounded); past it the oldest
+    finished one is freed, and with none finished an ``ack`` publish is refused 503."""
 
 
 class RoutingConfig(_Section):
@@ -582,6 +607,7 @@ class Config(_Section):
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
     history: HistoryConfig = msgspec.field(default_factory=HistoryConfig)
+    inbox: InboxConfig = msgspec.field(default_factory=InboxConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     discovery: DiscoveryConfig = msgspec.field(default_factory=DiscoveryConfig)
@@ -604,6 +630,7 @@ _ENV_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "broker": BrokerConfig,
     "presence": PresenceConfig,
     "history": HistoryConfig,
+    "inbox": InboxConfig,
     "routing": RoutingConfig,
     "limits": LimitsConfig,
     "log": LogConfig,

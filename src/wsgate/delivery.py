@@ -24,28 +24,46 @@ from wsgate.typing import ConnectionId
 __all__ = ["deliver", "deliver_batch", "to_delivery"]
 
 
-def to_delivery(to: Target, action: ResultAction, exclude: Target | None = None) -> Delivery:
+def to_delivery(
+    to: Target, action: ResultAction, exclude: Target | None = None, ack: str | None = None
+) -> Delivery:
     """``action`` for ``to`` as one Delivery: the target's kind (the public API's name,
     :attr:`Target.kind <wsgate.routing.results.Target.kind>`) and value, the
-    action (a ``null`` payload as ``None``), the excluded connection; no origin."""
+    action (a ``null`` payload as ``None``), the excluded connection, the delivery
+    id ``ack`` of an acknowledged one; no origin."""
     skip = None
     if exclude is not None and exclude.connection is not None:
         skip = ConnectionId(exclude.connection)
     payload = None if action.payload == NULL else action.payload
-    return Delivery(TargetKind(to.kind), to.value, action.type, payload, action.error, None, skip)
+    return Delivery(
+        TargetKind(to.kind), to.value, action.type, payload, action.error, None, skip, ack
+    )
 
 
-def deliver_batch(gateway: Gateway, batch: PublishBatch) -> int:
-    """Deliver each action of ``batch`` in order, as :func:`deliver`; return the total."""
+def deliver_batch(gateway: Gateway, batch: PublishBatch, ack: str | None = None) -> int:
+    """Deliver each action of ``batch`` in order, as :func:`deliver`; return the total.
+    ``ack`` (a batch of one action only, :class:`PublishBatch` checks): as :func:`deliver`."""
     send = gateway.fanout.send
     to, exclude = batch.to, batch.exclude
-    return sum(send(to_delivery(to, action, exclude)) for action in batch.batch)
+    delivered = sum(send(to_delivery(to, action, exclude, ack)) for action in batch.batch)
+    _settle(gateway, ack)
+    return delivered
 
 
-def deliver(gateway: Gateway, publish: Publish) -> int:
+def _settle(gateway: Gateway, ack: str | None) -> None:
+    acks = gateway.acks
+    if ack is not None and acks is not None and acks.state(ack) is None:
+        acks.undeliverable(ack)  # no such connection here
+
+
+def deliver(gateway: Gateway, publish: Publish, ack: str | None = None) -> int:
     """Deliver ``publish`` to its target's local members; return how many got it.
 
     Only members of the target receive it: a channel's joined connections, a
-    hub's connections, a user's tabs, or the one connection named.
+    hub's connections, a user's tabs, or the one connection named. ``ack``: the
+    delivery id :meth:`Acks.reserve <wsgate.core.acks.Acks.reserve>` gave a
+    ``publish.ack`` (without one, an ``ack: true`` publish is delivered unacknowledged).
     """
-    return gateway.fanout.send(to_delivery(publish.to, publish.action, publish.exclude))
+    delivered = gateway.fanout.send(to_delivery(publish.to, publish.action, publish.exclude, ack))
+    _settle(gateway, ack)
+    return delivered

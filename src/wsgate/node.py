@@ -37,6 +37,7 @@ from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
 from wsgate.backends.revocations import open_revocations
 from wsgate.cluster.bus import ClusterBus
 from wsgate.config import Config, nats_services_url, parse_listen
+from wsgate.core.acks import AckSettings
 from wsgate.core.gateway import Admission, Attached, Gateway, Observer
 from wsgate.core.limits import Limiter, parse_rate
 from wsgate.core.namespaces import Namespaces
@@ -280,7 +281,7 @@ class Node:
         )
         bus = await self._open_cluster() if self.clustered else None
         await self._open_revocations()
-        admission: Admission = self.upstream if bus is None else bus.limits
+        admission: Admission = self.upstream if bus is None else bus.admission
         tokens = self.authenticate.tokens
         self.tokens: TokenAdmission | None = None
         if tokens is not None:
@@ -315,6 +316,12 @@ class Node:
             max_channels=config.history.max_channels,
             limits=namespaces.history_of,
         )
+        box = config.inbox
+        self._inbox = (
+            MemoryHistory(box.max_messages, box.ttl_s, max_channels=box.max_users)
+            if box.enabled
+            else None
+        )
         # Every collaborator is given to the gateway here; the order of
         # observers and gates is the order they are told and asked in.
         self.gateway = Gateway(
@@ -322,6 +329,11 @@ class Node:
             policy=self.policy,
             scheduler=loop,
             history=self._history,
+            inbox=self._inbox,
+            acks=None if self.clustered or not box.ack_timeout_ms else AckSettings(
+                box.ack_timeout_ms / 1000, box.ack_ttl_s, box.max_deliveries
+            ),
+            acked=self.upstream.delivered,
             relays=[rule.match for rule in config.relays],
             presence=presence,
             namespaces=namespaces,
@@ -446,6 +458,7 @@ class Node:
             admission=self.upstream,
             presence_ttl_s=config.broker.presence_ttl_s,
             max_connections_per_user=config.limits.max_connections_per_user,
+            inbox=config.inbox.enabled,
         )
 
     async def _open_revocations(self) -> None:
@@ -542,14 +555,19 @@ class Node:
         self._grpc_api_port = api.port
 
     async def _sweep(self) -> None:
-        """Drop expired self-registrations and channel histories, every 5 s at most
-        (every ``history.ttl_s / 2`` when that is shorter, so a quiet node frees
-        history about when it expires)."""
-        every_s = min(5.0, max(self.config.history.ttl_s / 2, 0.05))
+        """Drop expired self-registrations, channel histories and inboxes, every 5 s at
+        most (every ``history.ttl_s / 2`` or ``inbox.ttl_s / 2`` when shorter, so a quiet
+        node frees them about when they expire)."""
+        ttl_s = self.config.history.ttl_s
+        if self._inbox is not None:
+            ttl_s = min(ttl_s, self.config.inbox.ttl_s)
+        every_s = min(5.0, max(ttl_s / 2, 0.05))
         while True:
             await asyncio.sleep(every_s)
             self.routes.sweep()
             self._history.sweep(budget=4096)
+            if self._inbox is not None:
+                self._inbox.sweep(budget=4096)
 
     def reload_keys(self) -> None:
         """SIGHUP: re-read the key files; keep the old keys when that fails.
@@ -598,6 +616,8 @@ class Node:
         if self.gateway is not None:
             self.sessions.wheel.close()
             self.channel_tokens.wheel.close()
+            if self.gateway.acks is not None:
+                self.gateway.acks.close()
         # Each of these owns sockets: one failing must not leave the others open.
         try:
             await _close_each(

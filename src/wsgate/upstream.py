@@ -557,6 +557,10 @@ class Upstream:
         self._cancel_streams(conn, address)
         self._event(conn, bi.LEFT, address, {"channel": address})
 
+    def delivered(self, conn: Connection, ack: str, offset: int) -> None:
+        """``conn`` acknowledged delivery ``ack`` (:mod:`wsgate.core.acks`)."""
+        self._event(conn, bi.DELIVERED, None, {"id": ack, "offset": offset})
+
     # Shutdown ----------------------------------------------------------------
 
     async def drain(self, timeout: float) -> int:

@@ -410,3 +410,24 @@ async def test_revocations_are_shared_merged_and_expire(
 
     await eventually_async(gone, timeout=4.0, what="the brief revocation expired")
     assert set(await a.all()) == {"sid:s-1", "user:ann"}
+
+
+async def test_an_inbox_stream_is_a_stream_like_a_channel_s(backend_factory: Make) -> None:
+    """The personal inbox (wsgate.core.inbox) names a user's stream ``@inbox:<user id>``
+    and publishes it on ``chan.<stream>``: every backend stores, delivers and replays it."""
+    from wsgate.core.inbox import stream_of
+
+    (a, _), (b, got) = [await node(backend_factory, n, history_size=16) for n in "ab"]
+    stream = stream_of("a@b.example")
+    b.broker.subscribe(f"chan.{stream}")
+    await b.broker.flush()
+    for i in range(3):
+        a.broker.publish_stream(f"chan.{stream}", stream, b"%d" % i)
+    await a.broker.flush()
+    await eventually(lambda: len(got) == 3)
+    assert [d.data for d in got] == [b"0", b"1", b"2"]
+    window = await b.history.window(stream)
+    assert window.entries == [(d.offset, d.data) for d in got]
+    replay = await b.history.since(stream, got[0].offset)
+    assert replay.recovered and [o for o, _ in replay.entries] == [d.offset for d in got[1:]]
+    assert (await b.history.window(stream_of("someone else"))).entries == []

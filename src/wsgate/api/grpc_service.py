@@ -93,7 +93,7 @@ class GatewayServicer:
         self, request: pb.PublishRequest, context: grpc.aio.ServicerContext
     ) -> pb.PublishReply:
         try:
-            delivered = ops.publish(self._state, publish_body(request))
+            delivered, _ = ops.publish(self._state, publish_body(request))
         except ops.Refused as exc:
             await _abort(context, exc)
         return pb.PublishReply(delivered=delivered)

@@ -43,6 +43,7 @@ __all__ = [
     "channel",
     "connection",
     "decode_publish",
+    "delivery_state",
     "disconnect",
     "disconnect_user",
     "join",
@@ -120,20 +121,28 @@ def decode_publish(data: bytes) -> PublishBatch:
     return body
 
 
-def publish(state: ApiState, data: bytes, traceparent: str | None = None) -> int:
-    """Validate the publish body ``data`` and deliver it; return the local deliveries.
+def publish(
+    state: ApiState, data: bytes, traceparent: str | None = None
+) -> tuple[int, str | None]:
+    """Validate the publish body ``data`` and deliver it; return the local deliveries
+    and, for ``ack: true``, the delivery id (:func:`delivery_state` reads it).
 
     A batch is delivered in order, each action encoded once and each member's
     share written in one go (:func:`wsgate.delivery.deliver_batch`); nothing
     of a refused body is delivered. In a cluster the core also hands it to
     the bus, which reaches the other nodes' members (they are not counted
     here). With ``[tracing]`` on, the publish is a span, a child of
-    ``traceparent`` when it is valid.
+    ``traceparent`` when it is valid. Raises
+    :class:`Refused`: ``BAD_REQUEST`` (a bad body; ``ack`` for a channel, a
+    hub or a batch), ``UNAVAILABLE`` for ``ack`` where acknowledged delivery is off (in a
+    cluster, or ``[inbox] ack_timeout_ms = 0``; to a user, ``[inbox] enabled =
+    false``) or its table is full.
     """
     body = decode_publish(data)
+    ack = _reserve(state, body) if body.ack else None
     tracer = state.tracer
     if tracer is None:
-        return deliver_batch(state.gateway, body)
+        return deliver_batch(state.gateway, body, ack), ack
     batch = body.batch
     attributes: dict[str, str | int] = {
         "wsgate.action_type": batch[0].type,
@@ -143,13 +152,37 @@ def publish(state: ApiState, data: bytes, traceparent: str | None = None) -> int
         attributes["wsgate.actions"] = len(batch)
     span, _ = tracer.start("publish", traceparent, attributes)
     try:
-        delivered = deliver_batch(state.gateway, body)
+        delivered = deliver_batch(state.gateway, body, ack)
     except BaseException:
         tracer.end(span, ErrorCode.INTERNAL.value)
         raise
     span.set_attribute("wsgate.delivered", delivered)
     tracer.end(span, "OK")
-    return delivered
+    return delivered, ack
+
+
+def _reserve(state: ApiState, body: PublishBatch) -> str:
+    acks = state.gateway.acks
+    if acks is None:
+        raise Refused(
+            Problem.UNAVAILABLE, "acknowledged delivery is not available on this gateway"
+        )
+    if body.to.user is not None and state.gateway.inbox is None:
+        raise Refused(Problem.UNAVAILABLE, "acknowledged delivery to a user needs [inbox]")
+    ack = acks.reserve()
+    if ack is None:
+        raise Refused(Problem.UNAVAILABLE, "too many unacknowledged deliveries; retry later")
+    return ack
+
+
+def delivery_state(state: ApiState, ack: str) -> str:
+    """``pending``, ``delivered``, ``acked`` or ``expired`` of delivery ``ack``.
+    Raises :class:`Refused` (``NOT_FOUND``: unknown, or freed ``ttl`` after it finished)."""
+    acks = state.gateway.acks
+    found = None if acks is None else acks.state(ack)
+    if found is None:
+        raise Refused(Problem.NOT_FOUND, "no such delivery")
+    return found.value
 
 
 def connection(state: ApiState, cid: str) -> Connection:

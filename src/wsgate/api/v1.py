@@ -47,12 +47,24 @@ _revocation = msgspec.json.Decoder(_Revocation)
 @routes.post("/v1/publish")
 async def publish(request: web.Request) -> web.Response:
     try:
-        delivered = ops.publish(
+        delivered, ack = ops.publish(
             request.app[STATE], await request.read(), request.headers.get("traceparent")
         )
     except ops.Refused as exc:
         return _refused(exc)
-    return web.json_response({"delivered": delivered}, status=202)
+    if ack is None:
+        return web.json_response({"delivered": delivered}, status=202)
+    return web.json_response({"delivered": delivered, "id": ack}, status=202)
+
+
+@routes.get("/v1/deliveries/{id}")
+async def delivery(request: web.Request) -> web.Response:
+    ack = request.match_info["id"]
+    try:
+        state = ops.delivery_state(request.app[STATE], ack)
+    except ops.Refused as exc:
+        return _refused(exc)
+    return web.json_response({"id": ack, "state": state})
 
 
 STATUS = {

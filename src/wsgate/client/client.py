@@ -76,6 +76,8 @@ SESSION_EXPIRING: Final = "@@wsgate/SESSION_EXPIRING"
 """The gateway's warning ``{exp}`` before the credential expires."""
 REFRESH: Final = "@@wsgate/REFRESH"
 """The client's answer to SESSION_EXPIRING: ``{token}``."""
+HANDLED_MAX: Final = 1024
+"""At most this many handled ``meta.ack`` offsets are remembered for de-duplication."""
 ABNORMAL: Final = 1006
 """No close frame (network, server gone, or the upgrade failed)."""
 
@@ -148,6 +150,12 @@ class Client:
         """The last WELCOME payload ``{connectionId, userId, node, hubs, heartbeatMs}``."""
         self.close_code: int | None = None
         """The close code that stopped the client, once it is ``closed``."""
+        self.inbox: int | None = None
+        """The last inbox ``meta.offset`` seen (the first WELCOME's at first): a reconnect
+        sends ``RESUME`` from it before anything else."""
+        self._handled: dict[int, None] = {}
+        """Offsets of ``meta.ack`` actions handled, oldest first (at most
+        :data:`HANDLED_MAX`): a redelivery is acknowledged again, not handled twice."""
 
         self._seq = 0
         self._requests = RequestTable(max_pending)
@@ -562,6 +570,9 @@ class Client:
         meta: dict[str, Any] = meta_ if isinstance(meta_, dict) else {}
         self._last_error = p if type_ == B.ERROR else None
         channel, offset = meta.get("channel"), meta.get("offset")
+        if channel is None and isinstance(offset, int) and not type_.startswith("@@wsgate/"):
+            await self._from_inbox(ws, type_, action, offset, meta.get("ack") is True)
+            return
         if (
             isinstance(channel, str)
             and isinstance(offset, int)
@@ -574,6 +585,11 @@ class Client:
             await self._on_welcome(ws, p)
         elif type_ == B.JOINED:
             self._on_joined(p, reply_to)
+        elif type_ == B.RESUMED:
+            top = p.get("inbox")
+            # The window is gone: what follows starts after this WELCOME's offset.
+            if p.get("recovered") is False and isinstance(top, int) and (self.inbox or 0) < top:
+                self.inbox = top
         elif type_ == B.LEFT:
             if reply_to is None and isinstance(p.get("channel"), str):
                 self._forget(p["channel"])
@@ -605,6 +621,10 @@ class Client:
         """
         self.welcome = payload
         self._attempt = 0
+        if self.inbox is not None:  # RESUME is accepted only as the first action
+            await self._write(ws, json.dumps({"type": B.RESUME, "payload": {"inbox": self.inbox}}))
+        elif isinstance(payload.get("inbox"), int):
+            self.inbox = payload["inbox"]
         for entry in self._channels:
             if not entry.in_flight:
                 await self._join_now(entry, ws)
@@ -624,6 +644,27 @@ class Client:
         if self._welcomed is not None and not self._welcomed.done():
             self._welcomed.set_result(payload)
         self._events.emit("welcome", payload)
+
+    async def _from_inbox(
+        self, ws: ClientConnection, type_: str, action: dict[str, Any], offset: int, ack: bool
+    ) -> None:
+        """An inbox action (or an acknowledged one to this connection): to the handlers
+        once, then ``ACK`` when it asked for one. A repeat (at or below the last inbox
+        offset, or a handled ``meta.ack`` one) is dropped, an ack'd one acknowledged
+        again. Only an action without ``meta.ack`` moves :attr:`inbox` (an ack'd one may
+        be a connection's, of another sequence)."""
+        repeat = offset in self._handled if ack else self.inbox is not None and offset <= self.inbox
+        if not repeat:
+            if not ack and (self.inbox is None or offset > self.inbox):
+                self.inbox = offset
+            self._actions.emit(type_, action)
+        if not ack:
+            return
+        if not repeat:
+            self._handled[offset] = None
+            if len(self._handled) > HANDLED_MAX:
+                del self._handled[next(iter(self._handled))]
+        await self._write(ws, json.dumps({"type": B.ACK, "payload": {"offset": offset}}))
 
     def _on_joined(self, p: dict[str, Any], reply_to: object) -> None:
         channel = p.get("channel")

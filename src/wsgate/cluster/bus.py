@@ -42,6 +42,7 @@ import msgspec
 
 from wsgate.backends.base import Backend, Delivery
 from wsgate.cluster import envelope as env
+from wsgate.cluster.inbox import InboxPreload
 from wsgate.cluster.presence import ClusterPresence, tick_s
 from wsgate.cluster.query import ANSWER, QUERY, ClusterQuery
 from wsgate.cluster.shared import ROUTES_SUBJECT, ClusterLimits, SharedRoutes
@@ -51,6 +52,7 @@ from wsgate.core.connection import Connection
 from wsgate.core.delivery import Delivery as CoreDelivery
 from wsgate.core.delivery import TargetKind
 from wsgate.core.gateway import Admission, Gateway, Pending
+from wsgate.core.inbox import stream_of
 from wsgate.core.pool import Channel
 from wsgate.protocol.address import Address
 from wsgate.protocol.codes import ErrorCode
@@ -105,11 +107,14 @@ class ClusterBus:
         admission: Admission | None = None,
         presence_ttl_s: float = 10.0,
         max_connections_per_user: int = 0,
+        inbox: bool = False,
     ) -> None:
         """Build the bus, then the :class:`Gateway` with it (``observers``, ``gates``,
         ``admission=bus.limits``, ``bus``, ``shared=bus.limits``, ``attached``),
         then :meth:`start`. ``admission`` is the connect hook the per-user
-        connection cap wraps."""
+        connection cap wraps; with ``inbox`` (``[inbox] enabled``) a user's
+        deliveries go through their inbox stream and :attr:`admission` loads it
+        first (:mod:`wsgate.cluster.inbox`)."""
         self._backend = backend
         self._broker = backend.broker
         self.node = node_id
@@ -121,6 +126,11 @@ class ClusterBus:
         self.limits = ClusterLimits(
             self, backend, max_per_user=max_connections_per_user, inner=admission
         )
+        self.inbox = InboxPreload(self, backend, self.limits) if inbox else None
+        """Loads a user's inbox stream before their first tab here is admitted."""
+        self.admission: Admission = self.limits if self.inbox is None else self.inbox
+        """The admission the gateway is built with: the inbox preload (if on), then
+        the per-user connection cap, then the connect hook."""
         self._ready: set[ChannelAddress] = set()
         """Channels whose subscription is active and window loaded."""
         self._preparing: dict[ChannelAddress, list[Resume]] = {}
@@ -160,10 +170,12 @@ class ClusterBus:
             self, self._broker, gateway.taps, self.ticker, tick_s=tick_s(self._presence_ttl_s)
         )
         self.limits.attach(gateway)
+        if self.inbox is not None:
+            self.inbox.attach(gateway)
         self._receivers = {
             env.CHANNEL: self._on_channel,
             env.HUB: self._on_spread,
-            env.USER: self._on_spread,
+            env.USER: self._on_user,
             env.CONNECTION: self._on_connection,
             env.PRESENCE: self.presence.on_diff,
             env.CONTROL: self._on_control,
@@ -270,6 +282,9 @@ class ClusterBus:
         data = env.encode(env.Envelope.from_delivery(delivery, self.node))
         if kind is TargetKind.CHANNEL:
             self._broker.publish_stream(subject, target, data)
+        elif kind is TargetKind.USER and self.inbox is not None:
+            stream = stream_of(target)
+            self._broker.publish_stream(env.subject(env.CHANNEL, stream), stream, data)
         else:
             self._broker.publish(subject, data)
 
@@ -334,20 +349,36 @@ class ClusterBus:
 
     def _on_channel(self, envelope: env.Envelope, offset: int, prev: int) -> None:
         address = ChannelAddress(envelope.target)
-        queued = self._recovering.get(address)
+        ready = address in self._ready
+        top = self._gw.history.top(address) if ready else 0
+        self._on_stream(address, envelope, offset, prev, ready, top, self._deliver_channel)
+
+    def _on_stream(
+        self,
+        stream: ChannelAddress,
+        envelope: env.Envelope,
+        offset: int,
+        prev: int,
+        ready: bool,
+        top: int,
+        deliver: Callable[[env.Envelope, int, int], None],
+    ) -> None:
+        """A stream's message (a channel's, a user's inbox): in offset order, a gap
+        recovered from the stream before anything newer is delivered, while this node
+        is ``ready`` for it (its window loaded; ``top`` its last offset here)."""
+        queued = self._recovering.get(stream)
         if queued is not None:
             queued.append((envelope, offset, prev))
             return
-        if address in self._ready:
-            top = self._gw.history.top(address)
+        if ready:
             if prev != top and offset > top:
                 # A gap: fetch what was missed before delivering anything newer.
-                self._recovering[address] = [(envelope, offset, prev)]
-                self.spawn(self._recover(address, top))
+                self._recovering[stream] = [(envelope, offset, prev)]
+                self.spawn(self._recover(stream, top, deliver))
                 return
             if offset <= top:
                 return  # already delivered (a replay overlapping live traffic)
-        self._deliver_channel(envelope, offset, prev)
+        deliver(envelope, offset, prev)
 
     def _frame(self, address: ChannelAddress, data: bytes, offset: int) -> bytes:
         """The client frame of a stored envelope (empty when it is not one)."""
@@ -363,7 +394,12 @@ class ClusterBus:
         if delivery is not None:
             self._gw.fanout.deliver_channel(delivery, offset, prev)
 
-    async def _recover(self, address: ChannelAddress, top: int) -> None:
+    async def _recover(
+        self,
+        address: ChannelAddress,
+        top: int,
+        deliver: Callable[[env.Envelope, int, int], None],
+    ) -> None:
         try:
             replay = await self._backend.history.since(address, top)
         except Exception:
@@ -374,11 +410,11 @@ class ClusterBus:
             for offset, data in replay.entries:
                 envelope = env.decode(data)
                 if envelope is not None:
-                    self._deliver_channel(envelope, offset, last)
+                    deliver(envelope, offset, last)
                     last = offset
         for envelope, offset, prev in self._recovering.pop(address, []):
             if offset > last:
-                self._deliver_channel(envelope, offset, prev)
+                deliver(envelope, offset, prev)
                 last = offset
 
     def _on_spread(self, envelope: env.Envelope, offset: int, prev: int) -> None:
@@ -387,6 +423,24 @@ class ClusterBus:
             delivery = envelope.to_delivery()
             if delivery is not None:
                 self._gw.fanout.deliver_local(delivery)
+
+    def _on_user(self, envelope: env.Envelope, offset: int, prev: int) -> None:
+        """A user's delivery: from their inbox stream (an offset; every node, this
+        one too), or from another node without an inbox."""
+        if offset == 0:
+            self._on_spread(envelope, offset, prev)
+            return
+        user = envelope.target
+        inbox = self._gw.inbox
+        ready = inbox is not None and UserId(user) in self._gw.pool.users
+        stream = stream_of(user)
+        top = inbox.top(stream) if inbox is not None and ready else 0
+        self._on_stream(stream, envelope, offset, prev, ready, top, self._deliver_inbox)
+
+    def _deliver_inbox(self, envelope: env.Envelope, offset: int, prev: int) -> None:
+        delivery = envelope.to_delivery()
+        if delivery is not None:
+            self._gw.fanout.deliver_inbox(delivery, offset, prev)
 
     def _on_connection(self, envelope: env.Envelope, offset: int, prev: int) -> None:
         if envelope.type == RAW_TYPE:
@@ -482,6 +536,8 @@ class ClusterBus:
                 self._broker.unsubscribe(env.subject(env.HUB, hub_id))
         if not conn.principal.anonymous and conn.user_id not in pool.users:
             self._broker.unsubscribe(env.subject(env.USER, conn.user_id))
+        if self.inbox is not None:
+            self.inbox.forget(conn)
 
     def joined(self, conn: Connection, address: ChannelAddress) -> None:
         channel = self._gw.pool.channel(address)

@@ -106,6 +106,7 @@ class Connection:
         "connected_at",
         "hubs",
         "id",
+        "inbox_at",
         "peer",
         "principal",
         "queue",
@@ -142,6 +143,9 @@ class Connection:
         self.connected_at = time.time()
         """Unix time of the handshake (for the internal API)."""
         self._member: bi.Member | None = None
+        self.inbox_at = -1
+        """The inbox offset WELCOME carried, while ``@@wsgate/RESUME`` may still come
+        (the first action handled sets it to -1: :data:`wsgate.core.inbox.NO_RESUME`)."""
 
     @property
     def closed(self) -> bool:

@@ -58,6 +58,9 @@ class Delivery(msgspec.Struct, frozen=True):
     error: bool = False
     origin: From | None = None
     exclude: ConnectionId | None = None
+    ack: str | None = None
+    """The delivery id of an acknowledged delivery (a connection's or a user's on one
+    node: :mod:`wsgate.core.acks`); ``None`` for every other."""
 
     def __post_init__(self) -> None:
         if self.kind.__class__ is not TargetKind:

@@ -131,6 +131,7 @@ class Dispatcher:
             # A bug, not the client's fault: log it with the type, never the payload.
             log.exception("handler failed for %s on %s", action.type, conn.id)
             conn.send_error(ErrorCode.INTERNAL, "internal error", _reply_id(action))
+        conn.inbox_at = -1  # RESUME is accepted only as the first action handled
 
     def _charge_shared(
         self, conn: Connection, limiter: Limiter, action: Action, key: str, rate: Rate

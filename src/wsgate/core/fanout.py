@@ -20,6 +20,11 @@ A channel whose namespace conflates it (``conflate_ms``) hands its
 deliveries to :class:`~wsgate.core.conflation.Conflation` instead, which
 sends the latest per key when the window ends; a relay into a channel whose
 namespace sets ``relay = false`` is refused ``FORBIDDEN``.
+With an
+``inbox`` store (:mod:`wsgate.core.inbox`), a user's deliveries get the next
+``meta.offset`` of the user's inbox stream and are stored there, whether or
+not the user is connected; in a cluster the bus's stream assigns it and every
+node delivers on receipt (:meth:`Fanout.deliver_inbox`).
 Nothing reaches a connection outside the target: members are looked up in
 the target's own index, never filtered from a wider set.
 
@@ -38,9 +43,11 @@ from typing import TYPE_CHECKING, Protocol
 import msgspec
 
 from wsgate.backends.base import RecentHistory
+from wsgate.core.acks import Acks
 from wsgate.core.clock import Scheduler
 from wsgate.core.conflation import Conflation
 from wsgate.core.delivery import Delivery, TargetKind
+from wsgate.core.inbox import stream_of
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, From, Outbound, OutMeta, encode
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
@@ -102,14 +109,25 @@ class Fanout:
     """
 
     __slots__ = (
-        "_history", "_local", "_pool", "_send", "bus", "conflation", "delivered", "taps"
+        "_acks", "_history", "_inbox", "_local", "_pool", "_send", "bus", "conflation",
+        "delivered", "taps",
     )
 
     def __init__(
-        self, pool: Pool, history: RecentHistory, scheduler: Scheduler, bus: Bus | None = None
+        self,
+        pool: Pool,
+        history: RecentHistory,
+        scheduler: Scheduler,
+        bus: Bus | None = None,
+        inbox: RecentHistory | None = None,
+        acks: Acks | None = None,
     ) -> None:
         self._pool = pool
+        self._acks = acks
+        """Acknowledged deliveries (``None``: a delivery's ``ack`` is ignored)."""
         self._history = history
+        self._inbox = inbox
+        """Users' inbox streams (``None``: ``[inbox]`` is off; a user's delivery has no offset)."""
         self.bus = bus
         """Delivery beyond this node; ``None`` on a single node."""
         self.delivered = 0
@@ -123,7 +141,7 @@ class Fanout:
         Must not raise."""
         self._send: dict[TargetKind, Route] = {
             TargetKind.CONNECTION: self._to_connection,
-            TargetKind.USER: self._spread,
+            TargetKind.USER: self._spread if inbox is None else self._to_inbox,
             TargetKind.CHANNEL: self._to_channel,
             TargetKind.HUB: self._spread,
         }
@@ -203,7 +221,51 @@ class Fanout:
     def _count(self, n: int) -> None:
         self.delivered += n
 
+    def deliver_inbox(self, delivery: Delivery, offset: int, prev: int) -> int:
+        """A cluster's user delivery, with its inbox offset, reached this node: record it
+        in the user's stream, give it to the user's local tabs.
+
+        An offset at or below the stream's top was delivered already (the stream's
+        window was loaded meanwhile) and is skipped. Ignored without an inbox.
+        """
+        inbox = self._inbox
+        if inbox is None:
+            return 0
+        stream = stream_of(delivery.target)
+        if offset <= inbox.top(stream):
+            return 0
+        data = _frame(delivery, OutMeta(offset=offset, from_=delivery.origin))
+        inbox.seen(stream, offset, prev, data)
+        members = self._pool.users.get(UserId(delivery.target))
+        if not members:
+            return 0
+        n = _send_all(members.values(), data, delivery.exclude)
+        self.delivered += n
+        return n
+
     # The send table ----------------------------------------------------------------
+
+    def _to_inbox(self, d: Delivery) -> int:
+        """A user's delivery into their inbox stream, then to their tabs here.
+
+        In a cluster only the bus (its stream assigns the offset; every node
+        with a tab delivers on receipt, this one too).
+        """
+        if self.bus is not None:
+            self.bus.send(d)
+            return 0
+        inbox = self._inbox
+        assert inbox is not None  # this entry of the table exists only with one
+        stream = stream_of(d.target)
+        offset = inbox.next_offset(stream)
+        acks = None if d.ack is None else self._acks
+        data = _frame(d, OutMeta(offset=offset, from_=d.origin, ack=acks is not None or None))
+        inbox.append(stream, offset, data)
+        members = self._pool.users.get(UserId(d.target))
+        sent = 0 if not members else _send_all(members.values(), data, d.exclude)
+        if acks is not None and d.ack is not None:
+            acks.track(d.ack, True, d.target, offset, data, sent)
+        return sent
 
     def _to_channel(self, d: Delivery) -> int:
         address = ChannelAddress(d.target)
@@ -265,5 +327,12 @@ class Fanout:
             return 0
         if self.taps is not None:
             self.taps(d, 0)
+        acks = self._acks
+        if d.ack is not None and acks is not None:
+            offset = acks.next_offset()
+            data = _frame(d, OutMeta(offset=offset, from_=d.origin, ack=True))
+            conn.sink.send(data)
+            acks.track(d.ack, False, d.target, offset, data, 1)
+            return 1
         conn.sink.send(_frame(d, OutMeta(from_=d.origin) if d.origin else None))
         return 1

@@ -22,7 +22,9 @@ from typing import Final, Protocol
 
 from wsgate.auth.principal import Principal
 from wsgate.backends.base import RecentHistory
+from wsgate.core import acks as ackd
 from wsgate.core import builtin
+from wsgate.core import inbox as inboxes
 from wsgate.core.clock import Scheduler
 from wsgate.core.connection import Connection, Intercept, State
 from wsgate.core.dispatch import Dispatcher, Upstream
@@ -169,6 +171,9 @@ class Gateway:
         scheduler: Scheduler,
         history: RecentHistory,
         relays: list[str],
+        inbox: RecentHistory | None = None,
+        acks: ackd.AckSettings | None = None,
+        acked: Callable[[Connection, str, int], None] | None = None,
         presence: PresenceBatcher,
         namespaces: Namespaces | None = None,
         limiter: Limiter | None = None,
@@ -190,6 +195,8 @@ class Gateway:
         self.policy = policy
         self.scheduler = scheduler
         self.history = history
+        self.inbox = inbox
+        """Users' inbox streams (:mod:`wsgate.core.inbox`); ``None``: ``[inbox]`` is off."""
         self.presence = presence
         self.heartbeat_ms = heartbeat_ms
         self.max_channels = max_channels
@@ -197,7 +204,12 @@ class Gateway:
         self.namespaces = namespaces or Namespaces()
         """Each channel's options (``[[namespaces]]``), resolved when the pool creates it."""
         self.pool = Pool(self.namespaces)
-        self.fanout = Fanout(self.pool, history, scheduler, bus)
+        self.acks = None if acks is None else ackd.Acks(
+            self.pool, scheduler, timeout_s=acks.timeout_s, ttl_s=acks.ttl_s,
+            max_entries=acks.max_entries, acked=acked,
+        )
+        """Acknowledged deliveries (:mod:`wsgate.core.acks`); ``None``: off."""
+        self.fanout = Fanout(self.pool, history, scheduler, bus, inbox, self.acks)
         self.taps = TapRegistry(self.fanout)
         """The live taps' watchers of :attr:`fanout` (``wsgate.api.tap``, the cluster's)."""
         self.limiter = limiter
@@ -207,6 +219,8 @@ class Gateway:
             self.fanout.relay, relays, self.hold, self.release, limiter, max_depth, upstream
         )
         builtin.install(self, self.dispatcher.register)
+        inboxes.install(inbox, self.dispatcher.register)
+        ackd.install(self.acks, self.dispatcher.register)
         self._new_id = id_factory
         self.observers: tuple[Observer, ...] = tuple(observers)
         """Told of lifecycle events: services (:mod:`wsgate.upstream`), the cluster."""
@@ -303,16 +317,29 @@ class Gateway:
         conn.hubs = tuple(self.policy.hubs_for(conn.principal))
         self.pool.add(conn)
         conn.state = State.OPEN
+        inbox_at = None
+        if self.inbox is not None and not conn.principal.anonymous:
+            stream = inboxes.stream_of(conn.principal.sub)
+            if len(self.pool.users[conn.user_id]) == 1:
+                self.inbox.retain(stream, True)
+            # An inbox that never held anything is at 0, "before it existed": an empty
+            # stream is freed with the last tab, and a RESUME from 0 recovers its next life.
+            empty = self.inbox.since(stream, 0)
+            top = 0 if empty.recovered and not empty.entries else self.inbox.top(stream)
+            conn.inbox_at = inbox_at = top
         welcome = bi.WelcomePayload(
             connectionId=conn.id,
             userId=conn.principal.sub or None,
             node=self.node_id,
             hubs=list(conn.hubs),
             heartbeatMs=self.heartbeat_ms,
+            inbox=inbox_at,
         )
         conn.send_action(bi.WELCOME, welcome)
         for data in greeting:
             conn.sink.send(data)
+        if self.acks is not None:
+            self.acks.connected(conn)
         for observer in self.observers:
             observer.connected(conn)
         self._drain(conn)
@@ -369,9 +396,21 @@ class Gateway:
         else:
             for channel in self.pool.remove(conn):
                 self._after_leave(channel, conn)
+            self.release_inbox(conn)
+            if self.acks is not None:
+                self.acks.disconnected(conn)
             for observer in self.observers:
                 observer.disconnected(conn)
         conn.state = State.CLOSED
+
+    def release_inbox(self, conn: Connection) -> None:
+        """``conn``'s user has no tab here (any more): their inbox stream is freed
+        ``ttl_s`` from now (or at once when empty). Called by :meth:`close` and by an
+        admission that loaded the stream for a connection that then closed."""
+        inbox = self.inbox
+        if inbox is None or conn.principal.anonymous or conn.user_id in self.pool.users:
+            return
+        inbox.retain(inboxes.stream_of(conn.principal.sub), False)
 
     def disconnect(self, cid: ConnectionId, code: int = CloseCode.NORMAL, reason: str = "") -> bool:
         """Close a local connection by id; ``False`` when it is not here."""

@@ -7,10 +7,12 @@ from typing import Annotated, Final
 import msgspec
 
 __all__ = [
+    "ACK",
     "AUTH",
     "CANCEL",
     "CONNECT",
     "CONNECTED",
+    "DELIVERED",
     "DISCONNECTED",
     "END",
     "ERROR",
@@ -23,8 +25,11 @@ __all__ = [
     "PONG",
     "PRESENCE",
     "REFRESH",
+    "RESUME",
+    "RESUMED",
     "SESSION_EXPIRING",
     "WELCOME",
+    "AckPayload",
     "AuthPayload",
     "CancelPayload",
     "EndPayload",
@@ -36,6 +41,8 @@ __all__ = [
     "NavigatePayload",
     "PresencePayload",
     "RefreshPayload",
+    "ResumePayload",
+    "ResumedPayload",
     "SessionExpiringPayload",
     "WelcomePayload",
 ]
@@ -49,12 +56,19 @@ NAVIGATE: Final = "@@wsgate/NAVIGATE"
 PING: Final = "@@wsgate/PING"
 REFRESH: Final = "@@wsgate/REFRESH"
 """The answer to SESSION_EXPIRING: ``{token}`` (new claims), or ``{}`` (a refreshed cookie)."""
+RESUME: Final = "@@wsgate/RESUME"
+"""The first action after WELCOME of a reconnecting client: ``{inbox}``, the last
+inbox ``meta.offset`` it saw; what it missed is replayed after ``RESUMED``."""
+ACK: Final = "@@wsgate/ACK"
+"""``{offset}``: the client dispatched the action that carried ``meta.ack`` and that offset."""
 CANCEL: Final = "@@wsgate/CANCEL"
 """Cancel the caller's open stream ``{id}`` (the request's ``meta.id``)."""
 # gateway -> client
 WELCOME: Final = "@@wsgate/WELCOME"
 JOINED: Final = "@@wsgate/JOINED"
 LEFT: Final = "@@wsgate/LEFT"
+RESUMED: Final = "@@wsgate/RESUMED"
+"""The answer to RESUME: ``{inbox, recovered}``, then the missed inbox actions in order."""
 PONG: Final = "@@wsgate/PONG"
 PRESENCE: Final = "@@wsgate/PRESENCE"
 ERROR: Final = "@@wsgate/ERROR"
@@ -67,6 +81,8 @@ CONNECT: Final = "@@wsgate/CONNECT"
 """The connect hook's event: routed to a service, answered before WELCOME."""
 CONNECTED: Final = "@@wsgate/CONNECTED"
 DISCONNECTED: Final = "@@wsgate/DISCONNECTED"
+DELIVERED: Final = "@@wsgate/DELIVERED"
+"""``{id, offset}``: a client acknowledged an acknowledged delivery (``ack: true``)."""
 
 
 Offset = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
@@ -89,6 +105,23 @@ class JoinPayload(msgspec.Struct, forbid_unknown_fields=True):
 class RefreshPayload(msgspec.Struct, forbid_unknown_fields=True):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=8192)] | None = None
     """A connection token with the session's new claims; absent: the cookie path."""
+
+
+class ResumePayload(msgspec.Struct, forbid_unknown_fields=True):
+    inbox: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+    """The last inbox ``meta.offset`` the client saw (or its last WELCOME's ``inbox``)."""
+
+
+class AckPayload(msgspec.Struct, forbid_unknown_fields=True):
+    offset: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    """The ``meta.offset`` of the acknowledged action."""
+
+
+class ResumedPayload(msgspec.Struct):
+    inbox: int
+    """The offset this connection's WELCOME carried: the replay ends there."""
+    recovered: bool
+    """Every inbox action after the asked offset follows; ``False``: some were lost."""
 
 
 class SessionExpiringPayload(msgspec.Struct, omit_defaults=True):
@@ -134,12 +167,15 @@ class PresencePayload(msgspec.Struct):
     count: int
 
 
-class WelcomePayload(msgspec.Struct):
+class WelcomePayload(msgspec.Struct, omit_defaults=True):
     connectionId: str
     userId: str | None
     node: str
     hubs: list[str]
     heartbeatMs: int
+    inbox: int | None = None
+    """The user's inbox position (``[inbox] enabled``, a signed-in user): the last
+    offset of their inbox stream, 0 for an empty one."""
 
 
 class CancelPayload(msgspec.Struct, forbid_unknown_fields=True):

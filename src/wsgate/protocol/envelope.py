@@ -80,6 +80,8 @@ class OutMeta(msgspec.Struct, omit_defaults=True):
     offset: int | None = None
     inReplyTo: str | None = None
     from_: From | None = msgspec.field(default=None, name="from")
+    ack: bool | None = None
+    """``True`` on an action the client acknowledges with ``@@wsgate/ACK {offset}``."""
 
 
 class Outbound(msgspec.Struct, omit_defaults=True):

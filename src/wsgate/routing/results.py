@@ -122,10 +122,15 @@ class Publish(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     action: ResultAction
     exclude: Target | None = None
     """Only ``{"connection": id}``: skip that connection (usually the sender)."""
+    ack: bool = False
+    """Ask for a receipt (a connection or a user only): the client acknowledges the
+    action, which is sent again until it does (:mod:`wsgate.core.acks`)."""
 
     def __post_init__(self) -> None:
         if self.exclude is not None and self.exclude.connection is None:
             raise ValueError("exclude names a connection")
+        if self.ack and self.to.kind not in ("connection", "user"):
+            raise ValueError("ack is for a publish to a connection or a user")
 
 
 class PublishBatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -141,12 +146,18 @@ class PublishBatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     actions: list[ResultAction] | None = None
     exclude: Target | None = None
     """Only ``{"connection": id}``: skip that connection (usually the sender)."""
+    ack: bool = False
+    """Ask for a receipt, as :attr:`Publish.ack`: one ``action`` only, not a batch."""
 
     def __post_init__(self) -> None:
         if (self.action is None) == (self.actions is None):
             raise ValueError("give exactly one of action and actions")
         if self.actions is not None and not self.actions:
             raise ValueError("actions is empty")
+        if self.ack and self.to.kind not in ("connection", "user"):
+            raise ValueError("ack is for a publish to a connection or a user")
+        if self.ack and self.actions is not None:
+            raise ValueError("ack is for one action, not a batch")
         if self.exclude is not None and self.exclude.connection is None:
             raise ValueError("exclude names a connection")
 
