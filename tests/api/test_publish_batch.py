@@ -95,6 +95,9 @@ async def test_batch_refusals_are_400_and_413() -> None:
         assert (await status({"to": to, "action": one, "actions": [one]}))[0] == 400  # both
         assert (await status({"to": to, "actions": []}))[0] == 400  # empty
         assert (await status({"to": to, "actions": [one, {"type": "@@wsgate/WELCOME"}]}))[0] == 400
+        user = {"user": "alice"}  # a receipt is for one action: a batch cannot ask for one
+        code, message = await status({"to": user, "actions": [one], "ack": True})
+        assert code == 400 and "batch" in message
         code, message = await status({"to": to, "actions": [one] * (MAX_BATCH + 1)})
         assert code == 413 and str(MAX_BATCH) in message
         big = {"type": "x/A", "payload": "x" * (MAX_PUBLISH_BYTES // 4)}
