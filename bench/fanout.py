@@ -77,9 +77,7 @@ import gc
 import json
 import os
 import resource
-import select
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -110,6 +108,7 @@ from _servers import (
     start_reference,
     stop_profiler,
 )
+from _workers import Worker
 
 CHANNEL = "acme:bench"
 NOISE_WINDOW_S = 0.3
@@ -308,70 +307,13 @@ async def _worker(args: argparse.Namespace) -> None:
     await pool.close_all()
 
 
-class Worker:
-    """The parent's handle on one worker process."""
-
-    def __init__(self, srv: ServerProcess, n: int, cookie: str, log: Path) -> None:
-        self.kind = srv.name
-        self.srv = srv
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.log_path = log
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--worker",
-                srv.name,
-                "--worker-n",
-                str(n),
-                "--url",
-                srv.url,
-                "--cookie",
-                cookie,
-                "--api",
-                srv.api_url,
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-        )
-        self.hello = self._read(60 + n / 50)
-
-    def _read(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else b""
-        if not line:
-            self.proc.kill()
-            err = self.log_path.read_text(errors="replace")[-1500:]
-            why = "timed out" if not ready else f"exited ({self.proc.wait()})"
-            raise BenchError(f"{self.kind} load generator {why}:\n{err}")
-        answer: dict[str, Any] = json.loads(line)
-        if not answer.get("ok"):
-            raise BenchError(f"{self.kind}: {answer.get('error')}")
-        return answer
-
-    def ask(self, command: str, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command.encode() + b"\n")
-        self.proc.stdin.flush()
-        return self._read(timeout)
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(b"quit\n")
-                self.proc.stdin.flush()
-                self.proc.wait(30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+def _start_worker(srv: ServerProcess, n: int, cookie: str, log: Path) -> Worker:
+    """The load generator for ``srv``: this file with ``--worker``, N receivers + 1 publisher."""
+    argv = [
+        __file__, "--worker", srv.name, "--worker-n", str(n), "--url", srv.url,
+        "--cookie", cookie, "--api", srv.api_url,
+    ]  # fmt: skip
+    return Worker(srv, argv, log, ready_timeout=60 + n / 50)
 
 
 # -- the parent: servers, interleaved rounds, the table ------------------------
@@ -568,7 +510,7 @@ def run_n(args: argparse.Namespace, n: int, workdir: Path) -> list[list[Result]]
         print(f"  N={n}: connecting {n} + 1 clients to each of {list(servers)} ...", flush=True)
         workers: dict[str, Worker] = {}
         for kind, (srv, cookie) in servers.items():
-            workers[kind] = Worker(srv, n, cookie, workdir / f"worker-{kind}-{n}.log")
+            workers[kind] = _start_worker(srv, n, cookie, workdir / f"worker-{kind}-{n}.log")
             started.append(workers[kind])
         if "gateway" in workers:
             batch = workers["gateway"].hello["api_batch"]

@@ -66,9 +66,7 @@ import contextlib
 import json
 import os
 import resource
-import select
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -91,6 +89,7 @@ from _servers import (
     start_reference,
     stop_profiler,
 )
+from _workers import Worker
 
 CHANNEL = "acme:bench"
 SERVERS = ("gateway", "reference", "uws")
@@ -221,63 +220,17 @@ async def _worker(args: argparse.Namespace) -> None:
     await residents.close_all()
 
 
-class Worker:
-    """The parent's handle on one worker process."""
-
-    def __init__(
-        self, srv: ServerProcess, cookie: str, args: argparse.Namespace, log: Path,
-        cookies: Path | None,
-    ) -> None:
-        self.kind = srv.name
-        self.srv = srv
-        self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        argv = [
-            sys.executable, __file__, "--worker", srv.name, "--url", srv.url,
-            "--cookie", cookie, "--storm", str(args.storm), "--residents", str(args.residents),
-            "--concurrency", str(args.concurrency), "--probe-ms", str(args.probe_ms),
-            *(["--cookies", str(cookies)] if cookies is not None else []),
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log
-        )
-        self._read(120)
-
-    def _read(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else b""
-        if not line:
-            self.proc.kill()
-            err = self.log_path.read_text(errors="replace")[-1500:]
-            why = "timed out" if not ready else f"exited ({self.proc.wait()})"
-            raise BenchError(f"{self.kind} load generator {why}:\n{err}")
-        answer: dict[str, Any] = json.loads(line)
-        if not answer.get("ok"):
-            raise BenchError(f"{self.kind}: {answer.get('error')}")
-        return answer
-
-    def ask(self, command: str, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command.encode() + b"\n")
-        self.proc.stdin.flush()
-        return self._read(timeout)
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(b"quit\n")
-                self.proc.stdin.flush()
-                self.proc.wait(30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+def _start_worker(
+    srv: ServerProcess, cookie: str, args: argparse.Namespace, log: Path, cookies: Path | None
+) -> Worker:
+    """The load generator for ``srv``: this file with ``--worker``, R residents + 1 prober."""
+    argv = [
+        __file__, "--worker", srv.name, "--url", srv.url,
+        "--cookie", cookie, "--storm", str(args.storm), "--residents", str(args.residents),
+        "--concurrency", str(args.concurrency), "--probe-ms", str(args.probe_ms),
+        *(["--cookies", str(cookies)] if cookies is not None else []),
+    ]  # fmt: skip
+    return Worker(srv, argv, log, ready_timeout=120)
 
 
 # -- the parent ---------------------------------------------------------------
@@ -396,7 +349,8 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Result]:
                 if kind.startswith("gateway") and not args.same_cookie
                 else None
             )
-            workers[kind] = w = Worker(srv, cookie, args, workdir / f"worker-{kind}.log", cookies)
+            log = workdir / f"worker-{kind}.log"
+            workers[kind] = w = _start_worker(srv, cookie, args, log, cookies)
             started.append(w)
             baselines[kind] = srv.fds()
         print(f"  residents open on {list(workers)}; {args.rounds} + 1 rounds", flush=True)

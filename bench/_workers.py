@@ -1,0 +1,90 @@
+"""The parent's handle on one load-generator process (``fanout.py``, ``storm.py``).
+
+A bench runs its own file again with ``--worker ...`` as a child process that
+drives the clients for one server. The two talk one JSON object a line: the
+parent writes a command line to the child's stdin, the child answers with
+``{"ok": true, ...}`` or ``{"ok": false, "error": ...}`` on its stdout; its
+first line (the *hello*) says it is ready. Its stderr goes to a log file,
+whose tail is in the error when the child fails.
+
+Lifecycle::
+
+    w = Worker(srv, [__file__, "--worker", srv.name, ...], log, ready_timeout=60)
+    w.hello                             # the first answer
+    w.ask("burst ...", timeout=20)      # one command, one answer (BenchError if not ok)
+    w.cpu_seconds()
+    w.stop()                            # "quit", bounded wait, then SIGKILL; close the log
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from _servers import BenchError, ServerProcess
+
+__all__ = ["Worker"]
+
+QUIT_TIMEOUT_S = 30.0
+"""How long ``stop`` waits for the child to quit before it kills it."""
+
+
+class Worker:
+    """One load generator for the server ``srv``: ``python argv...``, answering on stdout."""
+
+    def __init__(
+        self, srv: ServerProcess, argv: list[str], log: Path, ready_timeout: float
+    ) -> None:
+        self.kind = srv.name
+        self.srv = srv
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log
+        )
+        self.hello = self._read(ready_timeout)
+        """The child's first answer: it is ready (and what it says about itself)."""
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else b""
+        if not line:
+            self.proc.kill()
+            err = self.log_path.read_text(errors="replace")[-1500:]
+            why = "timed out" if not ready else f"exited ({self.proc.wait()})"
+            raise BenchError(f"{self.kind} load generator {why}:\n{err}")
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.get("ok"):
+            raise BenchError(f"{self.kind}: {answer.get('error')}")
+        return answer
+
+    def ask(self, command: str, timeout: float) -> dict[str, Any]:
+        """Send one command line; its answer within ``timeout`` s, else BenchError."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._read(timeout)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the child has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        """``quit``, wait up to QUIT_TIMEOUT_S, then SIGKILL; close the log."""
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(b"quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(QUIT_TIMEOUT_S)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
