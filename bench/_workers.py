@@ -1,4 +1,4 @@
-"""The parent's handle on one load-generator process (``fanout.py``, ``storm.py``).
+"""Both sides of a load-generator process (``fanout.py``, ``storm.py``).
 
 A bench runs its own file again with ``--worker ...`` as a child process that
 drives the clients for one server. The two talk one JSON object a line: the
@@ -7,31 +7,41 @@ parent writes a command line to the child's stdin, the child answers with
 first line (the *hello*) says it is ready. Its stderr goes to a log file,
 whose tail is in the error when the child fails.
 
-Lifecycle::
+The parent's side (:class:`Worker`)::
 
     w = Worker(srv, [__file__, "--worker", srv.name, ...], log, ready_timeout=60)
     w.hello                             # the first answer
     w.ask("burst ...", timeout=20)      # one command, one answer (BenchError if not ok)
     w.cpu_seconds()
     w.stop()                            # "quit", bounded wait, then SIGKILL; close the log
+
+The child's side::
+
+    reply(ok=True, ...)                 # the hello, once the clients are open
+    await serve({"burst": do_burst})    # each an async (cmd words) -> the ok answer's fields
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from _servers import BenchError, ServerProcess
 
-__all__ = ["Worker"]
+__all__ = ["Command", "Worker", "reply", "serve"]
 
 QUIT_TIMEOUT_S = 30.0
 """How long ``stop`` waits for the child to quit before it kills it."""
+
+Command = Callable[[list[str]], Awaitable[dict[str, Any]]]
+"""The child's handler of one command: its words in, the fields of its ok answer out."""
 
 
 class Worker:
@@ -88,3 +98,35 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+
+
+def reply(**kw: Any) -> None:
+    """The child's side: one answer line to the parent (read by ``Worker._read``)."""
+    sys.stdout.write(json.dumps(kw) + "\n")
+    sys.stdout.flush()
+
+
+async def serve(commands: Mapping[str, Command]) -> None:
+    """The child's side: answer the parent's command lines on stdin until ``quit`` or EOF.
+
+    One line at a time (the parent waits for each answer): ``commands[word](words)``
+    gives the fields of an ``ok`` answer; a BenchError it raises, or an unknown
+    command, is answered ``ok: false`` with the error. Ends when the parent says
+    ``quit`` or its end of the pipe closes (it exited).
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        cmd = line.split()
+        if not cmd or cmd[0] == "quit":
+            break
+        handler = commands.get(cmd[0])
+        if handler is None:
+            reply(ok=False, error=f"unknown command {cmd!r}")
+            continue
+        try:
+            answer = await handler(cmd)
+        except BenchError as exc:
+            reply(ok=False, error=str(exc))
+        else:
+            reply(ok=True, **answer)

@@ -74,7 +74,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import resource
 import statistics
@@ -108,7 +107,7 @@ from _servers import (
     start_reference,
     stop_profiler,
 )
-from _workers import Worker
+from _workers import Worker, reply, serve
 
 CHANNEL = "acme:bench"
 NOISE_WINDOW_S = 0.3
@@ -227,15 +226,8 @@ async def _worker(args: argparse.Namespace) -> None:
         gateway=gateway, join=CHANNEL if gateway else None, deflate=args.worker == "gateway+z"
     )
     headers = {"Cookie": f"wsgate_session={args.cookie}"} if gateway else {}
-    loop = asyncio.get_running_loop()
     n = args.worker_n
-    out = sys.stdout
     api = _ApiPublisher(pool, args.api) if gateway else None
-
-    def reply(**kw: Any) -> None:
-        out.write(json.dumps(kw) + "\n")
-        out.flush()
-
     try:
         t = time.monotonic()
         [pub] = await pool.connect(args.url, 1, headers, publisher=True)
@@ -267,39 +259,31 @@ async def _worker(args: argparse.Namespace) -> None:
         command = publish_command(count, bench_message(first, CHANNEL, size))
         return lambda: pub.wst.send(_TEXT, command)
 
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        cmd = line.split()
-        if not cmd or cmd[0] == "quit":
-            break
-        try:
-            if cmd[0] == "burst":
-                mode, burst, size = cmd[1], int(cmd[2]), int(cmd[3])
-                fire = fire_for(mode, burst, size)
-                c0 = _cpu_self()
-                t0, arrivals = await pool.measure(burst, n, 10 + n * burst / 20_000, fire)
-                wall = arrivals[-1] - t0
-                c1 = _cpu_self()
-                pool.check_counts(receivers)
-                reply(
-                    ok=True, wall=wall, client_cpu=c1 - c0, frame_size=pool.frame_size,
-                    wire_size=pool.wire_size or pool.frame_size,
-                )  # fmt: skip
-            elif cmd[0] == "one":
-                mode, size = cmd[1], int(cmd[2])
-                fire = fire_for(mode, 1, size)
-                t0, arrivals = await pool.measure(1, n, 10 + n / 20_000, fire)
-                pool.check_counts(receivers)
-                reply(
-                    ok=True,
-                    last=arrivals[-1] - t0,
-                    p50=arrivals[len(arrivals) // 2] - t0,
-                    errors=len(pool.errors),
-                )
-            else:
-                reply(ok=False, error=f"unknown command {cmd!r}")
-        except BenchError as exc:
-            reply(ok=False, error=str(exc))
+    async def do_burst(cmd: list[str]) -> dict[str, Any]:
+        mode, burst, size = cmd[1], int(cmd[2]), int(cmd[3])
+        fire = fire_for(mode, burst, size)
+        c0 = _cpu_self()
+        t0, arrivals = await pool.measure(burst, n, 10 + n * burst / 20_000, fire)
+        wall = arrivals[-1] - t0
+        c1 = _cpu_self()
+        pool.check_counts(receivers)
+        return {
+            "wall": wall, "client_cpu": c1 - c0, "frame_size": pool.frame_size,
+            "wire_size": pool.wire_size or pool.frame_size,
+        }  # fmt: skip
+
+    async def do_one(cmd: list[str]) -> dict[str, Any]:
+        mode, size = cmd[1], int(cmd[2])
+        fire = fire_for(mode, 1, size)
+        t0, arrivals = await pool.measure(1, n, 10 + n / 20_000, fire)
+        pool.check_counts(receivers)
+        return {
+            "last": arrivals[-1] - t0,
+            "p50": arrivals[len(arrivals) // 2] - t0,
+            "errors": len(pool.errors),
+        }
+
+    await serve({"burst": do_burst, "one": do_one})
     if pool.errors:
         sys.stderr.write(f"server sent errors: {pool.errors[:3]}\n")
     if api is not None:

@@ -63,7 +63,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import resource
 import statistics
@@ -89,7 +88,7 @@ from _servers import (
     start_reference,
     stop_profiler,
 )
-from _workers import Worker
+from _workers import Worker, reply, serve
 
 CHANNEL = "acme:bench"
 SERVERS = ("gateway", "reference", "uws")
@@ -154,12 +153,6 @@ async def _worker(args: argparse.Namespace) -> None:
     gateway = args.worker.startswith("gateway")
     headers = {"Cookie": f"wsgate_session={args.cookie}"} if gateway else {}
     loop = asyncio.get_running_loop()
-    out = sys.stdout
-
-    def reply(**kw: Any) -> None:
-        out.write(json.dumps(kw) + "\n")
-        out.flush()
-
     residents = Pool(gateway=gateway, join=CHANNEL if gateway else None)
     try:
         [prober] = await residents.connect(args.url, 1, headers, publisher=True)
@@ -178,43 +171,39 @@ async def _worker(args: argparse.Namespace) -> None:
     if args.cookies is not None:  # a user and a cookie per storm connection
         with open(args.cookies) as f:
             storm_headers = [{"Cookie": f"wsgate_session={c.strip()}"} for c in f]
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        cmd = line.split()
-        if not cmd or cmd[0] == "quit":
-            break
+
+    async def do_probe(cmd: list[str]) -> dict[str, Any]:
+        stop = asyncio.Event()
+        loop.call_later(float(cmd[1]), stop.set)
+        return {"lat": await probe.run(stop, args.probe_ms / 1000)}
+
+    async def do_storm(cmd: list[str]) -> dict[str, Any]:
+        nonlocal storm
+        storm = Pool(gateway=gateway, join=None)
+        stop = asyncio.Event()
+        probing = asyncio.ensure_future(probe.run(stop, args.probe_ms / 1000))
+        c0 = _cpu_self()
+        t0 = time.perf_counter()
         try:
-            if cmd[0] == "probe":
-                stop = asyncio.Event()
-                loop.call_later(float(cmd[1]), stop.set)
-                lat = await probe.run(stop, args.probe_ms / 1000)
-                reply(ok=True, lat=lat)
-            elif cmd[0] == "storm":
-                storm = Pool(gateway=gateway, join=None)
-                stop = asyncio.Event()
-                probing = asyncio.ensure_future(probe.run(stop, args.probe_ms / 1000))
-                c0 = _cpu_self()
-                t0 = time.perf_counter()
-                try:
-                    await storm.connect(
-                        storm_url, args.storm, storm_headers, concurrency=args.concurrency,
-                        timeout=60 + args.storm / 100,
-                    )  # fmt: skip
-                    wall = time.perf_counter() - t0
-                    cpu = _cpu_self() - c0
-                finally:
-                    stop.set()
-                    lat = await probing
-                reply(ok=True, wall=wall, client_cpu=cpu, lat=lat, errors=len(storm.errors))
-            elif cmd[0] == "close":
-                if storm is not None:
-                    await storm.close_all()
-                    storm = None
-                reply(ok=True)
-            else:
-                reply(ok=False, error=f"unknown command {cmd!r}")
-        except BenchError as exc:
-            reply(ok=False, error=str(exc))
+            await storm.connect(
+                storm_url, args.storm, storm_headers, concurrency=args.concurrency,
+                timeout=60 + args.storm / 100,
+            )  # fmt: skip
+            wall = time.perf_counter() - t0
+            cpu = _cpu_self() - c0
+        finally:
+            stop.set()
+            lat = await probing
+        return {"wall": wall, "client_cpu": cpu, "lat": lat, "errors": len(storm.errors)}
+
+    async def do_close(cmd: list[str]) -> dict[str, Any]:
+        nonlocal storm
+        if storm is not None:
+            await storm.close_all()
+            storm = None
+        return {}
+
+    await serve({"probe": do_probe, "storm": do_storm, "close": do_close})
     if storm is not None:
         await storm.close_all()
     await residents.close_all()
