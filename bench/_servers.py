@@ -39,7 +39,9 @@ __all__ = [
     "callgrind_command",
     "callgrind_last_ir",
     "callgrind_toggle",
+    "child_env",
     "free_port",
+    "gateway_source",
     "pin_self",
     "start_anchor",
     "start_gateway",
@@ -113,10 +115,7 @@ class ServerProcess:
             if pin is not None:
                 os.sched_setaffinity(0, pin)
 
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p
-        )
+        env = child_env()
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             argv,
@@ -243,11 +242,29 @@ match = "bench/*"
 """
 
 
-def _cli(*args: str) -> str:
+def child_env() -> dict[str, str]:
+    """The environment of a server process: this one's, with this tree's ``src`` *after*
+    the caller's ``PYTHONPATH``, so that ``PYTHONPATH=/tmp/base/src python bench/X.py``
+    runs the base's gateway with this bench (it used to go first, so every "base" run
+    ran this tree's code; :func:`gateway_source` says which one is run)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p
+        p for p in (env.get("PYTHONPATH", ""), str(REPO / "src")) if p
     )
+    return env
+
+
+def gateway_source() -> str:
+    """The ``wsgate`` package file a server process started by this bench imports."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import wsgate; print(wsgate.__file__)"],
+        capture_output=True, text=True, timeout=30, env=child_env(), cwd=str(REPO),
+    )  # fmt: skip
+    return out.stdout.strip() or f"(import failed: {out.stderr.strip()[-200:]})"
+
+
+def _cli(*args: str) -> str:
+    env = child_env()
     out = subprocess.run(
         [sys.executable, "-m", "wsgate.cli", *args],
         capture_output=True,

@@ -78,6 +78,7 @@ Usage::
     python bench/roundtrip.py --http-clients-only --service sdk   # the pool vs aiohttp
     python bench/roundtrip.py --obs both [--obs-rounds 5] [--scrape-s 1]  # metrics+JSON logs
     python bench/roundtrip.py --obs both --callgrind DIR --clients 20     # ... in instructions
+    python bench/roundtrip.py --callgrind DIR --clients 20 --service lean   # one gateway's
 
 ``--obs both`` alternates fresh gateways with ``/metrics`` and JSON logs off and
 on (off, on, on, off, ...), the one on scraped every ``--scrape-s`` s, and prints
@@ -127,6 +128,7 @@ from _servers import (
     callgrind_last_ir,
     callgrind_toggle,
     free_port,
+    gateway_source,
     pin_self,
     start_profiler,
     stop_profiler,
@@ -1067,6 +1069,8 @@ def report(args: argparse.Namespace, gw: Outcome, ref: Outcome) -> None:
     )
     rr = gw.quiet.rate / ref.quiet.rate
     pr = gw.quiet.p99 / ref.quiet.p99
+    if args.callgrind is not None:
+        print(f"callgrind instructions per round trip (gateway): {gw.quiet.ir_per_rt:,.0f}")
     print(
         f"round trips/s: gateway = {rr:.2f} x reference (target >= 0.25): "
         f"{'OK' if rr >= 0.25 else 'BELOW TARGET'}"
@@ -1277,6 +1281,7 @@ async def amain(args: argparse.Namespace) -> int:
         f"clients pinned={pinned}",
         flush=True,
     )
+    print(f"  gateway source: {gateway_source()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="wsgate-rt-") as tmp:
         workdir = Path(tmp)
         if args.http_clients:
@@ -1405,8 +1410,10 @@ def main() -> int:
     parser.add_argument("--obs-rounds", type=int, default=5, help="--obs both: windows each (5)")
     parser.add_argument(
         "--callgrind", type=Path, metavar="DIR",
-        help="--obs both: run the gateways under callgrind and count their instructions per "
-        "round trip over each window (slow: use small --clients); dumps to DIR",
+        help="run the gateway(s) under callgrind and count their instructions per round trip "
+        "over each window (slow: use small --clients); dumps to DIR. Load-independent: "
+        "with --obs both per observability setting, without it for the plain gateway "
+        "(e.g. a base commit that has no [metrics] section)",
     )  # fmt: skip
     parser.add_argument(
         "--scrape-s", type=float, default=1.0,
@@ -1425,8 +1432,8 @@ def main() -> int:
     args.http_clients = args.http_clients or args.http_clients_only
     args.callgrind_runs = 0
     if args.callgrind is not None:
-        if args.obs != "both":
-            parser.error("--callgrind goes with --obs both")
+        if args.flood or args.profile is not None:
+            parser.error("--callgrind goes without --flood and --profile")
         args.callgrind.mkdir(parents=True, exist_ok=True)
         args.attempts = 1  # a window measured again would be counted twice
     if not 1 <= args.clients <= 1000 or not 0 <= args.flood <= 1000:
