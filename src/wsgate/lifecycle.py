@@ -25,6 +25,7 @@ session) are written by :mod:`wsgate.transport.server`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Final
 
 from wsgate.auth.principal import Principal
@@ -58,17 +59,15 @@ class _Watched:
     """The transport's session for one connection: ``on_close`` counts its code and
     writes its line."""
 
-    __slots__ = ("_closes", "_conn")
+    __slots__ = ("_closes", "_conn", "on_binary", "on_message")
 
     def __init__(self, conn: Connection, closes: dict[int, int]) -> None:
         self._conn = conn
         self._closes = closes
-
-    def on_message(self, data: bytes) -> None:
-        self._conn.on_message(data)
-
-    def on_binary(self) -> None:
-        self._conn.on_binary()
+        # The connection's own bound methods, not wrappers calling them: a message
+        # costs no frame of this class (bench/README.md, issue 9's round trip).
+        self.on_message: Callable[[bytes], None] = conn.on_message
+        self.on_binary: Callable[[], None] = conn.on_binary
 
     def on_close(self, code: int) -> None:
         conn = self._conn

@@ -254,7 +254,8 @@ class Upstream:
         if channel is not None and not conn.in_channel(ChannelAddress(channel)):
             conn.send_error(ErrorCode.NOT_JOINED, f"not in {channel}", rid)
             return True
-        streamer = self._streamers.get(service.pool.transport)
+        pool = service.pool
+        streamer = self._streamers.get(pool.transport)
         if streamer is not None and streamer.streams(service, action.type):
             self._open_stream(conn, streamer, service, action, channel, rid)
             return True
@@ -284,10 +285,11 @@ class Upstream:
                 },
             )
         started = 0.0 if self._observe is None else time.perf_counter()
-        done = partial(
-            self._answered, conn, rid, action.type, service.name, context, span, started
-        )
-        self._invoker(service).start(service, action, context, done, traceparent)
+        done = partial(self._answered, conn, rid, action.type, pool.name, context, span, started)
+        invoker = self._invokers.get(pool.transport)  # what _invoker does, without its frame
+        if invoker is None:
+            invoker = self._invoker(service)
+        invoker.start(service, action, context, done, traceparent)
         return True
 
     # Streams ---------------------------------------------------------------
@@ -405,17 +407,20 @@ class Upstream:
     ) -> None:
         """The outcome of a call started in :meth:`__call__`: end its span, report it
         to ``observe_call``, write a failure's line, deliver it."""
-        if span is not None and self._tracer is not None:
-            self._tracer.end(span, result.value if isinstance(result, ErrorCode) else "OK")
-        if self._observe is not None:
+        observe = self._observe
+        if span is not None or observe is not None:  # the outcome's name, once
             outcome = result.value if isinstance(result, ErrorCode) else "OK"
-            self._observe(service, outcome, time.perf_counter() - started)
+            if span is not None and self._tracer is not None:
+                self._tracer.end(span, outcome)
+            if observe is not None:
+                observe(service, outcome, time.perf_counter() - started)
         self._calls -= 1
         if self._calls == 0 and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)
         self._per_conn.give(conn.id)
-        if conn.principal.sub:
-            self._per_user.give(conn.principal.sub)
+        user = conn.principal.sub
+        if user:
+            self._per_user.give(user)
         if isinstance(result, ErrorCode):
             _failed(conn, context, action_type, service, result)
             if not conn.closed:

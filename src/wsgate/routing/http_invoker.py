@@ -367,7 +367,8 @@ class HttpInvoker:
             result = decode_result(data)
             if isinstance(result, str):
                 return self._fail(service, inst, ErrorCode.UPSTREAM_ERROR, f"bad answer: {result}")
-            return self._ok(service, inst, result)
+            self._outcomes.answered(service, inst)  # _ok, inline: the common answer
+            return result
         if status == 202 or status == 204:
             return self._ok(service, inst, InvocationResult())
         if status == 403:
@@ -493,4 +494,7 @@ class _Call:
 
     def finish(self, result: InvocationResult | ErrorCode) -> None:
         self.service.pool.slots.release()
-        _tell(self.done, result)
+        try:  # what _tell does, inline: one frame less per answered call
+            self.done(result)
+        except Exception:
+            log.exception("invocation callback failed")
