@@ -21,6 +21,7 @@ from wsgate.client import Client
 
 from ..auth.tokens import SECRET, hs256
 from ..helpers import eventually
+from .test_jwt_e2e import context_service
 from .gateway import ORIGIN, Peer, Running, make_config, running
 
 WARNING_S = 2
@@ -116,6 +117,38 @@ async def test_a_refresh_that_drops_a_team_leaves_the_team_view() -> None:
         assert conn.principal.teams == ("blue",)
         again = await peer.join("acme:team/red")
         assert again["payload"]["code"] == "FORBIDDEN"
+
+
+async def test_a_routed_call_after_a_refresh_carries_the_new_claims_and_the_close_frees_them() -> None:
+    """The context's fixed fields are kept per connection (upstream's ``_fixed``): a refresh
+    (a new principal) must show in the next call, and the close must free the entry."""
+    async with context_service() as svc:
+        config = make_config(
+            auth={"clock_skew_s": 0, "jwt": {"secret": SECRET}},
+            services={"ctx": {"url": f"http://127.0.0.1:{svc.port}/actions"}},
+            routes=[{"match": "ctx/*", "service": "ctx"}],
+        )
+        async with running(config) as gw:
+            upstream = gw.node.upstream
+            assert upstream is not None
+            async with token_peer(gw, token(teams=["red", "blue"], roles=["clerk"])) as peer:
+                await peer.send("ctx/GET", {}, id="c1")
+                first = (await peer.expect("ctx/GOT"))["payload"]
+                await peer.send("ctx/GET", {}, id="c2")
+                again = (await peer.expect("ctx/GOT"))["payload"]
+                assert first["teams"] == ["red", "blue"] and first["auth"] == "jwt"
+                assert first["requestId"] != again["requestId"]
+                assert {k: v for k, v in first.items() if k not in ("requestId", "receivedAt")} \
+                    == {k: v for k, v in again.items() if k not in ("requestId", "receivedAt")}
+                assert upstream.fixed_contexts == 1
+                conn = gw.node.gateway.pool.connections[peer.id]  # type: ignore[union-attr]
+                await peer.send("@@wsgate/REFRESH", {"token": token(teams=["blue"], roles=["boss"])})
+                await eventually(lambda: conn.principal.teams == ("blue",), what="the refresh")
+                await peer.send("ctx/GET", {}, id="c3")
+                after = (await peer.expect("ctx/GOT"))["payload"]
+                assert after["teams"] == ["blue"] and after["roles"] == ["boss"]
+                assert after["connectionId"] == first["connectionId"]
+            await eventually(lambda: upstream.fixed_contexts == 0, what="the entry freed")
 
 
 async def test_a_refresh_naming_another_user_is_refused_and_changes_nothing() -> None:
