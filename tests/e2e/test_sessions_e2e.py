@@ -21,8 +21,8 @@ from wsgate.client import Client
 
 from ..auth.tokens import SECRET, hs256
 from ..helpers import eventually
-from .test_jwt_e2e import context_service
 from .gateway import ORIGIN, Peer, Running, make_config, running
+from .test_jwt_e2e import context_service
 
 WARNING_S = 2
 
