@@ -84,6 +84,10 @@ __all__ = ["CallObserver", "Upstream"]
 CallObserver = Callable[[str, str, float], None]
 """Told of each answered call: ``(service, outcome, seconds)``; must not raise."""
 
+_Started = tuple[Connection, str | None, str, str, InvocationContext, "Span | None", float]
+"""A routed call in flight: its connection, ``meta.id``, action type, service name,
+context, span and start time (``perf_counter``; 0.0 without ``observe_call``)."""
+
 _MAX_VERDICTS = 65536
 """Cached authorize verdicts; the oldest goes first past this."""
 
@@ -292,7 +296,10 @@ class Upstream:
                 },
             )
         started = 0.0 if self._observe is None else time.perf_counter()
-        done = partial(self._answered, conn, rid, action.type, pool.name, context, span, started)
+        # One tuple, not seven bound arguments: functools.partial copies its arguments
+        # and the call's onto a small stack of 5, past which it allocates per call.
+        call: _Started = (conn, rid, action.type, pool.name, context, span, started)
+        done = partial(self._answered, call)
         invoker = self._invokers.get(pool.transport)  # what _invoker does, without its frame
         if invoker is None:
             invoker = self._invoker(service)
@@ -422,19 +429,10 @@ class Upstream:
             receivedAt=time.time(),
         )
 
-    def _answered(
-        self,
-        conn: Connection,
-        rid: str | None,
-        action_type: str,
-        service: str,
-        context: InvocationContext,
-        span: Span | None,
-        started: float,
-        result: InvocationResult | ErrorCode,
-    ) -> None:
+    def _answered(self, call: _Started, result: InvocationResult | ErrorCode) -> None:
         """The outcome of a call started in :meth:`__call__`: end its span, report it
         to ``observe_call``, write a failure's line, deliver it."""
+        conn, rid, action_type, service, context, span, started = call
         observe = self._observe
         if span is not None or observe is not None:  # the outcome's name, once
             outcome = result.value if isinstance(result, ErrorCode) else "OK"
