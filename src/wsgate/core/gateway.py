@@ -15,6 +15,7 @@ as a :class:`~wsgate.core.connection.Owner`, the built-in handlers as a
 from __future__ import annotations
 
 import secrets
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
@@ -43,6 +44,7 @@ from wsgate.transport.base import Sink
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, NodeId
 
 __all__ = [
+    "MAX_SHARED_HUB_LISTS",
     "PENDING",
     "Admission",
     "Attached",
@@ -55,6 +57,10 @@ __all__ = [
     "JoinRefused",
     "Observer",
 ]
+
+
+MAX_SHARED_HUB_LISTS: Final = 1024
+"""Distinct hub lists :class:`Gateway` keeps to share among connections."""
 
 
 class Authorizer(Protocol):
@@ -222,6 +228,10 @@ class Gateway:
         inboxes.install(inbox, self.dispatcher.register)
         ackd.install(self.acks, self.dispatcher.register)
         self._new_id = id_factory
+        self._hub_lists: dict[tuple[HubId, ...], tuple[HubId, ...]] = {}
+        """Each hub list connections hold, once (tabs of a user, users of one org share
+        theirs); at most :data:`MAX_SHARED_HUB_LISTS`, the oldest forgotten first (a
+        forgotten list stays with its connections; the next equal one is stored anew)."""
         self.observers: tuple[Observer, ...] = tuple(observers)
         """Told of lifecycle events: services (:mod:`wsgate.upstream`), the cluster."""
         self.admission = admission
@@ -243,7 +253,9 @@ class Gateway:
     def open(self, sink: Sink, principal: Principal, peer: str) -> Connection:
         """Take a handshaken connection: admit it now, or once the connect hook says so."""
         cid = ConnectionId(f"{self.node_id}.{self._new_id()}")
-        conn = Connection(self, cid, principal, sink, peer, ())
+        # One string per address, not per connection (CPython frees an interned
+        # string with its last reference).
+        conn = Connection(self, cid, principal, sink, sys.intern(peer), ())
         refusal = None if self.limiter is None else self.limiter.connect(principal, peer, self.pool)
         if refusal is not None:
             self._too_many(conn, refusal)
@@ -255,6 +267,17 @@ class Gateway:
             conn.queue = deque()
             self.admission.admit(conn)
         return conn
+
+    def _shared_hubs(self, hubs: tuple[HubId, ...]) -> tuple[HubId, ...]:
+        """The stored tuple equal to ``hubs`` (memory per connection: one per hub list)."""
+        lists = self._hub_lists
+        known = lists.get(hubs)
+        if known is not None:
+            return known
+        if len(lists) >= MAX_SHARED_HUB_LISTS:
+            del lists[next(iter(lists))]
+        lists[hubs] = hubs
+        return hubs
 
     def identified(self, conn: Connection, principal: Principal) -> bool:
         """An ``ADMITTING`` connection's principal became known after :meth:`open`
@@ -314,7 +337,7 @@ class Gateway:
             return
         if principal is not None:
             conn.principal = principal
-        conn.hubs = tuple(self.policy.hubs_for(conn.principal))
+        conn.hubs = self._shared_hubs(tuple(self.policy.hubs_for(conn.principal)))
         self.pool.add(conn)
         conn.state = State.OPEN
         inbox_at = None
