@@ -14,6 +14,7 @@ from tests.transport.conftest import Start
 from tests.transport.helpers import COOKIE, OP_TEXT, USER, RawClient
 from wsgate.protocol import SUBPROTOCOL
 from wsgate.transport import HttpResponse
+from wsgate.transport.protocol import _SHARED
 
 
 def url(port: int, path: str = "/ws") -> str:
@@ -210,6 +211,8 @@ async def test_handshake_headers_are_freed_after_the_upgrade(start: Start, offer
     wst = session.sink._wst  # type: ignore[attr-defined]
     assert len(wst.request.headers) == 0
     assert len(wst.response.headers) == 0
+    assert wst.request.method is _SHARED[b"GET"]
+    assert wst.request.version is _SHARED[b"HTTP/1.1"]
     session.sink.send(b'{"type":"x"}')
     assert await client.recv_frame() == (OP_TEXT, True, b'{"type":"x"}')
     await client.aclose()

@@ -84,6 +84,8 @@ _431: Final = (
 
 _NO_HEADERS: Final = cast("CIMultiDict[str]", CIMultiDictProxy(CIMultiDict[str]()))
 """What a connection's upgrade request and 101 hold after the handshake (read-only)."""
+_SHARED: Final = {b"GET": b"GET", b"HTTP/1.1": b"HTTP/1.1"}
+"""The request line's usual method and version, one object each for every connection."""
 
 MORE: Final = 0
 """:func:`frame_size`: the header is not complete yet."""
@@ -314,6 +316,11 @@ class GateProtocol(_WSProtocol):
         for message in (tr.request, tr.response):
             if message is not None:
                 message.headers = _NO_HEADERS
+        request = tr.request
+        if request is not None:
+            # picows parses a fresh bytes object of each per request (~110 B).
+            request.method = _SHARED.get(request.method, request.method)
+            request.version = _SHARED.get(request.version, request.version)
 
     # -- the rare paths ------------------------------------------------------
 
