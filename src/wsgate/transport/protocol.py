@@ -29,6 +29,12 @@ picows' buffer and picows reads them there); only a split copies the tail it
 feeds again (at most one close frame, 131 bytes, or 14 header bytes), once
 per connection.
 
+Once picows has answered the request head (the 101 is written and
+``on_ws_connected`` has run inside that read), the headers of the request
+and of the 101, which picows keeps on its transport for the connection's
+life, are replaced by one shared empty multidict (memory per idle
+connection: :meth:`GateProtocol._forget_handshake`).
+
 Which frames picows refuses is copied from ``_get_next_frame_impl`` of
 picows 2.3.1 (hence the pin ``picows>=2.3.1,<2.4``): an opcode other than
 0, 1, 2, 8, 9, 10; a control frame without FIN or longer than 125 bytes; a
