@@ -307,13 +307,16 @@ async def start_listener(
             _log.exception("handshake routing failed")
             return _error(500, b"500 Internal Server Error")
 
+    # Computed once: picows keeps the float on every connection's protocol.
+    handshake_timeout = config.handshake_timeout_ms / 1000
+
     def protocol() -> GateProtocol:
         # What ws_create_server (picows 2.3.1) does, with our protocol class:
         # it stops feeding picows at the client's close (protocol.py).
         return GateProtocol(
             factory,
             _picows_log,
-            handshake_timeout=config.handshake_timeout_ms / 1000,
+            handshake_timeout=handshake_timeout,
             max_frame_size=config.max_message_bytes,
             read_buffer_init_size=config.read_buffer_bytes,
             # Pongs are ours (listener.py): bounded by the outbound buffer and
