@@ -234,12 +234,14 @@ class Fanout:
         stream = stream_of(delivery.target)
         if offset <= inbox.top(stream):
             return 0
-        data = _frame(delivery, OutMeta(offset=offset, from_=delivery.origin))
+        acks = None if delivery.ack is None else self._acks
+        meta = OutMeta(offset=offset, from_=delivery.origin, ack=acks is not None or None)
+        data = _frame(delivery, meta)
         inbox.seen(stream, offset, prev, data)
         members = self._pool.users.get(UserId(delivery.target))
-        if not members:
-            return 0
-        n = _send_all(members.values(), data, delivery.exclude)
+        n = 0 if not members else _send_all(members.values(), data, delivery.exclude)
+        if acks is not None and delivery.ack is not None:
+            acks.track(delivery.ack, True, delivery.target, offset, data, n)
         self.delivered += n
         return n
 

@@ -174,6 +174,7 @@ class Gateway:
         inbox: RecentHistory | None = None,
         acks: ackd.AckSettings | None = None,
         acked: Callable[[Connection, str, int], None] | None = None,
+        ledger: ackd.Ledger | None = None,
         presence: PresenceBatcher,
         namespaces: Namespaces | None = None,
         limiter: Limiter | None = None,
@@ -206,7 +207,7 @@ class Gateway:
         self.pool = Pool(self.namespaces)
         self.acks = None if acks is None else ackd.Acks(
             self.pool, scheduler, timeout_s=acks.timeout_s, ttl_s=acks.ttl_s,
-            max_entries=acks.max_entries, acked=acked,
+            max_entries=acks.max_entries, acked=acked, ledger=ledger,
         )
         """Acknowledged deliveries (:mod:`wsgate.core.acks`); ``None``: off."""
         self.fanout = Fanout(self.pool, history, scheduler, bus, inbox, self.acks)
