@@ -99,8 +99,8 @@ class SharedAcks:
         async def op() -> None:
             try:
                 found = await self.store.get([id_])
-            except BackendError:
-                done(None)
+            except Exception:
+                done(None)  # answered whatever failed, so the entry's timer is set again
                 raise
             rec = found.get(id_)
             done(None if rec is None else _state(rec))

@@ -157,7 +157,8 @@ class Gateway:
     readiness for the channel), ``admission`` (the connect hook, maybe wrapped
     by the cluster's connection cap, maybe wrapped by the token admission),
     ``intercept`` (offered an ``ADMITTING`` connection's messages: AUTH),
-    ``bus`` (the fan-out to other nodes),
+    ``bus`` (the fan-out to other nodes), ``ledger`` (the cluster's record
+    of acknowledged deliveries, :class:`~wsgate.core.acks.Ledger`),
     ``shared`` (cluster-wide rate limits, set on ``limiter``). Those that
     need the gateway back are listed in ``attached`` and get
     :meth:`Attached.attach` last, so construction order is not a rule to remember.
