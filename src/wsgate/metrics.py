@@ -179,6 +179,9 @@ def _cluster(bus: ClusterBus) -> Iterator[Metric]:
     for name, n in bus.ticker.failures.items():
         failures.add_metric([name], n)
     failures.add_metric(["shared_limits"], bus.limits.failures)
+    if bus.acks is not None:
+        failures.add_metric(["acks"], bus.acks.failures)
+        failures.add_metric(["acks_dropped"], bus.acks.dropped)
     yield failures
 
 

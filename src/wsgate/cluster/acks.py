@@ -62,6 +62,10 @@ class SharedAcks:
         self.dropped = 0
         """Calls dropped because :data:`MAX_QUEUED` were waiting."""
 
+    async def drained(self) -> None:
+        """Wait until every call queued so far was made (tests, a clean stop)."""
+        await self._queue.join()
+
     def start(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write())
 
@@ -156,6 +160,8 @@ class SharedAcks:
             except Exception:
                 self.failures += 1
                 log.exception("acknowledgement ledger: a store call raised")
+            finally:
+                self._queue.task_done()
 
 
 def _state(rec: AckRecord) -> AckState:
