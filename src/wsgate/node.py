@@ -284,8 +284,6 @@ class Node:
             observe_call=None if self.metrics is None else self.metrics.observe_call,
         )
         box = config.inbox
-        if self.clustered and box.ack_timeout_ms:
-            self.shared_acks = await self._open_acks()
         bus = await self._open_cluster() if self.clustered else None
         await self._open_revocations()
         admission: Admission = self.upstream if bus is None else bus.admission
@@ -460,6 +458,12 @@ class Node:
             )
         except BackendError as exc:
             raise ConfigError("broker.url", f"cannot connect: {exc}") from None
+        if config.inbox.ack_timeout_ms:
+            try:
+                self.shared_acks = await self._open_acks()
+            except BaseException:
+                await backend.close()
+                raise
         return ClusterBus(
             backend,
             self.routes,

@@ -14,7 +14,6 @@ import asyncio
 from typing import Final
 
 import msgspec
-import nats
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
@@ -43,12 +42,14 @@ class NatsAcks:
 
     @classmethod
     async def open(cls, url: str, prefix: str, ttl_s: float) -> NatsAcks:
-        nc = await nats.connect(url, connect_timeout=int(_TIMEOUT_S), max_reconnect_attempts=-1)
+        from wsgate.backends.nats import close_client, connect_nats
+
+        nc = await connect_nats(url, name=f"wsgate {prefix} acks")
         try:
             js = nc.jetstream(timeout=_TIMEOUT_S)
             kv = await js.create_key_value(KeyValueConfig(bucket=f"{prefix}_acks", ttl=2 * ttl_s))
         except BaseException:
-            await nc.close()
+            await close_client(nc)
             raise
         return cls(nc, kv)
 
