@@ -249,14 +249,18 @@ class Node:
     async def start(self) -> None:
         """Build the core on the running loop and start listening.
 
-        When it raises, the NATS services' connection it opened is closed.
+        When it raises, the NATS services' connection and the acknowledgement
+        store's it opened are closed.
         """
         logging.getLogger("wsgate").addHandler(self.recent_errors)
         try:
             await self._start()
         except BaseException:
             logging.getLogger("wsgate").removeHandler(self.recent_errors)
-            await self._close_nats_services()
+            try:
+                await self._close_nats_services()
+            finally:
+                await self._close_acks()
             raise
 
     async def _start(self) -> None:
