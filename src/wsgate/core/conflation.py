@@ -88,7 +88,7 @@ class Conflation:
     ``count`` is told the deliveries each flush made (the fan-out's counter).
     """
 
-    __slots__ = ("_count", "_history", "_scheduler", "skipped")
+    __slots__ = ("_count", "_history", "_scheduler", "skipped", "superseded")
 
     def __init__(
         self, scheduler: Scheduler, history: RecentHistory, count: Callable[[int], None]
@@ -98,6 +98,9 @@ class Conflation:
         self._count = count
         self.skipped = 0
         """Flushes a congested member was skipped at, marked behind (only grows)."""
+        self.superseded = 0
+        """Actions replaced within their window by a later one of the same key, so never
+        sent (only grows; ``wsgate_conflation_superseded_total``)."""
 
     def offer(self, channel: Channel, delivery: Delivery) -> bool:
         """Hold ``delivery`` (for this node's conflated ``channel``) until the window ends.
@@ -123,7 +126,9 @@ class Conflation:
         if window is None:
             window = channel.conflation = Window()
         pending = window.pending
-        if key not in pending and key not in window.frames:
+        if key in pending:
+            self.superseded += 1
+        elif key not in window.frames:
             if len(window.frames) + window.fresh >= MAX_KEYS:
                 return False
             window.fresh += 1
