@@ -135,12 +135,16 @@ class RecentHistory(Protocol):
         """Entries after ``offset``, or ``recovered=False`` when some were lost."""
         ...
 
-    def seen(self, channel: ChannelAddress, offset: int, prev: int, data: bytes) -> bool:
+    def seen(
+        self, channel: ChannelAddress, offset: int, prev: int, data: bytes, key: str | None = None
+    ) -> bool:
         """Record an action whose offset a cluster's stream assigned.
 
         Returns ``False`` (and restarts the window at ``prev``) when ``prev`` is
         not the last offset recorded: messages were lost in between, and
-        :meth:`since` never claims a recovery across the gap.
+        :meth:`since` never claims a recovery across the gap. A ``key`` (a
+        conflated channel's) replaces the earlier entry of that key, as in
+        :meth:`append`: the node's window keeps the latest per key.
         """
         ...
 

@@ -28,9 +28,12 @@ Bounds, and what frees them (per conflated channel):
   behind, and cancelled when the channel empties (:meth:`discard`, called by
   the gateway with the presence's), which frees the whole state.
 
-In a cluster the broker assigned the offset and the history recorded the
-action before it reaches this node's fan-out (:meth:`offer_frame`): the
-local delivery is conflated the same way; the stream keeps every action.
+In a cluster the broker assigned the offset before the action reaches this
+node's fan-out (:meth:`offer_frame`): the node's history records it with its
+key (:meth:`~wsgate.backends.base.RecentHistory.seen`), so it keeps the
+latest per key too, and the local delivery is conflated the same way. The
+backend's stream keeps every action (its last ``history.size``). Why
+per-node conflation is the cluster's: docs/design.md "Conflation in a cluster".
 """
 
 from __future__ import annotations
@@ -108,20 +111,21 @@ class Conflation:
         ``False`` when it cannot be conflated (a new key past the bounds): the
         caller delivers it at once.
         """
-        return self._hold(channel, delivery, None, 0)
 
-    def offer_frame(self, channel: Channel, delivery: Delivery, data: bytes, offset: int) -> bool:
+        key = key_of(delivery.payload, channel.options.conflate_key)
+        return key is not None and self._hold(channel, delivery, None, 0, key)
+
+    def offer_frame(
+        self, channel: Channel, delivery: Delivery, data: bytes, offset: int, key: str | None
+    ) -> bool:
         """:meth:`offer` for a cluster's delivery already framed (and recorded) as ``data``
-        with ``offset``."""
-        return self._hold(channel, delivery, data, offset)
+        with ``offset``; ``key`` is its :func:`key_of` (``None``: not conflated)."""
+        return key is not None and self._hold(channel, delivery, data, offset, key)
 
     def _hold(
-        self, channel: Channel, delivery: Delivery, data: bytes | None, offset: int
+        self, channel: Channel, delivery: Delivery, data: bytes | None, offset: int, key: str
     ) -> bool:
         options = channel.options
-        key = key_of(delivery.payload, options.conflate_key)
-        if key is None:
-            return False
         window = channel.conflation
         if window is None:
             window = channel.conflation = Window()
