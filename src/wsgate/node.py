@@ -459,6 +459,9 @@ class Node:
                 history_size=config.history.size,
                 history_ttl_s=config.history.ttl_s,
                 history_max_channels=config.history.max_channels,
+                inbox_size=config.inbox.max_messages,
+                inbox_ttl_s=config.inbox.ttl_s,
+                inbox_max_users=config.inbox.max_users,
             )
         except BackendError as exc:
             raise ConfigError("broker.url", f"cannot connect: {exc}") from None

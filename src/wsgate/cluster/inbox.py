@@ -2,7 +2,9 @@
 
 A delivery to a user goes to the user's stream (:func:`~wsgate.core.inbox.stream_of`)
 with :meth:`Broker.publish_stream <wsgate.backends.base.Broker.publish_stream>`:
-the backend stores it (bounded as a channel's history is) and assigns its
+the backend stores it (apart from channels' history, bounded by ``[inbox]``:
+``max_messages`` per user, ``ttl_s`` after the last append, ``max_users``
+cluster-wide; :class:`~wsgate.backends.base.HistoryStore`) and assigns its
 offset, and every node subscribed to the stream's subject delivers it on
 receipt (:meth:`Fanout.deliver_inbox <wsgate.core.fanout.Fanout.deliver_inbox>`).
 
