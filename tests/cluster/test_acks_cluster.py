@@ -147,3 +147,18 @@ async def test_delivered_is_told_once_by_the_node_that_finished_it(broker_url: s
                     await asyncio.sleep(0.05)
         finally:
             await svc.stop()
+
+
+async def test_published_while_offline_it_reaches_a_tab_on_another_node(broker_url: str) -> None:
+    async with cluster(broker_url, size=2) as (a, b):
+        answer = await publish(a, {"user": "dave"}, 4)  # dave has no tab anywhere
+        await eventually(lambda: _is(states((a, b), answer["id"]), {"pending"}), what="pending")
+        async with b.peer("dave") as dave, b.peer("erin") as erin:
+            got = await dave.expect("task/DO", 5)
+            assert got["meta"]["ack"] is True and got["payload"] == {"n": 4}
+            await eventually(
+                lambda: _is(states((a, b), answer["id"]), {"delivered"}), what="delivered"
+            )
+            await ack(dave, got)
+            await eventually(lambda: _is(states((a, b), answer["id"]), {"acked"}), what="acked")
+            await erin.silent(0.1)

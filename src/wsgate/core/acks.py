@@ -285,7 +285,7 @@ class Acks:
             entry = self._entries[id_]
             if entry.data:
                 conn.sink.send(entry.data)
-                entry.state = AckState.DELIVERED
+                self._delivered(entry)
 
     def disconnected(self, conn: Connection) -> None:
         """A connection closed: its own unacknowledged deliveries expire."""
@@ -344,8 +344,17 @@ class Acks:
             self._expire(entry)
             return
         if self._send(entry):
-            entry.state = AckState.DELIVERED
+            self._delivered(entry)
         self.wheel.set(entry.id, min(entry.expires_at, now + self._timeout))
+
+    def _delivered(self, entry: _Entry) -> None:
+        """``entry`` was sent to a connection: a pending one is ``DELIVERED`` (told to
+        the ledger, which may not know yet: restored here, or published here first)."""
+        if entry.state is AckState.PENDING and self.ledger is not None:
+            self.ledger.record(
+                entry.id, entry.user, entry.target, entry.offset, entry.expires_at, True
+            )
+        entry.state = AckState.DELIVERED
 
     def _send(self, entry: _Entry) -> int:
         if not entry.data:
