@@ -15,6 +15,7 @@ as a :class:`~wsgate.core.connection.Owner`, the built-in handlers as a
 from __future__ import annotations
 
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
@@ -159,7 +160,9 @@ class Gateway:
     ``intercept`` (offered an ``ADMITTING`` connection's messages: AUTH),
     ``bus`` (the fan-out to other nodes), ``ledger`` (the cluster's record
     of acknowledged deliveries, :class:`~wsgate.core.acks.Ledger`),
-    ``shared`` (cluster-wide rate limits, set on ``limiter``). Those that
+    ``shared`` (cluster-wide rate limits, set on ``limiter``), ``wall`` (the
+    wall clock acknowledged deliveries expire by, shared with other nodes
+    through the ledger; a test's manual clock). Those that
     need the gateway back are listed in ``attached`` and get
     :meth:`Attached.attach` last, so construction order is not a rule to remember.
     """
@@ -192,6 +195,7 @@ class Gateway:
         heartbeat_ms: int = 25000,
         max_channels: int = 64,
         id_factory: Callable[[], str] = lambda: secrets.token_urlsafe(9),
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.node_id = node_id
         self.policy = policy
@@ -208,7 +212,7 @@ class Gateway:
         self.pool = Pool(self.namespaces)
         self.acks = None if acks is None else ackd.Acks(
             self.pool, scheduler, timeout_s=acks.timeout_s, ttl_s=acks.ttl_s,
-            max_entries=acks.max_entries, acked=acked, ledger=ledger,
+            max_entries=acks.max_entries, acked=acked, ledger=ledger, now=wall,
         )
         """Acknowledged deliveries (:mod:`wsgate.core.acks`); ``None``: off."""
         self.fanout = Fanout(self.pool, history, scheduler, bus, inbox, self.acks)
