@@ -422,3 +422,35 @@ async def test_a_subject_that_would_break_the_command_is_unavailable(
     svc = service("orders.x 9")
     assert await invoker.invoke(svc, ACTION, CTX) is ErrorCode.UPSTREAM_UNAVAILABLE
     assert invoker.in_flight() == 0 and svc.pool.slots.free == svc.pool.slots.limit
+
+
+async def test_a_call_while_reconnecting_is_unavailable_at_once_and_after_it_answered() -> None:
+    with nats_server() as server:
+        nc = await connect_nats(server.url, name="wsgate test reconnecting")
+        inv = NatsInvoker(nc)
+        try:
+            server.stop()
+            await eventually(lambda: not nc.is_connected, what="the connection is lost")
+            svc = service("orders.away", timeout_ms=5000)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert await inv.invoke(svc, ACTION, CTX) is ErrorCode.UPSTREAM_UNAVAILABLE
+            assert loop.time() - started < 1.0  # not its 5 s timeout
+            assert inv.in_flight() == 0 and svc.pool.slots.free == svc.pool.slots.limit
+            assert nc.pending_data_size == 0  # nothing buffered for after the reconnect
+            server.start()  # same port: nats-py reconnects and subscribes the replies again
+            await eventually(lambda: nc.is_connected, 10.0, what="reconnected")
+            svc_conn = await nats.connect(server.url)
+            try:
+
+                async def answer(msg: Msg) -> None:
+                    await msg.respond(json.dumps(ANSWER).encode())
+
+                await responder(svc_conn, "orders.away", answer)
+                await on_server(nc)  # our reply subscription is on the new server too
+                assert isinstance(await inv.invoke(svc, ACTION, CTX), InvocationResult)
+            finally:
+                await close_client(svc_conn)
+        finally:
+            await inv.aclose()
+            await close_client(nc)
