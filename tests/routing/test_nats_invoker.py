@@ -20,6 +20,7 @@ from tests.servers import ServerProcess, nats_server
 from wsgate.backends.nats import close_client, connect_nats
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Meta
+from wsgate.routing import nats_invoker
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.instances import Instance, Service, ServicePool
 from wsgate.routing.nats_invoker import NatsInvoker
@@ -454,3 +455,23 @@ async def test_a_call_while_reconnecting_is_unavailable_at_once_and_after_it_ans
         finally:
             await inv.aclose()
             await close_client(nc)
+
+
+async def test_a_sender_that_breaks_ends_its_calls_internal_and_the_next_call_works(
+    invoker: NatsInvoker, svc_nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b"")
+
+    await responder(svc_nc, "orders.broken", answer)
+    svc = service("orders.broken")
+    assert await invoker.invoke(svc, ACTION, CTX) == InvocationResult()
+
+    async def broken(nc: Client, command: bytes) -> None:
+        raise RuntimeError("a bug in the writer")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(nats_invoker, "write", broken)
+        assert await invoker.invoke(svc, ACTION, CTX) is ErrorCode.INTERNAL
+    assert invoker.in_flight() == 0 and svc.pool.slots.free == svc.pool.slots.limit
+    assert await invoker.invoke(svc, ACTION, CTX) == InvocationResult()

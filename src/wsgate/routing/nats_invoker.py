@@ -375,6 +375,12 @@ class NatsInvoker:
                 self._end(call.id, ErrorCode.UPSTREAM_UNAVAILABLE, reason)
             while queued:
                 self._end(queued.popleft().id, ErrorCode.UPSTREAM_UNAVAILABLE, reason)
+        except Exception:  # a bug: the queued calls end INTERNAL, the next call starts afresh
+            log.exception("NATS invoker: sending failed unexpectedly")
+            if call is not None:
+                self._end(call.id, ErrorCode.INTERNAL, "sending failed")
+            while queued:
+                self._end(queued.popleft().id, ErrorCode.INTERNAL, "sending failed")
         finally:
             self._sender = None
             if queued and not self._closed:  # queued after the last check, during a write
