@@ -17,10 +17,12 @@ round):
   the ``HPUB`` built by :mod:`wsgate.routing.nats_wire`).
 
 Reported per side: the median calls/s and this process's CPU µs per call,
-and the ratio invoker / request. ``--publish`` first measures one publish
-alone: nats-py's ``publish`` with the six context headers as a dict, without
-headers, and the same ``HPUB`` built by ``nats_wire`` and written through
-the client's buffer (CPU µs per publish, N publishes each, interleaved).
+the ``nats-server``'s and the echo service's CPU µs per call (CPU 1: the
+side that limits calls/s here), and the ratio invoker / request.
+``--publish`` first measures one publish alone: nats-py's ``publish`` with
+the six context headers as a dict, without headers, and the same ``HPUB``
+built by ``nats_wire`` and written through the client's buffer (CPU µs per
+publish, N publishes each, interleaved).
 
 Usage::
 
@@ -115,11 +117,14 @@ async def request_side(nc: Client) -> InvocationResult | ErrorCode:
 
 
 async def callers(
-    call: Callable[[], Awaitable[InvocationResult | ErrorCode]], k: int, seconds: float
-) -> tuple[float, float]:
+    call: Callable[[], Awaitable[InvocationResult | ErrorCode]],
+    k: int,
+    seconds: float,
+    procs: list[ServerProcess],
+) -> tuple[float, float, list[float]]:
     """K closed-loop callers of ``call``, a warm-up second, then ``seconds``.
 
-    Returns (calls/s, this process's CPU µs per call).
+    Returns (calls/s, this process's CPU µs per call, each of ``procs``' CPU µs per call).
     """
     state = {"calls": 0, "stop": False}
     failures: list[object] = []
@@ -138,8 +143,10 @@ async def callers(
     try:
         await asyncio.sleep(1.0)  # the warm-up's length
         n0, c0, t0 = state["calls"], _cpu_self(), time.perf_counter()
+        p0 = [p.cpu_seconds() for p in procs]
         await asyncio.sleep(seconds)  # the window's length
         n1, c1, t1 = state["calls"], _cpu_self(), time.perf_counter()
+        p1 = [p.cpu_seconds() for p in procs]
     finally:
         state["stop"] = True
         await asyncio.wait(tasks, timeout=10)
@@ -148,7 +155,8 @@ async def callers(
     if failures:
         raise BenchError(f"calls failed: {failures[:3]}")
     calls = max(1, n1 - n0)
-    return calls / (t1 - t0), (c1 - c0) / calls * 1e6
+    others = [(b - a) / calls * 1e6 for a, b in zip(p0, p1, strict=True)]
+    return calls / (t1 - t0), (c1 - c0) / calls * 1e6, others
 
 
 async def publish_costs(nc: Client, n: int, rounds: int) -> dict[str, list[float]]:
@@ -227,12 +235,17 @@ async def amain(args: argparse.Namespace) -> int:
                 "invoker": lambda: inv.invoke(service, ACTION, CONTEXT, TRACEPARENT),
             }
             results: dict[str, list[tuple[float, float]]] = {s: [] for s in SIDES}
+            served: dict[str, list[list[float]]] = {s: [] for s in SIDES}
             for r in range(args.rounds):
                 for side in SIDES if r % 2 == 0 else tuple(reversed(SIDES)):
-                    rate, us = await callers(side_call[side], args.clients, args.seconds)
+                    rate, us, others = await callers(
+                        side_call[side], args.clients, args.seconds, procs
+                    )
                     results[side].append((rate, us))
-                    print(f"  round {r + 1} {side:<8} {rate:>8,.0f} calls/s {us:6.1f} us CPU/call",
-                          flush=True)  # fmt: skip
+                    served[side].append(others)
+                    print(f"  round {r + 1} {side:<8} {rate:>8,.0f} calls/s {us:6.1f} us CPU/call"
+                          f"  (CPU 1: nats-server {others[0]:5.1f}, echo service {others[1]:5.1f}"
+                          f" us/call)", flush=True)  # fmt: skip
         finally:
             if invoker is not None:
                 await invoker.aclose()
@@ -246,7 +259,10 @@ async def amain(args: argparse.Namespace) -> int:
     med = {s: (_median([x[0] for x in results[s]]), _median([x[1] for x in results[s]]))
            for s in SIDES}  # fmt: skip
     for side in SIDES:
-        print(f"  {side:<8} {med[side][0]:>8,.0f} calls/s {med[side][1]:6.1f} us CPU/call")
+        srv = _median([o[0] for o in served[side]])
+        svc = _median([o[1] for o in served[side]])
+        print(f"  {side:<8} {med[side][0]:>8,.0f} calls/s {med[side][1]:6.1f} us CPU/call; "
+              f"CPU 1: nats-server {srv:.1f}, echo service {svc:.1f} us/call")  # fmt: skip
     print(f"  invoker / request: calls/s {med['invoker'][0] / med['request'][0]:.2f} x, "
           f"CPU per call {med['invoker'][1] / med['request'][1]:.2f} x")
     return 0
