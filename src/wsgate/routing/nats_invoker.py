@@ -57,6 +57,8 @@ no responders on the subject                      ``UPSTREAM_UNAVAILABLE`` (inst
 no answer within ``timeout_ms``                   ``UPSTREAM_TIMEOUT`` (instance down)
 connection closed, reconnecting, invoker closed   ``UPSTREAM_UNAVAILABLE``
 a request over the server's ``max_payload``       ``UPSTREAM_UNAVAILABLE``
+a subject that is not one printable token         ``UPSTREAM_UNAVAILABLE``
+a context value that is not printable             ``INTERNAL``
 concurrency cap still full after ``timeout_ms``   ``UPSTREAM_UNAVAILABLE``
 ================================================  ====================================
 
