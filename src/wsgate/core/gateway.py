@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
@@ -163,8 +164,11 @@ class Gateway:
     readiness for the channel), ``admission`` (the connect hook, maybe wrapped
     by the cluster's connection cap, maybe wrapped by the token admission),
     ``intercept`` (offered an ``ADMITTING`` connection's messages: AUTH),
-    ``bus`` (the fan-out to other nodes),
-    ``shared`` (cluster-wide rate limits, set on ``limiter``). Those that
+    ``bus`` (the fan-out to other nodes), ``ledger`` (the cluster's record
+    of acknowledged deliveries, :class:`~wsgate.core.acks.Ledger`),
+    ``shared`` (cluster-wide rate limits, set on ``limiter``), ``wall`` (the
+    wall clock acknowledged deliveries expire by, shared with other nodes
+    through the ledger; a test's manual clock). Those that
     need the gateway back are listed in ``attached`` and get
     :meth:`Attached.attach` last, so construction order is not a rule to remember.
     """
@@ -180,6 +184,7 @@ class Gateway:
         inbox: RecentHistory | None = None,
         acks: ackd.AckSettings | None = None,
         acked: Callable[[Connection, str, int], None] | None = None,
+        ledger: ackd.Ledger | None = None,
         presence: PresenceBatcher,
         namespaces: Namespaces | None = None,
         limiter: Limiter | None = None,
@@ -196,6 +201,7 @@ class Gateway:
         heartbeat_ms: int = 25000,
         max_channels: int = 64,
         id_factory: Callable[[], str] = lambda: secrets.token_urlsafe(9),
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.node_id = node_id
         self.policy = policy
@@ -212,7 +218,7 @@ class Gateway:
         self.pool = Pool(self.namespaces)
         self.acks = None if acks is None else ackd.Acks(
             self.pool, scheduler, timeout_s=acks.timeout_s, ttl_s=acks.ttl_s,
-            max_entries=acks.max_entries, acked=acked,
+            max_entries=acks.max_entries, acked=acked, ledger=ledger, now=wall,
         )
         """Acknowledged deliveries (:mod:`wsgate.core.acks`); ``None``: off."""
         self.fanout = Fanout(self.pool, history, scheduler, bus, inbox, self.acks)
