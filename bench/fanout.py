@@ -56,8 +56,14 @@ Usage::
     python bench/fanout.py --n 1000 10000 [--mode relay publish] [--rounds 10]
                            [--servers gateway reference uws ws] [--burst 50] [--quick]
                            [--profile DIR] [--no-equal-size] [--max-other 0.25]
-                           [--compression off|on|both]
+                           [--compression off|on|both] [--base-src DIR]
     python bench/fanout.py --obs both --servers gateway [--scrape-s 1] [--callgrind DIR]
+
+``--base-src DIR`` also runs the gateway from another ``src/`` tree (``git
+archive main src | tar -x -C /tmp/base``, then ``--base-src /tmp/base/src``) as
+``gateway@base``, interleaved with the rest, and prints the per-round ratios of
+``gateway`` to it (last-member latency, deliveries/s, CPU per delivery): before
+and after a change in one invocation.
 
 ``--obs both`` runs two gateways, ``gateway`` with metrics off and text logs and
 ``gateway+obs`` with ``/metrics`` (scraped every ``--scrape-s`` s) and JSON logs,
@@ -119,8 +125,10 @@ SERVERS = ("gateway", "gateway+z", "reference", *ANCHORS)
 GATEWAYS = ("gateway", "gateway+z")
 COMPRESSION = ("off", "on", "both")
 OBS_GATEWAY = "gateway+obs"
+BASE = "gateway@base"
+"""The gateway from another source tree (``--base-src``): before/after in one invocation."""
 """``--obs both``: the second gateway, with metrics and JSON logs on (``gateway`` has them off)."""
-WORKERS = (*SERVERS, OBS_GATEWAY)
+WORKERS = (*SERVERS, OBS_GATEWAY, BASE)
 MODES = ("relay", "publish")
 SATURATED = 0.85
 """A side whose CPU use during a burst reached this share of its core was the limit."""
@@ -387,6 +395,12 @@ def _burst(w: Worker, mode: str, burst: int, payload: int, n: int) -> _Burst:
 
 
 def _start(kind: str, workdir: Path, args: argparse.Namespace) -> tuple[ServerProcess, str]:
+    if kind == BASE:
+        boot = (
+            f"import sys; sys.path.insert(0, {str(args.base_src)!r}); "
+            "from wsgate.cli import main; sys.exit(main(sys.argv[1:]))"
+        )
+        return start_gateway(workdir, [sys.executable, "-c", boot], name=BASE)
     if kind in (*GATEWAYS, OBS_GATEWAY):
         obs = "on" if kind == OBS_GATEWAY else "off" if args.obs == "both" else args.obs
         z = kind == "gateway+z"
@@ -556,7 +570,7 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
         "interleaved rounds (median); servers pinned to CPU 0, load generators to CPU 1"
     )
     hdr = (
-        f"{'mode':<7} {'N':>6} {'server':<9} {'deliv/s':>10} {'srv CPU':>7} {'cli CPU':>7} "
+        f"{'mode':<7} {'N':>6} {'server':<12} {'deliv/s':>10} {'srv CPU':>7} {'cli CPU':>7} "
         f"{'us/deliv':>8} {'last ms':>8} {'msg B':>5} {'wire B':>6} {'x ref':>6} {'x ref=':>6} "
         f"{'x uws':>6} {'saturated':>9}"
     )
@@ -573,7 +587,7 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
                 x_uws = _ratio(rate, _med(uws.burst_rate)) if uws else "-"
                 limit = r.saturated(args.max_other)
                 print(
-                    f"{r.mode:<7} {r.n:>6} {r.label:<9} {rate:>10,.0f} "
+                    f"{r.mode:<7} {r.n:>6} {r.label:<12} {rate:>10,.0f} "
                     f"{_med(r.server_cpu) * 100:>6.0f}% {_med(r.client_cpu) * 100:>6.0f}% "
                     f"{r.cpu_us_per_delivery:>8.3f} {_med(r.lat_last) * 1e3:>8.2f} "
                     f"{r.frame_size:>5} {r.wire_size:>6} {x_ref:>6} {x_eq:>6} {x_uws:>6} {limit:>9}"
@@ -599,6 +613,15 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
                 f"{_med(others):.0%}, max {max(others, default=0.0):.0%}"
             )
             gw = by.get("gateway")
+            for other in (by.get("reference"), by.get(BASE)):
+                if gw is not None and other is not None:
+                    lat = [a / b for a, b in zip(gw.lat_last, other.lat_last, strict=True)]
+                    print(
+                        f"  gateway/{other.label}: last-member latency {_med(lat):.3f} "
+                        f"(median of per-round ratios {[round(x, 2) for x in lat]}), "
+                        f"deliveries/s {_paired(gw, other):.3f}, server CPU per delivery "
+                        f"{gw.cpu_us_per_delivery / other.cpu_us_per_delivery:.3f}"
+                    )
             obs = by.get(OBS_GATEWAY)
             if gw is not None and obs is not None:
                 pairs = zip(obs.server_s, gw.server_s, strict=True)
@@ -725,6 +748,10 @@ def main() -> int:
         "bursts (load-independent; slow: use a small --n and --burst); dumps to DIR",
     )
     parser.add_argument(
+        "--base-src", type=Path, metavar="DIR",
+        help=f"also run the gateway from DIR (a src/ tree) as {BASE}, interleaved",
+    )
+    parser.add_argument(
         "--scrape-s", type=float, default=1.0,
         help="seconds between the /metrics scrapes of a gateway with metrics on (1.0)",
     )  # fmt: skip
@@ -744,6 +771,8 @@ def main() -> int:
         if args.compression == "on":
             args.servers.remove("gateway")
     args.servers = [s for s in SERVERS if s in args.servers]
+    if args.base_src is not None:
+        args.servers.insert(1 if "gateway" in args.servers else 0, BASE)
     if args.obs == "both":
         if "gateway" not in args.servers:
             args.servers.insert(0, "gateway")
