@@ -56,7 +56,7 @@ Usage::
     python bench/fanout.py --n 1000 10000 [--mode relay publish] [--rounds 10]
                            [--servers gateway reference uws ws] [--burst 50] [--quick]
                            [--profile DIR] [--no-equal-size] [--max-other 0.25]
-                           [--compression off|on|both] [--base-src DIR]
+                           [--compression off|on|both] [--base-src DIR] [--singles K]
     python bench/fanout.py --obs both --servers gateway [--scrape-s 1] [--callgrind DIR]
 
 ``--base-src DIR`` also runs the gateway from another ``src/`` tree (``git
@@ -64,6 +64,10 @@ archive main src | tar -x -C /tmp/base``, then ``--base-src /tmp/base/src``) as
 ``gateway@base``, interleaved with the rest, and prints the per-round ratios of
 ``gateway`` to it (last-member latency, deliveries/s, CPU per delivery): before
 and after a change in one invocation.
+
+``--singles K`` sends K one-at-a-time messages per server per round (default 1),
+K x R samples of the last-member latency instead of R: its median moves less on
+a shared machine.
 
 ``--obs both`` runs two gateways, ``gateway`` with metrics off and text logs and
 ``gateway+obs`` with ``/metrics`` (scraped every ``--scrape-s`` s) and JSON logs,
@@ -486,7 +490,7 @@ def run_mode(
             r.deliveries_total += n * args.burst
             r.frame_size = b.frame_size
             r.wire_size = b.wire_size
-    for i in range(WARMUP_ROUNDS + args.rounds):
+    for i in range(WARMUP_ROUNDS + args.rounds * args.singles):
         order = plan[i % len(plan) :] + plan[: i % len(plan)]
         for label, w, size in order:
             answer = w.ask(f"one {mode} {size}", 20 + n / 20_000)
@@ -701,6 +705,10 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--singles", type=int, default=1,
+        help="one-at-a-time messages per server per round (the last-member latency's samples)",
+    )  # fmt: skip
     parser.add_argument("--mode", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument(
         "--servers",
