@@ -7,6 +7,7 @@ import time
 import tracemalloc
 from typing import Any
 
+import pytest
 from websockets.asyncio.client import connect
 
 from tests.helpers import eventually
@@ -236,3 +237,26 @@ async def test_one_direct_fan_out_per_loop_iteration() -> None:
     assert not ctx.begin_direct() and not ctx.direct  # the same iteration
     await eventually(ctx.begin_direct, what="a direct fan-out in a later iteration")
     ctx.end_direct()
+
+
+async def test_a_failing_direct_write_does_not_stop_the_others(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    sender, receivers, listener, (first, members) = await _relay_room(start, 3)
+    (broken,) = [c for c in listener._ctx.connections if c._session is members[0]]
+    tr = broken._wst.underlying_transport
+
+    def fail(data: Any) -> None:
+        raise RuntimeError("boom")
+
+    tr.write = fail  # type: ignore[method-assign]
+
+    def relay(data: bytes) -> None:
+        for m in members:
+            m.sink.send(data)
+
+    first.on_message = relay  # type: ignore[method-assign]
+    sender.send(frame(OP_TEXT, b"one"))
+    for client in receivers[1:]:
+        assert await client.recv_frame() == (OP_TEXT, True, b"one")
+    assert "outbound write failed" in caplog.text

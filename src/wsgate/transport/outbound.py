@@ -221,12 +221,17 @@ class BufferedListener(WSListener):
 
         The same checks as :meth:`flush`: a closing transport gets nothing, a
         transport past its own high mark (paused) is measured against
-        ``high_water`` after the write.
+        ``high_water`` after the write; and as in :meth:`Flusher._run`, a failing
+        write is logged, never raised into the fan-out's loop over the others.
         """
         tr = self._wst.underlying_transport
         if tr.is_closing():
             return
-        tr.write(frame)
+        try:
+            tr.write(frame)
+        except Exception:
+            _log.exception("outbound write failed")
+            return
         if self._paused:
             backlog = tr.get_write_buffer_size()
             self._backlog = backlog
