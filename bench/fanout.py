@@ -619,10 +619,11 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
             gw = by.get("gateway")
             for other in (by.get("reference"), by.get(BASE)):
                 if gw is not None and other is not None:
-                    lat = [a / b for a, b in zip(gw.lat_last, other.lat_last, strict=True)]
+                    lat = sorted(a / b for a, b in zip(gw.lat_last, other.lat_last, strict=True))
+                    q1, q3 = lat[len(lat) // 4], lat[(3 * len(lat)) // 4]
                     print(
                         f"  gateway/{other.label}: last-member latency {_med(lat):.3f} "
-                        f"(median of per-round ratios {[round(x, 2) for x in lat]}), "
+                        f"(median of {len(lat)} paired samples, quartiles {q1:.2f}-{q3:.2f}), "
                         f"deliveries/s {_paired(gw, other):.3f}, server CPU per delivery "
                         f"{gw.cpu_us_per_delivery / other.cpu_us_per_delivery:.3f}"
                     )
