@@ -260,3 +260,22 @@ async def test_a_failing_direct_write_does_not_stop_the_others(
     for client in receivers[1:]:
         assert await client.recv_frame() == (OP_TEXT, True, b"one")
     assert "outbound write failed" in caplog.text
+
+
+async def test_one_direct_write_per_connection_then_the_rest_queue(start: Start) -> None:
+    # A lone frame whose handling sends a member several messages (a rejoin's
+    # recovered history) writes the first at once and queues the rest for the
+    # iteration's one flush: two writes, not one per message.
+    sender, receivers, listener, (first, members) = await _relay_room(start, 1)
+    writes: list[str] = []
+    _count_writes(members[0], listener, writes)
+
+    def replay(data: bytes) -> None:
+        for i in range(5):
+            members[0].sink.send(b"%s-%d" % (data, i))
+
+    first.on_message = replay  # type: ignore[method-assign]
+    sender.send(frame(OP_TEXT, b"r"))
+    for i in range(5):
+        assert await receivers[0].recv_frame() == (OP_TEXT, True, b"r-%d" % i)
+    assert writes == ["write", "writelines"]

@@ -32,9 +32,11 @@ so :class:`~wsgate.transport.protocol.GateProtocol` opens a *direct* window
 connection with nothing queued is written by :meth:`BufferedListener._write_now`
 right away, in the read's own callback, instead of after every member has been
 queued and a loop iteration has passed (the last member's latency; bench/README.md).
-At most one direct window per loop iteration: other lone reads of the same
-iteration (many talkers in one channel) queue as usual, so a member gets at
-most two writes per iteration, never one per message.
+At most one direct window per loop iteration, and one direct write per
+connection in it (what else the connection is sent in that iteration queues
+behind it): other lone reads of the same iteration (many talkers in one
+channel) queue as usual, so a member gets at most two writes per iteration,
+never one per message.
 
 High-water mark: when the bytes pending here plus the bytes the transport
 has not yet handed to the kernel pass ``high_water``, :meth:`_overflow` is
@@ -145,7 +147,8 @@ class BufferedListener(WSListener):
         self._ctx = ctx
         self._out: list[bytes] | None = None
         """Frames not yet written, in order (references, never copies): ``None``
-        when idle. Bounded by ``high_water`` (:meth:`_overflow` past it); freed
+        when idle, empty after a direct write (:meth:`_write_now`) until the flush.
+        Bounded by ``high_water`` (:meth:`_overflow` past it); freed
         by the flush at the end of the iteration, or dropped by a close."""
         self._pending = 0
         """Bytes of the frames in ``_out`` (meaningless while ``_out`` is ``None``)."""
@@ -232,10 +235,16 @@ class BufferedListener(WSListener):
         except Exception:
             _log.exception("outbound write failed")
             return
+        # Whatever else this connection is sent in this iteration queues behind it
+        # (an empty buffer, marked): one direct write per connection per iteration.
+        self._out = []
+        self._pending = 0
+        self._ctx.flusher.mark(self)
         if self._paused:
             backlog = tr.get_write_buffer_size()
             self._backlog = backlog
             if backlog > self._ctx.high_water:
+                self._out = None
                 self._overflow()
 
     def flush(self) -> None:
@@ -252,12 +261,14 @@ class BufferedListener(WSListener):
         tr = self._wst.underlying_transport
         if tr.is_closing():
             return
-        tr.writelines(out)
-        backlog = tr.get_write_buffer_size()
-        self._backlog = backlog
-        if backlog > self._ctx.high_water:
-            self._overflow()
-        elif self._waiters is not None and not self._paused:
+        if out:  # empty after a direct write that nothing followed
+            tr.writelines(out)
+            backlog = tr.get_write_buffer_size()
+            self._backlog = backlog
+            if backlog > self._ctx.high_water:
+                self._overflow()
+                return
+        if self._waiters is not None and not self._paused:
             self.release_waiters()
 
     def pause_writing(self) -> None:
