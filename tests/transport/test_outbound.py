@@ -7,14 +7,12 @@ import time
 import tracemalloc
 from typing import Any
 
-import pytest
 from websockets.asyncio.client import connect
 
 from tests.helpers import eventually
 from tests.transport.conftest import Start
 from tests.transport.helpers import COOKIE, OP_TEXT, RawClient, RecordingSession, frame
 from wsgate.transport.framing import encode_binary_frame, encode_text_frame
-from wsgate.transport.outbound import OutboundContext
 
 
 def test_text_frame_headers() -> None:
@@ -181,33 +179,8 @@ async def _relay_room(start: Start, members: int) -> tuple[RawClient, list[RawCl
     return sender, receivers, listener, (first, sessions[1:])
 
 
-async def test_a_lone_frame_is_fanned_out_within_its_read(start: Start) -> None:
-    # Last-member latency (issue 14 item 2): a read holding one whole frame has no
-    # later frame to coalesce with, so its fan-out writes each member at once, in
-    # the read's own callback, instead of queueing all members first and writing
-    # them a loop iteration later.
-    sender, receivers, listener, (first, members) = await _relay_room(start, 3)
-    writes: list[str] = []
-    for m in members:
-        _count_writes(m, listener, writes)
-    written_by_the_end_of_the_read: list[int] = []
-
-    def relay(data: bytes) -> None:
-        for m in members:
-            m.sink.send(data)
-        written_by_the_end_of_the_read.append(len(writes))
-
-    first.on_message = relay  # type: ignore[method-assign]
-    sender.send(frame(OP_TEXT, b"one"))
-    await eventually(lambda: written_by_the_end_of_the_read, what="the relay")
-    assert written_by_the_end_of_the_read == [3]
-    for client in receivers:
-        assert await client.recv_frame() == (OP_TEXT, True, b"one")
-    assert writes == ["write"] * 3
-
-
 async def test_a_burst_in_one_read_is_one_write_per_member(start: Start) -> None:
-    # Coalescing stays: frames read together are written together, once per member.
+    # Frames read together (a relayed burst) are written together, once per member.
     sender, receivers, listener, (first, members) = await _relay_room(start, 3)
     writes: list[str] = []
     for m in members:
@@ -223,59 +196,3 @@ async def test_a_burst_in_one_read_is_one_write_per_member(start: Start) -> None
         for i in range(20):
             assert await client.recv_frame() == (OP_TEXT, True, f"m{i:02d}".encode())
     assert writes == ["writelines"] * 3
-
-
-async def test_one_direct_fan_out_per_loop_iteration() -> None:
-    # Many lone reads in one iteration (many talkers in one channel) must not turn
-    # into a write per member each: only the first writes at once, the rest are
-    # queued for the iteration's flush (at most two writes per member per iteration).
-    ctx = OutboundContext(asyncio.get_running_loop(), 1024)
-    assert not ctx.direct
-    assert ctx.begin_direct() and ctx.direct
-    ctx.end_direct()
-    assert not ctx.direct
-    assert not ctx.begin_direct() and not ctx.direct  # the same iteration
-    await eventually(ctx.begin_direct, what="a direct fan-out in a later iteration")
-    ctx.end_direct()
-
-
-async def test_a_failing_direct_write_does_not_stop_the_others(
-    start: Start, caplog: pytest.LogCaptureFixture
-) -> None:
-    sender, receivers, listener, (first, members) = await _relay_room(start, 3)
-    (broken,) = [c for c in listener._ctx.connections if c._session is members[0]]
-    tr = broken._wst.underlying_transport
-
-    def fail(data: Any) -> None:
-        raise RuntimeError("boom")
-
-    tr.write = fail  # type: ignore[method-assign]
-
-    def relay(data: bytes) -> None:
-        for m in members:
-            m.sink.send(data)
-
-    first.on_message = relay  # type: ignore[method-assign]
-    sender.send(frame(OP_TEXT, b"one"))
-    for client in receivers[1:]:
-        assert await client.recv_frame() == (OP_TEXT, True, b"one")
-    assert "outbound write failed" in caplog.text
-
-
-async def test_one_direct_write_per_connection_then_the_rest_queue(start: Start) -> None:
-    # A lone frame whose handling sends a member several messages (a rejoin's
-    # recovered history) writes the first at once and queues the rest for the
-    # iteration's one flush: two writes, not one per message.
-    sender, receivers, listener, (first, members) = await _relay_room(start, 1)
-    writes: list[str] = []
-    _count_writes(members[0], listener, writes)
-
-    def replay(data: bytes) -> None:
-        for i in range(5):
-            members[0].sink.send(b"%s-%d" % (data, i))
-
-    first.on_message = replay  # type: ignore[method-assign]
-    sender.send(frame(OP_TEXT, b"r"))
-    for i in range(5):
-        assert await receivers[0].recv_frame() == (OP_TEXT, True, b"r-%d" % i)
-    assert writes == ["write", "writelines"]

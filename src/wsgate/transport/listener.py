@@ -227,9 +227,7 @@ class GateListener(BufferedListener):
         """Queue one text message; a no-op unless the connection is open.
 
         The fan-out's hot path: the frame cache check and :meth:`_enqueue` are
-        inlined (one call per delivery instead of three). Inside a direct window
-        (a lone frame's delivery, :mod:`wsgate.transport.outbound`) a connection
-        with nothing queued is written at once.
+        inlined (one call per delivery instead of three).
         """
         if self._state:
             return
@@ -242,13 +240,9 @@ class GateListener(BufferedListener):
             frame = deflater.frame if data is deflater.payload else deflater.text_frame(data)
         out = self._out
         if out is None:
-            ctx = self._ctx
-            if ctx.direct:  # a lone frame's delivery, nothing queued: write it now
-                self._write_now(frame)
-                return
             self._out = [frame]
             self._pending = pending = len(frame)
-            ctx.flusher.mark(self)
+            self._ctx.flusher.mark(self)
         else:
             out.append(frame)
             self._pending = pending = self._pending + len(frame)

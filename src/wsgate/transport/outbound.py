@@ -25,19 +25,6 @@ largest cost before (bench/README.md).
 
 An idle connection holds no buffer at all (``_out is None``).
 
-A lone frame is written at once. When a read holds exactly one whole frame
-(one action, not a burst), nothing later in that read can share its writes,
-so :class:`~wsgate.transport.protocol.GateProtocol` opens a *direct* window
-(:meth:`OutboundContext.begin_direct`) around it: a message sent then to a
-connection with nothing queued is written by :meth:`BufferedListener._write_now`
-right away, in the read's own callback, instead of after every member has been
-queued and a loop iteration has passed (the last member's latency; bench/README.md).
-At most one direct window per loop iteration, and one direct write per
-connection in it (what else the connection is sent in that iteration queues
-behind it): other lone reads of the same iteration (many talkers in one
-channel) queue as usual, so a member gets at most two writes per iteration,
-never one per message.
-
 High-water mark: when the bytes pending here plus the bytes the transport
 has not yet handed to the kernel pass ``high_water``, :meth:`_overflow` is
 called (the listener closes the connection with 4000, slow consumer) and the
@@ -98,37 +85,13 @@ class Flusher:
 class OutboundContext:
     """What a listener's connections share for the outbound path."""
 
-    __slots__ = ("_spent", "direct", "flusher", "high_water", "loop")
+    __slots__ = ("flusher", "high_water", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, high_water: int) -> None:
         self.loop = loop
         self.flusher = Flusher(loop)
         self.high_water = high_water
         """Pending + transport-buffered bytes past which a connection is closed 4000."""
-        self.direct = False
-        """Inside a direct window: a message to a connection with nothing queued is
-        written at once (:meth:`BufferedListener._write_now`)."""
-        self._spent = False
-        """A direct window was opened in this loop iteration."""
-
-    def begin_direct(self) -> bool:
-        """Open the direct window for one lone frame's delivery; ``False``: not now.
-
-        At most once per loop iteration. The caller calls :meth:`end_direct`
-        when the frame has been delivered.
-        """
-        if self._spent:
-            return False
-        self._spent = True
-        self.direct = True
-        self.loop.call_soon(self._unspend)
-        return True
-
-    def end_direct(self) -> None:
-        self.direct = False
-
-    def _unspend(self) -> None:
-        self._spent = False
 
 
 class BufferedListener(WSListener):
@@ -147,16 +110,14 @@ class BufferedListener(WSListener):
         self._ctx = ctx
         self._out: list[bytes] | None = None
         """Frames not yet written, in order (references, never copies): ``None``
-        when idle, empty after a direct write (:meth:`_write_now`) until the flush.
-        Bounded by ``high_water`` (:meth:`_overflow` past it); freed
+        when idle. Bounded by ``high_water`` (:meth:`_overflow` past it); freed
         by the flush at the end of the iteration, or dropped by a close."""
         self._pending = 0
         """Bytes of the frames in ``_out`` (meaningless while ``_out`` is ``None``)."""
         self._backlog = 0
         """The transport's write buffer size as last seen (after our last
-        flush, a write at once while paused, or on pause/resume); stale by at
-        most the transport's high-water mark (writes below it pause nothing),
-        far below ``high_water``."""
+        write, or on pause/resume); stale by at most the asyncio low-water
+        mark, since a drain below it calls :meth:`resume_writing`."""
         self._paused = False
         """Between the transport's ``pause_writing`` and ``resume_writing``."""
         self._waiters: list[asyncio.Future[None]] | None = None
@@ -219,34 +180,6 @@ class BufferedListener(WSListener):
             self._out = None
             self._overflow()
 
-    def _write_now(self, frame: bytes) -> None:
-        """Write one frame at once: a direct window is open and nothing is queued.
-
-        The same checks as :meth:`flush`: a closing transport gets nothing, a
-        transport past its own high mark (paused) is measured against
-        ``high_water`` after the write; and as in :meth:`Flusher._run`, a failing
-        write is logged, never raised into the fan-out's loop over the others.
-        """
-        tr = self._wst.underlying_transport
-        if tr.is_closing():
-            return
-        try:
-            tr.write(frame)
-        except Exception:
-            _log.exception("outbound write failed")
-            return
-        # Whatever else this connection is sent in this iteration queues behind it
-        # (an empty buffer, marked): one direct write per connection per iteration.
-        self._out = []
-        self._pending = 0
-        self._ctx.flusher.mark(self)
-        if self._paused:
-            backlog = tr.get_write_buffer_size()
-            self._backlog = backlog
-            if backlog > self._ctx.high_water:
-                self._out = None
-                self._overflow()
-
     def flush(self) -> None:
         """Write everything pending with one ``underlying_transport.writelines()``.
 
@@ -261,14 +194,12 @@ class BufferedListener(WSListener):
         tr = self._wst.underlying_transport
         if tr.is_closing():
             return
-        if out:  # empty after a direct write that nothing followed
-            tr.writelines(out)
-            backlog = tr.get_write_buffer_size()
-            self._backlog = backlog
-            if backlog > self._ctx.high_water:
-                self._overflow()
-                return
-        if self._waiters is not None and not self._paused:
+        tr.writelines(out)
+        backlog = tr.get_write_buffer_size()
+        self._backlog = backlog
+        if backlog > self._ctx.high_water:
+            self._overflow()
+        elif self._waiters is not None and not self._paused:
             self.release_waiters()
 
     def pause_writing(self) -> None:

@@ -29,10 +29,6 @@ picows' buffer and picows reads them there); only a split copies the tail it
 feeds again (at most one close frame, 131 bytes, or 14 header bytes), once
 per connection.
 
-The same walk tells a read that holds exactly one whole frame (a lone action,
-not a burst): its delivery runs inside the listener's direct window
-(:mod:`wsgate.transport.outbound`), so its fan-out writes each member at once.
-
 Which frames picows refuses is copied from ``_get_next_frame_impl`` of
 picows 2.3.1 (hence the pin ``picows>=2.3.1,<2.4``): an opcode other than
 0, 1, 2, 8, 9, 10; a control frame without FIN or longer than 125 bytes; a
@@ -65,7 +61,7 @@ else:
 
 from picows import WSAutoPingStrategy, WSTransport
 
-from wsgate.transport.outbound import BufferedListener, OutboundContext
+from wsgate.transport.outbound import BufferedListener
 
 __all__ = ["GateProtocol", "frame_size"]
 
@@ -156,9 +152,7 @@ class GateProtocol(_WSProtocol):
     own protocol; see :func:`wsgate.transport.server.start_listener`.
     """
 
-    __slots__ = (
-        "_carry", "_head", "_in_close", "_max_frame", "_mode", "_outbound", "_skip", "_view"
-    )
+    __slots__ = ("_carry", "_head", "_in_close", "_max_frame", "_mode", "_skip", "_view")
 
     def __init__(
         self,
@@ -169,7 +163,6 @@ class GateProtocol(_WSProtocol):
         max_frame_size: int,
         read_buffer_init_size: int,
         enable_auto_pong: bool = True,
-        outbound: OutboundContext | None = None,
     ) -> None:
         # The positional arguments of WSProtocol.__init__, in the order and
         # with the defaults picows 2.3.1's ws_create_server passes them.
@@ -191,9 +184,6 @@ class GateProtocol(_WSProtocol):
             read_buffer_init_size,
         )
         self._max_frame = max_frame_size
-        self._outbound = outbound
-        """The listener's outbound context: a read of one whole frame opens its
-        direct window (``None``: never; every write waits for the flush)."""
         self._mode = _HTTP
         self._skip = 0
         """Bytes before the next frame header (the rest of the current frame)."""
@@ -277,13 +267,10 @@ class GateProtocol(_WSProtocol):
             else:
                 self._cut(view, nbytes, p, size)
                 return
-        start = p
-        frames = 0
         while p < nbytes:
             size = frame_size(view, p, nbytes - p, max_frame)
             if size > 0:
                 p += size
-                frames += 1
             elif size == MORE:
                 self._carry = bytes(view[p:nbytes])
                 self._skip = 0
@@ -293,16 +280,6 @@ class GateProtocol(_WSProtocol):
                 self._cut(view, nbytes, p, size)
                 return
         self._skip = p - nbytes
-        outbound = self._outbound
-        # One whole frame and nothing else: no later frame of this read can share
-        # its writes, so its delivery writes at once (outbound.py).
-        lone = frames == 1 and start == 0 and p == nbytes
-        if lone and outbound is not None and outbound.begin_direct():
-            try:
-                _base_updated(self, nbytes)
-            finally:
-                outbound.end_direct()
-            return
         _base_updated(self, nbytes)
 
     # -- the rare paths ------------------------------------------------------

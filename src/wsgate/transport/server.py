@@ -321,7 +321,6 @@ async def start_listener(
             # Pongs are ours (listener.py): bounded by the outbound buffer and
             # by ``control``; picows' auto-pong would write them unbounded.
             enable_auto_pong=False,
-            outbound=ctx,
         )
 
     # loop.create_server, not picows' aiofastnet: measured with 2,000 idle
