@@ -360,6 +360,10 @@ class LogConfig(_Section):
     format: Literal["text", "json"] = "text"
     """``json``: one JSON object a line, the event's fields as keys; ``text``: ``key=value``."""
     level: Literal["debug", "info", "warning", "error"] = "info"
+    lifecycle_lines_per_s: NonNegative = 100
+    """At most this many ``connected`` lines, and as many ``closed`` lines, per second;
+    past it each second's rest is one ``suppressed`` line with their count (a reconnect
+    storm writes one per handshake otherwise). 0: every line."""
 
 
 class TracingConfig(_Section):

@@ -166,7 +166,7 @@ class Node:
         self.config = config
         self.tracer = tracer if tracer is not None else from_config(config.tracing)
         """Spans of routed calls and API publishes; ``None`` when tracing is off."""
-        self.lifecycle = LifecycleLog()
+        self.lifecycle = LifecycleLog(config.log.lifecycle_lines_per_s)
         """Writes the connection lifecycle lines (an observer, and the transport's handler)."""
         self.metrics: NodeMetrics | None = None
         """Prometheus ``/metrics`` (``[metrics] enabled``); ``None`` when off."""

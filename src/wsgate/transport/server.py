@@ -89,6 +89,8 @@ class _PicowsLog(logging.LoggerAdapter[logging.Logger]):
     """
 
     def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        if not self.logger.isEnabledFor(level):  # picows' INFO line per connection: off
+            return
         if level >= logging.ERROR and isinstance(msg, str) and msg.startswith("WS parser error"):
             level = logging.INFO
         super().log(level, msg, *args, **kwargs)  # type: ignore[arg-type]
