@@ -14,3 +14,8 @@ cd "$dest"
 # package's fallback (bufferutil, utf-8-validate), which ship prebuilt binaries.
 npm ci --no-audit --no-fund --ignore-scripts
 node "$here/check.mjs" "$dest"
+# The Node gRPC echo service of bench/procedures.py (bench/anchors/grpc_echo.mjs).
+mkdir -p "$dest/grpc"
+cp "$here/grpc/package.json" "$here/grpc/package-lock.json" "$dest/grpc/"
+cd "$dest/grpc"
+npm ci --no-audit --no-fund --ignore-scripts
