@@ -33,7 +33,7 @@ from typing import Final
 
 from wsgate.routing.grpc_h2 import STATUS_NAMES, H2Client, Stream, request_prefix
 
-__all__ = ["Channel", "GrpcCallError", "ServerStream"]
+__all__ = ["Channel", "GrpcCallError", "ServerStream", "UnaryCall"]
 
 BACKOFF_S: Final = (0.2, 2.0)
 """First and longest wait before reconnecting after a failed connect."""
@@ -104,15 +104,19 @@ class _Conn(asyncio.Protocol):
         self.channel._wake()
 
 
-class _Unary:
-    """A unary call's listener: the one answer, then the future's outcome."""
+class UnaryCall:
+    """A unary call's listener: keeps the one answer; :meth:`finish` hears the outcome once.
 
-    __slots__ = ("answer", "future", "timer")
+    Subclass and override :meth:`finish` (``answer`` is the message, or
+    ``None`` with ``error`` set) to use :meth:`Channel.start_unary`.
+    """
 
-    def __init__(self, future: asyncio.Future[bytes]) -> None:
-        self.future = future
+    __slots__ = ("answer", "ended", "timer")
+
+    def __init__(self) -> None:
         self.answer: bytes | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.ended = False
 
     def message(self, data: bytes) -> None:
         if self.answer is None:
@@ -121,14 +125,37 @@ class _Unary:
     def end(self, status: int, details: str) -> None:
         if self.timer is not None:
             self.timer.cancel()
+            self.timer = None
+        if self.ended:
+            return
+        self.ended = True
+        if status == 0 and self.answer is not None:
+            self.finish(self.answer, None)
+        elif status == 0:
+            self.finish(None, GrpcCallError("INTERNAL", "no answer message"))
+        else:
+            self.finish(None, _error(status, details))
+
+    def finish(self, answer: bytes | None, error: GrpcCallError | None) -> None:
+        raise NotImplementedError
+
+
+class _Unary(UnaryCall):
+    """:meth:`Channel.unary`'s listener: the outcome into a future."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[bytes]) -> None:
+        super().__init__()
+        self.future = future
+
+    def finish(self, answer: bytes | None, error: GrpcCallError | None) -> None:
         if self.future.done():
             return
-        if status == 0 and self.answer is not None:
-            self.future.set_result(self.answer)
-        elif status == 0:
-            self.future.set_exception(GrpcCallError("INTERNAL", "no answer message"))
+        if answer is not None:
+            self.future.set_result(answer)
         else:
-            self.future.set_exception(_error(status, details))
+            self.future.set_exception(error or GrpcCallError("INTERNAL", "no outcome"))
 
 
 class Channel:
@@ -193,6 +220,23 @@ class Channel:
             conn.after()
             raise
 
+    def start_unary(
+        self, path: str, request: bytes, metadata: bytes, timeout_s: float, call: UnaryCall
+    ) -> bool:
+        """Start a call now if the connection can take it (else ``False``: use :meth:`unary`).
+
+        No task and no future: ``call`` hears the outcome from the socket's
+        callbacks or the deadline's timer, never from within this method.
+        """
+        conn = self._conn
+        if conn is None or not conn.h2.can_open() or len(request) > self.max_message:
+            return False
+        stream = conn.h2.open(self.prefix(path) + metadata, request, call)
+        conn.flush_soon()
+        loop = asyncio.get_running_loop()
+        call.timer = loop.call_later(timeout_s, self._expire, conn, stream, call)
+        return True
+
     def stream(self, path: str, request: bytes, metadata: bytes) -> ServerStream:
         """A server-streaming call, opened at its first ``__anext__``."""
         return ServerStream(self, path, request, metadata)
@@ -201,8 +245,10 @@ class Channel:
         """Close every connection (their calls end ``UNAVAILABLE``)."""
         self._closed = True
         for conn in [self._conn, *self._old]:
-            if conn is not None and conn.transport is not None:
-                conn.transport.close()
+            if conn is not None:
+                conn.h2.lost()  # the calls hear it now, not when the socket is gone
+                if conn.transport is not None:
+                    conn.transport.close()
         self._conn = None
         self._old.clear()
         while self._waiters:
@@ -212,7 +258,7 @@ class Channel:
 
     # Internals -----------------------------------------------------------------
 
-    def _expire(self, conn: _Conn, stream: Stream, call: _Unary) -> None:
+    def _expire(self, conn: _Conn, stream: Stream, call: UnaryCall) -> None:
         call.timer = None
         conn.h2.reset(stream)
         conn.after()

@@ -49,7 +49,7 @@ from wsgate.protocol import builtins as bi
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
 from wsgate.routing.context import InvocationContext
-from wsgate.routing.grpc_channel import Channel, GrpcCallError
+from wsgate.routing.grpc_channel import Channel, GrpcCallError, UnaryCall
 from wsgate.routing.grpc_h2 import metadata_block, timeout_header
 from wsgate.routing.grpc_stream import Stream, StreamSink
 from wsgate.routing.grpc_transcode import Method, Refused
@@ -173,8 +173,51 @@ class GrpcInvoker:
         done: Done,
         traceparent: str | None = None,
     ) -> None:
-        """Start a call in a task of the invoker's; ``done`` gets the outcome, once, later."""
+        """Start a call; ``done`` gets the outcome, once, later (never from within ``start``).
+
+        The common case — a free slot, a bound method, a connection that
+        can take a stream — costs no task and no future: the request is
+        written and ``done`` runs from the connection's callbacks. Otherwise
+        a task of the invoker's makes the call (waiting, connecting, errors).
+        """
+        pool = service.pool
+        if not self._closed and pool.slots.try_acquire():
+            started = False
+            try:
+                started = self._start_now(service, action, context, done, traceparent)
+            except Exception:
+                log.exception("service %s: gRPC invocation failed unexpectedly", service.name)
+            if started:
+                return
+            pool.slots.release()
         self._spawn(self._call_then(service, action, context, traceparent, done))
+
+    def _start_now(
+        self,
+        service: Service,
+        action: Action | Outbound,
+        context: InvocationContext,
+        done: Done,
+        traceparent: str | None,
+    ) -> bool:
+        """The fast path of :meth:`start`, holding a slot; ``False``: nothing was started."""
+        pool = service.pool
+        inst = pool.pick()
+        state = self._targets.get(inst.url) if inst is not None else None
+        if inst is None or state is None or state.calls is None:
+            return False
+        method = state.methods.get(action.type)
+        if method is None or not method.unary:
+            return False
+        try:
+            request = _serialize(method.encode(_payload(action.payload)))
+        except Refused:
+            return False  # the task path answers it
+        timeout_s = pool.timeout_ms / 1000
+        metadata = metadata_block(_metadata(context, ensure_traceparent(traceparent)))
+        metadata += timeout_header(timeout_s)
+        call = _Answer(self, service, inst, method, done)
+        return state.calls.start_unary(method.path, request, metadata, timeout_s, call)
 
     async def invoke(
         self,
@@ -364,6 +407,32 @@ class GrpcInvoker:
         finally:
             pool.slots.release()
 
+    def _outcome(
+        self,
+        service: Service,
+        inst: Instance,
+        method: Method,
+        answer: bytes | None,
+        error: GrpcCallError | None,
+    ) -> InvocationResult | ErrorCode:
+        """A finished call's result: the reply, or its status's error code (logged)."""
+        if answer is not None:
+            try:
+                response = method.response.FromString(answer)
+            except Exception:  # protobuf's DecodeError: what grpcio calls INTERNAL
+                error = GrpcCallError("INTERNAL", "answer does not parse")
+            else:
+                self._outcomes.answered(service, inst)
+                reply = Outbound(type=method.reply_type, payload=method.decode(response))
+                return InvocationResult(replies=[reply])
+        if self._closed:
+            return ErrorCode.UPSTREAM_UNAVAILABLE
+        status = error.status if error is not None else "UNKNOWN"
+        code = STATUS.get(status, ErrorCode.UPSTREAM_ERROR)
+        details = error.details if error is not None else ""
+        reason = f"{method.name}: {status}: {details}"
+        return self._fail(service, inst, code, reason, down=status in DOWN)
+
     async def _send(
         self,
         service: Service,
@@ -376,20 +445,9 @@ class GrpcInvoker:
     ) -> InvocationResult | ErrorCode:
         try:
             answer = await channel.unary(method.path, _serialize(request), metadata, timeout_s)
-            try:
-                response = method.response.FromString(answer)
-            except Exception:  # protobuf's DecodeError: what grpcio calls INTERNAL
-                raise GrpcCallError("INTERNAL", "answer does not parse") from None
         except GrpcCallError as exc:
-            status = exc.status
-            code = STATUS.get(status, ErrorCode.UPSTREAM_ERROR)
-            reason = f"{method.name}: {status}: {exc.details}"
-            if self._closed:
-                return ErrorCode.UPSTREAM_UNAVAILABLE
-            return self._fail(service, inst, code, reason, down=status in DOWN)
-        self._outcomes.answered(service, inst)
-        reply = Outbound(type=method.reply_type, payload=method.decode(response))
-        return InvocationResult(replies=[reply])
+            return self._outcome(service, inst, method, None, exc)
+        return self._outcome(service, inst, method, answer, None)
 
     def _fail(
         self,
@@ -402,6 +460,34 @@ class GrpcInvoker:
     ) -> ErrorCode:
         """Log (once per service and code) and return ``code``; take ``inst`` out if ``down``."""
         return self._outcomes.failed(service, inst, code, reason, down=down)
+
+
+class _Answer(UnaryCall):
+    """A call started by :meth:`GrpcInvoker.start`'s fast path: holds its slot until done."""
+
+    __slots__ = ("done", "inst", "invoker", "method", "service")
+
+    def __init__(
+        self, invoker: GrpcInvoker, service: Service, inst: Instance, method: Method, done: Done
+    ) -> None:
+        super().__init__()
+        self.invoker = invoker
+        self.service = service
+        self.inst = inst
+        self.method = method
+        self.done = done
+
+    def finish(self, answer: bytes | None, error: GrpcCallError | None) -> None:
+        self.service.pool.slots.release()
+        try:
+            result = self.invoker._outcome(self.service, self.inst, self.method, answer, error)
+        except Exception:
+            log.exception("service %s: gRPC answer failed unexpectedly", self.service.name)
+            result = ErrorCode.INTERNAL
+        try:
+            self.done(result)
+        except Exception:
+            log.exception("invocation callback failed")
 
 
 def _serialize(message: Any) -> bytes:
