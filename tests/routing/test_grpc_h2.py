@@ -240,3 +240,17 @@ def test_binary_metadata_goes_base64_and_the_deadline_in_milliseconds() -> None:
     block = h2.metadata_block([("a-bin", "é".encode()), ("b", "v")]) + h2.timeout_header(1.5)
     decoded = hpack.Decoder().decode(block)
     assert decoded == [("a-bin", "w6k"), ("b", "v"), ("grpc-timeout", "1500m")]
+
+
+def test_a_remembered_indexed_block_means_what_the_current_table_says() -> None:
+    conn, server = client(), Server()
+    ended: list[int] = []
+    for status in ("0", "0", "7", "7"):  # literal, indexed (62), literal (now 62), indexed (62)
+        call = Call()
+        stream = conn.open(BLOCK, b"", call)
+        block = server.encoder.encode([(":status", "200"), ("grpc-status", status)])
+        conn.receive(frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, stream.id, block))
+        ended.append(call.ended[0][0])
+        if status == "0" and len(ended) == 2:
+            assert min(block) >= 0x80  # the remembered kind
+    assert ended == [0, 0, 7, 7]
