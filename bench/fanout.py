@@ -56,8 +56,18 @@ Usage::
     python bench/fanout.py --n 1000 10000 [--mode relay publish] [--rounds 10]
                            [--servers gateway reference uws ws] [--burst 50] [--quick]
                            [--profile DIR] [--no-equal-size] [--max-other 0.25]
-                           [--compression off|on|both]
+                           [--compression off|on|both] [--base-src DIR] [--singles K]
     python bench/fanout.py --obs both --servers gateway [--scrape-s 1] [--callgrind DIR]
+
+``--base-src DIR`` also runs the gateway from another ``src/`` tree (``git
+archive main src | tar -x -C /tmp/base``, then ``--base-src /tmp/base/src``) as
+``gateway@base``, interleaved with the rest, and prints the per-round ratios of
+``gateway`` to it (last-member latency, deliveries/s, CPU per delivery): before
+and after a change in one invocation.
+
+``--singles K`` sends K one-at-a-time messages per server per round (default 1),
+K x R samples of the last-member latency instead of R: its median moves less on
+a shared machine.
 
 ``--obs both`` runs two gateways, ``gateway`` with metrics off and text logs and
 ``gateway+obs`` with ``/metrics`` (scraped every ``--scrape-s`` s) and JSON logs,
@@ -119,8 +129,10 @@ SERVERS = ("gateway", "gateway+z", "reference", *ANCHORS)
 GATEWAYS = ("gateway", "gateway+z")
 COMPRESSION = ("off", "on", "both")
 OBS_GATEWAY = "gateway+obs"
+BASE = "gateway@base"
+"""The gateway from another source tree (``--base-src``): before/after in one invocation."""
 """``--obs both``: the second gateway, with metrics and JSON logs on (``gateway`` has them off)."""
-WORKERS = (*SERVERS, OBS_GATEWAY)
+WORKERS = (*SERVERS, OBS_GATEWAY, BASE)
 MODES = ("relay", "publish")
 SATURATED = 0.85
 """A side whose CPU use during a burst reached this share of its core was the limit."""
@@ -387,6 +399,12 @@ def _burst(w: Worker, mode: str, burst: int, payload: int, n: int) -> _Burst:
 
 
 def _start(kind: str, workdir: Path, args: argparse.Namespace) -> tuple[ServerProcess, str]:
+    if kind == BASE:
+        boot = (
+            f"import sys; sys.path.insert(0, {str(args.base_src)!r}); "
+            "from wsgate.cli import main; sys.exit(main(sys.argv[1:]))"
+        )
+        return start_gateway(workdir, [sys.executable, "-c", boot], name=BASE)
     if kind in (*GATEWAYS, OBS_GATEWAY):
         obs = "on" if kind == OBS_GATEWAY else "off" if args.obs == "both" else args.obs
         z = kind == "gateway+z"
@@ -472,7 +490,7 @@ def run_mode(
             r.deliveries_total += n * args.burst
             r.frame_size = b.frame_size
             r.wire_size = b.wire_size
-    for i in range(WARMUP_ROUNDS + args.rounds):
+    for i in range(WARMUP_ROUNDS + args.rounds * args.singles):
         order = plan[i % len(plan) :] + plan[: i % len(plan)]
         for label, w, size in order:
             answer = w.ask(f"one {mode} {size}", 20 + n / 20_000)
@@ -556,7 +574,7 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
         "interleaved rounds (median); servers pinned to CPU 0, load generators to CPU 1"
     )
     hdr = (
-        f"{'mode':<7} {'N':>6} {'server':<9} {'deliv/s':>10} {'srv CPU':>7} {'cli CPU':>7} "
+        f"{'mode':<7} {'N':>6} {'server':<12} {'deliv/s':>10} {'srv CPU':>7} {'cli CPU':>7} "
         f"{'us/deliv':>8} {'last ms':>8} {'msg B':>5} {'wire B':>6} {'x ref':>6} {'x ref=':>6} "
         f"{'x uws':>6} {'saturated':>9}"
     )
@@ -573,7 +591,7 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
                 x_uws = _ratio(rate, _med(uws.burst_rate)) if uws else "-"
                 limit = r.saturated(args.max_other)
                 print(
-                    f"{r.mode:<7} {r.n:>6} {r.label:<9} {rate:>10,.0f} "
+                    f"{r.mode:<7} {r.n:>6} {r.label:<12} {rate:>10,.0f} "
                     f"{_med(r.server_cpu) * 100:>6.0f}% {_med(r.client_cpu) * 100:>6.0f}% "
                     f"{r.cpu_us_per_delivery:>8.3f} {_med(r.lat_last) * 1e3:>8.2f} "
                     f"{r.frame_size:>5} {r.wire_size:>6} {x_ref:>6} {x_eq:>6} {x_uws:>6} {limit:>9}"
@@ -599,6 +617,16 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
                 f"{_med(others):.0%}, max {max(others, default=0.0):.0%}"
             )
             gw = by.get("gateway")
+            for other in (by.get("reference"), by.get(BASE)):
+                if gw is not None and other is not None:
+                    lat = sorted(a / b for a, b in zip(gw.lat_last, other.lat_last, strict=True))
+                    q1, q3 = lat[len(lat) // 4], lat[(3 * len(lat)) // 4]
+                    print(
+                        f"  gateway/{other.label}: last-member latency {_med(lat):.3f} "
+                        f"(median of {len(lat)} paired samples, quartiles {q1:.2f}-{q3:.2f}), "
+                        f"deliveries/s {_paired(gw, other):.3f}, server CPU per delivery "
+                        f"{gw.cpu_us_per_delivery / other.cpu_us_per_delivery:.3f}"
+                    )
             obs = by.get(OBS_GATEWAY)
             if gw is not None and obs is not None:
                 pairs = zip(obs.server_s, gw.server_s, strict=True)
@@ -678,6 +706,10 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--singles", type=int, default=1,
+        help="one-at-a-time messages per server per round (the last-member latency's samples)",
+    )  # fmt: skip
     parser.add_argument("--mode", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument(
         "--servers",
@@ -725,6 +757,10 @@ def main() -> int:
         "bursts (load-independent; slow: use a small --n and --burst); dumps to DIR",
     )
     parser.add_argument(
+        "--base-src", type=Path, metavar="DIR",
+        help=f"also run the gateway from DIR (a src/ tree) as {BASE}, interleaved",
+    )
+    parser.add_argument(
         "--scrape-s", type=float, default=1.0,
         help="seconds between the /metrics scrapes of a gateway with metrics on (1.0)",
     )  # fmt: skip
@@ -744,6 +780,8 @@ def main() -> int:
         if args.compression == "on":
             args.servers.remove("gateway")
     args.servers = [s for s in SERVERS if s in args.servers]
+    if args.base_src is not None:
+        args.servers.insert(1 if "gateway" in args.servers else 0, BASE)
     if args.obs == "both":
         if "gateway" not in args.servers:
             args.servers.insert(0, "gateway")

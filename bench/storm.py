@@ -47,12 +47,18 @@ Usage::
     sh bench/anchors/install.sh          # once, for --servers uws
     python bench/storm.py [--storm 10000] [--rounds 5] [--concurrency 500]
                           [--residents 100] [--servers gateway reference uws]
-                          [--profile DIR] [--base-src DIR]
+                          [--profile DIR] [--base-src DIR] [--callgrind DIR]
 
 ``--base-src DIR`` also runs the gateway from another ``src/`` tree (say
 ``git archive main src | tar -x -C /tmp/base``, then ``--base-src
 /tmp/base/src``) as ``gateway@base``, interleaved with the rest: before and
 after a change in one invocation.
+
+``--callgrind DIR`` runs the gateways under callgrind and prints the
+instructions each spent per handshake over the measured storms (user space
+only: the kernel's share is not counted), the figure the shared machine's load
+does not move; use a small ``--storm`` (1000), as callgrind slows the gateway
+~50 times.
 
 Exits non-zero, saying what happened, when a server fails to start, a client
 cannot connect, or a storm times out.
@@ -81,6 +87,9 @@ from _clients import Pool, bench_message
 from _servers import (
     BenchError,
     ServerProcess,
+    callgrind_command,
+    callgrind_last_ir,
+    callgrind_toggle,
     pin_self,
     start_anchor,
     start_gateway,
@@ -240,6 +249,8 @@ class Result:
     storm_max: list[float] = field(default_factory=list)
     server_cpu_s: float = 0.0
     handshakes: int = 0
+    ir: int = 0
+    """``--callgrind``: the server's instructions over the measured storms."""
 
     def saturated(self) -> str:
         srv = _med(self.server_cpu) >= SATURATED
@@ -273,16 +284,24 @@ def _seal_cookies(srv: ServerProcess, workdir: Path, n: int) -> Path:
     return path
 
 
-def _start(kind: str, workdir: Path, base_src: Path | None) -> tuple[ServerProcess, str]:
+def _start(
+    kind: str, workdir: Path, base_src: Path | None, callgrind: Path | None = None
+) -> tuple[ServerProcess, str]:
+    wrap: list[str] = []
+    if callgrind is not None:  # valgrind ... python -m wsgate.cli: keep the valgrind part
+        wrap = callgrind_command(callgrind / f"{kind}.callgrind")[:-3]
+    timeout = {} if callgrind is None else {"start_timeout_s": 300.0}
     if kind == "gateway":
-        return start_gateway(workdir)
+        if not wrap:
+            return start_gateway(workdir)
+        return start_gateway(workdir, [*wrap, sys.executable, "-m", "wsgate.cli"], **timeout)
     if kind == BASE:
         assert base_src is not None
         boot = (
             f"import sys; sys.path.insert(0, {str(base_src)!r}); "
             "from wsgate.cli import main; sys.exit(main(sys.argv[1:]))"
         )
-        srv, cookie = start_gateway(workdir, [sys.executable, "-c", boot])
+        srv, cookie = start_gateway(workdir, [*wrap, sys.executable, "-c", boot], **timeout)
         srv.name = BASE
         return srv, cookie
     if kind == "reference":
@@ -302,11 +321,17 @@ def _settle(srv: ServerProcess, baseline: int) -> None:
 
 def _round(w: Worker, r: Result, args: argparse.Namespace, baseline: int, keep: bool) -> None:
     idle = w.ask(f"probe {args.idle_s}", 30 + args.idle_s)["lat"]
+    counted = args.callgrind is not None and keep and w.srv.name.startswith("gateway")
+    if counted:
+        callgrind_toggle(w.srv.pid, on=True)
     s0, m0, p0, k0 = w.srv.cpu_seconds(), _machine_busy(), _cpu_self(), w.cpu_seconds()
     t0 = time.perf_counter()
-    answer = w.ask("storm", 120 + args.storm / 50)
+    answer = w.ask("storm", 120 + args.storm / (50 if args.callgrind is None else 5))
     window = time.perf_counter() - t0
     s1, m1, p1, k1 = w.srv.cpu_seconds(), _machine_busy(), _cpu_self(), w.cpu_seconds()
+    if counted:
+        callgrind_toggle(w.srv.pid, on=False)
+        r.ir += callgrind_last_ir(args.callgrind / f"{w.srv.name}.callgrind")
     w.ask("close", 60)
     _settle(w.srv, baseline)
     if not keep:
@@ -331,7 +356,8 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Result]:
         baselines: dict[str, int] = {}
         kinds = [*args.servers, *([BASE] if args.base_src is not None else [])]
         for kind in kinds:
-            srv, cookie = _start(kind, workdir, args.base_src)
+            callgrind = args.callgrind if kind.startswith("gateway") else None
+            srv, cookie = _start(kind, workdir, args.base_src, callgrind)
             started.append(srv)
             cookies = (
                 _seal_cookies(srv, workdir, args.storm)
@@ -400,6 +426,11 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             )
     for r in results:
         print(f"  {r.label:>9} handshakes/s by round: {[round(x) for x in r.rate]}")
+    counted = [r for r in results if r.ir]
+    for r in counted:
+        print(f"  callgrind: {r.label} {r.ir / r.handshakes:,.0f} instructions per handshake")
+    if gw is not None and gw.ir and by.get(BASE) is not None and by[BASE].ir:
+        print(f"  callgrind: gateway/{BASE} {gw.ir / by[BASE].ir:.3f}")
 
 
 def main() -> int:
@@ -415,6 +446,9 @@ def main() -> int:
                         help="py-spy on the gateway during its first measured storm")
     parser.add_argument("--base-src", type=Path, metavar="DIR",
                         help="also run the gateway from DIR (a src/ tree), as gateway@base")
+    parser.add_argument("--callgrind", type=Path, metavar="DIR",
+                        help="run the gateways under callgrind, counting instructions during "
+                        "the measured storms (load-independent; slow: use --storm 1000)")
     parser.add_argument("--worker", choices=[*SERVERS, BASE], help=argparse.SUPPRESS)
     parser.add_argument("--same-cookie", action="store_true",
                         help="one cookie for every storm connection (cached after the first)")
@@ -431,6 +465,8 @@ def main() -> int:
         args.servers = [s for s in SERVERS if s in args.servers]
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
+        if args.callgrind is not None:
+            args.callgrind.mkdir(parents=True, exist_ok=True)
         pinned = pin_self()
         print(
             f"wsgate storm bench: S={args.storm} R={args.rounds} servers={args.servers} "

@@ -85,7 +85,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_concurrency": 256, "max_services": 256, "max_endpoints": 32, "max_actions": 64,
         "max_info_bytes": 65536, "max_response_bytes": 1 << 20,
     }},
-    "log": {"format": "text", "level": "info"},
+    "log": {"format": "text", "level": "info", "lifecycle_lines_per_s": 100},
     "tracing": {"enabled": False, "service_name": "wsgate", "endpoint": ""},
     "metrics": {"enabled": True, "require_key": False},
     "services": {}, "routes": [], "relays": [], "channels": [], "namespaces": [],

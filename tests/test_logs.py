@@ -313,3 +313,29 @@ level = "info"
     assert [(e["event"], e["user"]) for e in events] == [("connected", "u5"), ("closed", "u5")]
     others = [line for line in output.splitlines() if line and not line.startswith("{")]
     assert all(line.startswith("wsgate:") for line in others), others  # the banner only
+
+
+async def test_connected_lines_past_the_cap_are_one_suppressed_line(lines: Lines) -> None:
+    # One line a second: of 4 connections opened at once at most a few are written
+    # (one per second they took), the others are counted in `suppressed` lines.
+    config = make_config(log={"lifecycle_lines_per_s": 1})
+    async with running(config) as gw:
+        async with gw.peer("u1") as a, gw.peer("u2") as b, gw.peer("u3") as c, gw.peer("u4") as d:
+            ids = {a.id, b.id, c.id, d.id}
+
+            def accounted() -> bool:
+                held = sum(e["count"] for e in lines.events("suppressed") if e["of"] == "connected")
+                return held + len(lines.events("connected")) == 4
+
+            await eventually(accounted, what="every connection in a line or a count")
+            written = {e["connection"] for e in lines.events("connected")}
+            assert written < ids and lines.events("suppressed")
+            line = lines.events("suppressed")[0]
+            assert line["level"] == "INFO" and line["window_s"] == 1.0
+        assert gw.node.lifecycle.opened == 4
+
+
+def test_log_lifecycle_lines_per_s_default_and_refusal() -> None:
+    assert from_mapping({}, env={}).log.lifecycle_lines_per_s == 100
+    with pytest.raises(Exception, match=r"log\.lifecycle_lines_per_s"):
+        from_mapping({"log": {"lifecycle_lines_per_s": -1}}, env={})

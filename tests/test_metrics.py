@@ -222,6 +222,34 @@ async def test_history_streams_fall_when_a_stream_expires() -> None:
         await eventually(freed, timeout=10, what="the memberless stream freed after its ttl")
 
 
+async def test_a_conflated_burst_counts_what_it_superseded() -> None:
+    """Of a burst into a conflated channel the member gets the latest per window: every
+    other action was superseded, and ``/metrics`` says how many."""
+    config = make_config(
+        namespaces=[{"match": "*:ticker/*", "conflate_ms": 200}],
+        limits={"default_rate": "5000/1s", "default_burst": 5000},
+    )
+    async with running(config) as gw, gw.peer("pub") as pub, gw.peer("sub") as sub:
+        await pub.join("acme:ticker/fx")
+        await sub.join("acme:ticker/fx")
+        before = await samples(gw)
+        assert value(before, "wsgate_conflation_superseded_total") == 0
+        assert value(before, "wsgate_conflation_skipped_total") == 0
+        burst = 50
+        for n in range(burst):
+            await pub.send("chat/TICK", {"n": n}, channel="acme:ticker/fx")
+        got = []
+        for _ in range(burst):  # bounded: at most one frame per action
+            got.append((await sub.expect("chat/TICK"))["payload"]["n"])
+            if got[-1] == burst - 1:
+                break
+        assert got[-1] == burst - 1 and len(got) < burst
+        after = await samples(gw)
+        # Each action was either sent at its window's end or replaced before it.
+        assert value(after, "wsgate_conflation_superseded_total") == burst - len(got)
+        assert value(after, "wsgate_conflation_skipped_total") == 0  # nobody was slow
+
+
 def test_the_call_histogram_counts_each_call_in_its_bucket_and_above() -> None:
     from wsgate.metrics import LATENCY_BUCKETS, NodeMetrics
 

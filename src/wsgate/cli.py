@@ -248,7 +248,9 @@ def demo(port: int) -> int:
 
 
 def _format_routes(entries: list[dict[str, Any]]) -> str:
-    lines = [f"{'PATTERN':<28} {'SERVICE':<16} {'SOURCE':<16} {'ROLES':<12} INSTANCES"]
+    """The table ``wsgate routes`` prints: one row per route, every column as wide as its
+    longest cell (gRPC method names and ``grpc:<target>`` services are long)."""
+    rows = [("PATTERN", "SERVICE", "SOURCE", "ROLES", "INSTANCES")]
     for entry in entries:
         roles = ",".join(entry.get("roles") or []) or "-"
         source = f"{entry.get('source', '-')}/{entry.get('transport', '-')}"
@@ -258,10 +260,14 @@ def _format_routes(entries: list[dict[str, Any]]) -> str:
             + "]"
             for i in entry.get("instances", [])
         )
-        lines.append(
-            f"{entry['pattern']:<28} {entry['service']:<16} {source:<16} {roles:<12} {instances}"
-        )
-    return "\n".join(lines)
+        rows.append((entry["pattern"], entry["service"], source, roles, instances or "-"))
+    widths = [max(len(row[col]) for row in rows) for col in range(4)]
+    return "\n".join(
+        " ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+        + " "
+        + row[4]
+        for row in rows
+    )
 
 
 async def _live_routes(config: Config) -> list[dict[str, Any]] | None:

@@ -288,13 +288,14 @@ class InboxConfig(_Section):
     enabled: bool = True
     """Deliveries to a user are stored in their inbox and carry ``meta.offset``."""
     max_messages: NonNegative = 100
-    """Actions kept per user on a node (0: none, nothing is recovered). In a cluster the
-    backend's copy is bounded as a channel's history is (``[history] size``, ``ttl_s``)."""
+    """Actions kept per user on a node (0: none, nothing is recovered), and in a cluster
+    in the backend's copy (apart from channels' history)."""
     ttl_s: NonNegative = 300
     """How long a user's inbox outlives their last tab or last append, whichever is later."""
     max_users: NonNegative = 10_000
     """Most inbox streams one node retains (0: unbounded); past it the longest-idle stream
-    of a user with no tab here is freed first."""
+    of a user with no tab here is freed first. In a cluster also the backend's bound,
+    cluster-wide (the stream with the oldest last append freed first)."""
     ack_timeout_ms: NonNegative = 10_000
     """An acknowledged delivery (``ack: true``) not yet acknowledged is sent again this
     long after its last send (0: acknowledged delivery is off)."""
@@ -359,6 +360,10 @@ class LogConfig(_Section):
     format: Literal["text", "json"] = "text"
     """``json``: one JSON object a line, the event's fields as keys; ``text``: ``key=value``."""
     level: Literal["debug", "info", "warning", "error"] = "info"
+    lifecycle_lines_per_s: NonNegative = 100
+    """At most this many ``connected`` lines, and as many ``closed`` lines, per second;
+    past it each second's rest is one ``suppressed`` line with their count (a reconnect
+    storm writes one per handshake otherwise). 0: every line."""
 
 
 class TracingConfig(_Section):

@@ -46,14 +46,15 @@ def deliver_batch(gateway: Gateway, batch: PublishBatch, ack: str | None = None)
     send = gateway.fanout.send
     to, exclude = batch.to, batch.exclude
     delivered = sum(send(to_delivery(to, action, exclude, ack)) for action in batch.batch)
-    _settle(gateway, ack)
+    _settle(gateway, to, ack)
     return delivered
 
 
-def _settle(gateway: Gateway, ack: str | None) -> None:
+def _settle(gateway: Gateway, to: Target, ack: str | None) -> None:
+    """Tell the acknowledged deliveries that ``ack`` went out (framed here or not)."""
     acks = gateway.acks
-    if ack is not None and acks is not None and acks.state(ack) is None:
-        acks.undeliverable(ack)  # no such connection here
+    if ack is not None and acks is not None:
+        acks.published(ack, to.kind == "user", to.value)
 
 
 def deliver(gateway: Gateway, publish: Publish, ack: str | None = None) -> int:
@@ -65,5 +66,5 @@ def deliver(gateway: Gateway, publish: Publish, ack: str | None = None) -> int:
     ``publish.ack`` (without one, an ``ack: true`` publish is delivered unacknowledged).
     """
     delivered = gateway.fanout.send(to_delivery(publish.to, publish.action, publish.exclude, ack))
-    _settle(gateway, ack)
+    _settle(gateway, publish.to, ack)
     return delivered

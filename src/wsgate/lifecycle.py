@@ -12,6 +12,10 @@
   the transport's reference to it); it costs one extra call per inbound
   message and nothing per delivery (the sink is not wrapped).
 
+Past ``lines_per_s`` in a second (``[log] lifecycle_lines_per_s``, a reconnect
+storm), the ``connected`` and ``closed`` lines of the rest of that second are one
+``suppressed`` line each, with their count (:mod:`wsgate.logs.cap`).
+
 It also keeps the node's lifecycle counts for metrics, plain integers that
 only grow: :attr:`LifecycleLog.opened`, :attr:`~LifecycleLog.joins`,
 :attr:`~LifecycleLog.leaves` and :attr:`~LifecycleLog.closes` (by close code,
@@ -29,7 +33,7 @@ from typing import Final
 
 from wsgate.auth.principal import Principal
 from wsgate.core.connection import Connection, State
-from wsgate.logs import event
+from wsgate.logs import LineCap, event
 from wsgate.protocol.codes import CloseCode
 from wsgate.transport.base import ConnectionHandler, Session, Sink
 from wsgate.typing import ChannelAddress
@@ -58,11 +62,12 @@ class _Watched:
     """The transport's session for one connection: ``on_close`` counts its code and
     writes its line."""
 
-    __slots__ = ("_closes", "_conn")
+    __slots__ = ("_closes", "_conn", "_lines")
 
-    def __init__(self, conn: Connection, closes: dict[int, int]) -> None:
+    def __init__(self, conn: Connection, closes: dict[int, int], lines: LineCap) -> None:
         self._conn = conn
         self._closes = closes
+        self._lines = lines
 
     def on_message(self, data: bytes) -> None:
         self._conn.on_message(data)
@@ -78,31 +83,42 @@ class _Watched:
         key = code if code in closes or len(closes) < MAX_CODES else 0
         closes[key] = closes.get(key, 0) + 1
         if admitted:
-            event("closed", logging.INFO, fields(conn), code=code)
+            if self._lines.allow():
+                event("closed", logging.INFO, fields(conn), code=code)
             return
         reason = _REFUSALS.get(code)
         if reason is None:
-            event("closed", logging.INFO, fields(conn), code=code, admitted=False)
+            if self._lines.allow():
+                event("closed", logging.INFO, fields(conn), code=code, admitted=False)
         else:
             event("refused", logging.WARNING, fields(conn), code=code, reason=reason)
 
 
 class _Handler:
-    __slots__ = ("_closes", "_inner")
+    __slots__ = ("_closes", "_inner", "_lines")
 
-    def __init__(self, inner: ConnectionHandler, closes: dict[int, int]) -> None:
+    def __init__(self, inner: ConnectionHandler, closes: dict[int, int], lines: LineCap) -> None:
         self._inner = inner
         self._closes = closes
+        self._lines = lines
 
     def open(self, sink: Sink, principal: Principal, peer: str) -> Session:
         session = self._inner.open(sink, principal, peer)
-        return _Watched(session, self._closes) if isinstance(session, Connection) else session
+        if isinstance(session, Connection):
+            return _Watched(session, self._closes, self._lines)
+        return session
 
 
 class LifecycleLog:
-    """The gateway observer and handler wrapper that write the lifecycle lines and count."""
+    """The gateway observer and handler wrapper that write the lifecycle lines and count.
 
-    def __init__(self) -> None:
+    ``lines_per_s`` caps the ``connected`` lines, and separately the ``closed`` ones
+    (:class:`~wsgate.logs.LineCap`; 0: no cap); the counts are never capped.
+    """
+
+    def __init__(self, lines_per_s: int = 0) -> None:
+        self.connected_lines = LineCap("connected", lines_per_s)
+        self.closed_lines = LineCap("closed", lines_per_s)
         self.opened = 0
         """Connections admitted (the ``connected`` line)."""
         self.joins = 0
@@ -115,11 +131,12 @@ class LifecycleLog:
 
     def wrap(self, handler: ConnectionHandler) -> ConnectionHandler:
         """``handler`` (the gateway), with every session it opens watched for its close."""
-        return _Handler(handler, self.closes)
+        return _Handler(handler, self.closes, self.closed_lines)
 
     def connected(self, conn: Connection) -> None:
         self.opened += 1
-        event("connected", logging.INFO, fields(conn))
+        if self.connected_lines.allow():
+            event("connected", logging.INFO, fields(conn))
 
     def disconnected(self, conn: Connection) -> None:
         """Written by the watched session, which knows the code."""

@@ -4,6 +4,7 @@ Nothing here runs on the hot path. The parts that see events keep plain
 ``int`` attributes (no lock, one addition each): the dispatcher (actions by
 class, limiter refusals, errors sent by code), the fan-out (deliveries), the
 lifecycle wrapper (connections admitted, joins, leaves, closes by code), the
+conflation of hot channels (actions superseded, congested members skipped), the
 listener (slow-consumer closes), the cluster bus (its ticker's and shared
 limits' failures, the broker's dropped messages, and its lag: a sum and a
 count, one ``time.time()`` and two additions per message received; the broker
@@ -146,6 +147,19 @@ class _Collector(Collector):
             "wsgate_slow_consumer_closes", "Connections closed 4000 (slow consumer).",
             value=0 if listener is None else listener.slow_consumer_closes,
         )
+        conflation = gw.fanout.conflation
+        yield CounterMetricFamily(
+            "wsgate_conflation_superseded",
+            "Actions of conflated channels replaced within their window by a later one of "
+            "the same key (never sent).",
+            value=conflation.superseded,
+        )
+        yield CounterMetricFamily(
+            "wsgate_conflation_skipped",
+            "Flushes of a conflated channel at which a congested member was skipped "
+            "(it gets the newest value of each key later).",
+            value=conflation.skipped,
+        )
         yield GaugeMetricFamily(
             "wsgate_history_streams", "Channel history streams retained on this node.",
             value=p.history.retained(),
@@ -179,6 +193,9 @@ def _cluster(bus: ClusterBus) -> Iterator[Metric]:
     for name, n in bus.ticker.failures.items():
         failures.add_metric([name], n)
     failures.add_metric(["shared_limits"], bus.limits.failures)
+    if bus.acks is not None:
+        failures.add_metric(["acks"], bus.acks.failures)
+        failures.add_metric(["acks_dropped"], bus.acks.dropped)
     yield failures
 
 

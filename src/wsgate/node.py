@@ -33,8 +33,10 @@ from wsgate.auth.policy import ChannelPolicy
 from wsgate.auth.revocations import Revocations
 from wsgate.auth.sessions import SessionLifetime
 from wsgate.backends import open_backend
+from wsgate.backends.acks import open_acks
 from wsgate.backends.memory import MemoryHistory, MemoryRateLimits
 from wsgate.backends.revocations import open_revocations
+from wsgate.cluster.acks import SharedAcks
 from wsgate.cluster.bus import ClusterBus
 from wsgate.config import Config, nats_services_url, parse_listen
 from wsgate.core.acks import AckSettings
@@ -164,7 +166,7 @@ class Node:
         self.config = config
         self.tracer = tracer if tracer is not None else from_config(config.tracing)
         """Spans of routed calls and API publishes; ``None`` when tracing is off."""
-        self.lifecycle = LifecycleLog()
+        self.lifecycle = LifecycleLog(config.log.lifecycle_lines_per_s)
         """Writes the connection lifecycle lines (an observer, and the transport's handler)."""
         self.metrics: NodeMetrics | None = None
         """Prometheus ``/metrics`` (``[metrics] enabled``); ``None`` when off."""
@@ -176,6 +178,8 @@ class Node:
         self.clustered = config.broker.url != "memory://"
         """Any broker but the bare ``memory://`` runs the cluster bus."""
         self.bus: ClusterBus | None = None
+        self.shared_acks: SharedAcks | None = None
+        """The cluster's ledger of acknowledged deliveries (:mod:`wsgate.cluster.acks`)."""
         self.keyring = KeyRing.from_config(config.auth)
         self.authenticate = Authenticator(config.auth, self.keyring)
         self.policy = ChannelPolicy(config.channels, config.auth.allow_anonymous)
@@ -245,14 +249,18 @@ class Node:
     async def start(self) -> None:
         """Build the core on the running loop and start listening.
 
-        When it raises, the NATS services' connection it opened is closed.
+        When it raises, the NATS services' connection and the acknowledgement
+        store's it opened are closed.
         """
         logging.getLogger("wsgate").addHandler(self.recent_errors)
         try:
             await self._start()
         except BaseException:
             logging.getLogger("wsgate").removeHandler(self.recent_errors)
-            await self._close_nats_services()
+            try:
+                await self._close_nats_services()
+            finally:
+                await self._close_acks()
             raise
 
     async def _start(self) -> None:
@@ -279,6 +287,7 @@ class Node:
             tracer=self.tracer,
             observe_call=None if self.metrics is None else self.metrics.observe_call,
         )
+        box = config.inbox
         bus = await self._open_cluster() if self.clustered else None
         await self._open_revocations()
         admission: Admission = self.upstream if bus is None else bus.admission
@@ -316,7 +325,6 @@ class Node:
             max_channels=config.history.max_channels,
             limits=namespaces.history_of,
         )
-        box = config.inbox
         self._inbox = (
             MemoryHistory(box.max_messages, box.ttl_s, max_channels=box.max_users)
             if box.enabled
@@ -330,10 +338,11 @@ class Node:
             scheduler=loop,
             history=self._history,
             inbox=self._inbox,
-            acks=None if self.clustered or not box.ack_timeout_ms else AckSettings(
+            acks=None if not box.ack_timeout_ms else AckSettings(
                 box.ack_timeout_ms / 1000, box.ack_ttl_s, box.max_deliveries
             ),
             acked=self.upstream.delivered,
+            ledger=self.shared_acks,
             relays=[rule.match for rule in config.relays],
             presence=presence,
             namespaces=namespaces,
@@ -351,6 +360,8 @@ class Node:
             heartbeat_ms=config.server.heartbeat_ms,
             max_channels=config.server.max_channels_per_connection,
         )
+        if self.shared_acks is not None:
+            self.shared_acks.start()
         if bus is not None:
             self.bus = bus
             await bus.start()
@@ -448,9 +459,18 @@ class Node:
                 history_size=config.history.size,
                 history_ttl_s=config.history.ttl_s,
                 history_max_channels=config.history.max_channels,
+                inbox_size=config.inbox.max_messages,
+                inbox_ttl_s=config.inbox.ttl_s,
+                inbox_max_users=config.inbox.max_users,
             )
         except BackendError as exc:
             raise ConfigError("broker.url", f"cannot connect: {exc}") from None
+        if config.inbox.ack_timeout_ms:
+            try:
+                self.shared_acks = await self._open_acks()
+            except BaseException:
+                await backend.close()
+                raise
         return ClusterBus(
             backend,
             self.routes,
@@ -459,7 +479,21 @@ class Node:
             presence_ttl_s=config.broker.presence_ttl_s,
             max_connections_per_user=config.limits.max_connections_per_user,
             inbox=config.inbox.enabled,
+            acks=self.shared_acks,
         )
+
+    async def _open_acks(self) -> SharedAcks:
+        """Open the cluster's store of acknowledged deliveries (a connection of its own)."""
+        config = self.config
+        try:
+            store = await open_acks(
+                config.broker.url, prefix=config.broker.prefix, ttl_s=config.inbox.ack_ttl_s
+            )
+        except Exception as exc:
+            raise ConfigError(
+                "broker.url", f"cannot open the acknowledgement store: {exc}"
+            ) from None
+        return SharedAcks(store, ttl_s=config.inbox.ack_ttl_s)
 
     async def _open_revocations(self) -> None:
         """Open the revocation store and give its cache to the cookie and token checks."""
@@ -628,10 +662,16 @@ class Node:
                 self._close_grpc_api,
                 self._close_api_runner,
                 self._close_revocations,
+                self._close_acks,
                 self._close_tracer,
             )
         finally:
             logging.getLogger("wsgate").removeHandler(self.recent_errors)
+
+    async def _close_acks(self) -> None:
+        if self.shared_acks is not None:
+            shared, self.shared_acks = self.shared_acks, None
+            await shared.close()
 
     async def _close_revocations(self) -> None:
         if self.revocations is not None:

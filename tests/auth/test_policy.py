@@ -183,3 +183,38 @@ def test_no_principal_outside_org_ever_reaches_its_hub(
         assert hub not in p.hubs_for(principal)
     for joined in p.hubs_for(principal):
         assert p.allows(principal, Address(joined, None))
+
+
+def test_hubs_for_is_cached_by_what_decides_it() -> None:
+    # One policy, principals that differ only in what a rule reads: each gets its own answer.
+    p = policy(
+        ChannelRule(match="globex", roles=["admin"]),
+        ChannelRule(match="acme", teams=["red"]),
+        anonymous=True,
+    )
+    admin_red = Principal(sub="a", org="acme", orgs=("globex",), teams=("red",), roles=("admin",))
+    plain = Principal(sub="b", org="acme", orgs=("globex",))
+    assert p.hubs_for(admin_red) == ["system", "acme", "globex", "public"]
+    assert p.hubs_for(plain) == ["system", "public"]
+    assert p.hubs_for(Principal(sub="c", org="acme", orgs=("globex",), roles=("admin",))) == [
+        "system", "globex", "public"
+    ]
+    assert p.hubs_for(ANONYMOUS) == ["public"]
+    assert p.hubs_for(Principal(sub="d", org="globex", roles=("admin",))) == [
+        "system", "globex", "public"
+    ]
+    # a cached list is a copy: changing it changes no later answer
+    p.hubs_for(admin_red).clear()
+    assert p.hubs_for(admin_red) == ["system", "acme", "globex", "public"]
+
+
+@given(people=st.lists(principals(), min_size=1, max_size=6), rules=RULES, anonymous=st.booleans())
+def test_hubs_for_from_a_warm_cache_is_what_a_cold_policy_says(
+    people: list[Principal], rules: list[ChannelRule], anonymous: bool
+) -> None:
+    warm = policy(*rules, anonymous=anonymous)
+    for principal in people + people:  # the second pass reads what the first cached
+        cold = policy(*rules, anonymous=anonymous)
+        assert warm.hubs_for(principal) == cold.hubs_for(principal)
+        for hub in warm.hubs_for(principal):
+            assert warm.allows(principal, Address(hub, None))

@@ -99,3 +99,18 @@ def test_churn_keeps_the_heap_bounded_and_close_frees_everything() -> None:
     assert len(w._heap) <= 2 * len(w._slots) + 65
     w.close()
     assert len(w) == 0 and clock.live == []
+
+
+def test_keys_of_one_slot_share_its_index() -> None:
+    """Memory per key: one dict entry, not a slot-number object of its own (a large
+    int per connection on the session wheel, bench/README.md, idle memory)."""
+    clock = ManualClock()
+    wheel: TimerWheel[str] = TimerWheel(clock, lambda key: None, now=lambda: clock.now)
+    for key in ("a", "b", "c"):
+        wheel.set(key, 2_000_000_000.5)
+    slots = {id(wheel._slot_of[k]) for k in ("a", "b", "c")}
+    assert len(slots) == 1
+    wheel.cancel("a")
+    wheel.cancel("b")
+    wheel.cancel("c")
+    assert len(wheel) == 0 and not wheel._slots

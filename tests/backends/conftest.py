@@ -23,6 +23,9 @@ HISTORY_SIZE = 4
 """Small, so eviction tests publish only a few messages."""
 HISTORY_TTL_S = 30.0
 HISTORY_MAX_CHANNELS = 10_000
+INBOX_SIZE = 4
+INBOX_TTL_S = 30.0
+INBOX_MAX_USERS = 10_000
 
 
 class Make(Protocol):
@@ -33,6 +36,9 @@ class Make(Protocol):
         history_size: int = ...,
         history_ttl_s: float = ...,
         history_max_channels: int = ...,
+        inbox_size: int = ...,
+        inbox_ttl_s: float = ...,
+        inbox_max_users: int = ...,
     ) -> Awaitable[Backend]: ...
 
 
@@ -40,11 +46,12 @@ async def holds(backend: Backend, stream: str) -> bool:
     """Whether the backend's own storage still holds anything of ``stream``.
 
     The backend-specific assertion hook of the conformance suite: the memory
-    hub's dict, any Redis key naming the stream, the NATS history subject.
+    hub's dicts, any Redis key naming the stream, the NATS history (or inbox) subject.
     """
     kind = type(backend).__name__
     if kind == "MemoryCluster":
-        return stream in backend.broker._hub.streams  # type: ignore[attr-defined]
+        hub = backend.broker._hub  # type: ignore[attr-defined]
+        return stream in hub.streams or stream in hub.inboxes
     if kind == "RedisBackend":
         prefix = backend.history._prefix  # type: ignore[attr-defined]
         cmd = backend._cmd  # type: ignore[attr-defined]
@@ -52,7 +59,8 @@ async def holds(backend: Backend, stream: str) -> bool:
         return bool(found)
     names = backend.names  # type: ignore[attr-defined]
     js = backend.nc.jetstream()  # type: ignore[attr-defined]
-    info = await js.stream_info(names.hist_stream, subjects_filter=names.hist(stream))
+    stored_in, subject = names.stored(stream)
+    info = await js.stream_info(stored_in, subjects_filter=subject)
     return bool(info.state.subjects)
 
 
@@ -101,10 +109,15 @@ async def backend_factory(request: pytest.FixtureRequest) -> AsyncIterator[Make]
         history_size: int = HISTORY_SIZE,
         history_ttl_s: float = HISTORY_TTL_S,
         history_max_channels: int = HISTORY_MAX_CHANNELS,
+        inbox_size: int = INBOX_SIZE,
+        inbox_ttl_s: float = INBOX_TTL_S,
+        inbox_max_users: int = INBOX_MAX_USERS,
     ) -> Backend:
         backend = await asyncio.wait_for(
             opener(url, prefix=prefix, node=node, history_size=history_size,
-                   history_ttl_s=history_ttl_s, history_max_channels=history_max_channels),
+                   history_ttl_s=history_ttl_s, history_max_channels=history_max_channels,
+                   inbox_size=inbox_size, inbox_ttl_s=inbox_ttl_s,
+                   inbox_max_users=inbox_max_users),
             10.0,
         )
         opened.append(backend)

@@ -431,3 +431,89 @@ async def test_an_inbox_stream_is_a_stream_like_a_channel_s(backend_factory: Mak
     replay = await b.history.since(stream, got[0].offset)
     assert replay.recovered and [o for o, _ in replay.entries] == [d.offset for d in got[1:]]
     assert (await b.history.window(stream_of("someone else"))).entries == []
+
+
+# Inboxes: bounded by [inbox], apart from channels' history -------------------
+
+
+async def test_a_flood_of_one_inbox_does_not_evict_a_channel_s_history(
+    backend_factory: Make,
+) -> None:
+    """Inboxes are stored apart from channels (NATS: a stream of their own), so a
+    busy user never pushes a channel's history out, whatever the channel bounds."""
+    from wsgate.core.inbox import stream_of
+
+    a, _ = await node(backend_factory, "a", history_size=4, history_max_channels=1)
+    for data in (b"c1", b"c2"):
+        a.broker.publish_stream("chan.keep", "keep", data)
+        await a.broker.flush()
+    stream = stream_of("flooder")
+    for i in range(12):  # one append at a time: each its own stored message on NATS
+        a.broker.publish_stream(f"chan.{stream}", stream, b"%d" % i)
+        await a.broker.flush()
+    window = await a.history.window("keep")
+    assert window.base == 0 and [d for _, d in window.entries] == [b"c1", b"c2"]
+    assert (await a.history.window(stream)).entries  # the inbox holds its latest
+
+
+async def test_an_inbox_keeps_inbox_size_not_history_size(backend_factory: Make) -> None:
+    from wsgate.core.inbox import stream_of
+
+    a, got = await node(backend_factory, "a", history_size=16, inbox_size=3)
+    stream = stream_of("bounded")
+    a.broker.subscribe(f"chan.{stream}")
+    await a.broker.flush()
+    for i in range(5):
+        a.broker.publish_stream(f"chan.{stream}", stream, b"%d" % i)
+        await a.broker.flush()
+        a.broker.publish_stream("chan.wide", "wide", b"%d" % i)  # a channel beside it
+        await a.broker.flush()
+    await eventually(lambda: len(got) == 5)
+    window = await a.history.window(stream)
+    assert window == (got[1].offset, [(d.offset, d.data) for d in got[2:]], got[-1].offset)
+    assert (await a.history.since(stream, got[1].offset)).recovered
+    assert not (await a.history.since(stream, got[0].offset)).recovered
+    assert [d for _, d in (await a.history.window("wide")).entries] == [b"%d" % i for i in range(5)]
+
+
+async def test_an_inbox_expires_inbox_ttl_after_its_last_append(backend_factory: Make) -> None:
+    from wsgate.core.inbox import stream_of
+
+    a, _ = await node(backend_factory, "a", history_ttl_s=30.0, inbox_ttl_s=1.0)
+    stream = stream_of("brief")
+    a.broker.publish_stream(f"chan.{stream}", stream, b"gone soon")
+    a.broker.publish_stream("chan.stays", "stays", b"kept")
+    await a.broker.flush()
+    assert await holds(a, stream)
+
+    async def freed() -> bool:
+        return await a.history.window(stream) == (0, [], 0) and not await holds(a, stream)
+
+    await eventually(freed, timeout=4.0, every=0.05, what="the inbox freed")  # ttl + slack
+    assert [d for _, d in (await a.history.window("stays")).entries] == [b"kept"]
+    assert await holds(a, "stays")
+
+
+async def test_inboxes_are_bounded_by_max_users_apart_from_channels(backend_factory: Make) -> None:
+    from wsgate.core.inbox import stream_of
+
+    a, _ = await node(
+        backend_factory, "a", history_size=2, history_max_channels=1, inbox_size=2,
+        inbox_max_users=3,
+    )
+    a.broker.publish_stream("chan.solo", "solo", b"c")
+    await a.broker.flush()
+    users = [stream_of(f"u{i}") for i in range(5)]
+    for s in users:  # each inbox filled to inbox_size, one append at a time (NATS)
+        for data in (b"1", b"2"):
+            a.broker.publish_stream(f"chan.{s}", s, data)
+            await a.broker.flush()
+
+    async def oldest_freed() -> bool:
+        return not any([await holds(a, s) for s in users[:2]])
+
+    await eventually(oldest_freed, what="the two oldest inboxes freed")
+    for s in users[2:]:
+        window = await a.history.window(s)
+        assert window.base == 0 and [d for _, d in window.entries] == [b"1", b"2"]
+    assert [d for _, d in (await a.history.window("solo")).entries] == [b"c"]

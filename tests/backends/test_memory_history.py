@@ -104,3 +104,30 @@ def test_limits_give_each_stream_its_own_size_and_ttl() -> None:
         history.retain(ch, False)
     assert "acme:small" not in history._streams  # ttl 0: freed with its member
     assert history.since("acme:big", 0).entries == [b"0", b"1", b"2", b"3"]
+
+
+def test_a_keyed_seen_keeps_the_latest_per_key_across_a_cluster_burst() -> None:
+    """A cluster's conflated channel: every action is recorded on receipt with its key,
+    and the window keeps the latest per key however many passed (size 4, 200 actions)."""
+    history = MemoryHistory(size=4)
+    base = 1_000
+    history.load("t", base, [])
+    for n in range(200):
+        offset = base + 1 + n
+        assert history.seen("t", offset, offset - 1, b"%d" % n, key="ABC"[n % 3])
+    replay = history.since("t", base)
+    assert replay.recovered and replay.entries == [b"197", b"198", b"199"]
+    stream = history._streams["t"]  # type: ignore[index]
+    assert len(stream.keys) == len(stream.key_at) == 3
+
+
+def test_a_gap_in_a_keyed_stream_forgets_its_keys() -> None:
+    history = MemoryHistory(size=4)
+    history.load("t", 10, [])
+    history.seen("t", 11, 10, b"a", key="A")
+    history.seen("t", 12, 11, b"b", key="B")
+    assert not history.seen("t", 20, 15, b"a2", key="A")  # 16..19 were lost
+    stream = history._streams["t"]  # type: ignore[index]
+    assert stream.keys == {"A": 20} and stream.key_at == {20: "A"}
+    assert history.since("t", 15) == (True, [b"a2"])
+    assert not history.since("t", 12).recovered

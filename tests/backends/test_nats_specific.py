@@ -466,6 +466,39 @@ async def test_an_old_history_stream_is_updated_to_republish(server) -> None:  #
         await nc.close()
 
 
+async def test_the_inbox_stream_takes_the_inbox_limits_and_is_updated_on_start(server) -> None:  # type: ignore[no-untyped-def]
+    prefix = f"inb{next(_ids)}"
+    names = Names(prefix)
+    first = await open_nats(server.url, prefix=prefix, node="n1", history_size=10,
+                            history_ttl_s=30.0, inbox_size=5, inbox_ttl_s=10.0,
+                            inbox_max_users=7)
+    try:
+        js = first.nc.jetstream()
+        info = await js.stream_info(names.inbox_stream)
+        assert info.config.subjects == names.inbox_subjects
+        assert (info.config.max_msgs_per_subject, info.config.max_msgs) == (5, 35)
+        assert info.config.max_age == 10.0
+        # A node started with other [inbox] limits brings the stream to them.
+        second = await open_nats(server.url, prefix=prefix, node="n2", history_size=10,
+                                 history_ttl_s=30.0, inbox_size=8, inbox_ttl_s=20.0,
+                                 inbox_max_users=3)
+        await second.close()
+        info = await js.stream_info(names.inbox_stream)
+        assert (info.config.max_msgs_per_subject, info.config.max_msgs) == (8, 24)
+        assert info.config.max_age == 20.0
+        hist = await js.stream_info(names.hist_stream)
+        assert (hist.config.max_msgs_per_subject, hist.config.max_msgs) == (10, 100_000)
+    finally:
+        await first.close()
+
+
+def test_inboxes_and_channels_are_stored_apart() -> None:
+    names = Names("p")
+    assert names.stored("acme:orders/1") == (names.hist_stream, names.hist("acme:orders/1"))
+    assert names.stored("@inbox:ann") == (names.inbox_stream, names.inbox("@inbox:ann"))
+    assert names.inbox_stream not in (names.hist_stream, names.state_stream)
+
+
 # History read back from our headers -------------------------------------------
 
 

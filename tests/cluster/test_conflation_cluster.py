@@ -8,6 +8,7 @@ import json
 import math
 
 from ..e2e.gateway import Peer
+from ..e2e.test_conflation_e2e import _publish, _read_until_last
 from .cluster import cluster
 
 TICKER = "acme:ticker/fx"
@@ -52,3 +53,34 @@ async def test_a_member_on_another_node_gets_the_latest_per_key_per_window(broke
             assert values[-1] == last[symbol]
             assert len(values) <= bound and values == sorted(values), (symbol, values, bound)
         assert sum(len(v) for v in seen.values()) < 300
+
+
+async def test_members_on_both_nodes_get_the_latest_per_window_and_recover_the_latest_per_key(
+    broker_url: str,
+) -> None:
+    """Issue 13's criterion in a cluster: a publisher on A at 1,000 actions/s for 2 s,
+    members on A and on B; each gets at most ⌈duration/window⌉ + 1 per key and the last
+    value of each; a member of B that was away recovers from B's history the latest
+    value of each key (not ``recovered: false`` after 2,000 actions past ``history.size``)."""
+    symbols = ["EUR", "GBP", "JPY"]
+    async with cluster(broker_url, size=2, **SECTIONS) as (a, b), a.peer("alice") as alice, \
+            a.peer("amy") as amy, b.peer("bob") as bob:
+        for peer in (alice, amy, bob):
+            await peer.join(TICKER)
+        async with b.peer("carol") as carol:
+            since = (await carol.join(TICKER))["payload"]["offset"]
+        loop = asyncio.get_running_loop()
+        last, start = await _publish(alice, symbols, 2.0)
+        got = await asyncio.gather(*(_read_until_last(p.ws.recv, last) for p in (amy, bob)))
+        bound = math.ceil((loop.time() - start) * 1000 / WINDOW_MS) + 1
+        for seen in got:
+            for symbol, values in seen.items():
+                assert values[-1] == last[symbol]
+                assert 1 <= len(values) <= bound and values == sorted(values), (symbol, bound)
+        async with b.peer("carol") as back:
+            await back.send("@@wsgate/JOIN", {"channel": TICKER, "since": since}, id="j")
+            joined = await back.expect("@@wsgate/JOINED")
+            assert joined["payload"]["recovered"] is True
+            replay = await _read_until_last(back.ws.recv, last)
+            assert replay == {s: [n] for s, n in last.items()}  # the latest of each key, once
+            await back.silent(2 * WINDOW_MS / 1000)

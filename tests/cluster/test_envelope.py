@@ -61,3 +61,17 @@ def test_an_envelope_that_is_no_delivery_gives_none() -> None:
     assert env.Envelope(env.PRESENCE, "acme:v", "n1").to_delivery() is None
     assert env.Envelope(env.CONTROL, "n1.x", "n1").to_delivery() is None
     assert env.Envelope("channel", "acme:v", "n1").to_delivery() is None
+
+
+def test_an_acknowledged_delivery_keeps_its_id_and_an_older_envelope_has_none() -> None:
+    sent = Delivery(TargetKind.USER, "alice", "task/DO", None, ack="d-1")
+    back = env.decode(env.encode(env.Envelope.from_delivery(sent, "n1")))
+    assert back is not None and back.ack == "d-1"
+    delivery = back.to_delivery()
+    assert delivery is not None and delivery.ack == "d-1"
+    # An older node's envelope (no trailing ack): no receipt asked.
+    old = msgspec.msgpack.encode(["user", "alice", "n0", "task/DO", b"null"])
+    decoded = env.decode(old)
+    assert decoded is not None and decoded.ack == ""
+    delivery = decoded.to_delivery()
+    assert delivery is not None and delivery.ack is None

@@ -66,10 +66,3 @@ async def test_each_tab_gets_a_live_push_once_whichever_node_published_it(broker
         assert sorted(n for _, n in seen[0]) == [0, 1, 2]
         await other.silent(0.1)
 
-
-async def test_a_cluster_refuses_a_receipt_for_now(broker_url: str) -> None:
-    async with cluster(broker_url, size=1) as (a,):
-        body = {"to": {"user": "alice"}, "action": {"type": "note/NEW"}, "ack": True}
-        async with aiohttp.ClientSession(headers=HEADERS) as http, \
-                http.post(f"{a.node.api_url}/v1/publish", json=body) as resp:
-            assert resp.status == 503

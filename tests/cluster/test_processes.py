@@ -81,6 +81,8 @@ presence_ttl_s = 1.0
 batch_ms = 0
 [history]
 size = 1000
+[inbox]
+max_messages = 1000
 [[relays]]
 match = "chat/*"
 """)
@@ -360,7 +362,7 @@ async def test_broker_restart_under_pushes_to_a_user_recovers_the_inbox_gap(
             offsets = [o for o, _ in received]
             assert offsets == sorted(set(offsets)), "out of order or twice"
             backend = await open_backend(broker.url, prefix=_prefix(tmp_path), node="probe",
-                                         history_size=1000, history_ttl_s=300)
+                                         history_size=1000, history_ttl_s=300, inbox_size=1000)
             try:
                 window = await backend.history.window("@inbox:carol")
             finally:

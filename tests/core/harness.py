@@ -17,6 +17,7 @@ from wsgate.config import (
     PresenceConfig,
     RateLimitRule,
 )
+from wsgate.core.acks import AckSettings
 from wsgate.core.connection import Connection
 from wsgate.core.fanout import Bus
 from wsgate.core.gateway import Admission, AuthorizeHook, Gateway
@@ -46,6 +47,8 @@ class Harness:
         gates: tuple[AuthorizeHook, ...] = (),
         bus: Bus | None = None,
         namespaces: list[NamespaceRule] | None = None,
+        inbox: int = 0,
+        acks: AckSettings | None = None,
     ) -> None:
         self.clock = ManualClock()
         limiter = None
@@ -57,8 +60,14 @@ class Harness:
         self.history = MemoryHistory(
             history, 300.0, self.clock.time, limits=self.namespaces.history_of
         )
+        self.inbox = None
+        if inbox:  # users' inbox streams of ``inbox`` actions each
+            self.inbox = MemoryHistory(inbox, 300.0, self.clock.time, max_channels=64)
         self.gw = Gateway(
             node_id=NodeId("n1"),
+            inbox=self.inbox,
+            acks=acks,
+            wall=self.clock.time,
             policy=ChannelPolicy(rules or [], allow_anonymous),
             scheduler=self.clock,
             history=self.history,

@@ -286,3 +286,28 @@ def test_navigate_with_since_recovers_like_join() -> None:
     got = back.send("@@wsgate/NAVIGATE", {"view": "v", "since": offset}, id="n")
     assert got[0]["payload"]["recovered"] is True
     assert [a["payload"] for a in got[1:]] == [{"n": 1}]
+
+
+def test_tabs_share_their_address_and_hubs() -> None:
+    """Memory per idle connection: equal peer addresses and equal hub lists are one
+    object each, not one per connection (bench/README.md, idle memory)."""
+    h = Harness()
+    ip = ".".join(["10", "0", "0", str(7)])  # built at run time, like a socket's peername
+    a = h.connect("alice", ip=ip)
+    b = h.connect("alice", ip=".".join(["10", "0", "0", str(7)]))
+    c = h.connect("bob", org="other", ip=ip)
+    assert a.conn.peer is b.conn.peer
+    assert a.conn.hubs is b.conn.hubs
+    assert c.conn.hubs != a.conn.hubs
+    assert set(a.conn.hubs) == {"system", "public", "acme"}
+
+
+def test_shared_hub_lists_are_bounded() -> None:
+    from wsgate.core.gateway import MAX_SHARED_HUB_LISTS
+
+    h = Harness()
+    for i in range(MAX_SHARED_HUB_LISTS + 50):
+        h.connect(f"u{i}", org=f"org{i}").close()
+    assert len(h.gw._hub_lists) <= MAX_SHARED_HUB_LISTS
+    d = h.connect("dana", org="org5")
+    assert set(d.conn.hubs) == {"system", "public", "org5"}

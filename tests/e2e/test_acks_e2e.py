@@ -133,7 +133,7 @@ async def test_an_acknowledgement_is_a_delivered_lifecycle_event_at_the_service(
         assert await state(gw, answer["id"]) == "acked"
 
 
-async def test_a_receipt_from_a_user_needs_the_inbox_and_a_cluster_refuses_it() -> None:
+async def test_a_receipt_from_a_user_needs_the_inbox_and_acks_on() -> None:
     async with running(make_config(inbox={"enabled": False})) as gw:
         refused = await publish(gw, {"user": "alice"}, 1, status=503)
         assert "[inbox]" in refused["error"]

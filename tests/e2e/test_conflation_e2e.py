@@ -18,6 +18,7 @@ from typing import Any
 
 import websockets
 
+from ..test_metrics import samples, value
 from .gateway import ORIGIN, Peer, Running, make_config, running
 
 TICKER = "acme:ticker/fx"
@@ -160,3 +161,6 @@ async def test_a_paused_reader_gets_the_newest_value_not_a_backlog_and_stays_ope
         assert slow.close_code is None  # never closed 4000
         conflation = gw.node.gateway.fanout.conflation  # type: ignore[union-attr]
         assert conflation.skipped > 0  # it was congested, and skipped
+        got = await samples(gw)  # and /metrics says so
+        assert value(got, "wsgate_conflation_skipped_total") == conflation.skipped
+        assert value(got, "wsgate_conflation_superseded_total") == conflation.superseded > 0

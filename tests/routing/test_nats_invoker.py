@@ -20,6 +20,7 @@ from tests.servers import ServerProcess, nats_server
 from wsgate.backends.nats import close_client, connect_nats
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Meta
+from wsgate.routing import nats_invoker
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.instances import Instance, Service, ServicePool
 from wsgate.routing.nats_invoker import NatsInvoker
@@ -323,3 +324,154 @@ async def test_notify_sends_the_event_and_counts_a_failure(
     assert invoker.stats.notify_failures == 0
     await invoker.notify(service("events.nobody"), event, CTX)
     assert invoker.stats.notify_failures == 1
+
+
+async def test_the_map_of_calls_is_freed_on_answer_timeout_and_a_late_answer_is_dropped(
+    invoker: NatsInvoker, svc_nc: Client
+) -> None:
+    held: list[Msg] = []
+
+    async def hold(msg: Msg) -> None:
+        held.append(msg)
+
+    await responder(svc_nc, "orders.late", hold)
+    svc = service("orders.late", timeout_ms=150)
+    assert await invoker.invoke(svc, ACTION, CTX) is ErrorCode.UPSTREAM_TIMEOUT
+    assert invoker.in_flight() == 0 and svc.pool.slots.free == svc.pool.slots.limit
+    await held[0].respond(json.dumps(ANSWER).encode())  # after its caller gave up
+    await on_server(svc_nc)
+    ok = service("orders.start2")
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b"")
+
+    await responder(svc_nc, "orders.start2", answer)
+    assert await invoker.invoke(ok, ACTION, CTX) == InvocationResult()  # not the late one's
+    assert invoker.in_flight() == 0
+
+
+async def test_a_cancelled_invoke_frees_its_entry_and_slot_at_once(
+    invoker: NatsInvoker, svc_nc: Client
+) -> None:
+    held: list[Msg] = []
+
+    async def hold(msg: Msg) -> None:
+        held.append(msg)
+
+    await responder(svc_nc, "orders.cancel", hold)
+    svc = service("orders.cancel", timeout_ms=10_000)
+    task = asyncio.get_running_loop().create_task(invoker.invoke(svc, ACTION, CTX))
+    await eventually(lambda: held, what="the call reaches the service")
+    assert invoker.in_flight() == 1 and svc.pool.slots.free == svc.pool.slots.limit - 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert invoker.in_flight() == 0 and svc.pool.slots.free == svc.pool.slots.limit
+
+
+async def test_a_lost_connection_ends_its_calls_and_frees_the_map(
+    nats_proc: ServerProcess, svc_nc: Client
+) -> None:
+    held: list[Msg] = []
+
+    async def hold(msg: Msg) -> None:
+        held.append(msg)
+
+    await responder(svc_nc, "orders.lost", hold)
+    nc = await connect_nats(nats_proc.url, name="wsgate test lost")
+    inv = NatsInvoker(nc)
+    try:
+        svc = service("orders.lost", timeout_ms=300)
+        outcomes: list[InvocationResult | ErrorCode] = []
+        inv.start(svc, ACTION, CTX, outcomes.append)
+        await eventually(lambda: held, what="the call reaches the service")
+        await close_client(nc)  # the answer can no longer come
+        await eventually(lambda: outcomes, what="the call is ended")
+        assert outcomes == [ErrorCode.UPSTREAM_TIMEOUT]
+        assert inv.in_flight() == 0 and svc.pool.slots.free == svc.pool.slots.limit
+        # Started on the closed connection: unavailable at once, nothing entered.
+        assert await inv.invoke(svc, ACTION, CTX) is ErrorCode.UPSTREAM_UNAVAILABLE
+        assert inv.in_flight() == 0 and svc.pool.slots.free == svc.pool.slots.limit
+    finally:
+        await inv.aclose()
+        await close_client(nc)
+
+
+async def test_many_calls_in_one_batch_each_get_their_own_answer(
+    invoker: NatsInvoker, svc_nc: Client
+) -> None:
+    async def echo(msg: Msg) -> None:
+        body = json.loads(msg.data)
+        reply = {"reply": [{"type": "orders/GOT", "payload": body["action"]["payload"]}]}
+        await msg.respond(json.dumps(reply).encode())
+
+    await responder(svc_nc, "orders.many", echo)
+    svc = service("orders.many", cap=64)
+    actions = [Action(type="orders/GET", payload=msgspec.Raw(str(i).encode())) for i in range(50)]
+    results = await asyncio.gather(*(invoker.invoke(svc, a, CTX) for a in actions))
+    got = []
+    for result in results:
+        assert isinstance(result, InvocationResult)
+        got.append(bytes(result.replies[0].payload or b""))
+    assert got == [str(i).encode() for i in range(50)]
+    assert invoker.in_flight() == 0 and svc.pool.slots.free == 64
+
+
+async def test_a_subject_that_would_break_the_command_is_unavailable(
+    invoker: NatsInvoker,
+) -> None:
+    svc = service("orders.x 9")
+    assert await invoker.invoke(svc, ACTION, CTX) is ErrorCode.UPSTREAM_UNAVAILABLE
+    assert invoker.in_flight() == 0 and svc.pool.slots.free == svc.pool.slots.limit
+
+
+async def test_a_call_while_reconnecting_is_unavailable_at_once_and_after_it_answered() -> None:
+    with nats_server() as server:
+        nc = await connect_nats(server.url, name="wsgate test reconnecting")
+        inv = NatsInvoker(nc)
+        try:
+            server.stop()
+            await eventually(lambda: not nc.is_connected, what="the connection is lost")
+            svc = service("orders.away", timeout_ms=5000)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert await inv.invoke(svc, ACTION, CTX) is ErrorCode.UPSTREAM_UNAVAILABLE
+            assert loop.time() - started < 1.0  # not its 5 s timeout
+            assert inv.in_flight() == 0 and svc.pool.slots.free == svc.pool.slots.limit
+            assert nc.pending_data_size == 0  # nothing buffered for after the reconnect
+            server.start()  # same port: nats-py reconnects and subscribes the replies again
+            await eventually(lambda: nc.is_connected, 10.0, what="reconnected")
+            svc_conn = await nats.connect(server.url)
+            try:
+
+                async def answer(msg: Msg) -> None:
+                    await msg.respond(json.dumps(ANSWER).encode())
+
+                await responder(svc_conn, "orders.away", answer)
+                await on_server(nc)  # our reply subscription is on the new server too
+                assert isinstance(await inv.invoke(svc, ACTION, CTX), InvocationResult)
+            finally:
+                await close_client(svc_conn)
+        finally:
+            await inv.aclose()
+            await close_client(nc)
+
+
+async def test_a_sender_that_breaks_ends_its_calls_internal_and_the_next_call_works(
+    invoker: NatsInvoker, svc_nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b"")
+
+    await responder(svc_nc, "orders.broken", answer)
+    svc = service("orders.broken")
+    assert await invoker.invoke(svc, ACTION, CTX) == InvocationResult()
+
+    async def broken(nc: Client, command: bytes) -> None:
+        raise RuntimeError("a bug in the writer")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(nats_invoker, "write", broken)
+        assert await invoker.invoke(svc, ACTION, CTX) is ErrorCode.INTERNAL
+    assert invoker.in_flight() == 0 and svc.pool.slots.free == svc.pool.slots.limit
+    assert await invoker.invoke(svc, ACTION, CTX) == InvocationResult()

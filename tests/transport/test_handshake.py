@@ -14,6 +14,7 @@ from tests.transport.conftest import Start
 from tests.transport.helpers import COOKIE, OP_TEXT, USER, RawClient
 from wsgate.protocol import SUBPROTOCOL
 from wsgate.transport import HttpResponse
+from wsgate.transport.protocol import _SHARED
 
 
 def url(port: int, path: str = "/ws") -> str:
@@ -194,3 +195,24 @@ async def test_request_head_without_end_past_16_kib_gets_431(start: Start) -> No
         assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("offer", [None, SUBPROTOCOL])
+async def test_handshake_headers_are_freed_after_the_upgrade(start: Start, offer: str | None) -> None:
+    """An open connection keeps neither the request's nor the 101's headers (memory
+    per idle connection, bench/README.md), and still works."""
+    listener, handler = await start()
+    headers = {"Cookie": COOKIE, "User-Agent": "probe/1"}
+    if offer is not None:
+        headers["Sec-WebSocket-Protocol"] = offer
+    client = await RawClient.connect(listener.port, headers=headers)
+    assert client.status == 101
+    (session,) = await handler.wait_sessions(1)
+    wst = session.sink._wst  # type: ignore[attr-defined]
+    assert len(wst.request.headers) == 0
+    assert len(wst.response.headers) == 0
+    assert wst.request.method is _SHARED[b"GET"]
+    assert wst.request.version is _SHARED[b"HTTP/1.1"]
+    session.sink.send(b'{"type":"x"}')
+    assert await client.recv_frame() == (OP_TEXT, True, b'{"type":"x"}')
+    await client.aclose()

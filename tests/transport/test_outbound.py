@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 
 from tests.helpers import eventually
 from tests.transport.conftest import Start
-from tests.transport.helpers import COOKIE, OP_TEXT, RawClient
+from tests.transport.helpers import COOKIE, OP_TEXT, RawClient, RecordingSession, frame
 from wsgate.transport.framing import encode_binary_frame, encode_text_frame
 
 
@@ -142,3 +142,57 @@ async def test_slow_consumer_is_closed_4000_and_others_are_not_slowed(start: Sta
     async with asyncio.timeout(5):
         await slow_session.closed.wait()
     assert listener.connection_count == 0
+
+
+def _count_writes(session: RecordingSession, listener: Any, writes: list[str]) -> None:
+    """Record each ``write``/``writelines`` call on ``session``'s transport (asyncio's)."""
+    (conn,) = [c for c in listener._ctx.connections if c._session is session]
+    tr = conn._wst.underlying_transport
+    assert isinstance(tr, asyncio.Transport)
+    real_write, real_lines = tr.write, tr.writelines
+    inside = [False]  # asyncio's writelines calls write: count the outer call only
+
+    def write(data: Any) -> None:
+        if not inside[0]:
+            writes.append("write")
+        real_write(data)
+
+    def writelines(data: Any) -> None:
+        writes.append("writelines")
+        inside[0] = True
+        try:
+            real_lines(data)
+        finally:
+            inside[0] = False
+
+    tr.write = write  # type: ignore[method-assign]
+    tr.writelines = writelines  # type: ignore[method-assign]
+
+
+async def _relay_room(start: Start, members: int) -> tuple[RawClient, list[RawClient], Any, Any]:
+    """A sender and ``members`` receivers; the sender's messages go to every receiver's sink."""
+    listener, handler = await start()
+    sender = await RawClient.connect(listener.port)
+    (first,) = await handler.wait_sessions(1)
+    receivers = [await RawClient.connect(listener.port) for _ in range(members)]
+    sessions = await handler.wait_sessions(1 + members)
+    return sender, receivers, listener, (first, sessions[1:])
+
+
+async def test_a_burst_in_one_read_is_one_write_per_member(start: Start) -> None:
+    # Frames read together (a relayed burst) are written together, once per member.
+    sender, receivers, listener, (first, members) = await _relay_room(start, 3)
+    writes: list[str] = []
+    for m in members:
+        _count_writes(m, listener, writes)
+
+    def relay(data: bytes) -> None:
+        for m in members:
+            m.sink.send(data)
+
+    first.on_message = relay  # type: ignore[method-assign]
+    sender.send(b"".join(frame(OP_TEXT, f"m{i:02d}".encode()) for i in range(20)))
+    for client in receivers:
+        for i in range(20):
+            assert await client.recv_frame() == (OP_TEXT, True, f"m{i:02d}".encode())
+    assert writes == ["writelines"] * 3

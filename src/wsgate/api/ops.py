@@ -24,10 +24,12 @@ import msgspec
 
 from wsgate.api.state import ApiState, bus_for
 from wsgate.auth.revocations import user_key
+from wsgate.core.acks import AckState
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import JoinRefused
 from wsgate.core.pool import Channel
 from wsgate.delivery import deliver_batch
+from wsgate.exceptions import BackendError
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.address import parse_address
 from wsgate.protocol.codes import CloseCode, ErrorCode
@@ -134,9 +136,9 @@ def publish(
     here). With ``[tracing]`` on, the publish is a span, a child of
     ``traceparent`` when it is valid. Raises
     :class:`Refused`: ``BAD_REQUEST`` (a bad body; ``ack`` for a channel, a
-    hub or a batch), ``UNAVAILABLE`` for ``ack`` where acknowledged delivery is off (in a
-    cluster, or ``[inbox] ack_timeout_ms = 0``; to a user, ``[inbox] enabled =
-    false``) or its table is full.
+    hub or a batch), ``UNAVAILABLE`` for ``ack`` where acknowledged delivery is off
+    (``[inbox] ack_timeout_ms = 0``; to a user, ``[inbox] enabled = false``) or this
+    node's table is full.
     """
     body = decode_publish(data)
     ack = _reserve(state, body) if body.ack else None
@@ -175,11 +177,26 @@ def _reserve(state: ApiState, body: PublishBatch) -> str:
     return ack
 
 
-def delivery_state(state: ApiState, ack: str) -> str:
-    """``pending``, ``delivered``, ``acked`` or ``expired`` of delivery ``ack``.
-    Raises :class:`Refused` (``NOT_FOUND``: unknown, or freed ``ttl`` after it finished)."""
+_RANK: Final = {AckState.PENDING: 0, AckState.DELIVERED: 1, AckState.ACKED: 2,
+                AckState.EXPIRED: 2}
+
+
+async def delivery_state(state: ApiState, ack: str) -> str:
+    """``pending``, ``delivered``, ``acked`` or ``expired`` of delivery ``ack``: in a
+    cluster the further of the ledger's word (any node answers) and this node's
+    table's (its write may still be on its way); when the backend fails, this
+    node's table. Raises :class:`Refused` (``NOT_FOUND``: unknown, or freed ``ttl``
+    after it finished)."""
     acks = state.gateway.acks
     found = None if acks is None else acks.state(ack)
+    shared = None if state.bus is None else state.bus.acks
+    if shared is not None and found not in (AckState.ACKED, AckState.EXPIRED):
+        try:
+            remote = await shared.state(ack)
+            if remote is not None and (found is None or _RANK[remote] > _RANK[found]):
+                found = remote  # the further of the two (a write may be on its way)
+        except BackendError:
+            _log.warning("deliveries: the ledger could not be read", exc_info=True)
     if found is None:
         raise Refused(Problem.NOT_FOUND, "no such delivery")
     return found.value

@@ -61,7 +61,7 @@ async def publish(request: web.Request) -> web.Response:
 async def delivery(request: web.Request) -> web.Response:
     ack = request.match_info["id"]
     try:
-        state = ops.delivery_state(request.app[STATE], ack)
+        state = await ops.delivery_state(request.app[STATE], ack)
     except ops.Refused as exc:
         return _refused(exc)
     return web.json_response({"id": ack, "state": state})

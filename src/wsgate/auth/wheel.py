@@ -53,7 +53,8 @@ class TimerWheel(Generic[K]):
         self._fire = fire
         self._res = resolution_s
         self._now = now
-        self._slots: dict[int, set[K]] = {}
+        self._slots: dict[int, tuple[int, set[K]]] = {}
+        """Slot index -> (that index, the keys due in it)."""
         self._slot_of: dict[K, int] = {}
         self._heap: list[int] = []
         self._armed: tuple[int, _Handle] | None = None
@@ -68,13 +69,15 @@ class TimerWheel(Generic[K]):
         """Fire ``key`` at ``deadline`` (replacing its previous deadline)."""
         self.cancel(key)
         slot = math.ceil(deadline / self._res)
-        keys = self._slots.get(slot)
-        if keys is None:
-            keys = self._slots[slot] = set()
+        entry = self._slots.get(slot)
+        if entry is None:
+            entry = self._slots[slot] = (slot, set())
             heapq.heappush(self._heap, slot)
             if len(self._heap) > 2 * len(self._slots) + 64:
                 self._heap = list(self._slots)
                 heapq.heapify(self._heap)
+        # The slot's own int object, not this call's: keys share one (memory per key).
+        slot, keys = entry
         keys.add(key)
         self._slot_of[key] = slot
         self._arm()
@@ -84,7 +87,7 @@ class TimerWheel(Generic[K]):
         slot = self._slot_of.pop(key, None)
         if slot is None:
             return
-        keys = self._slots[slot]
+        keys = self._slots[slot][1]
         keys.discard(key)
         if not keys:
             del self._slots[slot]
@@ -122,7 +125,7 @@ class TimerWheel(Generic[K]):
             if slot is None or slot > due:
                 break
             heapq.heappop(self._heap)
-            for key in self._slots.pop(slot):
+            for key in self._slots.pop(slot)[1]:
                 del self._slot_of[key]
                 self._fire(key)
         self._arm()

@@ -58,6 +58,7 @@ from typing import NamedTuple, Protocol
 from wsgate.typing import ChannelAddress
 
 __all__ = [
+    "INBOX_STREAM_PREFIX",
     "Backend",
     "Broker",
     "Delivery",
@@ -72,7 +73,18 @@ __all__ = [
     "SharedLimits",
     "StreamReplay",
     "StreamWindow",
+    "is_inbox",
 ]
+
+INBOX_STREAM_PREFIX = "@inbox:"
+"""A user's inbox stream is named so (:func:`wsgate.core.inbox.stream_of`); a channel's
+never is (a hub id holds no ``@``). Cluster backends store such streams apart from
+channels' history, bounded by ``[inbox]`` (:class:`HistoryStore`)."""
+
+
+def is_inbox(stream: str) -> bool:
+    """Whether ``stream`` is a user's inbox (bounded by ``[inbox]``), not a channel's history."""
+    return stream.startswith(INBOX_STREAM_PREFIX)
 
 
 class Replay(NamedTuple):
@@ -123,12 +135,16 @@ class RecentHistory(Protocol):
         """Entries after ``offset``, or ``recovered=False`` when some were lost."""
         ...
 
-    def seen(self, channel: ChannelAddress, offset: int, prev: int, data: bytes) -> bool:
+    def seen(
+        self, channel: ChannelAddress, offset: int, prev: int, data: bytes, key: str | None = None
+    ) -> bool:
         """Record an action whose offset a cluster's stream assigned.
 
         Returns ``False`` (and restarts the window at ``prev``) when ``prev`` is
         not the last offset recorded: messages were lost in between, and
-        :meth:`since` never claims a recovery across the gap.
+        :meth:`since` never claims a recovery across the gap. A ``key`` (a
+        conflated channel's) replaces the earlier entry of that key, as in
+        :meth:`append`: the node's window keeps the latest per key.
         """
         ...
 
@@ -272,9 +288,13 @@ class HistoryStore(Protocol):
     ``ttl_s`` after its own append); at most ``max_channels`` streams are
     retained, the one with the oldest last append freed first (NATS: at most
     ``max_channels × size`` messages, the oldest first). All three are set
-    when the backend is built. Offsets are per stream: ``created + 1``,
-    ``created + 2``, … where ``created`` (the stream's epoch) is a time in
-    microseconds above every offset the stream had before it was freed.
+    when the backend is built, twice: channels' streams take ``[history]``'s
+    ``size``, ``ttl_s`` and ``max_channels``; users' inboxes (:func:`is_inbox`)
+    take ``[inbox]``'s ``max_messages``, ``ttl_s`` and ``max_users``, counted
+    apart, so inboxes never evict a channel's history nor the reverse. Offsets
+    are per stream: ``created + 1``, ``created + 2``, … where ``created`` (the
+    stream's epoch) is a time in microseconds above every offset the stream had
+    before it was freed.
     """
 
     async def since(self, stream: str, offset: int) -> StreamReplay:

@@ -30,6 +30,32 @@ class _Stream:
         self.entries: deque[tuple[int, bytes]] = deque(maxlen=size)
 
 
+def _put(stream: _Stream, offset: int, data: bytes, key: str | None) -> None:
+    """Add an entry to a stream holding some (``size > 0``); with a ``key``, in place of
+    that key's earlier entry, which is removed (nothing is lost, so no eviction mark).
+
+    The search for it starts at the newest end: a conflated channel's entries are one per
+    key, the newest of the window, so it pays O(keys), not O(size), per action recorded
+    (a cluster records every action it receives)."""
+    entries = stream.entries
+    keys, key_at = stream.keys, stream.key_at
+    if key is not None:
+        older = keys.get(key)
+        if older is not None:
+            del key_at[older]
+            for i in range(len(entries) - 1, -1, -1):
+                if entries[i][0] == older:
+                    del entries[i]
+                    break
+        keys[key] = offset
+        key_at[offset] = key
+    if len(entries) == entries.maxlen:
+        stream.evicted = first = entries[0][0]
+        if key_at and (gone := key_at.pop(first, None)) is not None:
+            del keys[gone]
+    entries.append((offset, data))
+
+
 class MemoryHistory:
     """:class:`~wsgate.backends.base.RecentHistory` as ring buffers in this process.
 
@@ -111,24 +137,7 @@ class MemoryHistory:
         stream = self._stream(channel)
         if stream.size == 0:
             return
-        entries = stream.entries
-        keys, key_at = stream.keys, stream.key_at
-        if key is not None:
-            older = keys.get(key)
-            if older is not None:
-                # O(size): the replaced entry goes; nothing is lost, so no eviction mark.
-                del key_at[older]
-                for i, (off, _) in enumerate(entries):
-                    if off == older:
-                        del entries[i]
-                        break
-            keys[key] = offset
-            key_at[offset] = key
-        if len(entries) == entries.maxlen:
-            stream.evicted = first = entries[0][0]
-            if key_at and (gone := key_at.pop(first, None)) is not None:
-                del keys[gone]
-        entries.append((offset, data))
+        _put(stream, offset, data, key)
 
     def top(self, channel: ChannelAddress) -> int:
         stream = self._streams.get(channel)
@@ -143,19 +152,19 @@ class MemoryHistory:
             return Replay(False, [])
         return Replay(True, [data for off, data in stream.entries if off > offset])
 
-    def seen(self, channel: ChannelAddress, offset: int, prev: int, data: bytes) -> bool:
+    def seen(
+        self, channel: ChannelAddress, offset: int, prev: int, data: bytes, key: str | None = None
+    ) -> bool:
         stream = self._stream(channel)
         contiguous = stream.top == prev
         if not contiguous:
             # A gap: nothing at or below prev can be served from here any more.
             stream.entries.clear()
+            stream.keys, stream.key_at = {}, {}
             stream.evicted = prev
         stream.top = offset
         if stream.size:
-            entries = stream.entries
-            if len(entries) == entries.maxlen:
-                stream.evicted = entries[0][0]
-            entries.append((offset, data))
+            _put(stream, offset, data, key)
         self._touch(channel)
         return contiguous
 

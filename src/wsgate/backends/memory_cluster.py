@@ -5,7 +5,8 @@ Nodes whose ``[broker] url`` and prefix are equal (``memory://``,
 ``loop.call_soon`` (asynchronously, in publish order, like a real server),
 bounded streams (each freed ``ttl_s`` after its last append, found by the
 next stream call; at most ``max_channels``, the longest-quiet freed first;
-offsets above every offset the hub issued), presence with heartbeats, GCRA limits and registrations.
+offsets above every offset the hub issued; users' inboxes apart, with the
+``[inbox]`` bounds), presence with heartbeats, GCRA limits and registrations.
 It is the reference the conformance suite holds Redis and NATS to; it gives
 every guarantee of :mod:`wsgate.backends.base` within one process.
 """
@@ -18,7 +19,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from wsgate.backends.base import Delivery, Registration, StreamReplay, StreamWindow
+from wsgate.backends.base import Delivery, Registration, StreamReplay, StreamWindow, is_inbox
 
 __all__ = ["MemoryCluster", "open_memory"]
 
@@ -39,12 +40,22 @@ class _Stream:
     """The base the stream started from: offsets of an earlier incarnation are below it."""
 
 
+@dataclass(frozen=True)
+class _Bounds:
+    size: int
+    ttl_s: float
+    most: int
+    """Streams of the kind retained at most (0: unbounded)."""
+
+
 @dataclass
 class _Hub:
     brokers: set[MemoryBroker] = field(default_factory=set)
     streams: OrderedDict[str, _Stream] = field(default_factory=OrderedDict)
-    """By last append, oldest first: bounded by ``max_channels``, freed ``ttl_s``
-    after their last append (:meth:`sweep`)."""
+    """Channels' streams by last append, oldest first: bounded by ``max_channels``,
+    freed ``ttl_s`` after their last append (:meth:`sweep`)."""
+    inboxes: OrderedDict[str, _Stream] = field(default_factory=OrderedDict)
+    """Users' inbox streams, the same way, bounded by ``[inbox]`` apart from channels."""
     floor: int = 0
     """The highest offset ever issued here: a new stream starts above it."""
     presence: dict[str, dict[str, tuple[str, bytes]]] = field(default_factory=dict)
@@ -54,16 +65,20 @@ class _Hub:
     registry: dict[tuple[str, str], Registration] = field(default_factory=dict)
 
 
+    def table(self, stream: str) -> OrderedDict[str, _Stream]:
+        """Where ``stream`` is kept: with the inboxes or with the channels."""
+        return self.inboxes if is_inbox(stream) else self.streams
+
     def sweep(self, now: float, budget: int = 64) -> None:
-        """Free up to ``budget`` streams whose ttl has passed (oldest append first)."""
-        streams = self.streams
-        for _ in range(budget):
-            if not streams:
-                return
-            name, st = next(iter(streams.items()))
-            if st.expires_at > now:
-                return
-            del streams[name]
+        """Free up to ``budget`` streams of each kind whose ttl has passed (oldest first)."""
+        for streams in (self.streams, self.inboxes):
+            for _ in range(budget):
+                if not streams:
+                    break
+                name, st = next(iter(streams.items()))
+                if st.expires_at > now:
+                    break
+                del streams[name]
 
 
 _HUBS: dict[tuple[str, str], _Hub] = {}
@@ -72,11 +87,10 @@ _HUBS: dict[tuple[str, str], _Hub] = {}
 class MemoryBroker:
     """:class:`~wsgate.backends.base.Broker` within one process."""
 
-    def __init__(self, hub: _Hub, size: int, ttl_s: float, max_channels: int = 10_000) -> None:
+    def __init__(self, hub: _Hub, channels: _Bounds, inboxes: _Bounds) -> None:
         self._hub = hub
-        self._size = size
-        self._ttl = ttl_s
-        self._max = max_channels
+        self._channels = channels
+        self._inboxes = inboxes
         self._subjects: set[str] = set()
         self._deliver: Callable[[Delivery], None] | None = None
         self._received: dict[str, int] = {}
@@ -108,24 +122,26 @@ class MemoryBroker:
         hub = self._hub
         now = time.monotonic()
         hub.sweep(now)
-        st = hub.streams.get(stream)
+        table = hub.table(stream)
+        bounds = self._inboxes if table is hub.inboxes else self._channels
+        st = table.get(stream)
         if st is None or st.expires_at <= now:
             base = max(stream_start(), hub.floor)
-            entries: deque[tuple[int, bytes]] = deque(maxlen=max(self._size, 1))
-            st = hub.streams[stream] = _Stream(base, 0, entries, 0.0, base)
+            entries: deque[tuple[int, bytes]] = deque(maxlen=max(bounds.size, 1))
+            st = table[stream] = _Stream(base, 0, entries, 0.0, base)
         prev = st.top
         st.top += 1
         hub.floor = max(hub.floor, st.top)
-        hub.streams.move_to_end(stream)
-        while self._max and len(hub.streams) > self._max:
-            hub.streams.popitem(last=False)  # the longest-quiet stream first
-        if self._size > 0:
+        table.move_to_end(stream)
+        while bounds.most and len(table) > bounds.most:
+            table.popitem(last=False)  # the longest-quiet stream first
+        if bounds.size > 0:
             if len(st.entries) == st.entries.maxlen:
                 st.evicted = st.entries[0][0]
             st.entries.append((st.top, data))
         else:
             st.evicted = st.top
-        st.expires_at = now + self._ttl
+        st.expires_at = now + bounds.ttl_s
         self._route(Delivery(subject, st.top, prev, data))
 
     def subscribe(self, subject: str) -> None:
@@ -154,7 +170,7 @@ class MemoryStreams:
 
     async def since(self, stream: str, offset: int) -> StreamReplay:
         self._hub.sweep(time.monotonic())
-        st = self._hub.streams.get(stream)
+        st = self._hub.table(stream).get(stream)
         if st is None or st.expires_at <= time.monotonic():
             return StreamReplay(offset == 0, [], 0)
         if offset < st.evicted or offset > st.top or 0 < offset < st.created:
@@ -163,7 +179,7 @@ class MemoryStreams:
 
     async def window(self, stream: str) -> StreamWindow:
         self._hub.sweep(time.monotonic())
-        st = self._hub.streams.get(stream)
+        st = self._hub.table(stream).get(stream)
         if st is None or st.expires_at <= time.monotonic():
             return StreamWindow(0, [], 0)
         return StreamWindow(st.evicted, list(st.entries), st.top)
@@ -260,8 +276,19 @@ class MemoryRegistry:
 class MemoryCluster:
     """:class:`~wsgate.backends.base.Backend` for nodes of one process."""
 
-    def __init__(self, hub: _Hub, size: int, ttl_s: float, max_channels: int = 10_000) -> None:
-        self.broker = MemoryBroker(hub, size, ttl_s, max_channels)
+    def __init__(
+        self,
+        hub: _Hub,
+        size: int,
+        ttl_s: float,
+        max_channels: int = 10_000,
+        *,
+        inbox_size: int = 100,
+        inbox_ttl_s: float = 300.0,
+        inbox_max_users: int = 10_000,
+    ) -> None:
+        channels = _Bounds(size, ttl_s, max_channels)
+        self.broker = MemoryBroker(hub, channels, _Bounds(inbox_size, inbox_ttl_s, inbox_max_users))
         self.history = MemoryStreams(hub)
         self.presence = MemoryPresence(hub)
         self.limits = MemoryShared(hub)
@@ -279,7 +306,13 @@ async def open_memory(
     history_size: int,
     history_ttl_s: float,
     history_max_channels: int = 10_000,
+    inbox_size: int = 100,
+    inbox_ttl_s: float = 300.0,
+    inbox_max_users: int = 10_000,
 ) -> MemoryCluster:
     """The in-process backend of the hub named by ``url`` and ``prefix``."""
     hub = _HUBS.setdefault((url, prefix), _Hub())
-    return MemoryCluster(hub, history_size, history_ttl_s, history_max_channels)
+    return MemoryCluster(
+        hub, history_size, history_ttl_s, history_max_channels,
+        inbox_size=inbox_size, inbox_ttl_s=inbox_ttl_s, inbox_max_users=inbox_max_users,
+    )

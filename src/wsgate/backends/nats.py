@@ -3,8 +3,9 @@
 :func:`open_nats` connects once and builds the five stores on that
 connection. Everything lives under the configured prefix (see
 :mod:`wsgate.backends.nats_names`): broker subjects ``P.msg.…``, the history
-stream ``<N>_hist`` (which republishes channel messages to ``P.msg.chan.…``)
-and the state stream ``<N>_state``, so two prefixes on
+stream ``<N>_hist`` (which republishes channel messages to ``P.msg.chan.…``),
+the inbox stream ``<N>_inbox`` (users' inboxes, bounded by ``[inbox]``,
+republished the same way) and the state stream ``<N>_state``, so two prefixes on
 one server never see each other.
 
 What it guarantees, store by store, is in each class's docstring
@@ -19,7 +20,8 @@ give, compared with the memory reference:
   together ``ttl_s`` after the last append; the channel is gone ``ttl_s``
   after its last append. At most ``history_max_channels × history_size``
   messages are kept (``max_msgs``, oldest removed first): at most that many
-  full channels;
+  full channels. Users' inboxes likewise in their own stream: at most
+  ``inbox_max_users × inbox_size`` messages, each ``inbox_ttl_s`` old at most;
 - **offsets per channel by compare-and-set**: each append is an acked
   JetStream publish expecting the channel's last sequence, carrying the
   channel's own offset in a header (see
@@ -69,13 +71,14 @@ class NatsBackend:
     """:class:`~wsgate.backends.base.Backend` over one NATS connection."""
 
     def __init__(
-        self, nc: Client, jet: Jet, history_size: int, history_ttl_s: float
+        self, nc: Client, jet: Jet, history_size: int, history_ttl_s: float,
+        inbox_size: int = 100,
     ) -> None:
         self.nc = nc
         """The connection (shared by every store)."""
         self.names = jet.names
         self.broker = NatsBroker(jet)
-        self.history = NatsHistory(jet, history_size)
+        self.history = NatsHistory(jet, history_size, inbox_size)
         self.presence = NatsPresence(jet)
         self.limits = NatsLimits(jet)
         self.registry = NatsRegistry(jet)
@@ -176,8 +179,12 @@ async def open_nats(
     history_size: int,
     history_ttl_s: float,
     history_max_channels: int = 10_000,
+    inbox_size: int = 100,
+    inbox_ttl_s: float = 300.0,
+    inbox_max_users: int = 10_000,
 ) -> NatsBackend:
-    """Connect to ``url`` and make sure this prefix's streams exist.
+    """Connect to ``url`` and make sure this prefix's streams exist (an existing
+    stream is updated to these limits: :meth:`Jet.ensure_streams`).
 
     Raises :class:`~wsgate.exceptions.BackendUnavailable` when the server
     cannot be reached within ``2 ×`` :data:`REQUEST_TIMEOUT_S`, and
@@ -186,8 +193,9 @@ async def open_nats(
     nc = await connect_nats(url, name=f"wsgate {node}")
     try:
         jet = Jet(nc, Names(prefix), REQUEST_TIMEOUT_S)
-        await jet.ensure_streams(history_size, history_ttl_s, history_max_channels)
+        inbox = (inbox_size, inbox_ttl_s, inbox_max_users)
+        await jet.ensure_streams(history_size, history_ttl_s, history_max_channels, inbox)
     except BaseException:
         await close_client(nc)
         raise
-    return NatsBackend(nc, jet, history_size, history_ttl_s)
+    return NatsBackend(nc, jet, history_size, history_ttl_s, inbox_size)

@@ -6,7 +6,8 @@ while the lane has work. So one subject's messages leave in the order they
 were published (FIFO per publisher and subject).
 
 ``publish_stream(f"chan.{s}", s, data)`` appends ``data`` to the history
-subject ``P.hist.<s>`` with a compare-and-set publish
+subject ``P.hist.<s>`` (a user's inbox: ``P.inbox.<s>`` in the inbox stream)
+with a compare-and-set publish
 (``Nats-Expected-Last-Subject-Sequence`` = the subject's last stream
 sequence) carrying the channel's own counter in headers:
 ``Wsgate-Offset`` (the channel's last offset + 1) and ``Wsgate-Created``
@@ -274,11 +275,11 @@ class NatsBroker:
         """Store ``batch`` at the channel's next offsets, as one message (see the module)."""
         jet = self._jet
         data = batch[0] if len(batch) == 1 else b"".join(batch)
-        subject = self._names.hist(stream)
+        stored_in, subject = self._names.stored(stream)
         head = self._heads.pop(stream, None)
         for _ in range(APPEND_TRIES):
             if head is None:
-                head = head_of(await jet.last(self._names.hist_stream, subject))
+                head = head_of(await jet.last(stored_in, subject))
             seq, offset, epoch = head
             if seq == 0:  # nothing stored: a new epoch, above every one this node used
                 epoch = offset = self._epoch = max(int(time.time() * 1e6), self._epoch + 1)
@@ -308,14 +309,14 @@ class NatsBroker:
             await sub.unsubscribe()
 
     def _callback(self, subject: str) -> Callable[[Msg], Any]:
-        hist_stream = self._names.hist_stream
+        ours = {self._names.hist_stream, self._names.inbox_stream}
 
         async def on_message(msg: Msg) -> None:
             if self._deliver is None or subject not in self._subjects:
                 return
             hdrs = msg.headers
             entries = [(0, msg.data)]
-            if hdrs and hdrs.get(HDR_STREAM) == hist_stream:  # republished by our stream
+            if hdrs and hdrs.get(HDR_STREAM) in ours:  # republished by our stream
                 try:
                     entries = entries_of(hdrs, int(hdrs[HDR_SEQUENCE]), msg.data)
                 except (KeyError, ValueError):

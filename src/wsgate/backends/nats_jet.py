@@ -88,7 +88,7 @@ class WrongLastSequence(Exception):
 
 
 class Jet:
-    """JetStream access for one prefix: its two streams and the calls on them."""
+    """JetStream access for one prefix: its three streams and the calls on them."""
 
     def __init__(self, nc: Client, names: Names, timeout: float) -> None:
         self.nc = nc
@@ -97,9 +97,13 @@ class Jet:
         self.js = nc.jetstream(timeout=timeout)
 
     async def ensure_streams(
-        self, history_size: int, history_ttl_s: float, history_max_channels: int = 10_000
+        self,
+        history_size: int,
+        history_ttl_s: float,
+        history_max_channels: int = 10_000,
+        inbox: tuple[int, float, int] = (100, 300.0, 10_000),
     ) -> None:
-        """Create both streams, or bring an existing one to these limits.
+        """Create the three streams, or bring an existing one to these limits.
 
         The history stream frees everything with the server's own limits, so
         no node sweeps: a message is removed ``history_ttl_s`` after its
@@ -109,23 +113,33 @@ class Jet:
         × that`` messages, the oldest removed first (``max_msgs``, discard
         old; 0: unbounded). It republishes every channel message, headers
         included, to the channel's broker subject.
+
+        The inbox stream does the same for users' inboxes with ``inbox``'s
+        ``(max_messages, ttl_s, max_users)`` (``[inbox]``): a user keeps their
+        last ``max_messages``, each removed ``ttl_s`` after its append, at most
+        ``max_users × max_messages`` messages in all. Apart from the history
+        stream, so neither kind evicts the other.
         """
         names = self.names
-        per_subject = max(history_size, 1)
-        await self._ensure(
-            api.StreamConfig(
-                name=names.hist_stream,
-                subjects=names.hist_subjects,
-                max_msgs_per_subject=per_subject,
-                max_msgs=history_max_channels * per_subject if history_max_channels > 0 else -1,
-                max_age=max(history_ttl_s, 0.001),
-                allow_direct=True,
-                discard=api.DiscardPolicy.OLD,
-                republish=api.RePublish(
-                    src=names.hist_republish_src, dest=names.hist_republish_dest
-                ),
-            ),
+        kinds = (
+            (names.hist_stream, names.hist_subjects, names.hist_republish_src,
+             (history_size, history_ttl_s, history_max_channels)),
+            (names.inbox_stream, names.inbox_subjects, names.inbox_republish_src, inbox),
         )
+        for name, subjects, src, (size, ttl_s, most) in kinds:
+            per_subject = max(size, 1)
+            await self._ensure(
+                api.StreamConfig(
+                    name=name,
+                    subjects=subjects,
+                    max_msgs_per_subject=per_subject,
+                    max_msgs=most * per_subject if most > 0 else -1,
+                    max_age=max(ttl_s, 0.001),
+                    allow_direct=True,
+                    discard=api.DiscardPolicy.OLD,
+                    republish=api.RePublish(src=src, dest=names.hist_republish_dest),
+                ),
+            )
         await self._ensure(
             api.StreamConfig(
                 name=names.state_stream,

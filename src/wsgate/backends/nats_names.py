@@ -16,6 +16,10 @@ can nest inside another):
 - ``P.hist.<stream>`` — channel history, in the JetStream stream ``<N>_hist``,
   which *republishes* every message stored there to ``P.msg.chan.<stream>``
   (the broker subject of ``chan.<stream>``: same token, same escape);
+- ``P.inbox.<stream>`` — users' inboxes (streams named ``@inbox:<user>``,
+  :func:`~wsgate.backends.base.is_inbox`), in the JetStream stream
+  ``<N>_inbox``, bounded by ``[inbox]`` apart from channels' history and
+  republished the same way to ``P.msg.chan.<stream>``;
 - ``P.pres|beat|lim|cnt|reg.…`` — cluster state, one message per subject, in
   the JetStream stream ``<N>_state``.
 
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+
+from wsgate.backends.base import is_inbox
 
 __all__ = [
     "HDR_CREATED",
@@ -105,6 +111,8 @@ class Names:
         base = stream_base_name(prefix)
         self.hist_stream = f"{base}_hist"
         """The JetStream stream holding every channel's history."""
+        self.inbox_stream = f"{base}_inbox"
+        """The JetStream stream holding every user's inbox (apart from channels' history)."""
         self.state_stream = f"{base}_state"
         """The JetStream stream holding presence, heartbeats, limits, counters, services."""
 
@@ -131,6 +139,16 @@ class Names:
     def hist(self, stream: str) -> str:
         return f"{self.root}.hist.{encode_token(stream)}"
 
+    def inbox(self, stream: str) -> str:
+        return f"{self.root}.inbox.{encode_token(stream)}"
+
+    def stored(self, stream: str) -> tuple[str, str]:
+        """``(JetStream stream, subject)`` where ``stream`` is stored: an inbox in the
+        inbox stream, a channel in the history stream."""
+        if is_inbox(stream):
+            return self.inbox_stream, self.inbox(stream)
+        return self.hist_stream, self.hist(stream)
+
     def stream_subject(self, stream: str) -> str:
         """The logical broker subject the history of ``stream`` is republished to."""
         return f"{STREAM_KIND}.{stream}"
@@ -139,6 +157,11 @@ class Names:
     def hist_republish_src(self) -> str:
         """The history subjects the stream republishes: ``P.hist.<stream>``."""
         return f"{self.root}.hist.*"
+
+    @property
+    def inbox_republish_src(self) -> str:
+        """The inbox subjects the inbox stream republishes: ``P.inbox.<stream>``."""
+        return f"{self.root}.inbox.*"
 
     @property
     def hist_republish_dest(self) -> str:
@@ -153,6 +176,10 @@ class Names:
     @property
     def hist_subjects(self) -> list[str]:
         return [f"{self.root}.hist.>"]
+
+    @property
+    def inbox_subjects(self) -> list[str]:
+        return [f"{self.root}.inbox.>"]
 
     @property
     def state_subjects(self) -> list[str]:

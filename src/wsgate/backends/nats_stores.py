@@ -17,7 +17,7 @@ import json
 import struct
 import time
 
-from wsgate.backends.base import Registration, StreamReplay, StreamWindow
+from wsgate.backends.base import Registration, StreamReplay, StreamWindow, is_inbox
 from wsgate.backends.nats_broker import entries_of, head_of
 from wsgate.backends.nats_jet import Jet, WrongLastSequence, guard
 from wsgate.backends.nats_names import decode_token
@@ -47,26 +47,27 @@ class NatsHistory:
     window keeps the last ``size`` actions of them.
 
     Messages age out one by one, ``ttl_s`` after each append (the server's
-    clock), not all together ``ttl_s`` after the last.
+    clock), not all together ``ttl_s`` after the last. Users' inboxes are read
+    from the inbox stream, with ``inbox_size`` for ``size``.
     """
 
-    def __init__(self, jet: Jet, size: int) -> None:
+    def __init__(self, jet: Jet, size: int, inbox_size: int = 100) -> None:
         self._jet = jet
         self._size = max(size, 0)
+        self._inbox_size = max(inbox_size, 0)
 
     async def _read(self, stream: str) -> tuple[StreamWindow, int] | None:
         """The stream's window and epoch, or ``None`` when nothing of it is stored."""
         jet = self._jet
-        found = await jet.scan(
-            jet.names.hist_stream, jet.names.hist(stream), limit=max(self._size, 1)
-        )
+        size = self._inbox_size if is_inbox(stream) else self._size
+        found = await jet.scan(*jet.names.stored(stream), limit=max(size, 1))
         if not found:
             return None
         _, top, epoch = head_of(found[-1])
-        if self._size == 0:
+        if size == 0:
             return StreamWindow(top, [], top), epoch  # the counter only: all evicted
         entries = [e for m in found for e in entries_of(m.headers, m.seq, m.data)]
-        entries = entries[-self._size :]  # a stored message may hold several actions
+        entries = entries[-size:]  # a stored message may hold several actions
         first = entries[0][0]
         base = 0 if first == epoch + 1 else first - 1
         return StreamWindow(base, entries, top), epoch

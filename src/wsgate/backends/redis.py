@@ -12,6 +12,11 @@ Layout (every key and pub/sub channel under ``prefix``):
   µs): past ``history_max_channels`` members the oldest streams are deleted
   by the append that overflowed it; it expires ``history_ttl_s`` after the
   last append too;
+- ``{prefix}:inboxes`` — the same index for users' inbox streams (named
+  ``@inbox:<user>``, :func:`~wsgate.backends.base.is_inbox`), which are
+  bounded apart by ``[inbox]``: ``inbox_size`` long, expiring
+  ``inbox_ttl_s`` after their last append, at most ``inbox_max_users`` of
+  them cluster-wide. Inboxes never count against ``history_max_channels``;
 - ``{prefix}:floor`` — the highest offset ever issued under the prefix (one
   key, never expiring): a re-created stream starts above it;
 - ``{prefix}:pres:{channel}`` — a hash ``conn_id → node + member``;
@@ -74,10 +79,17 @@ class RedisBackend:
         size: int,
         ttl_s: float,
         max_channels: int = 10_000,
+        *,
+        inbox_size: int = 100,
+        inbox_ttl_s: float = 300.0,
+        inbox_max_users: int = 10_000,
     ) -> None:
         self._cmd = cmd
         self._sub = sub
-        self.broker = RedisBroker(cmd, sub, prefix, size, ttl_s, max_channels=max_channels)
+        self.broker = RedisBroker(
+            cmd, sub, prefix, size, ttl_s, max_channels=max_channels,
+            inbox=(inbox_size, inbox_ttl_s, inbox_max_users),
+        )
         self.history = RedisHistory(cmd, prefix)
         self.presence = RedisPresence(cmd, prefix)
         self.limits = RedisLimits(cmd, prefix)
@@ -99,6 +111,9 @@ async def open_redis(
     history_size: int,
     history_ttl_s: float,
     history_max_channels: int = 10_000,
+    inbox_size: int = 100,
+    inbox_ttl_s: float = 300.0,
+    inbox_max_users: int = 10_000,
 ) -> RedisBackend:
     """Connect to the Redis server at ``url``.
 
@@ -116,7 +131,10 @@ async def open_redis(
     cmd = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), socket_timeout=5.0, **common)
     # Pub/sub: no retry inside redis-py; the broker's reader owns reconnection.
     sub = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
-    backend = RedisBackend(cmd, sub, prefix, history_size, history_ttl_s, history_max_channels)
+    backend = RedisBackend(
+        cmd, sub, prefix, history_size, history_ttl_s, history_max_channels,
+        inbox_size=inbox_size, inbox_ttl_s=inbox_ttl_s, inbox_max_users=inbox_max_users,
+    )
     try:
         await cmd.ping()
         await backend.broker.load()

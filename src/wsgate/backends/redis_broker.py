@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from wsgate.backends.base import Delivery
+from wsgate.backends.base import Delivery, is_inbox
 
 __all__ = ["RedisBroker"]
 
@@ -119,6 +119,7 @@ class RedisBroker:
         ttl_s: float,
         *,
         max_channels: int = 10_000,
+        inbox: tuple[int, float, int] = (100, 300.0, 10_000),
         max_queue: int = 10_000,
         max_batch: int = 512,
         max_backoff_s: float = 1.0,
@@ -128,9 +129,11 @@ class RedisBroker:
         self._sub = sub
         self._prefix = prefix
         self._chan_prefix = f"{prefix}:sub:"
-        self._size = str(max(size, 0))
-        self._ttl_ms = str(max(1, round(ttl_s * 1000)))
-        self._max_channels = str(max(max_channels, 0))
+        self._bounds = {
+            False: _bounds(f"{prefix}:streams", size, ttl_s, max_channels),
+            True: _bounds(f"{prefix}:inboxes", *inbox),
+        }
+        """Per kind (inbox or not): the index key, maxlen, ttl ms and most streams."""
         self.max_queue = max_queue
         """Messages queued at most; more are dropped (and counted)."""
         self.max_batch = max_batch
@@ -284,18 +287,19 @@ class RedisBroker:
             if stream is None:
                 pipe.publish(channel, _HEADER.pack(0, 0) + data)
             else:
+                index, size, ttl_ms, most = self._bounds[is_inbox(stream)]
                 pipe.evalsha(
                     self._sha,
                     4,
                     f"{p}:top:{stream}",
                     f"{p}:stream:{stream}",
-                    f"{p}:streams",
+                    index,
                     f"{p}:floor",
                     channel,
                     data,
-                    self._size,
-                    self._ttl_ms,
-                    self._max_channels,
+                    size,
+                    ttl_ms,
+                    most,
                     stream,
                     f"{p}:stream:",
                     f"{p}:top:",
@@ -430,4 +434,6 @@ class RedisBroker:
             log.exception("redis broker: deliver failed for %s", subject)
 
 
-# History ---------------------------------------------------------------------
+def _bounds(index: str, size: int, ttl_s: float, most: int) -> tuple[str, str, str, str]:
+    """The publish script's arguments for one kind of stream (channels', inboxes')."""
+    return index, str(max(size, 0)), str(max(1, round(ttl_s * 1000))), str(max(most, 0))

@@ -42,6 +42,7 @@ import msgspec
 
 from wsgate.backends.base import Backend, Delivery
 from wsgate.cluster import envelope as env
+from wsgate.cluster.acks import SharedAcks
 from wsgate.cluster.inbox import InboxPreload
 from wsgate.cluster.presence import ClusterPresence, tick_s
 from wsgate.cluster.query import ANSWER, QUERY, ClusterQuery
@@ -108,13 +109,15 @@ class ClusterBus:
         presence_ttl_s: float = 10.0,
         max_connections_per_user: int = 0,
         inbox: bool = False,
+        acks: SharedAcks | None = None,
     ) -> None:
         """Build the bus, then the :class:`Gateway` with it (``observers``, ``gates``,
         ``admission=bus.limits``, ``bus``, ``shared=bus.limits``, ``attached``),
         then :meth:`start`. ``admission`` is the connect hook the per-user
         connection cap wraps; with ``inbox`` (``[inbox] enabled``) a user's
         deliveries go through their inbox stream and :attr:`admission` loads it
-        first (:mod:`wsgate.cluster.inbox`)."""
+        first (:mod:`wsgate.cluster.inbox`); ``acks``: acknowledged delivery's
+        ledger (:mod:`wsgate.cluster.acks`), the gateway's too."""
         self._backend = backend
         self._broker = backend.broker
         self.node = node_id
@@ -126,7 +129,10 @@ class ClusterBus:
         self.limits = ClusterLimits(
             self, backend, max_per_user=max_connections_per_user, inner=admission
         )
-        self.inbox = InboxPreload(self, backend, self.limits) if inbox else None
+        self.acks = acks
+        """The cluster's ledger of acknowledged deliveries (``None``: off)."""
+        restore = None if acks is None else acks.restore
+        self.inbox = InboxPreload(self, backend, self.limits, restore) if inbox else None
         """Loads a user's inbox stream before their first tab here is admitted."""
         self.admission: Admission = self.limits if self.inbox is None else self.inbox
         """The admission the gateway is built with: the inbox preload (if on), then

@@ -72,6 +72,9 @@ class Envelope(msgspec.Struct, array_like=True):
     sent: float = 0.0
     """Wall-clock time (s) the publishing node encoded a delivery (0: not a delivery, or
     an older node): the receiver's broker lag. Last, so older nodes ignore it."""
+    ack: str = ""
+    """The delivery id of an acknowledged delivery (:mod:`wsgate.cluster.acks`); ``""``:
+    none. Stored with a user's inbox stream, so a node that loads it knows the id."""
 
     @classmethod
     def from_delivery(cls, delivery: Delivery, node: str) -> Envelope:
@@ -89,6 +92,7 @@ class Envelope(msgspec.Struct, array_like=True):
             delivery.exclude or "",
             delivery.error,
             sent=time.time(),
+            ack=delivery.ack or "",
         )
 
     def to_delivery(self) -> Delivery | None:
@@ -105,6 +109,7 @@ class Envelope(msgspec.Struct, array_like=True):
             self.error,
             From(self.from_user, self.from_conn) if self.from_conn else None,
             ConnectionId(self.exclude) if self.exclude else None,
+            self.ack or None,
         )
 
 

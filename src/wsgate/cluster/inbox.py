@@ -2,7 +2,9 @@
 
 A delivery to a user goes to the user's stream (:func:`~wsgate.core.inbox.stream_of`)
 with :meth:`Broker.publish_stream <wsgate.backends.base.Broker.publish_stream>`:
-the backend stores it (bounded as a channel's history is) and assigns its
+the backend stores it (apart from channels' history, bounded by ``[inbox]``:
+``max_messages`` per user, ``ttl_s`` after the last append, ``max_users``
+cluster-wide; :class:`~wsgate.backends.base.HistoryStore`) and assigns its
 offset, and every node subscribed to the stream's subject delivers it on
 receipt (:meth:`Fanout.deliver_inbox <wsgate.core.fanout.Fanout.deliver_inbox>`).
 
@@ -24,20 +26,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from wsgate.backends.base import Backend
 from wsgate.cluster import envelope as env
 from wsgate.cluster.ports import BusPort
+from wsgate.core.acks import Acks
 from wsgate.core.connection import Connection
 from wsgate.core.gateway import Admission, Gateway
-from wsgate.core.inbox import stream_of
+from wsgate.core.inbox import INBOX_PREFIX, stream_of
 from wsgate.exceptions import BackendUnavailable
 from wsgate.protocol.envelope import From, Outbound, OutMeta, encode
 from wsgate.typing import ChannelAddress
 
-__all__ = ["PRELOAD_TIMEOUT_S", "InboxPreload", "inbox_subject"]
+__all__ = ["PRELOAD_TIMEOUT_S", "InboxPreload", "Restore", "inbox_subject"]
+
+Restore = Callable[[Acks, str, list[tuple[int, bytes]]], Awaitable[None]]
+"""Told ``(acks, user, stream window entries)`` once a user's window is loaded here."""
 
 log = logging.getLogger("wsgate.cluster.inbox")
 
@@ -57,7 +64,7 @@ def client_frame(data: bytes, offset: int) -> bytes:
     if envelope is None:
         return b""
     origin = From(envelope.from_user, envelope.from_conn) if envelope.from_conn else None
-    meta = OutMeta(offset=offset, from_=origin)
+    meta = OutMeta(offset=offset, from_=origin, ack=True if envelope.ack else None)
     return encode(Outbound(envelope.type, msgspec.Raw(envelope.payload), meta, envelope.error))
 
 
@@ -66,10 +73,15 @@ class InboxPreload:
 
     _gw: Gateway
 
-    def __init__(self, bus: BusPort, backend: Backend, inner: Admission) -> None:
+    def __init__(
+        self, bus: BusPort, backend: Backend, inner: Admission, restore: Restore | None = None
+    ) -> None:
         self._bus = bus
         self._backend = backend
         self._inner = inner
+        self._restore = restore
+        """Acknowledged delivery in a cluster (:meth:`SharedAcks.restore
+        <wsgate.cluster.acks.SharedAcks.restore>`): told the loaded window."""
         self.failures = 0
         """Preloads that failed and were passed over (fail open), each logged."""
 
@@ -119,3 +131,6 @@ class InboxPreload:
         if inbox is not None:
             frames = [(offset, client_frame(data, offset)) for offset, data in window.entries]
             inbox.load(stream, window.base, [f for f in frames if f[1]])
+        acks = self._gw.acks
+        if self._restore is not None and acks is not None:
+            await self._restore(acks, stream[len(INBOX_PREFIX):], window.entries)

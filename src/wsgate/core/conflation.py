@@ -28,9 +28,12 @@ Bounds, and what frees them (per conflated channel):
   behind, and cancelled when the channel empties (:meth:`discard`, called by
   the gateway with the presence's), which frees the whole state.
 
-In a cluster the broker assigned the offset and the history recorded the
-action before it reaches this node's fan-out (:meth:`offer_frame`): the
-local delivery is conflated the same way; the stream keeps every action.
+In a cluster the broker assigned the offset before the action reaches this
+node's fan-out (:meth:`offer_frame`): the node's history records it with its
+key (:meth:`~wsgate.backends.base.RecentHistory.seen`), so it keeps the
+latest per key too, and the local delivery is conflated the same way. The
+backend's stream keeps every action (its last ``history.size``). Why
+per-node conflation is the cluster's: docs/design.md "Conflation in a cluster".
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class Conflation:
     ``count`` is told the deliveries each flush made (the fan-out's counter).
     """
 
-    __slots__ = ("_count", "_history", "_scheduler", "skipped")
+    __slots__ = ("_count", "_history", "_scheduler", "skipped", "superseded")
 
     def __init__(
         self, scheduler: Scheduler, history: RecentHistory, count: Callable[[int], None]
@@ -98,6 +101,9 @@ class Conflation:
         self._count = count
         self.skipped = 0
         """Flushes a congested member was skipped at, marked behind (only grows)."""
+        self.superseded = 0
+        """Actions replaced within their window by a later one of the same key, so never
+        sent (only grows; ``wsgate_conflation_superseded_total``)."""
 
     def offer(self, channel: Channel, delivery: Delivery) -> bool:
         """Hold ``delivery`` (for this node's conflated ``channel``) until the window ends.
@@ -105,25 +111,28 @@ class Conflation:
         ``False`` when it cannot be conflated (a new key past the bounds): the
         caller delivers it at once.
         """
-        return self._hold(channel, delivery, None, 0)
 
-    def offer_frame(self, channel: Channel, delivery: Delivery, data: bytes, offset: int) -> bool:
+        key = key_of(delivery.payload, channel.options.conflate_key)
+        return key is not None and self._hold(channel, delivery, None, 0, key)
+
+    def offer_frame(
+        self, channel: Channel, delivery: Delivery, data: bytes, offset: int, key: str | None
+    ) -> bool:
         """:meth:`offer` for a cluster's delivery already framed (and recorded) as ``data``
-        with ``offset``."""
-        return self._hold(channel, delivery, data, offset)
+        with ``offset``; ``key`` is its :func:`key_of` (``None``: not conflated)."""
+        return key is not None and self._hold(channel, delivery, data, offset, key)
 
     def _hold(
-        self, channel: Channel, delivery: Delivery, data: bytes | None, offset: int
+        self, channel: Channel, delivery: Delivery, data: bytes | None, offset: int, key: str
     ) -> bool:
         options = channel.options
-        key = key_of(delivery.payload, options.conflate_key)
-        if key is None:
-            return False
         window = channel.conflation
         if window is None:
             window = channel.conflation = Window()
         pending = window.pending
-        if key not in pending and key not in window.frames:
+        if key in pending:
+            self.superseded += 1
+        elif key not in window.frames:
             if len(window.frames) + window.fresh >= MAX_KEYS:
                 return False
             window.fresh += 1

@@ -45,7 +45,7 @@ import msgspec
 from wsgate.backends.base import RecentHistory
 from wsgate.core.acks import Acks
 from wsgate.core.clock import Scheduler
-from wsgate.core.conflation import Conflation
+from wsgate.core.conflation import Conflation, key_of
 from wsgate.core.delivery import Delivery, TargetKind
 from wsgate.core.inbox import stream_of
 from wsgate.protocol.codes import ErrorCode
@@ -205,14 +205,17 @@ class Fanout:
         """A cluster's channel delivery reached this node: record it, give it to local members."""
         address = ChannelAddress(delivery.target)
         data = _frame(delivery, OutMeta(address, offset, from_=delivery.origin))
-        self._history.seen(address, offset, prev, data)
+        channel = self._pool.channel(address)
+        # A conflated channel's history keeps the latest per key, as on one node.
+        key = None
+        if channel is not None and channel.options.conflate_ms:
+            key = key_of(delivery.payload, channel.options.conflate_key)
+        self._history.seen(address, offset, prev, data, key)
         if self.taps is not None:
             self.taps(delivery, offset)
-        channel = self._pool.channel(address)
         if channel is None:
             return 0
-        conflated = channel.options.conflate_ms
-        if conflated and self.conflation.offer_frame(channel, delivery, data, offset):
+        if key is not None and self.conflation.offer_frame(channel, delivery, data, offset, key):
             return 0  # delivered (and counted) when the window ends
         n = _send_each(channel.sends, data, delivery.exclude)
         self.delivered += n
@@ -234,12 +237,14 @@ class Fanout:
         stream = stream_of(delivery.target)
         if offset <= inbox.top(stream):
             return 0
-        data = _frame(delivery, OutMeta(offset=offset, from_=delivery.origin))
+        acks = None if delivery.ack is None else self._acks
+        meta = OutMeta(offset=offset, from_=delivery.origin, ack=acks is not None or None)
+        data = _frame(delivery, meta)
         inbox.seen(stream, offset, prev, data)
         members = self._pool.users.get(UserId(delivery.target))
-        if not members:
-            return 0
-        n = _send_all(members.values(), data, delivery.exclude)
+        n = 0 if not members else _send_all(members.values(), data, delivery.exclude)
+        if acks is not None and delivery.ack is not None:
+            acks.track(delivery.ack, True, delivery.target, offset, data, n)
         self.delivered += n
         return n
 

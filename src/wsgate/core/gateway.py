@@ -15,6 +15,8 @@ as a :class:`~wsgate.core.connection.Owner`, the built-in handlers as a
 from __future__ import annotations
 
 import secrets
+import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
@@ -43,6 +45,7 @@ from wsgate.transport.base import Sink
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, NodeId
 
 __all__ = [
+    "MAX_SHARED_HUB_LISTS",
     "PENDING",
     "Admission",
     "Attached",
@@ -55,6 +58,10 @@ __all__ = [
     "JoinRefused",
     "Observer",
 ]
+
+
+MAX_SHARED_HUB_LISTS: Final = 1024
+"""Distinct hub lists :class:`Gateway` keeps to share among connections."""
 
 
 class Authorizer(Protocol):
@@ -157,8 +164,11 @@ class Gateway:
     readiness for the channel), ``admission`` (the connect hook, maybe wrapped
     by the cluster's connection cap, maybe wrapped by the token admission),
     ``intercept`` (offered an ``ADMITTING`` connection's messages: AUTH),
-    ``bus`` (the fan-out to other nodes),
-    ``shared`` (cluster-wide rate limits, set on ``limiter``). Those that
+    ``bus`` (the fan-out to other nodes), ``ledger`` (the cluster's record
+    of acknowledged deliveries, :class:`~wsgate.core.acks.Ledger`),
+    ``shared`` (cluster-wide rate limits, set on ``limiter``), ``wall`` (the
+    wall clock acknowledged deliveries expire by, shared with other nodes
+    through the ledger; a test's manual clock). Those that
     need the gateway back are listed in ``attached`` and get
     :meth:`Attached.attach` last, so construction order is not a rule to remember.
     """
@@ -174,6 +184,7 @@ class Gateway:
         inbox: RecentHistory | None = None,
         acks: ackd.AckSettings | None = None,
         acked: Callable[[Connection, str, int], None] | None = None,
+        ledger: ackd.Ledger | None = None,
         presence: PresenceBatcher,
         namespaces: Namespaces | None = None,
         limiter: Limiter | None = None,
@@ -190,6 +201,7 @@ class Gateway:
         heartbeat_ms: int = 25000,
         max_channels: int = 64,
         id_factory: Callable[[], str] = lambda: secrets.token_urlsafe(9),
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.node_id = node_id
         self.policy = policy
@@ -206,7 +218,7 @@ class Gateway:
         self.pool = Pool(self.namespaces)
         self.acks = None if acks is None else ackd.Acks(
             self.pool, scheduler, timeout_s=acks.timeout_s, ttl_s=acks.ttl_s,
-            max_entries=acks.max_entries, acked=acked,
+            max_entries=acks.max_entries, acked=acked, ledger=ledger, now=wall,
         )
         """Acknowledged deliveries (:mod:`wsgate.core.acks`); ``None``: off."""
         self.fanout = Fanout(self.pool, history, scheduler, bus, inbox, self.acks)
@@ -222,6 +234,10 @@ class Gateway:
         inboxes.install(inbox, self.dispatcher.register)
         ackd.install(self.acks, self.dispatcher.register)
         self._new_id = id_factory
+        self._hub_lists: dict[tuple[HubId, ...], tuple[HubId, ...]] = {}
+        """Each hub list connections hold, once (tabs of a user, users of one org share
+        theirs); at most :data:`MAX_SHARED_HUB_LISTS`, the oldest forgotten first (a
+        forgotten list stays with its connections; the next equal one is stored anew)."""
         self.observers: tuple[Observer, ...] = tuple(observers)
         """Told of lifecycle events: services (:mod:`wsgate.upstream`), the cluster."""
         self.admission = admission
@@ -243,7 +259,9 @@ class Gateway:
     def open(self, sink: Sink, principal: Principal, peer: str) -> Connection:
         """Take a handshaken connection: admit it now, or once the connect hook says so."""
         cid = ConnectionId(f"{self.node_id}.{self._new_id()}")
-        conn = Connection(self, cid, principal, sink, peer, ())
+        # One string per address, not per connection (CPython frees an interned
+        # string with its last reference).
+        conn = Connection(self, cid, principal, sink, sys.intern(peer), ())
         refusal = None if self.limiter is None else self.limiter.connect(principal, peer, self.pool)
         if refusal is not None:
             self._too_many(conn, refusal)
@@ -255,6 +273,17 @@ class Gateway:
             conn.queue = deque()
             self.admission.admit(conn)
         return conn
+
+    def _shared_hubs(self, hubs: tuple[HubId, ...]) -> tuple[HubId, ...]:
+        """The stored tuple equal to ``hubs`` (memory per connection: one per hub list)."""
+        lists = self._hub_lists
+        known = lists.get(hubs)
+        if known is not None:
+            return known
+        if len(lists) >= MAX_SHARED_HUB_LISTS:
+            del lists[next(iter(lists))]
+        lists[hubs] = hubs
+        return hubs
 
     def identified(self, conn: Connection, principal: Principal) -> bool:
         """An ``ADMITTING`` connection's principal became known after :meth:`open`
@@ -314,7 +343,7 @@ class Gateway:
             return
         if principal is not None:
             conn.principal = principal
-        conn.hubs = tuple(self.policy.hubs_for(conn.principal))
+        conn.hubs = self._shared_hubs(tuple(self.policy.hubs_for(conn.principal)))
         self.pool.add(conn)
         conn.state = State.OPEN
         inbox_at = None

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from wsgate.backends.base import RecentHistory
+from wsgate.backends.base import INBOX_STREAM_PREFIX, RecentHistory
 from wsgate.protocol import builtins as bi
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["INBOX_PREFIX", "NO_RESUME", "install", "stream_of"]
 
-INBOX_PREFIX: Final = "@inbox:"
+INBOX_PREFIX: Final = INBOX_STREAM_PREFIX
 """Inbox streams' names start so; never a channel's (a hub id holds no ``@``)."""
 
 NO_RESUME: Final = -1

@@ -20,6 +20,28 @@ Several responders in one queue group share the calls (NATS hands each
 request to one member); that is the services' side, the gateway sends one
 request per call.
 
+How a call travels (callback-driven, as the HTTP invoker's): every answer
+comes back on one wildcard subscription of the invoker's,
+``<inbox>.*``, subscribed once before the first request; the last token of
+a request's reply subject is the invoker's own correlation id (a counter),
+the key of the map of calls in flight. :meth:`NatsInvoker.start` takes a
+slot, encodes the body once (:func:`~wsgate.routing.request.
+encode_request`), the headers once (:func:`~wsgate.routing.nats_wire.
+header_block`), enters the call in the map with one timer, and queues the
+``HPUB``; one sender task writes every queued request into nats-py's
+buffer and wakes its flusher once per batch. The answer's callback pops the
+call, cancels its timer, maps the answer and tells ``done``. No task, no
+future and no ``wait_for`` per call, no random token per call (nats-py's
+``request`` makes all of them). The map is bounded by the slots
+(``max_concurrency`` per service) and freed on every way out: the answer,
+the timer (``UPSTREAM_TIMEOUT``), an ``invoke`` cancelled by its caller,
+a request that could not be written, and :meth:`NatsInvoker.aclose`. When
+the connection is lost, a call in flight ends at its timeout (its answer
+cannot come on the new connection: nats-py resubscribes, but the request
+was lost with the old one); a call started while nats-py reconnects is
+``UPSTREAM_UNAVAILABLE`` at once, rather than buffered and sent after its
+caller has given up.
+
 Outcomes of :meth:`NatsInvoker.invoke` (it never raises):
 
 ================================================  ====================================
@@ -33,7 +55,10 @@ any other ``Nats-Service-Error-Code``             ``UPSTREAM_ERROR``
 bad JSON, wrong shape, over the size cap          ``UPSTREAM_ERROR``
 no responders on the subject                      ``UPSTREAM_UNAVAILABLE`` (instance down)
 no answer within ``timeout_ms``                   ``UPSTREAM_TIMEOUT`` (instance down)
-connection closed, invoker closed                 ``UPSTREAM_UNAVAILABLE``
+connection closed, reconnecting, invoker closed   ``UPSTREAM_UNAVAILABLE``
+a request over the server's ``max_payload``       ``UPSTREAM_UNAVAILABLE``
+a subject that is not one printable token         ``UPSTREAM_UNAVAILABLE``
+a context value that is not printable             ``INTERNAL``
 concurrency cap still full after ``timeout_ms``   ``UPSTREAM_UNAVAILABLE``
 ================================================  ====================================
 
@@ -52,14 +77,16 @@ closes it after (:func:`wsgate.backends.nats.close_client`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Final
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
@@ -67,6 +94,7 @@ from wsgate.routing.context import InvocationContext
 from wsgate.routing.http_invoker import InvokerStats
 from wsgate.routing.instances import Instance, Service
 from wsgate.routing.invoker import Done
+from wsgate.routing.nats_wire import flush, header_block, hpub, refusal, valid_subject, write
 from wsgate.routing.outcomes import Outcomes
 from wsgate.routing.request import encode_request
 from wsgate.routing.results import InvocationResult, decode_result
@@ -83,41 +111,62 @@ SERVICE_ERRORS: Final[dict[str, ErrorCode]] = {
     "403": ErrorCode.FORBIDDEN,
 }
 """A service's error code to the client's; any other code is ``UPSTREAM_ERROR``."""
+STATUS_HEADER: Final = "Status"
+"""Where nats-py puts a server status (``NATS/1.0 503``: no responders on the subject)."""
+NO_RESPONDERS: Final = "503"
 
 
-def _headers(context: InvocationContext, traceparent: str) -> dict[str, str]:
-    """The context as NATS headers; raises ValueError if a value could break the header block."""
-    headers = {
-        "Wsgate-Connection-Id": context.connectionId,
-        "Wsgate-Hub": context.hub,
-        "traceparent": traceparent,
-    }
-    if context.userId:
-        headers["Wsgate-User"] = context.userId
-    if context.channel:
-        headers["Wsgate-Channel"] = context.channel
-    if context.requestId:
-        headers["Wsgate-Request-Id"] = context.requestId
-    if not "".join(headers.values()).isprintable():  # no CR/LF smuggled into the block
-        raise ValueError("a context value is not printable")
-    return headers
+class _Call:
+    """One request in flight: in the invoker's map from its id until it ends."""
+
+    __slots__ = ("command", "done", "id", "inst", "service", "timeout_s", "timer")
+
+    def __init__(
+        self,
+        call_id: str,
+        service: Service,
+        inst: Instance,
+        done: Done,
+        command: bytes,
+        timeout_s: float,
+    ) -> None:
+        self.id = call_id
+        """The last token of the reply subject; the key in the invoker's map."""
+        self.service = service
+        self.inst = inst
+        self.done = done
+        self.command = command
+        """The ``HPUB`` to write; dropped once written."""
+        self.timeout_s = timeout_s
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class NatsInvoker:
     """Calls NATS services by request/reply on one connection.
 
-    Keeps the :class:`~wsgate.routing.invoker.Invoker` contract. Each call of
-    :meth:`start` runs in a task of the invoker's, held in ``_tasks`` until it
-    ends (bounded by the calls :class:`~wsgate.upstream.Upstream` admits: its
-    per-connection and per-user in-flight caps); :meth:`aclose` cancels them.
+    Keeps the :class:`~wsgate.routing.invoker.Invoker` contract. Lifecycle:
+    the first call subscribes the reply subject (in the sender task, ahead
+    of the first request); :meth:`aclose` ends the calls in flight, stops
+    the tasks and unsubscribes. Tasks of the invoker's: the sender (one, while
+    requests are queued) and one per call that waits for a slot of a full
+    service, held in ``_tasks`` until they end.
     """
 
     def __init__(self, nc: Client, *, max_response_bytes: int = 1 << 20) -> None:
         self._nc = nc
         self._max_response_bytes = max_response_bytes
         """Larger answers are ``UPSTREAM_ERROR``."""
+        self._prefix = nc.new_inbox() + "."
+        """Reply subjects are this plus a call's id."""
+        self._sub: Subscription | None = None
+        self._calls: dict[str, _Call] = {}
+        """Calls in flight by id; each holds a slot of its service, so bounded by the slots."""
+        self._queued: deque[_Call] = deque()
+        """Calls whose request the sender has yet to write (a subset of ``_calls``)."""
+        self._sender: asyncio.Task[None] | None = None
+        self._next_id = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        """Calls of :meth:`start` in flight; each removes itself when done."""
+        """The sender and the calls waiting for a slot; each removes itself when done."""
         self._closed = False
         self._outcomes = Outcomes(log, "subject")
         self.stats = InvokerStats()
@@ -130,8 +179,13 @@ class NatsInvoker:
         done: Done,
         traceparent: str | None = None,
     ) -> None:
-        """Start a call; ``done`` gets what :meth:`invoke` would return, once, later."""
-        self._spawn(self._run(service, action, context, traceparent, done))
+        """Start a call; ``done`` gets what :meth:`invoke` would return, once, later.
+
+        ``done`` is never called from within ``start``; an exception it
+        raises is logged.
+        """
+        self.stats.calls += 1
+        self._start(service, action, context, done, traceparent)
 
     async def invoke(
         self,
@@ -140,9 +194,10 @@ class NatsInvoker:
         context: InvocationContext,
         traceparent: str | None = None,
     ) -> InvocationResult | ErrorCode:
-        """Call ``service`` and wait for the outcome. Never raises (but may be cancelled)."""
+        """Call ``service`` and wait for the outcome. Never raises (but may be cancelled:
+        then the call is ended and its slot freed at once)."""
         self.stats.calls += 1
-        return await self._call(service, action, context, traceparent)
+        return await self._wait(service, action, context, traceparent)
 
     async def notify(
         self,
@@ -153,15 +208,16 @@ class NatsInvoker:
     ) -> None:
         """Send a lifecycle event (the same request); ignore the answer (failures counted)."""
         self.stats.calls += 1
-        result = await self._call(service, event_action, context, traceparent)
+        result = await self._wait(service, event_action, context, traceparent)
         if isinstance(result, ErrorCode):
             self.stats.notify_failures += 1
 
     async def aclose(self) -> None:
         """End the calls in flight (their ``done`` gets ``UPSTREAM_UNAVAILABLE``).
 
-        Returns once every task of the invoker has finished. Later calls get
-        ``UPSTREAM_UNAVAILABLE``. The connection stays open (the node's).
+        Returns once every task of the invoker has finished and the reply
+        subscription is gone. Later calls get ``UPSTREAM_UNAVAILABLE``. The
+        connection stays open (the node's).
         """
         self._closed = True
         tasks = list(self._tasks)
@@ -169,105 +225,237 @@ class NatsInvoker:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        self._queued.clear()
+        for call_id in list(self._calls):
+            self._end(call_id, ErrorCode.UPSTREAM_UNAVAILABLE, "invoker closed")
+        sub, self._sub = self._sub, None
+        if sub is not None and not self._nc.is_closed:
+            with contextlib.suppress(NatsError):
+                await sub.unsubscribe()
+
+    def in_flight(self) -> int:
+        """Calls in the map (entered, not yet ended)."""
+        return len(self._calls)
 
     # Internals
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(
+    def _start(
         self,
         service: Service,
         action: Action | Outbound,
         context: InvocationContext,
-        traceparent: str | None,
         done: Done,
-    ) -> None:
-        self.stats.calls += 1
-        result: InvocationResult | ErrorCode = ErrorCode.UPSTREAM_UNAVAILABLE
-        try:
-            result = await self._call(service, action, context, traceparent)
-        finally:  # cancelled by aclose included: done is told once
-            try:
-                done(result)
-            except Exception:
-                log.exception("invocation callback failed")
+        traceparent: str | None,
+    ) -> str | None:
+        """Start a call; its id when it is in the map now (else it ended, or waits for a slot)."""
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            code = self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "invoker closed")
+            loop.call_soon(_tell, done, code)
+            return None
+        if not service.pool.slots.try_acquire():  # the common case costs no waiting machinery
+            self._spawn(self._wait_for_slot(service, action, context, done, traceparent))
+            return None
+        return self._enter(loop, service, action, context, done, traceparent)
 
-    async def _call(
+    def _enter(
         self,
+        loop: asyncio.AbstractEventLoop,
         service: Service,
         action: Action | Outbound,
         context: InvocationContext,
+        done: Done,
         traceparent: str | None,
-    ) -> InvocationResult | ErrorCode:
-        if self._closed:
-            return self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "invoker closed")
+    ) -> str | None:
+        """With a slot held: build the request, enter the call and queue it; its id.
+
+        ``None`` when it ended at once (``done`` is told soon, the slot freed).
+        """
         pool = service.pool
         timeout_s = pool.timeout_ms / 1000
-        if not pool.slots.try_acquire():  # the common case costs no waiting machinery
-            try:
-                await asyncio.wait_for(pool.slots.acquire(), timeout_s)
-            except TimeoutError:
-                reason = f"{pool.max_concurrency} calls in flight for {timeout_s:g}s"
-                return self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, reason)
         try:
-            return await self._request(service, action, context, traceparent, timeout_s)
+            inst = service.pick()
+            if inst is None:
+                code = self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "no instance")
+                pool.slots.release()
+                loop.call_soon(_tell, done, code)
+                return None
+            body = encode_request(action, context)
+            why = refusal(self._nc, len(body))
+            if why is None and not valid_subject(inst.url):
+                why = "not a subject"
+            if why is not None:
+                code = self._fail(service, inst, ErrorCode.UPSTREAM_UNAVAILABLE, why)
+                pool.slots.release()
+                loop.call_soon(_tell, done, code)
+                return None
+            header = header_block(context, ensure_traceparent(traceparent))
+            self._next_id += 1
+            call_id = f"{self._next_id:x}"
+            command = hpub(inst.url, self._prefix + call_id, header, body)
         except Exception:
             log.exception("service %s: invocation failed unexpectedly", service.name)
             self.stats.failures[ErrorCode.INTERNAL] += 1
-            return ErrorCode.INTERNAL
-        finally:
             pool.slots.release()
+            loop.call_soon(_tell, done, ErrorCode.INTERNAL)
+            return None
+        call = _Call(call_id, service, inst, done, command, timeout_s)
+        call.timer = loop.call_later(timeout_s, self._timed_out, call_id)
+        self._calls[call_id] = call
+        self._queued.append(call)
+        if self._sender is None:
+            self._sender = self._spawn(self._send())
+        return call_id
 
-    async def _request(
+    async def _wait_for_slot(
+        self,
+        service: Service,
+        action: Action | Outbound,
+        context: InvocationContext,
+        done: Done,
+        traceparent: str | None,
+    ) -> None:
+        pool = service.pool
+        timeout_s = pool.timeout_ms / 1000
+        try:
+            await asyncio.wait_for(pool.slots.acquire(), timeout_s)
+        except TimeoutError:
+            reason = f"{pool.max_concurrency} calls in flight for {timeout_s:g}s"
+            _tell(done, self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, reason))
+            return
+        except asyncio.CancelledError:  # aclose: done is told once
+            _tell(done, ErrorCode.UPSTREAM_UNAVAILABLE)
+            raise
+        if self._closed:
+            pool.slots.release()
+            _tell(done, self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "invoker closed"))
+            return
+        self._enter(asyncio.get_running_loop(), service, action, context, done, traceparent)
+
+    async def _wait(
         self,
         service: Service,
         action: Action | Outbound,
         context: InvocationContext,
         traceparent: str | None,
-        timeout_s: float,
     ) -> InvocationResult | ErrorCode:
-        inst = service.pick()
-        if inst is None:
-            return self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "no instance")
-        body = encode_request(action, context)
-        headers = _headers(context, ensure_traceparent(traceparent))
+        """:meth:`_start` and wait for ``done``; a cancelled wait ends the call."""
+        fut: asyncio.Future[InvocationResult | ErrorCode] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def done(result: InvocationResult | ErrorCode) -> None:
+            if not fut.done():
+                fut.set_result(result)
+
+        call_id = self._start(service, action, context, done, traceparent)
         try:
-            msg = await self._nc.request(inst.url, body, timeout=timeout_s, headers=headers)
-        except NoRespondersError:
-            return self._fail(
-                service, inst, ErrorCode.UPSTREAM_UNAVAILABLE, "no responders", down=True
-            )
-        except NatsTimeout:
-            reason = f"no answer in {timeout_s:g}s"
-            return self._fail(service, inst, ErrorCode.UPSTREAM_TIMEOUT, reason, down=True)
-        except NatsError as exc:  # closed, draining, bad subject: not the service's fault
-            return self._fail(service, inst, ErrorCode.UPSTREAM_UNAVAILABLE, str(exc))
-        code = msg.headers.get(ERROR_CODE_HEADER) if msg.headers else None
-        if code is not None:
-            assert msg.headers is not None
-            mapped = SERVICE_ERRORS.get(code, ErrorCode.UPSTREAM_ERROR)
-            text = msg.headers.get("Nats-Service-Error", "")[:200]
-            self._answered(service, inst)
-            return self._fail(service, inst, mapped, f"service error {code}: {text}")
+            return await fut
+        except asyncio.CancelledError:
+            if call_id is not None:  # still in the map: free its entry and slot now
+                self._end(call_id, ErrorCode.UPSTREAM_UNAVAILABLE, "cancelled", log_it=False)
+            raise
+
+    async def _send(self) -> None:
+        """Write every queued request, then wake the flusher; ends when the queue is empty."""
+        nc = self._nc
+        queued = self._queued
+        call: _Call | None = None
+        try:
+            if self._sub is None:
+                self._sub = await nc.subscribe(self._prefix + "*", cb=self._on_answer)
+            while queued:  # bounded: only calls holding a slot are queued
+                call = queued.popleft()
+                command, call.command = call.command, b""
+                if command:  # else it ended while queued
+                    await write(nc, command)
+            call = None
+            await flush(nc)
+        except NatsError as exc:  # closed or draining meanwhile: not the services' fault
+            reason = f"{type(exc).__name__}: {exc}"
+            if call is not None:
+                self._end(call.id, ErrorCode.UPSTREAM_UNAVAILABLE, reason)
+            while queued:
+                self._end(queued.popleft().id, ErrorCode.UPSTREAM_UNAVAILABLE, reason)
+        except Exception:  # a bug: the queued calls end INTERNAL, the next call starts afresh
+            log.exception("NATS invoker: sending failed unexpectedly")
+            if call is not None:
+                self._end(call.id, ErrorCode.INTERNAL, "sending failed")
+            while queued:
+                self._end(queued.popleft().id, ErrorCode.INTERNAL, "sending failed")
+        finally:
+            self._sender = None
+            if queued and not self._closed:  # queued after the last check, during a write
+                self._sender = self._spawn(self._send())
+
+    async def _on_answer(self, msg: Msg) -> None:
+        """The reply subscription's callback: end the call the answer belongs to."""
+        call = self._calls.pop(msg.subject[len(self._prefix) :], None)
+        if call is None:  # timed out, cancelled or closed before the answer came
+            return
+        if call.timer is not None:
+            call.timer.cancel()
+        try:
+            result = self._outcome(call, msg)
+        except Exception:
+            log.exception("service %s: invocation failed unexpectedly", call.service.name)
+            self.stats.failures[ErrorCode.INTERNAL] += 1
+            result = ErrorCode.INTERNAL
+        call.service.pool.slots.release()
+        _tell(call.done, result)
+
+    def _outcome(self, call: _Call, msg: Msg) -> InvocationResult | ErrorCode:
+        service, inst = call.service, call.inst
+        headers = msg.headers
+        if headers:
+            if headers.get(STATUS_HEADER) == NO_RESPONDERS:
+                return self._fail(
+                    service, inst, ErrorCode.UPSTREAM_UNAVAILABLE, "no responders", down=True
+                )
+            code = headers.get(ERROR_CODE_HEADER)
+            if code is not None:
+                mapped = SERVICE_ERRORS.get(code, ErrorCode.UPSTREAM_ERROR)
+                text = headers.get("Nats-Service-Error", "")[:200]
+                self._outcomes.answered(service, inst)
+                return self._fail(service, inst, mapped, f"service error {code}: {text}")
         data = msg.data
         if len(data) > self._max_response_bytes:
             reason = f"answer over {self._max_response_bytes} bytes"
             return self._fail(service, inst, ErrorCode.UPSTREAM_ERROR, reason)
         if not data:
-            self._answered(service, inst)
+            self._outcomes.answered(service, inst)
             return InvocationResult()
         result = decode_result(data)
         if isinstance(result, str):
             return self._fail(service, inst, ErrorCode.UPSTREAM_ERROR, f"bad answer: {result}")
-        self._answered(service, inst)
+        self._outcomes.answered(service, inst)
         return result
 
-    def _answered(self, service: Service, inst: Instance) -> None:
-        """``inst`` answered: it is alive, and its service's failures may be logged again."""
-        self._outcomes.answered(service, inst)
+    def _timed_out(self, call_id: str) -> None:
+        call = self._calls.get(call_id)
+        if call is not None:
+            call.timer = None
+            self._end(call_id, ErrorCode.UPSTREAM_TIMEOUT, f"no answer in {call.timeout_s:g}s")
+
+    def _end(self, call_id: str, code: ErrorCode, reason: str, *, log_it: bool = True) -> None:
+        """End the call ``call_id`` without an answer: out of the map, slot freed, ``done`` told."""
+        call = self._calls.pop(call_id, None)
+        if call is None:
+            return
+        if call.timer is not None:
+            call.timer.cancel()
+        call.command = b""  # not written if still queued
+        if log_it:
+            down = code is ErrorCode.UPSTREAM_TIMEOUT
+            self._fail(call.service, call.inst, code, reason, down=down)
+        call.service.pool.slots.release()
+        _tell(call.done, code)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _fail(
         self,
@@ -281,3 +469,10 @@ class NatsInvoker:
         """Count and log (once per service and code until a success) a failed call."""
         self.stats.failures[code] += 1
         return self._outcomes.failed(service, inst, code, reason, down=down)
+
+
+def _tell(done: Done, result: InvocationResult | ErrorCode) -> None:
+    try:
+        done(result)
+    except Exception:
+        log.exception("invocation callback failed")

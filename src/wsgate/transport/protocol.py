@@ -29,6 +29,12 @@ picows' buffer and picows reads them there); only a split copies the tail it
 feeds again (at most one close frame, 131 bytes, or 14 header bytes), once
 per connection.
 
+Once picows has answered the request head (the 101 is written and
+``on_ws_connected`` has run inside that read), the headers of the request
+and of the 101, which picows keeps on its transport for the connection's
+life, are replaced by one shared empty multidict (memory per idle
+connection: :meth:`GateProtocol._forget_handshake`).
+
 Which frames picows refuses is copied from ``_get_next_frame_impl`` of
 picows 2.3.1 (hence the pin ``picows>=2.3.1,<2.4``): an opcode other than
 0, 1, 2, 8, 9, 10; a control frame without FIN or longer than 125 bytes; a
@@ -42,7 +48,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 if TYPE_CHECKING:
 
@@ -59,6 +65,7 @@ if TYPE_CHECKING:
 else:
     from picows.picows import WSProtocol as _WSProtocol
 
+from multidict import CIMultiDict, CIMultiDictProxy
 from picows import WSAutoPingStrategy, WSTransport
 
 from wsgate.transport.outbound import BufferedListener
@@ -80,6 +87,11 @@ _431: Final = (
     b"Content-Type: text/plain\r\nContent-Length: 44\r\nConnection: close\r\n\r\n"
     b"431 Request Header Fields Too Large (16 KiB)"
 )
+
+_NO_HEADERS: Final = cast("CIMultiDict[str]", CIMultiDictProxy(CIMultiDict[str]()))
+"""What a connection's upgrade request and 101 hold after the handshake (read-only)."""
+_SHARED: Final = {b"GET": b"GET", b"HTTP/1.1": b"HTTP/1.1"}
+"""The request line's usual method and version, one object each for every connection."""
 
 MORE: Final = 0
 """:func:`frame_size`: the header is not complete yet."""
@@ -217,31 +229,42 @@ class GateProtocol(_WSProtocol):
                 self._skip = skip - nbytes
                 _base_updated(self, nbytes)
                 return
+            self._walk(nbytes, skip)
         elif mode == _HTTP:
-            view = self._view
-            assert view is not None
-            # picows takes the head up to the first blank line, at most 16 KiB;
-            # past that it would drop TCP without a word, so we answer 431.
-            carry = self._carry
-            head = carry + bytes(view[: min(nbytes, HTTP_MAX_HEAD)])
-            end = head.find(b"\r\n\r\n")
-            if end < 0:
-                seen = self._head + nbytes
-                if seen >= HTTP_MAX_HEAD:
-                    self._too_large()
-                    return
-                self._head = seen
-                self._carry = head[-3:]
-                _base_updated(self, nbytes)
-                return
-            if self._head - len(carry) + end >= HTTP_MAX_HEAD:
+            self._http(nbytes)
+        # _DEAD: every byte is dropped.
+
+    def _http(self, nbytes: int) -> None:
+        """A read before the end of the request head (``_HTTP``)."""
+        view = self._view
+        assert view is not None
+        # picows takes the head up to the first blank line, at most 16 KiB;
+        # past that it would drop TCP without a word, so we answer 431.
+        carry = self._carry
+        head = carry + bytes(view[: min(nbytes, HTTP_MAX_HEAD)])
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            seen = self._head + nbytes
+            if seen >= HTTP_MAX_HEAD:
                 self._too_large()
                 return
-            self._carry = b""
-            self._mode = _FRAMES
-            skip = end + 4 - len(carry)
-        else:
-            return  # _DEAD
+            self._head = seen
+            self._carry = head[-3:]
+            _base_updated(self, nbytes)
+            return
+        if self._head - len(carry) + end >= HTTP_MAX_HEAD:
+            self._too_large()
+            return
+        self._carry = b""
+        self._mode = _FRAMES
+        try:
+            # picows answers the head (and calls on_ws_connected) in here.
+            self._walk(nbytes, end + 4 - len(carry))
+        finally:
+            self._forget_handshake()
+
+    def _walk(self, nbytes: int, skip: int) -> None:
+        """Walk the frame headers from ``skip`` (``_FRAMES``), then feed picows."""
         if self._in_close:
             # The last bytes of a close frame: pass them, drop the rest.
             self._mode = _DEAD
@@ -281,6 +304,29 @@ class GateProtocol(_WSProtocol):
                 return
         self._skip = p - nbytes
         _base_updated(self, nbytes)
+
+    def _forget_handshake(self) -> None:
+        """Drop the headers of the upgrade request and of our answer.
+
+        picows keeps both messages on its transport for the connection's
+        life (``WSTransport.request``/``response``, read-only attributes),
+        headers in a ``CIMultiDict``: about 1.5 KB per idle connection
+        (bench/README.md, idle memory). What the gateway needs of them was
+        taken by the listener factory before the 101 (principal, user agent,
+        subprotocol, extensions); their slots are writable, so the headers
+        are replaced by one shared empty, read-only multidict.
+        """
+        tr = self.transport
+        if tr is None:
+            return
+        for message in (tr.request, tr.response):
+            if message is not None:
+                message.headers = _NO_HEADERS
+        request = tr.request
+        if request is not None:
+            # picows parses a fresh bytes object of each per request (~110 B).
+            request.method = _SHARED.get(request.method, request.method)
+            request.version = _SHARED.get(request.version, request.version)
 
     # -- the rare paths ------------------------------------------------------
 

@@ -89,6 +89,8 @@ class _PicowsLog(logging.LoggerAdapter[logging.Logger]):
     """
 
     def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        if not self.logger.isEnabledFor(level):  # picows' INFO line per connection: off
+            return
         if level >= logging.ERROR and isinstance(msg, str) and msg.startswith("WS parser error"):
             level = logging.INFO
         super().log(level, msg, *args, **kwargs)  # type: ignore[arg-type]
@@ -307,13 +309,16 @@ async def start_listener(
             _log.exception("handshake routing failed")
             return _error(500, b"500 Internal Server Error")
 
+    # Computed once: picows keeps the float on every connection's protocol.
+    handshake_timeout = config.handshake_timeout_ms / 1000
+
     def protocol() -> GateProtocol:
         # What ws_create_server (picows 2.3.1) does, with our protocol class:
         # it stops feeding picows at the client's close (protocol.py).
         return GateProtocol(
             factory,
             _picows_log,
-            handshake_timeout=config.handshake_timeout_ms / 1000,
+            handshake_timeout=handshake_timeout,
             max_frame_size=config.max_message_bytes,
             read_buffer_init_size=config.read_buffer_bytes,
             # Pongs are ours (listener.py): bounded by the outbound buffer and

@@ -1,0 +1,42 @@
+"""What an idle connection keeps of the listener's code, by allocating line (tracemalloc).
+
+bench/README.md ("Idle memory per signed-in connection") has the whole
+picture; this pins the part ``transport/server.py`` allocates per connection:
+the protocol and the listener object, nothing else (no per-connection float
+for the handshake timeout, no header copies).
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+from tests.transport.conftest import Start
+from tests.transport.helpers import RawClient
+
+N = 40
+
+
+async def test_server_py_keeps_two_objects_per_idle_connection(start: Start) -> None:
+    listener, handler = await start()
+    warm = [await RawClient.connect(listener.port) for _ in range(5)]
+    await handler.wait_sessions(len(warm))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        clients = [await RawClient.connect(listener.port) for _ in range(N)]
+        assert all(c.status == 101 for c in clients)
+        await handler.wait_sessions(len(warm) + N)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    kept = [
+        st
+        for st in after.compare_to(before, "lineno")
+        if st.traceback[0].filename.endswith("wsgate/transport/server.py") and st.count_diff > 0
+    ]
+    blocks = sum(st.count_diff for st in kept)
+    # GateProtocol and GateListener, one block each per connection.
+    assert blocks <= 2 * N + 2, [(str(st.traceback[0]), st.count_diff) for st in kept]
