@@ -9,6 +9,8 @@ gateway reaches a service, each written as a service author would:
   The descriptor is built here (no protoc step) and added to the default
   pool, which reflection serves; the gateway routes it by the alias
   ``grpc/PING`` (reply type ``grpc/PONG``).
+- ``--mode grpc-sync``: the same service on grpcio's synchronous server
+  (a thread pool of ``--threads``), to compare servers (``bench/grpc_clients.py``).
 - ``--mode nats``: the SDK's :class:`~wsgate.sdk.nats_service.NatsService`
   announcing ``nats/*`` (discovered by the gateway over ``$SRV.INFO``),
   answering ``{"type": "nats/PONG", "payload": <the payload>}``.
@@ -16,6 +18,7 @@ gateway reaches a service, each written as a service author would:
 Run as a subprocess::
 
     python bench/echo_procedures.py --mode grpc --port 50051 [--cpu 1]
+    python bench/echo_procedures.py --mode grpc-sync --port 50051 [--threads 4]
     python bench/echo_procedures.py --mode nats --nats nats://127.0.0.1:4222 [--cpu 1]
 
 It prints ``echo-<mode>: listening on <address>`` when ready and runs until
@@ -63,17 +66,11 @@ def _pad_class() -> Any:
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("bench.v1.Pad"))
 
 
-async def serve_grpc(port: int) -> None:
+def _handler(echo: Any) -> Any:
     import grpc
-    import grpc.aio
-    from grpc_reflection.v1alpha import reflection
 
     pad = _pad_class()
-
-    async def echo(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return request
-
-    handler = grpc.method_handlers_generic_handler(
+    return grpc.method_handlers_generic_handler(
         GRPC_SERVICE,
         {
             "Echo": grpc.unary_unary_rpc_method_handler(
@@ -83,14 +80,47 @@ async def serve_grpc(port: int) -> None:
             )
         },
     )
+
+
+async def serve_grpc(port: int) -> None:
+    import grpc.aio
+    from grpc_reflection.v1alpha import reflection
+
+    async def echo(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return request
+
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
+    server.add_generic_rpc_handlers((_handler(echo),))
     reflection.enable_server_reflection((GRPC_SERVICE, reflection.SERVICE_NAME), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"echo-grpc: listening on 127.0.0.1:{port}", flush=True)
     await _until_signalled()
     await server.stop(0.5)
+
+
+def serve_grpc_sync(port: int, threads: int) -> None:
+    import signal as sig
+    import threading
+    from concurrent import futures
+
+    import grpc
+    from grpc_reflection.v1alpha import reflection
+
+    def echo(request: Any, context: Any) -> Any:
+        return request
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
+    server.add_generic_rpc_handlers((_handler(echo),))
+    reflection.enable_server_reflection((GRPC_SERVICE, reflection.SERVICE_NAME), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    print(f"echo-grpc: listening on 127.0.0.1:{port}", flush=True)
+    stop = threading.Event()
+    for s in (sig.SIGINT, sig.SIGTERM):
+        sig.signal(s, lambda *_: stop.set())
+    stop.wait()
+    server.stop(0.5)
 
 
 async def serve_nats(url: str) -> None:
@@ -116,9 +146,10 @@ async def serve_nats(url: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("grpc", "nats"), required=True)
+    parser.add_argument("--mode", choices=("grpc", "grpc-sync", "nats"), required=True)
     parser.add_argument("--port", type=int, default=50051, help="gRPC port")
     parser.add_argument("--nats", default="nats://127.0.0.1:4222", help="NATS server")
+    parser.add_argument("--threads", type=int, default=4, help="grpc-sync: server threads")
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
     args = parser.parse_args()
     if args.cpu is not None:
@@ -128,6 +159,8 @@ def main() -> None:
             print(f"echo-{args.mode}: not pinned to CPU {args.cpu}: {exc}", flush=True)
     if args.mode == "grpc":
         asyncio.run(serve_grpc(args.port))  # grpc.aio's own poller, on the default loop
+    elif args.mode == "grpc-sync":
+        serve_grpc_sync(args.port, args.threads)
     else:
         uvloop.run(serve_nats(args.nats))
 

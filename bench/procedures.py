@@ -7,9 +7,12 @@ the next. One gateway (``wsgate serve``, pinned to CPU 0) routes, with no
 route written by hand for the last two:
 
 - ``echo/*`` to ``bench/echo_service.py`` (the SDK, HTTP; a ``[[routes]]``);
-- ``grpc/PING`` to ``bench.v1.Echo/Echo`` on ``bench/echo_procedures.py
-  --mode grpc`` (found by reflection, routed by a ``[grpc.aliases]``
-  entry; the payload transcoded to protobuf and back);
+- ``grpc/PING`` to ``bench.v1.Echo/Echo`` on the echo service
+  ``--grpc-server`` names (found by reflection, routed by a
+  ``[grpc.aliases]`` entry; the payload transcoded to protobuf and back):
+  ``node`` (default, ``bench/anchors/grpc_echo.mjs``, @grpc/grpc-js: the
+  cheapest server measured by ``bench/grpc_clients.py``), ``aio`` or
+  ``sync`` (grpcio's servers, ``bench/echo_procedures.py``);
 - ``nats/*`` to ``bench/echo_procedures.py --mode nats`` (the SDK's
   ``NatsService``, found over ``$SRV.INFO`` on a ``nats-server`` this bench
   starts).
@@ -32,7 +35,8 @@ reference.
 
 ``--floors`` adds, after the rounds, what the client libraries cost on
 their own: K callers in this process calling the same echo services straight
-(no gateway) through grpcio's ``grpc.aio`` client and through nats-py's
+(no gateway) through the gateway's gRPC client (``wsgate.routing.grpc_channel``),
+grpcio's ``grpc.aio`` client (the one it used before) and nats-py's
 ``request`` (with the gateway's body and headers), this process's CPU µs per
 call, against the gateway's server CPU µs per round trip on that path (the
 gateway's own cost of a call is the difference).
@@ -42,7 +46,8 @@ Usage::
     . .venv/bin/activate
     python bench/procedures.py [--clients 100] [--seconds 5] [--rounds 5]
     python bench/procedures.py --profile /tmp/prof   # py-spy on the gateway, per path
-    python bench/procedures.py --floors              # + the grpcio / nats-py clients alone
+    python bench/procedures.py --floors              # + the gRPC / nats-py clients alone
+    python bench/procedures.py --grpc-server aio     # grpcio's grpc.aio echo service
 
 Exits non-zero, saying what happened, when a server does not start, the
 gRPC or NATS route is not discovered within 20 s, a client cannot connect,
@@ -126,7 +131,20 @@ def _on_cpu1(argv: list[str]) -> list[str]:
     return [taskset, "-c", str(CLIENT_CPU), *argv] if taskset else argv
 
 
-def start_services(workdir: Path) -> tuple[dict[str, ServerProcess], int, int, int]:
+def _grpc_echo(kind: str, port: int) -> list[str]:
+    """The command of the gRPC echo service ``kind`` (node, aio, sync), pinned to CPU 1."""
+    if kind == "node":
+        if not (BENCH_DIR / ".anchors" / "grpc" / "node_modules").is_dir():
+            raise BenchError("--grpc-server node: run `sh bench/anchors/install.sh` first")
+        return _on_cpu1(["node", str(BENCH_DIR / "anchors" / "grpc_echo.mjs"), str(port)])
+    mode = "grpc" if kind == "aio" else "grpc-sync"
+    return [sys.executable, str(BENCH_DIR / "echo_procedures.py"), "--mode", mode,
+            "--port", str(port), "--cpu", str(CLIENT_CPU)]  # fmt: skip
+
+
+def start_services(
+    workdir: Path, grpc_server: str = "node"
+) -> tuple[dict[str, ServerProcess], int, int, int]:
     """nats-server, the HTTP, gRPC and NATS echo services; their processes and ports."""
     binary = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
     procs: dict[str, ServerProcess] = {}
@@ -143,12 +161,9 @@ def start_services(workdir: Path) -> tuple[dict[str, ServerProcess], int, int, i
         grpc_port = free_port()
         script = str(BENCH_DIR / "echo_procedures.py")
         procs["grpc"] = ServerProcess(
-            "echo-grpc",
-            [sys.executable, script, "--mode", "grpc", "--port", str(grpc_port),
-             "--cpu", str(CLIENT_CPU)],
-            workdir / "echo-grpc.log",
+            "echo-grpc", _grpc_echo(grpc_server, grpc_port), workdir / "echo-grpc.log",
             "listening on ",
-        )  # fmt: skip
+        )
         procs["nats"] = ServerProcess(
             "echo-nats",
             [sys.executable, script, "--mode", "nats", "--nats",
@@ -222,7 +237,7 @@ async def _callers(
 
 
 async def grpc_floor(port: int, k: int, warmup: float, seconds: float) -> tuple[float, float]:
-    """grpcio's ``grpc.aio`` client straight to the echo service, as the gateway calls it:
+    """grpcio's ``grpc.aio`` client straight to the echo service, as the gateway called it:
     ``bench.v1.Pad`` with the bench payload and the gateway's five metadata pairs."""
     import grpc.aio
     from echo_procedures import _pad_class
@@ -243,6 +258,35 @@ async def grpc_floor(port: int, k: int, warmup: float, seconds: float) -> tuple[
         return await _callers(
             lambda: rpc(request, timeout=5, metadata=metadata), k, warmup, seconds
         )
+
+
+async def wsgate_grpc_floor(
+    port: int, k: int, warmup: float, seconds: float
+) -> tuple[float, float]:
+    """The gateway's own gRPC client (``grpc_channel.Channel``) straight to the echo service,
+    as the gateway calls it: the same message, metadata and deadline header."""
+    from echo_procedures import _pad_class
+
+    from wsgate.routing.grpc_channel import Channel
+    from wsgate.routing.grpc_h2 import metadata_block, timeout_header
+
+    pad = _pad_class()
+    channel = Channel(f"127.0.0.1:{port}")
+    metadata = (
+        ("wsgate-connection-id", "n1.AbCdEf"), ("wsgate-user", "u1"),
+        ("wsgate-organization", "acme"), ("wsgate-request-id", "1"),
+        ("traceparent", TRACEPARENT),
+    )  # fmt: skip
+
+    async def call() -> object:
+        request = pad(pad="x" * 90).SerializeToString()
+        block = metadata_block(metadata) + timeout_header(5.0)
+        return pad.FromString(await channel.unary("/bench.v1.Echo/Echo", request, block, 5.0))
+
+    try:
+        return await _callers(call, k, warmup, seconds)
+    finally:
+        await channel.aclose()
 
 
 async def nats_floor(url: str, k: int, warmup: float, seconds: float) -> tuple[float, float]:
@@ -311,7 +355,7 @@ async def amain(args: argparse.Namespace) -> int:
     results = {p: PathResult(p, []) for p in PATHS}
     with tempfile.TemporaryDirectory(prefix="wsgate-proc-") as tmp:
         workdir = Path(tmp)
-        procs, http_port, grpc_port, nats_port = start_services(workdir)
+        procs, http_port, grpc_port, nats_port = start_services(workdir, args.grpc_server)
         floors: dict[str, tuple[float, float]] = {}
         gateway: ServerProcess | None = None
         reference: ServerProcess | None = None
@@ -378,7 +422,10 @@ async def amain(args: argparse.Namespace) -> int:
                 if not srv.alive():
                     raise BenchError(f"{name} died")
             if args.floors:
-                floors["grpc"] = await grpc_floor(
+                floors["grpc"] = await wsgate_grpc_floor(
+                    grpc_port, args.clients, args.warmup, args.seconds
+                )
+                floors["grpcio"] = await grpc_floor(
                     grpc_port, args.clients, args.warmup, args.seconds
                 )
                 floors["nats"] = await nats_floor(
@@ -408,7 +455,8 @@ def report(
     print(
         f"round trips through HTTP, gRPC and NATS: K={args.clients} closed-loop clients per "
         f"path, {args.payload}-byte payload, {args.seconds:.0f} s windows, medians of "
-        f"{args.rounds} interleaved rounds (shared machine: compare ratios, not absolutes)"
+        f"{args.rounds} interleaved rounds (shared machine: compare ratios, not absolutes); "
+        f"gRPC echo service: {args.grpc_server}"
     )
     ref_us = results["reference"].median_of(lambda w: w.per_rt_us(w.server_cpu))
     hdr = (
@@ -439,9 +487,12 @@ def report(
             f"{'OK' if ratio >= TARGET else 'BELOW TARGET'}; per core of the server "
             f"(1 / CPU per round trip, what load moves least) {ref_us / us:.3f} x"
         )
-    for path, (rate, us) in floors.items():
+    libs = {"grpc": "the gateway's gRPC client", "grpcio": "grpcio's grpc.aio client",
+            "nats": "nats-py's request"}  # fmt: skip
+    for name, (rate, us) in floors.items():
+        path = "grpc" if name == "grpcio" else name
         gw_us = results[path].median_of(lambda w: w.per_rt_us(w.server_cpu))
-        lib = "grpcio's grpc.aio client" if path == "grpc" else "nats-py's request"
+        lib = libs[name]
         print(
             f"{lib} alone, K={args.clients} callers, no gateway: {rate:,.0f} calls/s, "
             f"{us:.1f} us CPU/call; the gateway's {path} path {gw_us:.1f} us/rt "
@@ -467,10 +518,14 @@ def main() -> int:
     parser.add_argument(
         "--quiet-wait", type=float, default=10.0, help="wait at most this long for quiet (10 s)"
     )
+    parser.add_argument(
+        "--grpc-server", choices=("node", "aio", "sync"), default="node",
+        help="the gRPC echo service: node (grpc-js, default), aio or sync (grpcio's)",
+    )  # fmt: skip
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the gateway into DIR")
     parser.add_argument(
         "--floors", action="store_true",
-        help="after the rounds, measure the grpcio and nats-py clients calling the echoes straight",
+        help="after the rounds, measure the gRPC and nats-py clients calling the echoes straight",
     )  # fmt: skip
     args = parser.parse_args()
     if not 1 <= args.clients <= 400 or not 1 <= args.rounds <= 20:

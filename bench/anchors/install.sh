@@ -1,6 +1,7 @@
 #!/bin/sh
-# Install the bench's anchors (uWebSockets.js and Node ws) into bench/.anchors/,
-# exactly as pinned in bench/anchors/package-lock.json, then check that the
+# Install the bench's anchors (uWebSockets.js and Node ws) into bench/.anchors/, and the
+# Node gRPC echo service's packages (@grpc/grpc-js, @grpc/reflection) into bench/.anchors/grpc/,
+# exactly as pinned in the package-lock.json files, then check that the
 # uWebSockets.js native addon loads (never the package's pure-JS fallback).
 #
 #   sh bench/anchors/install.sh
@@ -14,3 +15,8 @@ cd "$dest"
 # package's fallback (bufferutil, utf-8-validate), which ship prebuilt binaries.
 npm ci --no-audit --no-fund --ignore-scripts
 node "$here/check.mjs" "$dest"
+# The Node gRPC echo service of bench/procedures.py (bench/anchors/grpc_echo.mjs).
+mkdir -p "$dest/grpc"
+cp "$here/grpc/package.json" "$here/grpc/package-lock.json" "$dest/grpc/"
+cd "$dest/grpc"
+npm ci --no-audit --no-fund --ignore-scripts

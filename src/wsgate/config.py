@@ -440,6 +440,8 @@ class GrpcConfig(_Section):
     """Deadline of each call (and of each reflection round)."""
     max_concurrency: Positive = 256
     """Calls in flight to this target at once; a call waits up to ``timeout_ms`` for a slot."""
+    max_message_bytes: Positive = 4 << 20
+    """Largest request or answer message (a call over it: ``RESOURCE_EXHAUSTED``, as grpcio's)."""
     discover_every_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     """How often the target is reflected again (new methods, a restart, gone)."""
     aliases: dict[ActionTypeText, GrpcMethod | GrpcAlias] = msgspec.field(default_factory=dict)

@@ -152,7 +152,7 @@ def _grpc_targets(config: Config) -> list[GrpcTarget]:
                     roots = f.read()
             except OSError as exc:
                 raise ConfigError(f"grpc.{i}.ca_file", f"cannot read: {exc.strerror}") from None
-        targets.append(GrpcTarget(t.target, t.tls, roots))
+        targets.append(GrpcTarget(t.target, t.tls, roots, t.max_message_bytes))
     return targets
 
 

@@ -78,10 +78,17 @@ class ModuleServer:
     """
 
     def __init__(
-        self, port: int = 0, *, added: bool = False, tls: tuple[Path, Path] | None = None
+        self,
+        port: int = 0,
+        *,
+        added: bool = False,
+        tls: tuple[Path, Path] | None = None,
+        options: tuple[tuple[str, Any], ...] = (),
     ) -> None:
         self.port = port
         self.tls = tls
+        self.options = options
+        """More grpcio server options (``grpc.max_concurrent_streams``, ...)."""
         """``(cert.pem, key.pem)``: serve over TLS."""
         self.pool = build_pool(ADDED if added else "")
         self.added = added
@@ -107,7 +114,7 @@ class ModuleServer:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *self.options])
         req = {
             n: self.cls(n) for n in ("EchoRequest", "FailRequest", "HoldRequest", "WatchRequest")
         }
@@ -203,11 +210,13 @@ class ModuleServer:
         await server.start()
         self._server = server
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop; with ``grace``, the server sends GOAWAY and lets calls in flight finish."""
         if self._server is not None:
             server, self._server = self._server, None
-            self.gate.set()
-            await server.stop(None)
+            if grace is None:
+                self.gate.set()
+            await server.stop(grace)
 
     async def __aenter__(self) -> ModuleServer:
         await self.start()

@@ -289,3 +289,27 @@ async def test_start_calls_done_once_later(rig: Rig) -> None:
     assert got == []
     await eventually(lambda: len(got) == 1, what="done called")
     assert only_reply(got[0])["type"] == "wsgate.test.v1.EchoResponse"
+
+
+async def test_a_call_on_a_ready_connection_takes_no_task_and_frees_its_slot(rig: Rig) -> None:
+    assert isinstance(await rig.call(ECHO, {}), InvocationResult)  # connected now
+    service = rig.service(ECHO)
+    free = service.pool.slots.free
+    got: list[Any] = []
+    action = Action(type=ECHO, payload=msgspec.Raw(b"{}"))
+    rig.invoker.start(service, action, InvocationContext(connectionId="n1.x"), got.append)
+    assert got == [] and not rig.invoker._tasks and service.pool.slots.free == free - 1
+    await eventually(lambda: len(got) == 1, what="done called")
+    assert only_reply(got[0])["type"] == "wsgate.test.v1.EchoResponse"
+    assert service.pool.slots.free == free
+
+
+async def test_aclose_ends_fast_path_calls_in_flight_unavailable(rig: Rig) -> None:
+    assert isinstance(await rig.call(ECHO, {}), InvocationResult)  # connected now
+    got: list[Any] = []
+    action = Action(type=HOLD, payload=msgspec.Raw(b"{}"))
+    rig.invoker.start(rig.service(HOLD), action, InvocationContext(connectionId="n1.x"), got.append)
+    assert not rig.invoker._tasks
+    await eventually(lambda: rig.server.holding == 1, what="the call held")
+    await rig.invoker.aclose()
+    assert got == [ErrorCode.UPSTREAM_UNAVAILABLE]

@@ -1,11 +1,14 @@
 """Invoking gRPC services: one unary call per action, transcoded from JSON (issue 10).
 
 A gRPC route's service is one target (pool ``grpc:<target>``, instance URL
-the target itself); :class:`GrpcInvoker` keeps one ``grpc.aio`` channel per
-target and the methods discovery bound to it (:meth:`GrpcInvoker.bind`:
-action type -> :class:`~wsgate.routing.grpc_transcode.Method`). A call is a
-generic ``channel.unary_unary(path, serializer, deserializer)`` call, its
-multicallable built once per bound method.
+the target itself); :class:`GrpcInvoker` keeps per target one
+:class:`~wsgate.routing.grpc_channel.Channel` (the gateway's own HTTP/2
+client) for the calls, unary and streaming alike, one ``grpc.aio`` channel
+for discovery's reflection (rare calls; :meth:`GrpcInvoker.channel`), and
+the methods discovery bound to it (:meth:`GrpcInvoker.bind`: action type ->
+:class:`~wsgate.routing.grpc_transcode.Method`). grpcio's client cost
+140-250 µs of CPU per unary call, ours a fraction of it (bench/README.md,
+``bench/grpc_clients.py``).
 
 The request carries the context as metadata: ``wsgate-connection-id``,
 ``wsgate-user`` (when signed in), ``wsgate-organization`` (the hub),
@@ -23,11 +26,13 @@ service is not called.
 
 Bounds: at most ``max_concurrency`` calls per target in flight (the pool's
 slots); a call waits up to ``timeout_ms`` for a slot (then
-``UPSTREAM_UNAVAILABLE``) and gets ``timeout_ms`` as its gRPC deadline.
+``UPSTREAM_UNAVAILABLE``) and gets ``timeout_ms`` as its gRPC deadline; a
+request or answer message over ``max_message`` bytes ends the call
+``RESOURCE_EXHAUSTED``.
 Each started call is one task of the invoker's, bounded by the Upstream's
 in-flight caps and freed when the call ends; :meth:`GrpcInvoker.aclose`
 cancels them (their ``done`` gets ``UPSTREAM_UNAVAILABLE``) and closes every
-channel. ``grpc`` is imported when the first channel is made.
+channel. ``grpc`` is imported when the first reflection channel is made.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from wsgate.protocol import builtins as bi
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
 from wsgate.routing.context import InvocationContext
+from wsgate.routing.grpc_channel import Channel, GrpcCallError, UnaryCall
+from wsgate.routing.grpc_h2 import metadata_block, timeout_header
 from wsgate.routing.grpc_stream import Stream, StreamSink
 from wsgate.routing.grpc_transcode import Method, Refused
 from wsgate.routing.instances import Instance, Service
@@ -83,7 +90,10 @@ CHANNEL_OPTIONS: Final = (
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 )
-"""No proxy from the environment; a restarted target is reconnected within 2 s."""
+"""Reflection's channel: no proxy from the environment; a restarted target is back within 2 s."""
+
+MAX_MESSAGE: Final = 4 << 20
+"""Default bound on a request or answer message, grpcio's default receive limit."""
 
 
 @dataclass(frozen=True)
@@ -97,17 +107,24 @@ class GrpcTarget:
     target: str
     tls: bool = False
     roots: bytes | None = None
+    max_message: int = MAX_MESSAGE
 
 
 @dataclass
 class _Target:
     settings: GrpcTarget
     channel: Any = None
-    """Its ``grpc.aio.Channel``, made on first use."""
+    """Its ``grpc.aio.Channel`` for reflection, made on first use."""
+    calls: Channel | None = None
+    """The channel the calls go on, made on first use."""
     methods: dict[str, Method] = field(default_factory=dict)
     """Action type -> method; replaced whole by :meth:`GrpcInvoker.bind`."""
-    calls: dict[str, Any] = field(default_factory=dict)
-    """Method name -> its multicallable; bounded by the target's methods, rebuilt by ``bind``."""
+
+    def caller(self) -> Channel:
+        if self.calls is None:
+            s = self.settings
+            self.calls = Channel(s.target, tls=s.tls, roots=s.roots, max_message=s.max_message)
+        return self.calls
 
 
 class GrpcInvoker:
@@ -126,7 +143,7 @@ class GrpcInvoker:
     # Discovery's side --------------------------------------------------------
 
     def channel(self, target: str) -> Any:
-        """The channel to ``target`` (made now if need be; call from the event loop)."""
+        """The ``grpc.aio`` channel to ``target``, for reflection (made now if need be)."""
         import grpc
 
         state = self._targets[target]
@@ -141,9 +158,7 @@ class GrpcInvoker:
 
     def bind(self, target: str, methods: Mapping[str, Method]) -> None:
         """Make ``methods`` (action type -> method) what ``target`` serves, replacing the last."""
-        state = self._targets[target]
-        state.methods = dict(methods)
-        state.calls = {}
+        self._targets[target].methods = dict(methods)
 
     def methods(self, target: str) -> Mapping[str, Method]:
         return self._targets[target].methods
@@ -158,8 +173,51 @@ class GrpcInvoker:
         done: Done,
         traceparent: str | None = None,
     ) -> None:
-        """Start a call in a task of the invoker's; ``done`` gets the outcome, once, later."""
+        """Start a call; ``done`` gets the outcome, once, later (never from within ``start``).
+
+        The common case — a free slot, a bound method, a connection that
+        can take a stream — costs no task and no future: the request is
+        written and ``done`` runs from the connection's callbacks. Otherwise
+        a task of the invoker's makes the call (waiting, connecting, errors).
+        """
+        pool = service.pool
+        if not self._closed and pool.slots.try_acquire():
+            started = False
+            try:
+                started = self._start_now(service, action, context, done, traceparent)
+            except Exception:
+                log.exception("service %s: gRPC invocation failed unexpectedly", service.name)
+            if started:
+                return
+            pool.slots.release()
         self._spawn(self._call_then(service, action, context, traceparent, done))
+
+    def _start_now(
+        self,
+        service: Service,
+        action: Action | Outbound,
+        context: InvocationContext,
+        done: Done,
+        traceparent: str | None,
+    ) -> bool:
+        """The fast path of :meth:`start`, holding a slot; ``False``: nothing was started."""
+        pool = service.pool
+        inst = pool.pick()
+        state = self._targets.get(inst.url) if inst is not None else None
+        if inst is None or state is None or state.calls is None:
+            return False
+        method = state.methods.get(action.type)
+        if method is None or not method.unary:
+            return False
+        try:
+            request = _serialize(method.encode(_payload(action.payload)))
+        except Refused:
+            return False  # the task path answers it
+        timeout_s = pool.timeout_ms / 1000
+        metadata = metadata_block(_metadata(context, ensure_traceparent(traceparent)))
+        metadata += timeout_header(timeout_s)
+        call = _Answer(self, service, inst, method, done)
+        return state.calls.start_unary(method.path, request, metadata, timeout_s, call)
 
     async def invoke(
         self,
@@ -197,7 +255,9 @@ class GrpcInvoker:
             await asyncio.gather(*tasks, return_exceptions=True)
         for state in self._targets.values():
             channel, state.channel = state.channel, None
-            state.calls = {}
+            calls, state.calls = state.calls, None
+            if calls is not None:
+                await calls.aclose()
             if channel is not None:
                 await channel.close()
 
@@ -240,8 +300,6 @@ class GrpcInvoker:
         context: InvocationContext,
         traceparent: str | None,
     ) -> None:
-        import grpc
-
         pool = service.pool
         if self._closed:
             stream.finish(ErrorCode.UPSTREAM_UNAVAILABLE.value)
@@ -264,25 +322,20 @@ class GrpcInvoker:
             except Refused as exc:
                 stream.finish(ErrorCode.BAD_REQUEST.value, str(exc))
                 return
-            make = state.calls.get(method.name)
-            if make is None:
-                make = state.calls[method.name] = self.channel(inst.url).unary_stream(
-                    method.path,
-                    request_serializer=_serialize,
-                    response_deserializer=method.response.FromString,
-                )
-            call = make(request, metadata=_metadata(context, ensure_traceparent(traceparent)))
+            metadata = metadata_block(_metadata(context, ensure_traceparent(traceparent)))
+            call = state.caller().stream(method.path, _serialize(request), metadata)
             target: Instance = inst
             streamed: Method = method
 
-            def reply(message: Any) -> Outbound:
-                return Outbound(type=streamed.reply_type, payload=streamed.decode(message))
+            def reply(message: bytes) -> Outbound:
+                answer = streamed.response.FromString(message)
+                return Outbound(type=streamed.reply_type, payload=streamed.decode(answer))
 
             def failed(exc: Exception) -> str:
-                if isinstance(exc, grpc.aio.AioRpcError):
-                    status = exc.code().name
+                if isinstance(exc, GrpcCallError):
+                    status = exc.status
                     code = STATUS.get(status, ErrorCode.UPSTREAM_ERROR)
-                    reason = f"{streamed.name}: {status}: {exc.details()}"
+                    reason = f"{streamed.name}: {status}: {exc.details}"
                     return self._fail(service, target, code, reason, down=status in DOWN).value
                 log.error("service %s: stream failed", service.name, exc_info=exc)
                 return ErrorCode.INTERNAL.value
@@ -347,42 +400,54 @@ class GrpcInvoker:
                 request = method.encode(_payload(action.payload))
             except Refused as exc:
                 return _refusal(str(exc))
-            call = state.calls.get(method.name)
-            if call is None:
-                call = state.calls[method.name] = self.channel(inst.url).unary_unary(
-                    method.path,
-                    request_serializer=_serialize,
-                    response_deserializer=method.response.FromString,
-                )
-            metadata = _metadata(context, ensure_traceparent(traceparent))
-            return await self._send(service, inst, method, call, request, metadata, timeout_s)
+            metadata = metadata_block(_metadata(context, ensure_traceparent(traceparent)))
+            metadata += timeout_header(timeout_s)
+            channel = state.caller()
+            return await self._send(service, inst, method, channel, request, metadata, timeout_s)
         finally:
             pool.slots.release()
+
+    def _outcome(
+        self,
+        service: Service,
+        inst: Instance,
+        method: Method,
+        answer: bytes | None,
+        error: GrpcCallError | None,
+    ) -> InvocationResult | ErrorCode:
+        """A finished call's result: the reply, or its status's error code (logged)."""
+        if answer is not None:
+            try:
+                response = method.response.FromString(answer)
+            except Exception:  # protobuf's DecodeError: what grpcio calls INTERNAL
+                error = GrpcCallError("INTERNAL", "answer does not parse")
+            else:
+                self._outcomes.answered(service, inst)
+                reply = Outbound(type=method.reply_type, payload=method.decode(response))
+                return InvocationResult(replies=[reply])
+        if self._closed:
+            return ErrorCode.UPSTREAM_UNAVAILABLE
+        status = error.status if error is not None else "UNKNOWN"
+        code = STATUS.get(status, ErrorCode.UPSTREAM_ERROR)
+        details = error.details if error is not None else ""
+        reason = f"{method.name}: {status}: {details}"
+        return self._fail(service, inst, code, reason, down=status in DOWN)
 
     async def _send(
         self,
         service: Service,
         inst: Instance,
         method: Method,
-        call: Any,
+        channel: Channel,
         request: Any,
-        metadata: tuple[tuple[str, str | bytes], ...],
+        metadata: bytes,
         timeout_s: float,
     ) -> InvocationResult | ErrorCode:
-        import grpc
-
         try:
-            response = await call(request, timeout=timeout_s, metadata=metadata)
-        except grpc.aio.AioRpcError as exc:
-            status = exc.code().name
-            code = STATUS.get(status, ErrorCode.UPSTREAM_ERROR)
-            reason = f"{method.name}: {status}: {exc.details()}"
-            if self._closed:
-                return ErrorCode.UPSTREAM_UNAVAILABLE
-            return self._fail(service, inst, code, reason, down=status in DOWN)
-        self._outcomes.answered(service, inst)
-        reply = Outbound(type=method.reply_type, payload=method.decode(response))
-        return InvocationResult(replies=[reply])
+            answer = await channel.unary(method.path, _serialize(request), metadata, timeout_s)
+        except GrpcCallError as exc:
+            return self._outcome(service, inst, method, None, exc)
+        return self._outcome(service, inst, method, answer, None)
 
     def _fail(
         self,
@@ -395,6 +460,34 @@ class GrpcInvoker:
     ) -> ErrorCode:
         """Log (once per service and code) and return ``code``; take ``inst`` out if ``down``."""
         return self._outcomes.failed(service, inst, code, reason, down=down)
+
+
+class _Answer(UnaryCall):
+    """A call started by :meth:`GrpcInvoker.start`'s fast path: holds its slot until done."""
+
+    __slots__ = ("done", "inst", "invoker", "method", "service")
+
+    def __init__(
+        self, invoker: GrpcInvoker, service: Service, inst: Instance, method: Method, done: Done
+    ) -> None:
+        super().__init__()
+        self.invoker = invoker
+        self.service = service
+        self.inst = inst
+        self.method = method
+        self.done = done
+
+    def finish(self, answer: bytes | None, error: GrpcCallError | None) -> None:
+        self.service.pool.slots.release()
+        try:
+            result = self.invoker._outcome(self.service, self.inst, self.method, answer, error)
+        except Exception:
+            log.exception("service %s: gRPC answer failed unexpectedly", self.service.name)
+            result = ErrorCode.INTERNAL
+        try:
+            self.done(result)
+        except Exception:
+            log.exception("invocation callback failed")
 
 
 def _serialize(message: Any) -> bytes:

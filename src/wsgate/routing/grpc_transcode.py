@@ -6,7 +6,8 @@ path (``/<package>.<Service>/<Method>``), its message classes (built with
 the action its answer becomes. Transcoding is protobuf's own (proto3 JSON
 mapping), nothing hand-written:
 
-- in: :func:`json_format.Parse` of the action's payload; both the JSON
+- in: the payload decoded by msgspec, then :func:`json_format.ParseDict`
+  (half the CPU of ``json_format.Parse``; a duplicate key: the last wins); both the JSON
   names (``moduleId``) and the proto names (``module_id``) are accepted, and
   an unknown field is refused. A ``null`` or absent payload is the empty
   message.
@@ -25,6 +26,8 @@ anything the service said).
 from __future__ import annotations
 
 from typing import Any, Final
+
+import msgspec
 
 __all__ = ["MAX_REASON", "Method", "Refused"]
 
@@ -69,8 +72,17 @@ class Method:
         message = self.request()
         if payload is None or payload.strip() in (b"", b"null"):
             return message
+        # msgspec's decoder, then json_format.ParseDict: half of json_format.Parse's
+        # 25 µs for the bench's one-field message (its json.loads with a duplicate-key
+        # hook). A duplicate key: the last wins, as everywhere else msgspec decodes.
         try:
-            json_format.Parse(payload, message)
+            document = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            raise Refused("payload is not a JSON object: DecodeError") from None
+        if not isinstance(document, dict):
+            raise Refused(f"payload is not a JSON object: {type(document).__name__}")
+        try:
+            json_format.ParseDict(document, message)
         except json_format.ParseError as exc:
             text = " ".join(str(exc).split())
             if len(text) > MAX_REASON:
