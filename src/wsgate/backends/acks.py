@@ -26,7 +26,11 @@ async def open_acks(url: str, *, prefix: str, ttl_s: float) -> AckStore:
         from wsgate.backends.redis_acks import RedisAcks
 
         redis_store = RedisAcks.from_url(url, prefix)
-        await redis_store.get([])  # reachable now, or raise
+        try:
+            await redis_store.get([])  # reachable now, or raise
+        except BaseException:
+            await redis_store.close()
+            raise
         return redis_store
     if scheme in ("nats", "tls"):
         from wsgate.backends.nats_acks import NatsAcks

@@ -42,6 +42,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from wsgate.backends.redis_broker import RedisBroker
+from wsgate.backends.redis_pool import close_client, open_client
 from wsgate.backends.redis_stores import (
     RedisHistory,
     RedisLimits,
@@ -99,7 +100,7 @@ class RedisBackend:
         await self.broker.close()
         for client in (self._sub, self._cmd):
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.aclose(), 5.0)
+                await asyncio.wait_for(close_client(client), 5.0)
 
 
 @guard
@@ -128,9 +129,9 @@ async def open_redis(
         "health_check_interval": 0,
     }
     # Commands: one retry absorbs a pooled connection that a restart broke.
-    cmd = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), socket_timeout=5.0, **common)
+    cmd = open_client(url, retry=Retry(NoBackoff(), 1), socket_timeout=5.0, **common)
     # Pub/sub: no retry inside redis-py; the broker's reader owns reconnection.
-    sub = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+    sub = open_client(url, retry=Retry(NoBackoff(), 0), **common)
     backend = RedisBackend(
         cmd, sub, prefix, history_size, history_ttl_s, history_max_channels,
         inbox_size=inbox_size, inbox_ttl_s=inbox_ttl_s, inbox_max_users=inbox_max_users,

@@ -13,6 +13,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from wsgate.backends.ack_store import AckRecord
+from wsgate.backends.redis_pool import close_client, open_client
 from wsgate.backends.redis_stores import guard
 
 __all__ = ["RedisAcks"]
@@ -52,7 +53,7 @@ class RedisAcks:
     @classmethod
     def from_url(cls, url: str, prefix: str) -> RedisAcks:
         """A store with a client of its own (closed by :meth:`close`)."""
-        return cls(aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0),
+        return cls(open_client(url, socket_connect_timeout=2.0, socket_timeout=5.0),
                    prefix)
 
     def _key(self, id_: str) -> str:
@@ -92,4 +93,4 @@ class RedisAcks:
         return found
 
     async def close(self) -> None:
-        await self._cmd.aclose()
+        await close_client(self._cmd)

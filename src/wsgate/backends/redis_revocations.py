@@ -8,6 +8,8 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
+from wsgate.backends.redis_pool import close_client, open_client
+
 __all__ = ["RedisRevocations"]
 
 _PUT = """
@@ -46,7 +48,7 @@ class RedisRevocations:
     @classmethod
     def from_url(cls, url: str, prefix: str) -> RedisRevocations:
         """A store with a client of its own (closed by :meth:`close`)."""
-        return cls(aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0),
+        return cls(open_client(url, socket_connect_timeout=2.0, socket_timeout=5.0),
                    prefix)
 
     async def put(self, key: str, not_before: float, ttl_s: float) -> None:
@@ -65,4 +67,4 @@ class RedisRevocations:
         return found
 
     async def close(self) -> None:
-        await self._cmd.aclose()
+        await close_client(self._cmd)

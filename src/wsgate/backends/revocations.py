@@ -23,7 +23,11 @@ async def open_revocations(url: str, *, prefix: str, ttl_s: float) -> Revocation
         from wsgate.backends.redis_revocations import RedisRevocations
 
         store = RedisRevocations.from_url(url, prefix)
-        await store.all()  # reachable now, or raise
+        try:
+            await store.all()  # reachable now, or raise
+        except BaseException:
+            await store.close()
+            raise
         return store
     if scheme in ("nats", "tls"):
         from wsgate.backends.nats_revocations import NatsRevocations
