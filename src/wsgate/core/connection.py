@@ -62,7 +62,8 @@ class Owner(Protocol):
 
     ``dispatcher`` gets every message while ``OPEN``; ``intercept`` is offered
     an ``ADMITTING`` connection's messages first; ``max_pending`` bounds
-    the ``queue`` otherwise; :meth:`close` is called once, from :meth:`Connection.on_close`.
+    the ``queue`` otherwise; :meth:`close` is called once, from :meth:`Connection.on_close`,
+    with the close code the transport saw.
     """
 
     @property
@@ -74,7 +75,7 @@ class Owner(Protocol):
     @property
     def intercept(self) -> Intercept | None: ...
 
-    def close(self, conn: Connection) -> None: ...
+    def close(self, conn: Connection, code: int) -> None: ...
 
 
 class State(Enum):
@@ -191,7 +192,7 @@ class Connection:
         self.send_error(ErrorCode.BAD_REQUEST, "binary frames are not accepted; send JSON text")
 
     def on_close(self, code: int) -> None:
-        self._gateway.close(self)
+        self._gateway.close(self, code)
 
     # Sending -----------------------------------------------------------------
 

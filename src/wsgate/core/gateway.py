@@ -109,6 +109,16 @@ class Observer(Protocol):
     def left(self, conn: Connection, address: ChannelAddress) -> None: ...
 
 
+class Closes(Protocol):
+    """Told of every socket gone, admitted or not, with its close code (the
+    lifecycle lines and counts, :mod:`wsgate.lifecycle`)."""
+
+    def closed(self, conn: Connection, code: int, admitted: bool) -> None:
+        """``conn``'s socket is gone with ``code`` (1006 when it just went); ``admitted``:
+        it had been ``OPEN`` or ``HELD``. Called after :meth:`Gateway.close` undid its state."""
+        ...
+
+
 class Admission(Protocol):
     """A connect hook: decides on a connection before its ``WELCOME``.
 
@@ -190,6 +200,7 @@ class Gateway:
         limiter: Limiter | None = None,
         upstream: Upstream | None = None,
         observers: Sequence[Observer] = (),
+        closes: Closes | None = None,
         gates: Sequence[AuthorizeHook] = (),
         admission: Admission | None = None,
         intercept: Intercept | None = None,
@@ -240,6 +251,8 @@ class Gateway:
         forgotten list stays with its connections; the next equal one is stored anew)."""
         self.observers: tuple[Observer, ...] = tuple(observers)
         """Told of lifecycle events: services (:mod:`wsgate.upstream`), the cluster."""
+        self.closes = closes
+        """Told of every socket gone with its close code (``None``: nobody)."""
         self.admission = admission
         """The connect hook (``None``: admitted at once)."""
         self.intercept = intercept
@@ -404,17 +417,25 @@ class Gateway:
         if conn.state is State.OPEN:
             conn.queue = None
 
-    def close(self, conn: Connection) -> None:
-        """The connection is gone: undo exactly what its state acquired, tell the others.
+    def close(self, conn: Connection, code: int) -> None:
+        """The connection is gone (``code``: how its socket closed): undo exactly what
+        its state acquired, tell the others.
 
         ``ADMITTING``: the admission is told (a cluster count is released);
         ``OPEN``/``HELD``: pool, channels, presence and observers (the cluster
         releases its connection count there); always the limiter's strikes.
         A late answer (admission, hold, authorize hook) then finds it closed.
+        Last, ``closes`` hears of it, whatever the state (a connection refused at
+        :meth:`open` is ``CLOSED`` already).
         """
         state = conn.state
-        if state is State.CLOSING or state is State.CLOSED:
-            return
+        if state is not State.CLOSING and state is not State.CLOSED:
+            self._undo(conn, state)
+        if self.closes is not None:
+            self.closes.closed(conn, code, state is State.OPEN or state is State.HELD)
+
+    def _undo(self, conn: Connection, state: State) -> None:
+        """:meth:`close` of a connection ``ADMITTING``, ``OPEN`` or ``HELD`` (``state``)."""
         conn.state = State.CLOSING
         conn.queue = None
         if self.limiter is not None:
