@@ -13,6 +13,7 @@ import tracemalloc
 
 from tests.transport.conftest import Start
 from tests.transport.helpers import RawClient
+from wsgate.transport.protocol import _SHARED
 
 N = 40
 
@@ -40,3 +41,17 @@ async def test_server_py_keeps_two_objects_per_idle_connection(start: Start) -> 
     blocks = sum(st.count_diff for st in kept)
     # GateProtocol and GateListener, one block each per connection.
     assert blocks <= 2 * N + 2, [(str(st.traceback[0]), st.count_diff) for st in kept]
+
+
+async def test_the_upgrade_request_keeps_no_bytes_of_its_own(start: Start) -> None:
+    # picows keeps the upgrade request on its transport for the connection's
+    # life; its headers and request line are shared objects after the 101.
+    listener, handler = await start()
+    clients = [await RawClient.connect(listener.port) for _ in range(3)]
+    assert all(c.status == 101 for c in clients)
+    await handler.wait_sessions(len(clients))
+    for session in handler.sessions:
+        request = session.sink._wst.request  # type: ignore[attr-defined]
+        assert not request.headers
+        assert request.path == b""  # the path was read by the routing, before the 101
+        assert request.method is _SHARED[b"GET"] and request.version is _SHARED[b"HTTP/1.1"]

@@ -21,7 +21,6 @@ limit answers later) the client's messages wait, in order, in a bounded
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from enum import Enum
 from typing import Any, Protocol
@@ -124,6 +123,7 @@ class Connection:
         sink: Sink,
         peer: str,
         hubs: tuple[HubId, ...],
+        connected_at: float,
     ) -> None:
         self._gateway = gateway
         self.id = cid
@@ -141,8 +141,9 @@ class Connection:
         """Changed only by the gateway (see the module docstring)."""
         self.queue: deque[bytes] | None = None
         """Messages waiting while ``ADMITTING`` or ``HELD`` (bounded by ``max_pending``)."""
-        self.connected_at = time.time()
-        """Unix time of the handshake (for the internal API)."""
+        self.connected_at = connected_at
+        """Unix time of the handshake (for the internal API): the sink's ``last_active``
+        at open, the same float object (memory per idle connection)."""
         self._member: bi.Member | None = None
         self.inbox_at = -1
         """The inbox offset WELCOME carried, while ``@@wsgate/RESUME`` may still come

@@ -274,7 +274,7 @@ class Gateway:
         cid = ConnectionId(f"{self.node_id}.{self._new_id()}")
         # One string per address, not per connection (CPython frees an interned
         # string with its last reference).
-        conn = Connection(self, cid, principal, sink, sys.intern(peer), ())
+        conn = Connection(self, cid, principal, sink, sys.intern(peer), (), sink.last_active)
         refusal = None if self.limiter is None else self.limiter.connect(principal, peer, self.pool)
         if refusal is not None:
             self._too_many(conn, refusal)

@@ -32,7 +32,8 @@ per connection.
 Once picows has answered the request head (the 101 is written and
 ``on_ws_connected`` has run inside that read), the headers of the request
 and of the 101, which picows keeps on its transport for the connection's
-life, are replaced by one shared empty multidict (memory per idle
+life, are replaced by one shared empty multidict and the request's path
+by ``b""`` (memory per idle
 connection: :meth:`GateProtocol._forget_handshake`).
 
 Which frames picows refuses is copied from ``_get_next_frame_impl`` of
@@ -313,8 +314,9 @@ class GateProtocol(_WSProtocol):
         headers in a ``CIMultiDict``: about 1.5 KB per idle connection
         (bench/README.md, idle memory). What the gateway needs of them was
         taken by the listener factory before the 101 (principal, user agent,
-        subprotocol, extensions); their slots are writable, so the headers
-        are replaced by one shared empty, read-only multidict.
+        subprotocol, extensions, the path); their slots are writable, so the
+        headers are replaced by one shared empty, read-only multidict, the
+        method and version by shared bytes, the path by ``b""``.
         """
         tr = self.transport
         if tr is None:
@@ -324,9 +326,11 @@ class GateProtocol(_WSProtocol):
                 message.headers = _NO_HEADERS
         request = tr.request
         if request is not None:
-            # picows parses a fresh bytes object of each per request (~110 B).
+            # picows parses a fresh bytes object of each per request (~110 B);
+            # the path (~36 B) was read by the listener factory, before the 101.
             request.method = _SHARED.get(request.method, request.method)
             request.version = _SHARED.get(request.version, request.version)
+            request.path = b""
 
     # -- the rare paths ------------------------------------------------------
 
