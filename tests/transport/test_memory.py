@@ -9,6 +9,7 @@ for the handshake timeout, no header copies).
 from __future__ import annotations
 
 import gc
+import sys
 import tracemalloc
 
 from tests.transport.conftest import Start
@@ -55,3 +56,13 @@ async def test_the_upgrade_request_keeps_no_bytes_of_its_own(start: Start) -> No
         assert not request.headers
         assert request.path == b""  # the path was read by the routing, before the 101
         assert request.method is _SHARED[b"GET"] and request.version is _SHARED[b"HTTP/1.1"]
+
+
+async def test_an_idle_listener_object_is_at_most_224_bytes(start: Start) -> None:
+    # A fragmented message's state is one object, made for its first fragment
+    # (pymalloc rounds to 16 bytes: 25 slots were 256 bytes, 22 are 224).
+    listener, handler = await start()
+    client = await RawClient.connect(listener.port)
+    assert client.status == 101
+    (session,) = await handler.wait_sessions(1)
+    assert sys.getsizeof(session.sink) <= 224
