@@ -66,3 +66,33 @@ async def test_an_idle_listener_object_is_at_most_224_bytes(start: Start) -> Non
     assert client.status == 101
     (session,) = await handler.wait_sessions(1)
     assert sys.getsizeof(session.sink) <= 224
+
+
+async def test_listener_py_keeps_nothing_per_idle_connection(start: Start) -> None:
+    # The heartbeat wheel is the listener's one registry of its connections
+    # (no second set of them beside it); what listener.py allocates per idle
+    # connection is one float, the upgrade's time (``last_active``, which the
+    # core's ``connected_at`` shares).
+    listener, handler = await start()
+    warm = [await RawClient.connect(listener.port) for _ in range(5)]
+    await handler.wait_sessions(len(warm))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        clients = [await RawClient.connect(listener.port) for _ in range(N)]
+        assert all(c.status == 101 for c in clients)
+        await handler.wait_sessions(len(warm) + N)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    kept = [
+        st
+        for st in after.compare_to(before, "lineno")
+        if st.traceback[0].filename.endswith("wsgate/transport/listener.py") and st.size_diff > 0
+    ]
+    assert sum(st.size_diff for st in kept) <= 32 * N, [
+        (str(st.traceback[0]), st.size_diff) for st in kept
+    ]
+    assert listener.connection_count == len(warm) + N

@@ -112,7 +112,6 @@ class ListenerContext(OutboundContext):
 
     __slots__ = (
         "close_grace",
-        "connections",
         "control",
         "handler",
         "max_message",
@@ -144,12 +143,19 @@ class ListenerContext(OutboundContext):
         self.close_grace = close_grace
         self.control = control
         """The budget of pings and pongs per connection; ``None``: unlimited."""
-        self.connections: set[GateListener] = set()
-        """Open connections (added after the 101, removed when the socket is gone)."""
         self.on_empty: asyncio.Event | None = None
         """Set when ``connections`` becomes empty, while someone (drain) waits."""
         self.slow_closes = 0
         """Connections closed 4000 (slow consumer) by this listener (only grows; metrics)."""
+
+    @property
+    def connections(self) -> list[GateListener]:
+        """Connections past the 101 whose socket is not gone yet (a copy).
+
+        The heartbeat wheel is the one registry of them (on it from the
+        handshake until the socket is gone, parked once closing).
+        """
+        return self.wheel.members()  # type: ignore[return-value]  # only GateListeners
 
 
 class _Fragments:
@@ -287,7 +293,6 @@ class GateListener(BufferedListener):
         self._wst = transport
         self._state = _OPEN
         ctx = self._ctx
-        ctx.connections.add(self)
         ctx.wheel.add(self, HB_IDLE)
         principal = self._principal
         if principal is None:
@@ -408,10 +413,9 @@ class GateListener(BufferedListener):
             self._close_timer = None
             timer.cancel()
         ctx = self._ctx
-        ctx.wheel.remove(self)
-        conns = ctx.connections
-        conns.discard(self)
-        if not conns and ctx.on_empty is not None:
+        wheel = ctx.wheel
+        wheel.remove(self)
+        if not wheel and ctx.on_empty is not None:
             ctx.on_empty.set()
         session = self._session
         if session is not None:
