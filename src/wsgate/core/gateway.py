@@ -366,8 +366,12 @@ class Gateway:
                 self.inbox.retain(stream, True)
             # An inbox that never held anything is at 0, "before it existed": an empty
             # stream is freed with the last tab, and a RESUME from 0 recovers its next life.
-            empty = self.inbox.since(stream, 0)
-            top = 0 if empty.recovered and not empty.entries else self.inbox.top(stream)
+            # A top of 0 is that already (a new user's, in a storm: no replay built).
+            top = self.inbox.top(stream)
+            if top:
+                empty = self.inbox.since(stream, 0)
+                if empty.recovered and not empty.entries:
+                    top = 0
             conn.inbox_at = inbox_at = top
         welcome = bi.WelcomePayload(
             connectionId=conn.id,
