@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import Final, Protocol
+from typing import Final, Generic, Protocol, TypeVar
 
 __all__ = ["HB_IDLE", "HB_STOP", "HB_WAIT", "Beating", "HeartbeatWheel"]
 
@@ -54,7 +54,10 @@ class Beating(Protocol):
         ...
 
 
-class HeartbeatWheel:
+B = TypeVar("B", bound=Beating)
+
+
+class HeartbeatWheel(Generic[B]):
     """Buckets of connections, advanced by one timer.
 
     :meth:`add` after the handshake, :meth:`remove` when the connection is
@@ -75,8 +78,8 @@ class HeartbeatWheel:
         self._loop = loop
         self._tick = tick
         self._delays = (0, idle_ticks, wait_ticks)
-        self._slots: list[set[Beating]] = [set() for _ in range(max(idle_ticks, wait_ticks) + 1)]
-        self._parked: set[Beating] = set()
+        self._slots: list[set[B]] = [set() for _ in range(max(idle_ticks, wait_ticks) + 1)]
+        self._parked: set[B] = set()
         """Connections no longer checked, until :meth:`remove`."""
         self._pos = 0
         self._count = 0
@@ -86,14 +89,14 @@ class HeartbeatWheel:
     def __len__(self) -> int:
         return self._count + len(self._parked)
 
-    def members(self) -> list[Beating]:
+    def members(self) -> list[B]:
         """Every connection on the wheel, parked or not (a copy: safe to close them)."""
         out = list(self._parked)
         for bucket in self._slots:
             out.extend(bucket)
         return out
 
-    def add(self, conn: Beating, kind: int = HB_IDLE) -> None:
+    def add(self, conn: B, kind: int = HB_IDLE) -> None:
         """File ``conn`` to be checked after the delay of ``kind`` (not parked)."""
         index = (self._pos + self._delays[kind]) % len(self._slots)
         self._slots[index].add(conn)
@@ -102,7 +105,7 @@ class HeartbeatWheel:
         if self._handle is None:
             self._handle = self._loop.call_later(self._tick, self._advance)
 
-    def remove(self, conn: Beating) -> None:
+    def remove(self, conn: B) -> None:
         """Take ``conn`` off the wheel, parked or not (idempotent)."""
         index = conn._hb_slot
         if index >= 0:

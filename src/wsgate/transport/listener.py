@@ -137,7 +137,9 @@ class ListenerContext(OutboundContext):
         super().__init__(loop, high_water)
         self.handler = handler
         self.max_message = max_message
-        self.wheel = HeartbeatWheel(loop, heartbeat_s, heartbeat_timeout_s)
+        self.wheel: HeartbeatWheel[GateListener] = HeartbeatWheel(
+            loop, heartbeat_s, heartbeat_timeout_s
+        )
         self.unauthenticated_frame = unauthenticated_frame
         """The encoded ``ERROR`` (``UNAUTHENTICATED``, ``signInUrl``) sent before 4401."""
         self.close_grace = close_grace
@@ -155,7 +157,7 @@ class ListenerContext(OutboundContext):
         The heartbeat wheel is the one registry of them (on it from the
         handshake until the socket is gone, parked once closing).
         """
-        return self.wheel.members()  # type: ignore[return-value]  # only GateListeners
+        return self.wheel.members()
 
 
 class _Fragments:
