@@ -14,7 +14,7 @@ import tracemalloc
 
 from tests.transport.conftest import Start
 from tests.transport.helpers import RawClient
-from wsgate.transport.protocol import _SHARED
+from wsgate.transport.protocol import _SHARED, GateProtocol
 
 N = 40
 
@@ -96,3 +96,16 @@ async def test_listener_py_keeps_nothing_per_idle_connection(start: Start) -> No
         (str(st.traceback[0]), st.size_diff) for st in kept
     ]
     assert listener.connection_count == len(warm) + N
+
+
+async def test_an_idle_protocol_object_is_at_most_336_bytes(start: Start) -> None:
+    # No memoryview slot (the bytes just read are looked up in picows' buffer
+    # when a read needs walking) and one state field, not a mode and a flag.
+    listener, handler = await start()
+    client = await RawClient.connect(listener.port)
+    assert client.status == 101
+    (session,) = await handler.wait_sessions(1)
+    protocol = session.sink._wst.underlying_transport.get_protocol()  # type: ignore[attr-defined]
+    assert isinstance(protocol, GateProtocol)
+    assert sys.getsizeof(protocol) <= 336
+    assert "get_buffer" not in GateProtocol.__dict__  # uvloop calls picows' own
