@@ -22,6 +22,7 @@ from wsgate.auth.keyring import KeyRing, new_key, parse_key
 from wsgate.auth.principal import Principal
 from wsgate.config import LogConfig, from_mapping
 from wsgate.logs import JsonFormatter, TextFormatter, configure
+from wsgate.transport.listener import GateListener
 
 from .e2e.gateway import ADMIN_KEY, API_KEY, ORIGIN, make_config, running
 from .e2e.services import with_service
@@ -83,6 +84,21 @@ async def test_connected_then_closed_with_code(lines: Lines) -> None:
         assert (closed["code"], closed["user"], closed["org"], closed["remote"]) == (
             1000, "u1", "acme", "127.0.0.1"
         )
+
+
+async def test_the_transport_feeds_the_connection_itself(lines: Lines) -> None:
+    """No lifecycle wrapper per connection (memory per idle connection, bench/README.md):
+    the transport's session is the core's :class:`Connection`, and the closed line
+    still carries the code the transport saw."""
+    async with running() as gw, gw.peer("u1", "acme") as peer:
+        conn = gw.node.gateway.pool.connections[peer.id]
+        sink = conn.sink
+        assert isinstance(sink, GateListener)
+        assert sink._session is conn
+        await peer.ws.close(4321)
+        await eventually(lambda: _one(lines, "closed", connection=peer.id), what="closed line")
+        closed = _one(lines, "closed", connection=peer.id)
+        assert closed is not None and closed["code"] == 4321
 
 
 async def test_refused_for_a_bad_origin(lines: Lines) -> None:

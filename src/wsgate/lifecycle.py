@@ -4,13 +4,13 @@
 
 - a gateway **observer**: :meth:`connected` writes the ``connected`` line once
   the connection is admitted (its final principal known);
-- a **wrapper of the transport's handler** (:meth:`wrap`): the transport
-  alone knows the close code, so the session it gets back writes, when the
-  socket is gone, ``closed`` (the connection had been admitted) or
-  ``refused`` (a limit at open, the connect hook, a token's user cap). The
-  wrapper is one 3-slot object per connection (about 50 bytes, freed with
-  the transport's reference to it); it costs one extra call per inbound
-  message and nothing per delivery (the sink is not wrapped).
+- the gateway's **closes** (:meth:`closed`): ``Connection.on_close(code)``
+  hands the gateway the close code the transport saw, and once the gateway
+  has undone the connection's state this writes ``closed`` (the connection
+  had been admitted) or ``refused`` (a limit at open, the connect hook, a
+  token's user cap). Nothing per connection: the transport feeds the core's
+  ``Connection`` itself (until 2026-12-03 a 3-slot wrapper per connection
+  did this, ~56 bytes and one extra call per inbound message).
 
 Past ``lines_per_s`` in a second (``[log] lifecycle_lines_per_s``, a reconnect
 storm), the ``connected`` and ``closed`` lines of the rest of that second are one
@@ -31,11 +31,9 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from wsgate.auth.principal import Principal
-from wsgate.core.connection import Connection, State
+from wsgate.core.connection import Connection
 from wsgate.logs import LineCap, event
 from wsgate.protocol.codes import CloseCode
-from wsgate.transport.base import ConnectionHandler, Session, Sink
 from wsgate.typing import ChannelAddress
 
 __all__ = ["MAX_CODES", "LifecycleLog", "fields"]
@@ -58,57 +56,6 @@ def fields(conn: Connection) -> dict[str, object]:
     return {"connection": conn.id, "user": p.sub, "org": p.org, "remote": conn.peer}
 
 
-class _Watched:
-    """The transport's session for one connection: ``on_close`` counts its code and
-    writes its line."""
-
-    __slots__ = ("_closes", "_conn", "_lines")
-
-    def __init__(self, conn: Connection, closes: dict[int, int], lines: LineCap) -> None:
-        self._conn = conn
-        self._closes = closes
-        self._lines = lines
-
-    def on_message(self, data: bytes) -> None:
-        self._conn.on_message(data)
-
-    def on_binary(self) -> None:
-        self._conn.on_binary()
-
-    def on_close(self, code: int) -> None:
-        conn = self._conn
-        admitted = conn.state is State.OPEN or conn.state is State.HELD
-        conn.on_close(code)
-        closes = self._closes
-        key = code if code in closes or len(closes) < MAX_CODES else 0
-        closes[key] = closes.get(key, 0) + 1
-        if admitted:
-            if self._lines.allow():
-                event("closed", logging.INFO, fields(conn), code=code)
-            return
-        reason = _REFUSALS.get(code)
-        if reason is None:
-            if self._lines.allow():
-                event("closed", logging.INFO, fields(conn), code=code, admitted=False)
-        else:
-            event("refused", logging.WARNING, fields(conn), code=code, reason=reason)
-
-
-class _Handler:
-    __slots__ = ("_closes", "_inner", "_lines")
-
-    def __init__(self, inner: ConnectionHandler, closes: dict[int, int], lines: LineCap) -> None:
-        self._inner = inner
-        self._closes = closes
-        self._lines = lines
-
-    def open(self, sink: Sink, principal: Principal, peer: str) -> Session:
-        session = self._inner.open(sink, principal, peer)
-        if isinstance(session, Connection):
-            return _Watched(session, self._closes, self._lines)
-        return session
-
-
 class LifecycleLog:
     """The gateway observer and handler wrapper that write the lifecycle lines and count.
 
@@ -129,9 +76,22 @@ class LifecycleLog:
         """Sockets gone, by close code (admitted or refused); at most :data:`MAX_CODES` keys,
         and 0 for any code past them."""
 
-    def wrap(self, handler: ConnectionHandler) -> ConnectionHandler:
-        """``handler`` (the gateway), with every session it opens watched for its close."""
-        return _Handler(handler, self.closes, self.closed_lines)
+    def closed(self, conn: Connection, code: int, admitted: bool) -> None:
+        """The socket is gone (the gateway's ``closes``): count ``code``, write ``closed``
+        (admitted, or never admitted for a reason of the peer's) or ``refused``."""
+        closes = self.closes
+        key = code if code in closes or len(closes) < MAX_CODES else 0
+        closes[key] = closes.get(key, 0) + 1
+        if admitted:
+            if self.closed_lines.allow():
+                event("closed", logging.INFO, fields(conn), code=code)
+            return
+        reason = _REFUSALS.get(code)
+        if reason is None:
+            if self.closed_lines.allow():
+                event("closed", logging.INFO, fields(conn), code=code, admitted=False)
+        else:
+            event("refused", logging.WARNING, fields(conn), code=code, reason=reason)
 
     def connected(self, conn: Connection) -> None:
         self.opened += 1
@@ -139,7 +99,7 @@ class LifecycleLog:
             event("connected", logging.INFO, fields(conn))
 
     def disconnected(self, conn: Connection) -> None:
-        """Written by the watched session, which knows the code."""
+        """Written by :meth:`closed`, which knows the code."""
 
     def joined(self, conn: Connection, address: ChannelAddress) -> None:
         """Counted; no line: joins are not lifecycle events of the connection."""

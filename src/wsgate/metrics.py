@@ -3,7 +3,7 @@
 Nothing here runs on the hot path. The parts that see events keep plain
 ``int`` attributes (no lock, one addition each): the dispatcher (actions by
 class, limiter refusals, errors sent by code), the fan-out (deliveries), the
-lifecycle wrapper (connections admitted, joins, leaves, closes by code), the
+lifecycle log (connections admitted, joins, leaves, closes by code), the
 conflation of hot channels (actions superseded, congested members skipped), the
 listener (slow-consumer closes), the cluster bus (its ticker's and shared
 limits' failures, the broker's dropped messages, and its lag: a sum and a

@@ -167,7 +167,7 @@ class Node:
         self.tracer = tracer if tracer is not None else from_config(config.tracing)
         """Spans of routed calls and API publishes; ``None`` when tracing is off."""
         self.lifecycle = LifecycleLog(config.log.lifecycle_lines_per_s)
-        """Writes the connection lifecycle lines (an observer, and the transport's handler)."""
+        """Writes the connection lifecycle lines (an observer, and the gateway's ``closes``)."""
         self.metrics: NodeMetrics | None = None
         """Prometheus ``/metrics`` (``[metrics] enabled``); ``None`` when off."""
         if config.metrics.enabled:
@@ -349,6 +349,7 @@ class Node:
             limiter=Limiter(config.limits, config.rate_limits, MemoryRateLimits(), loop.time),
             upstream=self.upstream,
             observers=observers,
+            closes=self.lifecycle,
             gates=[self.upstream] if bus is None else [self.upstream, bus],
             admission=admission,
             intercept=self.tokens,
@@ -381,7 +382,7 @@ class Node:
             self._revocation_poll = loop.create_task(self._poll_revocations())
         try:
             self.listener = await start_listener(
-                handler=self.lifecycle.wrap(self.gateway),
+                handler=self.gateway,
                 config=config.server,
                 authenticate=self.authenticate,
                 sign_in_url=config.auth.sign_in_url,

@@ -20,6 +20,8 @@ class RecordingSink:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
         self.closed: tuple[int, str] | None = None
+        self.last_active = 1_700_000_000.5
+        """The upgrade's time, as a transport's sink gives it before the first message."""
 
     def send(self, data: bytes) -> None:
         if self.closed is None:

@@ -311,3 +311,11 @@ def test_shared_hub_lists_are_bounded() -> None:
     assert len(h.gw._hub_lists) <= MAX_SHARED_HUB_LISTS
     d = h.connect("dana", org="org5")
     assert set(d.conn.hubs) == {"system", "public", "org5"}
+
+
+def test_connected_at_is_the_sinks_handshake_time_not_a_float_of_its_own() -> None:
+    # Memory per idle connection (bench/README.md): the transport's sink already
+    # holds the upgrade's time; the connection shares that object.
+    h = Harness()
+    client = h.connect("u1")
+    assert client.conn.connected_at is client.sink.last_active

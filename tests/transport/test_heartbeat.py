@@ -7,6 +7,7 @@ import time
 
 from tests.transport.conftest import Start
 from tests.transport.helpers import OP_PING, OP_PONG, OP_TEXT, RawClient, frame
+from wsgate.transport.heartbeat import HB_IDLE, HB_STOP, HeartbeatWheel
 
 
 async def test_no_pong_closes_4408(start: Start) -> None:
@@ -61,3 +62,43 @@ async def test_traffic_counts_as_alive(start: Start) -> None:
     assert session.closes == []
     assert client.reader.at_eof() is False
     assert len(client.reader._buffer) == 0  # nothing came: no ping
+
+
+class _Beat:
+    """A connection as the wheel sees it: answers ``kinds`` in turn, then HB_STOP."""
+
+    def __init__(self, wheel: HeartbeatWheel, kinds: list[int], remove_in_check: bool = False):
+        self._hb_slot = -1
+        self.wheel = wheel
+        self.kinds = kinds
+        self.remove_in_check = remove_in_check
+        self.checks = 0
+        self.checked = asyncio.Event()
+
+    def heartbeat_due(self) -> int:
+        self.checks += 1
+        self.checked.set()
+        if self.remove_in_check:
+            self.wheel.remove(self)
+        return self.kinds.pop(0) if self.kinds else HB_STOP
+
+
+async def test_the_wheel_keeps_a_stopped_connection_until_it_is_removed() -> None:
+    # The wheel is the listener's registry: a closing connection (HB_STOP) is
+    # parked, still counted, never checked again; remove() frees it.
+    wheel = HeartbeatWheel(asyncio.get_running_loop(), 0.04, 0.04)
+    stopping = _Beat(wheel, [])
+    going = _Beat(wheel, [HB_IDLE, HB_IDLE], remove_in_check=True)
+    for conn in (stopping, going):
+        wheel.add(conn, HB_IDLE)
+    assert len(wheel) == 2
+    async with asyncio.timeout(5):
+        await stopping.checked.wait()
+        await going.checked.wait()
+    await asyncio.sleep(0.2)  # a dozen ticks: a parked one is not checked again
+    assert (stopping.checks, going.checks) == (1, 1)  # removed during its check: gone
+    assert wheel.members() == [stopping] and len(wheel) == 1
+    wheel.remove(stopping)
+    wheel.remove(stopping)  # idempotent
+    assert wheel.members() == [] and len(wheel) == 0
+    wheel.stop()

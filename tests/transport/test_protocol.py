@@ -176,7 +176,8 @@ def _run(rec: _Recorder, stream: bytes, cuts: list[int]) -> list[bytes]:
     for end in [*sorted(set(cuts)), len(stream)]:
         if end <= pos:
             continue
-        view = proto.get_buffer(-1)
+        # The loop calls picows' get_buffer (GateProtocol does not override it).
+        view = protocol_mod._base_get_buffer(proto, -1)
         view[: end - pos] = stream[pos:end]
         proto.buffer_updated(end - pos)
         pos = end

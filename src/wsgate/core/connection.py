@@ -21,7 +21,6 @@ limit answers later) the client's messages wait, in order, in a bounded
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from enum import Enum
 from typing import Any, Protocol
@@ -62,7 +61,8 @@ class Owner(Protocol):
 
     ``dispatcher`` gets every message while ``OPEN``; ``intercept`` is offered
     an ``ADMITTING`` connection's messages first; ``max_pending`` bounds
-    the ``queue`` otherwise; :meth:`close` is called once, from :meth:`Connection.on_close`.
+    the ``queue`` otherwise; :meth:`close` is called once, from :meth:`Connection.on_close`,
+    with the close code the transport saw.
     """
 
     @property
@@ -74,7 +74,7 @@ class Owner(Protocol):
     @property
     def intercept(self) -> Intercept | None: ...
 
-    def close(self, conn: Connection) -> None: ...
+    def close(self, conn: Connection, code: int) -> None: ...
 
 
 class State(Enum):
@@ -123,6 +123,7 @@ class Connection:
         sink: Sink,
         peer: str,
         hubs: tuple[HubId, ...],
+        connected_at: float,
     ) -> None:
         self._gateway = gateway
         self.id = cid
@@ -140,8 +141,9 @@ class Connection:
         """Changed only by the gateway (see the module docstring)."""
         self.queue: deque[bytes] | None = None
         """Messages waiting while ``ADMITTING`` or ``HELD`` (bounded by ``max_pending``)."""
-        self.connected_at = time.time()
-        """Unix time of the handshake (for the internal API)."""
+        self.connected_at = connected_at
+        """Unix time of the handshake (for the internal API): the sink's ``last_active``
+        at open, the same float object (memory per idle connection)."""
         self._member: bi.Member | None = None
         self.inbox_at = -1
         """The inbox offset WELCOME carried, while ``@@wsgate/RESUME`` may still come
@@ -191,7 +193,7 @@ class Connection:
         self.send_error(ErrorCode.BAD_REQUEST, "binary frames are not accepted; send JSON text")
 
     def on_close(self, code: int) -> None:
-        self._gateway.close(self)
+        self._gateway.close(self, code)
 
     # Sending -----------------------------------------------------------------
 

@@ -109,6 +109,16 @@ class Observer(Protocol):
     def left(self, conn: Connection, address: ChannelAddress) -> None: ...
 
 
+class Closes(Protocol):
+    """Told of every socket gone, admitted or not, with its close code (the
+    lifecycle lines and counts, :mod:`wsgate.lifecycle`)."""
+
+    def closed(self, conn: Connection, code: int, admitted: bool) -> None:
+        """``conn``'s socket is gone with ``code`` (1006 when it just went); ``admitted``:
+        it had been ``OPEN`` or ``HELD``. Called after :meth:`Gateway.close` undid its state."""
+        ...
+
+
 class Admission(Protocol):
     """A connect hook: decides on a connection before its ``WELCOME``.
 
@@ -190,6 +200,7 @@ class Gateway:
         limiter: Limiter | None = None,
         upstream: Upstream | None = None,
         observers: Sequence[Observer] = (),
+        closes: Closes | None = None,
         gates: Sequence[AuthorizeHook] = (),
         admission: Admission | None = None,
         intercept: Intercept | None = None,
@@ -240,6 +251,8 @@ class Gateway:
         forgotten list stays with its connections; the next equal one is stored anew)."""
         self.observers: tuple[Observer, ...] = tuple(observers)
         """Told of lifecycle events: services (:mod:`wsgate.upstream`), the cluster."""
+        self.closes = closes
+        """Told of every socket gone with its close code (``None``: nobody)."""
         self.admission = admission
         """The connect hook (``None``: admitted at once)."""
         self.intercept = intercept
@@ -261,7 +274,7 @@ class Gateway:
         cid = ConnectionId(f"{self.node_id}.{self._new_id()}")
         # One string per address, not per connection (CPython frees an interned
         # string with its last reference).
-        conn = Connection(self, cid, principal, sink, sys.intern(peer), ())
+        conn = Connection(self, cid, principal, sink, sys.intern(peer), (), sink.last_active)
         refusal = None if self.limiter is None else self.limiter.connect(principal, peer, self.pool)
         if refusal is not None:
             self._too_many(conn, refusal)
@@ -353,8 +366,12 @@ class Gateway:
                 self.inbox.retain(stream, True)
             # An inbox that never held anything is at 0, "before it existed": an empty
             # stream is freed with the last tab, and a RESUME from 0 recovers its next life.
-            empty = self.inbox.since(stream, 0)
-            top = 0 if empty.recovered and not empty.entries else self.inbox.top(stream)
+            # A top of 0 is that already (a new user's, in a storm: no replay built).
+            top = self.inbox.top(stream)
+            if top:
+                empty = self.inbox.since(stream, 0)
+                if empty.recovered and not empty.entries:
+                    top = 0
             conn.inbox_at = inbox_at = top
         welcome = bi.WelcomePayload(
             connectionId=conn.id,
@@ -404,17 +421,25 @@ class Gateway:
         if conn.state is State.OPEN:
             conn.queue = None
 
-    def close(self, conn: Connection) -> None:
-        """The connection is gone: undo exactly what its state acquired, tell the others.
+    def close(self, conn: Connection, code: int) -> None:
+        """The connection is gone (``code``: how its socket closed): undo exactly what
+        its state acquired, tell the others.
 
         ``ADMITTING``: the admission is told (a cluster count is released);
         ``OPEN``/``HELD``: pool, channels, presence and observers (the cluster
         releases its connection count there); always the limiter's strikes.
         A late answer (admission, hold, authorize hook) then finds it closed.
+        Last, ``closes`` hears of it, whatever the state (a connection refused at
+        :meth:`open` is ``CLOSED`` already).
         """
         state = conn.state
-        if state is State.CLOSING or state is State.CLOSED:
-            return
+        if state is not State.CLOSING and state is not State.CLOSED:
+            self._undo(conn, state)
+        if self.closes is not None:
+            self.closes.closed(conn, code, state is State.OPEN or state is State.HELD)
+
+    def _undo(self, conn: Connection, state: State) -> None:
+        """:meth:`close` of a connection ``ADMITTING``, ``OPEN`` or ``HELD`` (``state``)."""
         conn.state = State.CLOSING
         conn.queue = None
         if self.limiter is not None:

@@ -50,6 +50,10 @@ class Sink(Protocol):
     def close(self, code: int, reason: str = "") -> None:
         """Flush what is queued, then start the close handshake with ``code``."""
 
+    @property
+    def last_active(self) -> float:
+        """Unix time of the last message received (the upgrade's time before the first)."""
+
 
 @runtime_checkable
 class FlowSink(Sink, Protocol):

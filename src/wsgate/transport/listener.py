@@ -112,7 +112,6 @@ class ListenerContext(OutboundContext):
 
     __slots__ = (
         "close_grace",
-        "connections",
         "control",
         "handler",
         "max_message",
@@ -138,18 +137,49 @@ class ListenerContext(OutboundContext):
         super().__init__(loop, high_water)
         self.handler = handler
         self.max_message = max_message
-        self.wheel = HeartbeatWheel(loop, heartbeat_s, heartbeat_timeout_s)
+        self.wheel: HeartbeatWheel[GateListener] = HeartbeatWheel(
+            loop, heartbeat_s, heartbeat_timeout_s
+        )
         self.unauthenticated_frame = unauthenticated_frame
         """The encoded ``ERROR`` (``UNAUTHENTICATED``, ``signInUrl``) sent before 4401."""
         self.close_grace = close_grace
         self.control = control
         """The budget of pings and pongs per connection; ``None``: unlimited."""
-        self.connections: set[GateListener] = set()
-        """Open connections (added after the 101, removed when the socket is gone)."""
         self.on_empty: asyncio.Event | None = None
         """Set when ``connections`` becomes empty, while someone (drain) waits."""
         self.slow_closes = 0
         """Connections closed 4000 (slow consumer) by this listener (only grows; metrics)."""
+
+    @property
+    def connections(self) -> list[GateListener]:
+        """Connections past the 101 whose socket is not gone yet (a copy).
+
+        The heartbeat wheel is the one registry of them (on it from the
+        handshake until the socket is gone, parked once closing).
+        """
+        return self.wheel.members()
+
+
+class _Fragments:
+    """The message being reassembled from fragments (RFC 6455 §5.4); one per
+    fragmented message, made at its first fragment and dropped at its last, so
+    an idle connection holds one ``None`` instead of four fields."""
+
+    __slots__ = ("buf", "dec", "inflate", "op")
+
+    def __init__(
+        self,
+        buf: bytearray,
+        op: WSMsgType,
+        dec: codecs.IncrementalDecoder | None,
+        inflate: Inflater | None,
+    ) -> None:
+        self.buf = buf
+        self.op = op
+        self.dec = dec
+        """UTF-8 check of a text message, fragment by fragment (fail fast)."""
+        self.inflate = inflate
+        """The inflater of a compressed message; freed with the message."""
 
 
 class GateListener(BufferedListener):
@@ -169,11 +199,8 @@ class GateListener(BufferedListener):
         "_ctl_tat",
         "_deflate",
         "_frag",
-        "_frag_dec",
-        "_frag_op",
         "_hb_slot",
         "_idle",
-        "_inflate",
         "_peer_code",
         "_ping_out",
         "_principal",
@@ -200,11 +227,8 @@ class GateListener(BufferedListener):
         """Unix time of the last message received (one clock read per message)."""
         self._session: Session | None = None
         self._state = _CONNECTING
-        self._frag: bytearray | None = None
-        """The fragments of the message being reassembled (RFC 6455 §5.4)."""
-        self._frag_op: WSMsgType | None = None
-        self._frag_dec: codecs.IncrementalDecoder | None = None
-        """UTF-8 check of a fragmented text message, fragment by fragment (fail fast)."""
+        self._frag: _Fragments | None = None
+        """The message being reassembled (RFC 6455 §5.4)."""
         self._idle = 0
         """Heartbeat checks since the last inbound frame."""
         self._ping_out = False
@@ -218,8 +242,6 @@ class GateListener(BufferedListener):
         """Start of the window in which ``_ctl_refused`` refusals were counted."""
         self._ctl_refused = 0
         self._deflate = deflater
-        self._inflate: Inflater | None = None
-        """The inflater of the compressed message being reassembled; freed at its end."""
 
     # -- Sink -------------------------------------------------------------
 
@@ -273,7 +295,6 @@ class GateListener(BufferedListener):
         self._wst = transport
         self._state = _OPEN
         ctx = self._ctx
-        ctx.connections.add(self)
         ctx.wheel.add(self, HB_IDLE)
         principal = self._principal
         if principal is None:
@@ -311,7 +332,7 @@ class GateListener(BufferedListener):
             self._fail(1002, "reserved bits set")
             return
         if op is _TEXT or op is _BINARY:
-            if self._frag_op is not None:
+            if self._frag is not None:
                 # §5.4: fragments of one message must not be interleaved with
                 # another data message.
                 self._fail(1002, "data frame inside a fragmented message")
@@ -331,24 +352,26 @@ class GateListener(BufferedListener):
                 else:
                     self._binary(data)
                 return
+            inflater = None
             if compressed:
-                self._inflate = inflater = Inflater(self._ctx.max_message)
+                inflater = Inflater(self._ctx.max_message)
                 head = self._inflated(inflater, frame)
                 if head is None:
                     return
-                self._frag = started = bytearray(head)
+                started = bytearray(head)
             else:
-                self._frag = started = bytearray(frame.get_payload_as_memoryview())
-            self._frag_op = op
-            if op is _TEXT:
-                self._frag_dec = dec = _utf8_decoder()
+                started = bytearray(frame.get_payload_as_memoryview())
+            dec = _utf8_decoder() if op is _TEXT else None
+            self._frag = _Fragments(started, op, dec, inflater)
+            if dec is not None:
                 self._check_fragment(dec, started, False)
         elif op is _CONT:
-            buf = self._frag
-            if buf is None:
+            msg = self._frag
+            if msg is None:
                 self._fail(1002, "continuation without a message")
                 return
-            pending = self._inflate
+            buf = msg.buf
+            pending = msg.inflate
             if pending is not None:
                 payload: bytes | memoryview | None = self._inflated(pending, frame)
                 if payload is None:
@@ -359,14 +382,13 @@ class GateListener(BufferedListener):
             else:
                 payload = frame.get_payload_as_memoryview()
             buf += payload
-            checker = self._frag_dec
+            checker = msg.dec
             if checker is not None and not self._check_fragment(checker, payload, frame.fin):
                 return
             if frame.fin:
                 data = bytes(buf)
-                first = self._frag_op
-                self._frag = self._frag_op = self._frag_dec = self._inflate = None
-                if first is _TEXT:
+                self._frag = None
+                if msg.op is _TEXT:
                     self._session.on_message(data)  # type: ignore[union-attr]
                 else:
                     self._binary(data)
@@ -387,16 +409,15 @@ class GateListener(BufferedListener):
         self._out = None
         if self._waiters is not None:
             self.release_waiters()
-        self._frag = self._frag_op = self._frag_dec = self._inflate = None
+        self._frag = None
         timer = self._close_timer
         if timer is not None:
             self._close_timer = None
             timer.cancel()
         ctx = self._ctx
-        ctx.wheel.remove(self)
-        conns = ctx.connections
-        conns.discard(self)
-        if not conns and ctx.on_empty is not None:
+        wheel = ctx.wheel
+        wheel.remove(self)
+        if not wheel and ctx.on_empty is not None:
             ctx.on_empty.set()
         session = self._session
         if session is not None:
@@ -508,7 +529,7 @@ class GateListener(BufferedListener):
         """The peer started the close handshake: answer it, then close TCP."""
         wst = self._wst
         self._state = _CLOSED
-        self._frag = self._frag_op = self._frag_dec = self._inflate = None
+        self._frag = None
         code = self._received_code(frame)
         self._peer_code = code
         if code == 1005:
@@ -526,7 +547,7 @@ class GateListener(BufferedListener):
     def _start_close(self, code: int, reason: str) -> None:
         """Flush, send our close frame, and wait for the peer's (bounded)."""
         self._state = _CLOSING
-        self._frag = self._frag_op = self._frag_dec = self._inflate = None
+        self._frag = None
         self.flush()
         self._wst.send_close(WSCloseCode(code), _close_payload(reason))
         self._close_timer = self._ctx.loop.call_later(self._ctx.close_grace, self._abort)
@@ -543,7 +564,7 @@ class GateListener(BufferedListener):
         """
         self._state = _CLOSING
         self._out = None
-        self._frag = self._frag_op = self._frag_dec = self._inflate = None
+        self._frag = None
         wst = self._wst
         wst.send_close(WSCloseCode(code), _close_payload(reason))
         wst.disconnect()

@@ -10,10 +10,11 @@ cases matter (Autobahn 7.1.2, 4.1.3–4.2.5):
 - a text message followed, in the same read, by a frame picows refuses
   (reserved opcode...): the text is never delivered, only the 1002 goes out.
 
-:class:`GateProtocol` sits between the event loop and picows: it hands picows
-the same buffer (``get_buffer``) and, in ``buffer_updated``, walks the frame
-headers of the new bytes (one header parse per frame, state carried across
-reads, including a header split between two reads) before passing them on:
+:class:`GateProtocol` sits between the event loop and picows: the loop reads
+into picows' own buffer (picows' ``get_buffer``, not overridden) and, in
+``buffer_updated``, this class walks the frame headers of the new bytes (one
+header parse per frame, state carried across reads, including a header split
+between two reads) before passing them on:
 
 - up to the first byte of a close frame, then the close frame alone; the
   bytes after a close frame (opcode 8, whatever its RSV bits: picows takes
@@ -32,7 +33,8 @@ per connection.
 Once picows has answered the request head (the 101 is written and
 ``on_ws_connected`` has run inside that read), the headers of the request
 and of the 101, which picows keeps on its transport for the connection's
-life, are replaced by one shared empty multidict (memory per idle
+life, are replaced by one shared empty multidict and the request's path
+by ``b""`` (memory per idle
 connection: :meth:`GateProtocol._forget_handshake`).
 
 Which frames picows refuses is copied from ``_get_next_frame_impl`` of
@@ -78,6 +80,8 @@ _FRAMES: Final = 1
 """Walking frame headers."""
 _DEAD: Final = 2
 """After a client close frame or a refused frame: every byte is dropped."""
+_CLOSE_REST: Final = 3
+"""The rest of a client close frame (``_skip`` bytes) is still to come; then ``_DEAD``."""
 
 HTTP_MAX_HEAD: Final = 16 * 1024
 """The request head picows takes (picows 2.3.1 ``_http_max_size``): a head
@@ -164,7 +168,7 @@ class GateProtocol(_WSProtocol):
     own protocol; see :func:`wsgate.transport.server.start_listener`.
     """
 
-    __slots__ = ("_carry", "_head", "_in_close", "_max_frame", "_mode", "_skip", "_view")
+    __slots__ = ("_carry", "_head", "_max_frame", "_mode", "_skip")
 
     def __init__(
         self,
@@ -199,28 +203,18 @@ class GateProtocol(_WSProtocol):
         self._mode = _HTTP
         self._skip = 0
         """Bytes before the next frame header (the rest of the current frame)."""
-        self._in_close = False
-        """The current frame (``_skip`` bytes still to come) is a close frame."""
         self._carry = b""
         """The start of a header cut by the end of the last read (< 10 bytes),
         or the last 3 bytes of the HTTP head so far (before the upgrade)."""
-        self._view: memoryview | None = None
         self._head = 0
         """Bytes of the HTTP request head read before this read (``_HTTP`` only)."""
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        view = _base_get_buffer(self, sizehint)
-        self._view = view
-        return view
+    # get_buffer is picows' own: uvloop reads into picows' buffer directly.
+    # buffer_updated finds the bytes just read where get_buffer put them: picows'
+    # get_buffer (no side effect) gives the same region again until picows'
+    # own buffer_updated moves its write position, so no view is kept.
 
     def buffer_updated(self, nbytes: int) -> None:
-        try:
-            self._updated(nbytes)
-        finally:
-            # Not kept between reads: an idle connection holds no view of the buffer.
-            self._view = None
-
-    def _updated(self, nbytes: int) -> None:
         mode = self._mode
         if mode == _FRAMES:
             skip = self._skip
@@ -229,15 +223,23 @@ class GateProtocol(_WSProtocol):
                 self._skip = skip - nbytes
                 _base_updated(self, nbytes)
                 return
-            self._walk(nbytes, skip)
+            self._walk(_base_get_buffer(self, nbytes), nbytes, skip)
         elif mode == _HTTP:
             self._http(nbytes)
+        elif mode == _CLOSE_REST:
+            # The last bytes of a close frame: pass them, drop the rest.
+            skip = self._skip
+            if skip > nbytes:
+                self._skip = skip - nbytes
+                _base_updated(self, nbytes)
+                return
+            self._mode = _DEAD
+            _base_updated(self, skip)
         # _DEAD: every byte is dropped.
 
     def _http(self, nbytes: int) -> None:
         """A read before the end of the request head (``_HTTP``)."""
-        view = self._view
-        assert view is not None
+        view = _base_get_buffer(self, nbytes)
         # picows takes the head up to the first blank line, at most 16 KiB;
         # past that it would drop TCP without a word, so we answer 431.
         carry = self._carry
@@ -259,19 +261,13 @@ class GateProtocol(_WSProtocol):
         self._mode = _FRAMES
         try:
             # picows answers the head (and calls on_ws_connected) in here.
-            self._walk(nbytes, end + 4 - len(carry))
+            self._walk(view, nbytes, end + 4 - len(carry))
         finally:
             self._forget_handshake()
 
-    def _walk(self, nbytes: int, skip: int) -> None:
-        """Walk the frame headers from ``skip`` (``_FRAMES``), then feed picows."""
-        if self._in_close:
-            # The last bytes of a close frame: pass them, drop the rest.
-            self._mode = _DEAD
-            _base_updated(self, skip)
-            return
-        view = self._view
-        assert view is not None
+    def _walk(self, view: memoryview, nbytes: int, skip: int) -> None:
+        """Walk the frame headers of ``view[:nbytes]`` from ``skip`` (``_FRAMES``),
+        then feed picows."""
         max_frame = self._max_frame
         p = skip
         if self._carry:
@@ -313,8 +309,9 @@ class GateProtocol(_WSProtocol):
         headers in a ``CIMultiDict``: about 1.5 KB per idle connection
         (bench/README.md, idle memory). What the gateway needs of them was
         taken by the listener factory before the 101 (principal, user agent,
-        subprotocol, extensions); their slots are writable, so the headers
-        are replaced by one shared empty, read-only multidict.
+        subprotocol, extensions, the path); their slots are writable, so the
+        headers are replaced by one shared empty, read-only multidict, the
+        method and version by shared bytes, the path by ``b""``.
         """
         tr = self.transport
         if tr is None:
@@ -324,9 +321,11 @@ class GateProtocol(_WSProtocol):
                 message.headers = _NO_HEADERS
         request = tr.request
         if request is not None:
-            # picows parses a fresh bytes object of each per request (~110 B).
+            # picows parses a fresh bytes object of each per request (~110 B);
+            # the path (~36 B) was read by the listener factory, before the 101.
             request.method = _SHARED.get(request.method, request.method)
             request.version = _SHARED.get(request.version, request.version)
+            request.path = b""
 
     # -- the rare paths ------------------------------------------------------
 
@@ -350,9 +349,8 @@ class GateProtocol(_WSProtocol):
             self._feed(tail)
         if size != BAD and end > nbytes:
             # The rest of the close frame is in the next reads.
-            self._mode = _FRAMES
+            self._mode = _CLOSE_REST
             self._skip = end - nbytes
-            self._in_close = True
 
     def _too_large(self) -> None:
         """The request head passed :data:`HTTP_MAX_HEAD`: 431, then close (RFC 6585 §5).

@@ -161,7 +161,7 @@ class Listener:
     @property
     def connection_count(self) -> int:
         """WebSocket connections past the handshake and not yet gone."""
-        return len(self._ctx.connections)
+        return len(self._ctx.wheel)
 
     @property
     def slow_consumer_closes(self) -> int:
@@ -190,18 +190,18 @@ class Listener:
         """
         await self.close()
         ctx = self._ctx
-        if not ctx.connections:
+        if not ctx.wheel:
             return
         ctx.on_empty = event = asyncio.Event()
-        for conn in list(ctx.connections):
+        for conn in ctx.connections:
             conn.close(code, reason)
         try:
             await asyncio.wait_for(event.wait(), ctx.close_grace + 1.0)
         except TimeoutError:
-            _log.warning("drain: %d connections still open", len(ctx.connections))
+            _log.warning("drain: %d connections still open", len(ctx.wheel))
         finally:
             ctx.on_empty = None
-            if not ctx.connections:
+            if not ctx.wheel:
                 ctx.wheel.stop()
 
 
