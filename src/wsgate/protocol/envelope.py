@@ -32,6 +32,7 @@ __all__ = [
     "encode",
     "json_depth",
     "reply_id",
+    "valid_type",
 ]
 
 MAX_TYPE: Final = 128
@@ -128,6 +129,20 @@ method up by name and builds its arguments per string (bench/README.md, 2026-12-
 _types: set[str] = set()
 """Action types that matched lately: a client sends a few types over and over."""
 _TYPES_MAX: Final = 1024
+
+
+def valid_type(type_: str) -> bool:
+    """Tell whether ``type_`` matches :data:`ActionType`'s pattern, as msgspec tests it
+    (``re.search``: a trailing newline passes ``$`` too). Recent answers are kept, at
+    most 1,024 (then forgotten together)."""
+    if type_ in _types:
+        return True
+    if _type_ok(type_) is None:
+        return False
+    if len(_types) >= _TYPES_MAX:
+        _types.clear()
+    _types.add(type_)
+    return True
 _loose: Final = msgspec.json.Decoder(_Loose)
 _encoder: Final = msgspec.json.Encoder()
 _TOO_LONG: Final = re.compile(r"length <= \d+")
@@ -194,13 +209,7 @@ def decode_action(data: bytes | str, max_depth: int = MAX_DEPTH) -> Action | Dec
     except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
         pass  # the strict pass below says why
     else:
-        type_ = action.type
-        if type_ in _types:
-            return action
-        if _type_ok(type_) is not None:
-            if len(_types) >= _TYPES_MAX:
-                _types.clear()
-            _types.add(type_)
+        if action.type in _types or valid_type(action.type):  # the set first: no frame
             return action
     # Refused (rare): the schema with every rule in it names the fault, so the answer is
     # exactly that of one strict pass (which of two faults comes first, too).
