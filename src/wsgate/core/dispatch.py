@@ -81,7 +81,10 @@ class Dispatcher:
         self.max_depth = max_depth
         """JSON nesting allowed in one message (``TOO_LARGE`` past it)."""
         self._builtins: dict[str, Handler] = {}
-        self._relays: PatternTable[bool] = PatternTable((p, True) for p in relay_patterns)
+        self._relays: PatternTable[bool] | None = (
+            PatternTable((p, True) for p in relay_patterns) if relay_patterns else None
+        )
+        """The ``[[relays]]`` rules (fixed); ``None`` without any: no lookup per action."""
         self.relay = relay
         self.upstream = upstream
         """Procedure discovery (the services hook), when configured."""
@@ -119,10 +122,11 @@ class Dispatcher:
                 if shared is not None:
                     self._charge_shared(conn, limiter, action, *shared)
                     return
-            wait = limiter.action(conn, action.type)
-            if wait > 0:
-                self._refuse(conn, limiter, wait, _reply_id(action))
-                return
+            if limiter.by_type:
+                wait = limiter.action(conn, action.type)
+                if wait > 0:
+                    self._refuse(conn, limiter, wait, _reply_id(action))
+                    return
         self._route_safely(conn, action)
 
     def _route_safely(self, conn: Connection, action: Action) -> None:
@@ -136,7 +140,7 @@ class Dispatcher:
             elif type_.startswith(GATEWAY_PREFIX):
                 message = f"unknown gateway action {type_}"
                 conn.send_error(ErrorCode.NO_ROUTE, message, _reply_id(action))
-            elif self._relays.lookup(type_) is not None:
+            elif self._relays is not None and self._relays.lookup(type_) is not None:
                 self.relayed += 1
                 self.relay(conn, action)
             elif self.upstream is not None and self.upstream(conn, action):
