@@ -229,5 +229,5 @@ encode: Final[Callable[[Outbound], bytes]] = _encoder.encode
 """Encode an outbound action to the bytes of one text frame.
 
 The encoder's own bound method, not a function around it: every reply, relay and
-delivery goes through it, and the function's frame was about 400 of its 2,050
+delivery goes through it, and the function's frame was about 400 of its 2,700
 instructions per reply (callgrind, bench/README.md, 2026-12-03)."""

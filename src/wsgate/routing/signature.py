@@ -33,8 +33,9 @@ class _Keyed:
     """HMAC-SHA256 (RFC 2104) for one key: ``H((K ^ opad) || H((K ^ ipad) || m))``, with
     the two padded key blocks absorbed once into ``hashlib.sha256`` objects that each
     signature copies. ``_hashlib.HMAC.copy`` duplicates three digest contexts and its
-    free cleanses them all; two ``sha256`` copies cost 1.7 against 2.8 µs per
-    620-byte body, the same bytes (bench/README.md, 2026-12-03; checked against
+    free cleanses them all; two ``sha256`` copies give the same bytes, and :func:`sign`
+    costs about 4,300 instructions less per 620-byte body, 1.4-2.1 against 1.8-2.2 µs
+    (bench/README.md, "The shared round-trip path", 2026-12-03; checked against
     :func:`hmac.new` in the tests). ``stamped`` is ``(t, inner state with "<t>."
     absorbed)`` for the last ``t`` signed, so the requests of one second skip that
     update; one attribute, replaced whole, so a thread verifying beside another never
