@@ -127,35 +127,63 @@ def _failed(
 
 
 class _InFlight:
-    """Calls in flight per key (a connection, a user), with a cap (0: none)."""
+    """Calls (or streams) in flight per connection and per user, each with a cap (0: none).
 
-    __slots__ = ("cap", "counts", "what")
+    Both counts move in one call each way (:meth:`take`, :meth:`give`): one frame per
+    routed call and answer where a counter per key took two. Bounded: an entry per
+    connection and per user with something in flight, removed when it drops to 0.
+    """
 
-    def __init__(self, cap: int, what: str) -> None:
-        self.cap = cap
-        self.what = what
-        self.counts: dict[str, int] = {}
+    __slots__ = ("conn_cap", "per_conn", "per_user", "user_cap")
 
-    def take(self, key: str) -> bool:
-        """Count one more call for ``key``; ``False`` (nothing counted) at the cap."""
-        if not self.cap:
-            return True
-        n = self.counts.get(key, 0)
-        if n >= self.cap:
-            return False
-        self.counts[key] = n + 1
-        return True
+    def __init__(self, conn_cap: int, user_cap: int) -> None:
+        self.conn_cap = conn_cap
+        self.user_cap = user_cap
+        self.per_conn: dict[str, int] = {}
+        self.per_user: dict[str, int] = {}
 
-    def give(self, key: str) -> None:
-        """One call of ``key`` ended (a forgotten key stays forgotten)."""
-        n = self.counts.get(key, 0) - 1
-        if n > 0:
-            self.counts[key] = n
-        else:
-            self.counts.pop(key, None)
+    def take(self, cid: str, user: str) -> tuple[int, str] | None:
+        """Count one more for ``cid`` and for ``user`` (``""``: anonymous, not counted).
 
-    def forget(self, key: str) -> None:
-        self.counts.pop(key, None)
+        At a cap nothing is counted, and the cap and what it is per (``"connection"``,
+        ``"user"``) are returned; ``None`` when counted.
+        """
+        n = 0
+        conn_cap = self.conn_cap
+        if conn_cap:
+            n = self.per_conn.get(cid, 0)
+            if n >= conn_cap:
+                return conn_cap, "connection"
+        cap = self.user_cap
+        if user and cap:
+            m = self.per_user.get(user, 0)
+            if m >= cap:
+                return cap, "user"
+            self.per_user[user] = m + 1
+        if conn_cap:
+            self.per_conn[cid] = n + 1
+        return None
+
+    def give(self, cid: str, user: str) -> None:
+        """One taken for ``cid`` and ``user`` ended (a forgotten ``cid`` stays forgotten)."""
+        if self.conn_cap:
+            counts = self.per_conn
+            n = counts.get(cid, 0) - 1
+            if n > 0:
+                counts[cid] = n
+            else:
+                counts.pop(cid, None)
+        if user and self.user_cap:
+            counts = self.per_user
+            n = counts.get(user, 0) - 1
+            if n > 0:
+                counts[user] = n
+            else:
+                counts.pop(user, None)
+
+    def forget(self, cid: str) -> None:
+        """``cid`` is gone: its count goes (its user's comes down as its calls end)."""
+        self.per_conn.pop(cid, None)
 
 
 class _OpenStream:
@@ -224,14 +252,12 @@ class Upstream:
             t: inv for t, inv in self._invokers.items() if isinstance(inv, Streams)
         }
         """The invokers that also open streams (gRPC)."""
-        self._streams_conn = _InFlight(max_streams, "connection")
-        self._streams_user = _InFlight(max_streams_per_user, "user")
+        self._streams = _InFlight(max_streams, max_streams_per_user)
         self._open: dict[str, dict[str, _OpenStream]] = {}
         """Connection id -> its open streams by id; bounded by the stream caps,
         an entry freed when its stream ends (a connection's when its last does)."""
-        self._per_conn = _InFlight(max_in_flight, "connection")
-        self._per_user = _InFlight(max_in_flight_per_user, "user")
-        """All tabs of a user together (a cap of 0: none)."""
+        self._in_flight = _InFlight(max_in_flight, max_in_flight_per_user)
+        """Calls per connection and per user, all tabs together (a cap of 0: none)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._authorize_ttl = authorize_ttl_s
         self._verdicts: dict[tuple[str, str], tuple[ErrorCode | None, float]] = {}
@@ -258,7 +284,7 @@ class Upstream:
             return False
         meta = action.meta
         rid = None if meta is None else meta.id
-        if not service.allows(conn.principal.roles):
+        if service.roles and not service.allows(conn.principal.roles):  # no frame without roles
             conn.send_error(ErrorCode.FORBIDDEN, f"not allowed to send {action.type}", rid)
             return True
         channel = None if meta is None else meta.channel
@@ -270,15 +296,9 @@ class Upstream:
         if streamer is not None and streamer.streams(service, action.type):
             self._open_stream(conn, streamer, service, action, channel, rid)
             return True
-        user = conn.principal.sub
-        full = None
-        if not self._per_conn.take(conn.id):
-            full = self._per_conn
-        elif user and not self._per_user.take(user):
-            self._per_conn.give(conn.id)
-            full = self._per_user
+        full = self._in_flight.take(conn.id, conn.principal.sub)
         if full is not None:
-            message = f"at most {full.cap} requests in flight per {full.what}"
+            message = f"at most {full[0]} requests in flight per {full[1]}"
             conn.send_error(ErrorCode.RATE_LIMITED, message, rid, retry_after_ms=100)
             return True
         self._calls += 1
@@ -325,15 +345,9 @@ class Upstream:
         if opened is not None and rid in opened:
             conn.send_error(ErrorCode.BAD_REQUEST, f"stream {rid} is already open", rid)
             return
-        user = conn.principal.sub
-        full = None
-        if not self._streams_conn.take(conn.id):
-            full = self._streams_conn
-        elif user and not self._streams_user.take(user):
-            self._streams_conn.give(conn.id)
-            full = self._streams_user
+        full = self._streams.take(conn.id, conn.principal.sub)
         if full is not None:
-            message = f"at most {full.cap} open streams per {full.what}"
+            message = f"at most {full[0]} open streams per {full[1]}"
             conn.send_error(ErrorCode.RATE_LIMITED, message, rid, retry_after_ms=1000)
             return
         entry = _OpenStream(self, conn, rid, channel)
@@ -351,9 +365,7 @@ class Upstream:
             del opened[entry.id]
             if not opened:
                 del self._open[conn.id]
-        self._streams_conn.give(conn.id)
-        if conn.principal.sub:
-            self._streams_user.give(conn.principal.sub)
+        self._streams.give(conn.id, conn.principal.sub)
 
     def _cancel_streams(self, conn: Connection, channel: str | None = None) -> None:
         """Cancel ``conn``'s streams (only those of ``channel`` when given)."""
@@ -443,10 +455,7 @@ class Upstream:
         self._calls -= 1
         if self._calls == 0 and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)
-        self._per_conn.give(conn.id)
-        user = conn.principal.sub
-        if user:
-            self._per_user.give(user)
+        self._in_flight.give(conn.id, conn.principal.sub)
         if isinstance(result, ErrorCode):
             _failed(conn, context, action_type, service, result)
             if not conn.closed:
@@ -578,7 +587,7 @@ class Upstream:
 
     def disconnected(self, conn: Connection) -> None:
         self._fixed.pop(conn.id, None)
-        self._per_conn.forget(conn.id)
+        self._in_flight.forget(conn.id)
         self._cancel_streams(conn)
         self._event(conn, bi.DISCONNECTED, None, None)
 

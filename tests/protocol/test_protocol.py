@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import msgspec
@@ -67,6 +68,28 @@ def test_failures_name_the_rule() -> None:
     assert isinstance(failure, DecodeFailure)
     assert failure.code is ErrorCode.BAD_REQUEST and failure.in_reply_to == "q"
     assert "$.type" in failure.message
+
+
+def test_of_two_faults_the_first_in_the_document_is_answered() -> None:
+    # decode_action checks the type after a decode without it, then asks the strict schema
+    # why it refused: the answer must be what one strict pass gives, fault order included.
+    long_id = b'"meta":{"id":"' + b"a" * 65 + b'"}'
+    first = decode_action(b'{"type":"bad type",' + long_id + b"}")
+    assert isinstance(first, DecodeFailure) and first.code is ErrorCode.BAD_REQUEST
+    assert "$.type" in first.message
+    second = decode_action(b"{" + long_id + b',"type":"bad type"}')
+    assert isinstance(second, DecodeFailure) and second.code is ErrorCode.TOO_LARGE
+    assert "$.meta.id" in second.message
+    unknown = decode_action(b'{"type":"ok","extra":1}')  # the strict schema forbids it too
+    assert isinstance(unknown, DecodeFailure) and "extra" in unknown.message
+
+
+@given(st.text(max_size=130))
+def test_a_type_is_accepted_exactly_when_it_matches_the_pattern(type_: str) -> None:
+    frame = msgspec.json.encode({"type": type_})
+    matches = re.search(r"^[A-Za-z0-9_./:@$-]{1,128}$", type_) is not None  # msgspec's rule
+    for _ in range(2):  # the second time the recent types' cache answers
+        assert isinstance(decode_action(frame), Action) is matches
 
 
 def test_addresses() -> None:

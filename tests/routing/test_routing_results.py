@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import re
+
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wsgate.protocol.envelope import encode
 from wsgate.routing.results import InvocationResult, Publish, Target, decode_result
@@ -65,3 +69,31 @@ def test_target_and_publish_fit_the_internal_publish_body() -> None:
         assert Target(**{kind: "acme"}).kind == kind
     with pytest.raises(ValueError):
         Target()
+
+
+def test_a_refused_answer_names_its_first_fault_in_document_order() -> None:
+    # decode_result tests reply types outside msgspec first, then asks the strict schema
+    # why it refused: the reason must be what one strict pass gives.
+    bad_type = b'{"type":"a B"}'
+    gateway = b'{"type":"@@wsgate/X"}'
+    unknown = b'{"type":"a/B","zz":1}'
+    assert decode_result(b'{"reply":[' + bad_type + b"]}") == (
+        "Expected `str` matching regex '^[A-Za-z0-9_./:@$-]{1,128}$' - at `$.reply[0].type`"
+    )
+    assert decode_result(b'{"reply":[' + gateway + b"]}") == (
+        "types starting with @@wsgate/ are the gateway's - at `$.reply[0]`"
+    )
+    first = decode_result(b'{"reply":[{"type":"a B","zz":1}]}')
+    assert isinstance(first, str) and "$.reply[0].type" in first
+    second = decode_result(b'{"reply":[{"zz":1,"type":"a B"}]}')
+    assert isinstance(second, str) and "zz" in second
+    assert isinstance(decode_result(b'{"reply":[' + unknown + b"]}"), str)
+
+
+@given(st.text(max_size=130))
+def test_a_reply_type_is_accepted_exactly_when_it_matches(type_: str) -> None:
+    body = msgspec.json.encode({"reply": [{"type": type_}]})
+    ok = re.search(r"^[A-Za-z0-9_./:@$-]{1,128}$", type_) is not None  # msgspec's rule
+    ok = ok and not type_.startswith("@@wsgate/")
+    for _ in range(2):  # the second time the recent types' cache answers
+        assert isinstance(decode_result(body), InvocationResult) is ok

@@ -56,3 +56,16 @@ def test_rotation_several_v1_entries_and_several_secrets() -> None:
     assert verify(["third", "new"], sign("new", BODY, 1000), BODY, now=1000)
     # unknown schemes are ignored, not fatal
     assert verify("new", f"t=1000,v0=abc,v1={new}", BODY, now=1000)
+
+
+def test_digest_is_hmac_sha256_for_every_key_length_and_second() -> None:
+    # The HMAC is computed from two pre-keyed sha256 states (signature._Keyed), with the
+    # "<t>." prefix cached per second: it must give hmac's bytes for keys shorter than,
+    # as long as and longer than SHA-256's 64-byte block, str or bytes, whatever t comes.
+    for n in (0, 1, 12, 63, 64, 65, 130):
+        for key in ("k" * n, bytes(range(n))):
+            raw = key.encode() if isinstance(key, str) else key
+            for t in (1000, 1000, 1001, 999, 1000):
+                for body in (b"", BODY, BODY * 20):
+                    expected = hmac.new(raw, b"%d." % t + body, hashlib.sha256).hexdigest()
+                    assert sign(key, body, t) == f"t={t},v1={expected}"

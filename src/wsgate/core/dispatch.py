@@ -81,7 +81,10 @@ class Dispatcher:
         self.max_depth = max_depth
         """JSON nesting allowed in one message (``TOO_LARGE`` past it)."""
         self._builtins: dict[str, Handler] = {}
-        self._relays: PatternTable[bool] = PatternTable((p, True) for p in relay_patterns)
+        self._relays: PatternTable[bool] | None = (
+            PatternTable((p, True) for p in relay_patterns) if relay_patterns else None
+        )
+        """The ``[[relays]]`` rules (fixed); ``None`` without any: no lookup per action."""
         self.relay = relay
         self.upstream = upstream
         """Procedure discovery (the services hook), when configured."""
@@ -114,22 +117,40 @@ class Dispatcher:
             conn.send_error(action.code, action.message, action.in_reply_to)
             return
         if limiter is not None:
-            shared = limiter.shared_rule(conn, action.type)
-            if shared is not None:
-                self._charge_shared(conn, limiter, action, *shared)
-                return
-            wait = limiter.action(conn, action.type)
-            if wait > 0:
-                self._refuse(conn, limiter, wait, _reply_id(action))
-                return
+            if limiter.shared is not None:  # a cluster: its rule may span nodes
+                shared = limiter.shared_rule(conn, action.type)
+                if shared is not None:
+                    self._charge_shared(conn, limiter, action, *shared)
+                    return
+            if limiter.by_type:
+                wait = limiter.action(conn, action.type)
+                if wait > 0:
+                    self._refuse(conn, limiter, wait, _reply_id(action))
+                    return
         self._route_safely(conn, action)
 
     def _route_safely(self, conn: Connection, action: Action) -> None:
-        try:
-            self._route(conn, action)
+        """Steps 2-4 of the module docstring; a handler's exception answers ``INTERNAL``."""
+        type_ = action.type
+        try:  # one frame for the steps and their guard: this runs for every action
+            handler = self._builtins.get(type_)
+            if handler is not None:
+                self.builtin += 1
+                handler(conn, action)
+            elif type_.startswith(GATEWAY_PREFIX):
+                message = f"unknown gateway action {type_}"
+                conn.send_error(ErrorCode.NO_ROUTE, message, _reply_id(action))
+            elif self._relays is not None and self._relays.lookup(type_) is not None:
+                self.relayed += 1
+                self.relay(conn, action)
+            elif self.upstream is not None and self.upstream(conn, action):
+                self.routed += 1
+            else:
+                message = f"no route for {type_}"
+                conn.send_error(ErrorCode.NO_ROUTE, message, _reply_id(action))
         except Exception:
             # A bug, not the client's fault: log it with the type, never the payload.
-            log.exception("handler failed for %s on %s", action.type, conn.id)
+            log.exception("handler failed for %s on %s", type_, conn.id)
             conn.send_error(ErrorCode.INTERNAL, "internal error", _reply_id(action))
         conn.inbox_at = -1  # RESUME is accepted only as the first action handled
 
@@ -165,26 +186,6 @@ class Dispatcher:
             conn.sink.close(CloseCode.TOO_MANY, "too many refused messages")
             return
         conn.send_error(ErrorCode.RATE_LIMITED, "rate limited", rid, retry_after_ms=retry_ms(wait))
-
-    def _route(self, conn: Connection, action: Action) -> None:
-        handler = self._builtins.get(action.type)
-        if handler is not None:
-            self.builtin += 1
-            handler(conn, action)
-            return
-        if action.type.startswith(GATEWAY_PREFIX):
-            conn.send_error(
-                ErrorCode.NO_ROUTE, f"unknown gateway action {action.type}", _reply_id(action)
-            )
-            return
-        if self._relays.lookup(action.type) is not None:
-            self.relayed += 1
-            self.relay(conn, action)
-            return
-        if self.upstream is not None and self.upstream(conn, action):
-            self.routed += 1
-            return
-        conn.send_error(ErrorCode.NO_ROUTE, f"no route for {action.type}", _reply_id(action))
 
 
 def _reply_id(action: Action) -> str | None:

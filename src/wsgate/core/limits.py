@@ -91,6 +91,9 @@ class Limiter:
             if rate is not None:
                 table.add(rule.match, _Rule(rule.match, rule.per, rate))
         self._rules = table
+        self.by_type = len(table) > 0
+        """Some ``[[rate_limits]]`` rule exists (else :meth:`action` charges nothing: the
+        dispatcher does not call it; the rules are fixed for the limiter's life)."""
         self._strikes: dict[str, tuple[float, int]] = {}
         """Connection id → (window start, refusals in it), only for refused ones."""
         self.shared: SharedCheck | None = None

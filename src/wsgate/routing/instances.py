@@ -218,7 +218,8 @@ class ServicePool:
         for step in range(count):
             index = (self._next + step) % count
             inst = instances[index]
-            if not inst.live(now):
+            expires = inst.expires_at  # what inst.live(now) tells, without its frame
+            if expires is not None and expires <= now:
                 continue
             if inst.down_until <= now:
                 self._next = index + 1

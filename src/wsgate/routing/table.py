@@ -69,6 +69,8 @@ _NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PATTERN_RE: Final = re.compile(r"\*|[A-Za-z0-9_./:@$-]{1,128}\*?")
 _RANKED: Final[tuple[Source, ...]] = ("registered", *DISCOVERED)
 _URL_RE: Final = re.compile(r"https?://[^\s]{1,2040}")
+_NEVER: Final = float("inf")
+"""A pool's ``next_expiry`` when none of its instances expires."""
 
 
 def is_pattern(text: str) -> bool:
@@ -366,9 +368,11 @@ class RouteTable:
         ``@@wsgate/``.
         """
         found = self._table.match(action_type)
-        if found is not None and found[1].pool.next_expiry <= self._clock():
-            self.sweep()
-            found = self._table.match(action_type)
+        if found is not None:
+            expiry = found[1].pool.next_expiry  # inf for static instances: no clock read
+            if expiry != _NEVER and expiry <= self._clock():
+                self.sweep()
+                found = self._table.match(action_type)
         if found is None:
             return None
         pattern, service = found
