@@ -22,14 +22,18 @@ request per call.
 
 How a call travels (callback-driven, as the HTTP invoker's): every answer
 comes back on one wildcard subscription of the invoker's,
-``<inbox>.*``, subscribed once before the first request; the last token of
+``<inbox>.*``, subscribed once before the first request, a raw one
+(:meth:`~wsgate.backends.nats_client.ReplyClient.subscribe_raw`: the answer's
+bytes straight from nats-py's reader, no ``Msg``, no queue, no task; its
+header block, present only on errors, parsed by :func:`~wsgate.routing.
+nats_wire.answer_headers`); the last token of
 a request's reply subject is the invoker's own correlation id (a counter),
 the key of the map of calls in flight. :meth:`NatsInvoker.start` takes a
 slot, encodes the body once (:func:`~wsgate.routing.request.
 encode_request`), the headers once (:func:`~wsgate.routing.nats_wire.
 header_block`), enters the call in the map with its deadline, and queues
 the ``HPUB``; one sender task writes every queued request into nats-py's
-buffer and wakes its flusher once per batch. The answer's callback pops the
+buffer and wakes its flusher once per batch. The answer's handler pops the
 call, maps the answer and tells ``done``. No task, no future, no
 ``wait_for`` and no timer per call, no random token per call (nats-py's
 ``request`` makes all of them; a timer of uvloop's, made and cancelled,
@@ -90,18 +94,26 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Final
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
+from wsgate.backends.nats_client import ReplyClient
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.http_invoker import InvokerStats
 from wsgate.routing.instances import Instance, Service
 from wsgate.routing.invoker import Done
-from wsgate.routing.nats_wire import flush, header_block, hpub, refusal, valid_subject, write
+from wsgate.routing.nats_wire import (
+    STATUS,
+    answer_headers,
+    flush,
+    header_block,
+    hpub,
+    refusal,
+    valid_subject,
+    write,
+)
 from wsgate.routing.outcomes import Outcomes
 from wsgate.routing.request import encode_request
 from wsgate.routing.results import InvocationResult, decode_result
@@ -118,8 +130,6 @@ SERVICE_ERRORS: Final[dict[str, ErrorCode]] = {
     "403": ErrorCode.FORBIDDEN,
 }
 """A service's error code to the client's; any other code is ``UPSTREAM_ERROR``."""
-STATUS_HEADER: Final = "Status"
-"""Where nats-py puts a server status (``NATS/1.0 503``: no responders on the subject)."""
 NO_RESPONDERS: Final = "503"
 TICK_S: Final = 0.01
 """The invoker's timer fires at most this often (and a timeout is at most this late)."""
@@ -132,7 +142,7 @@ class _Call:
 
     def __init__(
         self,
-        call_id: str,
+        call_id: bytes,
         service: Service,
         inst: Instance,
         done: Done,
@@ -163,14 +173,16 @@ class NatsInvoker:
     service, held in ``_tasks`` until they end.
     """
 
-    def __init__(self, nc: Client, *, max_response_bytes: int = 1 << 20) -> None:
+    def __init__(self, nc: ReplyClient, *, max_response_bytes: int = 1 << 20) -> None:
         self._nc = nc
         self._max_response_bytes = max_response_bytes
         """Larger answers are ``UPSTREAM_ERROR``."""
         self._prefix = nc.new_inbox() + "."
         """Reply subjects are this plus a call's id."""
+        self._id_at = len(self._prefix)
+        """Where a call's id starts in its reply subject."""
         self._sub: Subscription | None = None
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[bytes, _Call] = {}
         """Calls in flight by id; each holds a slot of its service, so bounded by the slots."""
         self._queued: deque[_Call] = deque()
         """Calls whose request the sender has yet to write (a subset of ``_calls``)."""
@@ -263,7 +275,7 @@ class NatsInvoker:
         context: InvocationContext,
         done: Done,
         traceparent: str | None,
-    ) -> str | None:
+    ) -> bytes | None:
         """Start a call; its id when it is in the map now (else it ended, or waits for a slot)."""
         loop = asyncio.get_running_loop()
         if self._closed:
@@ -283,7 +295,7 @@ class NatsInvoker:
         context: InvocationContext,
         done: Done,
         traceparent: str | None,
-    ) -> str | None:
+    ) -> bytes | None:
         """With a slot held: build the request, enter the call and queue it; its id.
 
         ``None`` when it ended at once (``done`` is told soon, the slot freed).
@@ -308,8 +320,9 @@ class NatsInvoker:
                 return None
             header = header_block(context, ensure_traceparent(traceparent))
             self._next_id += 1
-            call_id = f"{self._next_id:x}"
-            command = hpub(inst.url, self._prefix + call_id, header, body)
+            hex_id = f"{self._next_id:x}"
+            call_id = hex_id.encode()
+            command = hpub(inst.url, self._prefix + hex_id, header, body)
         except Exception:
             log.exception("service %s: invocation failed unexpectedly", service.name)
             self.stats.failures[ErrorCode.INTERNAL] += 1
@@ -384,7 +397,7 @@ class NatsInvoker:
         """Taken from the queue, not yet in the client's buffer (bounded like the queue)."""
         try:
             if self._sub is None:
-                self._sub = await nc.subscribe(self._prefix + "*", cb=self._on_answer)
+                self._sub = await nc.subscribe_raw(self._prefix + "*", self._on_answer)
             while queued:  # bounded: only calls holding a slot are queued
                 commands = []
                 while queued:
@@ -414,13 +427,13 @@ class NatsInvoker:
             if queued and not self._closed:  # queued after the last check, during a write
                 self._sender = self._spawn(self._send())
 
-    async def _on_answer(self, msg: Msg) -> None:
-        """The reply subscription's callback: end the call the answer belongs to."""
-        call = self._calls.pop(msg.subject[len(self._prefix) :], None)
+    def _on_answer(self, subject: bytes, data: bytes, header: bytes | None) -> None:
+        """The reply subscription's handler: end the call the answer belongs to."""
+        call = self._calls.pop(subject[self._id_at :], None)
         if call is None:  # timed out, cancelled or closed before the answer came
             return
         try:
-            result = self._outcome(call, msg)
+            result = self._outcome(call, data, header)
         except Exception:
             log.exception("service %s: invocation failed unexpectedly", call.service.name)
             self.stats.failures[ErrorCode.INTERNAL] += 1
@@ -428,11 +441,13 @@ class NatsInvoker:
         call.service.pool.slots.release()
         _tell(call.done, result)
 
-    def _outcome(self, call: _Call, msg: Msg) -> InvocationResult | ErrorCode:
+    def _outcome(
+        self, call: _Call, data: bytes, header: bytes | None
+    ) -> InvocationResult | ErrorCode:
         service, inst = call.service, call.inst
-        headers = msg.headers
-        if headers:
-            if headers.get(STATUS_HEADER) == NO_RESPONDERS:
+        if header:
+            headers = answer_headers(header)
+            if headers.get(STATUS) == NO_RESPONDERS:
                 return self._fail(
                     service, inst, ErrorCode.UPSTREAM_UNAVAILABLE, "no responders", down=True
                 )
@@ -442,7 +457,6 @@ class NatsInvoker:
                 text = headers.get("Nats-Service-Error", "")[:200]
                 self._outcomes.answered(service, inst)
                 return self._fail(service, inst, mapped, f"service error {code}: {text}")
-        data = msg.data
         if len(data) > self._max_response_bytes:
             reason = f"answer over {self._max_response_bytes} bytes"
             return self._fail(service, inst, ErrorCode.UPSTREAM_ERROR, reason)
@@ -473,7 +487,7 @@ class NatsInvoker:
             earliest = min(call.deadline for call in self._calls.values())
             self._arm(loop, max(earliest, now + TICK_S))
 
-    def _end(self, call_id: str, code: ErrorCode, reason: str, *, log_it: bool = True) -> None:
+    def _end(self, call_id: bytes, code: ErrorCode, reason: str, *, log_it: bool = True) -> None:
         """End the call ``call_id`` without an answer: out of the map, slot freed, ``done`` told."""
         call = self._calls.pop(call_id, None)
         if call is None:
