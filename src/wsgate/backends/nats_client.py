@@ -6,9 +6,10 @@ plain function ``handler(subject, data, headers)`` of bytes (``headers`` the raw
 block, ``None`` without one), skipping what nats-py does for every other message:
 parsing the header block into a dict, a ``Msg`` with its subject and reply
 decoded, the subscription's queue, and its task awaiting the callback. The NATS
-invoker's answers take this way (docs/routing.md, "NATS"): 128,674 against
-107,371 instructions per call on the gateway's side of a NATS call
-(``bench/nats_request.py --callgrind``, medians of 5, bench/README.md).
+invoker's answers take this way (docs/routing.md, "NATS"): 133,686 against
+107,429 instructions per call on the gateway's side of a NATS call, -20 %
+(``bench/nats_request.py --callgrind``, medians of 5; bench/README.md, "The
+NATS invoker: one timer, raw answers").
 
 It overrides nats-py's private ``Client._process_msg`` (nats-py 2.x: ``(sid,
 subject, reply, data, headers)``, awaited by its parser for each ``MSG`` and

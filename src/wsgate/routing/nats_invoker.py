@@ -37,7 +37,8 @@ buffer and wakes its flusher once per batch. The answer's handler pops the
 call, maps the answer and tells ``done``. No task, no future, no
 ``wait_for`` and no timer per call, no random token per call (nats-py's
 ``request`` makes all of them; a timer of uvloop's, made and cancelled,
-cost 2-3 µs per call: bench/README.md, "NATS round trips, one timer").
+cost 2-3 µs per call; bench/README.md, "The NATS invoker: one timer, raw
+answers").
 Deadlines are kept by **one timer per invoker**, armed for the earliest
 deadline in the map: when it fires it ends every call past its deadline
 (a scan of the map, which the slots bound) and is armed again for the
