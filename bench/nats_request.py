@@ -27,9 +27,9 @@ publish, N publishes each, interleaved).
 ``--callgrind OUT``: this process runs under callgrind (the command below),
 only the ``invoker`` side, and reports its instructions per call over each
 window (instrumentation on for the window only). This process is then the
-slow side by far, so every batch it reads and writes is full and the count
-repeats within ~1 %; the figure to compare two trees' invoker by (run each
-with ``PYTHONPATH=<tree>/src``).
+slow side by far, so every batch it reads and writes is full and the windows'
+counts agree within ~5 %; the figure to compare two trees' invoker by (run
+each with ``PYTHONPATH=<tree>/src``; bench/README.md, "The NATS invoker").
 
 Usage::
 

@@ -47,8 +47,11 @@ callgrind (with ``--callgrind-service``, the NATS echo service too, instead
 of the gateway when ``--callgrind-path`` is nats, the default); only that
 path is measured (no reference), and each round reports the instructions per
 round trip over its window (callgrind's instrumentation on for the window
-only). The process under callgrind is the slow side by far, so the other
-side's batches are always full and the counts repeat within a few %.
+only). The counts include the gateway's background work (discovery, the
+heartbeats of every connected client set), which at the few round trips/s
+under valgrind swung them by 30 % between windows (bench/README.md, "The
+NATS invoker"): to compare two trees' NATS invoker, ``bench/nats_request.py
+--callgrind`` is steadier.
 
 Usage::
 
