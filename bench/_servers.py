@@ -315,12 +315,12 @@ def start_gateway(
     return srv, cookie
 
 
-def callgrind_command(out: Path) -> list[str]:
-    """``python -m wsgate.cli`` under callgrind, instrumentation off until
-    :func:`callgrind_toggle` turns it on; each dump goes to ``out.<n>``."""
+def callgrind_command(out: Path, argv: list[str] | None = None) -> list[str]:
+    """``argv`` (default ``python -m wsgate.cli``) under callgrind, instrumentation off
+    until :func:`callgrind_toggle` turns it on; each dump goes to ``out.<n>``."""
     return [
         "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-        sys.executable, "-m", "wsgate.cli",
+        *(argv or [sys.executable, "-m", "wsgate.cli"]),
     ]  # fmt: skip
 
 

@@ -24,15 +24,25 @@ the six context headers as a dict, without headers, and the same ``HPUB``
 built by ``nats_wire`` and written through the client's buffer (CPU µs per
 publish, N publishes each, interleaved).
 
+``--callgrind OUT``: this process runs under callgrind (the command below),
+only the ``invoker`` side, and reports its instructions per call over each
+window (instrumentation on for the window only). This process is then the
+slow side by far, so every batch it reads and writes is full and the windows'
+counts agree within ~5 %; the figure to compare two trees' invoker by (run
+each with ``PYTHONPATH=<tree>/src``; bench/README.md, "The NATS invoker").
+
 Usage::
 
     python bench/nats_request.py [--clients 100] [--seconds 3] [--rounds 5] [--publish]
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/cg/inv \
+        python bench/nats_request.py --callgrind /tmp/cg/inv --seconds 10 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import shutil
 import sys
@@ -53,6 +63,8 @@ from _servers import (
     SERVER_CPU,
     BenchError,
     ServerProcess,
+    callgrind_last_ir,
+    callgrind_toggle,
     free_port,
     pin_self,
 )
@@ -121,10 +133,12 @@ async def callers(
     k: int,
     seconds: float,
     procs: list[ServerProcess],
+    callgrind: Path | None = None,
 ) -> tuple[float, float, list[float]]:
     """K closed-loop callers of ``call``, a warm-up second, then ``seconds``.
 
-    Returns (calls/s, this process's CPU µs per call, each of ``procs``' CPU µs per call).
+    Returns (calls/s, this process's CPU µs per call, each of ``procs``' CPU µs per call);
+    with ``callgrind`` (this process under callgrind), the CPU µs are instructions per call.
     """
     state = {"calls": 0, "stop": False}
     failures: list[object] = []
@@ -142,11 +156,15 @@ async def callers(
     tasks = [asyncio.get_running_loop().create_task(caller()) for _ in range(k)]
     try:
         await asyncio.sleep(1.0)  # the warm-up's length
+        if callgrind is not None:  # in a thread: valgrind serves the request meanwhile
+            await asyncio.to_thread(callgrind_toggle, os.getpid(), True)
         n0, c0, t0 = state["calls"], _cpu_self(), time.perf_counter()
         p0 = [p.cpu_seconds() for p in procs]
         await asyncio.sleep(seconds)  # the window's length
         n1, c1, t1 = state["calls"], _cpu_self(), time.perf_counter()
         p1 = [p.cpu_seconds() for p in procs]
+        if callgrind is not None:
+            await asyncio.to_thread(callgrind_toggle, os.getpid(), False)
     finally:
         state["stop"] = True
         await asyncio.wait(tasks, timeout=10)
@@ -156,6 +174,8 @@ async def callers(
         raise BenchError(f"calls failed: {failures[:3]}")
     calls = max(1, n1 - n0)
     others = [(b - a) / calls * 1e6 for a, b in zip(p0, p1, strict=True)]
+    if callgrind is not None:
+        return calls / (t1 - t0), callgrind_last_ir(callgrind) / calls, others
     return calls / (t1 - t0), (c1 - c0) / calls * 1e6, others
 
 
@@ -238,8 +258,10 @@ async def amain(args: argparse.Namespace) -> int:
             served: dict[str, list[list[float]]] = {s: [] for s in SIDES}
             for r in range(args.rounds):
                 for side in SIDES if r % 2 == 0 else tuple(reversed(SIDES)):
+                    if args.callgrind is not None and side != "invoker":
+                        continue
                     rate, us, others = await callers(
-                        side_call[side], args.clients, args.seconds, procs
+                        side_call[side], args.clients, args.seconds, procs, args.callgrind
                     )
                     results[side].append((rate, us))
                     served[side].append(others)
@@ -254,6 +276,11 @@ async def amain(args: argparse.Namespace) -> int:
             for p in reversed(procs):
                 p.stop()
     print()
+    if args.callgrind is not None:
+        xs = [x[1] for x in results["invoker"]]
+        print(f"callgrind: NatsInvoker.invoke, K={args.clients}: {_median(xs):,.0f} instructions "
+              f"per call (median of {len(xs)}: {', '.join(f'{x:,.0f}' for x in xs)})")  # fmt: skip
+        return 0
     print(f"the gateway's side of a NATS call, K={args.clients}, medians of {args.rounds} "
           "interleaved windows (this process's CPU on CPU 0):")  # fmt: skip
     med = {s: (_median([x[0] for x in results[s]]), _median([x[1] for x in results[s]]))
@@ -277,6 +304,11 @@ def main() -> int:
     parser.add_argument(
         "--publishes", type=int, default=20000, help="publishes per --publish window (20000)"
     )
+    parser.add_argument(
+        "--callgrind", type=Path, metavar="OUT",
+        help="this process runs under callgrind with --callgrind-out-file=OUT: the invoker "
+        "side only, instructions per call",
+    )  # fmt: skip
     args = parser.parse_args()
     if not 1 <= args.clients <= 1000 or not 1 <= args.rounds <= 20 or not 0.5 <= args.seconds <= 60:
         parser.error("--clients 1..1000, --rounds 1..20, --seconds 0.5..60")

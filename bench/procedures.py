@@ -41,10 +41,23 @@ grpcio's ``grpc.aio`` client (the one it used before) and nats-py's
 call, against the gateway's server CPU µs per round trip on that path (the
 gateway's own cost of a call is the difference).
 
+``--callgrind DIR`` counts instructions instead (load-independent, for
+before/after comparisons on a shared machine): the gateway runs under
+callgrind (with ``--callgrind-service``, the NATS echo service too, instead
+of the gateway when ``--callgrind-path`` is nats, the default); only that
+path is measured (no reference), and each round reports the instructions per
+round trip over its window (callgrind's instrumentation on for the window
+only). The counts include the gateway's background work (discovery, the
+heartbeats of every connected client set), which at the few round trips/s
+under valgrind swung them by 30 % between windows (bench/README.md, "The
+NATS invoker"): to compare two trees' NATS invoker, ``bench/nats_request.py
+--callgrind`` is steadier.
+
 Usage::
 
     . .venv/bin/activate
     python bench/procedures.py [--clients 100] [--seconds 5] [--rounds 5]
+    python bench/procedures.py --callgrind /tmp/cg --rounds 2   # instructions per NATS rt
     python bench/procedures.py --profile /tmp/prof   # py-spy on the gateway, per path
     python bench/procedures.py --floors              # + the gRPC / nats-py clients alone
     python bench/procedures.py --grpc-server aio     # grpcio's grpc.aio echo service
@@ -80,8 +93,12 @@ import roundtrip as rt
 from _servers import (
     BENCH_DIR,
     CLIENT_CPU,
+    START_TIMEOUT_S,
     BenchError,
     ServerProcess,
+    callgrind_command,
+    callgrind_last_ir,
+    callgrind_toggle,
     free_port,
     pin_self,
     start_profiler,
@@ -95,6 +112,8 @@ TARGET: Final = 0.2
 """gRPC and NATS round trips/s, each at least this times the reference's."""
 SATURATED: Final = 0.85
 DISCOVERY_WAIT_S: Final = 20.0
+CALLGRIND_DISCOVERY_WAIT_S: Final = 180.0
+"""Under valgrind the gateway starts and discovers many times slower."""
 
 EXTRA_CONFIG: Final = """
 [[grpc]]
@@ -143,9 +162,11 @@ def _grpc_echo(kind: str, port: int) -> list[str]:
 
 
 def start_services(
-    workdir: Path, grpc_server: str = "node"
+    workdir: Path, grpc_server: str = "node", nats_callgrind: Path | None = None
 ) -> tuple[dict[str, ServerProcess], int, int, int]:
-    """nats-server, the HTTP, gRPC and NATS echo services; their processes and ports."""
+    """nats-server, the HTTP, gRPC and NATS echo services; their processes and ports.
+
+    ``nats_callgrind``: run the NATS echo service under callgrind, dumping there."""
     binary = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
     procs: dict[str, ServerProcess] = {}
     try:
@@ -164,12 +185,13 @@ def start_services(
             "echo-grpc", _grpc_echo(grpc_server, grpc_port), workdir / "echo-grpc.log",
             "listening on ",
         )
+        argv = [sys.executable, script, "--mode", "nats", "--nats",
+                f"nats://127.0.0.1:{nats_port}", "--cpu", str(CLIENT_CPU)]  # fmt: skip
+        if nats_callgrind is not None:
+            argv = callgrind_command(nats_callgrind, argv)
         procs["nats"] = ServerProcess(
-            "echo-nats",
-            [sys.executable, script, "--mode", "nats", "--nats",
-             f"nats://127.0.0.1:{nats_port}", "--cpu", str(CLIENT_CPU)],
-            workdir / "echo-nats.log",
-            "listening on ",
+            "echo-nats", argv, workdir / "echo-nats.log", "listening on ",
+            300 if nats_callgrind is not None else START_TIMEOUT_S,
         )  # fmt: skip
     except BaseException:
         for p in procs.values():
@@ -188,9 +210,9 @@ def _routes(api_url: str) -> list[dict[str, object]]:
     return routes
 
 
-async def wait_discovered(api_url: str) -> None:
+async def wait_discovered(api_url: str, wait_s: float = DISCOVERY_WAIT_S) -> None:
     """Until ``GET /v1/routes`` shows the gRPC alias and the NATS pattern (bounded)."""
-    deadline = time.monotonic() + DISCOVERY_WAIT_S
+    deadline = time.monotonic() + wait_s
     seen: set[str] = set()
     while time.monotonic() < deadline:
         try:
@@ -202,7 +224,7 @@ async def wait_discovered(api_url: str) -> None:
         if {"grpc grpc/PING", "nats nats/*"} <= seen:
             return
         await asyncio.sleep(0.2)  # polling the route table, bounded by the deadline
-    raise BenchError(f"gRPC/NATS routes not discovered in {DISCOVERY_WAIT_S:.0f} s: {seen}")
+    raise BenchError(f"gRPC/NATS routes not discovered in {wait_s:.0f} s: {seen}")
 
 
 TRACEPARENT: Final = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
@@ -353,24 +375,39 @@ async def amain(args: argparse.Namespace) -> int:
         flush=True,
     )
     results = {p: PathResult(p, []) for p in PATHS}
+    cg: Path | None = args.callgrind
+    measured = PATHS if cg is None else (args.callgrind_path,)
+    counted: dict[str, list[float]] = {"gateway": [], "service": []}
+    """``--callgrind``: instructions per round trip, one figure a round."""
     with tempfile.TemporaryDirectory(prefix="wsgate-proc-") as tmp:
         workdir = Path(tmp)
-        procs, http_port, grpc_port, nats_port = start_services(workdir, args.grpc_server)
+        service_cg = cg / "service.callgrind" if cg and args.callgrind_service else None
+        procs, http_port, grpc_port, nats_port = start_services(
+            workdir, args.grpc_server, service_cg
+        )
         floors: dict[str, tuple[float, float]] = {}
         gateway: ServerProcess | None = None
         reference: ServerProcess | None = None
         runs: dict[str, rt.Run] = {}
         try:
-            users = -(-args.clients * 3 // rt.CLIENTS_PER_USER)
+            users = 3 * -(-args.clients // rt.CLIENTS_PER_USER)  # per_path users for each of 3
             extra = EXTRA_CONFIG.format(grpc_port=grpc_port, nats_port=nats_port)
-            gateway, cookies, _ = rt.start_gateway(workdir, http_port, extra, users)
+            gateway_cg = None if cg is None or service_cg else cg / "gateway.callgrind"
+            command = None if gateway_cg is None else callgrind_command(gateway_cg)
+            gateway, cookies, _ = rt.start_gateway(
+                workdir, http_port, extra, users, command=command
+            )
             config_file = next(workdir.glob("gateway-*.toml"))
             api = tomllib.loads(config_file.read_text())["api"]["listen"]
-            await wait_discovered(f"http://{api}")
+            await wait_discovered(
+                f"http://{api}", DISCOVERY_WAIT_S if cg is None else CALLGRIND_DISCOVERY_WAIT_S
+            )
             reference = rt.start_echo_reference(workdir)
             headers = [{"Cookie": f"wsgate_session={c}"} for c in cookies]
             per_path = -(-args.clients // rt.CLIENTS_PER_USER)
             for i, path in enumerate(PATHS):
+                if path not in measured:
+                    continue
                 run = rt.Run(
                     gateway=path != "reference", payload_bytes=args.payload,
                     action_type=ACTION[path],
@@ -388,7 +425,7 @@ async def amain(args: argparse.Namespace) -> int:
             gc.collect()
             gc.freeze()
             for r in range(args.rounds):
-                order = PATHS[r % len(PATHS) :] + PATHS[: r % len(PATHS)]
+                order = measured[r % len(measured) :] + measured[: r % len(measured)]
                 for path in order:
                     run = runs[path]
                     server = reference if path == "reference" else gateway
@@ -400,10 +437,17 @@ async def amain(args: argparse.Namespace) -> int:
                         args.profile.mkdir(parents=True, exist_ok=True)
                         prof = start_profiler(server.pid, args.profile / f"gateway-{path}.txt")
                         await asyncio.sleep(1.0)  # py-spy attaches
+                    service = service_of[path]
                     try:
-                        w = await rt.measure_quietly(
-                            args, run, path, server, service_of[path]  # type: ignore[arg-type]  # a Group has cpu_seconds()
-                        )
+                        if cg is not None:
+                            w = await _counted(
+                                args, run, path, server, service, gateway_cg, service_cg,
+                                counted,
+                            )  # fmt: skip
+                        else:
+                            w = await rt.measure_quietly(
+                                args, run, path, server, service  # type: ignore[arg-type]  # a Group has cpu_seconds()
+                            )
                     finally:
                         if prof is not None:
                             stop_profiler(prof)
@@ -412,15 +456,21 @@ async def amain(args: argparse.Namespace) -> int:
                         raise BenchError(f"{path}: errors {dict(run.errors)} "
                                          f"{run.error_samples[:2]}")  # fmt: skip
                     results[path].windows.append(w)
+                    ir = "".join(
+                        f"  instructions/rt {k} {v[-1]:,.0f}" for k, v in counted.items() if v
+                    )
                     print(
                         f"    round {r + 1} {path:<9} {w.rate:>8,.0f} rt/s  "
                         f"p99 {w.p99 * 1e3:6.2f} ms  server {w.per_rt_us(w.server_cpu):5.1f} "
-                        f"us/rt  saturated {saturated(path, w, args.max_other)}",
+                        f"us/rt  saturated {saturated(path, w, args.max_other)}{ir}",
                         flush=True,
                     )
             for name, srv in (("gateway", gateway), ("reference", reference)):
                 if not srv.alive():
                     raise BenchError(f"{name} died")
+            if cg is not None:
+                _report_counted(args, counted)
+                return 0
             if args.floors:
                 floors["grpc"] = await wsgate_grpc_floor(
                     grpc_port, args.clients, args.warmup, args.seconds
@@ -443,6 +493,44 @@ async def amain(args: argparse.Namespace) -> int:
                     srv.stop()
     report(args, results, floors)
     return 0
+
+
+async def _counted(
+    args: argparse.Namespace,
+    run: rt.Run,
+    path: str,
+    gateway: ServerProcess,
+    service: Group | None,
+    gateway_cg: Path | None,
+    service_cg: Path | None,
+    counted: dict[str, list[float]],
+) -> rt.Window:
+    """``--callgrind``: one window with instrumentation on; its instructions per round trip."""
+    pids = [] if gateway_cg is None else [(gateway.pid, gateway_cg, "gateway")]
+    if service_cg is not None and service is not None:
+        pids.append((service.pid, service_cg, "service"))
+    got0 = sum(c.got for c in run.clients)
+    for pid, _, _ in pids:
+        callgrind_toggle(pid, on=True)
+    w = await rt.measure(run, path, args.seconds, gateway, service)  # type: ignore[arg-type]  # a Group has cpu_seconds()
+    for pid, _, _ in pids:
+        callgrind_toggle(pid, on=False)
+    made = max(1, sum(c.got for c in run.clients) - got0)
+    for _, out, key in pids:
+        counted[key].append(callgrind_last_ir(out) / made)
+    return w
+
+
+def _report_counted(args: argparse.Namespace, counted: dict[str, list[float]]) -> None:
+    print()
+    for key, xs in counted.items():
+        if xs:
+            print(
+                f"callgrind, {args.callgrind_path} path, K={args.clients}, {args.seconds:.0f} s "
+                f"windows: {key} {sorted(xs)[len(xs) // 2]:,.0f} instructions per round trip "
+                f"(median of {len(xs)}; all: {', '.join(f'{x:,.0f}' for x in xs)}; dumps in "
+                f"{args.callgrind})"
+            )
 
 
 def report(
@@ -524,6 +612,19 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the gateway into DIR")
     parser.add_argument(
+        "--callgrind", type=Path, metavar="DIR",
+        help="count instructions per round trip of one path under callgrind (the gateway; for "
+        "nats the echo service too); dumps in DIR",
+    )  # fmt: skip
+    parser.add_argument(
+        "--callgrind-path", choices=PATHS[1:], default="nats",
+        help="the path --callgrind measures (nats)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--callgrind-service", action="store_true",
+        help="with --callgrind: count the NATS echo service instead of the gateway",
+    )  # fmt: skip
+    parser.add_argument(
         "--floors", action="store_true",
         help="after the rounds, measure the gRPC and nats-py clients calling the echoes straight",
     )  # fmt: skip
@@ -532,6 +633,12 @@ def main() -> int:
         parser.error("--clients must be in 1..400 and --rounds in 1..20")
     if not 0.5 <= args.seconds <= 120:
         parser.error("--seconds must be in 0.5..120")
+    if args.callgrind is not None:
+        if args.profile is not None or args.floors:
+            parser.error("--callgrind goes without --profile and --floors")
+        if args.callgrind_service and args.callgrind_path != "nats":
+            parser.error("--callgrind-service counts the NATS echo service: --callgrind-path nats")
+        args.callgrind.mkdir(parents=True, exist_ok=True)
     try:
         return uvloop.run(amain(args))
     except BenchError as exc:

@@ -166,6 +166,32 @@ async def test_no_answer_in_time_is_timeout(invoker: NatsInvoker, svc_nc: Client
     assert svc.pool.instances[0].failures == 1
 
 
+async def test_one_timer_ends_a_shorter_timeout_on_time_beside_a_longer_one(
+    invoker: NatsInvoker, svc_nc: Client
+) -> None:
+    """The invoker's one timer, armed for a long call, is armed again for a shorter one."""
+    held: list[Msg] = []
+
+    async def hold(msg: Msg) -> None:
+        held.append(msg)
+
+    await responder(svc_nc, "orders.held", hold)
+    long_svc = service("orders.held", timeout_ms=20_000)
+    long_call: list[InvocationResult | ErrorCode] = []
+    invoker.start(long_svc, ACTION, CTX, long_call.append)
+    await eventually(lambda: held, what="the long call reaches the service")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    short_svc = service("orders.held", timeout_ms=150)
+    assert await invoker.invoke(short_svc, ACTION, CTX) is ErrorCode.UPSTREAM_TIMEOUT
+    elapsed = loop.time() - started
+    assert 0.15 <= elapsed < 0.15 + 0.5, elapsed  # its own deadline (+ the tick), not 20 s
+    assert long_call == [] and invoker.in_flight() == 1  # the long one still waits
+    await held[0].respond(b"")
+    await eventually(lambda: long_call, what="the long call's answer")
+    assert long_call == [InvocationResult()] and invoker.in_flight() == 0
+
+
 @pytest.mark.parametrize(
     ("code", "expected"),
     [

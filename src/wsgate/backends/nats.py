@@ -46,6 +46,7 @@ import logging
 from nats.aio.client import Client
 
 from wsgate.backends.nats_broker import NatsBroker
+from wsgate.backends.nats_client import ReplyClient
 from wsgate.backends.nats_jet import Jet, guard
 from wsgate.backends.nats_names import Names
 from wsgate.backends.nats_stores import NatsHistory, NatsLimits, NatsPresence, NatsRegistry
@@ -126,8 +127,9 @@ def _abort_transport(nc: Client) -> None:
             log.debug("closing the NATS transport failed", exc_info=True)
 
 
-async def connect_nats(url: str, *, name: str) -> Client:
-    """A core NATS connection to ``url`` that reconnects by itself, forever, once made.
+async def connect_nats(url: str, *, name: str) -> ReplyClient:
+    """A core NATS connection to ``url`` that reconnects by itself, forever, once made
+    (a :class:`~wsgate.backends.nats_client.ReplyClient`: raw subscriptions too).
 
     Raises a ``nats.errors.Error`` or an :exc:`OSError` (:exc:`TimeoutError`
     included) when the server cannot be reached within ``2 ×``
@@ -147,7 +149,7 @@ async def connect_nats(url: str, *, name: str) -> Client:
 
     # With reconnects forever, nats-py retries a failed first connect forever
     # too: bound it here, and close whatever it opened when it gives up.
-    nc = Client()
+    nc = ReplyClient()
     try:
         await asyncio.wait_for(
             nc.connect(

@@ -22,17 +22,29 @@ request per call.
 
 How a call travels (callback-driven, as the HTTP invoker's): every answer
 comes back on one wildcard subscription of the invoker's,
-``<inbox>.*``, subscribed once before the first request; the last token of
+``<inbox>.*``, subscribed once before the first request, a raw one
+(:meth:`~wsgate.backends.nats_client.ReplyClient.subscribe_raw`: the answer's
+bytes straight from nats-py's reader, no ``Msg``, no queue, no task; its
+header block, present only on errors, parsed by :func:`~wsgate.routing.
+nats_wire.answer_headers`); the last token of
 a request's reply subject is the invoker's own correlation id (a counter),
 the key of the map of calls in flight. :meth:`NatsInvoker.start` takes a
 slot, encodes the body once (:func:`~wsgate.routing.request.
 encode_request`), the headers once (:func:`~wsgate.routing.nats_wire.
-header_block`), enters the call in the map with one timer, and queues the
-``HPUB``; one sender task writes every queued request into nats-py's
-buffer and wakes its flusher once per batch. The answer's callback pops the
-call, cancels its timer, maps the answer and tells ``done``. No task, no
-future and no ``wait_for`` per call, no random token per call (nats-py's
-``request`` makes all of them). The map is bounded by the slots
+header_block`), enters the call in the map with its deadline, and queues
+the ``HPUB``; one sender task writes every queued request into nats-py's
+buffer and wakes its flusher once per batch. The answer's handler pops the
+call, maps the answer and tells ``done``. No task, no future, no
+``wait_for`` and no timer per call, no random token per call (nats-py's
+``request`` makes all of them; a timer of uvloop's, made and cancelled,
+cost 2-3 µs per call; bench/README.md, "The NATS invoker: one timer, raw
+answers").
+Deadlines are kept by **one timer per invoker**, armed for the earliest
+deadline in the map: when it fires it ends every call past its deadline
+(a scan of the map, which the slots bound) and is armed again for the
+earliest left, at least ``TICK_S`` later, so a call times out at most
+``TICK_S`` after its ``timeout_ms`` and a service that never answers
+costs at most one scan per ``TICK_S``. The map is bounded by the slots
 (``max_concurrency`` per service) and freed on every way out: the answer,
 the timer (``UPSTREAM_TIMEOUT``), an ``invoke`` cancelled by its caller,
 a request that could not be written, and :meth:`NatsInvoker.aclose`. When
@@ -83,18 +95,26 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Final
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
+from wsgate.backends.nats_client import ReplyClient
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.http_invoker import InvokerStats
 from wsgate.routing.instances import Instance, Service
 from wsgate.routing.invoker import Done
-from wsgate.routing.nats_wire import flush, header_block, hpub, refusal, valid_subject, write
+from wsgate.routing.nats_wire import (
+    STATUS,
+    answer_headers,
+    flush,
+    header_block,
+    hpub,
+    refusal,
+    valid_subject,
+    write,
+)
 from wsgate.routing.outcomes import Outcomes
 from wsgate.routing.request import encode_request
 from wsgate.routing.results import InvocationResult, decode_result
@@ -111,24 +131,25 @@ SERVICE_ERRORS: Final[dict[str, ErrorCode]] = {
     "403": ErrorCode.FORBIDDEN,
 }
 """A service's error code to the client's; any other code is ``UPSTREAM_ERROR``."""
-STATUS_HEADER: Final = "Status"
-"""Where nats-py puts a server status (``NATS/1.0 503``: no responders on the subject)."""
 NO_RESPONDERS: Final = "503"
+TICK_S: Final = 0.01
+"""The invoker's timer fires at most this often (and a timeout is at most this late)."""
 
 
 class _Call:
     """One request in flight: in the invoker's map from its id until it ends."""
 
-    __slots__ = ("command", "done", "id", "inst", "service", "timeout_s", "timer")
+    __slots__ = ("command", "deadline", "done", "id", "inst", "service", "timeout_s")
 
     def __init__(
         self,
-        call_id: str,
+        call_id: bytes,
         service: Service,
         inst: Instance,
         done: Done,
         command: bytes,
         timeout_s: float,
+        deadline: float,
     ) -> None:
         self.id = call_id
         """The last token of the reply subject; the key in the invoker's map."""
@@ -138,7 +159,8 @@ class _Call:
         self.command = command
         """The ``HPUB`` to write; dropped once written."""
         self.timeout_s = timeout_s
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = deadline
+        """The loop's time after which the call ends ``UPSTREAM_TIMEOUT``."""
 
 
 class NatsInvoker:
@@ -152,18 +174,23 @@ class NatsInvoker:
     service, held in ``_tasks`` until they end.
     """
 
-    def __init__(self, nc: Client, *, max_response_bytes: int = 1 << 20) -> None:
+    def __init__(self, nc: ReplyClient, *, max_response_bytes: int = 1 << 20) -> None:
         self._nc = nc
         self._max_response_bytes = max_response_bytes
         """Larger answers are ``UPSTREAM_ERROR``."""
         self._prefix = nc.new_inbox() + "."
         """Reply subjects are this plus a call's id."""
+        self._id_at = len(self._prefix)
+        """Where a call's id starts in its reply subject."""
         self._sub: Subscription | None = None
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[bytes, _Call] = {}
         """Calls in flight by id; each holds a slot of its service, so bounded by the slots."""
         self._queued: deque[_Call] = deque()
         """Calls whose request the sender has yet to write (a subset of ``_calls``)."""
         self._sender: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        """The one timer: armed for ``_timer_at`` while calls may be in the map."""
+        self._timer_at = float("inf")
         self._next_id = 0
         self._tasks: set[asyncio.Task[None]] = set()
         """The sender and the calls waiting for a slot; each removes itself when done."""
@@ -220,6 +247,9 @@ class NatsInvoker:
         connection stays open (the node's).
         """
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, float("inf")
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -246,7 +276,7 @@ class NatsInvoker:
         context: InvocationContext,
         done: Done,
         traceparent: str | None,
-    ) -> str | None:
+    ) -> bytes | None:
         """Start a call; its id when it is in the map now (else it ended, or waits for a slot)."""
         loop = asyncio.get_running_loop()
         if self._closed:
@@ -266,7 +296,7 @@ class NatsInvoker:
         context: InvocationContext,
         done: Done,
         traceparent: str | None,
-    ) -> str | None:
+    ) -> bytes | None:
         """With a slot held: build the request, enter the call and queue it; its id.
 
         ``None`` when it ended at once (``done`` is told soon, the slot freed).
@@ -291,17 +321,20 @@ class NatsInvoker:
                 return None
             header = header_block(context, ensure_traceparent(traceparent))
             self._next_id += 1
-            call_id = f"{self._next_id:x}"
-            command = hpub(inst.url, self._prefix + call_id, header, body)
+            hex_id = f"{self._next_id:x}"
+            call_id = hex_id.encode()
+            command = hpub(inst.url, self._prefix + hex_id, header, body)
         except Exception:
             log.exception("service %s: invocation failed unexpectedly", service.name)
             self.stats.failures[ErrorCode.INTERNAL] += 1
             pool.slots.release()
             loop.call_soon(_tell, done, ErrorCode.INTERNAL)
             return None
-        call = _Call(call_id, service, inst, done, command, timeout_s)
-        call.timer = loop.call_later(timeout_s, self._timed_out, call_id)
+        deadline = loop.time() + timeout_s
+        call = _Call(call_id, service, inst, done, command, timeout_s, deadline)
         self._calls[call_id] = call
+        if deadline < self._timer_at:  # the first call, or a shorter timeout than the armed
+            self._arm(loop, deadline)
         self._queued.append(call)
         if self._sender is None:
             self._sender = self._spawn(self._send())
@@ -357,29 +390,36 @@ class NatsInvoker:
             raise
 
     async def _send(self) -> None:
-        """Write every queued request, then wake the flusher; ends when the queue is empty."""
+        """Write every queued request as one command batch, then wake the flusher; ends
+        when the queue is empty."""
         nc = self._nc
         queued = self._queued
-        call: _Call | None = None
+        batch: list[_Call] = []
+        """Taken from the queue, not yet in the client's buffer (bounded like the queue)."""
         try:
             if self._sub is None:
-                self._sub = await nc.subscribe(self._prefix + "*", cb=self._on_answer)
+                self._sub = await nc.subscribe_raw(self._prefix + "*", self._on_answer)
             while queued:  # bounded: only calls holding a slot are queued
-                call = queued.popleft()
-                command, call.command = call.command, b""
-                if command:  # else it ended while queued
-                    await write(nc, command)
-            call = None
+                commands = []
+                while queued:
+                    call = queued.popleft()
+                    if call.command:  # else it ended while queued
+                        batch.append(call)
+                        commands.append(call.command)
+                        call.command = b""
+                if commands:  # one write for the batch: the calls' bytes, in their order
+                    await write(nc, b"".join(commands))
+                batch.clear()
             await flush(nc)
         except NatsError as exc:  # closed or draining meanwhile: not the services' fault
             reason = f"{type(exc).__name__}: {exc}"
-            if call is not None:
+            for call in batch:
                 self._end(call.id, ErrorCode.UPSTREAM_UNAVAILABLE, reason)
             while queued:
                 self._end(queued.popleft().id, ErrorCode.UPSTREAM_UNAVAILABLE, reason)
         except Exception:  # a bug: the queued calls end INTERNAL, the next call starts afresh
             log.exception("NATS invoker: sending failed unexpectedly")
-            if call is not None:
+            for call in batch:
                 self._end(call.id, ErrorCode.INTERNAL, "sending failed")
             while queued:
                 self._end(queued.popleft().id, ErrorCode.INTERNAL, "sending failed")
@@ -388,15 +428,13 @@ class NatsInvoker:
             if queued and not self._closed:  # queued after the last check, during a write
                 self._sender = self._spawn(self._send())
 
-    async def _on_answer(self, msg: Msg) -> None:
-        """The reply subscription's callback: end the call the answer belongs to."""
-        call = self._calls.pop(msg.subject[len(self._prefix) :], None)
+    def _on_answer(self, subject: bytes, data: bytes, header: bytes | None) -> None:
+        """The reply subscription's handler: end the call the answer belongs to."""
+        call = self._calls.pop(subject[self._id_at :], None)
         if call is None:  # timed out, cancelled or closed before the answer came
             return
-        if call.timer is not None:
-            call.timer.cancel()
         try:
-            result = self._outcome(call, msg)
+            result = self._outcome(call, data, header)
         except Exception:
             log.exception("service %s: invocation failed unexpectedly", call.service.name)
             self.stats.failures[ErrorCode.INTERNAL] += 1
@@ -404,11 +442,13 @@ class NatsInvoker:
         call.service.pool.slots.release()
         _tell(call.done, result)
 
-    def _outcome(self, call: _Call, msg: Msg) -> InvocationResult | ErrorCode:
+    def _outcome(
+        self, call: _Call, data: bytes, header: bytes | None
+    ) -> InvocationResult | ErrorCode:
         service, inst = call.service, call.inst
-        headers = msg.headers
-        if headers:
-            if headers.get(STATUS_HEADER) == NO_RESPONDERS:
+        if header:
+            headers = answer_headers(header)
+            if headers.get(STATUS) == NO_RESPONDERS:
                 return self._fail(
                     service, inst, ErrorCode.UPSTREAM_UNAVAILABLE, "no responders", down=True
                 )
@@ -418,7 +458,6 @@ class NatsInvoker:
                 text = headers.get("Nats-Service-Error", "")[:200]
                 self._outcomes.answered(service, inst)
                 return self._fail(service, inst, mapped, f"service error {code}: {text}")
-        data = msg.data
         if len(data) > self._max_response_bytes:
             reason = f"answer over {self._max_response_bytes} bytes"
             return self._fail(service, inst, ErrorCode.UPSTREAM_ERROR, reason)
@@ -431,19 +470,29 @@ class NatsInvoker:
         self._outcomes.answered(service, inst)
         return result
 
-    def _timed_out(self, call_id: str) -> None:
-        call = self._calls.get(call_id)
-        if call is not None:
-            call.timer = None
-            self._end(call_id, ErrorCode.UPSTREAM_TIMEOUT, f"no answer in {call.timeout_s:g}s")
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = loop.call_at(at, self._expire)
 
-    def _end(self, call_id: str, code: ErrorCode, reason: str, *, log_it: bool = True) -> None:
+    def _expire(self) -> None:
+        """The timer: end the calls past their deadline, arm again for the earliest left."""
+        self._timer, self._timer_at = None, float("inf")
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = [call for call in self._calls.values() if call.deadline <= now]
+        for call in late:
+            self._end(call.id, ErrorCode.UPSTREAM_TIMEOUT, f"no answer in {call.timeout_s:g}s")
+        if self._calls and not self._closed:
+            earliest = min(call.deadline for call in self._calls.values())
+            self._arm(loop, max(earliest, now + TICK_S))
+
+    def _end(self, call_id: bytes, code: ErrorCode, reason: str, *, log_it: bool = True) -> None:
         """End the call ``call_id`` without an answer: out of the map, slot freed, ``done`` told."""
         call = self._calls.pop(call_id, None)
         if call is None:
             return
-        if call.timer is not None:
-            call.timer.cancel()
         call.command = b""  # not written if still queued
         if log_it:
             down = code is ErrorCode.UPSTREAM_TIMEOUT

@@ -16,8 +16,10 @@ header in) is refused with :exc:`ValueError`.
 ``PING`` and its reconnect buffering) and :func:`flush` wakes nats-py's
 flusher once for everything appended since. These two are the only calls of
 nats-py's private API in wsgate; the NATS invoker tests fail if nats-py
-changes them. :func:`refusal` says why a command cannot go out now, as
-``publish`` would raise it.
+changes them (the third, the raw reply subscription, is
+:mod:`wsgate.backends.nats_client`'s). :func:`refusal` says why a command
+cannot go out now, as ``publish`` would raise it. :func:`answer_headers`
+reads an answer's header block (only error answers carry one).
 """
 
 from __future__ import annotations
@@ -29,7 +31,17 @@ from nats.aio.client import Client
 
 from wsgate.routing.context import InvocationContext
 
-__all__ = ["MAX_SUBJECT", "flush", "header_block", "hpub", "refusal", "valid_subject", "write"]
+__all__ = [
+    "MAX_SUBJECT",
+    "STATUS",
+    "answer_headers",
+    "flush",
+    "header_block",
+    "hpub",
+    "refusal",
+    "valid_subject",
+    "write",
+]
 
 MAX_SUBJECT: Final = 256
 """Longest subject sent (nats-server's own limit is larger; ours are short)."""
@@ -62,6 +74,33 @@ def header_block(context: InvocationContext, traceparent: str) -> bytes:
         block += f"Wsgate-Request-Id: {rid}\r\n"
     block += f"traceparent: {traceparent}\r\n\r\n"
     return block.encode()
+
+
+STATUS: Final = "Status"
+"""The key :func:`answer_headers` gives a server's inline status (``NATS/1.0 503``)."""
+_VERSION: Final = b"NATS/1.0"
+
+
+def answer_headers(block: bytes) -> dict[str, str]:
+    """An answer's header block (``NATS/1.0[ status]`` CRLF, ``Name: value`` lines) as a dict.
+
+    The inline status, if any (``NATS/1.0 503``: no responders), is under
+    :data:`STATUS`, as nats-py gives it. Names and values are stripped and decoded
+    (bad UTF-8 replaced); a line without a colon is skipped; a later line of a
+    name wins. Never raises.
+    """
+    lines = block.split(b"\r\n")
+    out: dict[str, str] = {}
+    first = lines[0]
+    if first.startswith(_VERSION):
+        status = first[len(_VERSION) :].split(None, 1)
+        if status and status[0].isdigit():
+            out[STATUS] = status[0].decode("ascii")
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip():
+            out[name.strip().decode(errors="replace")] = value.strip().decode(errors="replace")
+    return out
 
 
 def hpub(subject: str, reply: str, header: bytes, body: bytes) -> bytes:

@@ -1,0 +1,111 @@
+"""ReplyClient's raw subscriptions against a real nats-server: the bytes a handler
+gets, a handler that raises, unsubscribing; and the answer header parser."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from tests.helpers import eventually
+from tests.servers import NATS_SERVER, ServerProcess, nats_server
+from wsgate.backends.nats import close_client, connect_nats
+from wsgate.backends.nats_client import ReplyClient
+from wsgate.routing.nats_wire import STATUS, answer_headers
+from wsgate.sdk.nats_service import on_server
+
+pytestmark = [pytest.mark.skipif(NATS_SERVER is None, reason="no nats-server"),
+              pytest.mark.timeout(30)]  # fmt: skip
+
+Got = tuple[bytes, bytes, "bytes | None"]
+
+
+@pytest.fixture(scope="module")
+def nats_proc() -> Iterator[ServerProcess]:
+    with nats_server() as server:
+        yield server
+
+
+@pytest.fixture
+async def nc(nats_proc: ServerProcess) -> AsyncIterator[ReplyClient]:
+    client = await connect_nats(nats_proc.url, name="wsgate test raw")
+    yield client
+    await close_client(client)
+
+
+@pytest.fixture
+async def pub(nats_proc: ServerProcess) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_proc.url)
+    yield client
+    await close_client(client)
+
+
+async def test_a_raw_handler_gets_subject_data_and_the_header_block_as_bytes(
+    nc: ReplyClient, pub: Client
+) -> None:
+    got: list[Got] = []
+    await nc.subscribe_raw("raw.a.*", lambda s, d, h: got.append((s, d, h)))
+    await on_server(nc)
+    counted = nc.stats["in_msgs"]
+    await pub.publish("raw.a.1", b"plain")
+    await pub.publish("raw.a.2", b"with", headers={"K": "v"})
+    await eventually(lambda: len(got) == 2, what="both messages")
+    assert got[0] == (b"raw.a.1", b"plain", None)
+    subject, data, block = got[1]
+    assert (subject, data) == (b"raw.a.2", b"with")
+    assert block is not None and answer_headers(block) == {"K": "v"}
+    assert nc.stats["in_msgs"] == counted  # raw messages are not counted by nats-py
+
+
+async def test_a_handler_that_raises_is_counted_and_the_connection_reads_on(
+    nc: ReplyClient, pub: Client
+) -> None:
+    got: list[bytes] = []
+
+    def handler(subject: bytes, data: bytes, headers: bytes | None) -> None:
+        if data == b"bad":
+            raise ValueError("a bug in the handler")
+        got.append(data)
+
+    await nc.subscribe_raw("raw.b", handler)
+    other = await nc.subscribe("raw.c")  # an ordinary subscription on the same reader
+    await on_server(nc)
+    await pub.publish("raw.b", b"bad")
+    await pub.publish("raw.b", b"good")
+    await pub.publish("raw.c", b"still")
+    await eventually(lambda: got == [b"good"], what="the message after the failure")
+    assert (await other.next_msg(timeout=5)).data == b"still"
+    assert nc.raw_failures == 1 and nc.is_connected
+
+
+async def test_after_unsubscribe_the_handler_gets_nothing(nc: ReplyClient, pub: Client) -> None:
+    got: list[bytes] = []
+    sub = await nc.subscribe_raw("raw.d", lambda s, d, h: got.append(d))
+    await on_server(nc)
+    await pub.publish("raw.d", b"1")
+    await eventually(lambda: got == [b"1"], what="the first message")
+    await sub.unsubscribe()
+    await on_server(nc)
+    await pub.publish("raw.d", b"2")
+    await on_server(pub)
+    await on_server(nc)  # anything the server sent nc before this is read
+    assert got == [b"1"]
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        (b"NATS/1.0 503\r\n\r\n", {STATUS: "503"}),
+        (b"NATS/1.0 503 No Responders\r\n\r\n", {STATUS: "503"}),
+        (b"NATS/1.0\r\nNats-Service-Error-Code: 403\r\nNats-Service-Error: no\r\n\r\n",
+         {"Nats-Service-Error-Code": "403", "Nats-Service-Error": "no"}),
+        (b"NATS/1.0\r\nA:1\r\nA:  2 \r\nno colon\r\n: empty name\r\n\r\n", {"A": "2"}),
+        (b"NATS/1.0\r\nB: \xff\r\n\r\n", {"B": "\ufffd"}),
+        (b"", {}),
+        (b"garbage", {}),
+    ],
+)  # fmt: skip
+def test_answer_headers(block: bytes, expected: dict[str, str]) -> None:
+    assert answer_headers(block) == expected
