@@ -10,9 +10,13 @@ route written by hand for the last two:
 - ``grpc/PING`` to ``bench.v1.Echo/Echo`` on the echo service
   ``--grpc-server`` names (found by reflection, routed by a
   ``[grpc.aliases]`` entry; the payload transcoded to protobuf and back):
-  ``node`` (default, ``bench/anchors/grpc_echo.mjs``, @grpc/grpc-js: the
-  cheapest server measured by ``bench/grpc_clients.py``), ``aio`` or
-  ``sync`` (grpcio's servers, ``bench/echo_procedures.py``);
+  ``cpp`` (default, ``bench/anchors/grpc_echo.cc``: gRPC C++'s async API,
+  one thread, standing in for the compiled services users run; built on
+  first use by ``bench/anchors/build_grpc_echo.sh``, and when it cannot be
+  the bench says why and uses ``node``), ``node``
+  (``bench/anchors/grpc_echo.mjs``, @grpc/grpc-js: the cheapest of the
+  others measured by ``bench/grpc_clients.py``), ``aio`` or ``sync``
+  (grpcio's servers, ``bench/echo_procedures.py``);
 - ``nats/*`` to ``bench/echo_procedures.py --mode nats`` (the SDK's
   ``NatsService``, found over ``$SRV.INFO`` on a ``nats-server`` this bench
   starts).
@@ -47,7 +51,14 @@ Usage::
     python bench/procedures.py [--clients 100] [--seconds 5] [--rounds 5]
     python bench/procedures.py --profile /tmp/prof   # py-spy on the gateway, per path
     python bench/procedures.py --floors              # + the gRPC / nats-py clients alone
-    python bench/procedures.py --grpc-server aio     # grpcio's grpc.aio echo service
+    python bench/procedures.py --grpc-server node    # the grpc-js echo service (aio, sync)
+    python bench/procedures.py --callgrind DIR --rounds 1 --clients 20  # gateway instructions
+                                                     # per gRPC round trip (--callgrind-path)
+
+``--callgrind DIR`` runs the gateway under valgrind's callgrind and counts
+its instructions per round trip in the windows of one path
+(``--callgrind-path``, default ``grpc``; the other paths are not measured):
+deterministic whatever the machine's load, for before/after comparisons.
 
 Exits non-zero, saying what happened, when a server does not start, the
 gRPC or NATS route is not discovered within 20 s, a client cannot connect,
@@ -62,6 +73,7 @@ import gc
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -82,6 +94,9 @@ from _servers import (
     CLIENT_CPU,
     BenchError,
     ServerProcess,
+    callgrind_command,
+    callgrind_last_ir,
+    callgrind_toggle,
     free_port,
     pin_self,
     start_profiler,
@@ -131,8 +146,38 @@ def _on_cpu1(argv: list[str]) -> list[str]:
     return [taskset, "-c", str(CLIENT_CPU), *argv] if taskset else argv
 
 
+CPP_ECHO: Final = BENCH_DIR / ".anchors" / "grpc-cpp" / "grpc_echo"
+CPP_SOURCES: Final = tuple(
+    BENCH_DIR / "anchors" / name
+    for name in ("grpc_echo.cc", "echo.proto", "build_grpc_echo.sh")
+)
+
+
+def cpp_echo_reason() -> str | None:
+    """Build the C++ echo service if it is missing or older than its sources; ``None`` when it
+    is ready, else why it is not (the build's last lines)."""
+    if CPP_ECHO.is_file() and all(
+        CPP_ECHO.stat().st_mtime >= src.stat().st_mtime for src in CPP_SOURCES
+    ):
+        return None
+    print("building the C++ gRPC echo service (bench/anchors/build_grpc_echo.sh)", flush=True)
+    try:
+        done = subprocess.run(
+            ["sh", str(BENCH_DIR / "anchors" / "build_grpc_echo.sh")],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"build_grpc_echo.sh: {exc}"
+    if done.returncode != 0 or not CPP_ECHO.is_file():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        return f"build_grpc_echo.sh exit {done.returncode}: " + " | ".join(tail)
+    return None
+
+
 def _grpc_echo(kind: str, port: int) -> list[str]:
-    """The command of the gRPC echo service ``kind`` (node, aio, sync), pinned to CPU 1."""
+    """The command of the gRPC echo service ``kind`` (cpp, node, aio, sync), pinned to CPU 1."""
+    if kind == "cpp":
+        return _on_cpu1([str(CPP_ECHO), str(port)])
     if kind == "node":
         if not (BENCH_DIR / ".anchors" / "grpc" / "node_modules").is_dir():
             raise BenchError("--grpc-server node: run `sh bench/anchors/install.sh` first")
@@ -143,7 +188,7 @@ def _grpc_echo(kind: str, port: int) -> list[str]:
 
 
 def start_services(
-    workdir: Path, grpc_server: str = "node"
+    workdir: Path, grpc_server: str = "cpp"
 ) -> tuple[dict[str, ServerProcess], int, int, int]:
     """nats-server, the HTTP, gRPC and NATS echo services; their processes and ports."""
     binary = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
@@ -363,7 +408,13 @@ async def amain(args: argparse.Namespace) -> int:
         try:
             users = -(-args.clients * 3 // rt.CLIENTS_PER_USER)
             extra = EXTRA_CONFIG.format(grpc_port=grpc_port, nats_port=nats_port)
-            gateway, cookies, _ = rt.start_gateway(workdir, http_port, extra, users)
+            command = out = None
+            if args.callgrind is not None:
+                args.callgrind.mkdir(parents=True, exist_ok=True)
+                out = args.callgrind / f"gateway-{args.callgrind_path}.callgrind"
+                command = callgrind_command(out)
+            gateway, cookies, _ = rt.start_gateway(workdir, http_port, extra, users,
+                                                   command=command)  # fmt: skip
             config_file = next(workdir.glob("gateway-*.toml"))
             api = tomllib.loads(config_file.read_text())["api"]["listen"]
             await wait_discovered(f"http://{api}")
@@ -390,6 +441,8 @@ async def amain(args: argparse.Namespace) -> int:
             for r in range(args.rounds):
                 order = PATHS[r % len(PATHS) :] + PATHS[: r % len(PATHS)]
                 for path in order:
+                    if out is not None and path not in ("reference", args.callgrind_path):
+                        continue  # under callgrind only the path counted (and the reference)
                     run = runs[path]
                     server = reference if path == "reference" else gateway
                     run.stopping = False
@@ -400,6 +453,10 @@ async def amain(args: argparse.Namespace) -> int:
                         args.profile.mkdir(parents=True, exist_ok=True)
                         prof = start_profiler(server.pid, args.profile / f"gateway-{path}.txt")
                         await asyncio.sleep(1.0)  # py-spy attaches
+                    counted = out is not None and path == args.callgrind_path
+                    if counted:  # instructions from here to the window's end, per round trip
+                        got0 = sum(c.got for c in run.clients)
+                        callgrind_toggle(server.pid, on=True)
                     try:
                         w = await rt.measure_quietly(
                             args, run, path, server, service_of[path]  # type: ignore[arg-type]  # a Group has cpu_seconds()
@@ -407,6 +464,13 @@ async def amain(args: argparse.Namespace) -> int:
                     finally:
                         if prof is not None:
                             stop_profiler(prof)
+                        if counted:
+                            callgrind_toggle(server.pid, on=False)
+                    if counted and out is not None:
+                        made = sum(c.got for c in run.clients) - got0
+                        w.ir_per_rt = callgrind_last_ir(out) / max(made, 1)
+                        print(f"    callgrind: {w.ir_per_rt:,.0f} gateway instructions per "
+                              f"{path} round trip ({made:,} round trips)", flush=True)  # fmt: skip
                     await run.stop()
                     if run.errors:
                         raise BenchError(f"{path}: errors {dict(run.errors)} "
@@ -468,6 +532,8 @@ def report(
     print("-" * len(hdr))
     for path in PATHS:
         res = results[path]
+        if not res.windows:
+            continue  # --callgrind: not measured
         rate = res.median("rate")
         sat = ",".join(saturated(path, w, args.max_other) for w in res.windows)
         srv_us = res.median_of(lambda w: w.per_rt_us(w.server_cpu))
@@ -479,6 +545,11 @@ def report(
             f"{res.median_of(lambda w: w.per_rt_us(w.client_cpu)):>9.1f} {sat:<24}"
         )
     print()
+    if args.callgrind is not None:
+        ir = results[args.callgrind_path].median("ir_per_rt")
+        print(f"callgrind: {ir:,.0f} gateway instructions per {args.callgrind_path} round trip "
+              f"(median of {args.rounds})")  # fmt: skip
+        return
     for path in ("grpc", "nats"):
         ratio = results[path].median("rate") / ref
         us = results[path].median_of(lambda w: w.per_rt_us(w.server_cpu))
@@ -519,9 +590,18 @@ def main() -> int:
         "--quiet-wait", type=float, default=10.0, help="wait at most this long for quiet (10 s)"
     )
     parser.add_argument(
-        "--grpc-server", choices=("node", "aio", "sync"), default="node",
-        help="the gRPC echo service: node (grpc-js, default), aio or sync (grpcio's)",
+        "--grpc-server", choices=("cpp", "node", "aio", "sync"), default="cpp",
+        help="the gRPC echo service: cpp (gRPC C++, default; node when it cannot be built), "
+        "node (grpc-js), aio or sync (grpcio's)",
     )  # fmt: skip
+    parser.add_argument(
+        "--callgrind", type=Path, metavar="DIR",
+        help="run the gateway under callgrind; count its instructions per round trip",
+    )
+    parser.add_argument(
+        "--callgrind-path", choices=PATHS[1:], default="grpc",
+        help="--callgrind: the one path measured (grpc)",
+    )
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the gateway into DIR")
     parser.add_argument(
         "--floors", action="store_true",
@@ -532,6 +612,13 @@ def main() -> int:
         parser.error("--clients must be in 1..400 and --rounds in 1..20")
     if not 0.5 <= args.seconds <= 120:
         parser.error("--seconds must be in 0.5..120")
+    if args.callgrind is not None and (args.profile is not None or args.floors):
+        parser.error("--callgrind goes without --profile and --floors")
+    if args.grpc_server == "cpp":
+        reason = cpp_echo_reason()
+        if reason is not None:
+            print(f"--grpc-server cpp unavailable ({reason}); using node", flush=True)
+            args.grpc_server = "node"
     try:
         return uvloop.run(amain(args))
     except BenchError as exc:
