@@ -21,6 +21,13 @@ mapping), nothing hand-written:
 A payload that does not fit the request message is refused with the
 gateway's own message naming the field (from ``json_format``'s error, never
 anything the service said).
+
+One shortcut inside ``json_format``, same answers: it checks every string
+field for unpaired surrogates with a regular expression (3.5 µs for 90
+characters: a tenth of a gRPC round trip's instructions, bench/README.md).
+An ASCII string has none, so :class:`_AsciiFirst` answers that check for
+ASCII strings with ``str.isascii()`` and hands any other string to
+protobuf's own expression (installed when the first :class:`Method` is made).
 """
 
 from __future__ import annotations
@@ -39,6 +46,28 @@ class Refused(Exception):
     """The payload does not fit the request message; ``str()`` is safe for the client."""
 
 
+class _AsciiFirst:
+    """``json_format``'s unpaired-surrogate pattern, answering ASCII strings itself."""
+
+    __slots__ = ("pattern",)
+
+    def __init__(self, pattern: Any) -> None:
+        self.pattern = pattern
+
+    def search(self, value: str) -> Any:
+        return None if value.isascii() else self.pattern.search(value)
+
+
+def _install_surrogate_check() -> None:
+    """Put :class:`_AsciiFirst` in front of ``json_format``'s pattern (once; a protobuf
+    without that pattern is left as it is)."""
+    from google.protobuf import json_format
+
+    pattern = getattr(json_format, "_UNPAIRED_SURROGATE_PATTERN", None)
+    if pattern is not None and not isinstance(pattern, _AsciiFirst):
+        json_format._UNPAIRED_SURROGATE_PATTERN = _AsciiFirst(pattern)
+
+
 class Method:
     """One routable method and how its messages are transcoded.
 
@@ -52,6 +81,7 @@ class Method:
     def __init__(self, descriptor: Any, reply_type: str | None = None) -> None:
         from google.protobuf import message_factory
 
+        _install_surrogate_check()
         service = descriptor.containing_service
         self.name = f"{service.full_name}/{descriptor.name}"
         """``<package>.<Service>/<Method>``: the action type naming it."""
