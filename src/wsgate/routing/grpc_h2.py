@@ -42,6 +42,7 @@ What a gRPC client must handle, and where:
 from __future__ import annotations
 
 import base64
+import struct
 from collections.abc import Iterable
 from typing import Final, Protocol
 from urllib.parse import unquote
@@ -84,6 +85,11 @@ CONNECTION_WINDOW: Final = 1 << 22
 MAX_HEADER_BLOCK: Final = 1 << 16
 """Our SETTINGS_MAX_HEADER_LIST_SIZE, and the bound on a block being assembled."""
 MAX_STREAM_ID: Final = (1 << 31) - 1
+
+_HEAD: Final = struct.Struct(">IBI")
+"""A frame header (§4.1) as three fields: length << 8 | type, flags, stream id."""
+_PREFIX: Final = struct.Struct(">BI")
+"""A Length-Prefixed-Message's prefix: compressed flag, length."""
 
 STATUS_NAMES: Final = (
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -207,8 +213,7 @@ def timeout_header(timeout_s: float) -> bytes:
 
 
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream_id.to_bytes(4, "big") \
-        + payload
+    return _HEAD.pack(len(payload) << 8 | kind, flags, stream_id) + payload
 
 
 class H2Client:
@@ -283,7 +288,7 @@ class H2Client:
         stream = Stream(sid, listener, self._peer_initial)
         self.streams[sid] = stream
         self._send_headers(sid, block)
-        stream.pending = b"\x00" + len(message).to_bytes(4, "big") + message
+        stream.pending = _PREFIX.pack(0, len(message)) + message
         self._flush(stream)
         return stream
 
@@ -307,28 +312,34 @@ class H2Client:
         """Frames from the peer; a protocol error closes the connection (GOAWAY, calls end)."""
         if self.closed:
             return
-        buf = self._in
-        buf += data
+        if self._in:  # a frame's start came with the last read
+            self._in += data
+            buf = bytes(self._in)
+            self._in.clear()
+        else:  # the common case: parse the read itself, copying each payload once
+            buf = bytes(data)
         pos, size = 0, len(buf)
+        unpack = _HEAD.unpack_from
         try:
             while size - pos >= 9:
-                length = int.from_bytes(buf[pos : pos + 3], "big")
+                head, flags, sid = unpack(buf, pos)
+                length = head >> 8
                 if length > MAX_FRAME:
                     raise _ConnectionError(FRAME_SIZE_ERROR, "frame over MAX_FRAME_SIZE")
                 end = pos + 9 + length
                 if end > size:
                     break
-                kind, flags = buf[pos + 3], buf[pos + 4]
-                sid = int.from_bytes(buf[pos + 5 : pos + 9], "big") & MAX_STREAM_ID
-                payload = bytes(buf[pos + 9 : end])
+                kind = head & 0xFF
+                payload = buf[pos + 9 : end]
                 pos = end
                 if self._block_stream and kind != CONTINUATION:
                     raise _ConnectionError(PROTOCOL_ERROR, "CONTINUATION expected")
-                self._frame(kind, flags, sid, payload)
+                self._frame(kind, flags, sid & MAX_STREAM_ID, payload)
         except _ConnectionError as exc:
             self._error(exc.code, exc.reason)
             return
-        del buf[:pos]
+        if pos < size and not self.closed:
+            self._in += memoryview(buf)[pos:]
 
     # Frames ----------------------------------------------------------------------
 
@@ -380,7 +391,7 @@ class H2Client:
             payload = _unpad(payload)
         stream.owed += n
         buf = stream.buffer
-        whole = len(payload) >= 5 and len(payload) == 5 + int.from_bytes(payload[1:5], "big")
+        whole = len(payload) >= 5 and len(payload) == 5 + _PREFIX.unpack_from(payload)[1]
         if whole and not buf:  # the common case: one whole message in one frame
             if not self._message(stream, payload[0], payload[5:]):
                 return
@@ -539,6 +550,13 @@ class H2Client:
     def _flush(self, stream: Stream) -> None:
         """Send what the windows allow of ``stream``'s request; END_STREAM with its last byte."""
         data = stream.pending
+        n = len(data)
+        if n and n <= stream.send_window and n <= self._peer_window and n <= self._peer_frame:
+            stream.send_window -= n  # the common case: the whole request in one frame
+            self._peer_window -= n
+            self._out.append(_frame(DATA, END_STREAM, stream.id, data))
+            stream.pending = b""
+            return
         while data:
             n = min(len(data), stream.send_window, self._peer_window, self._peer_frame)
             if n <= 0:
