@@ -57,6 +57,12 @@ def test_an_unpaired_surrogate_is_still_refused_by_json_format(text: str) -> Non
         json_format.ParseDict({"padText": text}, message)
 
 
+@pytest.mark.parametrize("value", ["5", "true", "[]", "{}"])
+def test_a_string_field_given_another_json_type_is_refused_naming_it(value: str) -> None:
+    with pytest.raises(Refused, match="padText"):
+        _method().encode(b'{"padText": %s}' % value.encode())
+
+
 def test_a_surrogate_escape_in_a_payload_is_refused() -> None:
     with pytest.raises(Refused):
         _method().encode(b'{"padText": "\\ud800"}')

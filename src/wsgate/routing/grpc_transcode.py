@@ -54,8 +54,10 @@ class _AsciiFirst:
     def __init__(self, pattern: Any) -> None:
         self.pattern = pattern
 
-    def search(self, value: str) -> Any:
-        return None if value.isascii() else self.pattern.search(value)
+    def search(self, value: Any) -> Any:
+        if type(value) is str and value.isascii():
+            return None
+        return self.pattern.search(value)  # a non-string raises its TypeError, as before
 
 
 def _install_surrogate_check() -> None:
