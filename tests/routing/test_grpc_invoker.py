@@ -208,6 +208,17 @@ async def test_a_connections_next_call_carries_its_own_request_id_and_channel(
     assert all(m["wsgate-connection-id"] == "n1.same" for m in seen)
 
 
+@pytest.mark.parametrize("rid", ["r" * 126, "r" * 127, "r" * 300])
+async def test_a_request_id_of_any_length_arrives_whole(rig: Rig, rid: str) -> None:
+    seen = only_reply(await rig.call(ECHO, {}, requestId=rid))["payload"]["metadata"]
+    assert seen["wsgate-request-id"] == rid and seen["traceparent"] == TRACEPARENT
+
+
+async def test_a_non_ascii_request_id_goes_as_binary_metadata(rig: Rig) -> None:
+    seen = only_reply(await rig.call(ECHO, {}, requestId="rq-é"))["payload"]["metadata"]
+    assert seen["wsgate-request-id-bin"] == "rq-é" and "wsgate-request-id" not in seen
+
+
 async def test_the_kept_context_blocks_are_bounded(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,7 +54,10 @@ __all__ = [
     "H2Client",
     "Listener",
     "Stream",
+    "metadata_block",
+    "metadata_name",
     "request_prefix",
+    "timeout_header",
 ]
 
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -181,15 +184,21 @@ _TIMEOUTS: dict[float, bytes] = {}
 """Deadline -> its ``grpc-timeout`` field (bounded like ``_NAMES``)."""
 
 
+def metadata_name(key: str) -> bytes:
+    """The first bytes of a literal without indexing named ``key``: its value's length follows."""
+    name = _NAMES.get(key)
+    if name is None:
+        name = b"\x00" + _string(key.encode())
+        if len(_NAMES) < 256:  # the gateway's keys are a dozen
+            _NAMES[key] = name
+    return name
+
+
 def metadata_block(pairs: Iterable[tuple[str, str | bytes]]) -> bytes:
     """Call metadata as literals; a ``-bin`` key's bytes go base64 (gRPC's binary headers)."""
     out = bytearray()
     for key, value in pairs:
-        name = _NAMES.get(key)
-        if name is None:
-            name = b"\x00" + _string(key.encode())
-            if len(_NAMES) < 256:  # the gateway's keys are a dozen
-                _NAMES[key] = name
+        name = metadata_name(key)
         if isinstance(value, bytes):
             data = base64.b64encode(value).rstrip(b"=") if key.endswith("-bin") else value
         else:

@@ -53,7 +53,7 @@ from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.grpc_channel import Channel, GrpcCallError, UnaryCall
-from wsgate.routing.grpc_h2 import metadata_block, timeout_header
+from wsgate.routing.grpc_h2 import metadata_block, metadata_name, timeout_header
 from wsgate.routing.grpc_stream import Stream, StreamSink
 from wsgate.routing.grpc_transcode import Method, Refused
 from wsgate.routing.instances import Instance, Service
@@ -363,8 +363,13 @@ class GrpcInvoker:
                 self._context_blocks.clear()
             pairs = _pairs(zip(_CONTEXT_KEYS, key, strict=True))
             fixed = self._context_blocks[key] = metadata_block(pairs)
-        per_call = (("wsgate-request-id", context.requestId), ("traceparent", traceparent))
-        return fixed + metadata_block(_pairs(per_call))
+        rid = context.requestId
+        if rid and len(rid) < 127 and rid.isascii() and rid.isprintable():  # the common case
+            fixed += _REQUEST_ID + bytes((len(rid),)) + rid.encode()
+        else:
+            fixed += metadata_block(_pairs((("wsgate-request-id", rid),)))
+        # A traceparent from ensure_traceparent: 55 characters of [0-9a-f-] (W3C §3.2).
+        return fixed + _TRACEPARENT + bytes((len(traceparent),)) + traceparent.encode()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -538,6 +543,8 @@ _CONTEXT_KEYS: Final = (
     "wsgate-connection-id", "wsgate-user", "wsgate-organization", "wsgate-channel",
 )  # fmt: skip
 """The metadata keys of an :class:`InvocationContext`'s connection, user, hub and channel."""
+_REQUEST_ID: Final = metadata_name("wsgate-request-id")
+_TRACEPARENT: Final = metadata_name("traceparent")
 
 
 def _pairs(
