@@ -74,3 +74,17 @@ def test_installing_twice_wraps_once() -> None:
     check = json_format._UNPAIRED_SURROGATE_PATTERN
     assert isinstance(check, grpc_transcode._AsciiFirst)
     assert not isinstance(check.pattern, grpc_transcode._AsciiFirst)
+
+
+def test_the_methods_parser_answers_as_parse_dict_after_a_failure() -> None:
+    """The method's own parser (ParseDict's, kept): a refused payload leaves it usable."""
+    method = _method()
+    with pytest.raises(Refused, match=r"payload does not fit t\.v1\.Pad"):
+        method.encode(b'{"nope": 1}')
+    for _ in range(150):  # past ParseDict's max_recursion_depth (100) had the depth leaked
+        with pytest.raises(Refused):
+            method.encode(b'{"padText": 5}')
+    assert method.encode(b'{"padText": "ok"}').pad_text == "ok"
+    expected: Any = method.request()
+    json_format.ParseDict({"padText": "ok"}, expected)
+    assert method.encode(b'{"padText": "ok"}') == expected
