@@ -241,8 +241,8 @@ class H2Client:
 
         self._decoder = hpack.Decoder()
         self._decoder.max_header_list_size = MAX_HEADER_BLOCK
-        self._decoded: dict[bytes, list[tuple[str, str]]] = {}
-        """Header blocks of indexed fields only -> their headers, while the table stays put."""
+        self._decoded: dict[bytes, _Block] = {}
+        """Header blocks of indexed fields only -> what they say, while the table stays put."""
         self._block = bytearray()
         self._block_stream = 0
         self._block_end = False
@@ -453,14 +453,14 @@ class H2Client:
             fragment = bytes(block)
             block.clear()
         self._block_stream = 0
-        headers = self._decoded.get(fragment)
-        if headers is None:
-            headers = self._decode(fragment)
+        said = self._decoded.get(fragment)
+        if said is None:
+            said = self._decode(fragment)
         stream = self.streams.get(sid)
         if stream is not None:
-            self._headers(stream, headers, bool(flags & END_STREAM))
+            self._headers(stream, said, bool(flags & END_STREAM))
 
-    def _decode(self, block: bytes) -> list[tuple[str, str]]:
+    def _decode(self, block: bytes) -> _Block:
         """Decode ``block``; remember it if it is indexed fields only (the common answer).
 
         A block whose every byte has the high bit set is single-byte indexed
@@ -474,40 +474,25 @@ class H2Client:
             headers: list[tuple[str, str]] = list(decoded)  # type: ignore[arg-type]
         except Exception as exc:  # hpack's errors: the connection's table is lost
             raise _ConnectionError(COMPRESSION_ERROR, f"header block: {exc}") from None
+        said = _Block(headers)
         if block and min(block) >= 0x80:
             if len(self._decoded) < 64:
-                self._decoded[block] = headers
+                self._decoded[block] = said
         else:
             self._decoded.clear()
-        return headers
+        return said
 
-    def _headers(self, stream: Stream, headers: list[tuple[str, str]], end: bool) -> None:
+    def _headers(self, stream: Stream, said: _Block, end: bool) -> None:
         if not stream.headers_seen and not end:  # the response headers
             stream.headers_seen = True
-            for name, value in headers:
-                if name == ":status" and value != "200":
-                    code = _HTTP_STATUS.get(int(value) if value.isdigit() else 0, 2)
-                    self._end(stream, code, f"HTTP status {value}", reset=True)
-                    return
+            if said.http is not None and said.http != "200":
+                code = _HTTP_STATUS.get(int(said.http) if said.http.isdigit() else 0, 2)
+                self._end(stream, code, f"HTTP status {said.http}", reset=True)
             return
         if not end:
             self._end(stream, 13, "a second header block without END_STREAM", reset=True)
             return
-        status: int | None = None
-        details = ""
-        http = "200"
-        for name, value in headers:  # trailers, or trailers-only
-            if name == "grpc-status":
-                status = int(value) if value.isdigit() else 2
-            elif name == "grpc-message":
-                details = unquote(value)
-            elif name == ":status":
-                http = value
-        if status is None:
-            code = int(http) if http.isdigit() else 0
-            status = 13 if code == 200 else _HTTP_STATUS.get(code, 2)
-            details = details or f"no grpc-status (HTTP {http})"
-        self._end(stream, status, details)
+        self._end(stream, said.status, said.details)  # trailers, or trailers-only
 
     def _settings(self, payload: bytes) -> None:
         if len(payload) % 6:
@@ -605,6 +590,34 @@ class H2Client:
         self.closed = True
         self._in.clear()
         self._fail_from(0, f"connection error: {reason}")
+
+
+class _Block:
+    """What a decoded header block says: its ``:status``, and as trailers the call's end."""
+
+    __slots__ = ("details", "http", "status")
+
+    def __init__(self, headers: list[tuple[str, str]]) -> None:
+        status: int | None = None
+        details = ""
+        http: str | None = None
+        for name, value in headers:
+            if name == "grpc-status":
+                status = int(value) if value.isdigit() else 2
+            elif name == "grpc-message":
+                details = unquote(value)
+            elif name == ":status" and http is None:
+                http = value
+        self.http = http
+        """The first ``:status``, ``None`` when absent (fine for response headers)."""
+        if status is None:  # as trailers: no grpc-status
+            shown = http or "200"
+            code = int(shown) if shown.isdigit() else 0
+            status = 13 if code == 200 else _HTTP_STATUS.get(code, 2)
+            details = details or f"no grpc-status (HTTP {shown})"
+        self.status = status
+        """As trailers: the call's gRPC status."""
+        self.details = details
 
 
 class _ConnectionError(Exception):
