@@ -132,8 +132,8 @@ class Stream:
         self.send_window = send_window
         self.pending = b""
         """Request bytes the peer's window did not take yet (at most one message)."""
-        self.buffer = bytearray()
-        """A message being assembled (at most 5 + ``max_message`` bytes)."""
+        self.buffer: bytearray | None = None
+        """A message being assembled (at most 5 + ``max_message`` bytes); made when one is."""
         self.headers_seen = False
         self.owed = 0
         """Bytes received and not yet granted back on the stream's window."""
@@ -270,8 +270,11 @@ class H2Client:
         )
 
     def data_to_send(self) -> bytes:
-        out, self._out = self._out, []
-        return b"".join(out)
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def can_open(self) -> bool:
         """Whether a new call may start now (open, no GOAWAY, ids left, under the peer's cap)."""
@@ -405,6 +408,8 @@ class H2Client:
             if not self._message(stream, payload[0], payload[5:]):
                 return
         elif payload:
+            if buf is None:
+                buf = stream.buffer = bytearray()
             buf += payload
             while len(buf) >= 5:
                 length = int.from_bytes(buf[1:5], "big")
