@@ -15,8 +15,9 @@ The request carries the context as metadata: ``wsgate-connection-id``,
 ``wsgate-channel`` (when ``meta.channel`` is set), ``wsgate-request-id``
 and ``traceparent`` (passed through or generated). A value that is not
 printable ASCII goes as ``<key>-bin`` (its UTF-8 bytes). The first four
-are the same for every call of a connection in a channel: their encoded
-block is kept per (connection, user, hub, channel), at most
+and ``grpc-timeout`` are the same for every call of a connection in a
+channel: their encoded block is kept per (connection, user, hub, channel,
+deadline), at most
 :data:`MAX_CONTEXT_BLOCKS` of them (the map is emptied when full).
 
 The answer is one reply action: type :attr:`Method.reply_type`, payload the
@@ -144,8 +145,9 @@ class GrpcInvoker:
         self._outcomes = Outcomes(log, "target")
         self._streams: set[Stream] = set()
         """Open streams; bounded by the Upstream's stream caps, each removed at its end."""
-        self._context_blocks: dict[tuple[str, str, str, str | None], bytes] = {}
-        """(connection, user, hub, channel) -> their metadata; see :data:`MAX_CONTEXT_BLOCKS`."""
+        self._context_blocks: dict[tuple[str, str, str, str | None, float | None], bytes] = {}
+        """(connection, user, hub, channel, deadline) -> their metadata (with
+        ``grpc-timeout``); see :data:`MAX_CONTEXT_BLOCKS`."""
         self._closed = False
 
     # Discovery's side --------------------------------------------------------
@@ -222,8 +224,7 @@ class GrpcInvoker:
         except Refused:
             return False  # the task path answers it
         timeout_s = pool.timeout_ms / 1000
-        metadata = self._metadata(context, ensure_traceparent(traceparent))
-        metadata += timeout_header(timeout_s)
+        metadata = self._metadata(context, ensure_traceparent(traceparent), timeout_s)
         call = _Answer(self, service, inst, method, done)
         return state.calls.start_unary(method.path, request, metadata, timeout_s, call)
 
@@ -354,15 +355,21 @@ class GrpcInvoker:
 
     # Internals ---------------------------------------------------------------
 
-    def _metadata(self, context: InvocationContext, traceparent: str) -> bytes:
-        """The context as a metadata block (see the module docstring)."""
-        key = (context.connectionId, context.userId, context.hub, context.channel)
+    def _metadata(
+        self, context: InvocationContext, traceparent: str, timeout_s: float | None = None
+    ) -> bytes:
+        """The context as a metadata block (see the module docstring), with ``grpc-timeout``
+        unless ``timeout_s`` is ``None`` (a stream)."""
+        key = (context.connectionId, context.userId, context.hub, context.channel, timeout_s)
         fixed = self._context_blocks.get(key)
         if fixed is None:
             if len(self._context_blocks) >= MAX_CONTEXT_BLOCKS:
                 self._context_blocks.clear()
-            pairs = _pairs(zip(_CONTEXT_KEYS, key, strict=True))
-            fixed = self._context_blocks[key] = metadata_block(pairs)
+            pairs = _pairs(zip(_CONTEXT_KEYS, key[:4], strict=True))
+            fixed = metadata_block(pairs)
+            if timeout_s is not None:
+                fixed += timeout_header(timeout_s)
+            self._context_blocks[key] = fixed
         rid = context.requestId
         if rid and len(rid) < 127 and rid.isascii() and rid.isprintable():  # the common case
             fixed += _REQUEST_ID + bytes((len(rid),)) + rid.encode()
@@ -425,8 +432,7 @@ class GrpcInvoker:
                 request = method.encode(_payload(action.payload))
             except Refused as exc:
                 return _refusal(str(exc))
-            metadata = self._metadata(context, ensure_traceparent(traceparent))
-            metadata += timeout_header(timeout_s)
+            metadata = self._metadata(context, ensure_traceparent(traceparent), timeout_s)
             channel = state.caller()
             return await self._send(service, inst, method, channel, request, metadata, timeout_s)
         finally:
