@@ -16,8 +16,15 @@ import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
+def _toolchain() -> bool:
+    if not all(shutil.which(t) for t in ("g++", "protoc", "grpc_cpp_plugin", "pkg-config")):
+        return False
+    found = subprocess.run(["pkg-config", "--exists", "grpc++", "protobuf"], check=False)
+    return found.returncode == 0
+
+
 pytestmark = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("g++", "protoc", "grpc_cpp_plugin", "pkg-config")),
+    not _toolchain(),
     reason="no C++ gRPC toolchain (apt-get install libgrpc++-dev protobuf-compiler-grpc)",
 )
 
