@@ -21,12 +21,14 @@ Clients:
 
 Servers: ``aio`` (grpcio's ``grpc.aio`` server), ``sync`` (grpcio's sync
 server, 4 threads), ``node`` (@grpc/grpc-js, ``bench/anchors/grpc_echo.mjs``;
-needs ``sh bench/anchors/install.sh``). Every one serves reflection.
+needs ``sh bench/anchors/install.sh``), ``cpp`` (gRPC C++'s async API, one
+thread, ``bench/anchors/grpc_echo.cc``, built on first use as
+``procedures.py`` builds it). Every one serves reflection.
 
 Usage::
 
     flock /tmp/wsgate-bench.lock python bench/grpc_clients.py [--rounds 3] [--seconds 3]
-        [--clients aio,sync,h2,wsgate] [--servers aio,sync,node] [-k 100]
+        [--clients aio,sync,h2,wsgate] [--servers aio,sync,node,cpp] [-k 100]
 """
 
 from __future__ import annotations
@@ -59,7 +61,14 @@ SATURATED = 0.85
 
 
 def start_server(kind: str, port: int, workdir: Path) -> ServerProcess:
-    if kind == "node":
+    if kind == "cpp":
+        from procedures import CPP_ECHO, cpp_echo_reason
+
+        reason = cpp_echo_reason()
+        if reason is not None:
+            raise BenchError(f"cpp server: {reason}")
+        argv = ["taskset", "-c", "1", str(CPP_ECHO), str(port)]
+    elif kind == "node":
         argv = ["node", str(BENCH_DIR / "anchors" / "grpc_echo.mjs"), str(port)]
         if not (BENCH_DIR / ".anchors" / "grpc" / "node_modules").is_dir():
             raise BenchError("node server: run `sh bench/anchors/install.sh` first")
@@ -289,7 +298,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("-k", type=int, default=100, help="concurrent callers")
     parser.add_argument("--clients", default="aio,sync,h2,wsgate")
-    parser.add_argument("--servers", default="aio,sync,node")
+    parser.add_argument("--servers", default="aio,sync,node,cpp")
     args = parser.parse_args()
     try:
         uvloop.run(run(args))

@@ -10,9 +10,13 @@ route written by hand for the last two:
 - ``grpc/PING`` to ``bench.v1.Echo/Echo`` on the echo service
   ``--grpc-server`` names (found by reflection, routed by a
   ``[grpc.aliases]`` entry; the payload transcoded to protobuf and back):
-  ``node`` (default, ``bench/anchors/grpc_echo.mjs``, @grpc/grpc-js: the
-  cheapest server measured by ``bench/grpc_clients.py``), ``aio`` or
-  ``sync`` (grpcio's servers, ``bench/echo_procedures.py``);
+  ``cpp`` (default, ``bench/anchors/grpc_echo.cc``: gRPC C++'s async API,
+  one thread, standing in for the compiled services users run; built on
+  first use by ``bench/anchors/build_grpc_echo.sh``, and when it cannot be
+  the bench says why and uses ``node``), ``node``
+  (``bench/anchors/grpc_echo.mjs``, @grpc/grpc-js: the cheapest of the
+  others measured by ``bench/grpc_clients.py``), ``aio`` or ``sync``
+  (grpcio's servers, ``bench/echo_procedures.py``);
 - ``nats/*`` to ``bench/echo_procedures.py --mode nats`` (the SDK's
   ``NatsService``, found over ``$SRV.INFO`` on a ``nats-server`` this bench
   starts).
@@ -60,7 +64,7 @@ Usage::
     python bench/procedures.py --callgrind /tmp/cg --rounds 2   # instructions per NATS rt
     python bench/procedures.py --profile /tmp/prof   # py-spy on the gateway, per path
     python bench/procedures.py --floors              # + the gRPC / nats-py clients alone
-    python bench/procedures.py --grpc-server aio     # grpcio's grpc.aio echo service
+    python bench/procedures.py --grpc-server node    # the grpc-js echo service (aio, sync)
 
 Exits non-zero, saying what happened, when a server does not start, the
 gRPC or NATS route is not discovered within 20 s, a client cannot connect,
@@ -75,6 +79,7 @@ import gc
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -150,8 +155,38 @@ def _on_cpu1(argv: list[str]) -> list[str]:
     return [taskset, "-c", str(CLIENT_CPU), *argv] if taskset else argv
 
 
+CPP_ECHO: Final = BENCH_DIR / ".anchors" / "grpc-cpp" / "grpc_echo"
+CPP_SOURCES: Final = tuple(
+    BENCH_DIR / "anchors" / name
+    for name in ("grpc_echo.cc", "echo.proto", "build_grpc_echo.sh")
+)
+
+
+def cpp_echo_reason() -> str | None:
+    """Build the C++ echo service if it is missing or older than its sources; ``None`` when it
+    is ready, else why it is not (the build's last lines)."""
+    if CPP_ECHO.is_file() and all(
+        CPP_ECHO.stat().st_mtime >= src.stat().st_mtime for src in CPP_SOURCES
+    ):
+        return None
+    print("building the C++ gRPC echo service (bench/anchors/build_grpc_echo.sh)", flush=True)
+    try:
+        done = subprocess.run(
+            ["sh", str(BENCH_DIR / "anchors" / "build_grpc_echo.sh")],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"build_grpc_echo.sh: {exc}"
+    if done.returncode != 0 or not CPP_ECHO.is_file():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        return f"build_grpc_echo.sh exit {done.returncode}: " + " | ".join(tail)
+    return None
+
+
 def _grpc_echo(kind: str, port: int) -> list[str]:
-    """The command of the gRPC echo service ``kind`` (node, aio, sync), pinned to CPU 1."""
+    """The command of the gRPC echo service ``kind`` (cpp, node, aio, sync), pinned to CPU 1."""
+    if kind == "cpp":
+        return _on_cpu1([str(CPP_ECHO), str(port)])
     if kind == "node":
         if not (BENCH_DIR / ".anchors" / "grpc" / "node_modules").is_dir():
             raise BenchError("--grpc-server node: run `sh bench/anchors/install.sh` first")
@@ -162,7 +197,7 @@ def _grpc_echo(kind: str, port: int) -> list[str]:
 
 
 def start_services(
-    workdir: Path, grpc_server: str = "node", nats_callgrind: Path | None = None
+    workdir: Path, grpc_server: str = "cpp", nats_callgrind: Path | None = None
 ) -> tuple[dict[str, ServerProcess], int, int, int]:
     """nats-server, the HTTP, gRPC and NATS echo services; their processes and ports.
 
@@ -607,8 +642,9 @@ def main() -> int:
         "--quiet-wait", type=float, default=10.0, help="wait at most this long for quiet (10 s)"
     )
     parser.add_argument(
-        "--grpc-server", choices=("node", "aio", "sync"), default="node",
-        help="the gRPC echo service: node (grpc-js, default), aio or sync (grpcio's)",
+        "--grpc-server", choices=("cpp", "node", "aio", "sync"), default="cpp",
+        help="the gRPC echo service: cpp (gRPC C++, default; node when it cannot be built), "
+        "node (grpc-js), aio or sync (grpcio's)",
     )  # fmt: skip
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the gateway into DIR")
     parser.add_argument(
@@ -639,6 +675,11 @@ def main() -> int:
         if args.callgrind_service and args.callgrind_path != "nats":
             parser.error("--callgrind-service counts the NATS echo service: --callgrind-path nats")
         args.callgrind.mkdir(parents=True, exist_ok=True)
+    if args.grpc_server == "cpp":
+        reason = cpp_echo_reason()
+        if reason is not None:
+            print(f"--grpc-server cpp unavailable ({reason}); using node", flush=True)
+            args.grpc_server = "node"
     try:
         return uvloop.run(amain(args))
     except BenchError as exc:

@@ -119,6 +119,39 @@ async def test_the_deadline_ends_the_call_and_the_server_sees_it_cancelled(
         await channel.aclose()
 
 
+async def test_each_call_ends_at_its_own_local_deadline_on_one_connection_timer(
+    server: ModuleServer,
+) -> None:
+    """The connection's one timer: a later call with an earlier deadline re-arms it, calls
+    due together end together, the others keep waiting, and the connection stays up."""
+    channel = Channel(server.target)
+    loop = asyncio.get_running_loop()
+    try:
+        await echo(channel, server)  # connected
+        body = request(server, "HoldRequest")
+        started = loop.time()
+        ended: dict[str, float] = {}
+
+        async def hold(name: str, timeout_s: float) -> str:
+            try:  # the server is told 60 s: only the gateway's own deadline ends these
+                await channel.unary(HOLD, body, meta(60.0), timeout_s)
+            except GrpcCallError as exc:
+                ended[name] = loop.time() - started
+                return exc.status
+            return "OK"
+
+        names = {"long": 1.2, "short-a": 0.3, "short-b": 0.3, "mid": 0.6}
+        statuses = await asyncio.gather(*(hold(n, t) for n, t in names.items()))
+        assert statuses == ["DEADLINE_EXCEEDED"] * 4
+        assert sorted(ended, key=ended.__getitem__)[-2:] == ["mid", "long"]
+        for name, timeout_s in names.items():
+            assert timeout_s - 0.01 <= ended[name] < timeout_s + 0.25, (name, ended)
+        assert (await echo(channel, server)) is not None  # the same connection still serves
+        await eventually(lambda: server.cancelled == 4, what="the server's cancellations")
+    finally:
+        await channel.aclose()
+
+
 async def test_calls_beyond_the_servers_max_concurrent_streams_wait_for_a_stream() -> None:
     async with ModuleServer(options=(("grpc.max_concurrent_streams", 2),)) as server:
         channel = Channel(server.target)

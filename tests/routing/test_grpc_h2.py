@@ -100,6 +100,20 @@ def test_a_unary_answer_split_anyhow_reaches_the_call_then_ok() -> None:
     assert conn.streams == {}
 
 
+@pytest.mark.parametrize("cut", [1, 9, 10, 40, -9, -1])
+def test_several_answers_in_one_read_and_a_frame_across_two_reads(cut: int) -> None:
+    conn, server = client(), Server()
+    calls = [Call() for _ in range(3)]
+    streams = [conn.open(BLOCK, b"req", c) for c in calls]
+    data = b"".join(server.answer(s.id, b"answer %d" % s.id) for s in streams)
+    cut = cut if cut > 0 else len(data) + cut
+    conn.receive(data[:cut])
+    conn.receive(data[cut:])
+    assert [c.messages for c in calls] == [[b"answer %d" % s.id] for s in streams]
+    assert [c.ended for c in calls] == [[(0, "")]] * 3
+    assert conn.streams == {}
+
+
 def test_headers_continued_in_continuation_frames_and_trailers_only() -> None:
     conn, server, call = client(), Server(), Call()
     stream = conn.open(BLOCK, b"", call)

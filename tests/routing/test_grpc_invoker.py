@@ -193,6 +193,44 @@ async def test_a_non_ascii_value_goes_as_binary_metadata(rig: Rig) -> None:
     assert seen["wsgate-user-bin"] == "zoë" and "wsgate-user" not in seen
 
 
+async def test_a_connections_next_call_carries_its_own_request_id_and_channel(
+    rig: Rig,
+) -> None:
+    """The connection's part of the metadata is kept encoded; the per-call part is not."""
+    first = await rig.call(ECHO, {}, cid="n1.same", userId="u-1", hub="acme", requestId="rq-1")
+    second = await rig.call(ECHO, {}, cid="n1.same", userId="u-1", hub="acme", requestId="rq-2")
+    third = await rig.call(
+        ECHO, {}, cid="n1.same", userId="u-1", hub="acme", channel="acme:v/2", requestId="rq-3"
+    )
+    seen = [only_reply(r)["payload"]["metadata"] for r in (first, second, third)]
+    assert [m["wsgate-request-id"] for m in seen] == ["rq-1", "rq-2", "rq-3"]
+    assert [m.get("wsgate-channel") for m in seen] == [None, None, "acme:v/2"]
+    assert all(m["wsgate-connection-id"] == "n1.same" for m in seen)
+
+
+@pytest.mark.parametrize("rid", ["r" * 126, "r" * 127, "r" * 300])
+async def test_a_request_id_of_any_length_arrives_whole(rig: Rig, rid: str) -> None:
+    seen = only_reply(await rig.call(ECHO, {}, requestId=rid))["payload"]["metadata"]
+    assert seen["wsgate-request-id"] == rid and seen["traceparent"] == TRACEPARENT
+
+
+async def test_a_non_ascii_request_id_goes_as_binary_metadata(rig: Rig) -> None:
+    seen = only_reply(await rig.call(ECHO, {}, requestId="rq-é"))["payload"]["metadata"]
+    assert seen["wsgate-request-id-bin"] == "rq-é" and "wsgate-request-id" not in seen
+
+
+async def test_the_kept_context_blocks_are_bounded(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsgate.routing import grpc_invoker
+
+    monkeypatch.setattr(grpc_invoker, "MAX_CONTEXT_BLOCKS", 3)
+    for i in range(7):
+        seen = only_reply(await rig.call(ECHO, {}, cid=f"n1.c{i}"))["payload"]["metadata"]
+        assert seen["wsgate-connection-id"] == f"n1.c{i}"
+        assert 1 <= len(rig.invoker._context_blocks) <= 3
+
+
 async def test_an_absent_context_field_is_left_out(rig: Rig) -> None:
     seen = only_reply(await rig.call(ECHO, {}))["payload"]["metadata"]
     assert "wsgate-user" not in seen and "wsgate-channel" not in seen

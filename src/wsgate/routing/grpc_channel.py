@@ -8,7 +8,11 @@ the calls (grpcio stays for reflection): a unary call costs a fraction of
 grpcio's CPU (bench/grpc_clients.py; figures in bench/README.md).
 
 - :meth:`Channel.unary`: one request message, one answer message; the
-  deadline goes as ``grpc-timeout`` and is also a local timer.
+  deadline goes as ``grpc-timeout`` and is also kept locally: one timer per
+  connection, armed for its earliest deadline and re-armed only when it
+  fires (a channel's calls share one timeout, so deadlines grow in start
+  order), as ``http1_conn`` does; a ``call_later`` and its ``cancel`` per call
+  cost more than the rest of the call's client side (bench/README.md).
 - :meth:`Channel.stream`: a :class:`ServerStream`, an async iterator of the
   answer messages with ``cancel()`` (RST_STREAM CANCEL). Its queue holds
   what the stream window let the server send ahead of the reader: bounded.
@@ -61,6 +65,38 @@ class _Conn(asyncio.Protocol):
         self.h2 = H2Client(max_message=channel.max_message)
         self.transport: asyncio.Transport | None = None
         self._flushing = False
+        self.timer: asyncio.TimerHandle | None = None
+        """Armed for ``timer_at``, the earliest deadline of the unary calls on this connection."""
+        self.timer_at = 0.0
+
+    def watch(self, call: UnaryCall, deadline: float) -> None:
+        """Keep ``call``'s deadline (``loop.time()``): it ends ``DEADLINE_EXCEEDED`` then."""
+        call.deadline = deadline
+        if self.timer is None or deadline < self.timer_at:
+            self._arm(deadline)
+
+    def _arm(self, deadline: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = deadline
+        self.timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        now = asyncio.get_running_loop().time()
+        due: list[tuple[Stream, UnaryCall]] = []
+        first = float("inf")
+        for stream in self.h2.streams.values():
+            call = stream.listener
+            if isinstance(call, UnaryCall):
+                if call.deadline <= now:
+                    due.append((stream, call))
+                else:
+                    first = min(first, call.deadline)
+        for stream, call in due:
+            self.channel._expire(self, stream, call)
+        if first != float("inf") and self.timer is None:
+            self._arm(first)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # (uvloop's is no subclass)
@@ -76,6 +112,9 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.h2.lost()
         self.channel._dropped(self)
 
@@ -111,11 +150,12 @@ class UnaryCall:
     ``None`` with ``error`` set) to use :meth:`Channel.start_unary`.
     """
 
-    __slots__ = ("answer", "ended", "timer")
+    __slots__ = ("answer", "deadline", "ended")
 
     def __init__(self) -> None:
         self.answer: bytes | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
+        """When the call ends ``DEADLINE_EXCEEDED`` (``loop.time()``; its connection's timer)."""
         self.ended = False
 
     def message(self, data: bytes) -> None:
@@ -123,9 +163,6 @@ class UnaryCall:
             self.answer = data
 
     def end(self, status: int, details: str) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if self.ended:
             return
         self.ended = True
@@ -210,12 +247,11 @@ class Channel:
         call = _Unary(future)
         stream = conn.h2.open(self.prefix(path) + metadata, request, call)
         conn.flush_soon()
-        call.timer = loop.call_later(timeout_s, self._expire, conn, stream, call)
+        conn.watch(call, loop.time() + timeout_s)
         try:
             return await future
         except asyncio.CancelledError:
-            if call.timer is not None:
-                call.timer.cancel()
+            call.ended = True
             conn.h2.reset(stream)
             conn.after()
             raise
@@ -231,10 +267,9 @@ class Channel:
         conn = self._conn
         if conn is None or not conn.h2.can_open() or len(request) > self.max_message:
             return False
-        stream = conn.h2.open(self.prefix(path) + metadata, request, call)
+        conn.h2.open(self.prefix(path) + metadata, request, call)
         conn.flush_soon()
-        loop = asyncio.get_running_loop()
-        call.timer = loop.call_later(timeout_s, self._expire, conn, stream, call)
+        conn.watch(call, asyncio.get_running_loop().time() + timeout_s)
         return True
 
     def stream(self, path: str, request: bytes, metadata: bytes) -> ServerStream:
@@ -259,7 +294,6 @@ class Channel:
     # Internals -----------------------------------------------------------------
 
     def _expire(self, conn: _Conn, stream: Stream, call: UnaryCall) -> None:
-        call.timer = None
         conn.h2.reset(stream)
         conn.after()
         call.end(4, "deadline exceeded (gateway)")

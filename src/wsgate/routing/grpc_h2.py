@@ -42,6 +42,7 @@ What a gRPC client must handle, and where:
 from __future__ import annotations
 
 import base64
+import struct
 from collections.abc import Iterable
 from typing import Final, Protocol
 from urllib.parse import unquote
@@ -53,7 +54,10 @@ __all__ = [
     "H2Client",
     "Listener",
     "Stream",
+    "metadata_block",
+    "metadata_name",
     "request_prefix",
+    "timeout_header",
 ]
 
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -84,6 +88,11 @@ CONNECTION_WINDOW: Final = 1 << 22
 MAX_HEADER_BLOCK: Final = 1 << 16
 """Our SETTINGS_MAX_HEADER_LIST_SIZE, and the bound on a block being assembled."""
 MAX_STREAM_ID: Final = (1 << 31) - 1
+
+_HEAD: Final = struct.Struct(">IBI")
+"""A frame header (§4.1) as three fields: length << 8 | type, flags, stream id."""
+_PREFIX: Final = struct.Struct(">BI")
+"""A Length-Prefixed-Message's prefix: compressed flag, length."""
 
 STATUS_NAMES: Final = (
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -123,8 +132,8 @@ class Stream:
         self.send_window = send_window
         self.pending = b""
         """Request bytes the peer's window did not take yet (at most one message)."""
-        self.buffer = bytearray()
-        """A message being assembled (at most 5 + ``max_message`` bytes)."""
+        self.buffer: bytearray | None = None
+        """A message being assembled (at most 5 + ``max_message`` bytes); made when one is."""
         self.headers_seen = False
         self.owed = 0
         """Bytes received and not yet granted back on the stream's window."""
@@ -175,15 +184,21 @@ _TIMEOUTS: dict[float, bytes] = {}
 """Deadline -> its ``grpc-timeout`` field (bounded like ``_NAMES``)."""
 
 
+def metadata_name(key: str) -> bytes:
+    """The first bytes of a literal without indexing named ``key``: its value's length follows."""
+    name = _NAMES.get(key)
+    if name is None:
+        name = b"\x00" + _string(key.encode())
+        if len(_NAMES) < 256:  # the gateway's keys are a dozen
+            _NAMES[key] = name
+    return name
+
+
 def metadata_block(pairs: Iterable[tuple[str, str | bytes]]) -> bytes:
     """Call metadata as literals; a ``-bin`` key's bytes go base64 (gRPC's binary headers)."""
     out = bytearray()
     for key, value in pairs:
-        name = _NAMES.get(key)
-        if name is None:
-            name = b"\x00" + _string(key.encode())
-            if len(_NAMES) < 256:  # the gateway's keys are a dozen
-                _NAMES[key] = name
+        name = metadata_name(key)
         if isinstance(value, bytes):
             data = base64.b64encode(value).rstrip(b"=") if key.endswith("-bin") else value
         else:
@@ -207,8 +222,7 @@ def timeout_header(timeout_s: float) -> bytes:
 
 
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream_id.to_bytes(4, "big") \
-        + payload
+    return _HEAD.pack(len(payload) << 8 | kind, flags, stream_id) + payload
 
 
 class H2Client:
@@ -227,8 +241,8 @@ class H2Client:
 
         self._decoder = hpack.Decoder()
         self._decoder.max_header_list_size = MAX_HEADER_BLOCK
-        self._decoded: dict[bytes, list[tuple[str, str]]] = {}
-        """Header blocks of indexed fields only -> their headers, while the table stays put."""
+        self._decoded: dict[bytes, _Block] = {}
+        """Header blocks of indexed fields only -> what they say, while the table stays put."""
         self._block = bytearray()
         self._block_stream = 0
         self._block_end = False
@@ -256,8 +270,11 @@ class H2Client:
         )
 
     def data_to_send(self) -> bytes:
-        out, self._out = self._out, []
-        return b"".join(out)
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def can_open(self) -> bool:
         """Whether a new call may start now (open, no GOAWAY, ids left, under the peer's cap)."""
@@ -283,7 +300,7 @@ class H2Client:
         stream = Stream(sid, listener, self._peer_initial)
         self.streams[sid] = stream
         self._send_headers(sid, block)
-        stream.pending = b"\x00" + len(message).to_bytes(4, "big") + message
+        stream.pending = _PREFIX.pack(0, len(message)) + message
         self._flush(stream)
         return stream
 
@@ -307,28 +324,34 @@ class H2Client:
         """Frames from the peer; a protocol error closes the connection (GOAWAY, calls end)."""
         if self.closed:
             return
-        buf = self._in
-        buf += data
+        if self._in:  # a frame's start came with the last read
+            self._in += data
+            buf = bytes(self._in)
+            self._in.clear()
+        else:  # the common case: parse the read itself, copying each payload once
+            buf = bytes(data)
         pos, size = 0, len(buf)
+        unpack = _HEAD.unpack_from
         try:
             while size - pos >= 9:
-                length = int.from_bytes(buf[pos : pos + 3], "big")
+                head, flags, sid = unpack(buf, pos)
+                length = head >> 8
                 if length > MAX_FRAME:
                     raise _ConnectionError(FRAME_SIZE_ERROR, "frame over MAX_FRAME_SIZE")
                 end = pos + 9 + length
                 if end > size:
                     break
-                kind, flags = buf[pos + 3], buf[pos + 4]
-                sid = int.from_bytes(buf[pos + 5 : pos + 9], "big") & MAX_STREAM_ID
-                payload = bytes(buf[pos + 9 : end])
+                kind = head & 0xFF
+                payload = buf[pos + 9 : end]
                 pos = end
                 if self._block_stream and kind != CONTINUATION:
                     raise _ConnectionError(PROTOCOL_ERROR, "CONTINUATION expected")
-                self._frame(kind, flags, sid, payload)
+                self._frame(kind, flags, sid & MAX_STREAM_ID, payload)
         except _ConnectionError as exc:
             self._error(exc.code, exc.reason)
             return
-        del buf[:pos]
+        if pos < size and not self.closed:
+            self._in += memoryview(buf)[pos:]
 
     # Frames ----------------------------------------------------------------------
 
@@ -380,11 +403,13 @@ class H2Client:
             payload = _unpad(payload)
         stream.owed += n
         buf = stream.buffer
-        whole = len(payload) >= 5 and len(payload) == 5 + int.from_bytes(payload[1:5], "big")
+        whole = len(payload) >= 5 and len(payload) == 5 + _PREFIX.unpack_from(payload)[1]
         if whole and not buf:  # the common case: one whole message in one frame
             if not self._message(stream, payload[0], payload[5:]):
                 return
         elif payload:
+            if buf is None:
+                buf = stream.buffer = bytearray()
             buf += payload
             while len(buf) >= 5:
                 length = int.from_bytes(buf[1:5], "big")
@@ -433,14 +458,14 @@ class H2Client:
             fragment = bytes(block)
             block.clear()
         self._block_stream = 0
-        headers = self._decoded.get(fragment)
-        if headers is None:
-            headers = self._decode(fragment)
+        said = self._decoded.get(fragment)
+        if said is None:
+            said = self._decode(fragment)
         stream = self.streams.get(sid)
         if stream is not None:
-            self._headers(stream, headers, bool(flags & END_STREAM))
+            self._headers(stream, said, bool(flags & END_STREAM))
 
-    def _decode(self, block: bytes) -> list[tuple[str, str]]:
+    def _decode(self, block: bytes) -> _Block:
         """Decode ``block``; remember it if it is indexed fields only (the common answer).
 
         A block whose every byte has the high bit set is single-byte indexed
@@ -454,40 +479,25 @@ class H2Client:
             headers: list[tuple[str, str]] = list(decoded)  # type: ignore[arg-type]
         except Exception as exc:  # hpack's errors: the connection's table is lost
             raise _ConnectionError(COMPRESSION_ERROR, f"header block: {exc}") from None
+        said = _Block(headers)
         if block and min(block) >= 0x80:
             if len(self._decoded) < 64:
-                self._decoded[block] = headers
+                self._decoded[block] = said
         else:
             self._decoded.clear()
-        return headers
+        return said
 
-    def _headers(self, stream: Stream, headers: list[tuple[str, str]], end: bool) -> None:
+    def _headers(self, stream: Stream, said: _Block, end: bool) -> None:
         if not stream.headers_seen and not end:  # the response headers
             stream.headers_seen = True
-            for name, value in headers:
-                if name == ":status" and value != "200":
-                    code = _HTTP_STATUS.get(int(value) if value.isdigit() else 0, 2)
-                    self._end(stream, code, f"HTTP status {value}", reset=True)
-                    return
+            if said.http is not None and said.http != "200":
+                code = _HTTP_STATUS.get(int(said.http) if said.http.isdigit() else 0, 2)
+                self._end(stream, code, f"HTTP status {said.http}", reset=True)
             return
         if not end:
             self._end(stream, 13, "a second header block without END_STREAM", reset=True)
             return
-        status: int | None = None
-        details = ""
-        http = "200"
-        for name, value in headers:  # trailers, or trailers-only
-            if name == "grpc-status":
-                status = int(value) if value.isdigit() else 2
-            elif name == "grpc-message":
-                details = unquote(value)
-            elif name == ":status":
-                http = value
-        if status is None:
-            code = int(http) if http.isdigit() else 0
-            status = 13 if code == 200 else _HTTP_STATUS.get(code, 2)
-            details = details or f"no grpc-status (HTTP {http})"
-        self._end(stream, status, details)
+        self._end(stream, said.status, said.details)  # trailers, or trailers-only
 
     def _settings(self, payload: bytes) -> None:
         if len(payload) % 6:
@@ -539,6 +549,13 @@ class H2Client:
     def _flush(self, stream: Stream) -> None:
         """Send what the windows allow of ``stream``'s request; END_STREAM with its last byte."""
         data = stream.pending
+        n = len(data)
+        if n and n <= stream.send_window and n <= self._peer_window and n <= self._peer_frame:
+            stream.send_window -= n  # the common case: the whole request in one frame
+            self._peer_window -= n
+            self._out.append(_frame(DATA, END_STREAM, stream.id, data))
+            stream.pending = b""
+            return
         while data:
             n = min(len(data), stream.send_window, self._peer_window, self._peer_frame)
             if n <= 0:
@@ -578,6 +595,34 @@ class H2Client:
         self.closed = True
         self._in.clear()
         self._fail_from(0, f"connection error: {reason}")
+
+
+class _Block:
+    """What a decoded header block says: its ``:status``, and as trailers the call's end."""
+
+    __slots__ = ("details", "http", "status")
+
+    def __init__(self, headers: list[tuple[str, str]]) -> None:
+        status: int | None = None
+        details = ""
+        http: str | None = None
+        for name, value in headers:
+            if name == "grpc-status":
+                status = int(value) if value.isdigit() else 2
+            elif name == "grpc-message":
+                details = unquote(value)
+            elif name == ":status" and http is None:
+                http = value
+        self.http = http
+        """The first ``:status``, ``None`` when absent (fine for response headers)."""
+        if status is None:  # as trailers: no grpc-status
+            shown = http or "200"
+            code = int(shown) if shown.isdigit() else 0
+            status = 13 if code == 200 else _HTTP_STATUS.get(code, 2)
+            details = details or f"no grpc-status (HTTP {shown})"
+        self.status = status
+        """As trailers: the call's gRPC status."""
+        self.details = details
 
 
 class _ConnectionError(Exception):

@@ -14,7 +14,11 @@ The request carries the context as metadata: ``wsgate-connection-id``,
 ``wsgate-user`` (when signed in), ``wsgate-organization`` (the hub),
 ``wsgate-channel`` (when ``meta.channel`` is set), ``wsgate-request-id``
 and ``traceparent`` (passed through or generated). A value that is not
-printable ASCII goes as ``<key>-bin`` (its UTF-8 bytes).
+printable ASCII goes as ``<key>-bin`` (its UTF-8 bytes). The first four
+and ``grpc-timeout`` are the same for every call of a connection in a
+channel: their encoded block is kept per (connection, user, hub, channel,
+deadline), at most
+:data:`MAX_CONTEXT_BLOCKS` of them (the map is emptied when full).
 
 The answer is one reply action: type :attr:`Method.reply_type`, payload the
 response's JSON form; the Upstream sets ``meta.inReplyTo``. Failures are
@@ -50,7 +54,7 @@ from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.grpc_channel import Channel, GrpcCallError, UnaryCall
-from wsgate.routing.grpc_h2 import metadata_block, timeout_header
+from wsgate.routing.grpc_h2 import metadata_block, metadata_name, timeout_header
 from wsgate.routing.grpc_stream import Stream, StreamSink
 from wsgate.routing.grpc_transcode import Method, Refused
 from wsgate.routing.instances import Instance, Service
@@ -91,6 +95,9 @@ CHANNEL_OPTIONS: Final = (
     ("grpc.max_reconnect_backoff_ms", 2000),
 )
 """Reflection's channel: no proxy from the environment; a restarted target is back within 2 s."""
+
+MAX_CONTEXT_BLOCKS: Final = 4096
+"""Contexts whose metadata block the invoker keeps encoded (about 100 bytes each)."""
 
 MAX_MESSAGE: Final = 4 << 20
 """Default bound on a request or answer message, grpcio's default receive limit."""
@@ -138,6 +145,9 @@ class GrpcInvoker:
         self._outcomes = Outcomes(log, "target")
         self._streams: set[Stream] = set()
         """Open streams; bounded by the Upstream's stream caps, each removed at its end."""
+        self._context_blocks: dict[tuple[str, str, str, str | None, float | None], bytes] = {}
+        """(connection, user, hub, channel, deadline) -> their metadata (with
+        ``grpc-timeout``); see :data:`MAX_CONTEXT_BLOCKS`."""
         self._closed = False
 
     # Discovery's side --------------------------------------------------------
@@ -214,8 +224,7 @@ class GrpcInvoker:
         except Refused:
             return False  # the task path answers it
         timeout_s = pool.timeout_ms / 1000
-        metadata = metadata_block(_metadata(context, ensure_traceparent(traceparent)))
-        metadata += timeout_header(timeout_s)
+        metadata = self._metadata(context, ensure_traceparent(traceparent), timeout_s)
         call = _Answer(self, service, inst, method, done)
         return state.calls.start_unary(method.path, request, metadata, timeout_s, call)
 
@@ -322,7 +331,7 @@ class GrpcInvoker:
             except Refused as exc:
                 stream.finish(ErrorCode.BAD_REQUEST.value, str(exc))
                 return
-            metadata = metadata_block(_metadata(context, ensure_traceparent(traceparent)))
+            metadata = self._metadata(context, ensure_traceparent(traceparent))
             call = state.caller().stream(method.path, _serialize(request), metadata)
             target: Instance = inst
             streamed: Method = method
@@ -345,6 +354,29 @@ class GrpcInvoker:
             pool.slots.release()
 
     # Internals ---------------------------------------------------------------
+
+    def _metadata(
+        self, context: InvocationContext, traceparent: str, timeout_s: float | None = None
+    ) -> bytes:
+        """The context as a metadata block (see the module docstring), with ``grpc-timeout``
+        unless ``timeout_s`` is ``None`` (a stream)."""
+        key = (context.connectionId, context.userId, context.hub, context.channel, timeout_s)
+        fixed = self._context_blocks.get(key)
+        if fixed is None:
+            if len(self._context_blocks) >= MAX_CONTEXT_BLOCKS:
+                self._context_blocks.clear()
+            pairs = _pairs(zip(_CONTEXT_KEYS, key[:4], strict=True))
+            fixed = metadata_block(pairs)
+            if timeout_s is not None:
+                fixed += timeout_header(timeout_s)
+            self._context_blocks[key] = fixed
+        rid = context.requestId
+        if rid and len(rid) < 127 and rid.isascii() and rid.isprintable():  # the common case
+            fixed += _REQUEST_ID + bytes((len(rid),)) + rid.encode()
+        else:
+            fixed += metadata_block(_pairs((("wsgate-request-id", rid),)))
+        # A traceparent from ensure_traceparent: 55 characters of [0-9a-f-] (W3C §3.2).
+        return fixed + _TRACEPARENT + bytes((len(traceparent),)) + traceparent.encode()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -400,8 +432,7 @@ class GrpcInvoker:
                 request = method.encode(_payload(action.payload))
             except Refused as exc:
                 return _refusal(str(exc))
-            metadata = metadata_block(_metadata(context, ensure_traceparent(traceparent)))
-            metadata += timeout_header(timeout_s)
+            metadata = self._metadata(context, ensure_traceparent(traceparent), timeout_s)
             channel = state.caller()
             return await self._send(service, inst, method, channel, request, metadata, timeout_s)
         finally:
@@ -514,21 +545,24 @@ def _refusal(message: str) -> InvocationResult:
     return InvocationResult(replies=[error])
 
 
-def _metadata(context: InvocationContext, traceparent: str) -> tuple[tuple[str, str | bytes], ...]:
-    """The context as gRPC metadata (see the module docstring)."""
-    pairs: list[tuple[str, str | bytes]] = []
-    for key, value in (
-        ("wsgate-connection-id", context.connectionId),
-        ("wsgate-user", context.userId),
-        ("wsgate-organization", context.hub),
-        ("wsgate-channel", context.channel or ""),
-        ("wsgate-request-id", context.requestId),
-        ("traceparent", traceparent),
-    ):
+_CONTEXT_KEYS: Final = (
+    "wsgate-connection-id", "wsgate-user", "wsgate-organization", "wsgate-channel",
+)  # fmt: skip
+"""The metadata keys of an :class:`InvocationContext`'s connection, user, hub and channel."""
+_REQUEST_ID: Final = metadata_name("wsgate-request-id")
+_TRACEPARENT: Final = metadata_name("traceparent")
+
+
+def _pairs(
+    pairs: Iterable[tuple[str, str | None]],
+) -> tuple[tuple[str, str | bytes], ...]:
+    """Metadata pairs: empty values left out, a value not printable ASCII as ``<key>-bin``."""
+    out: list[tuple[str, str | bytes]] = []
+    for key, value in pairs:
         if not value:
             continue
         if value.isascii() and value.isprintable():
-            pairs.append((key, value))
+            out.append((key, value))
         else:
-            pairs.append((f"{key}-bin", value.encode()))
-    return tuple(pairs)
+            out.append((f"{key}-bin", value.encode()))
+    return tuple(out)
