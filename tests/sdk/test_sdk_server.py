@@ -35,6 +35,8 @@ class Gates:
     def __init__(self) -> None:
         self.events: dict[str, asyncio.Event] = {}
         self.entered: list[str] = []
+        self.tasks: list[asyncio.Task[Any] | None] = []
+        """``asyncio.current_task()`` as each plain ``def`` handler saw it."""
 
     def event(self, key: str) -> asyncio.Event:
         return self.events.setdefault(key, asyncio.Event())
@@ -58,6 +60,19 @@ def build(gates: Gates | None = None) -> sdk.Service:
     @service.action("svc/REFUSE")
     async def refuse(action: dict[str, Any], ctx: sdk.Context) -> None:
         raise sdk.Refused("not you")
+
+    @service.action("sync/ECHO")
+    def sync_echo(action: dict[str, Any], ctx: sdk.Context) -> dict[str, Any]:
+        gates.tasks.append(asyncio.current_task())
+        return {"type": "sync/ECHOED", "payload": action.get("payload")}
+
+    @service.action("sync/REFUSE")
+    def sync_refuse(action: dict[str, Any], ctx: sdk.Context) -> None:
+        raise sdk.Refused("not you either")
+
+    @service.action("sync/BOOM")
+    def sync_boom(action: dict[str, Any], ctx: sdk.Context) -> None:
+        raise RuntimeError("secret detail")
 
     return service
 
@@ -389,13 +404,60 @@ async def test_pipelined_answers_ready_together_go_out_in_one_write() -> None:
             writes.append(len(data))
             real(data)
 
+        def counting_lines(data: Any) -> None:
+            writes.append(sum(map(len, data)))
+            real_lines(data)
+
+        real_lines = conn.transport.writelines
         conn.transport.write = counting  # type: ignore[method-assign]
+        conn.transport.writelines = counting_lines  # type: ignore[method-assign]
         c.writer.write(b"".join(request(invocation("svc/ECHO", i)) for i in range(8)))
         got = await c.read(9)
         assert [
             msgspec.json.decode(b)["reply"][0]["payload"]["got"] for _, b, _ in got[1:]
         ] == list(range(8))
         assert len(writes) <= 2, writes  # one per read of requests (8 when written one by one)
+        # plain def handlers: answered in the parser, written once the read is parsed
+        writes.clear()
+        c.writer.write(b"".join(request(invocation("sync/ECHO", i)) for i in range(8)))
+        got = await c.read(17)
+        assert [msgspec.json.decode(b)["reply"][0]["payload"] for _, b, _ in got[9:]] == list(
+            range(8)
+        )
+        assert len(writes) <= 2, writes
+
+
+async def test_plain_def_handlers_answer_without_a_task_in_order_with_coroutine_ones() -> None:
+    gates = Gates()
+    async with builtin(build(gates)) as server, connect(server.port) as c:
+        # a coroutine handler still waiting, then plain ones (answered at once), then errors
+        c.writer.write(
+            request(invocation("svc/WAIT", "w"))
+            + request(invocation("sync/ECHO", 1))
+            + request(invocation("sync/REFUSE"))
+            + request(invocation("sync/BOOM"))
+            + request(invocation("sync/ECHO", 2))
+        )
+        await eventually(lambda: gates.entered == ["w"] and len(gates.tasks) == 2, what="ran")
+        assert gates.tasks == [None, None]  # called from the parser, not in a task
+        assert c.answers.got == []  # nothing overtakes the first request's answer
+        gates.event("w").set()
+        got = await c.read(5)
+        assert [status for status, _, _ in got] == [200, 200, 403, 500, 200]
+        assert [msgspec.json.decode(b) for _, b, _ in got[1:]] == [
+            {"reply": [{"type": "sync/ECHOED", "payload": 1}]},
+            {"error": "not you either"},
+            {"error": "handler failed"},
+            {"reply": [{"type": "sync/ECHOED", "payload": 2}]},
+        ]
+        assert not c.closed
+
+
+async def test_plain_def_handlers_under_uvicorn_answer_the_same() -> None:
+    gates = Gates()
+    async with under_uvicorn(build(gates)) as port:
+        for type_, status in (("sync/ECHO", 200), ("sync/REFUSE", 403), ("sync/BOOM", 500)):
+            assert await statuses(port, request(invocation(type_, 1))) == [status]
 
 
 RUN_SCRIPT = """

@@ -41,6 +41,7 @@ import contextlib
 import logging
 import signal
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final, Protocol, cast
@@ -72,8 +73,8 @@ class Responder(Protocol):
     def route(self, method: bytes, path: bytes) -> Answer | None:
         """``None`` to read the body and :meth:`respond`; else the answer, body unread."""
 
-    async def respond(self, signature: str | None, body: bytes) -> Answer:
-        """The answer to a request for this path (never raises)."""
+    def dispatch(self, signature: str | None, body: bytes) -> Answer | Awaitable[Answer]:
+        """The answer to a request for this path, or an awaitable of it (never raises)."""
 
 
 @dataclass(frozen=True)
@@ -98,15 +99,31 @@ class ServerLimits:
     """The listening socket's backlog."""
 
 
+_HEADS: dict[int, bytes] = {}
+"""Prebuilt answer heads up to ``Content-Length: ``, by ``status << 2 | has body << 1 |
+close``; bounded by :data:`_HEADS_MAX` (the statuses a service answers are a handful)."""
+_HEADS_MAX: Final = 256
+
+
+def _head(key: int) -> bytes:
+    status = key >> 2
+    head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
+    if key & 2:
+        head += b"Content-Type: application/json\r\n"
+    if key & 1:
+        head += b"Connection: close\r\n"
+    head += b"Content-Length: "
+    if len(_HEADS) < _HEADS_MAX:
+        _HEADS[key] = head
+    return head
+
+
 def render(answer: Answer, close: bool) -> bytes:
     """The bytes of an HTTP/1.1 answer with ``Content-Length`` (and ``Connection: close``)."""
     status, body = answer
-    head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
-    if body:
-        head += b"Content-Type: application/json\r\n"
-    if close:
-        head += b"Connection: close\r\n"
-    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    key = status << 2 | (2 if body else 0) | close
+    head = _HEADS.get(key) or _head(key)
+    return b"%s%d\r\n\r\n%s" % (head, len(body), body)
 
 
 class _Fatal(Exception):
@@ -138,6 +155,8 @@ class _Conn(asyncio.Protocol):
         self.server = server
         self.service = server.service
         self.limits = server.limits
+        self.loop = server.loop
+        self.time = server.loop.time
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.pending: deque[_Slot] = deque()
@@ -156,6 +175,8 @@ class _Conn(asyncio.Protocol):
         self.write_paused = False
         self.flush_soon = False
         """A flush is scheduled for the next loop iteration."""
+        self.ready = False
+        """Answers were made in this feed: flush after it (one write per read)."""
         self.url = b""
         self.head_size = 0
         self.signature: str | None = None
@@ -172,7 +193,7 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
             return
         self.server.conns.add(self)
-        self.deadline = self.server.now() + self.limits.idle_timeout_s
+        self.deadline = self.time() + self.limits.idle_timeout_s
 
     def data_received(self, data: bytes) -> None:
         step = self.limits.max_header_bytes
@@ -206,6 +227,8 @@ class _Conn(asyncio.Protocol):
                 self.head_raw += len(data)
                 if self.head_raw > self.limits.max_header_bytes:
                     self._fail(431)
+        if self.ready:
+            self._flush()
 
     def eof_received(self) -> bool | None:
         self.closing = True
@@ -223,7 +246,7 @@ class _Conn(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        self.deadline = self.server.now() + self.limits.request_timeout_s
+        self.deadline = self.time() + self.limits.request_timeout_s
         self._pause_reading()
 
     def resume_writing(self) -> None:
@@ -245,7 +268,7 @@ class _Conn(asyncio.Protocol):
         self.reject = None
         self.chunks = []
         self.body_size = 0
-        self.deadline = self.server.now() + self.limits.request_timeout_s
+        self.deadline = self.time() + self.limits.request_timeout_s
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -284,26 +307,26 @@ class _Conn(asyncio.Protocol):
         close = not self.parser.should_keep_alive()
         if close:
             self.closing = True
-        if self.reject is not None:
-            self.pending.append(_Slot(render(self.reject, close)))
-            self._flush()
-        else:
+        answer: Answer | Awaitable[Answer] | None = self.reject
+        if answer is None:
             body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+            answer = self.service.dispatch(self.signature, body)
+        if isinstance(answer, tuple):  # answered now: written once this read is parsed
+            self.pending.append(_Slot(render(answer, close)))
+            self.ready = True
+        else:
             slot = _Slot()
             self.pending.append(slot)
-            slot.task = asyncio.get_running_loop().create_task(
-                self._run(slot, self.signature, body, close)
-            )
-            if len(self.pending) >= self.limits.max_pipeline:
-                self._pause_reading()
+            slot.task = self.loop.create_task(self._run(slot, answer, close))
+        if len(self.pending) >= self.limits.max_pipeline:
+            self._pause_reading()
         self.chunks = []
         self._rearm()
 
     # -- answering --------------------------------------------------------------------------
 
-    async def _run(self, slot: _Slot, signature: str | None, body: bytes, close: bool) -> None:
-        answer = await self.service.respond(signature, body)
-        slot.data = render(answer, close)
+    async def _run(self, slot: _Slot, answer: Awaitable[Answer], close: bool) -> None:
+        slot.data = render(await answer, close)
         slot.task = None
         if len(self.pending) == 1:
             self._flush()  # alone: at once
@@ -311,7 +334,7 @@ class _Conn(asyncio.Protocol):
             # others were asked with it: they finish in this loop iteration too if they
             # can, so write them all in the next one, together
             self.flush_soon = True
-            asyncio.get_running_loop().call_soon(self._flush_later)
+            self.loop.call_soon(self._flush_later)
 
     def _flush_later(self) -> None:
         self.flush_soon = False
@@ -319,6 +342,7 @@ class _Conn(asyncio.Protocol):
 
     def _flush(self) -> None:
         """Write the answers ready at the head of ``pending``, in order, in one write."""
+        self.ready = False
         pending = self.pending
         out: list[bytes] = []
         while pending and pending[0].data is not None:
@@ -326,7 +350,10 @@ class _Conn(asyncio.Protocol):
         transport = self.transport
         if not out or transport is None or transport.is_closing():
             return
-        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if len(out) == 1:
+            transport.write(out[0])
+        else:
+            transport.writelines(out)  # one writev, no join
         if self.closing and not pending:
             transport.close()
             return
@@ -352,7 +379,7 @@ class _Conn(asyncio.Protocol):
         if self.pending:
             self.deadline = 0.0  # waiting on handlers: the caller's timeout, not ours
         else:
-            self.deadline = self.server.now() + self.limits.idle_timeout_s
+            self.deadline = self.time() + self.limits.idle_timeout_s
 
     def _pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None:
@@ -410,6 +437,12 @@ class HttpServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._empty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop served on (set by :meth:`start`)."""
+        assert self._loop is not None, "start() first"
+        return self._loop
 
     @property
     def port(self) -> int:
