@@ -151,10 +151,19 @@ class _Slot:
 class _Conn(asyncio.Protocol):
     """One client connection: parser callbacks, the answer queue, the deadline."""
 
+    __slots__ = (
+        "body_size", "chunks", "closing", "deadline", "flush_soon", "head_raw", "head_size",
+        "in_head", "in_message", "limits", "loop", "max_body", "max_head", "parser", "pending",
+        "read_paused", "read_size", "ready", "reject", "server", "service", "signature", "time",
+        "transport", "url", "write_paused",
+    )  # fmt: skip
+
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.service = server.service
         self.limits = server.limits
+        self.max_head = server.limits.max_header_bytes
+        self.max_body = server.service.max_body_bytes
         self.loop = server.loop
         self.time = server.loop.time
         self.parser = httptools.HttpRequestParser(self)
@@ -266,8 +275,7 @@ class _Conn(asyncio.Protocol):
         self.head_size = 0
         self.signature = None
         self.reject = None
-        self.chunks = []
-        self.body_size = 0
+        self.body_size = 0  # (chunks: emptied when the last message completed)
         self.deadline = self.time() + self.limits.request_timeout_s
 
     def on_url(self, url: bytes) -> None:
@@ -276,8 +284,8 @@ class _Conn(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         n = len(name)
-        self.head_size += n + len(value) + 4
-        if self.head_size > self.limits.max_header_bytes:
+        size = self.head_size = self.head_size + n + len(value) + 4
+        if size > self.max_head:
             raise _Fatal(431)
         # two names matter: compare lengths before case-folding
         if n == _SIGNATURE_LEN and name.lower() == _SIGNATURE:
@@ -286,7 +294,7 @@ class _Conn(asyncio.Protocol):
             n == 14
             and name.lower() == b"content-length"
             and value.strip().isdigit()
-            and int(value) > self.service.max_body_bytes
+            and int(value) > self.max_body
         ):
             raise _Fatal(413)
 
@@ -298,7 +306,7 @@ class _Conn(asyncio.Protocol):
         if self.reject is not None:
             return  # read and dropped: the answer is already known
         self.body_size += len(body)
-        if self.body_size > self.service.max_body_bytes:
+        if self.body_size > self.max_body:
             raise _Fatal(413)
         self.chunks.append(body)
 
