@@ -23,7 +23,7 @@ Two measures, per mode, in the same run:
 
     python bench/sdk_server.py --callgrind /tmp/cg --requests 4000
     flock /tmp/wsgate-bench.lock python bench/sdk_server.py --requests 40000 --rounds 3
-    PYTHONPATH=/tmp/base/src python bench/sdk_server.py ...   # the service of another tree
+    python bench/sdk_server.py --base-src /tmp/base/src --base-modes sdk lean  # + MODE@base
 
 Bounded: every wait has a timeout; a window is ``--requests`` requests.
 """
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -150,16 +151,30 @@ async def drive(port: int, conns: int, pipeline: int, total: int) -> float:
     return elapsed
 
 
-def start(mode: str, workdir: Path, callgrind: Path | None) -> ServerProcess:
+def start(
+    name: str, workdir: Path, callgrind: Path | None, base_src: Path | None
+) -> ServerProcess:
+    """``name`` is a mode, or ``mode@base``: the service of ``base_src`` (its ``wsgate``)."""
+    mode, _, base = name.partition("@")
     port = free_port()
     argv = [sys.executable, str(BENCH / "echo_service.py"), "--port", str(port), "--mode", mode]
     if callgrind is not None:
-        out = callgrind / f"service-{mode}.callgrind"
+        out = callgrind / f"service-{name}.callgrind"
         argv = [
             "valgrind", "--tool=callgrind", "--instr-atstart=no",
             f"--callgrind-out-file={out}", *argv,
         ]  # fmt: skip
-    srv = ServerProcess(mode, argv, workdir / f"{mode}-{port}.log", "listening on ", 120.0)
+    saved = os.environ.get("PYTHONPATH")
+    if base:  # ServerProcess's child_env() puts this first
+        assert base_src is not None
+        os.environ["PYTHONPATH"] = str(base_src)
+    try:
+        srv = ServerProcess(name, argv, workdir / f"{name}-{port}.log", "listening on ", 120.0)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
     srv.port = port  # type: ignore[attr-defined]
     return srv
 
@@ -172,7 +187,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000, help="per window")
     parser.add_argument("--rounds", type=int, default=3, help="windows per mode (wall clock)")
     parser.add_argument("--callgrind", type=Path, metavar="DIR")
+    parser.add_argument(
+        "--base-src", type=Path, metavar="DIR",
+        help="also run --base-modes with the wsgate of this src/ tree, as MODE@base",
+    )  # fmt: skip
+    parser.add_argument("--base-modes", nargs="+", default=["sdk"])
     args = parser.parse_args()
+    if args.base_src is not None:
+        args.modes = [*args.modes, *(f"{m}@base" for m in args.base_modes)]
     pin_self()
     print(f"service source: {gateway_source()}")
     print(f"{args.connections} connections x pipeline {args.pipeline}, {args.requests} requests")
@@ -181,7 +203,7 @@ def main() -> None:
         if args.callgrind is not None:
             args.callgrind.mkdir(parents=True, exist_ok=True)
             for mode in args.modes:
-                srv = start(mode, workdir, args.callgrind)
+                srv = start(mode, workdir, args.callgrind, args.base_src)
                 try:
                     port = srv.port  # type: ignore[attr-defined]
                     uvloop.run(drive(port, args.connections, args.pipeline, 200))  # warm up
@@ -195,7 +217,7 @@ def main() -> None:
                 finally:
                     srv.stop()
             return
-        servers = {mode: start(mode, workdir, None) for mode in args.modes}
+        servers = {mode: start(mode, workdir, None, args.base_src) for mode in args.modes}
         try:
             results: dict[str, list[tuple[float, float]]] = {m: [] for m in args.modes}
             for srv in servers.values():
