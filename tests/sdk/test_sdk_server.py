@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +27,7 @@ from wsgate.routing import InvocationContext, sign
 from wsgate.sdk.server import HttpServer, ServerLimits
 
 SECRET = "s3cret"
+SEEN: contextvars.ContextVar[str] = contextvars.ContextVar("SEEN", default="")
 CTX = InvocationContext(connectionId="n1.abc", userId="u7", hub="acme")
 
 
@@ -65,6 +67,17 @@ def build(gates: Gates | None = None) -> sdk.Service:
     def sync_echo(action: dict[str, Any], ctx: sdk.Context) -> dict[str, Any]:
         gates.tasks.append(asyncio.current_task())
         return {"type": "sync/ECHOED", "payload": action.get("payload")}
+
+    @service.action("sync/CONTEXT")
+    def sync_context(action: dict[str, Any], ctx: sdk.Context) -> dict[str, Any]:
+        before = SEEN.get()
+        SEEN.set(str(action["payload"]))
+        return {"type": "sync/CONTEXT", "payload": before}
+
+    @service.action("eager/ECHO")
+    async def eager_echo(action: dict[str, Any], ctx: sdk.Context) -> dict[str, Any]:
+        gates.tasks.append(asyncio.current_task())  # never awaits: run without a task
+        return {"type": "eager/ECHOED", "payload": action.get("payload")}
 
     @service.action("sync/REFUSE")
     def sync_refuse(action: dict[str, Any], ctx: sdk.Context) -> None:
@@ -451,6 +464,19 @@ async def test_plain_def_handlers_answer_without_a_task_in_order_with_coroutine_
             {"reply": [{"type": "sync/ECHOED", "payload": 2}]},
         ]
         assert not c.closed
+
+
+async def test_never_awaiting_handlers_run_without_a_task_each_in_a_context_of_its_own() -> None:
+    gates = Gates()
+    async with builtin(build(gates)) as server, connect(server.port) as c:
+        c.writer.write(
+            request(invocation("eager/ECHO", 1))
+            + request(invocation("sync/CONTEXT", "a"))
+            + request(invocation("sync/CONTEXT", "b"))
+        )
+        got = await c.read(3)
+        assert [msgspec.json.decode(b)["reply"][0]["payload"] for _, b, _ in got] == [1, "", ""]
+        assert gates.tasks == [None]
 
 
 async def test_plain_def_handlers_under_uvicorn_answer_the_same() -> None:

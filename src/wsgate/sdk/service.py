@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from contextvars import copy_context
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -43,6 +44,7 @@ from wsgate.exceptions import ConfigError, Refused
 from wsgate.protocol.patterns import PatternTable
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.signature import HEADER, verify
+from wsgate.sdk.eager import eager
 from wsgate.sdk.server import Answer, HttpServer, ServerLimits, run
 
 if TYPE_CHECKING:
@@ -86,7 +88,8 @@ HandlerResult = Reply | list[dict[str, Any]] | dict[str, Any] | None
 Handler = Callable[[dict[str, Any], InvocationContext], Awaitable[HandlerResult]]
 """A coroutine handler (``async def``): what every service (HTTP, NATS) takes."""
 SyncHandler = Callable[[dict[str, Any], InvocationContext], HandlerResult]
-"""A plain ``def`` handler (:class:`Service` only): answered without a task."""
+"""A plain ``def`` handler (:class:`Service` only): answered without a task, as is an
+``async def`` one that never awaits (:mod:`wsgate.sdk.eager`)."""
 
 H = TypeVar("H", Handler, SyncHandler)
 
@@ -181,8 +184,8 @@ class Service:
         or plain ``def``: see :data:`SyncHandler`)."""
 
         def register(handler: H) -> H:
-            self._handlers.add(pattern, handler)
-            return handler
+            self._handlers.add(pattern, eager(handler))  # (an async def that never awaits:
+            return handler  # a plain call, see wsgate.sdk.eager)
 
         return register
 
@@ -221,8 +224,8 @@ class Service:
         handler = self._handlers.lookup(action_type)
         if handler is None:
             return error(404, "no handler for this action type")
-        try:
-            result = handler(invocation.action, invocation.context)
+        try:  # in a context of its own, as a task would run it
+            result = copy_context().run(handler, invocation.action, invocation.context)
         except Exception as exc:
             return _failed(action_type, exc)
         if isinstance(result, Awaitable):
