@@ -1,14 +1,17 @@
 """The SDK's built-in HTTP/1.1 server: httptools (llhttp) parsing, one :class:`Responder`.
 
-:class:`HttpServer` serves ``service.route`` / ``service.respond`` (the same
+:class:`HttpServer` serves ``service.route`` / ``service.dispatch`` (the same
 path as the ASGI app) straight from an ``asyncio.Protocol``, with no ASGI or
-framework layer between the socket and the handler. Guarantees:
+framework layer between the socket and the handler: ``dispatch`` runs in the
+parser's ``on_message_complete``, and a handler that answers at once (a plain
+``def``, or an ``async def`` that never awaits) costs no task. Guarantees:
 
 - **keep-alive** (HTTP/1.1 by default, HTTP/1.0 with ``Connection:
   keep-alive``) and **pipelining**: the requests of one connection run
   concurrently and their answers are written in the order they were asked;
-  the answers of requests read together are written together, one write in
-  the loop iteration after they are ready (a lone request's at once);
+  the answers of requests read together are written together: those made in
+  the parser once the read is parsed (one write, ``writelines``), those of
+  tasks in the loop iteration after they are ready (a lone request's at once);
 - **bounds**: a head (request line and headers) over ``max_header_bytes``
   is answered ``431`` and the connection closed (reads are fed to the parser
   in slices of that size, so an unfinished header line held inside httptools

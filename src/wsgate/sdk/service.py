@@ -12,13 +12,15 @@
     # or: uvicorn module:service | Starlette(routes=[Mount("/svc", app=service)])
     # or: web.run_app(service.app(), port=9000)  (aiohttp)
 
-Every way in goes through :meth:`Service.respond`, so the answers are the same
-whichever server runs it. ``X-Wsgate-Signature`` is checked against
-``secret`` (or any of several while rotating) before anything else: a
-missing, bad or stale one gets ``401``. A body that is not an invocation gets
-``400``, an action no handler matches ``404``, :class:`Refused` ``403``, a
-handler that raises ``500`` (details logged, never sent); another path
-``404``, another method ``405``; a body over ``max_body_bytes`` ``413``.
+Every way in goes through :meth:`Service.dispatch` (the built-in server
+straight from its parser; ASGI and aiohttp through :meth:`Service.respond`,
+which awaits it), so the answers are the same whichever server runs it.
+``X-Wsgate-Signature`` is checked against ``secret`` (or any of several while
+rotating) before anything else: a missing, bad or stale one gets ``401``. A
+body that is not an invocation gets ``400``, an action no handler matches
+``404``, :class:`Refused` ``403``, a handler that raises ``500`` (details
+logged, never sent); another path ``404``, another method ``405``; a body over
+``max_body_bytes`` ``413``.
 Handlers return:
 
 - ``None``: ``204`` (nothing now; push later with :class:`~wsgate.sdk.Publisher`);
@@ -26,7 +28,9 @@ Handlers return:
 - :class:`Reply`: replies and publishes (``{"to": target, "action": ...}``).
 
 Handlers are matched like routes: exact type, then the longest ``prefix*``,
-then ``*``.
+then ``*``. A handler may be a plain ``def`` (:data:`SyncHandler`); it, and an
+``async def`` that never awaits (:mod:`wsgate.sdk.eager`), are answered
+without a task. Each handler runs in a ``contextvars`` context of its own.
 """
 
 from __future__ import annotations
