@@ -404,26 +404,40 @@ async def test_requests_pipelined_after_connection_close_are_not_read() -> None:
         assert gates.entered == []
 
 
+def count_writes(transport: asyncio.Transport | None) -> list[int]:
+    """The sizes of what the server writes from now: a ``write`` or a ``writelines``
+    each count once (asyncio's ``writelines`` calls ``write``: not counted twice)."""
+    assert transport is not None
+    writes: list[int] = []
+    real_write, real_lines = transport.write, transport.writelines
+    inside = False
+
+    def write(data: Any) -> None:
+        if not inside:
+            writes.append(len(data))
+        real_write(data)
+
+    def writelines(data: Any) -> None:
+        nonlocal inside
+        data = list(data)
+        writes.append(sum(map(len, data)))
+        inside = True
+        try:
+            real_lines(data)
+        finally:
+            inside = False
+
+    transport.write = write  # type: ignore[method-assign]
+    transport.writelines = writelines  # type: ignore[method-assign]
+    return writes
+
+
 async def test_pipelined_answers_ready_together_go_out_in_one_write() -> None:
     async with builtin() as server, connect(server.port) as c:
         c.writer.write(request(invocation("svc/ECHO", "warm")))
         await c.read(1)
         [conn] = server.conns
-        assert conn.transport is not None
-        writes: list[int] = []
-        real = conn.transport.write
-
-        def counting(data: Any) -> None:
-            writes.append(len(data))
-            real(data)
-
-        def counting_lines(data: Any) -> None:
-            writes.append(sum(map(len, data)))
-            real_lines(data)
-
-        real_lines = conn.transport.writelines
-        conn.transport.write = counting  # type: ignore[method-assign]
-        conn.transport.writelines = counting_lines  # type: ignore[method-assign]
+        writes = count_writes(conn.transport)
         c.writer.write(b"".join(request(invocation("svc/ECHO", i)) for i in range(8)))
         got = await c.read(9)
         assert [
@@ -438,6 +452,24 @@ async def test_pipelined_answers_ready_together_go_out_in_one_write() -> None:
             range(8)
         )
         assert len(writes) <= 2, writes
+
+
+async def test_a_read_fed_in_slices_is_still_answered_in_one_write() -> None:
+    # reads are fed to the parser in slices of max_header_bytes: 8 requests of ~250 bytes
+    # span several 512-byte slices, and their (parser-made) answers still go out together
+    async with builtin(max_header_bytes=512) as server, connect(server.port) as c:
+        c.writer.write(request(invocation("sync/ECHO", "warm")))
+        await c.read(1)
+        [conn] = server.conns
+        writes = count_writes(conn.transport)
+        burst = b"".join(request(invocation("sync/ECHO", i)) for i in range(8))
+        assert len(burst) > 3 * 512
+        c.writer.write(burst)
+        got = await c.read(9)
+        assert [msgspec.json.decode(b)["reply"][0]["payload"] for _, b, _ in got[1:]] == list(
+            range(8)
+        )
+        assert len(writes) == 1, writes  # (one per slice before)
 
 
 async def test_plain_def_handlers_answer_without_a_task_in_order_with_coroutine_ones() -> None:

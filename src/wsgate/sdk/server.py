@@ -211,12 +211,14 @@ class _Conn(asyncio.Protocol):
         step = self.limits.max_header_bytes
         if len(data) <= step:
             self._feed(data)
-            return
-        view = memoryview(data)
-        for start in range(0, len(data), step):  # so that a head is counted slice by slice
-            if self.closing:
-                return
-            self._feed(view[start : start + step])
+        else:
+            view = memoryview(data)
+            for start in range(0, len(data), step):  # so that a head is counted slice by slice
+                if self.closing:
+                    break
+                self._feed(view[start : start + step])
+        if self.ready:  # answers made in the parser: one write for the whole read
+            self._flush()
 
     def _feed(self, data: bytes | memoryview) -> None:
         if self.closing:
@@ -239,8 +241,6 @@ class _Conn(asyncio.Protocol):
                 self.head_raw += len(data)
                 if self.head_raw > self.limits.max_header_bytes:
                     self._fail(431)
-        if self.ready:
-            self._flush()
 
     def eof_received(self) -> bool | None:
         self.closing = True
