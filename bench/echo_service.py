@@ -9,6 +9,8 @@ Answers every ``echo/*`` invocation with one reply ``{"type": "echo/PONG",
   signature is checked, the invocation decoded into dicts, the answer
   encoded — served by the SDK's built-in httptools server
   (``service.serve``);
+- ``sdk-sync``: the same with a plain ``def`` handler (answered without a task,
+  in the parser callback: ``Service.dispatch``);
 - ``sdk-aiohttp``: the same service through ``service.app()`` on aiohttp's
   server (what the SDK cost before it had a server of its own);
 - ``sdk-uvicorn``: the same service as an ASGI app under uvicorn
@@ -52,18 +54,26 @@ __all__ = ["MODES", "SECRET", "LeanEcho", "main", "raw_app", "sdk_app", "sdk_ser
 
 SECRET: Final = "bench-secret"
 PATH: Final = "/actions"
-MODES: Final = ("sdk", "sdk-aiohttp", "sdk-uvicorn", "raw", "lean")
+MODES: Final = ("sdk", "sdk-sync", "sdk-aiohttp", "sdk-uvicorn", "raw", "lean")
 
 
-def sdk_service() -> Any:
-    """The service written with the SDK, as a service author would."""
+def sdk_service(sync: bool = False) -> Any:
+    """The service written with the SDK, as a service author would: ``async def``, or
+    (``sync``) a plain ``def``, which the built-in server answers without a task."""
     from wsgate import sdk
 
     service = sdk.Service(secret=SECRET, path=PATH)
+    if sync:
 
-    @service.action("echo/*")
-    async def echo(action: dict[str, Any], ctx: sdk.Context) -> list[dict[str, Any]]:
-        return [{"type": "echo/PONG", "payload": action.get("payload")}]
+        @service.action("echo/*")
+        def echo_sync(action: dict[str, Any], ctx: sdk.Context) -> list[dict[str, Any]]:
+            return [{"type": "echo/PONG", "payload": action.get("payload")}]
+
+    else:
+
+        @service.action("echo/*")
+        async def echo(action: dict[str, Any], ctx: sdk.Context) -> list[dict[str, Any]]:
+            return [{"type": "echo/PONG", "payload": action.get("payload")}]
 
     return service
 
@@ -206,11 +216,12 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-async def serve_sdk(port: int) -> None:
+async def serve_sdk(port: int, sync: bool) -> None:
     from wsgate.sdk.server import ServerLimits
 
-    server = await sdk_service().serve("127.0.0.1", port, ServerLimits(backlog=1024))
-    print(f"echo-service (sdk): listening on http://127.0.0.1:{port}{PATH}", flush=True)
+    server = await sdk_service(sync).serve("127.0.0.1", port, ServerLimits(backlog=1024))
+    mode = "sdk-sync" if sync else "sdk"
+    print(f"echo-service ({mode}): listening on http://127.0.0.1:{port}{PATH}", flush=True)
     await _until_signalled()
     await server.aclose()
 
@@ -239,8 +250,8 @@ async def serve(port: int, mode: str) -> None:
     if mode == "lean":
         await serve_lean(port)
         return
-    if mode == "sdk":
-        await serve_sdk(port)
+    if mode in ("sdk", "sdk-sync"):
+        await serve_sdk(port, mode == "sdk-sync")
         return
     if mode == "sdk-uvicorn":
         await serve_uvicorn(port)

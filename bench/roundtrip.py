@@ -7,7 +7,8 @@ run in the same invocation, one after the other:
 
 - **gateway**: ``wsgate serve`` (subprocess, pinned to CPU 0) routing
   ``echo/*`` to ``bench/echo_service.py`` (the SDK on its built-in httptools
-  server by default; ``--service sdk-aiohttp`` the SDK on aiohttp's server,
+  server by default; ``--service sdk-sync`` the same with a plain ``def``
+  handler (no task per request); ``sdk-aiohttp`` the SDK on aiohttp's server,
   ``sdk-uvicorn`` the SDK as an ASGI app under uvicorn, ``raw`` a bare
   aiohttp handler; ``lean``: no framework, a bare ``asyncio.Protocol``
   HTTP/1.1 server checking the signature — what a fast service costs; pinned
@@ -71,7 +72,7 @@ Usage::
 
     . .venv/bin/activate
     python bench/roundtrip.py [--clients 100] [--seconds 10]
-                              [--service sdk|sdk-aiohttp|sdk-uvicorn|raw|lean]
+                              [--service sdk|sdk-sync|sdk-aiohttp|sdk-uvicorn|raw|lean]
     python bench/roundtrip.py --service lean --pipeline 16   # HTTP/1.1 pipelining
     python bench/roundtrip.py --flood 10 [--limits]
     python bench/roundtrip.py --profile /tmp/prof     # py-spy on the gateway
@@ -1362,9 +1363,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up before a window (2)")
     parser.add_argument("--payload", type=int, default=100, help="payload JSON bytes (100)")
     parser.add_argument(
-        "--service", choices=("sdk", "sdk-aiohttp", "sdk-uvicorn", "raw", "lean"), default="sdk",
-        help="echo service: the SDK on its httptools server (default), on aiohttp, under "
-        "uvicorn; a bare aiohttp handler, or a bare asyncio one",
+        "--service", choices=("sdk", "sdk-sync", "sdk-aiohttp", "sdk-uvicorn", "raw", "lean"),
+        default="sdk",
+        help="echo service: the SDK on its httptools server (default; sdk-sync: its handler a "
+        "plain def), on aiohttp, under uvicorn; a bare aiohttp handler, or a bare asyncio one",
     )  # fmt: skip
     parser.add_argument(
         "--pipeline", type=int, default=1, metavar="N",

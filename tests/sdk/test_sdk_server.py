@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +27,7 @@ from wsgate.routing import InvocationContext, sign
 from wsgate.sdk.server import HttpServer, ServerLimits
 
 SECRET = "s3cret"
+SEEN: contextvars.ContextVar[str] = contextvars.ContextVar("SEEN", default="")
 CTX = InvocationContext(connectionId="n1.abc", userId="u7", hub="acme")
 
 
@@ -35,6 +37,8 @@ class Gates:
     def __init__(self) -> None:
         self.events: dict[str, asyncio.Event] = {}
         self.entered: list[str] = []
+        self.tasks: list[asyncio.Task[Any] | None] = []
+        """``asyncio.current_task()`` as each plain ``def`` handler saw it."""
 
     def event(self, key: str) -> asyncio.Event:
         return self.events.setdefault(key, asyncio.Event())
@@ -58,6 +62,30 @@ def build(gates: Gates | None = None) -> sdk.Service:
     @service.action("svc/REFUSE")
     async def refuse(action: dict[str, Any], ctx: sdk.Context) -> None:
         raise sdk.Refused("not you")
+
+    @service.action("sync/ECHO")
+    def sync_echo(action: dict[str, Any], ctx: sdk.Context) -> dict[str, Any]:
+        gates.tasks.append(asyncio.current_task())
+        return {"type": "sync/ECHOED", "payload": action.get("payload")}
+
+    @service.action("sync/CONTEXT")
+    def sync_context(action: dict[str, Any], ctx: sdk.Context) -> dict[str, Any]:
+        before = SEEN.get()
+        SEEN.set(str(action["payload"]))
+        return {"type": "sync/CONTEXT", "payload": before}
+
+    @service.action("eager/ECHO")
+    async def eager_echo(action: dict[str, Any], ctx: sdk.Context) -> dict[str, Any]:
+        gates.tasks.append(asyncio.current_task())  # never awaits: run without a task
+        return {"type": "eager/ECHOED", "payload": action.get("payload")}
+
+    @service.action("sync/REFUSE")
+    def sync_refuse(action: dict[str, Any], ctx: sdk.Context) -> None:
+        raise sdk.Refused("not you either")
+
+    @service.action("sync/BOOM")
+    def sync_boom(action: dict[str, Any], ctx: sdk.Context) -> None:
+        raise RuntimeError("secret detail")
 
     return service
 
@@ -376,26 +404,118 @@ async def test_requests_pipelined_after_connection_close_are_not_read() -> None:
         assert gates.entered == []
 
 
+def count_writes(transport: asyncio.Transport | None) -> list[int]:
+    """The sizes of what the server writes from now: a ``write`` or a ``writelines``
+    each count once (asyncio's ``writelines`` calls ``write``: not counted twice)."""
+    assert transport is not None
+    writes: list[int] = []
+    real_write, real_lines = transport.write, transport.writelines
+    inside = False
+
+    def write(data: Any) -> None:
+        if not inside:
+            writes.append(len(data))
+        real_write(data)
+
+    def writelines(data: Any) -> None:
+        nonlocal inside
+        data = list(data)
+        writes.append(sum(map(len, data)))
+        inside = True
+        try:
+            real_lines(data)
+        finally:
+            inside = False
+
+    transport.write = write  # type: ignore[method-assign]
+    transport.writelines = writelines  # type: ignore[method-assign]
+    return writes
+
+
 async def test_pipelined_answers_ready_together_go_out_in_one_write() -> None:
     async with builtin() as server, connect(server.port) as c:
         c.writer.write(request(invocation("svc/ECHO", "warm")))
         await c.read(1)
         [conn] = server.conns
-        assert conn.transport is not None
-        writes: list[int] = []
-        real = conn.transport.write
-
-        def counting(data: Any) -> None:
-            writes.append(len(data))
-            real(data)
-
-        conn.transport.write = counting  # type: ignore[method-assign]
+        writes = count_writes(conn.transport)
         c.writer.write(b"".join(request(invocation("svc/ECHO", i)) for i in range(8)))
         got = await c.read(9)
         assert [
             msgspec.json.decode(b)["reply"][0]["payload"]["got"] for _, b, _ in got[1:]
         ] == list(range(8))
         assert len(writes) <= 2, writes  # one per read of requests (8 when written one by one)
+        # plain def handlers: answered in the parser, written once the read is parsed
+        writes.clear()
+        c.writer.write(b"".join(request(invocation("sync/ECHO", i)) for i in range(8)))
+        got = await c.read(17)
+        assert [msgspec.json.decode(b)["reply"][0]["payload"] for _, b, _ in got[9:]] == list(
+            range(8)
+        )
+        assert len(writes) <= 2, writes
+
+
+async def test_a_read_fed_in_slices_is_still_answered_in_one_write() -> None:
+    # reads are fed to the parser in slices of max_header_bytes: 8 requests of ~250 bytes
+    # span several 512-byte slices, and their (parser-made) answers still go out together
+    async with builtin(max_header_bytes=512) as server, connect(server.port) as c:
+        c.writer.write(request(invocation("sync/ECHO", "warm")))
+        await c.read(1)
+        [conn] = server.conns
+        writes = count_writes(conn.transport)
+        burst = b"".join(request(invocation("sync/ECHO", i)) for i in range(8))
+        assert len(burst) > 3 * 512
+        c.writer.write(burst)
+        got = await c.read(9)
+        assert [msgspec.json.decode(b)["reply"][0]["payload"] for _, b, _ in got[1:]] == list(
+            range(8)
+        )
+        assert len(writes) == 1, writes  # (one per slice before)
+
+
+async def test_plain_def_handlers_answer_without_a_task_in_order_with_coroutine_ones() -> None:
+    gates = Gates()
+    async with builtin(build(gates)) as server, connect(server.port) as c:
+        # a coroutine handler still waiting, then plain ones (answered at once), then errors
+        c.writer.write(
+            request(invocation("svc/WAIT", "w"))
+            + request(invocation("sync/ECHO", 1))
+            + request(invocation("sync/REFUSE"))
+            + request(invocation("sync/BOOM"))
+            + request(invocation("sync/ECHO", 2))
+        )
+        await eventually(lambda: gates.entered == ["w"] and len(gates.tasks) == 2, what="ran")
+        assert gates.tasks == [None, None]  # called from the parser, not in a task
+        assert c.answers.got == []  # nothing overtakes the first request's answer
+        gates.event("w").set()
+        got = await c.read(5)
+        assert [status for status, _, _ in got] == [200, 200, 403, 500, 200]
+        assert [msgspec.json.decode(b) for _, b, _ in got[1:]] == [
+            {"reply": [{"type": "sync/ECHOED", "payload": 1}]},
+            {"error": "not you either"},
+            {"error": "handler failed"},
+            {"reply": [{"type": "sync/ECHOED", "payload": 2}]},
+        ]
+        assert not c.closed
+
+
+async def test_never_awaiting_handlers_run_without_a_task_each_in_a_context_of_its_own() -> None:
+    gates = Gates()
+    async with builtin(build(gates)) as server, connect(server.port) as c:
+        c.writer.write(
+            request(invocation("eager/ECHO", 1))
+            + request(invocation("sync/CONTEXT", "a"))
+            + request(invocation("sync/CONTEXT", "b"))
+        )
+        got = await c.read(3)
+        assert [msgspec.json.decode(b)["reply"][0]["payload"] for _, b, _ in got] == [1, "", ""]
+        assert gates.tasks == [None]
+
+
+async def test_plain_def_handlers_under_uvicorn_answer_the_same() -> None:
+    gates = Gates()
+    async with under_uvicorn(build(gates)) as port:
+        for type_, status in (("sync/ECHO", 200), ("sync/REFUSE", 403), ("sync/BOOM", 500)):
+            assert await statuses(port, request(invocation(type_, 1))) == [status]
 
 
 RUN_SCRIPT = """

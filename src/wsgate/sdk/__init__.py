@@ -15,7 +15,7 @@ from typing import Any
 
 from wsgate.routing.signature import verify as verify_signature
 from wsgate.sdk.publisher import Publisher, PublishError
-from wsgate.sdk.service import Context, Handler, Refused, Reply, Service
+from wsgate.sdk.service import Context, Handler, Refused, Reply, Service, SyncHandler
 
 __all__ = [
     "Context",
@@ -26,6 +26,7 @@ __all__ = [
     "Refused",
     "Reply",
     "Service",
+    "SyncHandler",
     "verify_signature",
 ]
 

@@ -1,14 +1,17 @@
 """The SDK's built-in HTTP/1.1 server: httptools (llhttp) parsing, one :class:`Responder`.
 
-:class:`HttpServer` serves ``service.route`` / ``service.respond`` (the same
+:class:`HttpServer` serves ``service.route`` / ``service.dispatch`` (the same
 path as the ASGI app) straight from an ``asyncio.Protocol``, with no ASGI or
-framework layer between the socket and the handler. Guarantees:
+framework layer between the socket and the handler: ``dispatch`` runs in the
+parser's ``on_message_complete``, and a handler that answers at once (a plain
+``def``, or an ``async def`` that never awaits) costs no task. Guarantees:
 
 - **keep-alive** (HTTP/1.1 by default, HTTP/1.0 with ``Connection:
   keep-alive``) and **pipelining**: the requests of one connection run
   concurrently and their answers are written in the order they were asked;
-  the answers of requests read together are written together, one write in
-  the loop iteration after they are ready (a lone request's at once);
+  the answers of requests read together are written together: those made in
+  the parser once the read is parsed (one write, ``writelines``), those of
+  tasks in the loop iteration after they are ready (a lone request's at once);
 - **bounds**: a head (request line and headers) over ``max_header_bytes``
   is answered ``431`` and the connection closed (reads are fed to the parser
   in slices of that size, so an unfinished header line held inside httptools
@@ -41,6 +44,7 @@ import contextlib
 import logging
 import signal
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final, Protocol, cast
@@ -72,8 +76,8 @@ class Responder(Protocol):
     def route(self, method: bytes, path: bytes) -> Answer | None:
         """``None`` to read the body and :meth:`respond`; else the answer, body unread."""
 
-    async def respond(self, signature: str | None, body: bytes) -> Answer:
-        """The answer to a request for this path (never raises)."""
+    def dispatch(self, signature: str | None, body: bytes) -> Answer | Awaitable[Answer]:
+        """The answer to a request for this path, or an awaitable of it (never raises)."""
 
 
 @dataclass(frozen=True)
@@ -98,15 +102,31 @@ class ServerLimits:
     """The listening socket's backlog."""
 
 
+_HEADS: dict[int, bytes] = {}
+"""Prebuilt answer heads up to ``Content-Length: ``, by ``status << 2 | has body << 1 |
+close``; bounded by :data:`_HEADS_MAX` (the statuses a service answers are a handful)."""
+_HEADS_MAX: Final = 256
+
+
+def _head(key: int) -> bytes:
+    status = key >> 2
+    head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
+    if key & 2:
+        head += b"Content-Type: application/json\r\n"
+    if key & 1:
+        head += b"Connection: close\r\n"
+    head += b"Content-Length: "
+    if len(_HEADS) < _HEADS_MAX:
+        _HEADS[key] = head
+    return head
+
+
 def render(answer: Answer, close: bool) -> bytes:
     """The bytes of an HTTP/1.1 answer with ``Content-Length`` (and ``Connection: close``)."""
     status, body = answer
-    head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
-    if body:
-        head += b"Content-Type: application/json\r\n"
-    if close:
-        head += b"Connection: close\r\n"
-    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    key = status << 2 | (2 if body else 0) | close
+    head = _HEADS.get(key) or _head(key)
+    return b"%s%d\r\n\r\n%s" % (head, len(body), body)
 
 
 class _Fatal(Exception):
@@ -134,10 +154,21 @@ class _Slot:
 class _Conn(asyncio.Protocol):
     """One client connection: parser callbacks, the answer queue, the deadline."""
 
+    __slots__ = (
+        "body_size", "chunks", "closing", "deadline", "flush_soon", "head_raw", "head_size",
+        "in_head", "in_message", "limits", "loop", "max_body", "max_head", "parser", "pending",
+        "read_paused", "read_size", "ready", "reject", "server", "service", "signature", "time",
+        "transport", "url", "write_paused",
+    )  # fmt: skip
+
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.service = server.service
         self.limits = server.limits
+        self.max_head = server.limits.max_header_bytes
+        self.max_body = server.service.max_body_bytes
+        self.loop = server.loop
+        self.time = server.loop.time
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.pending: deque[_Slot] = deque()
@@ -156,6 +187,8 @@ class _Conn(asyncio.Protocol):
         self.write_paused = False
         self.flush_soon = False
         """A flush is scheduled for the next loop iteration."""
+        self.ready = False
+        """Answers were made in this feed: flush after it (one write per read)."""
         self.url = b""
         self.head_size = 0
         self.signature: str | None = None
@@ -172,18 +205,20 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
             return
         self.server.conns.add(self)
-        self.deadline = self.server.now() + self.limits.idle_timeout_s
+        self.deadline = self.time() + self.limits.idle_timeout_s
 
     def data_received(self, data: bytes) -> None:
         step = self.limits.max_header_bytes
         if len(data) <= step:
             self._feed(data)
-            return
-        view = memoryview(data)
-        for start in range(0, len(data), step):  # so that a head is counted slice by slice
-            if self.closing:
-                return
-            self._feed(view[start : start + step])
+        else:
+            view = memoryview(data)
+            for start in range(0, len(data), step):  # so that a head is counted slice by slice
+                if self.closing:
+                    break
+                self._feed(view[start : start + step])
+        if self.ready:  # answers made in the parser: one write for the whole read
+            self._flush()
 
     def _feed(self, data: bytes | memoryview) -> None:
         if self.closing:
@@ -223,7 +258,7 @@ class _Conn(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        self.deadline = self.server.now() + self.limits.request_timeout_s
+        self.deadline = self.time() + self.limits.request_timeout_s
         self._pause_reading()
 
     def resume_writing(self) -> None:
@@ -243,9 +278,8 @@ class _Conn(asyncio.Protocol):
         self.head_size = 0
         self.signature = None
         self.reject = None
-        self.chunks = []
-        self.body_size = 0
-        self.deadline = self.server.now() + self.limits.request_timeout_s
+        self.body_size = 0  # (chunks: emptied when the last message completed)
+        self.deadline = self.time() + self.limits.request_timeout_s
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -253,8 +287,8 @@ class _Conn(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         n = len(name)
-        self.head_size += n + len(value) + 4
-        if self.head_size > self.limits.max_header_bytes:
+        size = self.head_size = self.head_size + n + len(value) + 4
+        if size > self.max_head:
             raise _Fatal(431)
         # two names matter: compare lengths before case-folding
         if n == _SIGNATURE_LEN and name.lower() == _SIGNATURE:
@@ -263,7 +297,7 @@ class _Conn(asyncio.Protocol):
             n == 14
             and name.lower() == b"content-length"
             and value.strip().isdigit()
-            and int(value) > self.service.max_body_bytes
+            and int(value) > self.max_body
         ):
             raise _Fatal(413)
 
@@ -275,7 +309,7 @@ class _Conn(asyncio.Protocol):
         if self.reject is not None:
             return  # read and dropped: the answer is already known
         self.body_size += len(body)
-        if self.body_size > self.service.max_body_bytes:
+        if self.body_size > self.max_body:
             raise _Fatal(413)
         self.chunks.append(body)
 
@@ -284,26 +318,26 @@ class _Conn(asyncio.Protocol):
         close = not self.parser.should_keep_alive()
         if close:
             self.closing = True
-        if self.reject is not None:
-            self.pending.append(_Slot(render(self.reject, close)))
-            self._flush()
-        else:
+        answer: Answer | Awaitable[Answer] | None = self.reject
+        if answer is None:
             body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+            answer = self.service.dispatch(self.signature, body)
+        if isinstance(answer, tuple):  # answered now: written once this read is parsed
+            self.pending.append(_Slot(render(answer, close)))
+            self.ready = True
+        else:
             slot = _Slot()
             self.pending.append(slot)
-            slot.task = asyncio.get_running_loop().create_task(
-                self._run(slot, self.signature, body, close)
-            )
-            if len(self.pending) >= self.limits.max_pipeline:
-                self._pause_reading()
+            slot.task = self.loop.create_task(self._run(slot, answer, close))
+        if len(self.pending) >= self.limits.max_pipeline:
+            self._pause_reading()
         self.chunks = []
         self._rearm()
 
     # -- answering --------------------------------------------------------------------------
 
-    async def _run(self, slot: _Slot, signature: str | None, body: bytes, close: bool) -> None:
-        answer = await self.service.respond(signature, body)
-        slot.data = render(answer, close)
+    async def _run(self, slot: _Slot, answer: Awaitable[Answer], close: bool) -> None:
+        slot.data = render(await answer, close)
         slot.task = None
         if len(self.pending) == 1:
             self._flush()  # alone: at once
@@ -311,7 +345,7 @@ class _Conn(asyncio.Protocol):
             # others were asked with it: they finish in this loop iteration too if they
             # can, so write them all in the next one, together
             self.flush_soon = True
-            asyncio.get_running_loop().call_soon(self._flush_later)
+            self.loop.call_soon(self._flush_later)
 
     def _flush_later(self) -> None:
         self.flush_soon = False
@@ -319,6 +353,7 @@ class _Conn(asyncio.Protocol):
 
     def _flush(self) -> None:
         """Write the answers ready at the head of ``pending``, in order, in one write."""
+        self.ready = False
         pending = self.pending
         out: list[bytes] = []
         while pending and pending[0].data is not None:
@@ -326,7 +361,10 @@ class _Conn(asyncio.Protocol):
         transport = self.transport
         if not out or transport is None or transport.is_closing():
             return
-        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if len(out) == 1:
+            transport.write(out[0])
+        else:
+            transport.writelines(out)  # one writev, no join
         if self.closing and not pending:
             transport.close()
             return
@@ -352,7 +390,7 @@ class _Conn(asyncio.Protocol):
         if self.pending:
             self.deadline = 0.0  # waiting on handlers: the caller's timeout, not ours
         else:
-            self.deadline = self.server.now() + self.limits.idle_timeout_s
+            self.deadline = self.time() + self.limits.idle_timeout_s
 
     def _pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None:
@@ -410,6 +448,12 @@ class HttpServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._empty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop served on (set by :meth:`start`)."""
+        assert self._loop is not None, "start() first"
+        return self._loop
 
     @property
     def port(self) -> int:

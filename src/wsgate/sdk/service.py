@@ -12,13 +12,15 @@
     # or: uvicorn module:service | Starlette(routes=[Mount("/svc", app=service)])
     # or: web.run_app(service.app(), port=9000)  (aiohttp)
 
-Every way in goes through :meth:`Service.respond`, so the answers are the same
-whichever server runs it. ``X-Wsgate-Signature`` is checked against
-``secret`` (or any of several while rotating) before anything else: a
-missing, bad or stale one gets ``401``. A body that is not an invocation gets
-``400``, an action no handler matches ``404``, :class:`Refused` ``403``, a
-handler that raises ``500`` (details logged, never sent); another path
-``404``, another method ``405``; a body over ``max_body_bytes`` ``413``.
+Every way in goes through :meth:`Service.dispatch` (the built-in server
+straight from its parser; ASGI and aiohttp through :meth:`Service.respond`,
+which awaits it), so the answers are the same whichever server runs it.
+``X-Wsgate-Signature`` is checked against ``secret`` (or any of several while
+rotating) before anything else: a missing, bad or stale one gets ``401``. A
+body that is not an invocation gets ``400``, an action no handler matches
+``404``, :class:`Refused` ``403``, a handler that raises ``500`` (details
+logged, never sent); another path ``404``, another method ``405``; a body over
+``max_body_bytes`` ``413``.
 Handlers return:
 
 - ``None``: ``204`` (nothing now; push later with :class:`~wsgate.sdk.Publisher`);
@@ -26,7 +28,9 @@ Handlers return:
 - :class:`Reply`: replies and publishes (``{"to": target, "action": ...}``).
 
 Handlers are matched like routes: exact type, then the longest ``prefix*``,
-then ``*``.
+then ``*``. A handler may be a plain ``def`` (:data:`SyncHandler`); it, and an
+``async def`` that never awaits (:mod:`wsgate.sdk.eager`), are answered
+without a task. Each handler runs in a ``contextvars`` context of its own.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from contextvars import copy_context
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 
@@ -43,6 +48,7 @@ from wsgate.exceptions import ConfigError, Refused
 from wsgate.protocol.patterns import PatternTable
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.signature import HEADER, verify
+from wsgate.sdk.eager import eager
 from wsgate.sdk.server import Answer, HttpServer, ServerLimits, run
 
 if TYPE_CHECKING:
@@ -57,6 +63,7 @@ __all__ = [
     "Refused",
     "Reply",
     "Service",
+    "SyncHandler",
     "decode_invocation",
     "encode_answer",
 ]
@@ -83,6 +90,12 @@ class Reply:
 
 HandlerResult = Reply | list[dict[str, Any]] | dict[str, Any] | None
 Handler = Callable[[dict[str, Any], InvocationContext], Awaitable[HandlerResult]]
+"""A coroutine handler (``async def``): what every service (HTTP, NATS) takes."""
+SyncHandler = Callable[[dict[str, Any], InvocationContext], HandlerResult]
+"""A plain ``def`` handler (:class:`Service` only): answered without a task, as is an
+``async def`` one that never awaits (:mod:`wsgate.sdk.eager`)."""
+
+H = TypeVar("H", Handler, SyncHandler)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -168,14 +181,15 @@ class Service:
         self.max_body_bytes = max_body_bytes
         """Largest request body read; a larger one is answered ``413``."""
         self._clock = clock
-        self._handlers: PatternTable[Handler] = PatternTable()
+        self._handlers: PatternTable[Handler | SyncHandler] = PatternTable()
 
-    def action(self, pattern: str) -> Callable[[Handler], Handler]:
-        """Decorator: handle actions whose type matches ``pattern``."""
+    def action(self, pattern: str) -> Callable[[H], H]:
+        """Decorator: handle actions whose type matches ``pattern`` (``async def``
+        or plain ``def``: see :data:`SyncHandler`)."""
 
-        def register(handler: Handler) -> Handler:
-            self._handlers.add(pattern, handler)
-            return handler
+        def register(handler: H) -> H:
+            self._handlers.add(pattern, eager(handler))  # (an async def that never awaits:
+            return handler  # a plain call, see wsgate.sdk.eager)
 
         return register
 
@@ -196,11 +210,14 @@ class Service:
             return error(405, "method not allowed")
         return None
 
-    async def respond(self, signature: str | None, body: bytes) -> Answer:
-        """Verify, decode, dispatch to the handler and encode its answer.
+    def dispatch(self, signature: str | None, body: bytes) -> Answer | Awaitable[Answer]:
+        """Verify, decode, call the handler and encode its answer: the answer, or an
+        awaitable of it when the handler is a coroutine (or returns another awaitable).
 
-        ``signature`` is the request's ``X-Wsgate-Signature`` (``None`` when
-        absent). Never raises: a failing handler is logged and answered 500.
+        The built-in server calls this straight from its parser, so a handler
+        that returns a result (a plain ``def``) costs no task, no coroutine and
+        no loop iteration; every other server goes through :meth:`respond`.
+        Never raises but what a handler raises that is not an ``Exception``.
         """
         if not verify(self._secrets, signature, body, self._clock(), self._tolerance_s):
             return error(401, "bad signature")
@@ -211,14 +228,22 @@ class Service:
         handler = self._handlers.lookup(action_type)
         if handler is None:
             return error(404, "no handler for this action type")
-        try:
-            result = await handler(invocation.action, invocation.context)
-        except Refused as refused:
-            return error(403, str(refused) or "refused")
-        except Exception:
-            log.exception("handler for %s failed", action_type)
-            return error(500, "handler failed")
+        try:  # in a context of its own, as a task would run it
+            result = copy_context().run(handler, invocation.action, invocation.context)
+        except Exception as exc:
+            return _failed(action_type, exc)
+        if isinstance(result, Awaitable):
+            return _finish(action_type, result)
         return _answer(result)
+
+    async def respond(self, signature: str | None, body: bytes) -> Answer:
+        """:meth:`dispatch`, awaited: the answer to a request (never raises).
+
+        ``signature`` is the request's ``X-Wsgate-Signature`` (``None`` when
+        absent). A failing handler is logged and answered 500.
+        """
+        answer = self.dispatch(signature, body)
+        return answer if isinstance(answer, tuple) else await answer
 
     # -- ASGI ----------------------------------------------------------------------------------
 
@@ -313,6 +338,22 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+async def _finish(action_type: str, pending: Awaitable[HandlerResult]) -> Answer:
+    try:
+        result = await pending
+    except Exception as exc:
+        return _failed(action_type, exc)
+    return _answer(result)
+
+
+def _failed(action_type: str, exc: Exception) -> Answer:
+    """The answer of a handler that raised: 403 for :class:`Refused`, else 500 (logged)."""
+    if isinstance(exc, Refused):
+        return error(403, str(exc) or "refused")
+    log.error("handler for %s failed", action_type, exc_info=exc)
+    return error(500, "handler failed")
 
 
 def _answer(result: HandlerResult) -> Answer:
