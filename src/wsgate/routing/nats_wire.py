@@ -13,8 +13,9 @@ header in) is refused with :exc:`ValueError`.
 
 :func:`write` appends a command to the client's own pending buffer
 (``Client._send_command``, so it stays in order with nats-py's ``SUB`` and
-``PING`` and its reconnect buffering) and :func:`flush` wakes nats-py's
-flusher once for everything appended since. These two are the only calls of
+``PING`` and its reconnect buffering) and :func:`flush` writes everything
+appended since to the socket at once, as nats-py's flusher task would one loop
+iteration later. These two are the only calls of
 nats-py's private API in wsgate; the NATS invoker tests fail if nats-py
 changes them (the third, the raw reply subscription, is
 :mod:`wsgate.backends.nats_client`'s). :func:`refusal` says why a command
@@ -140,6 +141,20 @@ async def write(nc: Client, command: bytes) -> None:
 
 
 async def flush(nc: Client) -> None:
-    """Wake ``nc``'s flusher for what :func:`write` appended (no waiting for the server)."""
-    if nc._flush_queue is not None and nc._flush_queue.empty():
-        await nc._flush_pending()
+    """Write what :func:`write` appended (and anything nats-py queued before it) to
+    the socket now, in this loop iteration; no waiting for the server.
+
+    nats-py's own way, waking its flusher task, puts the bytes on the wire one
+    loop iteration later; on a closed loop of callers that is one iteration
+    more of every round trip's latency (bench/README.md, "The NATS invoker's
+    writes"). The flusher's ``drain`` is not needed for a bound: the invoker
+    only writes requests that hold one of its ``max_concurrency`` slots. While
+    the client is not connected the buffer stays for nats-py's reconnect
+    logic (the invoker refuses new requests then, :func:`refusal`).
+    """
+    transport = nc._transport
+    if nc._pending_data_size <= 0 or transport is None or not nc.is_connected:
+        return
+    transport.writelines(nc._pending)
+    nc._pending = []
+    nc._pending_data_size = 0
