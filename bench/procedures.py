@@ -17,9 +17,14 @@ route written by hand for the last two:
   (``bench/anchors/grpc_echo.mjs``, @grpc/grpc-js: the cheapest of the
   others measured by ``bench/grpc_clients.py``), ``aio`` or ``sync``
   (grpcio's servers, ``bench/echo_procedures.py``);
-- ``nats/*`` to ``bench/echo_procedures.py --mode nats`` (the SDK's
-  ``NatsService``, found over ``$SRV.INFO`` on a ``nats-server`` this bench
-  starts).
+- ``nats/*`` to the NATS echo service ``--nats-service`` names, found over
+  ``$SRV.INFO`` on a ``nats-server`` this bench starts: ``go``
+  (default, ``bench/anchors/nats_echo.go``: nats.go, standing in for the Go
+  services users run; built on first use by
+  ``bench/anchors/build_nats_echo.sh``, and when it cannot be the bench says
+  why and uses ``python``) or ``python`` (``bench/echo_procedures.py --mode
+  nats``, the SDK's ``NatsService``). Both announce the same service,
+  endpoint, subject, queue group and ``wsgate.actions`` and answer alike.
 
 The reference is ``bench/echo_reference.py``, the bare picows echo server
 (CPU 0 too). The services, the ``nats-server`` and this process (the load
@@ -65,6 +70,7 @@ Usage::
     python bench/procedures.py --profile /tmp/prof   # py-spy on the gateway, per path
     python bench/procedures.py --floors              # + the gRPC / nats-py clients alone
     python bench/procedures.py --grpc-server node    # the grpc-js echo service (aio, sync)
+    python bench/procedures.py --nats-service python # the SDK's NatsService echo
 
 Exits non-zero, saying what happened, when a server does not start, the
 gRPC or NATS route is not discovered within 20 s, a client cannot connect,
@@ -160,27 +166,39 @@ CPP_SOURCES: Final = tuple(
     BENCH_DIR / "anchors" / name
     for name in ("grpc_echo.cc", "echo.proto", "build_grpc_echo.sh")
 )
+GO_ECHO: Final = BENCH_DIR / ".anchors" / "nats-go" / "nats_echo"
+GO_SOURCES: Final = tuple(
+    BENCH_DIR / "anchors" / name for name in ("nats_echo.go", "build_nats_echo.sh")
+)
 
 
-def cpp_echo_reason() -> str | None:
-    """Build the C++ echo service if it is missing or older than its sources; ``None`` when it
-    is ready, else why it is not (the build's last lines)."""
-    if CPP_ECHO.is_file() and all(
-        CPP_ECHO.stat().st_mtime >= src.stat().st_mtime for src in CPP_SOURCES
-    ):
+def _build_reason(binary: Path, sources: tuple[Path, ...], script: str, what: str) -> str | None:
+    """Build ``binary`` with ``bench/anchors/<script>`` if it is missing or older than its
+    ``sources``; ``None`` when it is ready, else why it is not (the build's last lines)."""
+    if binary.is_file() and all(binary.stat().st_mtime >= s.stat().st_mtime for s in sources):
         return None
-    print("building the C++ gRPC echo service (bench/anchors/build_grpc_echo.sh)", flush=True)
+    print(f"building the {what} (bench/anchors/{script})", flush=True)
     try:
         done = subprocess.run(
-            ["sh", str(BENCH_DIR / "anchors" / "build_grpc_echo.sh")],
+            ["sh", str(BENCH_DIR / "anchors" / script)],
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"build_grpc_echo.sh: {exc}"
-    if done.returncode != 0 or not CPP_ECHO.is_file():
+        return f"{script}: {exc}"
+    if done.returncode != 0 or not binary.is_file():
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return f"build_grpc_echo.sh exit {done.returncode}: " + " | ".join(tail)
+        return f"{script} exit {done.returncode}: " + " | ".join(tail)
     return None
+
+
+def cpp_echo_reason() -> str | None:
+    """Build the C++ gRPC echo service if needed; ``None`` when it is ready, else why not."""
+    return _build_reason(CPP_ECHO, CPP_SOURCES, "build_grpc_echo.sh", "C++ gRPC echo service")
+
+
+def go_echo_reason() -> str | None:
+    """Build the Go NATS echo service if needed; ``None`` when it is ready, else why not."""
+    return _build_reason(GO_ECHO, GO_SOURCES, "build_nats_echo.sh", "Go NATS echo service")
 
 
 def _grpc_echo(kind: str, port: int) -> list[str]:
@@ -196,8 +214,19 @@ def _grpc_echo(kind: str, port: int) -> list[str]:
             "--port", str(port), "--cpu", str(CLIENT_CPU)]  # fmt: skip
 
 
+def _nats_echo(kind: str, url: str) -> list[str]:
+    """The command of the NATS echo service ``kind`` (go, python) on ``url``, pinned to CPU 1."""
+    if kind == "go":
+        return _on_cpu1([str(GO_ECHO), url])
+    return [sys.executable, str(BENCH_DIR / "echo_procedures.py"), "--mode", "nats",
+            "--nats", url, "--cpu", str(CLIENT_CPU)]  # fmt: skip
+
+
 def start_services(
-    workdir: Path, grpc_server: str = "cpp", nats_callgrind: Path | None = None
+    workdir: Path,
+    grpc_server: str = "cpp",
+    nats_callgrind: Path | None = None,
+    nats_service: str = "go",
 ) -> tuple[dict[str, ServerProcess], int, int, int]:
     """nats-server, the HTTP, gRPC and NATS echo services; their processes and ports.
 
@@ -215,13 +244,11 @@ def start_services(
         svc, http_port = rt.start_echo_service(workdir, "sdk", CLIENT_CPU)
         procs["http"] = svc
         grpc_port = free_port()
-        script = str(BENCH_DIR / "echo_procedures.py")
         procs["grpc"] = ServerProcess(
             "echo-grpc", _grpc_echo(grpc_server, grpc_port), workdir / "echo-grpc.log",
             "listening on ",
         )
-        argv = [sys.executable, script, "--mode", "nats", "--nats",
-                f"nats://127.0.0.1:{nats_port}", "--cpu", str(CLIENT_CPU)]  # fmt: skip
+        argv = _nats_echo(nats_service, f"nats://127.0.0.1:{nats_port}")
         if nats_callgrind is not None:
             argv = callgrind_command(nats_callgrind, argv)
         procs["nats"] = ServerProcess(
@@ -418,7 +445,7 @@ async def amain(args: argparse.Namespace) -> int:
         workdir = Path(tmp)
         service_cg = cg / "service.callgrind" if cg and args.callgrind_service else None
         procs, http_port, grpc_port, nats_port = start_services(
-            workdir, args.grpc_server, service_cg
+            workdir, args.grpc_server, service_cg, args.nats_service
         )
         floors: dict[str, tuple[float, float]] = {}
         gateway: ServerProcess | None = None
@@ -579,7 +606,7 @@ def report(
         f"round trips through HTTP, gRPC and NATS: K={args.clients} closed-loop clients per "
         f"path, {args.payload}-byte payload, {args.seconds:.0f} s windows, medians of "
         f"{args.rounds} interleaved rounds (shared machine: compare ratios, not absolutes); "
-        f"gRPC echo service: {args.grpc_server}"
+        f"gRPC echo service: {args.grpc_server}, NATS echo service: {args.nats_service}"
     )
     ref_us = results["reference"].median_of(lambda w: w.per_rt_us(w.server_cpu))
     hdr = (
@@ -646,6 +673,11 @@ def main() -> int:
         help="the gRPC echo service: cpp (gRPC C++, default; node when it cannot be built), "
         "node (grpc-js), aio or sync (grpcio's)",
     )  # fmt: skip
+    parser.add_argument(
+        "--nats-service", choices=("go", "python"), default="go",
+        help="the NATS echo service: go (nats.go, default; python when it cannot be built), "
+        "python (the SDK's NatsService)",
+    )  # fmt: skip
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the gateway into DIR")
     parser.add_argument(
         "--callgrind", type=Path, metavar="DIR",
@@ -658,7 +690,7 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument(
         "--callgrind-service", action="store_true",
-        help="with --callgrind: count the NATS echo service instead of the gateway",
+        help="with --callgrind: count the (python) NATS echo service instead of the gateway",
     )  # fmt: skip
     parser.add_argument(
         "--floors", action="store_true",
@@ -674,12 +706,19 @@ def main() -> int:
             parser.error("--callgrind goes without --profile and --floors")
         if args.callgrind_service and args.callgrind_path != "nats":
             parser.error("--callgrind-service counts the NATS echo service: --callgrind-path nats")
+        if args.callgrind_service and args.nats_service != "python":
+            parser.error("--callgrind-service counts the Python NATS echo: --nats-service python")
         args.callgrind.mkdir(parents=True, exist_ok=True)
     if args.grpc_server == "cpp":
         reason = cpp_echo_reason()
         if reason is not None:
             print(f"--grpc-server cpp unavailable ({reason}); using node", flush=True)
             args.grpc_server = "node"
+    if args.nats_service == "go":
+        reason = go_echo_reason()
+        if reason is not None:
+            print(f"--nats-service go unavailable ({reason}); using python", flush=True)
+            args.nats_service = "python"
     try:
         return uvloop.run(amain(args))
     except BenchError as exc:
