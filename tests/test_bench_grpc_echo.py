@@ -23,10 +23,14 @@ def _toolchain() -> bool:
     return found.returncode == 0
 
 
-pytestmark = pytest.mark.skipif(
-    not _toolchain(),
-    reason="no C++ gRPC toolchain (apt-get install libgrpc++-dev protobuf-compiler-grpc)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not _toolchain(),
+        reason="no C++ gRPC toolchain (apt-get install libgrpc++-dev protobuf-compiler-grpc)",
+    ),
+    pytest.mark.slow,  # the first run compiles the echo (g++ against gRPC's headers)
+    pytest.mark.timeout(240),
+]
 
 
 @pytest.fixture

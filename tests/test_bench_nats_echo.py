@@ -40,6 +40,7 @@ pytestmark = [
         " or no nats-server",
     ),
     pytest.mark.timeout(120),  # the first build takes ~30 s on a loaded machine
+    pytest.mark.slow,
 ]
 
 

@@ -1,5 +1,7 @@
 """ReplyClient's raw subscriptions against a real nats-server: the bytes a handler
-gets, a handler that raises, unsubscribing; and the answer header parser."""
+gets, a handler that raises, unsubscribing; the answer header parser; and
+``nats_wire.flush``, which puts the invoker's batch on the socket at once (no waiting
+for nats-py's flusher task: one loop iteration more of every round trip)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from tests.helpers import eventually
 from tests.servers import NATS_SERVER, ServerProcess, nats_server
 from wsgate.backends.nats import close_client, connect_nats
 from wsgate.backends.nats_client import ReplyClient
-from wsgate.routing.nats_wire import STATUS, answer_headers
+from wsgate.routing.nats_wire import STATUS, answer_headers, flush, write
 from wsgate.sdk.nats_service import on_server
 
 pytestmark = [pytest.mark.skipif(NATS_SERVER is None, reason="no nats-server"),
@@ -109,3 +111,19 @@ async def test_after_unsubscribe_the_handler_gets_nothing(nc: ReplyClient, pub: 
 )  # fmt: skip
 def test_answer_headers(block: bytes, expected: dict[str, str]) -> None:
     assert answer_headers(block) == expected
+
+
+async def test_flush_writes_the_batch_before_the_loop_runs_again(nc: ReplyClient) -> None:
+    got: list[bytes] = []
+    await nc.subscribe_raw("flush.t", lambda s, d, h: got.append(d))
+    await on_server(nc)
+    await write(nc, b"PUB flush.t 3\r\none\r\nPUB flush.t 3\r\ntwo\r\n")
+    await flush(nc)  # no await in it yields: the bytes left the client's buffer here
+    assert nc._pending == [] and nc._pending_data_size == 0
+    await eventually(lambda: len(got) == 2, what="both messages")
+    assert got == [b"one", b"two"]
+
+
+async def test_flush_with_nothing_pending_writes_nothing(nc: ReplyClient) -> None:
+    await flush(nc)
+    assert nc._pending == [] and nc._pending_data_size == 0

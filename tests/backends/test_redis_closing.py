@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis.exceptions
 
-from tests.servers import REDIS_SERVER, ServerProcess, free_port
+from tests.servers import REDIS_SERVER, ServerProcess, redis_server
 from wsgate.backends.acks import open_acks
 from wsgate.backends.redis import open_redis
 from wsgate.backends.revocations import open_revocations
@@ -28,15 +28,8 @@ from wsgate.exceptions import BackendUnavailable
 def locked_redis() -> Iterator[ServerProcess]:
     if REDIS_SERVER is None:
         pytest.skip("no redis-server")
-    port = free_port()
-    argv = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--requirepass", "not-given"]
-    server = ServerProcess(argv, port, "redis")
-    server.start()
-    try:
+    with redis_server(extra=["--requirepass", "not-given"]) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _opens(url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
