@@ -97,6 +97,8 @@ export {
 /** Client states, as `client.state` reports them. */
 /** At most this many handled `meta.ack` offsets are remembered for de-duplication. */
 const HANDLED_MAX = 1024;
+/** At most this many pushes are held while a RESUME is answered; past it they go at once. */
+const HELD_MAX = 1024;
 
 export const States = Object.freeze({
   CONNECTING: 'connecting',
@@ -186,6 +188,19 @@ export class WsgateClient {
   /** Offsets of `meta.ack` actions handled, oldest first (at most HANDLED_MAX): a
    * redelivery of one is acknowledged again, never handed to the application twice. */
   #handled = new Set();
+  /** The offset RESUME was sent from on this connection (undefined: none sent). */
+  #resumeFrom = undefined;
+  /** WELCOME's inbox offset while RESUMED and its replay (up to it) are not all in. */
+  #resumeAt = undefined;
+  /** RESUMED arrived for #resumeAt: the replay frames follow it. */
+  #resumed = false;
+  /**
+   * Inbox actions past #resumeAt that came before the replay ended (the gateway sends a
+   * push made before it read RESUME live, ahead of RESUMED): handed over after the
+   * replay, in order (at most HELD_MAX).
+   * @type {Array<[Action, number]>}
+   */
+  #held = [];
   /** Token auth: AUTH was sent on the current socket; rejoins wait for WELCOME. */
   #awaitingWelcome = false;
   /** A REFRESH is being prepared (one at a time). */
@@ -569,6 +584,10 @@ export class WsgateClient {
   #ready(ws) {
     this.#setState(States.OPEN);
     // RESUME must be the connection's first action (it may precede WELCOME: it waits).
+    this.#held = []; // a connection's held pushes are replayed to the next one
+    this.#resumeAt = undefined;
+    this.#resumed = false;
+    this.#resumeFrom = this.#inbox;
     if (this.#inbox !== undefined) {
       ws.send(JSON.stringify({ type: T.RESUME, payload: { inbox: this.#inbox } }));
     }
@@ -605,6 +624,10 @@ export class WsgateClient {
     } else if (typeof meta.offset === 'number' && meta.channel === undefined && !isBuiltin(action)) {
       this.#fromInbox(ws, action, meta.offset, meta.ack === true);
       return;
+    }
+    if (this.#resumed && action.type !== T.RESUMED) this.#releaseHeld(); // the replay is over
+    if (action.type === T.ERROR && meta.inReplyTo === undefined && this.#resumeAt !== undefined && !this.#resumed) {
+      this.#releaseHeld(); // the RESUME was refused: no replay comes
     }
     this.#builtins.get(action.type)?.(action);
     // A NAVIGATE is answered by the LEFT of the hub's old view and then its
@@ -666,6 +689,20 @@ export class WsgateClient {
    * @param {boolean} ack
    */
   #fromInbox(ws, action, offset, ack) {
+    const at = this.#resumeAt;
+    if (at !== undefined && !ack) {
+      if (offset > at) { // live, not replayed
+        if (!this.#resumed && this.#held.length < HELD_MAX) {
+          this.#held.push([action, offset]);
+          return;
+        }
+        this.#releaseHeld(); // after RESUMED: the replay is over
+      } else if (this.#resumed && offset >= at) { // the replay's last
+        this.#hand(action, offset);
+        this.#releaseHeld();
+        return;
+      }
+    }
     const repeat = ack ? this.#handled.has(offset) : this.#inbox !== undefined && offset <= this.#inbox;
     if (!repeat) {
       if (!ack && (this.#inbox === undefined || offset > this.#inbox)) this.#inbox = offset;
@@ -684,6 +721,35 @@ export class WsgateClient {
     const { inbox, recovered } = action.payload ?? {};
     // The window is gone: what follows starts after the WELCOME's offset.
     if (recovered === false && typeof inbox === 'number' && (this.#inbox ?? 0) < inbox) this.#inbox = inbox;
+    if (this.#resumeAt === undefined) return;
+    this.#resumed = true;
+    if ((this.#inbox ?? 0) >= this.#resumeAt) this.#releaseHeld(); // nothing (more) to replay
+  }
+
+  /** RESUME sent and WELCOME read: from here, hold live pushes until the replay is in. */
+  #expectReplay() {
+    const at = this.#welcome?.inbox;
+    if (this.#resumeFrom !== undefined && typeof at === 'number' && at > this.#resumeFrom) this.#resumeAt = at;
+  }
+
+  /**
+   * An inbox action without `meta.ack`: to the application unless a repeat.
+   * @param {Action} action
+   * @param {number} offset
+   */
+  #hand(action, offset) {
+    if (this.#inbox !== undefined && offset <= this.#inbox) return;
+    this.#inbox = offset;
+    this.#actions.emit(action.type, action);
+  }
+
+  /** The RESUME is answered: hand the held pushes over, in order. */
+  #releaseHeld() {
+    const held = this.#held;
+    this.#held = [];
+    this.#resumeAt = undefined;
+    this.#resumed = false;
+    for (const [action, offset] of held) this.#hand(action, offset);
   }
 
   /** @param {Action} action */
@@ -696,6 +762,7 @@ export class WsgateClient {
       this.#awaitingWelcome = false;
       this.#ready(this.#ws);
     }
+    this.#expectReplay(); // after #ready: RESUME may have gone out before or just now
     this.#events.emit('welcome', this.#welcome);
   }
 

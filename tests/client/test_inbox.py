@@ -57,3 +57,27 @@ async def test_an_acked_push_is_acknowledged_after_the_handlers_ran() -> None:
         assert acks is not None
         await eventually(lambda: acks.state(ack).value == "acked", what="the ACK")  # type: ignore[union-attr]
         assert len(seen.of("task/DO")) == 1
+
+
+async def test_a_push_reaching_the_tab_before_its_resumed_is_handled_after_the_replay() -> None:
+    """The gateway sends a push made between WELCOME and its reading of RESUME live,
+    ahead of RESUMED and the replay (core/inbox.py): the client holds it until the
+    replay is in, so its handlers see every push once and in order. (It once moved
+    the client's cursor past the replay, which it then dropped as repeats.)"""
+    async with running() as gw, client_of(gw, "alice") as alice:
+        seen = Seen()
+        alice.on("note/*", seen)
+        push(gw, 0)
+        await eventually(lambda: len(seen.of("note/NEW")) == 1, what="the live push")
+        welcomes = Seen()
+        # The client emits "welcome" after writing RESUME; the node, on this loop too,
+        # has not read it yet, so this push goes out live before RESUMED.
+        alice.on("welcome", lambda payload: push(gw, 3))
+        alice.on("welcome", welcomes)
+        assert gw.node.gateway is not None
+        gw.node.gateway.disconnect(alice.welcome["connectionId"], 4000, "slow")  # type: ignore[index]
+        for n in (1, 2):  # on the closing socket, or replayed after RESUMED: before 3 either way
+            push(gw, n)
+        await eventually(lambda: len(seen.of("note/NEW")) >= 4, what="every push")
+        assert welcomes.actions
+        assert [p["n"] for p in seen.payloads("note/NEW")] == [0, 1, 2, 3]

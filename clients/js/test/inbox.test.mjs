@@ -77,3 +77,39 @@ test('an acknowledged action is dispatched once, then ACKed, and a redelivery on
   assert.deepEqual(order, ['dispatch 11', 'ack 11', 'ack 11']);
   assert.equal(client.inbox, 10); // an ack'd offset never moves the RESUME offset
 });
+
+test('a push that arrives before RESUMED is handed over after the replay, in order', async () => {
+  // The gateway sends a push made before it read RESUME live, ahead of RESUMED.
+  const client = connect();
+  const got = [];
+  client.on('note/NEW', (a) => got.push(a.meta.offset));
+  FakeWebSocket.last.accept({ ...WELCOME, inbox: 100 });
+  FakeWebSocket.last.receive(note(101));
+  FakeWebSocket.last.serverClose(1006);
+  await until(() => FakeWebSocket.instances.length === 2);
+  const ws = FakeWebSocket.last;
+  ws.accept({ ...WELCOME, inbox: 104 });
+  assert.deepEqual(ws.sent[0], { type: '@@wsgate/RESUME', payload: { inbox: 101 } });
+  ws.receive(note(105)); // live, before RESUMED
+  assert.deepEqual(got, [101]);
+  ws.receive({ type: '@@wsgate/RESUMED', payload: { inbox: 104, recovered: true } });
+  for (const o of [102, 103, 104]) ws.receive(note(o));
+  ws.receive(note(106));
+  assert.deepEqual(got, [101, 102, 103, 104, 105, 106]);
+  assert.equal(client.inbox, 106);
+});
+
+test('with RESUMED {recovered: false} a held push goes on at once', async () => {
+  const client = connect();
+  const got = [];
+  client.on('note/NEW', (a) => got.push(a.meta.offset));
+  FakeWebSocket.last.accept({ ...WELCOME, inbox: 100 });
+  FakeWebSocket.last.serverClose(1006);
+  await until(() => FakeWebSocket.instances.length === 2);
+  const ws = FakeWebSocket.last;
+  ws.accept({ ...WELCOME, inbox: 150 });
+  ws.receive(note(151));
+  assert.deepEqual(got, []);
+  ws.receive({ type: '@@wsgate/RESUMED', payload: { inbox: 150, recovered: false } });
+  assert.deepEqual(got, [151]);
+});

@@ -78,6 +78,8 @@ REFRESH: Final = "@@wsgate/REFRESH"
 """The client's answer to SESSION_EXPIRING: ``{token}``."""
 HANDLED_MAX: Final = 1024
 """At most this many handled ``meta.ack`` offsets are remembered for de-duplication."""
+HELD_MAX: Final = 1024
+"""At most this many pushes are held while a RESUME is answered; past it they go at once."""
 ABNORMAL: Final = 1006
 """No close frame (network, server gone, or the upgrade failed)."""
 
@@ -156,6 +158,15 @@ class Client:
         self._handled: dict[int, None] = {}
         """Offsets of ``meta.ack`` actions handled, oldest first (at most
         :data:`HANDLED_MAX`): a redelivery is acknowledged again, not handled twice."""
+        self._resume_at: int | None = None
+        """WELCOME's inbox offset while the answer to the RESUME sent after it (RESUMED,
+        then the replay up to this offset) is not all in; ``None`` otherwise."""
+        self._resumed = False
+        """RESUMED arrived for :attr:`_resume_at`: the replay frames follow it."""
+        self._held: list[tuple[str, dict[str, Any], int]] = []
+        """Inbox actions past :attr:`_resume_at` that came before the replay ended (the
+        gateway sends a push made before it read RESUME live, ahead of RESUMED):
+        handed to the handlers after the replay, in order (at most :data:`HELD_MAX`)."""
 
         self._seq = 0
         self._requests = RequestTable(max_pending)
@@ -573,6 +584,8 @@ class Client:
         if channel is None and isinstance(offset, int) and not type_.startswith("@@wsgate/"):
             await self._from_inbox(ws, type_, action, offset, meta.get("ack") is True)
             return
+        if self._resumed:  # RESUMED's replay is written right after it: it is over
+            self._release_held()
         if (
             isinstance(channel, str)
             and isinstance(offset, int)
@@ -590,6 +603,10 @@ class Client:
             # The window is gone: what follows starts after this WELCOME's offset.
             if p.get("recovered") is False and isinstance(top, int) and (self.inbox or 0) < top:
                 self.inbox = top
+            if self._resume_at is not None:
+                self._resumed = True
+                if (self.inbox or 0) >= self._resume_at:  # nothing (more) to replay
+                    self._release_held()
         elif type_ == B.LEFT:
             if reply_to is None and isinstance(p.get("channel"), str):
                 self._forget(p["channel"])
@@ -600,6 +617,8 @@ class Client:
             ):
                 self._emit_presence(ch)
         elif type_ == B.ERROR:
+            if reply_to is None and self._resume_at is not None and not self._resumed:
+                self._release_held()  # the RESUME was refused: no replay comes
             if not (isinstance(reply_to, str) and self._requests.has(reply_to)):
                 self._events.emit("error", error_of(action))
         elif type_ == SESSION_EXPIRING:
@@ -621,7 +640,12 @@ class Client:
         """
         self.welcome = payload
         self._attempt = 0
+        self._held = []  # a connection's held pushes are replayed to the next one
+        self._resume_at, self._resumed = None, False
         if self.inbox is not None:  # RESUME is accepted only as the first action
+            at = payload.get("inbox")
+            if isinstance(at, int) and at > self.inbox:
+                self._resume_at = at
             await self._write(ws, json.dumps({"type": B.RESUME, "payload": {"inbox": self.inbox}}))
         elif isinstance(payload.get("inbox"), int):
             self.inbox = payload["inbox"]
@@ -653,6 +677,17 @@ class Client:
         offset, or a handled ``meta.ack`` one) is dropped, an ack'd one acknowledged
         again. Only an action without ``meta.ack`` moves :attr:`inbox` (an ack'd one may
         be a connection's, of another sequence)."""
+        at = self._resume_at
+        if at is not None and not ack:
+            if offset > at:  # live, not replayed
+                if not self._resumed and len(self._held) < HELD_MAX:
+                    self._held.append((type_, action, offset))
+                    return
+                self._release_held()  # after RESUMED: the replay is over
+            elif self._resumed and offset >= at:  # the replay's last
+                self._hand(type_, action, offset)
+                self._release_held()
+                return
         repeat = offset in self._handled if ack else self.inbox is not None and offset <= self.inbox
         if not repeat:
             if not ack and (self.inbox is None or offset > self.inbox):
@@ -665,6 +700,19 @@ class Client:
             if len(self._handled) > HANDLED_MAX:
                 del self._handled[next(iter(self._handled))]
         await self._write(ws, json.dumps({"type": B.ACK, "payload": {"offset": offset}}))
+
+    def _hand(self, type_: str, action: dict[str, Any], offset: int) -> None:
+        """An inbox action without ``meta.ack``: to the handlers unless a repeat."""
+        if self.inbox is None or offset > self.inbox:
+            self.inbox = offset
+            self._actions.emit(type_, action)
+
+    def _release_held(self) -> None:
+        """The RESUME is answered: hand the held pushes over, in order."""
+        held, self._held = self._held, []
+        self._resume_at, self._resumed = None, False
+        for type_, action, offset in held:
+            self._hand(type_, action, offset)
 
     def _on_joined(self, p: dict[str, Any], reply_to: object) -> None:
         channel = p.get("channel")
