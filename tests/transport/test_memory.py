@@ -13,30 +13,39 @@ import sys
 import tracemalloc
 
 from tests.transport.conftest import Start
-from tests.transport.helpers import RawClient
+from tests.transport.helpers import RawClient, RecordingHandler
 from wsgate.transport.protocol import _SHARED, GateProtocol
 
 N = 40
 
 
-async def test_server_py_keeps_two_objects_per_idle_connection(start: Start) -> None:
-    listener, handler = await start()
-    warm = [await RawClient.connect(listener.port) for _ in range(5)]
+async def _connect_traced(
+    port: int, handler: RecordingHandler
+) -> tuple[list[RawClient], list[tracemalloc.StatisticDiff]]:
+    """Open 5 warm-up connections, then :data:`N` under tracemalloc; the clients (kept
+    open while the caller holds them) and what grew meanwhile, by allocating line."""
+    warm = [await RawClient.connect(port) for _ in range(5)]
     await handler.wait_sessions(len(warm))
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.take_snapshot()
-        clients = [await RawClient.connect(listener.port) for _ in range(N)]
+        clients = [await RawClient.connect(port) for _ in range(N)]
         assert all(c.status == 101 for c in clients)
         await handler.wait_sessions(len(warm) + N)
         gc.collect()
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
+    return warm + clients, after.compare_to(before, "lineno")
+
+
+async def test_server_py_keeps_two_objects_per_idle_connection(start: Start) -> None:
+    listener, handler = await start()
+    _open, grown = await _connect_traced(listener.port, handler)  # held: the connections stay
     kept = [
         st
-        for st in after.compare_to(before, "lineno")
+        for st in grown
         if st.traceback[0].filename.endswith("wsgate/transport/server.py") and st.count_diff > 0
     ]
     blocks = sum(st.count_diff for st in kept)
@@ -74,28 +83,16 @@ async def test_listener_py_keeps_nothing_per_idle_connection(start: Start) -> No
     # connection is one float, the upgrade's time (``last_active``, which the
     # core's ``connected_at`` shares).
     listener, handler = await start()
-    warm = [await RawClient.connect(listener.port) for _ in range(5)]
-    await handler.wait_sessions(len(warm))
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.take_snapshot()
-        clients = [await RawClient.connect(listener.port) for _ in range(N)]
-        assert all(c.status == 101 for c in clients)
-        await handler.wait_sessions(len(warm) + N)
-        gc.collect()
-        after = tracemalloc.take_snapshot()
-    finally:
-        tracemalloc.stop()
+    clients, grown = await _connect_traced(listener.port, handler)
     kept = [
         st
-        for st in after.compare_to(before, "lineno")
+        for st in grown
         if st.traceback[0].filename.endswith("wsgate/transport/listener.py") and st.size_diff > 0
     ]
     assert sum(st.size_diff for st in kept) <= 32 * N, [
         (str(st.traceback[0]), st.size_diff) for st in kept
     ]
-    assert listener.connection_count == len(warm) + N
+    assert listener.connection_count == len(clients)
 
 
 async def test_an_idle_protocol_object_is_at_most_336_bytes(start: Start) -> None:
