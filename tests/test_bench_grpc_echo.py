@@ -75,18 +75,3 @@ async def test_the_cpp_echo_is_reflected_and_answers_the_request(echo_port: int)
         await channel.aclose()
     assert [method.decode(method.response.FromString(a)) for a in answers] == [{"pad": "xyz"}] * 3
 
-
-def test_a_failed_build_is_a_reason_not_an_exception(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.syspath_prepend(str(BENCH))
-    sys.modules.pop("procedures", None)
-    import procedures
-
-    monkeypatch.setattr(procedures, "CPP_ECHO", tmp_path / "absent")
-    monkeypatch.setattr(
-        procedures.subprocess, "run",
-        lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "g++: fatal error: no input\n"),
-    )  # fmt: skip
-    reason = procedures.cpp_echo_reason()
-    assert reason is not None and "exit 1" in reason and "g++: fatal error" in reason
