@@ -703,13 +703,13 @@ export class WsgateClient {
         return;
       }
     }
-    const repeat = ack ? this.#handled.has(offset) : this.#inbox !== undefined && offset <= this.#inbox;
-    if (!repeat) {
-      if (!ack && (this.#inbox === undefined || offset > this.#inbox)) this.#inbox = offset;
-      this.#actions.emit(action.type, action);
+    if (!ack) {
+      this.#hand(action, offset);
+      return;
     }
-    if (!ack) return;
+    const repeat = this.#handled.has(offset);
     if (!repeat) {
+      this.#actions.emit(action.type, action);
       this.#handled.add(offset);
       if (this.#handled.size > HANDLED_MAX) this.#handled.delete(this.#handled.values().next().value);
     }

@@ -688,14 +688,12 @@ class Client:
                 self._hand(type_, action, offset)
                 self._release_held()
                 return
-        repeat = offset in self._handled if ack else self.inbox is not None and offset <= self.inbox
-        if not repeat:
-            if not ack and (self.inbox is None or offset > self.inbox):
-                self.inbox = offset
-            self._actions.emit(type_, action)
         if not ack:
+            self._hand(type_, action, offset)
             return
+        repeat = offset in self._handled
         if not repeat:
+            self._actions.emit(type_, action)
             self._handled[offset] = None
             if len(self._handled) > HANDLED_MAX:
                 del self._handled[next(iter(self._handled))]
