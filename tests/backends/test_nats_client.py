@@ -118,12 +118,12 @@ async def test_flush_writes_the_batch_before_the_loop_runs_again(nc: ReplyClient
     await nc.subscribe_raw("flush.t", lambda s, d, h: got.append(d))
     await on_server(nc)
     await write(nc, b"PUB flush.t 3\r\none\r\nPUB flush.t 3\r\ntwo\r\n")
-    await flush(nc)  # no await in it yields: the bytes left the client's buffer here
+    flush(nc)  # a plain call: the bytes left the client's buffer here
     assert nc._pending == [] and nc._pending_data_size == 0
     await eventually(lambda: len(got) == 2, what="both messages")
     assert got == [b"one", b"two"]
 
 
 async def test_flush_with_nothing_pending_writes_nothing(nc: ReplyClient) -> None:
-    await flush(nc)
+    flush(nc)
     assert nc._pending == [] and nc._pending_data_size == 0

@@ -410,7 +410,7 @@ class NatsInvoker:
                 if commands:  # one write for the batch: the calls' bytes, in their order
                     await write(nc, b"".join(commands))
                 batch.clear()
-            await flush(nc)
+            flush(nc)
         except NatsError as exc:  # closed or draining meanwhile: not the services' fault
             reason = f"{type(exc).__name__}: {exc}"
             for call in batch:

@@ -140,7 +140,7 @@ async def write(nc: Client, command: bytes) -> None:
     await nc._send_command(command)
 
 
-async def flush(nc: Client) -> None:
+def flush(nc: Client) -> None:
     """Write what :func:`write` appended (and anything nats-py queued before it) to
     the socket now, in this loop iteration; no waiting for the server.
 
