@@ -1,4 +1,4 @@
-"""Helpers shared by every test package: a free port, and bounded polling.
+"""Helpers shared by every test package: a free port, bounded polling, and loop look-ups.
 
 Tests never sleep to synchronize: they poll the condition they wait for with
 :func:`eventually` (in a coroutine) or :func:`wait_until` (in plain code), each
@@ -10,10 +10,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
-__all__ = ["DEADLINE_S", "eventually", "free_port", "settled", "wait_until"]
+import pytest
+
+__all__ = [
+    "DEADLINE_S", "eventually", "free_port", "loop_lookups", "settled", "wait_until",
+]  # fmt: skip
 
 DEADLINE_S = 5.0
 """How long a condition may take by default."""
@@ -83,3 +89,27 @@ async def settled(check: Callable[[], bool], timeout: float = 3.0, *, every: flo
             break
         await asyncio.sleep(every)
     return check()
+
+
+@contextmanager
+def loop_lookups(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Count wsgate's calls of ``asyncio.get_running_loop`` inside the block (``[n]``;
+    a caller outside ``wsgate``, such as a grpcio server in the test, is not counted).
+
+    On CPython 3.11 each one is a ``getpid()`` system call (the running-loop
+    check against a fork), so a path run per message must keep its loop
+    instead (bench/README.md, "getpid per call"). The real function still runs.
+    """
+    real = asyncio.get_running_loop
+    count = [0]
+
+    def counted() -> asyncio.AbstractEventLoop:
+        if str(sys._getframe(1).f_globals.get("__name__", "")).startswith("wsgate"):
+            count[0] += 1
+        return real()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counted)
+    try:
+        yield count
+    finally:
+        monkeypatch.setattr(asyncio, "get_running_loop", real)

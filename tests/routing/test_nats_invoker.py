@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from nats.micro import add_service
 from nats.micro.request import Request
 
-from tests.helpers import eventually
+from tests.helpers import eventually, loop_lookups
 from tests.servers import ServerProcess, nats_server
 from wsgate.backends.nats import close_client, connect_nats
 from wsgate.protocol.codes import ErrorCode
@@ -285,6 +285,27 @@ async def test_start_calls_done_once_later(invoker: NatsInvoker, svc_nc: Client)
     await eventually(lambda: len(outcomes) == 2, what="both calls answered")
     assert ErrorCode.UPSTREAM_UNAVAILABLE in outcomes
     assert any(isinstance(o, InvocationResult) for o in outcomes)
+
+
+async def test_started_calls_look_the_loop_up_once(
+    invoker: NatsInvoker, svc_nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each asyncio.get_running_loop() is a getpid() system call on CPython 3.11:
+    # it was 9 % of the gateway's samples on this path (bench/README.md).
+    async def answer(msg: Msg) -> None:
+        await msg.respond(json.dumps(ANSWER).encode())
+
+    await responder(svc_nc, "orders.loop", answer)
+    outcomes: list[InvocationResult | ErrorCode] = []
+    with loop_lookups(monkeypatch) as lookups:
+        for _ in range(10):
+            invoker.start(service("orders.loop"), ACTION, CTX, outcomes.append)
+        await eventually(lambda: len(outcomes) == 10, what="ten answers")
+        for _ in range(10):
+            invoker.start(service("orders.loop"), ACTION, CTX, outcomes.append)
+        await eventually(lambda: len(outcomes) == 20, what="ten more answers")
+    assert all(isinstance(o, InvocationResult) for o in outcomes)
+    assert lookups == [1]  # the invoker's first call keeps the loop
 
 
 async def test_the_concurrency_cap_bounds_calls_in_flight(

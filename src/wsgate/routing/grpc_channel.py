@@ -62,6 +62,8 @@ class _Conn(asyncio.Protocol):
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
+        self.loop = asyncio.get_running_loop()
+        """Kept: each ``get_running_loop()`` is a ``getpid()`` system call on CPython 3.11."""
         self.h2 = H2Client(max_message=channel.max_message)
         self.transport: asyncio.Transport | None = None
         self._flushing = False
@@ -79,11 +81,11 @@ class _Conn(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.timer_at = deadline
-        self.timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+        self.timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self.timer = None
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         due: list[tuple[Stream, UnaryCall]] = []
         first = float("inf")
         for stream in self.h2.streams.values():
@@ -128,7 +130,7 @@ class _Conn(asyncio.Protocol):
         """Write at the end of this loop iteration (one write for the calls started in it)."""
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush_now)
+            self.loop.call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
         self._flushing = False
@@ -269,7 +271,7 @@ class Channel:
             return False
         conn.h2.open(self.prefix(path) + metadata, request, call)
         conn.flush_soon()
-        conn.watch(call, asyncio.get_running_loop().time() + timeout_s)
+        conn.watch(call, conn.loop.time() + timeout_s)
         return True
 
     def stream(self, path: str, request: bytes, metadata: bytes) -> ServerStream:

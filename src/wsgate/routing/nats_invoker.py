@@ -197,6 +197,15 @@ class NatsInvoker:
         self._closed = False
         self._outcomes = Outcomes(log, "subject")
         self.stats = InvokerStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop of the first call, kept: each ``get_running_loop()`` is a
+        ``getpid()`` system call on CPython 3.11 (bench/README.md)."""
+
+    def _running(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def start(
         self,
@@ -278,7 +287,7 @@ class NatsInvoker:
         traceparent: str | None,
     ) -> bytes | None:
         """Start a call; its id when it is in the map now (else it ended, or waits for a slot)."""
-        loop = asyncio.get_running_loop()
+        loop = self._running()
         if self._closed:
             code = self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "invoker closed")
             loop.call_soon(_tell, done, code)
@@ -363,7 +372,7 @@ class NatsInvoker:
             pool.slots.release()
             _tell(done, self._fail(service, None, ErrorCode.UPSTREAM_UNAVAILABLE, "invoker closed"))
             return
-        self._enter(asyncio.get_running_loop(), service, action, context, done, traceparent)
+        self._enter(self._running(), service, action, context, done, traceparent)
 
     async def _wait(
         self,
@@ -373,9 +382,7 @@ class NatsInvoker:
         traceparent: str | None,
     ) -> InvocationResult | ErrorCode:
         """:meth:`_start` and wait for ``done``; a cancelled wait ends the call."""
-        fut: asyncio.Future[InvocationResult | ErrorCode] = (
-            asyncio.get_running_loop().create_future()
-        )
+        fut: asyncio.Future[InvocationResult | ErrorCode] = self._running().create_future()
 
         def done(result: InvocationResult | ErrorCode) -> None:
             if not fut.done():
@@ -479,7 +486,7 @@ class NatsInvoker:
     def _expire(self) -> None:
         """The timer: end the calls past their deadline, arm again for the earliest left."""
         self._timer, self._timer_at = None, float("inf")
-        loop = asyncio.get_running_loop()
+        loop = self._running()
         now = loop.time()
         late = [call for call in self._calls.values() if call.deadline <= now]
         for call in late:
@@ -501,7 +508,7 @@ class NatsInvoker:
         _tell(call.done, code)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = self._running().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
