@@ -16,7 +16,7 @@ from typing import Protocol
 
 import pytest
 
-from tests.servers import ServerProcess, nats_server, redis_server
+from tests.servers import ServerProcess, redis_server
 from wsgate.backends.base import Backend
 
 HISTORY_SIZE = 4
@@ -67,12 +67,6 @@ async def holds(backend: Backend, stream: str) -> bool:
 @pytest.fixture(scope="module")
 def redis_proc() -> Iterator[ServerProcess]:
     with redis_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def nats_proc() -> Iterator[ServerProcess]:
-    with nats_server() as server:
         yield server
 
 

@@ -5,14 +5,14 @@ for nats-py's flusher task: one loop iteration more of every round trip)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
 from nats.aio.client import Client
 
 from tests.helpers import eventually
-from tests.servers import NATS_SERVER, ServerProcess, nats_server
+from tests.servers import NATS_SERVER, ServerProcess
 from wsgate.backends.nats import close_client, connect_nats
 from wsgate.backends.nats_client import ReplyClient
 from wsgate.routing.nats_wire import STATUS, answer_headers, flush, write
@@ -22,12 +22,6 @@ pytestmark = [pytest.mark.skipif(NATS_SERVER is None, reason="no nats-server"),
               pytest.mark.timeout(30)]  # fmt: skip
 
 Got = tuple[bytes, bytes, "bytes | None"]
-
-
-@pytest.fixture(scope="module")
-def nats_proc() -> Iterator[ServerProcess]:
-    with nats_server() as server:
-        yield server
 
 
 @pytest.fixture

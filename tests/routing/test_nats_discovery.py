@@ -4,10 +4,8 @@ appearing within the interval, dropping out after two missed rounds, metadata pa
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 
 import msgspec
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -16,8 +14,7 @@ from nats.micro.request import Request
 from nats.micro.service import Service as MicroService
 
 from tests.helpers import eventually
-from tests.servers import ServerProcess, nats_server
-from wsgate.backends.nats import close_client, connect_nats
+from tests.servers import ServerProcess
 from wsgate.protocol.envelope import Action
 from wsgate.routing.context import InvocationContext
 from wsgate.routing.nats_discovery import NatsDiscovery
@@ -29,27 +26,6 @@ from wsgate.sdk.nats_service import on_server
 pytestmark = pytest.mark.timeout(30)
 
 WINDOW_S = 0.2
-
-
-@pytest.fixture(scope="module")
-def nats_proc() -> Iterator[ServerProcess]:
-    with nats_server() as server:
-        yield server
-
-
-@pytest.fixture
-async def gw_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:
-    nc = await connect_nats(nats_proc.url, name="wsgate test")
-    yield nc
-    await close_client(nc)
-
-
-@pytest.fixture
-async def svc_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:
-    nc = await nats.connect(nats_proc.url)
-    yield nc
-    await on_server(nc)  # every unsubscription of the test is on the server
-    await close_client(nc)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 import nats
@@ -46,29 +46,6 @@ ANSWER = {
     "reply": [{"type": "orders/GOT", "payload": {"id": 1}}],
     "publish": [{"to": {"channel": "acme:orders/1"}, "action": {"type": "orders/CHANGED"}}],
 }
-
-
-@pytest.fixture(scope="module")
-def nats_proc() -> Iterator[ServerProcess]:
-    with nats_server() as server:
-        yield server
-
-
-@pytest.fixture
-async def gw_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:
-    """The gateway's connection (as the node opens it)."""
-    nc = await connect_nats(nats_proc.url, name="wsgate test")
-    yield nc
-    await close_client(nc)
-
-
-@pytest.fixture
-async def svc_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:
-    """The services' connection."""
-    nc = await nats.connect(nats_proc.url)
-    yield nc
-    await on_server(nc)  # every unsubscription of the test is on the server
-    await close_client(nc)
 
 
 @pytest.fixture

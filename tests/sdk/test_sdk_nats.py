@@ -3,7 +3,6 @@ patterns in wsgate.actions, is found by discovery, and answers the invoker's cal
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import msgspec
@@ -11,8 +10,8 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from tests.servers import ServerProcess, nats_server
-from wsgate.backends.nats import close_client, connect_nats
+from tests.servers import ServerProcess
+from wsgate.backends.nats import close_client
 from wsgate.exceptions import Refused
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action
@@ -22,33 +21,12 @@ from wsgate.routing.nats_discovery import NatsDiscovery
 from wsgate.routing.nats_invoker import NatsInvoker
 from wsgate.routing.results import InvocationResult
 from wsgate.routing.table import RouteTable
-from wsgate.sdk.nats_service import NatsService, on_server
+from wsgate.sdk.nats_service import NatsService
 from wsgate.sdk.service import Context, Reply
 
 pytestmark = pytest.mark.timeout(30)
 
 CTX = InvocationContext(connectionId="n1.abc", userId="u1", hub="acme")
-
-
-@pytest.fixture(scope="module")
-def nats_proc() -> Iterator[ServerProcess]:
-    with nats_server() as server:
-        yield server
-
-
-@pytest.fixture
-async def gw_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:
-    nc = await connect_nats(nats_proc.url, name="wsgate test")
-    yield nc
-    await close_client(nc)
-
-
-@pytest.fixture
-async def svc_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:
-    nc = await nats.connect(nats_proc.url)
-    yield nc
-    await on_server(nc)  # every unsubscription of the test is on the server
-    await close_client(nc)
 
 
 def orders() -> NatsService:
