@@ -139,17 +139,13 @@ class _Conn(asyncio.Protocol):
 
     def _flush_now(self) -> None:
         self._flushing = False
-        data = self.h2.data_to_send()  # flush(), without its frame
-        if data and self.transport is not None:
-            self.transport.write(data)
+        self.flush()
 
     def after(self) -> None:
         """After any change: write, let a waiting call in, close a drained connection."""
+        self.flush()
         h2 = self.h2
-        data = h2.data_to_send()  # flush(), without its frame (this runs per read)
-        if data and self.transport is not None:
-            self.transport.write(data)
-        drained = h2.closed or (not h2.streams and not h2.usable)
+        drained = h2.closed or (not h2.streams and not h2.usable)  # `usable` is a frame
         if drained and self.transport is not None:
             self.transport.close()
         if self.channel._waiters:
