@@ -268,3 +268,67 @@ def test_a_remembered_indexed_block_means_what_the_current_table_says() -> None:
         if status == "0" and len(ended) == 2:
             assert min(block) >= 0x80  # the remembered kind
     assert ended == [0, 0, 7, 7]
+
+
+def test_start_sends_the_block_and_its_metadata_as_open_would_in_one_write() -> None:
+    """``start`` (the fast path: one join of both frames) says what ``open`` of the
+    whole block says, byte for byte."""
+    metadata = h2.metadata_block([("wsgate-request-id", "r-1")])
+    one, other = client(), client()
+    assert one.start(BLOCK, metadata, b"req", Call()) is not None
+    other.open(BLOCK + metadata, b"req", Call())
+    data = one.data_to_send()
+    assert data == other.data_to_send()
+    assert frames(data) == [
+        (h2.HEADERS, h2.END_HEADERS, 1, BLOCK + metadata),
+        (h2.DATA, h2.END_STREAM, 1, grpc_message(b"req")),
+    ]
+
+
+def test_start_splits_a_block_over_the_peers_frame_size_into_continuations() -> None:
+    conn = client()
+    metadata = h2.metadata_block([("x-big", "v" * 20_000)])
+    conn.start(BLOCK, metadata, b"req", Call())
+    sent = frames(conn.data_to_send())
+    assert [(f[0], f[1]) for f in sent] == [
+        (h2.HEADERS, 0), (h2.CONTINUATION, h2.END_HEADERS), (h2.DATA, h2.END_STREAM),
+    ]  # fmt: skip
+    assert sent[0][3] + sent[1][3] == BLOCK + metadata
+
+
+def test_start_is_none_when_no_stream_can_open_and_open_then_raises() -> None:
+    conn = client()
+    conn.receive(frame(h2.SETTINGS, 0, 0, (3).to_bytes(2, "big") + (1).to_bytes(4, "big")))
+    assert conn.start(BLOCK, b"", b"", Call()) is not None
+    assert not conn.can_open()
+    assert conn.start(BLOCK, b"", b"", Call()) is None
+    with pytest.raises(RuntimeError):
+        conn.open(BLOCK, b"", Call())
+    assert len(conn.streams) == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "details"),
+    [
+        (lambda sid, s: frame(h2.DATA, 0, sid, grpc_message(b"x")), "DATA before HEADERS"),
+        (
+            lambda sid, s: s.headers(sid, [(":status", "200")])
+            + frame(h2.DATA, 0, sid, b"\x01" + grpc_message(b"x")[1:]),
+            "compressed message without an agreed encoding",
+        ),
+        (
+            lambda sid, s: s.headers(sid, [(":status", "200")]) + s.headers(sid, [("a", "b")]),
+            "a second header block without END_STREAM",
+        ),
+    ],
+)
+def test_an_answer_out_of_order_ends_the_call_internal_and_resets_the_stream(
+    answer: object, details: str
+) -> None:
+    conn, server, call = client(), Server(), Call()
+    stream = conn.open(BLOCK, b"req", call)
+    conn.data_to_send()
+    conn.receive(answer(stream.id, server))  # type: ignore[operator]
+    assert call.messages == [] and call.ended == [(13, details)]
+    assert frames(conn.data_to_send())[-1][:3] == (h2.RST_STREAM, 0, stream.id)
+    assert conn.streams == {}

@@ -370,3 +370,17 @@ async def test_aclose_ends_fast_path_calls_in_flight_unavailable(rig: Rig) -> No
     await eventually(lambda: rig.server.holding == 1, what="the call held")
     await rig.invoker.aclose()
     assert got == [ErrorCode.UPSTREAM_UNAVAILABLE]
+
+
+async def test_streams_tells_a_server_streaming_method_and_follows_bind(rig: Rig) -> None:
+    watch = f"{SERVICE}/Watch"
+    service = rig.service(watch)
+    assert rig.invoker.streams(service, watch)
+    assert not rig.invoker.streams(service, ECHO)
+    assert not rig.invoker.streams(service, f"{SERVICE}/Nope")
+    target = rig.server.target
+    methods = dict(rig.invoker.methods(target))
+    rig.invoker.bind(target, {ECHO: methods[ECHO]})
+    assert not rig.invoker.streams(service, watch)
+    rig.invoker.bind(target, methods)
+    assert rig.invoker.streams(service, watch)

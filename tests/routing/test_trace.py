@@ -26,3 +26,32 @@ def test_a_valid_traceparent_is_kept_and_an_invalid_one_replaced() -> None:
     assert ensure_traceparent(given) is given
     for bad in (None, "", "00-garbage", f"ff-{1:032x}-{2:016x}-01", f"00-{0:032x}-{2:016x}-01"):
         assert valid_traceparent(ensure_traceparent(bad))
+
+
+def test_traceparent_bytes_is_ensure_traceparent_encoded() -> None:
+    given = f"00-{1:032x}-{2:016x}-01"
+    assert trace.traceparent_bytes(given) == given.encode()
+    for bad in ("", "00-garbage", f"00-{0:032x}-{2:016x}-01"):
+        made = trace.traceparent_bytes(bad)
+        assert valid_traceparent(made.decode()) and made != bad.encode()
+    fresh = {trace.traceparent_bytes(None) for _ in range(1000)}
+    assert len(fresh) == 1000
+    assert all(valid_traceparent(t.decode()) for t in fresh)
+
+
+@pytest.mark.parametrize(
+    ("first", "expected"),
+    [
+        (0, (7, 9)),  # both ids zero: drawn again
+        (0xABC, (7, 9)),  # the trace id zero
+        (0xABC << 64, (7, 9)),  # the parent id zero
+        ((5 << 64) | 6, (5, 6)),  # the first draw, as new_traceparent splits it
+    ],
+)
+def test_a_fresh_traceparent_bytes_is_new_traceparents_draw(
+    monkeypatch: pytest.MonkeyPatch, first: int, expected: tuple[int, int]
+) -> None:
+    for make in (trace.new_traceparent, lambda: trace.traceparent_bytes(None).decode()):
+        draws = iter([first, (7 << 64) | 9])
+        monkeypatch.setattr(trace, "_getrandbits", lambda bits, d=draws: next(d))
+        assert make() == f"00-{expected[0]:032x}-{expected[1]:016x}-01"

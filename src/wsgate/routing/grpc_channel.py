@@ -37,7 +37,7 @@ from typing import Final
 
 from wsgate.routing.grpc_h2 import STATUS_NAMES, H2Client, Stream, request_prefix
 
-__all__ = ["Channel", "GrpcCallError", "ServerStream", "UnaryCall"]
+__all__ = ["NO_ANSWER", "Channel", "GrpcCallError", "ServerStream", "UnaryCall", "call_error"]
 
 BACKOFF_S: Final = (0.2, 2.0)
 """First and longest wait before reconnecting after a failed connect."""
@@ -52,9 +52,14 @@ class GrpcCallError(Exception):
         self.details = details
 
 
-def _error(status: int, details: str) -> GrpcCallError:
+def call_error(status: int, details: str) -> GrpcCallError:
+    """The error of a call that ended with gRPC status code ``status`` (not 0)."""
     name = STATUS_NAMES[status] if 0 <= status < len(STATUS_NAMES) else "UNKNOWN"
     return GrpcCallError(name, details)
+
+
+NO_ANSWER: Final = ("INTERNAL", "no answer message")
+"""A unary call's error when it ended OK without a message: status name, details."""
 
 
 class _Conn(asyncio.Protocol):
@@ -139,17 +144,20 @@ class _Conn(asyncio.Protocol):
     def after(self) -> None:
         """After any change: write, let a waiting call in, close a drained connection."""
         self.flush()
-        drained = self.h2.closed or (not self.h2.usable and not self.h2.streams)
+        h2 = self.h2
+        drained = h2.closed or (not h2.streams and not h2.usable)  # `usable` is a frame
         if drained and self.transport is not None:
             self.transport.close()
-        self.channel._wake()
+        if self.channel._waiters:
+            self.channel._wake()
 
 
 class UnaryCall:
     """A unary call's listener: keeps the one answer; :meth:`finish` hears the outcome once.
 
     Subclass and override :meth:`finish` (``answer`` is the message, or
-    ``None`` with ``error`` set) to use :meth:`Channel.start_unary`.
+    ``None`` with ``error`` set) to use :meth:`Channel.start_unary` (or
+    :meth:`end` itself, keeping its once-only ``ended`` flag).
     """
 
     __slots__ = ("answer", "deadline", "ended")
@@ -171,9 +179,9 @@ class UnaryCall:
         if status == 0 and self.answer is not None:
             self.finish(self.answer, None)
         elif status == 0:
-            self.finish(None, GrpcCallError("INTERNAL", "no answer message"))
+            self.finish(None, GrpcCallError(*NO_ANSWER))
         else:
-            self.finish(None, _error(status, details))
+            self.finish(None, call_error(status, details))
 
     def finish(self, answer: bytes | None, error: GrpcCallError | None) -> None:
         raise NotImplementedError
@@ -267,11 +275,18 @@ class Channel:
         callbacks or the deadline's timer, never from within this method.
         """
         conn = self._conn
-        if conn is None or not conn.h2.can_open() or len(request) > self.max_message:
+        if conn is None or len(request) > self.max_message:
             return False
-        conn.h2.open(self.prefix(path) + metadata, request, call)
-        conn.flush_soon()
-        conn.watch(call, conn.loop.time() + timeout_s)
+        prefix = self._prefixes.get(path) or self.prefix(path)
+        if conn.h2.start(prefix, metadata, request, call) is None:  # it cannot open one
+            return False
+        # conn.flush_soon() and conn.watch(), without their frames (a call per call each).
+        if not conn._flushing:
+            conn._flushing = True
+            conn.loop.call_soon(conn._flush_now)
+        deadline = call.deadline = conn.loop.time() + timeout_s
+        if conn.timer is None or deadline < conn.timer_at:
+            conn._arm(deadline)
         return True
 
     def stream(self, path: str, request: bytes, metadata: bytes) -> ServerStream:
@@ -422,7 +437,7 @@ class ServerStream:
                 status, details = self._end
                 if status == 0:
                     raise StopAsyncIteration
-                raise _error(status, details)
+                raise call_error(status, details)
             self._wakeup = asyncio.get_running_loop().create_future()
             await self._wakeup
         raise GrpcCallError("INTERNAL", "stream loop bound")

@@ -293,13 +293,46 @@ class H2Client:
     def open(self, block: bytes, message: bytes, listener: Listener) -> Stream:
         """Start a call: headers ``block`` (see :func:`request_prefix`), one request message.
 
-        Call only when :meth:`can_open`; ``message`` is at most ``max_message`` bytes.
+        Call only when :meth:`can_open` (else ``RuntimeError``); ``message`` is at most
+        ``max_message`` bytes.
         """
+        stream = self.start(block, b"", message, listener)
+        if stream is None:
+            raise RuntimeError("open() when the connection cannot open a stream")
+        return stream
+
+    def start(
+        self, block: bytes, metadata: bytes, message: bytes, listener: Listener
+    ) -> Stream | None:
+        """:meth:`open` with headers ``block + metadata`` if :meth:`can_open`, else ``None``.
+
+        One call for both (a call per round trip less). The common case — the
+        block in one frame, the message in one within both windows — is one
+        join of both frames, no frame built on its own.
+        """
+        if (
+            self.closed
+            or self.goaway is not None
+            or self._next_id > MAX_STREAM_ID
+            or len(self.streams) >= self._peer_max_streams
+        ):
+            return None
         sid = self._next_id
         self._next_id += 2
         stream = Stream(sid, listener, self._peer_initial)
         self.streams[sid] = stream
-        self._send_headers(sid, block)
+        size = len(block) + len(metadata)
+        n = 5 + len(message)
+        limit = self._peer_frame
+        if size <= limit and n <= limit and n <= stream.send_window and n <= self._peer_window:
+            stream.send_window -= n
+            self._peer_window -= n
+            self._out.append(b"".join((
+                _HEAD.pack(size << 8 | HEADERS, END_HEADERS, sid), block, metadata,
+                _HEAD.pack(n << 8 | DATA, END_STREAM, sid), _PREFIX.pack(0, n - 5), message,
+            )))  # fmt: skip
+            return stream
+        self._send_headers(sid, block + metadata)
         stream.pending = _PREFIX.pack(0, len(message)) + message
         self._flush(stream)
         return stream
@@ -346,7 +379,13 @@ class H2Client:
                 pos = end
                 if self._block_stream and kind != CONTINUATION:
                     raise _ConnectionError(PROTOCOL_ERROR, "CONTINUATION expected")
-                self._frame(kind, flags, sid & MAX_STREAM_ID, payload)
+                # An answer's frames (DATA, plain HEADERS) without _frame's dispatch.
+                if kind == DATA:
+                    self._data(flags, sid & MAX_STREAM_ID, payload)
+                elif kind == HEADERS and not flags & (PADDED | PRIORITY_FLAG):
+                    self._fragment(sid & MAX_STREAM_ID, payload, flags)
+                else:
+                    self._frame(kind, flags, sid & MAX_STREAM_ID, payload)
         except _ConnectionError as exc:
             self._error(exc.code, exc.reason)
             return
@@ -405,7 +444,11 @@ class H2Client:
         buf = stream.buffer
         whole = len(payload) >= 5 and len(payload) == 5 + _PREFIX.unpack_from(payload)[1]
         if whole and not buf:  # the common case: one whole message in one frame
-            if not self._message(stream, payload[0], payload[5:]):
+            if len(payload) - 5 <= self.max_message and not payload[0] and stream.headers_seen:
+                stream.listener.message(payload[5:])  # what _message does, in one frame less
+                if stream.id not in self.streams:
+                    return
+            elif not self._message(stream, payload[0], payload[5:]):
                 return
         elif payload:
             if buf is None:
@@ -462,8 +505,16 @@ class H2Client:
         if said is None:
             said = self._decode(fragment)
         stream = self.streams.get(sid)
-        if stream is not None:
-            self._headers(stream, said, bool(flags & END_STREAM))
+        if stream is None:
+            return
+        # What _headers does, its two common cases without its frame (and _end's).
+        if flags & END_STREAM:  # trailers, or trailers-only
+            del self.streams[sid]
+            stream.listener.end(said.status, said.details)
+        elif not stream.headers_seen and (said.http is None or said.http == "200"):
+            stream.headers_seen = True  # the response headers
+        else:
+            self._headers(stream, said, False)
 
     def _decode(self, block: bytes) -> _Block:
         """Decode ``block``; remember it if it is indexed fields only (the common answer).

@@ -53,7 +53,7 @@ from wsgate.protocol import builtins as bi
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
 from wsgate.routing.context import InvocationContext
-from wsgate.routing.grpc_channel import Channel, GrpcCallError, UnaryCall
+from wsgate.routing.grpc_channel import NO_ANSWER, Channel, GrpcCallError, UnaryCall, call_error
 from wsgate.routing.grpc_h2 import metadata_block, metadata_name, timeout_header
 from wsgate.routing.grpc_stream import Stream, StreamSink
 from wsgate.routing.grpc_transcode import Method, Refused
@@ -61,7 +61,7 @@ from wsgate.routing.instances import Instance, Service
 from wsgate.routing.invoker import Done
 from wsgate.routing.outcomes import Outcomes
 from wsgate.routing.results import InvocationResult
-from wsgate.routing.trace import ensure_traceparent
+from wsgate.routing.trace import traceparent_bytes
 
 __all__ = ["CHANNEL_OPTIONS", "DOWN", "STATUS", "GrpcInvoker", "GrpcTarget"]
 
@@ -148,6 +148,8 @@ class GrpcInvoker:
         self._context_blocks: dict[tuple[str, str, str, str | None, float | None], bytes] = {}
         """(connection, user, hub, channel, deadline) -> their metadata (with
         ``grpc-timeout``); see :data:`MAX_CONTEXT_BLOCKS`."""
+        self._streaming: frozenset[str] = frozenset()
+        """The action types some target serves as a server-streaming method (see :meth:`bind`)."""
         self._closed = False
 
     # Discovery's side --------------------------------------------------------
@@ -169,6 +171,12 @@ class GrpcInvoker:
     def bind(self, target: str, methods: Mapping[str, Method]) -> None:
         """Make ``methods`` (action type -> method) what ``target`` serves, replacing the last."""
         self._targets[target].methods = dict(methods)
+        self._streaming = frozenset(
+            name
+            for state in self._targets.values()
+            for name, method in state.methods.items()
+            if method.server_streaming
+        )
 
     def methods(self, target: str) -> Mapping[str, Method]:
         return self._targets[target].methods
@@ -192,13 +200,13 @@ class GrpcInvoker:
         """
         pool = service.pool
         if not self._closed and pool.slots.try_acquire():
-            started = False
             try:
-                started = self._start_now(service, action, context, done, traceparent)
+                if self._start_now(service, action, context, done, traceparent):
+                    return
+            except Refused:
+                pass  # the task path answers it
             except Exception:
                 log.exception("service %s: gRPC invocation failed unexpectedly", service.name)
-            if started:
-                return
             pool.slots.release()
         self._spawn(self._call_then(service, action, context, traceparent, done))
 
@@ -210,7 +218,12 @@ class GrpcInvoker:
         done: Done,
         traceparent: str | None,
     ) -> bool:
-        """The fast path of :meth:`start`, holding a slot; ``False``: nothing was started."""
+        """The fast path of :meth:`start`, holding a slot; ``False``: nothing was started
+        (:class:`Refused`: nor will be, the task path answers it).
+
+        ``_payload`` and ``_serialize`` are inlined: a Python call each per round
+        trip (bench/README.md).
+        """
         pool = service.pool
         inst = pool.pick()
         state = self._targets.get(inst.url) if inst is not None else None
@@ -219,12 +232,16 @@ class GrpcInvoker:
         method = state.methods.get(action.type)
         if method is None or not method.unary:
             return False
-        try:
-            request = _serialize(method.encode(_payload(action.payload)))
-        except Refused:
-            return False  # the task path answers it
+        payload = action.payload
+        if payload is None:
+            data = None
+        elif isinstance(payload, msgspec.Raw):
+            data = bytes(payload)
+        else:
+            data = msgspec.json.encode(payload)
+        request: bytes = method.encode(data).SerializeToString()
         timeout_s = pool.timeout_ms / 1000
-        metadata = self._metadata(context, ensure_traceparent(traceparent), timeout_s)
+        metadata = self._metadata(context, traceparent_bytes(traceparent), timeout_s)
         call = _Answer(self, service, inst, method, done)
         return state.calls.start_unary(method.path, request, metadata, timeout_s, call)
 
@@ -274,6 +291,8 @@ class GrpcInvoker:
 
     def streams(self, service: Service, action_type: str) -> bool:
         """Whether ``action_type`` names a server-streaming method of ``service``'s target."""
+        if action_type not in self._streaming:  # the common case (asked per call): unary
+            return False
         for inst in service.pool.instances:  # a gRPC service has its one target
             state = self._targets.get(inst.url)
             method = None if state is None else state.methods.get(action_type)
@@ -331,7 +350,7 @@ class GrpcInvoker:
             except Refused as exc:
                 stream.finish(ErrorCode.BAD_REQUEST.value, str(exc))
                 return
-            metadata = self._metadata(context, ensure_traceparent(traceparent))
+            metadata = self._metadata(context, traceparent_bytes(traceparent))
             call = state.caller().stream(method.path, _serialize(request), metadata)
             target: Instance = inst
             streamed: Method = method
@@ -356,7 +375,7 @@ class GrpcInvoker:
     # Internals ---------------------------------------------------------------
 
     def _metadata(
-        self, context: InvocationContext, traceparent: str, timeout_s: float | None = None
+        self, context: InvocationContext, traceparent: bytes, timeout_s: float | None = None
     ) -> bytes:
         """The context as a metadata block (see the module docstring), with ``grpc-timeout``
         unless ``timeout_s`` is ``None`` (a stream)."""
@@ -371,12 +390,12 @@ class GrpcInvoker:
                 fixed += timeout_header(timeout_s)
             self._context_blocks[key] = fixed
         rid = context.requestId
+        # A traceparent from traceparent_bytes: 55 bytes of [0-9a-f-] (W3C §3.2).
+        tail = (_TRACEPARENT, _LENGTHS[len(traceparent)], traceparent)
         if rid and len(rid) < 127 and rid.isascii() and rid.isprintable():  # the common case
-            fixed += _REQUEST_ID + bytes((len(rid),)) + rid.encode()
-        else:
-            fixed += metadata_block(_pairs((("wsgate-request-id", rid),)))
-        # A traceparent from ensure_traceparent: 55 characters of [0-9a-f-] (W3C §3.2).
-        return fixed + _TRACEPARENT + bytes((len(traceparent),)) + traceparent.encode()
+            # One join: no block built piece by piece (a new bytes per piece).
+            return b"".join((fixed, _REQUEST_ID, _LENGTHS[len(rid)], rid.encode(), *tail))
+        return b"".join((fixed, metadata_block(_pairs((("wsgate-request-id", rid),))), *tail))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -432,7 +451,7 @@ class GrpcInvoker:
                 request = method.encode(_payload(action.payload))
             except Refused as exc:
                 return _refusal(str(exc))
-            metadata = self._metadata(context, ensure_traceparent(traceparent), timeout_s)
+            metadata = self._metadata(context, traceparent_bytes(traceparent), timeout_s)
             channel = state.caller()
             return await self._send(service, inst, method, channel, request, metadata, timeout_s)
         finally:
@@ -494,21 +513,35 @@ class GrpcInvoker:
 
 
 class _Answer(UnaryCall):
-    """A call started by :meth:`GrpcInvoker.start`'s fast path: holds its slot until done."""
+    """A call started by :meth:`GrpcInvoker.start`'s fast path: holds its slot until done.
+
+    It overrides :meth:`UnaryCall.end` itself (so ``finish`` is never called).
+    """
 
     __slots__ = ("done", "inst", "invoker", "method", "service")
 
     def __init__(
         self, invoker: GrpcInvoker, service: Service, inst: Instance, method: Method, done: Done
     ) -> None:
-        super().__init__()
+        # UnaryCall.__init__'s three fields, set here: no second frame per call.
+        self.answer = None
+        self.deadline = 0.0
+        self.ended = False
         self.invoker = invoker
         self.service = service
         self.inst = inst
         self.method = method
         self.done = done
 
-    def finish(self, answer: bytes | None, error: GrpcCallError | None) -> None:
+    def end(self, status: int, details: str) -> None:
+        """:meth:`UnaryCall.end` and its ``finish`` in one frame (a call per round trip less)."""
+        if self.ended:
+            return
+        self.ended = True
+        answer = self.answer if status == 0 else None
+        error = None
+        if answer is None:
+            error = call_error(status, details) if status else GrpcCallError(*NO_ANSWER)
         self.service.pool.slots.release()
         try:
             result = self.invoker._outcome(self.service, self.inst, self.method, answer, error)
@@ -550,6 +583,8 @@ _CONTEXT_KEYS: Final = (
 )  # fmt: skip
 """The metadata keys of an :class:`InvocationContext`'s connection, user, hub and channel."""
 _REQUEST_ID: Final = metadata_name("wsgate-request-id")
+_LENGTHS: Final = tuple(bytes((n,)) for n in range(127))
+"""A literal's one-byte value length (RFC 7541 §5.1, under 127), made once."""
 _TRACEPARENT: Final = metadata_name("traceparent")
 
 
