@@ -15,7 +15,6 @@ from typing import Any
 import nats
 import pytest
 
-from tests.backends.conftest import nats_proc  # noqa: F401  (the module's nats-server)
 from tests.e2e.gateway import Running, make_config, running
 from tests.e2e.test_grpc_e2e import read_stream
 from tests.helpers import eventually, free_port
@@ -87,7 +86,7 @@ async def test_an_endless_watch_is_cancelled_by_the_client() -> None:
 
 
 async def test_the_nats_example_is_found_by_discovery_and_answers(
-    nats_proc: ServerProcess,  # noqa: F811
+    nats_proc: ServerProcess,
 ) -> None:
     nc = await nats.connect(nats_proc.url)
     service = load_example("nats_orders").build()

@@ -6,18 +6,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
 from nats.aio.client import Client
 
-from tests.backends.conftest import nats_proc  # noqa: F401  (the module's nats-server)
 from tests.helpers import eventually, free_port
 from tests.servers import ServerProcess
-from wsgate.backends.nats import close_client
 from wsgate.exceptions import ConfigError, Refused
 from wsgate.node import Node
 from wsgate.sdk.nats_service import NatsService, on_server
@@ -50,21 +46,13 @@ def orders() -> NatsService:
     return service
 
 
-@pytest.fixture
-async def svc_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:  # noqa: F811
-    nc = await nats.connect(nats_proc.url)
-    yield nc
-    await on_server(nc)  # every unsubscription of the test is on the server
-    await close_client(nc)
-
-
 def nats_config(url: str, **sections: Any) -> Any:
     discovery = {"nats": {"url": url, "interval_s": INTERVAL_S, "window_ms": 100}}
     return make_config(discovery=discovery, **sections)
 
 
 async def test_a_discovered_service_replies_publishes_and_refuses(
-    nats_proc: ServerProcess,  # noqa: F811
+    nats_proc: ServerProcess,
     svc_nc: Client,
 ) -> None:
     service = orders()
@@ -112,7 +100,7 @@ async def test_a_discovered_service_replies_publishes_and_refuses(
             assert (await alice.expect("@@wsgate/ERROR"))["payload"]["code"] == "NO_ROUTE"
 
 
-async def test_a_static_nats_service(nats_proc: ServerProcess, svc_nc: Client) -> None:  # noqa: F811
+async def test_a_static_nats_service(nats_proc: ServerProcess, svc_nc: Client) -> None:
     service = NatsService("static", subject="static.orders")
 
     @service.action("*")
@@ -152,7 +140,7 @@ def open_sockets() -> set[str]:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 async def test_a_stopped_node_closes_its_nats_connection(
-    nats_proc: ServerProcess,  # noqa: F811
+    nats_proc: ServerProcess,
     svc_nc: Client,
 ) -> None:
     service = orders()
@@ -179,7 +167,7 @@ def test_no_nats_anything_without_a_connection() -> None:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 async def test_a_node_that_fails_to_start_closes_its_nats_connection(
-    nats_proc: ServerProcess,  # noqa: F811
+    nats_proc: ServerProcess,
 ) -> None:
     gc.collect()
     before = open_sockets()

@@ -7,25 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
 from aiohttp import web
 from nats.aio.client import Client
 
-from tests.backends.conftest import nats_proc  # noqa: F401  (the module's nats-server)
 from tests.conftest import Serve
 from tests.grpc_services.server import SERVICE, ModuleServer
 from tests.helpers import eventually, free_port
 from tests.servers import WSGATE, ServerProcess
 from wsgate.auth.keyring import new_key
-from wsgate.backends.nats import close_client
 from wsgate.config import load
-from wsgate.sdk.nats_service import NatsService, on_server
+from wsgate.sdk.nats_service import NatsService
 from wsgate.sdk.service import Context
 
 from .gateway import ORIGIN, running
@@ -33,14 +29,6 @@ from .gateway import ORIGIN, running
 pytestmark = pytest.mark.timeout(60)
 
 API_KEY = "k-routes"
-
-
-@pytest.fixture
-async def svc_nc(nats_proc: ServerProcess) -> AsyncIterator[Client]:  # noqa: F811
-    nc = await nats.connect(nats_proc.url)
-    yield nc
-    await on_server(nc)
-    await close_client(nc)
 
 
 def write_config(path: Path, api_port: int, grpc_target: str, nats_url: str, http: str) -> Path:
@@ -87,7 +75,7 @@ def rows(output: str) -> dict[str, list[str]]:
 
 async def test_wsgate_routes_prints_every_source_with_its_target_and_health(
     tmp_path: Path,
-    nats_proc: ServerProcess,  # noqa: F811
+    nats_proc: ServerProcess,
     svc_nc: Client,
     serve: Serve,
 ) -> None:
