@@ -98,7 +98,7 @@ def loop_lookups(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
     On CPython 3.11 each one is a ``getpid()`` system call (the running-loop
     check against a fork), so a path run per message must keep its loop
-    instead (bench/README.md, "getpid per call"). The real function still runs.
+    instead (bench/README.md, "One getpid() per call"). The real function still runs.
     """
     real = asyncio.get_running_loop
     count = [0]

@@ -346,7 +346,7 @@ async def test_calls_on_a_ready_connection_look_the_loop_up_never(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each asyncio.get_running_loop() is a getpid() system call on CPython 3.11:
-    # it was 8 % of the gateway's samples on this path (bench/README.md).
+    # py-spy --native sampled 8 % of the gateway there, one per call (bench/README.md).
     assert isinstance(await rig.call(ECHO, {}), InvocationResult)  # connected now
     service = rig.service(ECHO)
     got: list[Any] = []

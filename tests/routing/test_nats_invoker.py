@@ -268,7 +268,7 @@ async def test_started_calls_look_the_loop_up_once(
     invoker: NatsInvoker, svc_nc: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each asyncio.get_running_loop() is a getpid() system call on CPython 3.11:
-    # it was 9 % of the gateway's samples on this path (bench/README.md).
+    # py-spy --native sampled 9 % of the gateway there, one per call (bench/README.md).
     async def answer(msg: Msg) -> None:
         await msg.respond(json.dumps(ANSWER).encode())
 
