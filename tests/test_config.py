@@ -71,7 +71,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "ack_timeout_ms": 10_000, "ack_ttl_s": 300, "max_deliveries": 10_000,
     },
     "routing": {
-        "registered_secret": "", "registered_timeout_ms": 2000, "authorize_cache_s": 30,
+        "registered_secret": "", "registered_timeout_ms": 2000, "registered_pipeline": 1,
+        "authorize_cache_s": 30,
         "max_in_flight": 16, "max_in_flight_per_user": 64, "max_streams": 8,
         "max_streams_per_user": 32,
     },
@@ -154,6 +155,7 @@ def test_a_file_is_read_and_its_errors_name_the_file(tmp_path: Path) -> None:
     ({"limits": {"max_json_depth": 0}}, "limits.max_json_depth"),
     ({"services": {"orders": {}}}, "services.orders"),
     ({"services": {"ok": {"url": "u"}, "orders": {"url": "u", "pipeline": 65}}}, "services.orders.pipeline"),
+    ({"routing": {"registered_pipeline": 0}}, "routing.registered_pipeline"),
     ({"routes": [{"match": "orders/*", "service": "billing"}]}, "routes.0.service"),
     ({"routes": [{"match": "", "service": "x"}]}, "routes.0.match"),
     ({"rate_limits": [{"match": "a"}, {"match": "b", "per": "planet"}]}, "rate_limits.1.per"),

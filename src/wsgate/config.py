@@ -313,6 +313,9 @@ class RoutingConfig(_Section):
     registered_secret: str = ""
     """HMAC secret for services known only from self-registration."""
     registered_timeout_ms: Positive = 2000
+    registered_pipeline: Pipeline = 1
+    """``services.<n>.pipeline`` for them: requests one connection may carry unanswered
+    (HTTP/1.1 pipelining, 1-64). The SDK's built-in server takes pipelined requests."""
     authorize_cache_s: NonNegative = 30
     """How long an authorize hook's allow or deny is reused for the same user and channel."""
     max_in_flight: Positive = 16

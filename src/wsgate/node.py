@@ -190,6 +190,7 @@ class Node:
             config,
             registered_secret=config.routing.registered_secret,
             registered_timeout_ms=config.routing.registered_timeout_ms,
+            registered_pipeline=config.routing.registered_pipeline,
         )
         self.invoker = HttpInvoker()
         self.grpc_invoker: GrpcInvoker | None = None

@@ -141,6 +141,27 @@ async def test_registration_adds_a_route_and_expires_unless_renewed() -> None:
             assert resp.status == 400
 
 
+async def test_a_registered_service_is_pipelined_as_routing_registered_pipeline_says() -> None:
+    """``[routing] registered_pipeline``: what ``services.<n>.pipeline`` is for a static
+    service, for the services known only from self-registration (the SDK's built-in
+    server takes pipelined requests: bench/README.md, the SDK's service path)."""
+    async with with_service(routing={"registered_pipeline": 8}) as (gw, svc), \
+            gw.peer("alice") as alice, aiohttp.ClientSession() as http:
+        body = {"url": f"{svc.url}/actions", "actions": ["svc/ECHO"], "ttl": 60}
+        async with http.put(f"{gw.node.api_url}/v1/services/reg", json=body, headers=AUTH) as resp:
+            assert resp.status == 200
+        registered = gw.node.routes.lookup("svc/ECHO")  # more specific than the static svc/*
+        assert registered is not None and registered.name == "reg"
+        assert registered.pool.pipeline == 8
+        static = gw.node.routes.lookup("svc/PUBLISH")
+        assert static is not None and static.name == "svc" and static.pool.pipeline == 1
+        for i in range(16):  # routing.max_in_flight
+            await alice.send("svc/ECHO", {"n": i}, id=f"p{i}")
+        got = [await alice.expect("svc/ECHOED") for _ in range(16)]
+        assert sorted(g["meta"]["inReplyTo"] for g in got) == sorted(f"p{i}" for i in range(16))
+        assert all(g["payload"]["got"] == {"n": int(g["meta"]["inReplyTo"][1:])} for g in got)
+
+
 async def test_two_instances_share_load_and_a_failed_one_is_taken_out() -> None:
     async with with_service() as (gw, first), gw.peer("alice") as alice, aiohttp.ClientSession() as http:
         second = await start_service(free_port(), gw.node.api_url, name="second")

@@ -114,6 +114,7 @@ class RouteTable:
         registered_timeout_ms: int = 2000,
         registered_secret: str = "",
         registered_max_concurrency: int = 256,
+        registered_pipeline: int = 1,
     ) -> None:
         self._clock = clock
         self._backoff = (backoff_min_s, backoff_max_s)
@@ -123,6 +124,7 @@ class RouteTable:
             registered_timeout_ms,
             registered_secret,
             registered_max_concurrency,
+            registered_pipeline,
         )
         self._pools: dict[str, ServicePool] = {}
         self._static: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -241,8 +243,8 @@ class RouteTable:
         if pool is not None and pool.transport != "http":
             raise ValueError(f"name: {name} is a {pool.transport} service, not HTTP")
         if pool is None:
-            timeout_ms, secret, cap = self._registered_defaults
-            pool = self._new_pool(name, timeout_ms, secret, cap, static=False)
+            timeout_ms, secret, cap, pipeline = self._registered_defaults
+            pool = self._new_pool(name, timeout_ms, secret, cap, static=False, pipeline=pipeline)
             self._pools[name] = pool
         inst = pool.find(url)
         if inst is None:
