@@ -37,7 +37,7 @@ from typing import Final
 
 from wsgate.routing.grpc_h2 import STATUS_NAMES, H2Client, Stream, request_prefix
 
-__all__ = ["NO_ANSWER", "Channel", "GrpcCallError", "ServerStream", "UnaryCall", "call_error"]
+__all__ = ["Channel", "GrpcCallError", "ServerStream", "UnaryCall"]
 
 BACKOFF_S: Final = (0.2, 2.0)
 """First and longest wait before reconnecting after a failed connect."""
@@ -52,14 +52,9 @@ class GrpcCallError(Exception):
         self.details = details
 
 
-def call_error(status: int, details: str) -> GrpcCallError:
-    """The error of a call that ended with gRPC status code ``status`` (not 0)."""
+def _error(status: int, details: str) -> GrpcCallError:
     name = STATUS_NAMES[status] if 0 <= status < len(STATUS_NAMES) else "UNKNOWN"
     return GrpcCallError(name, details)
-
-
-NO_ANSWER: Final = ("INTERNAL", "no answer message")
-"""A unary call's error when it ended OK without a message: status name, details."""
 
 
 class _Conn(asyncio.Protocol):
@@ -144,20 +139,17 @@ class _Conn(asyncio.Protocol):
     def after(self) -> None:
         """After any change: write, let a waiting call in, close a drained connection."""
         self.flush()
-        h2 = self.h2
-        drained = h2.closed or (not h2.streams and not h2.usable)  # `usable` is a frame
+        drained = self.h2.closed or (not self.h2.usable and not self.h2.streams)
         if drained and self.transport is not None:
             self.transport.close()
-        if self.channel._waiters:
-            self.channel._wake()
+        self.channel._wake()
 
 
 class UnaryCall:
     """A unary call's listener: keeps the one answer; :meth:`finish` hears the outcome once.
 
     Subclass and override :meth:`finish` (``answer`` is the message, or
-    ``None`` with ``error`` set) to use :meth:`Channel.start_unary` (or
-    :meth:`end` itself, keeping its once-only ``ended`` flag).
+    ``None`` with ``error`` set) to use :meth:`Channel.start_unary`.
     """
 
     __slots__ = ("answer", "deadline", "ended")
@@ -179,9 +171,9 @@ class UnaryCall:
         if status == 0 and self.answer is not None:
             self.finish(self.answer, None)
         elif status == 0:
-            self.finish(None, GrpcCallError(*NO_ANSWER))
+            self.finish(None, GrpcCallError("INTERNAL", "no answer message"))
         else:
-            self.finish(None, call_error(status, details))
+            self.finish(None, _error(status, details))
 
     def finish(self, answer: bytes | None, error: GrpcCallError | None) -> None:
         raise NotImplementedError
@@ -277,16 +269,10 @@ class Channel:
         conn = self._conn
         if conn is None or len(request) > self.max_message:
             return False
-        prefix = self._prefixes.get(path) or self.prefix(path)
-        if conn.h2.start(prefix, metadata, request, call) is None:  # it cannot open one
+        if conn.h2.start(self.prefix(path), metadata, request, call) is None:  # none can open
             return False
-        # conn.flush_soon() and conn.watch(), without their frames (a call per call each).
-        if not conn._flushing:
-            conn._flushing = True
-            conn.loop.call_soon(conn._flush_now)
-        deadline = call.deadline = conn.loop.time() + timeout_s
-        if conn.timer is None or deadline < conn.timer_at:
-            conn._arm(deadline)
+        conn.flush_soon()
+        conn.watch(call, conn.loop.time() + timeout_s)
         return True
 
     def stream(self, path: str, request: bytes, metadata: bytes) -> ServerStream:
@@ -437,7 +423,7 @@ class ServerStream:
                 status, details = self._end
                 if status == 0:
                     raise StopAsyncIteration
-                raise call_error(status, details)
+                raise _error(status, details)
             self._wakeup = asyncio.get_running_loop().create_future()
             await self._wakeup
         raise GrpcCallError("INTERNAL", "stream loop bound")

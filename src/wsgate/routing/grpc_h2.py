@@ -310,12 +310,7 @@ class H2Client:
         block in one frame, the message in one within both windows — is one
         join of both frames, no frame built on its own.
         """
-        if (
-            self.closed
-            or self.goaway is not None
-            or self._next_id > MAX_STREAM_ID
-            or len(self.streams) >= self._peer_max_streams
-        ):
+        if not self.can_open():
             return None
         sid = self._next_id
         self._next_id += 2
@@ -379,13 +374,7 @@ class H2Client:
                 pos = end
                 if self._block_stream and kind != CONTINUATION:
                     raise _ConnectionError(PROTOCOL_ERROR, "CONTINUATION expected")
-                # An answer's frames (DATA, plain HEADERS) without _frame's dispatch.
-                if kind == DATA:
-                    self._data(flags, sid & MAX_STREAM_ID, payload)
-                elif kind == HEADERS and not flags & (PADDED | PRIORITY_FLAG):
-                    self._fragment(sid & MAX_STREAM_ID, payload, flags)
-                else:
-                    self._frame(kind, flags, sid & MAX_STREAM_ID, payload)
+                self._frame(kind, flags, sid & MAX_STREAM_ID, payload)
         except _ConnectionError as exc:
             self._error(exc.code, exc.reason)
             return
@@ -444,11 +433,7 @@ class H2Client:
         buf = stream.buffer
         whole = len(payload) >= 5 and len(payload) == 5 + _PREFIX.unpack_from(payload)[1]
         if whole and not buf:  # the common case: one whole message in one frame
-            if len(payload) - 5 <= self.max_message and not payload[0] and stream.headers_seen:
-                stream.listener.message(payload[5:])  # what _message does, in one frame less
-                if stream.id not in self.streams:
-                    return
-            elif not self._message(stream, payload[0], payload[5:]):
+            if not self._message(stream, payload[0], payload[5:]):
                 return
         elif payload:
             if buf is None:
@@ -505,16 +490,8 @@ class H2Client:
         if said is None:
             said = self._decode(fragment)
         stream = self.streams.get(sid)
-        if stream is None:
-            return
-        # What _headers does, its two common cases without its frame (and _end's).
-        if flags & END_STREAM:  # trailers, or trailers-only
-            del self.streams[sid]
-            stream.listener.end(said.status, said.details)
-        elif not stream.headers_seen and (said.http is None or said.http == "200"):
-            stream.headers_seen = True  # the response headers
-        else:
-            self._headers(stream, said, False)
+        if stream is not None:
+            self._headers(stream, said, bool(flags & END_STREAM))
 
     def _decode(self, block: bytes) -> _Block:
         """Decode ``block``; remember it if it is indexed fields only (the common answer).

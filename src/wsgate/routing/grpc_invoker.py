@@ -53,7 +53,7 @@ from wsgate.protocol import builtins as bi
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
 from wsgate.routing.context import InvocationContext
-from wsgate.routing.grpc_channel import NO_ANSWER, Channel, GrpcCallError, UnaryCall, call_error
+from wsgate.routing.grpc_channel import Channel, GrpcCallError, UnaryCall
 from wsgate.routing.grpc_h2 import metadata_block, metadata_name, timeout_header
 from wsgate.routing.grpc_stream import Stream, StreamSink
 from wsgate.routing.grpc_transcode import Method, Refused
@@ -219,11 +219,7 @@ class GrpcInvoker:
         traceparent: str | None,
     ) -> bool:
         """The fast path of :meth:`start`, holding a slot; ``False``: nothing was started
-        (:class:`Refused`: nor will be, the task path answers it).
-
-        ``_payload`` and ``_serialize`` are inlined: a Python call each per round
-        trip (bench/README.md).
-        """
+        (:class:`Refused`: nor will be, the task path answers it)."""
         pool = service.pool
         inst = pool.pick()
         state = self._targets.get(inst.url) if inst is not None else None
@@ -232,14 +228,7 @@ class GrpcInvoker:
         method = state.methods.get(action.type)
         if method is None or not method.unary:
             return False
-        payload = action.payload
-        if payload is None:
-            data = None
-        elif isinstance(payload, msgspec.Raw):
-            data = bytes(payload)
-        else:
-            data = msgspec.json.encode(payload)
-        request: bytes = method.encode(data).SerializeToString()
+        request = _serialize(method.encode(_payload(action.payload)))
         timeout_s = pool.timeout_ms / 1000
         metadata = self._metadata(context, traceparent_bytes(traceparent), timeout_s)
         call = _Answer(self, service, inst, method, done)
@@ -515,7 +504,6 @@ class GrpcInvoker:
 class _Answer(UnaryCall):
     """A call started by :meth:`GrpcInvoker.start`'s fast path: holds its slot until done.
 
-    It overrides :meth:`UnaryCall.end` itself (so ``finish`` is never called).
     """
 
     __slots__ = ("done", "inst", "invoker", "method", "service")
@@ -523,25 +511,14 @@ class _Answer(UnaryCall):
     def __init__(
         self, invoker: GrpcInvoker, service: Service, inst: Instance, method: Method, done: Done
     ) -> None:
-        # UnaryCall.__init__'s three fields, set here: no second frame per call.
-        self.answer = None
-        self.deadline = 0.0
-        self.ended = False
+        super().__init__()
         self.invoker = invoker
         self.service = service
         self.inst = inst
         self.method = method
         self.done = done
 
-    def end(self, status: int, details: str) -> None:
-        """:meth:`UnaryCall.end` and its ``finish`` in one frame (a call per round trip less)."""
-        if self.ended:
-            return
-        self.ended = True
-        answer = self.answer if status == 0 else None
-        error = None
-        if answer is None:
-            error = call_error(status, details) if status else GrpcCallError(*NO_ANSWER)
+    def finish(self, answer: bytes | None, error: GrpcCallError | None) -> None:
         self.service.pool.slots.release()
         try:
             result = self.invoker._outcome(self.service, self.inst, self.method, answer, error)

@@ -36,17 +36,19 @@ def valid_traceparent(value: str | None) -> bool:
     )
 
 
-def new_traceparent() -> str:
-    """A fresh ``traceparent``: version 00, random ids, sampled.
+def _ids() -> tuple[int, int]:
+    """A trace id (128 bits) and a parent id (64) from one draw; an all-zero id
+    (§3.2.2.3, never valid) draws again."""
+    ids = _getrandbits(192)
+    trace, parent = ids >> 64, ids & _LOW64
+    return (trace, parent) if trace and parent else _ids()
 
-    One draw of 192 bits and one format for both ids (made once per routed call
-    without a valid one); an all-zero id (§3.2.2.3, never valid) draws again.
-    """
-    ids = f"{_getrandbits(192):048x}"
-    trace, parent = ids[:32], ids[32:]
-    if trace == _ZERO_TRACE or parent == _ZERO_PARENT:
-        return new_traceparent()
-    return f"00-{trace}-{parent}-01"
+
+def new_traceparent() -> str:
+    """A fresh ``traceparent``: version 00, random ids, sampled (made once per routed
+    call without a valid one)."""
+    trace, parent = _ids()
+    return f"00-{trace:032x}-{parent:016x}-01"
 
 
 def ensure_traceparent(value: str | None) -> str:
@@ -55,16 +57,8 @@ def ensure_traceparent(value: str | None) -> str:
 
 
 def traceparent_bytes(value: str | None) -> bytes:
-    """``ensure_traceparent(value)`` as ASCII bytes, for a header block.
-
-    A fresh one (``value`` ``None``: a call without a client's) is the same draw as
-    :func:`new_traceparent`'s, formatted straight into bytes: one ``%`` format, no
-    str made, sliced and encoded (2,500 of a gRPC round trip's instructions).
-    """
+    """``ensure_traceparent(value)`` as ASCII bytes, for a header block; a fresh one
+    (``value`` ``None``: a call without a client's) formatted straight into bytes."""
     if value is None:
-        ids = _getrandbits(192)
-        trace, parent = ids >> 64, ids & _LOW64
-        if trace and parent:
-            return b"00-%032x-%016x-01" % (trace, parent)
-        return new_traceparent().encode()  # an all-zero id: draw again
+        return b"00-%032x-%016x-01" % _ids()
     return ensure_traceparent(value).encode()
