@@ -374,7 +374,17 @@ class H2Client:
                 pos = end
                 if self._block_stream and kind != CONTINUATION:
                     raise _ConnectionError(PROTOCOL_ERROR, "CONTINUATION expected")
-                self._frame(kind, flags, sid & MAX_STREAM_ID, payload)
+                # An answer's frames here, the rest in _frame (one frame less each).
+                if kind == DATA:
+                    self._data(flags, sid & MAX_STREAM_ID, payload)
+                elif kind == HEADERS:
+                    if flags & PADDED:
+                        payload = _unpad(payload)
+                    if flags & PRIORITY_FLAG:
+                        payload = payload[5:]
+                    self._fragment(sid & MAX_STREAM_ID, payload, flags)
+                else:
+                    self._frame(kind, flags, sid & MAX_STREAM_ID, payload)
         except _ConnectionError as exc:
             self._error(exc.code, exc.reason)
             return
@@ -384,15 +394,8 @@ class H2Client:
     # Frames ----------------------------------------------------------------------
 
     def _frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
-        if kind == DATA:
-            self._data(flags, sid, payload)
-        elif kind == HEADERS:
-            if flags & PADDED:
-                payload = _unpad(payload)
-            if flags & PRIORITY_FLAG:
-                payload = payload[5:]
-            self._fragment(sid, payload, flags)
-        elif kind == CONTINUATION:
+        """Any frame but DATA and HEADERS (:meth:`receive` hands those on itself)."""
+        if kind == CONTINUATION:
             if sid != self._block_stream or not sid:
                 raise _ConnectionError(PROTOCOL_ERROR, "CONTINUATION out of place")
             self._fragment(sid, payload, flags | (END_STREAM if self._block_end else 0))
@@ -490,8 +493,18 @@ class H2Client:
         if said is None:
             said = self._decode(fragment)
         stream = self.streams.get(sid)
-        if stream is not None:
-            self._headers(stream, said, bool(flags & END_STREAM))
+        if stream is None:
+            return
+        if not flags & END_STREAM:
+            if stream.headers_seen:
+                self._end(stream, 13, "a second header block without END_STREAM", reset=True)
+                return
+            stream.headers_seen = True  # the response headers
+            if said.http is not None and said.http != "200":
+                code = _HTTP_STATUS.get(int(said.http) if said.http.isdigit() else 0, 2)
+                self._end(stream, code, f"HTTP status {said.http}", reset=True)
+            return
+        self._end(stream, said.status, said.details)  # trailers, or trailers-only
 
     def _decode(self, block: bytes) -> _Block:
         """Decode ``block``; remember it if it is indexed fields only (the common answer).
@@ -514,18 +527,6 @@ class H2Client:
         else:
             self._decoded.clear()
         return said
-
-    def _headers(self, stream: Stream, said: _Block, end: bool) -> None:
-        if not stream.headers_seen and not end:  # the response headers
-            stream.headers_seen = True
-            if said.http is not None and said.http != "200":
-                code = _HTTP_STATUS.get(int(said.http) if said.http.isdigit() else 0, 2)
-                self._end(stream, code, f"HTTP status {said.http}", reset=True)
-            return
-        if not end:
-            self._end(stream, 13, "a second header block without END_STREAM", reset=True)
-            return
-        self._end(stream, said.status, said.details)  # trailers, or trailers-only
 
     def _settings(self, payload: bytes) -> None:
         if len(payload) % 6:
