@@ -348,7 +348,17 @@ class GateListener(BufferedListener):
                 else:
                     data = frame.get_payload_as_bytes()
                 if op is _TEXT:
-                    self._text(data)
+                    # A whole text message (its handling here, not in a frame of its own).
+                    self._active = time.time()
+                    # §8.1: a text message must be valid UTF-8. isascii() is a fast scan
+                    # and covers nearly all JSON; decode only when it says no.
+                    if not data.isascii():
+                        try:
+                            data.decode()
+                        except UnicodeDecodeError:
+                            self._fail(1007, "invalid UTF-8")
+                            return
+                    self._session.on_message(data)  # type: ignore[union-attr]
                 else:
                     self._binary(data)
                 return
@@ -477,18 +487,6 @@ class GateListener(BufferedListener):
     @property
     def last_active(self) -> float:
         return self._active
-
-    def _text(self, data: bytes) -> None:
-        self._active = time.time()
-        # §8.1: a text message must be valid UTF-8. isascii() is a fast scan
-        # and covers nearly all JSON; decode only when it says no.
-        if not data.isascii():
-            try:
-                data.decode()
-            except UnicodeDecodeError:
-                self._fail(1007, "invalid UTF-8")
-                return
-        self._session.on_message(data)  # type: ignore[union-attr]
 
     def _binary(self, data: bytes) -> None:
         self._active = time.time()
