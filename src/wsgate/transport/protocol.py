@@ -70,6 +70,7 @@ else:
 from multidict import CIMultiDict, CIMultiDictProxy
 from picows import WSAutoPingStrategy, WSTransport
 
+from wsgate.transport.listener import GateListener
 from wsgate.transport.outbound import BufferedListener
 
 __all__ = ["GateProtocol", "frame_size"]
@@ -96,6 +97,10 @@ _NO_HEADERS: Final = cast("CIMultiDict[str]", CIMultiDictProxy(CIMultiDict[str](
 """What a connection's upgrade request and 101 hold after the handshake (read-only)."""
 _SHARED: Final = {b"GET": b"GET", b"HTTP/1.1": b"HTTP/1.1"}
 """The request line's usual method and version, one object each for every connection."""
+
+_PLAIN: Final = 0x81
+"""A frame's first byte when it is a final text frame without RSV bits
+(:attr:`ListenerContext.plain_read <wsgate.transport.listener.ListenerContext.plain_read>`)."""
 
 MORE: Final = 0
 """:func:`frame_size`: the header is not complete yet."""
@@ -286,9 +291,11 @@ class GateProtocol(_WSProtocol):
             else:
                 self._cut(view, nbytes, p, size)
                 return
+        plain = p == 0  # a read that starts at a frame header (no frame of an earlier one)
         while p < nbytes:
             size = frame_size(view, p, nbytes - p, max_frame)
             if size > 0:
+                plain = plain and view[p] == _PLAIN
                 p += size
             elif size == MORE:
                 self._carry = bytes(view[p:nbytes])
@@ -299,6 +306,17 @@ class GateProtocol(_WSProtocol):
                 self._cut(view, nbytes, p, size)
                 return
         self._skip = p - nbytes
+        if plain:
+            # Every frame picows delivers in this read was walked above as 0x81.
+            listener = self.listener
+            if isinstance(listener, GateListener):
+                ctx = listener._ctx
+                ctx.plain_read = True
+                try:
+                    _base_updated(self, nbytes)
+                finally:
+                    ctx.plain_read = False
+                return
         _base_updated(self, nbytes)
 
     def _forget_handshake(self) -> None:
