@@ -302,7 +302,18 @@ class Upstream:
             conn.send_error(ErrorCode.RATE_LIMITED, message, rid, retry_after_ms=100)
             return True
         self._calls += 1
-        context = self._call_context(conn, channel)
+        # The context: the fields its principal fixes from _fixed (one C-level copy
+        # instead of re-reading the principal per call), only the call's own three set.
+        p = conn.principal
+        fixed = self._fixed.get(conn.id)
+        if fixed is None or fixed[0] is not p:
+            fixed = self._fixed[conn.id] = (p, self.context(conn, None))
+        context = replace(
+            fixed[1],
+            channel=channel,
+            requestId=f"{self._rid_prefix}{next(self._rid_counter):x}",
+            receivedAt=time.time(),
+        )
         traceparent = None if meta is None else meta.traceparent
         span = None
         if self._tracer is not None:
@@ -422,21 +433,6 @@ class Upstream:
             teams=p.teams,
             roles=p.roles,
             node=self._gw.node_id,
-            requestId=f"{self._rid_prefix}{next(self._rid_counter):x}",
-            receivedAt=time.time(),
-        )
-
-    def _call_context(self, conn: Connection, channel: str | None) -> InvocationContext:
-        """:meth:`context` for a routed call of an admitted connection: the fields its
-        principal fixes are taken from ``_fixed`` and only the call's own three set
-        (one C-level copy instead of re-reading the principal per call)."""
-        p = conn.principal
-        fixed = self._fixed.get(conn.id)
-        if fixed is None or fixed[0] is not p:
-            fixed = self._fixed[conn.id] = (p, self.context(conn, None))
-        return replace(
-            fixed[1],
-            channel=channel,
             requestId=f"{self._rid_prefix}{next(self._rid_counter):x}",
             receivedAt=time.time(),
         )
