@@ -454,10 +454,10 @@ class Upstream:
         self._in_flight.give(conn.id, conn.principal.sub)
         if isinstance(result, ErrorCode):
             _failed(conn, context, action_type, service, result)
-            if not conn.closed:
+            if not conn.state.closed:
                 conn.send_error(result, _MESSAGES.get(result, "upstream failure"), rid)
             return
-        if not conn.closed:
+        if not conn.state.closed:  # conn.closed without the property's frame
             for reply in result.replies:
                 if rid is not None:
                     meta = reply.meta or OutMeta()
