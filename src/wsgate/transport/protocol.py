@@ -220,61 +220,21 @@ class GateProtocol(_WSProtocol):
     # own buffer_updated moves its write position, so no view is kept.
 
     def buffer_updated(self, nbytes: int) -> None:
-        mode = self._mode
-        if mode == _FRAMES:
-            skip = self._skip
-            if skip > nbytes:
-                # The whole read is inside one frame (large payloads).
-                self._skip = skip - nbytes
-                _base_updated(self, nbytes)
-                return
-            self._walk(_base_get_buffer(self, nbytes), nbytes, skip)
-        elif mode == _HTTP:
-            self._http(nbytes)
-        elif mode == _CLOSE_REST:
-            # The last bytes of a close frame: pass them, drop the rest.
-            skip = self._skip
-            if skip > nbytes:
-                self._skip = skip - nbytes
-                _base_updated(self, nbytes)
-                return
-            self._mode = _DEAD
-            _base_updated(self, skip)
-        # _DEAD: every byte is dropped.
+        """Walk the frame headers of the new bytes (``_FRAMES``), then feed picows.
 
-    def _http(self, nbytes: int) -> None:
-        """A read before the end of the request head (``_HTTP``)."""
-        view = _base_get_buffer(self, nbytes)
-        # picows takes the head up to the first blank line, at most 16 KiB;
-        # past that it would drop TCP without a word, so we answer 431.
-        carry = self._carry
-        head = carry + bytes(view[: min(nbytes, HTTP_MAX_HEAD)])
-        end = head.find(b"\r\n\r\n")
-        if end < 0:
-            seen = self._head + nbytes
-            if seen >= HTTP_MAX_HEAD:
-                self._too_large()
-                return
-            self._head = seen
-            self._carry = head[-3:]
+        The walk is here, not in a method of its own: it runs for every read.
+        """
+        if self._mode != _FRAMES:
+            self._not_frames(nbytes)
+            return
+        p = self._skip
+        if p > nbytes:
+            # The whole read is inside one frame (large payloads).
+            self._skip = p - nbytes
             _base_updated(self, nbytes)
             return
-        if self._head - len(carry) + end >= HTTP_MAX_HEAD:
-            self._too_large()
-            return
-        self._carry = b""
-        self._mode = _FRAMES
-        try:
-            # picows answers the head (and calls on_ws_connected) in here.
-            self._walk(view, nbytes, end + 4 - len(carry))
-        finally:
-            self._forget_handshake()
-
-    def _walk(self, view: memoryview, nbytes: int, skip: int) -> None:
-        """Walk the frame headers of ``view[:nbytes]`` from ``skip`` (``_FRAMES``),
-        then feed picows."""
+        view = _base_get_buffer(self, nbytes)
         max_frame = self._max_frame
-        p = skip
         if self._carry:
             # A header began in the last read: decide it on carry + new bytes.
             carry = self._carry
@@ -318,6 +278,52 @@ class GateProtocol(_WSProtocol):
                     ctx.plain_read = False
                 return
         _base_updated(self, nbytes)
+
+    def _not_frames(self, nbytes: int) -> None:
+        """A read in any mode but ``_FRAMES``."""
+        mode = self._mode
+        if mode == _HTTP:
+            self._http(nbytes)
+        elif mode == _CLOSE_REST:
+            # The last bytes of a close frame: pass them, drop the rest.
+            skip = self._skip
+            if skip > nbytes:
+                self._skip = skip - nbytes
+                _base_updated(self, nbytes)
+                return
+            self._mode = _DEAD
+            _base_updated(self, skip)
+        # _DEAD: every byte is dropped.
+
+    def _http(self, nbytes: int) -> None:
+        """A read before the end of the request head (``_HTTP``)."""
+        view = _base_get_buffer(self, nbytes)
+        # picows takes the head up to the first blank line, at most 16 KiB;
+        # past that it would drop TCP without a word, so we answer 431.
+        carry = self._carry
+        head = carry + bytes(view[: min(nbytes, HTTP_MAX_HEAD)])
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            seen = self._head + nbytes
+            if seen >= HTTP_MAX_HEAD:
+                self._too_large()
+                return
+            self._head = seen
+            self._carry = head[-3:]
+            _base_updated(self, nbytes)
+            return
+        if self._head - len(carry) + end >= HTTP_MAX_HEAD:
+            self._too_large()
+            return
+        self._carry = b""
+        self._mode = _FRAMES
+        self._skip = end + 4 - len(carry)  # the frames start after the head
+        try:
+            # picows answers the head (and calls on_ws_connected) in here; get_buffer
+            # gives buffer_updated the same bytes again (picows has not moved them).
+            self.buffer_updated(nbytes)
+        finally:
+            self._forget_handshake()
 
     def _forget_handshake(self) -> None:
         """Drop the headers of the upgrade request and of our answer.
