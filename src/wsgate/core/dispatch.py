@@ -37,7 +37,6 @@ from wsgate.protocol.envelope import (
     GATEWAY_PREFIX,
     MAX_DEPTH,
     Action,
-    DecodeFailure,
     decode_action,
     reply_id,
 )
@@ -116,7 +115,10 @@ class Dispatcher:
                 self._refuse(conn, limiter, wait, reply_id(data))
                 return
         action = decode_action(data, self.max_depth)
-        if isinstance(action, DecodeFailure):
+        # Not isinstance(action, DecodeFailure): a decoded Action is of that exact type,
+        # which isinstance passes at once; for any other a Struct class (a metaclass)
+        # has its __instancecheck__ looked up and called (~500 instructions).
+        if not isinstance(action, Action):
             conn.send_error(action.code, action.message, action.in_reply_to)
             return
         if limiter is not None:
