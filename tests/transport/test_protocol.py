@@ -299,6 +299,7 @@ class _Told(GateProtocol):
             read_buffer_init_size=2048,
         )
         self._sink = sink
+        self._ctx = sink._ctx  # what the end of a handshake read sets
 
     @property
     def listener(self) -> object:  # type: ignore[override]
@@ -379,3 +380,19 @@ async def test_one_read_of_two_texts_is_plain_and_one_with_a_ping_is_not(
         proto.buffer_updated(len(data))
     assert seen == [True, False, False]
     assert not ctx.plain_read
+
+
+async def test_the_handshake_read_gives_the_protocol_its_listeners_context(start: Start) -> None:
+    """Without it no read is ever plain (nothing breaks, every frame costs more)."""
+    listener, handler = await start()
+    client = await RawClient.connect(listener.port)
+    (session,) = await handler.wait_sessions(1)
+    sink = session.sink
+    assert isinstance(sink, GateListener)
+    protocol = sink._wst.underlying_transport.get_protocol()
+    assert isinstance(protocol, GateProtocol)
+    assert protocol._ctx is sink._ctx
+    client.send(frame(OP_TEXT, b'{"type":"x"}'))
+    async with asyncio.timeout(5):
+        await session.got_message.wait()
+    assert session.messages == [b'{"type":"x"}']  # delivered through the plain path

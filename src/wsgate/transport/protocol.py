@@ -70,7 +70,7 @@ else:
 from multidict import CIMultiDict, CIMultiDictProxy
 from picows import WSAutoPingStrategy, WSTransport
 
-from wsgate.transport.listener import GateListener
+from wsgate.transport.listener import GateListener, ListenerContext
 from wsgate.transport.outbound import BufferedListener
 
 __all__ = ["GateProtocol", "frame_size"]
@@ -173,7 +173,7 @@ class GateProtocol(_WSProtocol):
     own protocol; see :func:`wsgate.transport.server.start_listener`.
     """
 
-    __slots__ = ("_carry", "_head", "_max_frame", "_mode", "_skip")
+    __slots__ = ("_carry", "_ctx", "_max_frame", "_mode", "_skip")
 
     def __init__(
         self,
@@ -207,12 +207,15 @@ class GateProtocol(_WSProtocol):
         self._max_frame = max_frame_size
         self._mode = _HTTP
         self._skip = 0
-        """Bytes before the next frame header (the rest of the current frame)."""
+        """Bytes before the next frame header (the rest of the current frame); in
+        ``_HTTP``, bytes of the request head read before this read (one slot for both:
+        memory per idle connection)."""
         self._carry = b""
         """The start of a header cut by the end of the last read (< 10 bytes),
         or the last 3 bytes of the HTTP head so far (before the upgrade)."""
-        self._head = 0
-        """Bytes of the HTTP request head read before this read (``_HTTP`` only)."""
+        self._ctx: ListenerContext | None = None
+        """The listener's context, told of plain reads; set once picows has made the
+        listener (the 101), ``None`` if it is not a :class:`GateListener`."""
 
     # get_buffer is picows' own: uvloop reads into picows' buffer directly.
     # buffer_updated finds the bytes just read where get_buffer put them: picows'
@@ -268,9 +271,8 @@ class GateProtocol(_WSProtocol):
         self._skip = p - nbytes
         if plain:
             # Every frame picows delivers in this read was walked above as 0x81.
-            listener = self.listener
-            if isinstance(listener, GateListener):
-                ctx = listener._ctx
+            ctx = self._ctx
+            if ctx is not None:
                 ctx.plain_read = True
                 try:
                     _base_updated(self, nbytes)
@@ -304,15 +306,15 @@ class GateProtocol(_WSProtocol):
         head = carry + bytes(view[: min(nbytes, HTTP_MAX_HEAD)])
         end = head.find(b"\r\n\r\n")
         if end < 0:
-            seen = self._head + nbytes
+            seen = self._skip + nbytes
             if seen >= HTTP_MAX_HEAD:
                 self._too_large()
                 return
-            self._head = seen
+            self._skip = seen
             self._carry = head[-3:]
             _base_updated(self, nbytes)
             return
-        if self._head - len(carry) + end >= HTTP_MAX_HEAD:
+        if self._skip - len(carry) + end >= HTTP_MAX_HEAD:
             self._too_large()
             return
         self._carry = b""
@@ -323,6 +325,9 @@ class GateProtocol(_WSProtocol):
             # gives buffer_updated the same bytes again (picows has not moved them).
             self.buffer_updated(nbytes)
         finally:
+            listener = self.listener
+            if isinstance(listener, GateListener):
+                self._ctx = listener._ctx
             self._forget_handshake()
 
     def _forget_handshake(self) -> None:
