@@ -7,7 +7,7 @@ from collections.abc import Callable
 import msgspec
 
 from wsgate.config import LimitsConfig, RateLimitRule
-from wsgate.core.connection import Connection
+from wsgate.core.connection import Connection, State
 from wsgate.core.gateway import PENDING, JoinRefused, Pending
 from wsgate.core.limits import Rate
 from wsgate.core.pool import Channel
@@ -154,3 +154,9 @@ def test_a_join_whose_connection_closes_at_a_gate_is_answered_and_joins_nothing(
     assert isinstance(answer, JoinRefused) and answer.code is ErrorCode.NOT_JOINED
     assert h.gw.pool.channel("acme:v") is None  # type: ignore[arg-type]
     assert alice.take() == []
+
+
+def test_state_closed_is_closing_or_closed() -> None:
+    """``State.closed`` (read on the hot path as ``conn.state.closed``) is what
+    ``Connection.closed`` always said: ``CLOSING`` or ``CLOSED``."""
+    assert {s for s in State if s.closed} == {State.CLOSING, State.CLOSED}

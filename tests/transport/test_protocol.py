@@ -32,6 +32,7 @@ from tests.transport.helpers import (
     frame,
 )
 from wsgate.transport import protocol as protocol_mod
+from wsgate.transport.listener import GateListener, ListenerContext
 from wsgate.transport.protocol import BAD, MORE, GateProtocol, frame_size
 
 MAX = 100_000
@@ -281,3 +282,117 @@ async def test_byte_by_byte(recorder: _Recorder) -> None:
     fed = _run(recorder, stream, list(range(len(stream))))
     assert b"".join(fed) == before + close
     assert all(len(chunk) == 1 for chunk in fed)
+
+
+# -- plain reads: the listener is told every frame of the read is 0x81 ------------
+
+
+class _Told(GateProtocol):
+    """A GateProtocol whose picows listener is a GateListener made here (no handshake)."""
+
+    def __init__(self, sink: GateListener) -> None:
+        super().__init__(
+            lambda _request: None,
+            logging.getLogger("test.protocol"),
+            handshake_timeout=None,
+            max_frame_size=MAX,
+            read_buffer_init_size=2048,
+        )
+        self._sink = sink
+        self._ctx = sink._ctx  # what the end of a handshake read sets
+
+    @property
+    def listener(self) -> object:  # type: ignore[override]
+        return self._sink
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(frames=_specs, cuts=st.lists(st.integers(0, 200_000), max_size=8))
+async def test_plain_read_is_told_only_for_reads_of_whole_final_text_frames(
+    recorder: _Recorder,
+    monkeypatch: pytest.MonkeyPatch,
+    frames: list[tuple[int, int, bool]],
+    cuts: list[int],
+) -> None:
+    ctx = ListenerContext(
+        asyncio.get_running_loop(), handler=RecordingHandler(), max_message=MAX,
+        high_water=1 << 24, heartbeat_s=30.0, heartbeat_timeout_s=30.0,
+        unauthenticated_frame=b"",
+    )  # fmt: skip
+    seen: list[bool] = []
+    updated = recorder.updated
+
+    def watch(proto: object, n: int) -> None:
+        seen.append(ctx.plain_read)
+        updated(proto, n)
+
+    monkeypatch.setattr(protocol_mod, "_base_updated", watch)
+    body = _frames(frames)
+    starts, pos = {}, 0  # frame offset -> its first byte
+    for op, n, fin in frames:
+        starts[pos] = frame(op, b"d" * n, fin=fin)[0]
+        pos += len(frame(op, b"d" * n, fin=fin))
+    proto = _Told(GateListener(ctx, None))
+    proto._mode = protocol_mod._FRAMES  # past the handshake
+    recorder.fed = []
+    pos = 0
+    for end in [*sorted({c % (len(body) + 1) for c in cuts}), len(body)]:
+        if end <= pos:
+            continue
+        view = protocol_mod._base_get_buffer(proto, -1)
+        view[: end - pos] = body[pos:end]
+        proto.buffer_updated(end - pos)
+        assert not ctx.plain_read  # told only while picows delivers
+        pos = end
+    assert b"".join(recorder.fed) == body
+    at = 0
+    for chunk, plain in zip(recorder.fed, seen, strict=True):
+        inside = [s for s in starts if at <= s < at + len(chunk)]
+        if plain:
+            assert at in starts  # the read starts at a frame header
+            assert all(starts[s] == 0x81 for s in inside)
+        at += len(chunk)
+    if not cuts and body and all(b == 0x81 for b in starts.values()):
+        assert seen == [True]  # one read of whole final text frames: told
+
+
+async def test_one_read_of_two_texts_is_plain_and_one_with_a_ping_is_not(
+    recorder: _Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = ListenerContext(
+        asyncio.get_running_loop(), handler=RecordingHandler(), max_message=MAX,
+        high_water=1 << 24, heartbeat_s=30.0, heartbeat_timeout_s=30.0,
+        unauthenticated_frame=b"",
+    )  # fmt: skip
+    seen: list[bool] = []
+    monkeypatch.setattr(protocol_mod, "_base_updated", lambda _p, _n: seen.append(ctx.plain_read))
+    proto = _Told(GateListener(ctx, None))
+    proto._mode = protocol_mod._FRAMES
+    for data in (
+        frame(OP_TEXT, b"a") + frame(OP_TEXT, b"b" * 300),
+        frame(OP_TEXT, b"a") + frame(OP_PING, b""),
+        frame(OP_TEXT, b"a", fin=False) + frame(OP_CONT, b"b"),
+    ):
+        view = protocol_mod._base_get_buffer(proto, -1)
+        view[: len(data)] = data
+        proto.buffer_updated(len(data))
+    assert seen == [True, False, False]
+    assert not ctx.plain_read
+
+
+async def test_the_handshake_read_gives_the_protocol_its_listeners_context(start: Start) -> None:
+    """Without it no read is ever plain (nothing breaks, every frame costs more)."""
+    listener, handler = await start()
+    client = await RawClient.connect(listener.port)
+    (session,) = await handler.wait_sessions(1)
+    sink = session.sink
+    assert isinstance(sink, GateListener)
+    protocol = sink._wst.underlying_transport.get_protocol()
+    assert isinstance(protocol, GateProtocol)
+    assert protocol._ctx is sink._ctx
+    client.send(frame(OP_TEXT, b'{"type":"x"}'))
+    async with asyncio.timeout(5):
+        await session.got_message.wait()
+    assert session.messages == [b'{"type":"x"}']  # delivered through the plain path

@@ -91,6 +91,11 @@ class State(Enum):
     CLOSED = "closed"
     """Nothing refers to it any more."""
 
+    def __init__(self, value: str) -> None:
+        self.closed = value in ("closing", "closed")
+        """``CLOSING`` or ``CLOSED``: what :attr:`Connection.closed` tells, read as
+        ``conn.state.closed`` on a hot path (an attribute, not a property's frame)."""
+
 
 _OPEN = State.OPEN
 """Bound once: ``on_message`` compares against it on every message (the hot path)."""
@@ -152,7 +157,7 @@ class Connection:
     @property
     def closed(self) -> bool:
         """The socket is gone (``CLOSING`` or ``CLOSED``): nothing more is sent or joined."""
-        return self.state is State.CLOSING or self.state is State.CLOSED
+        return self.state.closed
 
     @property
     def user_id(self) -> UserId:

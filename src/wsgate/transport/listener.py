@@ -116,6 +116,7 @@ class ListenerContext(OutboundContext):
         "handler",
         "max_message",
         "on_empty",
+        "plain_read",
         "slow_closes",
         "unauthenticated_frame",
         "wheel",
@@ -149,6 +150,12 @@ class ListenerContext(OutboundContext):
         """Set when ``connections`` becomes empty, while someone (drain) waits."""
         self.slow_closes = 0
         """Connections closed 4000 (slow consumer) by this listener (only grows; metrics)."""
+        self.plain_read = False
+        """Set by :class:`~wsgate.transport.protocol.GateProtocol` only while picows
+        delivers the frames of one read whose every frame header starts 0x81 (final,
+        uncompressed text): then :meth:`GateListener.on_ws_frame` need not ask picows.
+        Here, not per connection: one loop delivers one read at a time (memory per idle
+        connection)."""
 
     @property
     def connections(self) -> list[GateListener]:
@@ -318,19 +325,27 @@ class GateListener(BufferedListener):
                 self._peer_code = self._received_code(frame)
                 transport.disconnect()
             return
-        op = frame.msg_type
-        # §5.2: "MUST be 0 unless an extension is negotiated". RFC 7692 §6:
-        # permessage-deflate gives RSV1 a meaning on a message's first frame
-        # only, never on a control frame or a continuation (§6.1).
-        compressed = frame.rsv1
-        if (compressed or frame.rsv2 or frame.rsv3) and (
-            frame.rsv2
-            or frame.rsv3
-            or self._deflate is None
-            or (op is not _TEXT and op is not _BINARY)
-        ):
-            self._fail(1002, "reserved bits set")
-            return
+        if self._ctx.plain_read:
+            # GateProtocol saw this frame's first byte, 0x81: FIN, no RSV bit, text. So
+            # picows' enum and flag properties are not read (~2,000 instructions).
+            op = _TEXT
+            compressed = 0
+            fin = 1
+        else:
+            op = frame.msg_type
+            # §5.2: "MUST be 0 unless an extension is negotiated". RFC 7692 §6:
+            # permessage-deflate gives RSV1 a meaning on a message's first frame
+            # only, never on a control frame or a continuation (§6.1).
+            compressed = frame.rsv1
+            if (compressed or frame.rsv2 or frame.rsv3) and (
+                frame.rsv2
+                or frame.rsv3
+                or self._deflate is None
+                or (op is not _TEXT and op is not _BINARY)
+            ):
+                self._fail(1002, "reserved bits set")
+                return
+            fin = frame.fin
         if op is _TEXT or op is _BINARY:
             if self._frag is not None:
                 # §5.4: fragments of one message must not be interleaved with
@@ -340,7 +355,7 @@ class GateListener(BufferedListener):
             if frame.payload_size > self._ctx.max_message:
                 self._fail(1009, "message too big")
                 return
-            if frame.fin:
+            if fin:
                 if compressed:
                     data = self._inflated(Inflater(self._ctx.max_message), frame)
                     if data is None:
@@ -348,7 +363,17 @@ class GateListener(BufferedListener):
                 else:
                     data = frame.get_payload_as_bytes()
                 if op is _TEXT:
-                    self._text(data)
+                    # A whole text message (its handling here, not in a frame of its own).
+                    self._active = time.time()
+                    # §8.1: a text message must be valid UTF-8. isascii() is a fast scan
+                    # and covers nearly all JSON; decode only when it says no.
+                    if not data.isascii():
+                        try:
+                            data.decode()
+                        except UnicodeDecodeError:
+                            self._fail(1007, "invalid UTF-8")
+                            return
+                    self._session.on_message(data)  # type: ignore[union-attr]
                 else:
                     self._binary(data)
                 return
@@ -385,7 +410,7 @@ class GateListener(BufferedListener):
             checker = msg.dec
             if checker is not None and not self._check_fragment(checker, payload, frame.fin):
                 return
-            if frame.fin:
+            if fin:
                 data = bytes(buf)
                 self._frag = None
                 if msg.op is _TEXT:
@@ -477,18 +502,6 @@ class GateListener(BufferedListener):
     @property
     def last_active(self) -> float:
         return self._active
-
-    def _text(self, data: bytes) -> None:
-        self._active = time.time()
-        # §8.1: a text message must be valid UTF-8. isascii() is a fast scan
-        # and covers nearly all JSON; decode only when it says no.
-        if not data.isascii():
-            try:
-                data.decode()
-            except UnicodeDecodeError:
-                self._fail(1007, "invalid UTF-8")
-                return
-        self._session.on_message(data)  # type: ignore[union-attr]
 
     def _binary(self, data: bytes) -> None:
         self._active = time.time()

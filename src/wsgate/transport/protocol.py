@@ -70,6 +70,7 @@ else:
 from multidict import CIMultiDict, CIMultiDictProxy
 from picows import WSAutoPingStrategy, WSTransport
 
+from wsgate.transport.listener import GateListener, ListenerContext
 from wsgate.transport.outbound import BufferedListener
 
 __all__ = ["GateProtocol", "frame_size"]
@@ -96,6 +97,10 @@ _NO_HEADERS: Final = cast("CIMultiDict[str]", CIMultiDictProxy(CIMultiDict[str](
 """What a connection's upgrade request and 101 hold after the handshake (read-only)."""
 _SHARED: Final = {b"GET": b"GET", b"HTTP/1.1": b"HTTP/1.1"}
 """The request line's usual method and version, one object each for every connection."""
+
+_PLAIN: Final = 0x81
+"""A frame's first byte when it is a final text frame without RSV bits
+(:attr:`ListenerContext.plain_read <wsgate.transport.listener.ListenerContext.plain_read>`)."""
 
 MORE: Final = 0
 """:func:`frame_size`: the header is not complete yet."""
@@ -168,7 +173,7 @@ class GateProtocol(_WSProtocol):
     own protocol; see :func:`wsgate.transport.server.start_listener`.
     """
 
-    __slots__ = ("_carry", "_head", "_max_frame", "_mode", "_skip")
+    __slots__ = ("_carry", "_ctx", "_max_frame", "_mode", "_skip")
 
     def __init__(
         self,
@@ -202,12 +207,15 @@ class GateProtocol(_WSProtocol):
         self._max_frame = max_frame_size
         self._mode = _HTTP
         self._skip = 0
-        """Bytes before the next frame header (the rest of the current frame)."""
+        """Bytes before the next frame header (the rest of the current frame); in
+        ``_HTTP``, bytes of the request head read before this read (one slot for both:
+        memory per idle connection)."""
         self._carry = b""
         """The start of a header cut by the end of the last read (< 10 bytes),
         or the last 3 bytes of the HTTP head so far (before the upgrade)."""
-        self._head = 0
-        """Bytes of the HTTP request head read before this read (``_HTTP`` only)."""
+        self._ctx: ListenerContext | None = None
+        """The listener's context, told of plain reads; set once picows has made the
+        listener (the 101), ``None`` if it is not a :class:`GateListener`."""
 
     # get_buffer is picows' own: uvloop reads into picows' buffer directly.
     # buffer_updated finds the bytes just read where get_buffer put them: picows'
@@ -215,16 +223,68 @@ class GateProtocol(_WSProtocol):
     # own buffer_updated moves its write position, so no view is kept.
 
     def buffer_updated(self, nbytes: int) -> None:
-        mode = self._mode
-        if mode == _FRAMES:
-            skip = self._skip
-            if skip > nbytes:
-                # The whole read is inside one frame (large payloads).
-                self._skip = skip - nbytes
+        """Walk the frame headers of the new bytes (``_FRAMES``), then feed picows.
+
+        The walk is here, not in a method of its own: it runs for every read.
+        """
+        if self._mode != _FRAMES:
+            self._not_frames(nbytes)
+            return
+        p = self._skip
+        if p > nbytes:
+            # The whole read is inside one frame (large payloads).
+            self._skip = p - nbytes
+            _base_updated(self, nbytes)
+            return
+        view = _base_get_buffer(self, nbytes)
+        max_frame = self._max_frame
+        if self._carry:
+            # A header began in the last read: decide it on carry + new bytes.
+            carry = self._carry
+            buf = carry + bytes(view[: min(nbytes, 14)])
+            size = frame_size(buf, 0, len(buf), max_frame)
+            p = -len(carry)
+            if size == MORE:
+                self._carry = buf
                 _base_updated(self, nbytes)
                 return
-            self._walk(_base_get_buffer(self, nbytes), nbytes, skip)
-        elif mode == _HTTP:
+            self._carry = b""
+            if size > 0:
+                p += size
+            else:
+                self._cut(view, nbytes, p, size)
+                return
+        plain = p == 0  # a read that starts at a frame header (no frame of an earlier one)
+        while p < nbytes:
+            size = frame_size(view, p, nbytes - p, max_frame)
+            if size > 0:
+                plain = plain and view[p] == _PLAIN
+                p += size
+            elif size == MORE:
+                self._carry = bytes(view[p:nbytes])
+                self._skip = 0
+                _base_updated(self, nbytes)
+                return
+            else:
+                self._cut(view, nbytes, p, size)
+                return
+        self._skip = p - nbytes
+        if plain:
+            # Every frame picows delivers in this read was walked above as 0x81.
+            ctx = self._ctx
+            if ctx is not None:
+                ctx.plain_read = True
+                try:
+                    _base_updated(self, nbytes)
+                finally:
+                    ctx.plain_read = False
+                return
+        _base_updated(self, nbytes)
+
+    def _not_frames(self, nbytes: int) -> None:
+        """A read in any mode but ``_FRAMES``."""
+        mode = self._mode
+        if mode == _HTTP:
             self._http(nbytes)
         elif mode == _CLOSE_REST:
             # The last bytes of a close frame: pass them, drop the rest.
@@ -246,60 +306,29 @@ class GateProtocol(_WSProtocol):
         head = carry + bytes(view[: min(nbytes, HTTP_MAX_HEAD)])
         end = head.find(b"\r\n\r\n")
         if end < 0:
-            seen = self._head + nbytes
+            seen = self._skip + nbytes
             if seen >= HTTP_MAX_HEAD:
                 self._too_large()
                 return
-            self._head = seen
+            self._skip = seen
             self._carry = head[-3:]
             _base_updated(self, nbytes)
             return
-        if self._head - len(carry) + end >= HTTP_MAX_HEAD:
+        if self._skip - len(carry) + end >= HTTP_MAX_HEAD:
             self._too_large()
             return
         self._carry = b""
         self._mode = _FRAMES
+        self._skip = end + 4 - len(carry)  # the frames start after the head
         try:
-            # picows answers the head (and calls on_ws_connected) in here.
-            self._walk(view, nbytes, end + 4 - len(carry))
+            # picows answers the head (and calls on_ws_connected) in here; get_buffer
+            # gives buffer_updated the same bytes again (picows has not moved them).
+            self.buffer_updated(nbytes)
         finally:
+            listener = self.listener
+            if isinstance(listener, GateListener):
+                self._ctx = listener._ctx
             self._forget_handshake()
-
-    def _walk(self, view: memoryview, nbytes: int, skip: int) -> None:
-        """Walk the frame headers of ``view[:nbytes]`` from ``skip`` (``_FRAMES``),
-        then feed picows."""
-        max_frame = self._max_frame
-        p = skip
-        if self._carry:
-            # A header began in the last read: decide it on carry + new bytes.
-            carry = self._carry
-            buf = carry + bytes(view[: min(nbytes, 14)])
-            size = frame_size(buf, 0, len(buf), max_frame)
-            p = -len(carry)
-            if size == MORE:
-                self._carry = buf
-                _base_updated(self, nbytes)
-                return
-            self._carry = b""
-            if size > 0:
-                p += size
-            else:
-                self._cut(view, nbytes, p, size)
-                return
-        while p < nbytes:
-            size = frame_size(view, p, nbytes - p, max_frame)
-            if size > 0:
-                p += size
-            elif size == MORE:
-                self._carry = bytes(view[p:nbytes])
-                self._skip = 0
-                _base_updated(self, nbytes)
-                return
-            else:
-                self._cut(view, nbytes, p, size)
-                return
-        self._skip = p - nbytes
-        _base_updated(self, nbytes)
 
     def _forget_handshake(self) -> None:
         """Drop the headers of the upgrade request and of our answer.
