@@ -62,6 +62,7 @@ from wsgate.routing.http1 import (
     ConnectFailed,
     Http1Client,
     HttpError,
+    Pending,
     ResponseTimeout,
     Unanswered,
 )
@@ -231,7 +232,7 @@ class HttpInvoker:
                 if target is not None:
                     call.inst = inst
                     call.request = request = target.encode(headers, body)
-                    if target.start(request, call.deadline, call.on_answer, pool.pipeline):
+                    if target.start(request, call, pool.pipeline):
                         return
             self._spawn(call.attempts(inst, reuse=True))
         except Exception:
@@ -420,12 +421,13 @@ def _tell(
         log.exception("invocation callback failed")
 
 
-class _Call:
-    """A call started by :meth:`HttpInvoker.start`; it holds a slot until finished."""
+class _Call(Pending):
+    """A call started by :meth:`HttpInvoker.start`; it holds a slot until finished.
+
+    It is also what its pooled connection answers (:meth:`answer`)."""
 
     __slots__ = (
         "body",
-        "deadline",
         "done",
         "headers",
         "inst",
@@ -451,7 +453,7 @@ class _Call:
         self.deadline = 0.0
         self.timeout_s = 0.0
 
-    def on_answer(self, status: int, data: bytes | None, exc: HttpError | None) -> None:
+    def answer(self, status: int, data: bytes | None, exc: HttpError | None) -> None:
         """The pooled connection's answer (from the protocol's callbacks)."""
         invoker = self.invoker
         inst = self.inst
