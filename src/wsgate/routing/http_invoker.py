@@ -53,7 +53,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, Final, overload
 
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
@@ -180,18 +180,17 @@ class HttpInvoker:
         return self._http
 
     def _headers(self, service: Service, body: bytes, context: InvocationContext, tp: str) -> bytes:
-        """The per-request header lines."""
+        """The per-request header lines, in one formatting (the connection's line kept)."""
         cid = context.connectionId
+        opening = _openings.get(cid) or _opening(cid)
         rid = context.requestId
-        if not (cid + rid).isprintable():  # no CR/LF smuggled into the head
-            raise ValueError("connection or request id is not printable")
-        lines = f"X-Wsgate-Connection-Id: {cid}\r\ntraceparent: {tp}\r\n"
-        if rid:
-            lines += f"X-Wsgate-Request-Id: {rid}\r\n"
+        if not rid.isprintable():  # no CR/LF smuggled into the head
+            raise ValueError(_NOT_PRINTABLE)
         secret = service.pool.secret
-        if secret:
-            lines += f"{HEADER}: {sign(secret, body, int(self._wall_clock()))}\r\n"
-        return lines.encode()
+        sig = f"{HEADER}: {sign(secret, body, int(self._wall_clock()))}\r\n" if secret else ""
+        if rid:
+            return f"{opening}{tp}\r\nX-Wsgate-Request-Id: {rid}\r\n{sig}".encode()
+        return f"{opening}{tp}\r\n{sig}".encode()
 
     def start(
         self,
@@ -410,6 +409,25 @@ class HttpInvoker:
     ) -> ErrorCode:
         self.stats.failures[code] += 1
         return self._outcomes.failed(service, inst, code, reason, down=down)
+
+
+_NOT_PRINTABLE: Final = "connection or request id is not printable"
+_OPENINGS_MAX: Final = 4096
+_openings: dict[str, str] = {}
+"""The first header line and the next one's name per connection id, the id checked
+printable once (a dict probe instead of a check and a formatting per call). At most
+``_OPENINGS_MAX`` kept: cleared whole when full (ids of closed connections go then)."""
+
+
+def _opening(cid: str) -> str:
+    """``_openings[cid]``, made; raises ``ValueError`` for an id with a CR/LF (or any
+    unprintable character) that would end up in the request head."""
+    if not cid.isprintable():
+        raise ValueError(_NOT_PRINTABLE)
+    if len(_openings) >= _OPENINGS_MAX:
+        _openings.clear()
+    opening = _openings[cid] = f"X-Wsgate-Connection-Id: {cid}\r\ntraceparent: "
+    return opening
 
 
 def _tell(
