@@ -368,3 +368,9 @@ async def test_an_unprintable_id_is_never_written_into_the_head(
     for _ in range(2):  # a refused id is not kept: refused again
         assert await invoker.invoke(service, action(), ctx, None) is ErrorCode.INTERNAL
     assert up.requests == []
+    assert await invoker.invoke(service, action(), CTX, None) == InvocationResult()
+    fut: asyncio.Future[InvocationResult | ErrorCode] = asyncio.get_running_loop().create_future()
+    invoker.start(service, action(), ctx, fut.set_result)  # the pooled path, without a task
+    assert not fut.done()  # never told from within start
+    assert await fut is ErrorCode.INTERNAL
+    assert len(up.requests) == 1 and service.pool.slots.free == 256  # its slot came back

@@ -237,7 +237,7 @@ class _Waiter(Pending):
     (the awaiting task was cancelled, which cancels ``fut``), the answer is still
     read (the connection stays usable), then dropped."""
 
-    __slots__ = ("fut",)
+    __slots__ = ("deadline", "fut")
 
     def __init__(self, fut: asyncio.Future[Response], deadline: float) -> None:
         self.fut = fut

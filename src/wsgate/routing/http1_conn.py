@@ -71,12 +71,13 @@ log = logging.getLogger(__name__)
 class Pending:
     """A call written (or about to be) on a connection, waiting for its answer.
 
-    The caller's subclass sets ``deadline`` (``loop.time()``) before queueing and
-    implements :meth:`answer`: the call is its own callback, no bound method or
-    second object per call.
+    The caller's subclass has a ``deadline`` (``loop.time()``), set before queueing,
+    and implements :meth:`answer`: the call is its own callback, no bound method or
+    second object per call. (No slots here, so that a subclass may be a
+    ``msgspec.Struct``.)
     """
 
-    __slots__ = ("deadline",)
+    __slots__ = ()
 
     deadline: float
 
