@@ -141,28 +141,26 @@ class Pool:
         """
         conn = self.filling
         if conn is None or len(conn.calls) + conn.reserved >= depth or not conn.usable():
-            conn = self._pick(depth)
-            if conn is None:
+            # The connection to take (the module docstring's order), picked here
+            # rather than in a method of its own: one frame less per call.
+            picked: Conn | None = None
+            idle = self.idle
+            while idle:
+                conn = idle.pop()
+                if conn.usable():
+                    picked = conn
+                    break
+            if picked is None and depth > 1:  # the open connection with the most room
+                room = 0
+                for conn in self.conns:
+                    free = depth - len(conn.calls) - conn.reserved
+                    if free > room and conn.usable():
+                        picked, room = conn, free
+            if picked is None:
                 return False
-            self.filling = conn
+            conn = self.filling = picked
         conn.queue(request, call)
         return True
-
-    def _pick(self, depth: int) -> Conn | None:
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if conn.usable():
-                return conn
-        if depth == 1:
-            return None
-        best: Conn | None = None
-        room = 0
-        for conn in self.conns:
-            free = depth - len(conn.calls) - conn.reserved
-            if free > room and conn.usable():
-                best, room = conn, free
-        return best
 
     async def send(
         self, request: bytes, deadline: float, *, reuse: bool = True, depth: int = 1
