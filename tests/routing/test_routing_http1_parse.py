@@ -91,3 +91,19 @@ def test_a_body_over_the_limit_is_not_read() -> None:
 )
 def test_http_client_errors_share_the_wsgate_root(error: type[Exception]) -> None:
     assert issubclass(error, WsgateError)
+
+
+def test_remembered_heads_read_as_fresh_ones_and_the_memo_stays_bounded() -> None:
+    from wsgate.routing import http1_parse
+
+    http1_parse._seen.clear()
+    for _ in range(2):  # parsed, then answered from the memo
+        parser = Answers(len(WANT))
+        parser.feed(PIPELINED)
+        assert parser.got == WANT
+    assert len(http1_parse._seen) == 5  # 100 Continue too
+    for i in range(http1_parse._SEEN_MAX + 10):
+        parser = Answers(1)
+        parser.feed(b"HTTP/1.1 200 OK\r\nX-N: %d\r\nContent-Length: 2\r\n\r\nok" % i)
+        assert parser.got == [(200, b"ok", False)]
+        assert len(http1_parse._seen) <= http1_parse._SEEN_MAX

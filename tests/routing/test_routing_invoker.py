@@ -321,3 +321,56 @@ async def test_failures_are_logged_once_until_a_success(
         assert await invoker.invoke(bad, action(), CTX, None) is ErrorCode.UPSTREAM_ERROR
     assert len([r for r in caplog.records if "svc" in r.getMessage()]) == 1
     assert invoker.stats.failures[ErrorCode.UPSTREAM_ERROR] == 5
+
+
+@pytest.mark.parametrize("rid", ["r-1", ""])
+@pytest.mark.parametrize("secret", [SECRET, ""])
+async def test_header_lines_with_the_kept_connection_line_are_the_formatted_ones(
+    clock: Any, rid: str, secret: str
+) -> None:
+    """The per-connection opening line kept in ``_openings`` gives the lines the
+    plain formatting gives, on a miss and on a hit; the map stays bounded."""
+    from wsgate.routing import http_invoker
+    from wsgate.routing.signature import sign
+
+    invoker = HttpInvoker(wall_clock=lambda: 1764130000.9)
+    _, service = make_service(clock, "http://127.0.0.1:9/x", secret=secret)
+    ctx = msgspec.structs.replace(CTX, requestId=rid)
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    body = b'{"some":"body"}'
+    expected = f"X-Wsgate-Connection-Id: {ctx.connectionId}\r\ntraceparent: {tp}\r\n"
+    if rid:
+        expected += f"X-Wsgate-Request-Id: {rid}\r\n"
+    if secret:
+        expected += f"X-Wsgate-Signature: {sign(secret, body, 1764130000)}\r\n"
+    http_invoker._openings.clear()
+    for _ in range(2):  # made, then kept
+        assert invoker._headers(service, body, ctx, tp) == expected.encode()
+    assert http_invoker._openings == {ctx.connectionId: expected[: expected.index("00-")]}
+    for i in range(http_invoker._OPENINGS_MAX + 10):
+        other = msgspec.structs.replace(ctx, connectionId=f"n1.c{i}")
+        assert invoker._headers(service, body, other, tp).startswith(
+            f"X-Wsgate-Connection-Id: n1.c{i}\r\n".encode()
+        )
+        assert len(http_invoker._openings) <= http_invoker._OPENINGS_MAX
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"connectionId": "n1.x\r\nX-Admin: 1"}, {"requestId": "r\n1"}, {"connectionId": "n1.\x00"}],
+)
+async def test_an_unprintable_id_is_never_written_into_the_head(
+    upstream: Any, invoker: HttpInvoker, clock: Any, bad: dict[str, str]
+) -> None:
+    up, base = upstream
+    _, service = make_service(clock, f"{base}/nocontent")
+    ctx = msgspec.structs.replace(CTX, **bad)
+    for _ in range(2):  # a refused id is not kept: refused again
+        assert await invoker.invoke(service, action(), ctx, None) is ErrorCode.INTERNAL
+    assert up.requests == []
+    assert await invoker.invoke(service, action(), CTX, None) == InvocationResult()
+    fut: asyncio.Future[InvocationResult | ErrorCode] = asyncio.get_running_loop().create_future()
+    invoker.start(service, action(), ctx, fut.set_result)  # the pooled path, without a task
+    assert not fut.done()  # never told from within start
+    assert await fut is ErrorCode.INTERNAL
+    assert len(up.requests) == 1 and service.pool.slots.free == 256  # its slot came back

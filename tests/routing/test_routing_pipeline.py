@@ -25,7 +25,7 @@ from wsgate.exceptions import ConfigError
 from wsgate.protocol.codes import ErrorCode
 from wsgate.routing import HttpInvoker, InvocationContext, InvocationResult, RouteTable, Service
 from wsgate.routing.http1 import Http1Client, HttpError
-from wsgate.routing.http1_conn import Conn
+from wsgate.routing.http1_conn import Conn, Pending
 
 WAIT_S = 5.0
 """Bound on any wait of a test."""
@@ -418,17 +418,25 @@ async def test_parser_matches_answers_split_at_any_byte() -> None:
 
         abort = close
 
+    got: list[tuple[int, bytes | None, HttpError | None]] = []
+
+    class Call(Pending):
+        def answer(self, status: int, body: bytes | None, exc: HttpError | None) -> None:
+            got.append((status, body, exc))
+
     def feed(pieces: list[bytes]) -> list[tuple[int, bytes | None, HttpError | None]]:
-        got: list[tuple[int, bytes | None, HttpError | None]] = []
+        got.clear()
         conn = Conn(pool)
         conn.connection_made(Transport())  # type: ignore[arg-type]
         for _ in expected:
-            conn.queue(b"request", loop.time() + 60, lambda *a: got.append(a))
+            call = Call()
+            call.deadline = loop.time() + 60
+            conn.queue(b"request", call)
         for p in pieces:
             conn.data_received(p)
         assert conn.usable() and not conn.calls  # idle, ready for more
         conn.drop(HttpError, "done")
-        return got
+        return list(got)
 
     try:
         for cut in range(len(data) + 1):

@@ -29,8 +29,10 @@ Failures reach the calls as :class:`~wsgate.exceptions.HttpError` subclasses:
   reads it (every call on the connection fails with it);
 - :class:`ConnectFailed` is raised by the pool (no connection was made).
 
-A call whose caller gave up is detached (:meth:`Pending.abandon`): its
-answer is still read, so the connection stays usable, and then discarded.
+A call is a :class:`Pending` the caller made (its subclass says what to do
+with the answer, so a call costs one object). A call whose caller gave up is
+still answered: its answer is read, so the connection stays usable, and the
+caller's :meth:`Pending.answer` discards it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from typing import Protocol, cast
 
 from wsgate.exceptions import (
@@ -56,7 +57,6 @@ __all__ = [
     "Conn",
     "ConnOwner",
     "ConnectFailed",
-    "Done",
     "Dropped",
     "HttpError",
     "Pending",
@@ -67,31 +67,29 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Done = Callable[[int, "bytes | None", "HttpError | None"], None]
-"""Told the outcome of a call once: ``(status, body, None)`` or ``(0, None, error)``."""
-
-
-def _ignore(status: int, body: bytes | None, exc: HttpError | None) -> None:
-    """The callback of an abandoned call."""
-
 
 class Pending:
-    """A call written (or about to be) on a connection, waiting for its answer."""
+    """A call written (or about to be) on a connection, waiting for its answer.
 
-    __slots__ = ("deadline", "done")
+    The caller's subclass has a ``deadline`` (``loop.time()``), set before queueing,
+    and implements :meth:`answer`: the call is its own callback, no bound method or
+    second object per call. (No slots here, so that a subclass may be a
+    ``msgspec.Struct``.)
+    """
 
-    def __init__(self, done: Done, deadline: float) -> None:
-        self.done = done
-        self.deadline = deadline
+    __slots__ = ()
 
-    def abandon(self) -> None:
-        """The caller gave up: the answer will be read and dropped."""
-        self.done = _ignore
+    deadline: float
+
+    def answer(self, status: int, body: bytes | None, exc: HttpError | None) -> None:
+        """Told the outcome once, never from within :meth:`Conn.queue`:
+        ``(status, body, None)`` or ``(0, None, error)``."""
+        raise NotImplementedError
 
 
-def _tell(done: Done, status: int, body: bytes | None, exc: HttpError | None) -> None:
+def _tell(call: Pending, status: int, body: bytes | None, exc: HttpError | None) -> None:
     try:
-        done(status, body, exc)
+        call.answer(status, body, exc)
     except Exception:
         log.exception("HTTP call callback failed")
 
@@ -196,12 +194,11 @@ class Conn(AnswerParser, asyncio.Protocol):
 
     # Calls
 
-    def queue(self, request: bytes, deadline: float, done: Done) -> Pending:
+    def queue(self, request: bytes, call: Pending) -> None:
         """Queue ``request``; it is written when the client flushes.
 
-        ``done`` gets the answer, never from within this call.
+        ``call.answer`` gets the answer, never from within this call.
         """
-        call = Pending(done, deadline)
         self.calls.append(call)
         if self.state == IDLE:
             self.state = HEAD
@@ -209,9 +206,9 @@ class Conn(AnswerParser, asyncio.Protocol):
         out.append(request)
         if len(out) == 1:
             self.pool.client.dirty(self)
+        deadline = call.deadline
         if self.timer is None or deadline < self.timer_at:
             self._arm(deadline)
-        return call
 
     def flush(self) -> None:
         """Write the queued requests (the client's end-of-iteration flush)."""
@@ -262,7 +259,7 @@ class Conn(AnswerParser, asyncio.Protocol):
             else:
                 transport.close()
         for call in calls:
-            _tell(call.done, 0, None, exc(reason))
+            _tell(call, 0, None, exc(reason))
 
     def _finish(self, body: bytes | None) -> None:
         """The oldest call's answer is complete (``None``: too large, unread)."""
@@ -280,6 +277,6 @@ class Conn(AnswerParser, asyncio.Protocol):
         else:
             self.state = HEAD
         try:  # what _tell does, inline: one frame less per answer
-            call.done(self.status, body, None)
+            call.answer(self.status, body, None)
         except Exception:
             log.exception("HTTP call callback failed")

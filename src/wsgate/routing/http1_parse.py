@@ -131,7 +131,8 @@ class AnswerParser:
         if end > MAX_HEAD:
             raise ProtocolError("header block too large")
         self.scan = 0
-        status, length, chunked, close = parse_head(data[:end])
+        head = data[:end]
+        status, length, chunked, close = _seen.get(head) or parse_head(head)
         rest = data[end + 4 :]
         if 100 <= status < 200:
             if status == 101:
@@ -261,18 +262,19 @@ Head = tuple[int, int | None, bool, bool]
 """Status, Content-Length, chunked, close-after."""
 
 _seen: dict[bytes, Head] = {}
-"""Heads parsed lately: a service sends the same few heads over and over."""
+"""Heads parsed lately: a service sends the same few heads over and over. At most
+``_SEEN_MAX``, cleared whole when full. :meth:`AnswerParser._head` probes it itself
+(no :func:`parse_head` frame per answer) and calls :func:`parse_head` on a miss."""
 _SEEN_MAX: Final = 512
 
 
 def parse_head(head: bytes) -> Head:
-    """Status, Content-Length, chunked, close-after, from a response head."""
-    parsed = _seen.get(head)
-    if parsed is None:
-        parsed = _parse_head(head)
-        if len(_seen) >= _SEEN_MAX:
-            _seen.clear()
-        _seen[head] = parsed
+    """Status, Content-Length, chunked, close-after, from a response head; remembered
+    in ``_seen`` (a head is parsed again only once forgotten)."""
+    parsed = _parse_head(head)
+    if len(_seen) >= _SEEN_MAX:
+        _seen.clear()
+    _seen[head] = parsed
     return parsed
 
 

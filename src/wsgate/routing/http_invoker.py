@@ -48,12 +48,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, Final, overload
+
+import msgspec
 
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, Outbound
@@ -62,6 +65,7 @@ from wsgate.routing.http1 import (
     ConnectFailed,
     Http1Client,
     HttpError,
+    Pending,
     ResponseTimeout,
     Unanswered,
 )
@@ -179,18 +183,17 @@ class HttpInvoker:
         return self._http
 
     def _headers(self, service: Service, body: bytes, context: InvocationContext, tp: str) -> bytes:
-        """The per-request header lines."""
+        """The per-request header lines, in one formatting (the connection's line kept)."""
         cid = context.connectionId
+        opening = _openings.get(cid) or _opening(cid)
         rid = context.requestId
-        if not (cid + rid).isprintable():  # no CR/LF smuggled into the head
-            raise ValueError("connection or request id is not printable")
-        lines = f"X-Wsgate-Connection-Id: {cid}\r\ntraceparent: {tp}\r\n"
-        if rid:
-            lines += f"X-Wsgate-Request-Id: {rid}\r\n"
+        if not rid.isprintable():  # no CR/LF smuggled into the head
+            raise ValueError(_NOT_PRINTABLE)
         secret = service.pool.secret
-        if secret:
-            lines += f"{HEADER}: {sign(secret, body, int(self._wall_clock()))}\r\n"
-        return lines.encode()
+        sig = f"{HEADER}: {sign(secret, body, _floor(self._wall_clock()))}\r\n" if secret else ""
+        if rid:
+            return f"{opening}{tp}\r\nX-Wsgate-Request-Id: {rid}\r\n{sig}".encode()
+        return f"{opening}{tp}\r\n{sig}".encode()
 
     def start(
         self,
@@ -215,13 +218,14 @@ class HttpInvoker:
         if http is None or self._closed or not pool.slots.try_acquire():
             self._spawn(self._call_then(service, action, context, traceparent, done))
             return
-        call = _Call(self, service, done)  # holds the slot from here
+        call = None  # the slot is held from here: a failure finishes a call to free it
         try:
-            timeout_s = call.timeout_s = pool.timeout_ms / 1000
+            timeout_s = pool.timeout_ms / 1000
             body = encode_request(action, context)
             headers = self._headers(service, body, context, ensure_traceparent(traceparent))
-            call.body, call.headers = body, headers
-            call.deadline = http.loop.time() + timeout_s
+            call = _Call(
+                self, service, done, body, headers, http.loop.time() + timeout_s, timeout_s
+            )
             inst = pool.pick()
             if inst is not None:
                 try:
@@ -230,13 +234,15 @@ class HttpInvoker:
                     target = None  # a bad URL: the task marks it down and fails over
                 if target is not None:
                     call.inst = inst
-                    call.request = request = target.encode(headers, body)
-                    if target.start(request, call.deadline, call.on_answer, pool.pipeline):
+                    request = target.encode(headers, body)
+                    if target.start(request, call, pool.pipeline):
                         return
             self._spawn(call.attempts(inst, reuse=True))
         except Exception:
             log.exception("service %s: invocation failed unexpectedly", service.name)
             self.stats.failures[ErrorCode.INTERNAL] += 1
+            if call is None:
+                call = _Call(self, service, done)
             http.loop.call_soon(call.finish, ErrorCode.INTERNAL)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -411,6 +417,28 @@ class HttpInvoker:
         return self._outcomes.failed(service, inst, code, reason, down=down)
 
 
+_floor: Final = math.floor
+"""Whole seconds of the signing time: ``int()`` for a clock past 1970, without its
+type call (about 400 instructions less per signed call)."""
+_NOT_PRINTABLE: Final = "connection or request id is not printable"
+_OPENINGS_MAX: Final = 4096
+_openings: dict[str, str] = {}
+"""The first header line and the next one's name per connection id, the id checked
+printable once (a dict probe instead of a check and a formatting per call). At most
+``_OPENINGS_MAX`` kept: cleared whole when full (ids of closed connections go then)."""
+
+
+def _opening(cid: str) -> str:
+    """``_openings[cid]``, made; raises ``ValueError`` for an id with a CR/LF (or any
+    unprintable character) that would end up in the request head."""
+    if not cid.isprintable():
+        raise ValueError(_NOT_PRINTABLE)
+    if len(_openings) >= _OPENINGS_MAX:
+        _openings.clear()
+    opening = _openings[cid] = f"X-Wsgate-Connection-Id: {cid}\r\ntraceparent: "
+    return opening
+
+
 def _tell(
     done: Callable[[InvocationResult | ErrorCode], None], result: InvocationResult | ErrorCode
 ) -> None:
@@ -420,38 +448,23 @@ def _tell(
         log.exception("invocation callback failed")
 
 
-class _Call:
-    """A call started by :meth:`HttpInvoker.start`; it holds a slot until finished."""
+class _Call(msgspec.Struct, Pending):
+    """A call started by :meth:`HttpInvoker.start`; it holds a slot until finished.
 
-    __slots__ = (
-        "body",
-        "deadline",
-        "done",
-        "headers",
-        "inst",
-        "invoker",
-        "request",
-        "service",
-        "timeout_s",
-    )
+    It is also what its pooled connection answers (:meth:`answer`). A struct, never
+    encoded, made whole in one call: in C, with no ``__init__`` frame (about 1,400
+    instructions less per call than a class with slots)."""
 
-    def __init__(
-        self,
-        invoker: HttpInvoker,
-        service: Service,
-        done: Callable[[InvocationResult | ErrorCode], None],
-    ) -> None:
-        self.invoker = invoker
-        self.service = service
-        self.done = done
-        self.inst: Instance | None = None
-        self.body = b""
-        self.headers = b""
-        self.request = b""
-        self.deadline = 0.0
-        self.timeout_s = 0.0
+    invoker: HttpInvoker
+    service: Service
+    done: Callable[[InvocationResult | ErrorCode], None]
+    body: bytes = b""
+    headers: bytes = b""
+    deadline: float = 0.0
+    timeout_s: float = 0.0
+    inst: Instance | None = None
 
-    def on_answer(self, status: int, data: bytes | None, exc: HttpError | None) -> None:
+    def answer(self, status: int, data: bytes | None, exc: HttpError | None) -> None:
         """The pooled connection's answer (from the protocol's callbacks)."""
         invoker = self.invoker
         inst = self.inst

@@ -54,17 +54,15 @@ class ResultMeta(msgspec.Struct, omit_defaults=True):
             raise ValueError("meta.channel is not a channel address")
 
 
-class ResultAction(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """An action in a service's answer, validated."""
+class _Action(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The fields of :class:`ResultAction`, its ``type`` not tested: the replies of
+    :func:`decode_result`'s first pass, which tests their types itself (no
+    ``__post_init__`` call per reply)."""
 
-    type: ActionType
+    type: str
     payload: msgspec.Raw = NULL
     meta: ResultMeta | None = None
     error: bool = False
-
-    def __post_init__(self) -> None:
-        if self.type.startswith(GATEWAY_PREFIX):
-            raise ValueError(f"types starting with {GATEWAY_PREFIX} are the gateway's")
 
     def outbound(self) -> Outbound:
         """This action as the gateway delivers it (payload passed through raw).
@@ -73,12 +71,22 @@ class ResultAction(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
         ``meta.inReplyTo`` on it.
         """
         channel = self.meta.channel if self.meta is not None else None
-        return Outbound(
-            type=self.type,
-            payload=None if self.payload == NULL else self.payload,
-            meta=OutMeta(channel=channel) if channel is not None else None,
-            error=self.error,
+        return Outbound(  # type, payload, meta, error: positional, no keyword matching
+            self.type,
+            None if self.payload == NULL else self.payload,
+            OutMeta(channel) if channel is not None else None,
+            self.error,
         )
+
+
+class ResultAction(_Action):
+    """An action in a service's answer, validated."""
+
+    type: ActionType
+
+    def __post_init__(self) -> None:
+        if self.type.startswith(GATEWAY_PREFIX):
+            raise ValueError(f"types starting with {GATEWAY_PREFIX} are the gateway's")
 
 
 class Target(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
@@ -192,21 +200,13 @@ class _Answer(msgspec.Struct, forbid_unknown_fields=True):
     claims: Claims | None = None
 
 
-class _Reply(ResultAction):
-    """:class:`ResultAction` whose ``type`` is tested by :func:`valid_type` (recent types
-    kept) instead of msgspec's pattern, which looks ``re.search`` up by name per string:
-    the replies of :func:`decode_result`'s first pass. Any refusal is explained by the
-    strict schema (:class:`_Answer`), so the reason is that of one strict pass."""
-
-    type: str  # the same str as ActionType, its pattern tested below
-
-    def __post_init__(self) -> None:
-        if not valid_type(self.type) or self.type.startswith(GATEWAY_PREFIX):
-            raise ValueError("refused: the strict pass says why")
-
-
 class _Quick(_Answer):
-    reply: Annotated[list[_Reply], msgspec.Meta(max_length=MAX_ACTIONS)] = []  # type: ignore[assignment]
+    """:class:`_Answer` whose replies' types :func:`decode_result` tests by
+    :func:`valid_type` (recent types kept) instead of msgspec's pattern, which looks
+    ``re.search`` up by name per string. Any refusal is explained by the strict schema
+    (:class:`_Answer`), so the reason is that of one strict pass."""
+
+    reply: Annotated[list[_Action], msgspec.Meta(max_length=MAX_ACTIONS)] = []  # type: ignore[assignment]
 
 
 class InvocationResult(msgspec.Struct, frozen=True):
@@ -230,10 +230,16 @@ def decode_result(body: bytes) -> InvocationResult | str:
     The reason is for the gateway's log only, never for the client.
     """
     try:
-        answer: _Answer = _quick.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
+        answer: _Answer | _Quick = _quick.decode(body)
+        replies = []
+        for reply in answer.reply:  # ResultAction's tests, as the strict pass makes them
+            if not valid_type(reply.type) or reply.type.startswith(GATEWAY_PREFIX):
+                raise ValueError
+            replies.append(reply.outbound())
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError):  # (ValidationError too)
         try:  # refused (rare): the strict schema names the fault
             answer = _decoder.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return str(exc)
-    return InvocationResult([a.outbound() for a in answer.reply], answer.publish, answer.claims)
+        replies = [a.outbound() for a in answer.reply]
+    return InvocationResult(replies, answer.publish, answer.claims)
