@@ -46,7 +46,6 @@ __all__ = [
     "PUBLISH",
     "Client",
     "DeflateClient",
-    "FrameCounter",
     "Pool",
     "Publisher",
     "bench_message",
@@ -203,109 +202,6 @@ class DeflatePublisher(DeflateClient):
         super().on_ws_frame(transport, frame)
 
 
-class FrameCounter(asyncio.Protocol):
-    """A receiver's connection once :meth:`Pool.count_frames` took it from picows.
-
-    picows' per-frame callback (:meth:`Client.on_ws_frame`: a Python call, a
-    payload copy, a substring test) was most of the load generator's cost per
-    delivery, ~0.75 µs on 2026-12-07, so one client process was the limit at
-    ~1.2 M deliveries/s while the gateway and the reference used half their
-    core. This protocol walks the server's frame headers (unmasked, RFC 6455
-    §5.2) instead: one Python call per read, a few operations per frame, no
-    payload copied. A text frame counts when its last byte is read; the
-    payload length of the last one is the pool's ``frame_size``.
-
-    It counts every text frame, so it is swapped in only once control traffic
-    is over (:meth:`Pool.quiesce` with a quiet time past the gateway's presence
-    count window, 1 s): a stray control action would make a receiver's count
-    exceed ``expect``, which :meth:`Pool.check_counts` reports.
-    Pings are ignored (no bench server sends any); a close frame is recorded and
-    the connection aborted.
-    """
-
-    __slots__ = ("_head", "_skip", "_text", "client", "last_len", "transport")
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.transport: asyncio.Transport | None = None
-        self._skip = 0
-        """Bytes of the current frame still to come (0: at a frame boundary)."""
-        self._text = False
-        """Whether the frame being skipped is a text frame (counted when it ends)."""
-        self._head = b""
-        """The start of a frame header cut by the end of the last read."""
-        self.last_len = 0
-        """Payload length of the last text frame whose header was read."""
-
-    def feed(self, data: bytes) -> int:
-        """Walk one read; return the text frames it completed."""
-        n = len(data)
-        p = self._skip
-        done = 0
-        if p:
-            if p > n:
-                self._skip = p - n
-                return 0
-            done = int(self._text)
-            self._skip = 0
-        elif self._head:
-            data = self._head + data
-            n = len(data)
-            self._head = b""
-        while p < n:
-            if n - p < 2:
-                self._head = data[p:]
-                break
-            op = data[p] & 15
-            size = data[p + 1] & 127
-            h = 2
-            if size >= 126:
-                h = 4 if size == 126 else 10
-                if n - p < h:
-                    self._head = data[p:]
-                    break
-                size = int.from_bytes(data[p + 2 : p + h], "big")
-            end = p + h + size
-            if op == 8:
-                self._closed(data[p + h : min(end, n)])
-                return done
-            if op == 1:
-                self.last_len = size
-            if end > n:
-                self._skip = end - n
-                self._text = op == 1
-                break
-            done += op == 1
-            p = end
-        return done
-
-    def data_received(self, data: bytes) -> None:
-        done = self.feed(data)
-        if not done:
-            return
-        client = self.client
-        before = client.got
-        client.got = got = before + done
-        pool = client.pool
-        if before < pool.expect <= got:  # this read completed the round's messages
-            pool.frame_size = self.last_len
-            arrivals = pool.arrivals
-            arrivals.append(perf_counter())
-            if len(arrivals) == pool.waiting_for:
-                fut = pool.done
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-
-    def _closed(self, payload: bytes) -> None:
-        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-        self.client.pool.closes.append(code)
-        if self.transport is not None:
-            self.transport.abort()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client.on_ws_disconnected(self.client.wst)
-
-
 class Pool:
     """All clients of one run, their counters, and the measuring primitives."""
 
@@ -343,7 +239,7 @@ class Pool:
         self.control_frames = 0
         """Non-bench text frames seen (WELCOME, JOINED, PRESENCE, ...)."""
         self.errors: list[bytes] = []
-        self.closes: list[WSCloseCode | int] = []
+        self.closes: list[WSCloseCode] = []
         self.joined = 0
         """JOINED answers received."""
         self.opened = 0
@@ -459,18 +355,6 @@ class Pool:
             if now - start > limit:
                 raise BenchError(f"control traffic did not stop within {limit:.0f}s")
 
-    def count_frames(self, receivers: list[Client]) -> None:
-        """Hand each receiver's connection from picows to a :class:`FrameCounter`.
-
-        Call it once control traffic is over (after :meth:`quiesce`); the
-        clients keep their counts, and :meth:`close_all` still closes them.
-        """
-        for client in receivers:
-            tr = client.wst.underlying_transport
-            counter = FrameCounter(client)
-            counter.transport = tr
-            tr.set_protocol(counter)
-
     # -- measuring -------------------------------------------------------------
 
     async def publish(
@@ -537,8 +421,7 @@ class Pool:
         bad = [c.got for c in receivers if c.got != self.expect]
         if bad:
             raise BenchError(
-                f"{len(bad)} receivers have a wrong count (expected {self.expect}): {bad[:5]}; "
-                f"errors: {self.errors[:3]}"
+                f"{len(bad)} receivers have a wrong count (expected {self.expect}): {bad[:5]}"
             )
 
     # -- closing -----------------------------------------------------------------

@@ -15,15 +15,9 @@ to CPU 0:
 
 Each server has its own load generator (a child process running this file with
 ``--worker``: N receivers + 1 publisher, picows clients on uvloop), pinned to
-CPU 1, the same code for every server. Once joined and quiet, the receivers'
-connections are handed from picows to ``_clients.FrameCounter``, which counts
-text frames by walking their headers (one Python call per read, not one per
-frame), so that the load generator is rarely the limit (``--receivers picows``
-keeps picows' per-frame callback; with it one generator topped out at ~1.2 M
-deliveries/s on 2026-12-07, the gateway and the reference at half their core).
-The rounds are **interleaved** — one burst per server back to back, in a
-rotating order — so that whatever else runs on the (shared) machine hits all
-alike, and the ratios stay meaningful.
+CPU 1, the same code for every server. The rounds are **interleaved** — one
+burst per server back to back, in a rotating order — so that whatever else
+runs on the (shared) machine hits all alike, and the ratios stay meaningful.
 
 Two modes (``--mode relay publish``, default both):
 
@@ -253,12 +247,7 @@ async def _worker(args: argparse.Namespace) -> None:
         connect_s = time.monotonic() - t
         if api is not None:
             await api.open()
-        fast = args.receivers == "frames" and not pool.deflate
-        # A channel past presence_max_members gets its last count update up to
-        # large_batch_ms (1 s) after the last join: wait past it before counting frames.
-        settle_s = await pool.quiesce(quiet=1.5 if fast else 0.5)
-        if fast:
-            pool.count_frames(receivers)
+        settle_s = await pool.quiesce()
         gc.collect()
         gc.freeze()
         reply(
@@ -314,11 +303,11 @@ async def _worker(args: argparse.Namespace) -> None:
     await pool.close_all()
 
 
-def _start_worker(srv: ServerProcess, n: int, cookie: str, log: Path, receivers: str) -> Worker:
+def _start_worker(srv: ServerProcess, n: int, cookie: str, log: Path) -> Worker:
     """The load generator for ``srv``: this file with ``--worker``, N receivers + 1 publisher."""
     argv = [
         __file__, "--worker", srv.name, "--worker-n", str(n), "--url", srv.url,
-        "--cookie", cookie, "--api", srv.api_url, "--receivers", receivers,
+        "--cookie", cookie, "--api", srv.api_url,
     ]  # fmt: skip
     return Worker(srv, argv, log, ready_timeout=60 + n / 50)
 
@@ -523,9 +512,7 @@ def run_n(args: argparse.Namespace, n: int, workdir: Path) -> list[list[Result]]
         print(f"  N={n}: connecting {n} + 1 clients to each of {list(servers)} ...", flush=True)
         workers: dict[str, Worker] = {}
         for kind, (srv, cookie) in servers.items():
-            workers[kind] = _start_worker(
-                srv, n, cookie, workdir / f"worker-{kind}-{n}.log", args.receivers
-            )
+            workers[kind] = _start_worker(srv, n, cookie, workdir / f"worker-{kind}-{n}.log")
             started.append(workers[kind])
         if "gateway" in workers:
             batch = workers["gateway"].hello["api_batch"]
@@ -664,11 +651,6 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
                         f"{obs.ir_per_delivery / gw.ir_per_delivery:.4f}; {obs.scrapes} scrapes "
                         f"meanwhile{each}"
                     )
-            if gw is not None and obs is None and args.callgrind is not None:
-                print(
-                    f"  callgrind instructions per delivery: gateway {gw.ir_per_delivery:,.0f} "
-                    f"({gw.deliveries_all:,} deliveries in the measured bursts)"
-                )
             for base in ("reference", "ref=size", "uws"):
                 if gw is not None and base in by:
                     paired = _paired(gw, by[base])
@@ -695,8 +677,7 @@ def amain(args: argparse.Namespace) -> int:
     pinned = pin_self()
     print(
         f"wsgate fan-out bench: N={args.n} B={args.burst} R={args.rounds} mode={args.mode} "
-        f"servers={args.servers} receivers={args.receivers} "
-        f"cpus={sorted(os.sched_getaffinity(0))} pinned={pinned} "
+        f"servers={args.servers} cpus={sorted(os.sched_getaffinity(0))} pinned={pinned} "
         f"nofile={resource.getrlimit(resource.RLIMIT_NOFILE)[0]} "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
@@ -784,13 +765,6 @@ def main() -> int:
         help="seconds between the /metrics scrapes of a gateway with metrics on (1.0)",
     )  # fmt: skip
     # Internal: this file as one server's load generator.
-    parser.add_argument(
-        "--receivers", choices=("frames", "picows"), default="frames",
-        help="how the load generator's receivers read once joined: 'frames' (default) "
-        "walks frame headers, one Python call per read (_clients.FrameCounter); 'picows' "
-        "keeps picows' per-frame callback (the figures before 2026-12-07: the client "
-        "was the limit)",
-    )  # fmt: skip
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
