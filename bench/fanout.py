@@ -651,6 +651,11 @@ def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
                         f"{obs.ir_per_delivery / gw.ir_per_delivery:.4f}; {obs.scrapes} scrapes "
                         f"meanwhile{each}"
                     )
+            if gw is not None and obs is None and args.callgrind is not None:
+                print(
+                    f"  callgrind instructions per delivery: gateway {gw.ir_per_delivery:,.0f} "
+                    f"({gw.deliveries_all:,} deliveries in the measured bursts)"
+                )
             for base in ("reference", "ref=size", "uws"):
                 if gw is not None and base in by:
                     paired = _paired(gw, by[base])
