@@ -306,6 +306,15 @@ class _Told(GateProtocol):
         return self._sink
 
 
+def _context() -> ListenerContext:
+    """A listener context of the running loop, for a protocol fed by hand."""
+    return ListenerContext(
+        asyncio.get_running_loop(), handler=RecordingHandler(), max_message=MAX,
+        high_water=1 << 24, heartbeat_s=30.0, heartbeat_timeout_s=30.0,
+        unauthenticated_frame=b"",
+    )  # fmt: skip
+
+
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -316,11 +325,7 @@ async def test_plain_read_is_told_only_for_reads_of_whole_final_text_frames(
     frames: list[tuple[int, int, bool]],
     cuts: list[int],
 ) -> None:
-    ctx = ListenerContext(
-        asyncio.get_running_loop(), handler=RecordingHandler(), max_message=MAX,
-        high_water=1 << 24, heartbeat_s=30.0, heartbeat_timeout_s=30.0,
-        unauthenticated_frame=b"",
-    )  # fmt: skip
+    ctx = _context()
     seen: list[bool] = []
     updated = recorder.updated
 
@@ -361,11 +366,7 @@ async def test_plain_read_is_told_only_for_reads_of_whole_final_text_frames(
 async def test_one_read_of_two_texts_is_plain_and_one_with_a_ping_is_not(
     recorder: _Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = ListenerContext(
-        asyncio.get_running_loop(), handler=RecordingHandler(), max_message=MAX,
-        high_water=1 << 24, heartbeat_s=30.0, heartbeat_timeout_s=30.0,
-        unauthenticated_frame=b"",
-    )  # fmt: skip
+    ctx = _context()
     seen: list[bool] = []
     monkeypatch.setattr(protocol_mod, "_base_updated", lambda _p, _n: seen.append(ctx.plain_read))
     proto = _Told(GateListener(ctx, None))
