@@ -28,9 +28,13 @@ member got the last message, and ``arrivals[n // 2] - t0`` the median member.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Final
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
@@ -45,6 +49,7 @@ __all__ = [
     "MARK",
     "PUBLISH",
     "Client",
+    "CountingReceivers",
     "DeflateClient",
     "Pool",
     "Publisher",
@@ -439,3 +444,119 @@ class Pool:
             raise BenchError(
                 f"{self.opened - self.disconnected} clients still open after {timeout:.0f}s"
             ) from None
+
+
+RECV_COUNT_SRC: Final = Path(__file__).resolve().parent / "anchors" / "recv_count.c"
+RECV_COUNT: Final = Path(__file__).resolve().parent / ".anchors" / "recv_count"
+"""Built from :data:`RECV_COUNT_SRC` on first use (``cc -O2``), into the ignored folder."""
+
+
+def build_recv_count() -> Path:
+    """The receivers' counting program, compiled when missing or older than its source."""
+    if RECV_COUNT.exists() and RECV_COUNT.stat().st_mtime >= RECV_COUNT_SRC.stat().st_mtime:
+        return RECV_COUNT
+    RECV_COUNT.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(
+            ["cc", "-O2", "-o", str(RECV_COUNT), str(RECV_COUNT_SRC)],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BenchError(f"cannot build {RECV_COUNT_SRC.name}: {exc}") from None
+    return RECV_COUNT
+
+
+class CountingReceivers:
+    """Joined receivers whose sockets a C process reads (``bench/anchors/recv_count.c``).
+
+    picows' per-frame callback costs this process ~0.75 µs per delivery, so one load
+    generator tops out at ~1.2 M deliveries/s, below what the servers send. Once
+    the receivers are signed in, joined and quiet (:meth:`Pool.quiesce`), their
+    transports stop reading and the counting process reads the same sockets: one
+    ``recv`` and a walk of the frame headers in C per read. Its stamps are
+    ``CLOCK_MONOTONIC``, the clock of :func:`time.perf_counter` on Linux. It counts
+    every text frame: a stray control frame makes a socket pass its target, which
+    :meth:`measure` reports as an error (never as an early arrival).
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process, n: int) -> None:
+        self._proc = proc
+        self.n = n
+        self.expect = 0
+        self.frame_size = 0
+        """Payload length of the last text frame the counting process read."""
+
+    @classmethod
+    async def start(cls, receivers: list[Client], expect: int) -> CountingReceivers:
+        """Hand ``receivers`` (each having received ``expect`` bench messages) over."""
+        exe = build_recv_count()
+        fds = []
+        for client in receivers:
+            tr = client.wst.underlying_transport
+            tr.pause_reading()
+            fds.append(tr.get_extra_info("socket").fileno())
+        with tempfile.NamedTemporaryFile("w", suffix=".fds", delete=False) as f:
+            f.write("\n".join(map(str, fds)))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                str(exe), f.name, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, pass_fds=fds,
+            )  # fmt: skip
+            self = cls(proc, len(fds))
+            self.expect = expect
+            await self._ask(f"expect {expect}", 10)  # "ready", then "done": all there
+            await self._done(10)
+        finally:
+            os.unlink(f.name)
+        return self
+
+    async def _ask(self, command: str, timeout: float) -> None:
+        stdin, stdout = self._proc.stdin, self._proc.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(command.encode() + b"\n")
+        await stdin.drain()
+        line = await asyncio.wait_for(stdout.readline(), timeout)
+        if line != b"ready\n":
+            raise BenchError(f"recv_count answered {line!r} to {command!r}")
+
+    async def _done(self, timeout: float) -> tuple[float, float]:
+        stdout = self._proc.stdout
+        assert stdout is not None
+        try:
+            line = await asyncio.wait_for(stdout.readline(), timeout)
+        except TimeoutError:
+            raise BenchError(
+                f"after {timeout:.1f}s not every receiver had all {self.expect} messages"
+            ) from None
+        parts = line.split()
+        if not parts or parts[0] != b"done":
+            raise BenchError(f"recv_count: {line!r} (a receiver closed)")
+        if int(parts[3]):
+            raise BenchError(f"{int(parts[3])} receivers got more than {self.expect} messages")
+        self.frame_size = int(parts[4])
+        return float(parts[1]), float(parts[2])
+
+    async def measure(
+        self, count: int, timeout: float, fire: Callable[[], object]
+    ) -> tuple[float, float, float]:
+        """Like :meth:`Pool.measure`: ``fire()``, then wait until every receiver has
+        ``count`` more; returns ``perf_counter()`` before ``fire()``, and when the last
+        and the median receiver had them."""
+        self.expect += count
+        await self._ask(f"expect {self.expect}", 10)
+        t0 = perf_counter()
+        fire()
+        last, median = await self._done(timeout)
+        return t0, last, median
+
+    async def close(self) -> None:
+        """Stop the counting process (the sockets stay the pool's to close)."""
+        proc = self._proc
+        if proc.returncode is None:
+            assert proc.stdin is not None
+            proc.stdin.write(b"quit\n")
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
