@@ -40,9 +40,9 @@ from typing import Final
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 try:  # _servers is a sibling module when run as bench/*.py
-    from _servers import BenchError
+    from _servers import BenchError, proc_cpu_seconds
 except ImportError:  # pragma: no cover - imported as bench._clients
-    from bench._servers import BenchError
+    from bench._servers import BenchError, proc_cpu_seconds
 
 __all__ = [
     "DEFLATE_OFFER",
@@ -548,6 +548,10 @@ class CountingReceivers:
         fire()
         last, median = await self._done(timeout)
         return t0, last, median
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the counting process has used so far."""
+        return proc_cpu_seconds(self._proc.pid)
 
     async def close(self) -> None:
         """Stop the counting process (the sockets stay the pool's to close)."""

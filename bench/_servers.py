@@ -66,6 +66,14 @@ START_TIMEOUT_S: Final = 20.0
 STOP_TIMEOUT_S: Final = 15.0
 
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -151,8 +159,7 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        return proc_cpu_seconds(self.pid)
 
     def rss_bytes(self) -> int:
         """Resident set size (VmRSS)."""

@@ -24,8 +24,8 @@ The child's side::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
 import select
 import subprocess
 import sys
@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from _servers import BenchError, ServerProcess
+from _servers import BenchError, ServerProcess, proc_cpu_seconds
 
 __all__ = ["Command", "Worker", "reply", "serve"]
 
@@ -82,9 +82,15 @@ class Worker:
         return self._read(timeout)
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the child has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time the child, and the processes it runs, have used so far
+        (fanout.py's receivers in C are a child of its worker)."""
+        pid = self.proc.pid
+        total = proc_cpu_seconds(pid)
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            for child in children.read_text().split():
+                with contextlib.suppress(OSError):  # gone meanwhile
+                    total += proc_cpu_seconds(int(child))
+        return total
 
     def stop(self) -> None:
         """``quit``, wait up to QUIT_TIMEOUT_S, then SIGKILL; close the log."""

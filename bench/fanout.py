@@ -295,10 +295,10 @@ async def _worker(args: argparse.Namespace) -> None:
     async def do_burst(cmd: list[str]) -> dict[str, Any]:
         mode, burst, size = cmd[1], int(cmd[2]), int(cmd[3])
         fire = fire_for(mode, burst, size)
-        c0 = _cpu_self()
+        c0 = _cpu_self() + (0.0 if counting is None else counting.cpu_seconds())
         t0, last, _ = await measure(burst, 10 + n * burst / 20_000, fire)
         wall = last - t0
-        c1 = _cpu_self()
+        c1 = _cpu_self() + (0.0 if counting is None else counting.cpu_seconds())
         if counting is not None:
             pool.frame_size = counting.frame_size
         return {
