@@ -475,13 +475,14 @@ class CountingReceivers:
     transports stop reading and the counting process reads the same sockets: one
     ``recv`` and a walk of the frame headers in C per read. Its stamps are
     ``CLOCK_MONOTONIC``, the clock of :func:`time.perf_counter` on Linux. It counts
-    every text frame: a stray control frame makes a socket pass its target, which
-    :meth:`measure` reports as an error (never as an early arrival).
+    every text frame, so it takes over only once control traffic is over: a stray
+    frame read before the round ends makes its socket pass the target, which
+    :meth:`measure` reports as an error (one read after the round's end would go
+    unseen, and make that receiver one frame early in the next round).
     """
 
-    def __init__(self, proc: asyncio.subprocess.Process, n: int) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self._proc = proc
-        self.n = n
         self.expect = 0
         self.frame_size = 0
         """Payload length of the last text frame the counting process read."""
@@ -502,7 +503,7 @@ class CountingReceivers:
                 str(exe), f.name, stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, pass_fds=fds,
             )  # fmt: skip
-            self = cls(proc, len(fds))
+            self = cls(proc)
             self.expect = expect
             await self._ask(f"expect {expect}", 10)  # "ready", then "done": all there
             await self._done(10)

@@ -20,10 +20,11 @@ joined and quiet, their sockets are read by a C process
 (``bench/anchors/recv_count.c``, built with ``cc`` on first use; it walks the
 frame headers and reports when the last and the median receiver had every
 message), so that the load generator is no longer the limit: with picows'
-per-frame callback (``--receivers picows``) one generator topped out at
-~1.2 M deliveries/s on 2026-12-07, below every server here. The rounds are **interleaved** — one
-burst per server back to back, in a rotating order — so that whatever else
-runs on the (shared) machine hits all alike, and the ratios stay meaningful.
+per-frame callback (``--receivers picows``; compressed runs always use it,
+to inflate) one generator topped out at ~1.2 M deliveries/s on 2026-12-07,
+below every server here. The rounds are **interleaved** — one burst per
+server back to back, in a rotating order — so that whatever else runs on the
+(shared) machine hits all alike, and the ratios stay meaningful.
 
 Two modes (``--mode relay publish``, default both):
 
@@ -791,7 +792,6 @@ def main() -> int:
         "--scrape-s", type=float, default=1.0,
         help="seconds between the /metrics scrapes of a gateway with metrics on (1.0)",
     )  # fmt: skip
-    # Internal: this file as one server's load generator.
     parser.add_argument(
         "--receivers", choices=("c", "picows"), default="c",
         help="who reads the receivers' sockets once joined: 'c' (default) a C process "
@@ -799,6 +799,7 @@ def main() -> int:
         "'picows' the load generator's picows clients (the figures before 2026-12-08: one "
         "generator topped out at ~1.2 M deliveries/s)",
     )  # fmt: skip
+    # Internal: this file as one server's load generator.
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
