@@ -95,6 +95,21 @@ def bench_message(seq: int, channel: str, payload_bytes: int = 100) -> bytes:
     return (f'{{"type":"bench/MSG","payload":{payload},"meta":{{"channel":"{channel}"}}}}').encode()
 
 
+def client_text_frame(payload: bytes) -> bytes:
+    """A client's final text frame (RFC 6455 §5.2), masked with a fresh random key."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x81, 0x80 | n])
+    elif n < 1 << 16:
+        head = bytes([0x81, 0xFE]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x81, 0xFF]) + n.to_bytes(8, "big")
+    key = os.urandom(4)
+    mask = (key * (n // 4 + 1))[:n]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
+    return head + key + masked
+
+
 class Client(WSListener):
     """One connection: counts bench messages, reports control actions to the pool."""
 
@@ -369,12 +384,22 @@ class Pool:
         return await self.measure(len(msgs), receivers, timeout, self.sender(publisher, msgs))
 
     @staticmethod
-    def sender(publisher: Client, msgs: list[bytes]) -> Callable[[], None]:
+    def sender(
+        publisher: Client, msgs: list[bytes], *, one_write: bool = False
+    ) -> Callable[[], None]:
         """What sends ``msgs`` back to back from ``publisher`` (a ``fire`` for :meth:`measure`).
 
         A compressed run's publisher sends them compressed, as a browser would
-        (compressed here, before the clock starts).
+        (compressed here, before the clock starts). ``one_write``: every frame in
+        one write (framed and masked here, before the clock starts), so that the
+        server reads them together, instead of one write per message.
         """
+        if one_write:
+            if isinstance(publisher, DeflateClient):
+                raise BenchError("one_write is for uncompressed runs")
+            blob = b"".join(map(client_text_frame, msgs))
+            tr = publisher.wst.underlying_transport
+            return lambda: tr.write(blob)
         send = publisher.wst.send
         if isinstance(publisher, DeflateClient):
             squeezed = []

@@ -278,7 +278,8 @@ async def _worker(args: argparse.Namespace) -> None:
         nonlocal seq
         first, seq = seq, seq + count
         if mode == "relay":
-            return Pool.sender(pub, [bench_message(first + i, CHANNEL, size) for i in range(count)])
+            msgs = [bench_message(first + i, CHANNEL, size) for i in range(count)]
+            return Pool.sender(pub, msgs, one_write=args.publisher_writes == "one")
         if api is not None:
             payloads = [bench_payload(first + i, size) for i in range(count)]
             return lambda: api.fire(payloads)
@@ -323,11 +324,14 @@ async def _worker(args: argparse.Namespace) -> None:
     await pool.close_all()
 
 
-def _start_worker(srv: ServerProcess, n: int, cookie: str, log: Path, receivers: str) -> Worker:
+def _start_worker(
+    srv: ServerProcess, n: int, cookie: str, log: Path, args: argparse.Namespace
+) -> Worker:
     """The load generator for ``srv``: this file with ``--worker``, N receivers + 1 publisher."""
     argv = [
         __file__, "--worker", srv.name, "--worker-n", str(n), "--url", srv.url,
-        "--cookie", cookie, "--api", srv.api_url, "--receivers", receivers,
+        "--cookie", cookie, "--api", srv.api_url, "--receivers", args.receivers,
+        "--publisher-writes", args.publisher_writes,
     ]  # fmt: skip
     return Worker(srv, argv, log, ready_timeout=60 + n / 50)
 
@@ -532,9 +536,7 @@ def run_n(args: argparse.Namespace, n: int, workdir: Path) -> list[list[Result]]
         print(f"  N={n}: connecting {n} + 1 clients to each of {list(servers)} ...", flush=True)
         workers: dict[str, Worker] = {}
         for kind, (srv, cookie) in servers.items():
-            workers[kind] = _start_worker(
-                srv, n, cookie, workdir / f"worker-{kind}-{n}.log", args.receivers
-            )
+            workers[kind] = _start_worker(srv, n, cookie, workdir / f"worker-{kind}-{n}.log", args)
             started.append(workers[kind])
         if "gateway" in workers:
             batch = workers["gateway"].hello["api_batch"]
@@ -705,6 +707,7 @@ def amain(args: argparse.Namespace) -> int:
     print(
         f"wsgate fan-out bench: N={args.n} B={args.burst} R={args.rounds} mode={args.mode} "
         f"servers={args.servers} receivers={args.receivers} "
+        f"publisher-writes={args.publisher_writes} "
         f"cpus={sorted(os.sched_getaffinity(0))} pinned={pinned} "
         f"nofile={resource.getrlimit(resource.RLIMIT_NOFILE)[0]} "
         f"load average {os.getloadavg()[0]:.2f}",
@@ -798,6 +801,13 @@ def main() -> int:
         "(bench/anchors/recv_count.c, built with cc on first use) walking frame headers; "
         "'picows' the load generator's picows clients (the figures before 2026-12-08: one "
         "generator topped out at ~1.2 M deliveries/s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--publisher-writes", choices=("each", "one"), default="each",
+        help="relay: the publisher writes each message of a burst with its own write "
+        "(default, as before), or the whole burst with one (the server reads it at once: "
+        "uWebSockets.js relays a burst read at once ~5-7 x slower than messages read one "
+        "by one, bench/README.md)",
     )  # fmt: skip
     # Internal: this file as one server's load generator.
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
