@@ -149,7 +149,11 @@ int main(int argc, char **argv) {
         return 2;
     }
     int fds[65536], fd;
-    while (nsocks < 65536 && fscanf(f, "%d", &fd) == 1) {
+    while (fscanf(f, "%d", &fd) == 1) {
+        if (nsocks == 65536 || fd < 0) {
+            fprintf(stderr, "recv_count: more than 65536 sockets, or a bad fd %d\n", fd);
+            return 2;
+        }
         fds[nsocks++] = fd;
         if (fd > maxfd)
             maxfd = fd;
