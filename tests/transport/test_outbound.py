@@ -13,6 +13,7 @@ from tests.helpers import eventually
 from tests.transport.conftest import Start
 from tests.transport.helpers import COOKIE, OP_TEXT, RawClient, RecordingSession, frame
 from wsgate.transport.framing import encode_binary_frame, encode_text_frame
+from wsgate.transport.outbound import JOIN_MAX, MAX_FRAMES
 
 
 def test_text_frame_headers() -> None:
@@ -195,4 +196,109 @@ async def test_a_burst_in_one_read_is_one_write_per_member(start: Start) -> None
     for client in receivers:
         for i in range(20):
             assert await client.recv_frame() == (OP_TEXT, True, f"m{i:02d}".encode())
-    assert writes == ["writelines"] * 3
+    # One call per member: a write of the joined frames (they fit JOIN_MAX, no backlog).
+    assert writes == ["write"] * 3
+
+
+def _record_calls(conn: Any) -> list[tuple[str, Any]]:
+    """Each ``write``/``writelines`` call on ``conn``'s transport (asyncio's), with its argument."""
+    tr = conn._wst.underlying_transport
+    assert isinstance(tr, asyncio.Transport)
+    calls: list[tuple[str, Any]] = []
+    real_write, real_lines = tr.write, tr.writelines
+    inside = [False]  # asyncio's writelines calls write: record the outer call only
+
+    def write(data: Any) -> None:
+        if not inside[0]:
+            calls.append(("write", data))
+        real_write(data)
+
+    def writelines(data: Any) -> None:
+        calls.append(("writelines", list(data)))
+        inside[0] = True
+        try:
+            real_lines(data)
+        finally:
+            inside[0] = False
+
+    tr.write = write  # type: ignore[method-assign]
+    tr.writelines = writelines  # type: ignore[method-assign]
+    return calls
+
+
+async def test_a_flush_past_join_max_hands_over_the_shared_frames(start: Start) -> None:
+    # Joining copies: past JOIN_MAX the transport gets the frames themselves, so
+    # whatever the kernel does not take stays shared by every member, not copied.
+    listener, handler = await start()
+    client = await RawClient.connect(listener.port)
+    (session,) = await handler.wait_sessions(1)
+    (conn,) = listener._ctx.connections
+    calls = _record_calls(conn)
+    big = b"b" * (JOIN_MAX // 2 + 1)  # two of them pass JOIN_MAX
+    session.sink.send(big)
+    session.sink.send(big)
+    await eventually(lambda: calls, what="the flush")
+    ((kind, frames),) = calls
+    assert kind == "writelines"
+    assert len(frames) == 2 and frames[0] is frames[1]  # the one cached frame, twice
+    for _ in range(2):
+        assert await client.recv_frame() == (OP_TEXT, True, big)
+    # A flush that fits is joined: one buffer, one write.
+    session.sink.send(b"s1")
+    session.sink.send(b"s2")
+    await eventually(lambda: len(calls) == 2, what="the second flush")
+    assert calls[1] == ("write", encode_text_frame(b"s1") + encode_text_frame(b"s2"))
+
+
+async def test_a_backlogged_transport_gets_references_not_a_joined_copy(start: Start) -> None:
+    listener, handler = await start(outbound_high_water_bytes=256 * 1024 * 1024)
+    slow = await RawClient.connect(listener.port, rcvbuf=4096)  # does not read yet
+    (session,) = await handler.wait_sessions(1)
+    (conn,) = listener._ctx.connections
+    tr = conn._wst.underlying_transport
+    session.sink.send(b"x" * (64 * 1024 * 1024))  # more than the kernel takes at once
+    await eventually(lambda: conn._backlog > 0, what="a backlog in the transport")
+    calls = _record_calls(conn)
+    session.sink.send(b"y1")
+    session.sink.send(b"y2")
+    await eventually(lambda: calls, what="the flush")
+    assert [kind for kind, _ in calls] == ["writelines"]
+    assert tr.get_write_buffer_size() > 0
+    await slow.aclose()
+
+
+async def test_past_max_frames_in_one_iteration_the_buffer_is_flushed_early_in_order(
+    start: Start,
+) -> None:
+    # The queue is bounded in frames, not only bytes: a burst of small frames
+    # in one iteration is written in slices of MAX_FRAMES, in order.
+    listener, handler = await start(outbound_high_water_bytes=64 * 1024 * 1024)
+    client = await RawClient.connect(listener.port)
+    (session,) = await handler.wait_sessions(1)
+    (conn,) = listener._ctx.connections
+    calls = _record_calls(conn)
+    n = 2 * MAX_FRAMES + 7
+    most = 0
+    for i in range(n):
+        session.sink.send(b"%05d" % i)
+        most = max(most, len(conn._out or ()))
+    assert most == MAX_FRAMES  # never past the bound
+    assert len(calls) == 2  # two early flushes inside the iteration
+    await eventually(lambda: len(calls) == 3, what="the end-of-iteration flush")
+    for i in range(n):
+        assert await client.recv_frame() == (OP_TEXT, True, b"%05d" % i)
+
+
+async def test_past_high_water_in_one_iteration_nothing_is_written_and_it_closes_4000(
+    start: Start,
+) -> None:
+    # Bytes are counted at the flush: a connection given more than high_water
+    # in one iteration is closed 4000 with none of it written.
+    listener, handler = await start(outbound_high_water_bytes=64 * 1024)
+    client = await RawClient.connect(listener.port)
+    (session,) = await handler.wait_sessions(1)
+    for _ in range(3):
+        session.sink.send(b"z" * (30 * 1024))  # 90 KiB > 64 KiB, one iteration
+    data, code = await client.recv_until_close()
+    assert code == 4000
+    assert data == []

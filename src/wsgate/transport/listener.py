@@ -50,7 +50,7 @@ from wsgate.transport.deflate import Inflater, SharedDeflater
 from wsgate.transport.framing import _cache as _frame_cache
 from wsgate.transport.framing import encode_binary_frame, encode_frame, encode_text_frame
 from wsgate.transport.heartbeat import HB_IDLE, HB_STOP, HB_WAIT, HeartbeatWheel
-from wsgate.transport.outbound import BufferedListener, OutboundContext
+from wsgate.transport.outbound import MAX_FRAMES, BufferedListener, OutboundContext
 
 __all__ = [
     "CLOSE_GRACE_S",
@@ -270,14 +270,11 @@ class GateListener(BufferedListener):
         out = self._out
         if out is None:
             self._out = [frame]
-            self._pending = pending = len(frame)
             self._ctx.flusher.mark(self)
         else:
             out.append(frame)
-            self._pending = pending = self._pending + len(frame)
-        if pending + self._backlog > self._ctx.high_water:
-            self._out = None
-            self._overflow()
+            if len(out) > MAX_FRAMES:
+                self.flush()
 
     def send_binary(self, data: bytes) -> None:
         """Queue one binary message (Autobahn echo only); no-op unless open."""

@@ -16,20 +16,32 @@ Lifecycle of one connection's buffer::
 
 The list holds references, never copies: a fan-out frames an action once and
 every member's list points at that one ``bytes`` object (a pointer per frame
-per member), and ``writelines`` hands them to the kernel as one ``writev``
-(uvloop) without joining them. Appending frames to one growing ``bytearray``
-instead copied each frame, and again at every growth (``bytearray`` grows to
-the exact size when the append is larger than an eighth of it): quadratic in
-the frames queued per iteration, which a burst makes hundreds — the fan-out's
-largest cost before (bench/README.md).
+per member). Appending frames to one growing ``bytearray`` instead copied each
+frame, and again at every growth (``bytearray`` grows to the exact size when
+the append is larger than an eighth of it): quadratic in the frames queued per
+iteration, which a burst makes hundreds — the fan-out's largest cost before
+(bench/README.md).
+
+The flush joins the frames into one ``bytes`` (one linear copy) and writes that
+with ``write()``, when they come to at most :data:`JOIN_MAX` bytes and the
+transport holds no backlog: the kernel copies one buffer instead of walking one
+iovec per frame, and uvloop acquires one buffer instead of one per frame (bench/README.md,
+"One write of joined frames"). Otherwise ``writelines`` hands the frames
+themselves to the transport, which keeps references to the shared frames, not
+a copy per member, for whatever the kernel did not take.
 
 An idle connection holds no buffer at all (``_out is None``).
 
-High-water mark: when the bytes pending here plus the bytes the transport
-has not yet handed to the kernel pass ``high_water``, :meth:`_overflow` is
-called (the listener closes the connection with 4000, slow consumer) and the
-buffer is dropped. A stalled reader therefore costs bounded memory and never
-delays anyone else: nobody waits for its socket.
+Bounds. The list is bounded in frames: past :data:`MAX_FRAMES` in one
+iteration it is flushed at once (the frames keep their order; the connection
+is simply written twice that iteration). It is bounded in bytes at each flush:
+when the bytes pending plus those the transport has not yet handed to the
+kernel pass ``high_water``, :meth:`_overflow` is called (the listener closes
+the connection with 4000, slow consumer) and the buffer is dropped unwritten.
+The bytes are counted at the flush, not per frame: adding each frame's length
+to a running total cost ~60 ns per delivery, 6 % of a relayed delivery's CPU
+(the list's count is what the hot path checks). A stalled reader therefore
+costs bounded memory and never delays anyone else: nobody waits for its socket.
 """
 
 from __future__ import annotations
@@ -40,9 +52,16 @@ from typing import Final
 
 from picows import WSListener, WSTransport
 
-__all__ = ["BufferedListener", "Flusher", "OutboundContext"]
+__all__ = ["JOIN_MAX", "MAX_FRAMES", "BufferedListener", "Flusher", "OutboundContext"]
 
 _log: Final = logging.getLogger("wsgate.transport")
+
+JOIN_MAX: Final = 64 * 1024
+"""A flush of at most this many bytes to a transport with no backlog is joined
+and written as one buffer; a larger one goes by ``writelines`` (references)."""
+
+MAX_FRAMES: Final = 1024
+"""Frames a connection queues before they are flushed early, within the iteration."""
 
 
 class Flusher:
@@ -64,7 +83,8 @@ class Flusher:
         """Flush ``conn`` at the end of this loop iteration.
 
         Called by :meth:`BufferedListener._enqueue` only when its buffer goes
-        from empty to non-empty, so each connection is listed at most once.
+        from empty to non-empty, so a connection is listed once per iteration,
+        plus once per early flush (:data:`MAX_FRAMES` frames each).
         """
         self._dirty.append(conn)
         if not self._scheduled:
@@ -101,7 +121,7 @@ class BufferedListener(WSListener):
     :meth:`_enqueue`, and implement :meth:`_overflow`.
     """
 
-    __slots__ = ("_backlog", "_ctx", "_out", "_paused", "_pending", "_waiters", "_wst")
+    __slots__ = ("_backlog", "_ctx", "_out", "_paused", "_waiters", "_wst")
 
     _ctx: OutboundContext
     _wst: WSTransport
@@ -110,10 +130,9 @@ class BufferedListener(WSListener):
         self._ctx = ctx
         self._out: list[bytes] | None = None
         """Frames not yet written, in order (references, never copies): ``None``
-        when idle. Bounded by ``high_water`` (:meth:`_overflow` past it); freed
-        by the flush at the end of the iteration, or dropped by a close."""
-        self._pending = 0
-        """Bytes of the frames in ``_out`` (meaningless while ``_out`` is ``None``)."""
+        when idle. At most :data:`MAX_FRAMES` (flushed early past it), and in
+        bytes ``high_water`` (:meth:`_overflow` at the flush past it); freed by
+        the flush at the end of the iteration, or dropped by a close."""
         self._backlog = 0
         """The transport's write buffer size as last seen (after our last
         write, or on pause/resume); stale by at most the asyncio low-water
@@ -164,28 +183,29 @@ class BufferedListener(WSListener):
     @property
     def queued_bytes(self) -> int:
         """Bytes queued for this iteration's flush (not yet given to the transport)."""
-        return 0 if self._out is None else self._pending
+        out = self._out
+        return 0 if out is None else sum(map(len, out))
 
     def _enqueue(self, frame: bytes) -> None:
         """Append one encoded frame; it goes out with this iteration's flush."""
         out = self._out
         if out is None:
             self._out = [frame]
-            self._pending = pending = len(frame)
             self._ctx.flusher.mark(self)
         else:
             out.append(frame)
-            self._pending = pending = self._pending + len(frame)
-        if pending + self._backlog > self._ctx.high_water:
-            self._out = None
-            self._overflow()
+            if len(out) > MAX_FRAMES:
+                self.flush()
 
     def flush(self) -> None:
-        """Write everything pending with one ``underlying_transport.writelines()``.
+        """Write everything pending with one transport call, or close 4000 past ``high_water``.
 
-        Called by the :class:`Flusher` once per iteration, and by the listener
-        before it sends a close frame (RFC 6455 §5.5.1: data queued before the
-        close goes out before it). A no-op when nothing is pending.
+        Called by the :class:`Flusher` once per iteration, by :meth:`_enqueue`
+        past :data:`MAX_FRAMES`, and by the listener before it sends a close
+        frame (RFC 6455 §5.5.1: data queued before the close goes out before
+        it). A no-op when nothing is pending. One ``write`` of the joined frames
+        when they fit :data:`JOIN_MAX` and the transport has no backlog, else one
+        ``writelines`` of the frames themselves.
         """
         out = self._out
         if out is None:
@@ -194,10 +214,25 @@ class BufferedListener(WSListener):
         tr = self._wst.underlying_transport
         if tr.is_closing():
             return
-        tr.writelines(out)
+        backlog = self._backlog
+        high_water = self._ctx.high_water
+        if backlog == 0:
+            data = b"".join(out)  # a single frame is itself, not a copy
+            if len(data) > high_water:
+                self._overflow()
+                return
+            if len(data) <= JOIN_MAX:
+                tr.write(data)
+            else:
+                tr.writelines(out)
+        elif sum(map(len, out)) + backlog > high_water:
+            self._overflow()
+            return
+        else:
+            tr.writelines(out)
         backlog = tr.get_write_buffer_size()
         self._backlog = backlog
-        if backlog > self._ctx.high_water:
+        if backlog > high_water:
             self._overflow()
         elif self._waiters is not None and not self._paused:
             self.release_waiters()
