@@ -373,6 +373,8 @@ class Scraper:
         self.every_s = every_s
         self.scrapes = 0
         self.failures = 0
+        self.seconds: list[float] = []
+        """Each successful scrape's duration, request to last byte (bounded by the run)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="metrics-scraper", daemon=True)
         self._thread.start()
@@ -382,8 +384,10 @@ class Scraper:
 
         while not self._stop.wait(self.every_s):
             try:
+                t0 = time.perf_counter()
                 with urllib.request.urlopen(self.url, timeout=5) as resp:
                     resp.read()
+                self.seconds.append(time.perf_counter() - t0)
                 self.scrapes += 1
             except OSError:
                 self.failures += 1

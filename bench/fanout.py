@@ -720,8 +720,13 @@ def amain(args: argparse.Namespace) -> int:
             time.sleep(0.5)
     report(results, args)
     for kind, n, scraper in args.scrapers:
+        took = sorted(scraper.seconds)
+        how_long = (
+            f", each {took[len(took) // 2] * 1e3:.1f} ms (median), {took[-1] * 1e3:.1f} ms (max)"
+            if took else ""
+        )
         print(f"{kind} N={n}: /metrics scraped {scraper.scrapes} times "
-              f"(every {args.scrape_s} s), {scraper.failures} failed")
+              f"(every {args.scrape_s} s){how_long}, {scraper.failures} failed")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 
