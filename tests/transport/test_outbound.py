@@ -7,13 +7,14 @@ import time
 import tracemalloc
 from typing import Any
 
+import pytest
 from websockets.asyncio.client import connect
 
 from tests.helpers import eventually
 from tests.transport.conftest import Start
 from tests.transport.helpers import COOKIE, OP_TEXT, RawClient, RecordingSession, frame
 from wsgate.transport.framing import encode_binary_frame, encode_text_frame
-from wsgate.transport.outbound import JOIN_MAX, MAX_FRAMES
+from wsgate.transport.outbound import JOIN_FRAMES, JOIN_MAX, MAX_FRAMES
 
 
 def test_text_frame_headers() -> None:
@@ -285,20 +286,28 @@ async def test_past_max_frames_in_one_iteration_the_buffer_is_flushed_early_in_o
     assert most == MAX_FRAMES  # never past the bound
     assert len(calls) == 2  # two early flushes inside the iteration
     await eventually(lambda: len(calls) == 3, what="the end-of-iteration flush")
+    # Past JOIN_FRAMES a flush is not joined (no transient copy of a long burst).
+    assert [kind for kind, _ in calls] == ["writelines", "writelines", "write"]
+    assert [len(frames) for _, frames in calls[:2]] == [MAX_FRAMES + 1] * 2
     for i in range(n):
         assert await client.recv_frame() == (OP_TEXT, True, b"%05d" % i)
 
 
+@pytest.mark.parametrize(
+    ("frames", "size"),
+    [(1, 90 * 1024), (3, 30 * 1024), (JOIN_FRAMES + 1, 1024)],
+    ids=["one frame", "joined", "past JOIN_FRAMES"],
+)
 async def test_past_high_water_in_one_iteration_nothing_is_written_and_it_closes_4000(
-    start: Start,
+    start: Start, frames: int, size: int
 ) -> None:
-    # Bytes are counted at the flush: a connection given more than high_water
-    # in one iteration is closed 4000 with none of it written.
+    # Bytes are counted at the flush, on each of its three paths: a connection
+    # given more than high_water in one iteration is closed 4000 with none of it written.
     listener, handler = await start(outbound_high_water_bytes=64 * 1024)
     client = await RawClient.connect(listener.port)
     (session,) = await handler.wait_sessions(1)
-    for _ in range(3):
-        session.sink.send(b"z" * (30 * 1024))  # 90 KiB > 64 KiB, one iteration
+    for i in range(frames):
+        session.sink.send(b"%d" % i + b"z" * size)  # > 64 KiB in all, one iteration
     data, code = await client.recv_until_close()
     assert code == 4000
     assert data == []

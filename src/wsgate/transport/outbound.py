@@ -22,13 +22,16 @@ the append is larger than an eighth of it): quadratic in the frames queued per
 iteration, which a burst makes hundreds — the fan-out's largest cost before
 (bench/README.md).
 
-The flush joins the frames into one ``bytes`` (one linear copy) and writes that
-with ``write()``, when they come to at most :data:`JOIN_MAX` bytes and the
+The flush joins up to :data:`JOIN_FRAMES` frames into one ``bytes`` (one linear
+copy, which also sizes them: cheaper than a ``len()`` per frame) and writes that
+with ``write()`` when it comes to at most :data:`JOIN_MAX` bytes and the
 transport holds no backlog: the kernel copies one buffer instead of walking one
-iovec per frame, and uvloop acquires one buffer instead of one per frame (bench/README.md,
-"One write of joined frames"). Otherwise ``writelines`` hands the frames
-themselves to the transport, which keeps references to the shared frames, not
-a copy per member, for whatever the kernel did not take.
+iovec per frame, and uvloop acquires one buffer instead of one per frame
+(bench/README.md, "One write of joined frames"). Otherwise ``writelines`` hands
+the frames themselves to the transport, which keeps references to the shared
+frames, not a copy per member, for whatever the kernel did not take. The join
+is transient: at most :data:`JOIN_FRAMES` frames copied, freed at once unless
+written.
 
 An idle connection holds no buffer at all (``_out is None``).
 
@@ -52,13 +55,19 @@ from typing import Final
 
 from picows import WSListener, WSTransport
 
-__all__ = ["JOIN_MAX", "MAX_FRAMES", "BufferedListener", "Flusher", "OutboundContext"]
+__all__ = [
+    "JOIN_FRAMES", "JOIN_MAX", "MAX_FRAMES", "BufferedListener", "Flusher", "OutboundContext",
+]
 
 _log: Final = logging.getLogger("wsgate.transport")
 
 JOIN_MAX: Final = 64 * 1024
-"""A flush of at most this many bytes to a transport with no backlog is joined
-and written as one buffer; a larger one goes by ``writelines`` (references)."""
+"""A flush of at most this many bytes to a transport with no backlog is written
+as one joined buffer; a larger one goes by ``writelines`` (references)."""
+
+JOIN_FRAMES: Final = 64
+"""A flush of at most this many frames is sized by joining them (a transient copy
+of at most this many frames); a longer one is sized frame by frame and never joined."""
 
 MAX_FRAMES: Final = 1024
 """Frames a connection queues before they are flushed early, within the iteration."""
@@ -216,18 +225,21 @@ class BufferedListener(WSListener):
             return
         backlog = self._backlog
         high_water = self._ctx.high_water
-        if backlog == 0:
-            data = b"".join(out)  # a single frame is itself, not a copy
-            if len(data) > high_water:
-                self._overflow()
-                return
-            if len(data) <= JOIN_MAX:
-                tr.write(data)
-            else:
-                tr.writelines(out)
-        elif sum(map(len, out)) + backlog > high_water:
+        n = len(out)
+        if n == 1:
+            data = out[0]
+            size = len(data)
+        elif n <= JOIN_FRAMES:
+            data = b"".join(out)  # sized by joining: a len() per frame costs more than the copy
+            size = len(data)
+        else:  # a long burst: sized frame by frame, handed over uncopied
+            data = None
+            size = sum(map(len, out))
+        if size + backlog > high_water:
             self._overflow()
             return
+        if data is not None and (n == 1 or (backlog == 0 and size <= JOIN_MAX)):
+            tr.write(data)
         else:
             tr.writelines(out)
         backlog = tr.get_write_buffer_size()
