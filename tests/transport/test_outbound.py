@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 
 from tests.helpers import eventually
 from tests.transport.conftest import Start
-from tests.transport.helpers import COOKIE, OP_TEXT, RawClient, RecordingSession, frame
+from tests.transport.helpers import COOKIE, OP_TEXT, RawClient, frame
 from wsgate.transport.framing import encode_binary_frame, encode_text_frame
 from wsgate.transport.outbound import JOIN_FRAMES, JOIN_MAX, MAX_FRAMES
 
@@ -146,31 +146,6 @@ async def test_slow_consumer_is_closed_4000_and_others_are_not_slowed(start: Sta
     assert listener.connection_count == 0
 
 
-def _count_writes(session: RecordingSession, listener: Any, writes: list[str]) -> None:
-    """Record each ``write``/``writelines`` call on ``session``'s transport (asyncio's)."""
-    (conn,) = [c for c in listener._ctx.connections if c._session is session]
-    tr = conn._wst.underlying_transport
-    assert isinstance(tr, asyncio.Transport)
-    real_write, real_lines = tr.write, tr.writelines
-    inside = [False]  # asyncio's writelines calls write: count the outer call only
-
-    def write(data: Any) -> None:
-        if not inside[0]:
-            writes.append("write")
-        real_write(data)
-
-    def writelines(data: Any) -> None:
-        writes.append("writelines")
-        inside[0] = True
-        try:
-            real_lines(data)
-        finally:
-            inside[0] = False
-
-    tr.write = write  # type: ignore[method-assign]
-    tr.writelines = writelines  # type: ignore[method-assign]
-
-
 async def _relay_room(start: Start, members: int) -> tuple[RawClient, list[RawClient], Any, Any]:
     """A sender and ``members`` receivers; the sender's messages go to every receiver's sink."""
     listener, handler = await start()
@@ -184,9 +159,10 @@ async def _relay_room(start: Start, members: int) -> tuple[RawClient, list[RawCl
 async def test_a_burst_in_one_read_is_one_write_per_member(start: Start) -> None:
     # Frames read together (a relayed burst) are written together, once per member.
     sender, receivers, listener, (first, members) = await _relay_room(start, 3)
-    writes: list[str] = []
+    calls: list[tuple[str, Any]] = []
     for m in members:
-        _count_writes(m, listener, writes)
+        (conn,) = [c for c in listener._ctx.connections if c._session is m]
+        _record_calls(conn, calls)
 
     def relay(data: bytes) -> None:
         for m in members:
@@ -198,14 +174,15 @@ async def test_a_burst_in_one_read_is_one_write_per_member(start: Start) -> None
         for i in range(20):
             assert await client.recv_frame() == (OP_TEXT, True, f"m{i:02d}".encode())
     # One call per member: a write of the joined frames (they fit JOIN_MAX, no backlog).
-    assert writes == ["write"] * 3
+    assert [kind for kind, _ in calls] == ["write"] * 3
 
 
-def _record_calls(conn: Any) -> list[tuple[str, Any]]:
-    """Each ``write``/``writelines`` call on ``conn``'s transport (asyncio's), with its argument."""
+def _record_calls(conn: Any, calls: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
+    """Each ``write``/``writelines`` call on ``conn``'s transport (asyncio's), with its
+    argument, appended to ``calls`` (a new list by default), which is returned."""
     tr = conn._wst.underlying_transport
     assert isinstance(tr, asyncio.Transport)
-    calls: list[tuple[str, Any]] = []
+    calls = [] if calls is None else calls
     real_write, real_lines = tr.write, tr.writelines
     inside = [False]  # asyncio's writelines calls write: record the outer call only
 
