@@ -12,7 +12,7 @@ Lifecycle of one connection's buffer::
                       # the connection goes on the dirty list
     _enqueue(frame)   # later frames: appended to the list
     ...               # end of the iteration: Flusher._run() calls
-    flush()           # one underlying_transport.writelines(); list dropped
+    flush()           # one write (joined) or writelines(); list dropped
 
 The list holds references, never copies: a fan-out frames an action once and
 every member's list points at that one ``bytes`` object (a pointer per frame
