@@ -15,6 +15,7 @@ from tests.transport.conftest import Start
 from tests.transport.helpers import COOKIE, OP_TEXT, RawClient, frame
 from wsgate.transport.framing import encode_binary_frame, encode_text_frame
 from wsgate.transport.outbound import JOIN_FRAMES, JOIN_MAX, MAX_FRAMES
+from wsgate.typing import ConnectionId
 
 
 def test_text_frame_headers() -> None:
@@ -285,6 +286,46 @@ async def test_past_high_water_in_one_iteration_nothing_is_written_and_it_closes
     (session,) = await handler.wait_sessions(1)
     for i in range(frames):
         session.sink.send(b"%d" % i + b"z" * size)  # > 64 KiB in all, one iteration
+    data, code = await client.recv_until_close()
+    assert code == 4000
+    assert data == []
+
+
+async def test_a_channel_batch_is_one_shared_write_per_member(start: Start) -> None:
+    # A channel's actions of one iteration (Flusher.publish) are framed and joined
+    # once: every member's transport gets the same bytes object, in one write.
+    sender, receivers, listener, (first, members) = await _relay_room(start, 3)
+    calls: list[list[tuple[str, Any]]] = []
+    for m in members:
+        (conn,) = [c for c in listener._ctx.connections if c._session is m]
+        calls.append(_record_calls(conn))
+    sends = {ConnectionId(f"m{i}"): m.sink.send for i, m in enumerate(members)}
+    flusher = listener._ctx.flusher
+    payloads = [b"a%02d" % i for i in range(10)]
+    assert [flusher.publish(sends, p, ConnectionId("m0") if i == 9 else None)
+            for i, p in enumerate(payloads)] == [3] * 9 + [2]
+    assert all(c == [] for c in calls)  # held until the end of the iteration
+    await eventually(lambda: all(calls), what="the batch's writes")
+    joined = b"".join(encode_text_frame(p) for p in payloads)
+    assert calls[1] == calls[2] == [("write", joined)]
+    assert calls[1][0][1] is calls[2][0][1]  # one object, shared
+    assert calls[0] == [("write", joined[: -len(encode_text_frame(payloads[9]))])]
+    for i, client in enumerate(receivers):
+        for p in payloads[: 9 if i == 0 else 10]:
+            assert await client.recv_frame() == (OP_TEXT, True, p)
+    await sender.aclose()
+
+
+async def test_a_channel_batch_past_high_water_closes_the_member_4000_unwritten(
+    start: Start,
+) -> None:
+    listener, handler = await start(outbound_high_water_bytes=64 * 1024)
+    client = await RawClient.connect(listener.port)
+    (session,) = await handler.wait_sessions(1)
+    sends = {ConnectionId("c"): session.sink.send}
+    for i in range(3):  # 90 KiB in one iteration: past BATCH_BYTES, so written at once
+        listener._ctx.flusher.publish(sends, b"%d" % i + b"z" * (30 * 1024), None)
+    assert listener._ctx.flusher.batch is None
     data, code = await client.recv_until_close()
     assert code == 4000
     assert data == []

@@ -61,6 +61,14 @@ __all__ = ["Bus", "Fanout"]
 Route = Callable[[Delivery], int]
 """Delivers one :class:`Delivery`; returns how many local connections got it."""
 
+Sends = dict[ConnectionId, Callable[[bytes], None]]
+"""A channel's members: connection id → its ``send`` (:attr:`Channel.sends`)."""
+
+ChannelSend = Callable[[Sends, bytes, ConnectionId | None], int]
+"""Hands one encoded action to a channel's members (its ``sends``) but one; returns the
+deliveries. :func:`_send_each` by default; the transport's batching writer in a node
+(:meth:`wsgate.transport.outbound.Flusher.publish`)."""
+
 
 class Bus(Protocol):
     """Delivery beyond this node (:mod:`wsgate.cluster`). Never blocks.
@@ -109,8 +117,8 @@ class Fanout:
     """
 
     __slots__ = (
-        "_acks", "_history", "_inbox", "_local", "_pool", "_send", "bus", "conflation",
-        "delivered", "taps",
+        "_acks", "_history", "_inbox", "_local", "_pool", "_send", "bus", "channel_send",
+        "conflation", "delivered", "taps",
     )
 
     def __init__(
@@ -132,6 +140,10 @@ class Fanout:
         """Delivery beyond this node; ``None`` on a single node."""
         self.delivered = 0
         """Actions handed to a local connection's sink by the fan-out (only grows)."""
+        self.channel_send: ChannelSend = _send_each
+        """How a channel's delivery reaches its members: one ``send`` each
+        (:func:`_send_each`) unless the transport batches them (set by the node with
+        :attr:`Pool.settle`, which the batch needs)."""
         self.conflation = Conflation(scheduler, history, self._count)
         """The windows of conflated channels (``conflate_ms``): their deliveries wait there."""
         self.taps: Callable[[Delivery, int], None] | None = None
@@ -217,7 +229,7 @@ class Fanout:
             return 0
         if key is not None and self.conflation.offer_frame(channel, delivery, data, offset, key):
             return 0  # delivered (and counted) when the window ends
-        n = _send_each(channel.sends, data, delivery.exclude)
+        n = self.channel_send(channel.sends, data, delivery.exclude)
         self.delivered += n
         return n
 
@@ -293,7 +305,7 @@ class Fanout:
         meta = OutMeta(address, offset, from_=d.origin)
         data = encode(Outbound(d.type, d.payload, meta, d.error))
         history.append(address, offset, data)
-        return _send_each(channel.sends, data, d.exclude)
+        return self.channel_send(channel.sends, data, d.exclude)
 
     def _spread(self, d: Delivery) -> int:
         """A hub's or user's delivery: to the other nodes, then to this node's members."""

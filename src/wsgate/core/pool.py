@@ -112,6 +112,10 @@ class Window:
         self.timer: TimerHandle | None = None
 
 
+def _nothing() -> None:
+    """:attr:`Pool.settle` with no transport batching."""
+
+
 class Channel:
     """A view channel: its local members, and (in a cluster) the other nodes' ones."""
 
@@ -163,9 +167,13 @@ class Hub:
 class Pool:
     """Every local connection, hub and channel."""
 
-    __slots__ = ("connections", "hubs", "ips", "namespaces", "users")
+    __slots__ = ("connections", "hubs", "ips", "namespaces", "settle", "users")
 
     def __init__(self, namespaces: Namespaces) -> None:
+        self.settle: Callable[[], None] = _nothing
+        """Called before a channel's members change (a join or a leave). The transport's
+        channel batch (:mod:`wsgate.transport.batch`) settles there, so that an action
+        sent before the change reaches the members of before, and none of after."""
         self.namespaces = namespaces
         """Gives each channel its options when :meth:`join` creates it."""
         self.connections: dict[ConnectionId, Connection] = {}
@@ -238,6 +246,7 @@ class Pool:
             channel = hub.channels[address] = Channel(address, hub, options)
         if conn.id in channel.members:
             return channel, False
+        self.settle()
         channel.members[conn.id] = conn
         channel.sends[conn.id] = conn.sink.send
         if conn.channels is None:
@@ -261,6 +270,7 @@ class Pool:
         channel = self.channel(address)
         if channel is None:
             return None
+        self.settle()
         channel.members.pop(conn.id, None)
         channel.sends.pop(conn.id, None)
         if not channel.members:

@@ -260,6 +260,9 @@ class GateListener(BufferedListener):
         """
         if self._state:
             return
+        ctx = self._ctx
+        if ctx.flusher.batch is not None:
+            ctx.flusher.settle()  # the channel's frames sent before this one go first
         deflater = self._deflate
         if deflater is None:
             cache = _frame_cache
@@ -270,11 +273,26 @@ class GateListener(BufferedListener):
         out = self._out
         if out is None:
             self._out = [frame]
-            self._ctx.flusher.mark(self)
+            ctx.flusher.mark(self)
         else:
             out.append(frame)
             if len(out) > MAX_FRAMES:
                 self.flush()
+
+    def take_shared(self, data: bytes, size: int) -> bool:
+        """Write a channel batch's joined text frames (:mod:`wsgate.transport.batch`).
+
+        ``False`` when this connection must get the batch's actions one by one
+        instead: it has frames of its own queued (they go first), or compression
+        (its frames differ). ``True`` otherwise, written or, when the connection
+        is not open, dropped, as :meth:`send` would have.
+        """
+        if self._state:
+            return True
+        if self._out is not None or self._deflate is not None:
+            return False
+        self._write_shared(data, size)
+        return True
 
     def send_binary(self, data: bytes) -> None:
         """Queue one binary message (Autobahn echo only); no-op unless open."""
@@ -537,6 +555,7 @@ class GateListener(BufferedListener):
 
     def _peer_close(self, frame: WSFrame) -> None:
         """The peer started the close handshake: answer it, then close TCP."""
+        self._ctx.flusher.settle()  # a channel's frames sent before go out before the close
         wst = self._wst
         self._state = _CLOSED
         self._frag = None
@@ -556,6 +575,7 @@ class GateListener(BufferedListener):
 
     def _start_close(self, code: int, reason: str) -> None:
         """Flush, send our close frame, and wait for the peer's (bounded)."""
+        self._ctx.flusher.settle()  # a channel's frames sent before go out before the close
         self._state = _CLOSING
         self._frag = None
         self.flush()

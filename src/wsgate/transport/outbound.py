@@ -55,6 +55,9 @@ from typing import Final
 
 from picows import WSListener, WSTransport
 
+from wsgate.transport.batch import ChannelBatch, Sends
+from wsgate.typing import ConnectionId
+
 __all__ = [
     "JOIN_FRAMES", "JOIN_MAX", "MAX_FRAMES", "BufferedListener", "Flusher", "OutboundContext",
 ]
@@ -77,16 +80,24 @@ class Flusher:
     """The one writer of a listener (so of a loop): one ``call_soon`` per iteration.
 
     :meth:`mark` puts a connection on the dirty list and schedules
-    :meth:`_run` if it is not scheduled yet; ``_run`` flushes every dirty
+    :meth:`_run` if it is not scheduled yet; ``_run`` writes the open channel
+    batch (:mod:`wsgate.transport.batch`), then flushes every dirty
     connection, once each, in the order they became dirty.
+
+    :meth:`publish` is the fan-out's way into a channel: it holds the action
+    in the one open :class:`~wsgate.transport.batch.ChannelBatch`, which
+    anything else that reaches a connection first settles (:meth:`settle`).
     """
 
-    __slots__ = ("_dirty", "_loop", "_scheduled")
+    __slots__ = ("_dirty", "_loop", "_scheduled", "batch")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._dirty: list[BufferedListener] = []
         self._scheduled = False
+        self.batch: ChannelBatch | None = None
+        """The channel deliveries of this iteration not yet handed to anyone (at most one
+        batch; written by :meth:`_run`, or early when full)."""
 
     def mark(self, conn: BufferedListener) -> None:
         """Flush ``conn`` at the end of this loop iteration.
@@ -100,8 +111,41 @@ class Flusher:
             self._scheduled = True
             self._loop.call_soon(self._run)
 
+    def publish(self, sends: Sends, data: bytes, exclude: ConnectionId | None) -> int:
+        """Deliver ``data`` to the channel whose members are ``sends``, but ``exclude``.
+
+        What the fan-out's loop over ``sends`` does, batched: returns the
+        deliveries. Another channel's batch open is settled first.
+        """
+        batch = self.batch
+        if batch is None or batch.sends is not sends:
+            if batch is not None:
+                self.settle()
+            batch = self.batch = ChannelBatch(sends)
+            if not self._scheduled:
+                self._scheduled = True
+                self._loop.call_soon(self._run)
+        if batch.add(data, exclude):
+            self.batch = None
+            batch.write()
+        return len(sends) - (exclude is not None and exclude in sends)
+
+    def settle(self) -> None:
+        """Hand the open batch's actions to its members' ``send`` now (order is kept)."""
+        batch = self.batch
+        if batch is not None:
+            self.batch = None
+            batch.settle()
+
     def _run(self) -> None:
         self._scheduled = False
+        batch = self.batch
+        if batch is not None:
+            self.batch = None
+            try:
+                batch.write()
+            except Exception:  # a bug must not keep the connections unflushed
+                _log.exception("channel batch write failed")
         dirty = self._dirty
         self._dirty = []
         for conn in dirty:
@@ -192,11 +236,15 @@ class BufferedListener(WSListener):
     @property
     def queued_bytes(self) -> int:
         """Bytes queued for this iteration's flush (not yet given to the transport)."""
+        self._ctx.flusher.settle()
         out = self._out
         return 0 if out is None else sum(map(len, out))
 
     def _enqueue(self, frame: bytes) -> None:
         """Append one encoded frame; it goes out with this iteration's flush."""
+        flusher = self._ctx.flusher
+        if flusher.batch is not None:
+            flusher.settle()  # the channel's frames sent before this one go first
         out = self._out
         if out is None:
             self._out = [frame]
@@ -242,9 +290,28 @@ class BufferedListener(WSListener):
             tr.write(data)
         else:
             tr.writelines(out)
+        self._written(tr)
+
+    def _write_shared(self, data: bytes, size: int) -> None:
+        """Write ``data`` (a channel batch's joined frames, shared by its members) now.
+
+        Only while nothing of this connection's own is pending (``_out`` is
+        ``None``): the same bound as :meth:`flush`.
+        """
+        tr = self._wst.underlying_transport
+        if tr.is_closing():
+            return
+        if size + self._backlog > self._ctx.high_water:
+            self._overflow()
+            return
+        tr.write(data)  # a backlogged transport keeps a reference: the bytes are shared
+        self._written(tr)
+
+    def _written(self, tr: asyncio.WriteTransport) -> None:
+        """After a write: note the transport's backlog; past ``high_water``, close 4000."""
         backlog = tr.get_write_buffer_size()
         self._backlog = backlog
-        if backlog > high_water:
+        if backlog > self._ctx.high_water:
             self._overflow()
         elif self._waiters is not None and not self._paused:
             self.release_waiters()

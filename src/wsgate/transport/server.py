@@ -59,6 +59,7 @@ from wsgate.transport.control import ControlLimit
 from wsgate.transport.deflate import negotiate, shared_deflater
 from wsgate.transport.framing import encode_frame
 from wsgate.transport.listener import CLOSE_GRACE_S, GateListener, ListenerContext
+from wsgate.transport.outbound import Flusher
 from wsgate.transport.protocol import GateProtocol
 
 __all__ = [
@@ -157,6 +158,13 @@ class Listener:
     def port(self) -> int:
         """The bound TCP port (the real one when ``listen`` asked for port 0)."""
         return self._port
+
+    @property
+    def flusher(self) -> Flusher:
+        """The listener's one writer; its ``publish`` batches a channel's deliveries
+        (:mod:`wsgate.transport.batch`) and its ``settle`` must run before a channel's
+        members change (the node wires both into the gateway's fan-out and pool)."""
+        return self._ctx.flusher
 
     @property
     def connection_count(self) -> int:
