@@ -241,3 +241,30 @@ class RawClient:
                 await self.writer.wait_closed()
         except (OSError, TimeoutError):
             pass
+
+
+def record_calls(conn: Any, calls: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
+    """Each ``write``/``writelines`` call on ``conn``'s transport (asyncio's), with its
+    argument, appended to ``calls`` (a new list by default), which is returned."""
+    tr = conn._wst.underlying_transport
+    assert isinstance(tr, asyncio.Transport)
+    calls = [] if calls is None else calls
+    real_write, real_lines = tr.write, tr.writelines
+    inside = [False]  # asyncio's writelines calls write: record the outer call only
+
+    def write(data: Any) -> None:
+        if not inside[0]:
+            calls.append(("write", data))
+        real_write(data)
+
+    def writelines(data: Any) -> None:
+        calls.append(("writelines", list(data)))
+        inside[0] = True
+        try:
+            real_lines(data)
+        finally:
+            inside[0] = False
+
+    tr.write = write  # type: ignore[method-assign]
+    tr.writelines = writelines  # type: ignore[method-assign]
+    return calls

@@ -20,6 +20,7 @@ from websockets.extensions.permessage_deflate import (
     PerMessageDeflate,
 )
 
+from tests.helpers import eventually
 from tests.transport.conftest import Start
 from tests.transport.helpers import (
     COOKIE,
@@ -30,7 +31,10 @@ from tests.transport.helpers import (
     RawClient,
     RecordingHandler,
     frame,
+    record_calls,
 )
+from wsgate.transport.framing import encode_text_frame
+from wsgate.typing import ConnectionId
 
 BASE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 OFFER = {"Cookie": COOKIE, "Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits"}
@@ -237,3 +241,29 @@ async def test_compressed_invalid_utf8_closes_1007(start: Start) -> None:
     wire = _compress(b"ok " * 100 + b"\xc3")
     frames = [frame(OP_TEXT, wire[:20], fin=False, rsv=4), frame(OP_CONT, wire[20:])]
     assert await _closed_with(start, frames) == 1007
+
+
+async def test_a_channel_batch_is_compressed_once_per_compressor(start: Start) -> None:
+    """A channel's batch (wsgate.transport.batch): members with compression take the
+    batch's frames compressed and joined once, the same bytes for each; plain ones plain."""
+    listener, handler = await start(RecordingHandler(), compression=True)
+    squeezed = [await RawClient.connect(listener.port, headers=OFFER) for _ in range(2)]
+    plain = await RawClient.connect(listener.port)
+    sessions = await handler.wait_sessions(3)
+    conns = list(listener._ctx.connections)
+    calls = [record_calls(next(c for c in conns if c._session is s)) for s in sessions]
+    sends = {ConnectionId(f"c{i}"): s.sink.send for i, s in enumerate(sessions)}
+    payloads = [b'{"n":%d,"text":"%s"}' % (i, b"batched " * 50) for i in range(5)]
+    for p in payloads:
+        listener._ctx.flusher.publish(sends, p, None)
+    await eventually(lambda: all(calls), what="the batch's writes")
+    assert all(len(c) == 1 and c[0][0] == "write" for c in calls)
+    assert calls[0][0][1] is calls[1][0][1]  # compressed and joined once, shared
+    assert calls[2][0][1] == b"".join(encode_text_frame(p) for p in payloads)
+    for client in squeezed:
+        for p in payloads:
+            op, fin, data = await client.recv_frame()
+            assert (op, fin, client.rsv) == (OP_TEXT, True, 4)
+            assert _inflate(data) == p
+    for p in payloads:
+        assert await plain.recv_frame() == (OP_TEXT, True, p)

@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 
 from tests.helpers import eventually
 from tests.transport.conftest import Start
-from tests.transport.helpers import COOKIE, OP_TEXT, RawClient, frame
+from tests.transport.helpers import COOKIE, OP_TEXT, RawClient, frame, record_calls
 from wsgate.transport.framing import encode_binary_frame, encode_text_frame
 from wsgate.transport.outbound import JOIN_FRAMES, JOIN_MAX, MAX_FRAMES
 from wsgate.typing import ConnectionId
@@ -163,7 +163,7 @@ async def test_a_burst_in_one_read_is_one_write_per_member(start: Start) -> None
     calls: list[tuple[str, Any]] = []
     for m in members:
         (conn,) = [c for c in listener._ctx.connections if c._session is m]
-        _record_calls(conn, calls)
+        record_calls(conn, calls)
 
     def relay(data: bytes) -> None:
         for m in members:
@@ -178,33 +178,6 @@ async def test_a_burst_in_one_read_is_one_write_per_member(start: Start) -> None
     assert [kind for kind, _ in calls] == ["write"] * 3
 
 
-def _record_calls(conn: Any, calls: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
-    """Each ``write``/``writelines`` call on ``conn``'s transport (asyncio's), with its
-    argument, appended to ``calls`` (a new list by default), which is returned."""
-    tr = conn._wst.underlying_transport
-    assert isinstance(tr, asyncio.Transport)
-    calls = [] if calls is None else calls
-    real_write, real_lines = tr.write, tr.writelines
-    inside = [False]  # asyncio's writelines calls write: record the outer call only
-
-    def write(data: Any) -> None:
-        if not inside[0]:
-            calls.append(("write", data))
-        real_write(data)
-
-    def writelines(data: Any) -> None:
-        calls.append(("writelines", list(data)))
-        inside[0] = True
-        try:
-            real_lines(data)
-        finally:
-            inside[0] = False
-
-    tr.write = write  # type: ignore[method-assign]
-    tr.writelines = writelines  # type: ignore[method-assign]
-    return calls
-
-
 async def test_a_flush_past_join_max_hands_over_the_shared_frames(start: Start) -> None:
     # Joining copies: past JOIN_MAX the transport gets the frames themselves, so
     # whatever the kernel does not take stays shared by every member, not copied.
@@ -212,7 +185,7 @@ async def test_a_flush_past_join_max_hands_over_the_shared_frames(start: Start) 
     client = await RawClient.connect(listener.port)
     (session,) = await handler.wait_sessions(1)
     (conn,) = listener._ctx.connections
-    calls = _record_calls(conn)
+    calls = record_calls(conn)
     big = b"b" * (JOIN_MAX // 2 + 1)  # two of them pass JOIN_MAX
     session.sink.send(big)
     session.sink.send(big)
@@ -237,7 +210,7 @@ async def test_a_backlogged_transport_gets_references_not_a_joined_copy(start: S
     tr = conn._wst.underlying_transport
     session.sink.send(b"x" * (64 * 1024 * 1024))  # more than the kernel takes at once
     await eventually(lambda: conn._backlog > 0, what="a backlog in the transport")
-    calls = _record_calls(conn)
+    calls = record_calls(conn)
     session.sink.send(b"y1")
     session.sink.send(b"y2")
     await eventually(lambda: calls, what="the flush")
@@ -255,7 +228,7 @@ async def test_past_max_frames_in_one_iteration_the_buffer_is_flushed_early_in_o
     client = await RawClient.connect(listener.port)
     (session,) = await handler.wait_sessions(1)
     (conn,) = listener._ctx.connections
-    calls = _record_calls(conn)
+    calls = record_calls(conn)
     n = 2 * MAX_FRAMES + 7
     most = 0
     for i in range(n):
@@ -294,11 +267,11 @@ async def test_past_high_water_in_one_iteration_nothing_is_written_and_it_closes
 async def test_a_channel_batch_is_one_shared_write_per_member(start: Start) -> None:
     # A channel's actions of one iteration (Flusher.publish) are framed and joined
     # once: every member's transport gets the same bytes object, in one write.
-    sender, receivers, listener, (first, members) = await _relay_room(start, 3)
+    sender, receivers, listener, (_, members) = await _relay_room(start, 3)
     calls: list[list[tuple[str, Any]]] = []
     for m in members:
         (conn,) = [c for c in listener._ctx.connections if c._session is m]
-        calls.append(_record_calls(conn))
+        calls.append(record_calls(conn))
     sends = {ConnectionId(f"m{i}"): m.sink.send for i, m in enumerate(members)}
     flusher = listener._ctx.flusher
     payloads = [b"a%02d" % i for i in range(10)]

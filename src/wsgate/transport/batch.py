@@ -25,11 +25,13 @@ nothing else happens to them:
   nothing sent after;
 - **per member** at the write: a member that is not open gets nothing (as its
   ``send`` would have done); one that a batched action skips (the sender of a
-  relay), one with compression negotiated, or one that still has frames of
-  its own queued from before the batch opened gets the actions one by one
-  through its ``send`` (the path above, in order after its own frames); every
-  other member takes the joined frames (``take_shared``), with the same
-  high-water check as a flush.
+  relay) or one that still has frames of its own queued from before the batch
+  opened gets the actions one by one through its ``send`` (the path above, in
+  order after its own frames); every other member takes the joined frames
+  (``take_shared``), with the same high-water check as a flush. A member with
+  compression takes them compressed, joined once per shared compressor
+  (:meth:`ChannelBatch.compressed`: the compressor keeps no context between
+  messages, so its frames serve every member with its window size).
 
 Bounds: a batch holds at most :data:`~wsgate.transport.outbound.JOIN_FRAMES`
 actions and about :data:`~wsgate.transport.outbound.JOIN_MAX` bytes (past
@@ -43,6 +45,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from wsgate.transport.deflate import SharedDeflater
 from wsgate.transport.framing import encode_text_frame
 from wsgate.typing import ConnectionId
 
@@ -61,7 +64,7 @@ BATCH_BYTES: Final = 64 * 1024
 class ChannelBatch:
     """One channel's actions of this iteration, not yet handed to its members."""
 
-    __slots__ = ("members", "payloads", "sends", "size", "skips")
+    __slots__ = ("_compressed", "members", "payloads", "sends", "size", "skips")
 
     def __init__(self, sends: Sends) -> None:
         self.sends = sends
@@ -74,6 +77,8 @@ class ChannelBatch:
         """Per action, the member it skips (a relay's sender), or ``None``."""
         self.size = 0
         """Payload bytes held."""
+        self._compressed: dict[SharedDeflater, tuple[bytes, int]] | None = None
+        """Per compressor (at most one per window size, 7), the joined frames and their size."""
 
     def add(self, data: bytes, exclude: ConnectionId | None) -> bool:
         """Hold one action; ``True`` when the batch is full (write it now)."""
@@ -103,10 +108,21 @@ class ChannelBatch:
         rest: list[tuple[ConnectionId, Callable[[bytes], None]]] = []
         for cid, send in self.members.items():
             take = getattr(getattr(send, "__self__", None), "take_shared", None)
-            if take is None or cid in skipped or not take(joined, size):
+            if take is None or cid in skipped or not take(joined, size, self):
                 rest.append((cid, send))
         if rest:
             for data, skip in zip(payloads, self.skips, strict=True):
                 for cid, send in rest:
                     if cid != skip:
                         send(data)
+
+    def compressed(self, deflater: SharedDeflater) -> tuple[bytes, int]:
+        """The actions' frames compressed by ``deflater``, joined (made once per batch)."""
+        done = self._compressed
+        if done is None:
+            done = self._compressed = {}
+        got = done.get(deflater)
+        if got is None:
+            joined = b"".join([deflater.text_frame(p) for p in self.payloads])
+            got = done[deflater] = (joined, len(joined))
+        return got

@@ -45,6 +45,7 @@ from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
 
 from wsgate.auth.principal import Principal
 from wsgate.transport.base import ConnectionHandler, Session
+from wsgate.transport.batch import ChannelBatch
 from wsgate.transport.control import ControlLimit
 from wsgate.transport.deflate import Inflater, SharedDeflater
 from wsgate.transport.framing import _cache as _frame_cache
@@ -279,18 +280,23 @@ class GateListener(BufferedListener):
             if len(out) > MAX_FRAMES:
                 self.flush()
 
-    def take_shared(self, data: bytes, size: int) -> bool:
+    def take_shared(self, data: bytes, size: int, batch: ChannelBatch) -> bool:
         """Write a channel batch's joined text frames (:mod:`wsgate.transport.batch`).
 
-        ``False`` when this connection must get the batch's actions one by one
-        instead: it has frames of its own queued (they go first), or compression
-        (its frames differ). ``True`` otherwise, written or, when the connection
-        is not open, dropped, as :meth:`send` would have.
+        ``data`` is the batch's plain frames; with compression, the batch's frames
+        compressed by this connection's shared compressor are written instead.
+        ``False`` when this connection must get the batch's actions one by one:
+        it has frames of its own queued (they go first). ``True`` otherwise,
+        written or, when the connection is not open, dropped, as :meth:`send`
+        would have.
         """
         if self._state:
             return True
-        if self._out is not None or self._deflate is not None:
+        if self._out is not None:
             return False
+        deflater = self._deflate
+        if deflater is not None:
+            data, size = batch.compressed(deflater)
         self._write_shared(data, size)
         return True
 
