@@ -95,6 +95,14 @@ async def test_each_family_moves_when_its_event_happens() -> None:
             got = await samples(gw)
             assert value(got, "wsgate_actions_total", **{"class": "relay"}) == 1
             assert value(got, "wsgate_deliveries_total") >= 1
+            flusher = gw.node.listener.flusher  # type: ignore[union-attr]
+            assert flusher.batches_written + flusher.batches_settled >= 1  # the relay's
+            assert value(got, "wsgate_channel_batches_total", outcome="written") == (
+                flusher.batches_written
+            )
+            assert value(got, "wsgate_channel_batches_total", outcome="settled") == (
+                flusher.batches_settled
+            )
             assert value(got, "wsgate_history_streams") == 1
 
             await a.send("t/GO", None, id="ok")

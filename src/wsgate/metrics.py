@@ -147,6 +147,17 @@ class _Collector(Collector):
             "wsgate_slow_consumer_closes", "Connections closed 4000 (slow consumer).",
             value=0 if listener is None else listener.slow_consumer_closes,
         )
+        batches = CounterMetricFamily(
+            "wsgate_channel_batches",
+            "A channel's deliveries of one loop iteration, by outcome: written as one shared "
+            "write per member, or settled (handed to each member one by one because another "
+            "frame, channel, close, join or leave came first).",
+            labels=["outcome"],
+        )
+        flusher = None if listener is None else listener.flusher
+        batches.add_metric(["written"], 0 if flusher is None else flusher.batches_written)
+        batches.add_metric(["settled"], 0 if flusher is None else flusher.batches_settled)
+        yield batches
         conflation = gw.fanout.conflation
         yield CounterMetricFamily(
             "wsgate_conflation_superseded",

@@ -50,10 +50,13 @@ async def test_a_burst_into_a_channel_is_batched_and_arrives_in_order() -> None:
         for p in (alice, bob):
             await p.join(ROOM)
         flusher = gw.node.listener.flusher  # type: ignore[union-attr]
+        written, settled = flusher.batches_written, flusher.batches_settled
         for i in range(100):  # past BATCH_FRAMES: written early, within the iteration
             _to_room(gw, f"chat/M{i}", exclude=alice.id if i % 2 else None)
         assert flusher.batch is not None  # the batch is what this test exercises
+        assert flusher.batches_written == written + 1  # the first 64, at once
         assert await _chat(bob, 100) == [f"chat/M{i}" for i in range(100)]
+        assert (flusher.batches_written, flusher.batches_settled) == (written + 2, settled)
         # The sender a relay skips gets the others, in order, and not its own.
         assert await _chat(alice, 50) == [f"chat/M{i}" for i in range(0, 100, 2)]
         _to_one(gw, alice, "chat/END")
@@ -67,14 +70,19 @@ async def test_what_is_sent_between_a_channels_actions_keeps_its_place() -> None
         await bob.join(ROOM)
         await bob.join("acme:other/1")
         await carol.join("acme:other/1")
+        flusher = gw.node.listener.flusher  # type: ignore[union-attr]
+        written, settled = flusher.batches_written, flusher.batches_settled
         _to_room(gw, "chat/A1")
         _to_one(gw, bob, "chat/REPLY")  # a connection's delivery between two of the room's
         _to_room(gw, "chat/A2")
         gw.node.gateway.fanout.send(Delivery(TargetKind.CHANNEL, "acme:other/1", "chat/B1"))
         _to_room(gw, "chat/A3")
+        # A1's batch and A2's were settled (by the reply, by the other channel); B1's by A3.
+        assert flusher.batches_settled == settled + 3
         assert await _chat(bob, 5) == ["chat/A1", "chat/REPLY", "chat/A2", "chat/B1", "chat/A3"]
         assert await _chat(alice, 3) == ["chat/A1", "chat/A2", "chat/A3"]
         assert await _chat(carol, 1) == ["chat/B1"]
+        assert flusher.batches_written == written + 1  # A3's, at the end of the iteration
 
 
 async def test_a_join_or_leave_between_a_channels_actions_cuts_them_there() -> None:

@@ -89,7 +89,7 @@ class Flusher:
     anything else that reaches a connection first settles (:meth:`settle`).
     """
 
-    __slots__ = ("_dirty", "_loop", "_scheduled", "batch")
+    __slots__ = ("_dirty", "_loop", "_scheduled", "batch", "batches_settled", "batches_written")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -98,6 +98,11 @@ class Flusher:
         self.batch: ChannelBatch | None = None
         """The channel deliveries of this iteration not yet handed to anyone (at most one
         batch; written by :meth:`_run`, or early when full)."""
+        self.batches_written = 0
+        """Channel batches written whole (one shared write per member); only grows."""
+        self.batches_settled = 0
+        """Channel batches handed to their members' ``send`` because something else
+        reached a connection first; only grows."""
 
     def mark(self, conn: BufferedListener) -> None:
         """Flush ``conn`` at the end of this loop iteration.
@@ -127,6 +132,7 @@ class Flusher:
                 self._loop.call_soon(self._run)
         if batch.add(data, exclude):
             self.batch = None
+            self.batches_written += 1
             batch.write()
         return len(sends) - (exclude is not None and exclude in sends)
 
@@ -135,6 +141,7 @@ class Flusher:
         batch = self.batch
         if batch is not None:
             self.batch = None
+            self.batches_settled += 1
             batch.settle()
 
     def _run(self) -> None:
@@ -142,6 +149,7 @@ class Flusher:
         batch = self.batch
         if batch is not None:
             self.batch = None
+            self.batches_written += 1
             try:
                 batch.write()
             except Exception:  # a bug must not keep the connections unflushed
