@@ -149,9 +149,9 @@ class _Collector(Collector):
         )
         batches = CounterMetricFamily(
             "wsgate_channel_batches",
-            "A channel's deliveries of one loop iteration, by outcome: written as one shared "
-            "write per member, or settled (handed to each member one by one because another "
-            "frame, channel, close, join or leave came first).",
+            "A channel's or hub's deliveries of one loop iteration, by outcome: written as "
+            "one shared write per member, or settled (handed to each member one by one "
+            "because another frame, target, close, join or leave came first).",
             labels=["outcome"],
         )
         flusher = None if listener is None else listener.flusher

@@ -393,9 +393,10 @@ class Node:
             )
         except OSError as exc:
             raise _cannot_listen("server.listen", config.server.listen, exc) from None
-        # A channel's deliveries of one iteration go out as one write per member.
+        # A channel's (a hub's) deliveries of one iteration go out as one write per member.
         flusher = self.listener.flusher
         self.gateway.fanout.channel_send = flusher.publish
+        self.gateway.fanout.hub_send = flusher.publish_hub
         self.gateway.pool.settle = flusher.settle
 
     async def _open_nats_services(self, url: str) -> Invoker:

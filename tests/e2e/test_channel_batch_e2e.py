@@ -123,3 +123,23 @@ async def test_a_member_closed_in_the_iteration_gets_what_was_sent_before_its_cl
         await bob.ws.wait_closed()
         assert bob.ws.close_code == 4001
         assert await _chat(alice, 2) == ["chat/LAST", "chat/LATER"]
+
+
+async def test_a_hubs_burst_is_batched_and_keeps_each_connections_order() -> None:
+    async with running() as gw, gw.peer("alice") as alice, gw.peer("bob") as bob:
+        flusher = gw.node.listener.flusher  # type: ignore[union-attr]
+        written, settled = flusher.batches_written, flusher.batches_settled
+
+        def to_hub(type_: str) -> None:
+            gw.node.gateway.fanout.send(Delivery(TargetKind.HUB, "acme", type_))
+
+        for i in range(10):
+            to_hub(f"chat/H{i}")
+        _to_one(gw, bob, "chat/REPLY")  # settles the hub's batch: after H9, before H10
+        to_hub("chat/H10")
+        assert flusher.batches_settled == settled + 1
+        assert await _chat(alice, 11) == [f"chat/H{i}" for i in range(11)]
+        assert await _chat(bob, 12) == [f"chat/H{i}" for i in range(10)] + [
+            "chat/REPLY", "chat/H10"
+        ]
+        assert flusher.batches_written == written + 1

@@ -64,6 +64,11 @@ Route = Callable[[Delivery], int]
 Sends = dict[ConnectionId, Callable[[bytes], None]]
 """A channel's members: connection id → its ``send`` (:attr:`Channel.sends`)."""
 
+HubSend = Callable[[dict[ConnectionId, "Connection"], bytes, ConnectionId | None], int]
+"""Hands one encoded action to a hub's connections but one; returns the deliveries.
+:func:`_send_hub` by default; the transport's batching writer in a node
+(:meth:`wsgate.transport.outbound.Flusher.publish_hub`)."""
+
 ChannelSend = Callable[[Sends, bytes, ConnectionId | None], int]
 """Hands one encoded action to a channel's members (its ``sends``) but one; returns the
 deliveries. :func:`_send_each` by default; the transport's batching writer in a node
@@ -101,6 +106,12 @@ def _send_all(members: Iterable[Connection], data: bytes, exclude: ConnectionId 
     return sent
 
 
+def _send_hub(
+    members: dict[ConnectionId, Connection], data: bytes, exclude: ConnectionId | None
+) -> int:
+    return _send_all(members.values(), data, exclude)
+
+
 def _frame(d: Delivery, meta: OutMeta | None) -> bytes:
     return encode(Outbound(d.type, d.payload, meta, d.error))
 
@@ -118,7 +129,7 @@ class Fanout:
 
     __slots__ = (
         "_acks", "_history", "_inbox", "_local", "_pool", "_send", "bus", "channel_send",
-        "conflation", "delivered", "taps",
+        "conflation", "delivered", "hub_send", "taps",
     )
 
     def __init__(
@@ -144,6 +155,8 @@ class Fanout:
         """How a channel's delivery reaches its members: one ``send`` each
         (:func:`_send_each`) unless the transport batches them (set by the node with
         :attr:`Pool.settle`, which the batch needs)."""
+        self.hub_send: HubSend = _send_hub
+        """How a hub's delivery reaches its connections: the same, for a hub."""
         self.conflation = Conflation(scheduler, history, self._count)
         """The windows of conflated channels (``conflate_ms``): their deliveries wait there."""
         self.taps: Callable[[Delivery, int], None] | None = None
@@ -329,7 +342,7 @@ class Fanout:
         if hub is None or not hub.members:
             return 0
         data = _frame(d, OutMeta(d.target, from_=d.origin))
-        return _send_all(hub.members.values(), data, d.exclude)
+        return self.hub_send(hub.members, data, d.exclude)
 
     def _local_user(self, d: Delivery) -> int:
         members = self._pool.users.get(UserId(d.target))

@@ -171,9 +171,10 @@ class Pool:
 
     def __init__(self, namespaces: Namespaces) -> None:
         self.settle: Callable[[], None] = _nothing
-        """Called before a channel's members change (a join or a leave). The transport's
-        channel batch (:mod:`wsgate.transport.batch`) settles there, so that an action
-        sent before the change reaches the members of before, and none of after."""
+        """Called before a channel's or a hub's members change (a join or a leave, a
+        connection added or removed). The transport's batch (:mod:`wsgate.transport.batch`)
+        settles there, so that an action sent before the change reaches the members of
+        before, and none of after."""
         self.namespaces = namespaces
         """Gives each channel its options when :meth:`join` creates it."""
         self.connections: dict[ConnectionId, Connection] = {}
@@ -190,6 +191,8 @@ class Pool:
         self.ips[conn.peer] = self.ips.get(conn.peer, 0) + 1
         if not conn.principal.anonymous:
             self.users.setdefault(conn.user_id, {})[conn.id] = conn
+        if conn.hubs:
+            self.settle()
         for hub_id in conn.hubs:
             hub = self.hubs.get(hub_id)
             if hub is None:
@@ -214,6 +217,8 @@ class Pool:
             tabs.pop(conn.id, None)
             if not tabs:
                 del self.users[conn.user_id]
+        if conn.hubs:
+            self.settle()
         for hub_id in conn.hubs:
             hub = self.hubs.get(hub_id)
             if hub is not None:

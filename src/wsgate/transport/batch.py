@@ -1,4 +1,4 @@
-"""A channel's deliveries of one loop iteration, written to each member at once.
+"""A channel's (or a hub's) deliveries of one loop iteration, written to each member at once.
 
 Without it a channel fan-out calls every member's ``send`` once per action:
 one Python call per delivery, most of what a relayed delivery costs
@@ -33,6 +33,10 @@ nothing else happens to them:
   (:meth:`ChannelBatch.compressed`: the compressor keeps no context between
   messages, so its frames serve every member with its window size).
 
+A hub's deliveries (an organization's) go the same way: its members are the
+hub's connections, copied as their sinks' ``send`` when the batch opens, and a
+connection opening or closing settles the batch as a join or leave does.
+
 Bounds: a batch holds at most :data:`~wsgate.transport.outbound.JOIN_FRAMES`
 actions and about :data:`~wsgate.transport.outbound.JOIN_MAX` bytes (past
 either it is written at once, within the iteration); its joined frames are
@@ -43,16 +47,24 @@ written it. The copy of the member map is freed with the batch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
+from wsgate.transport.base import Sink
 from wsgate.transport.deflate import SharedDeflater
 from wsgate.transport.framing import encode_text_frame
 from wsgate.typing import ConnectionId
 
-__all__ = ["BATCH_BYTES", "BATCH_FRAMES", "ChannelBatch", "Sends"]
+__all__ = ["BATCH_BYTES", "BATCH_FRAMES", "ChannelBatch", "Member", "Sends"]
 
 Sends = dict[ConnectionId, Callable[[bytes], None]]
 """A channel's members: connection id → the member's ``send``."""
+
+
+class Member(Protocol):
+    """A hub's member as the batch sees it: a connection with a sink."""
+
+    @property
+    def sink(self) -> Sink: ...
 
 BATCH_FRAMES: Final = 64
 """Actions a batch holds before it is written early (a bounded join, as a flush's)."""
@@ -62,15 +74,16 @@ BATCH_BYTES: Final = 64 * 1024
 
 
 class ChannelBatch:
-    """One channel's actions of this iteration, not yet handed to its members."""
+    """One channel's (or hub's) actions of this iteration, not yet handed to its members."""
 
-    __slots__ = ("_compressed", "members", "payloads", "sends", "size", "skips")
+    __slots__ = ("_compressed", "key", "members", "payloads", "size", "skips")
 
-    def __init__(self, sends: Sends) -> None:
-        self.sends = sends
-        """The channel's own map (compared by identity: which channel this batch is for)."""
-        self.members: Sends = dict(sends)
-        """The members when the batch opened (any change settles the batch first)."""
+    def __init__(self, key: object, members: Sends) -> None:
+        self.key = key
+        """The target's own member map (compared by identity: which channel or hub)."""
+        self.members = members
+        """A copy of the members when the batch opened (any change settles the batch
+        first), each as its ``send``."""
         self.payloads: list[bytes] = []
         """The actions, encoded, in the order they were sent."""
         self.skips: list[ConnectionId | None] = []

@@ -51,11 +51,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Final
 
 from picows import WSListener, WSTransport
 
-from wsgate.transport.batch import ChannelBatch, Sends
+from wsgate.transport.batch import ChannelBatch, Member, Sends
 from wsgate.typing import ConnectionId
 
 __all__ = [
@@ -123,18 +124,35 @@ class Flusher:
         deliveries. Another channel's batch open is settled first.
         """
         batch = self.batch
-        if batch is None or batch.sends is not sends:
-            if batch is not None:
-                self.settle()
-            batch = self.batch = ChannelBatch(sends)
-            if not self._scheduled:
-                self._scheduled = True
-                self._loop.call_soon(self._run)
-        if batch.add(data, exclude):
+        if batch is None or batch.key is not sends:
+            batch = self._open(sends, dict(sends))
+        self._hold(batch, data, exclude)
+        return len(sends) - (exclude is not None and exclude in sends)
+
+    def publish_hub(
+        self, members: Mapping[ConnectionId, Member], data: bytes, exclude: ConnectionId | None
+    ) -> int:
+        """:meth:`publish` for a hub: its ``members`` are connections (their sinks get it)."""
+        batch = self.batch
+        if batch is None or batch.key is not members:
+            batch = self._open(members, {cid: m.sink.send for cid, m in members.items()})
+        self._hold(batch, data, exclude)
+        return len(members) - (exclude is not None and exclude in members)
+
+    def _open(self, key: object, members: Sends) -> ChannelBatch:
+        if self.batch is not None:
+            self.settle()
+        batch = self.batch = ChannelBatch(key, members)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+        return batch
+
+    def _hold(self, batch: ChannelBatch, data: bytes, exclude: ConnectionId | None) -> None:
+        if batch.add(data, exclude):  # full: written now, within the iteration
             self.batch = None
             self.batches_written += 1
             batch.write()
-        return len(sends) - (exclude is not None and exclude in sends)
 
     def settle(self) -> None:
         """Hand the open batch's actions to its members' ``send`` now (order is kept)."""
