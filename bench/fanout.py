@@ -34,7 +34,10 @@ Two modes (``--mode relay publish``, default both):
   member: one ``POST /v1/publish`` with an ``"actions"`` batch of B for the
   gateway (one request per message for a gateway without batches),
   ``!pub B <message>`` on
-  the WebSocket for the reference and the anchors (uWS ``app.publish``).
+  the WebSocket for the reference and the anchors (uWS ``app.publish``);
+  ``--publish-to hub`` sends the gateway's batch to the members' hub (the
+  organization ``acme``, which every member and the publisher are in) instead
+  of the channel: the other servers have one topic either way.
 
 Measured, for each server and mode:
 
@@ -172,12 +175,16 @@ class _ApiPublisher:
     Call order: :meth:`open`, any number of :meth:`fire`, :meth:`close`.
     """
 
-    def __init__(self, pool: Pool, api_url: str) -> None:
+    def __init__(self, pool: Pool, api_url: str, to: str = "channel") -> None:
         import aiohttp  # the gateway's own dependency; only this worker needs it
 
         self._aiohttp = aiohttp
         self.pool = pool
         self.url = api_url + "/v1/publish"
+        self.to = f'{{"to":{{"channel":"{CHANNEL}"}},' if to == "channel" else (
+            f'{{"to":{{"hub":"{CHANNEL.partition(":")[0]}"}},'
+        )
+        """The target, as the JSON body's start: the bench channel or its hub."""
         self.batch = False
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -195,7 +202,7 @@ class _ApiPublisher:
             self.batch = r.status == 202
 
     def _body(self, payloads: list[str]) -> list[bytes]:
-        to = f'{{"to":{{"channel":"{CHANNEL}"}},'
+        to = self.to
         actions = [f'{{"type":"bench/MSG","payload":{p}}}' for p in payloads]
         if self.batch:
             return [f'{to}"actions":[{",".join(actions)}]}}'.encode()]
@@ -246,7 +253,7 @@ async def _worker(args: argparse.Namespace) -> None:
     )
     headers = {"Cookie": f"wsgate_session={args.cookie}"} if gateway else {}
     n = args.worker_n
-    api = _ApiPublisher(pool, args.api) if gateway else None
+    api = _ApiPublisher(pool, args.api, args.publish_to) if gateway else None
     try:
         t = time.monotonic()
         [pub] = await pool.connect(args.url, 1, headers, publisher=True)
@@ -331,7 +338,7 @@ def _start_worker(
     argv = [
         __file__, "--worker", srv.name, "--worker-n", str(n), "--url", srv.url,
         "--cookie", cookie, "--api", srv.api_url, "--receivers", args.receivers,
-        "--publisher-writes", args.publisher_writes,
+        "--publisher-writes", args.publisher_writes, "--publish-to", args.publish_to,
     ]  # fmt: skip
     return Worker(srv, argv, log, ready_timeout=60 + n / 50)
 
@@ -813,6 +820,11 @@ def main() -> int:
         "(default, as before), or the whole burst with one (the server reads it at once: "
         "uWebSockets.js relays a burst read at once ~5-7 x slower than messages read one "
         "by one, bench/README.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--publish-to", choices=("channel", "hub"), default="channel",
+        help="publish: the gateway's batch goes to the bench channel (default) or to the "
+        "members' hub, the organization (every member and the publisher are in it)",
     )  # fmt: skip
     # Internal: this file as one server's load generator.
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
