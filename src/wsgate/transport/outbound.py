@@ -261,7 +261,9 @@ class BufferedListener(WSListener):
 
     @property
     def queued_bytes(self) -> int:
-        """Bytes queued for this iteration's flush (not yet given to the transport)."""
+        """Bytes queued for this iteration's flush (not yet given to the transport).
+
+        Settles an open channel batch first (its actions then count as queued)."""
         self._ctx.flusher.settle()
         out = self._out
         return 0 if out is None else sum(map(len, out))
