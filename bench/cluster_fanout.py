@@ -504,7 +504,9 @@ def report(results: list[Result], args: argparse.Namespace) -> bool:
             # subject: everything out is a delivery (flow-control syncs, 2 per 1,000
             # actions, are within the rounding).
             deliveries = b_out
-            subs_ok = all(v["channel"] for v in nodes.values())
+            # The nodes' own bus connections ("a", "b", "c"); a node's other NATS
+            # connections ("a services", "<prefix> acks") never subscribe to channels.
+            subs_ok = all(v["channel"] for k, v in nodes.items() if " " not in k)
             c_node = ctrl["nodes"].get("c", {})
             c_quiet = not c_node.get("channel", True) and c_node.get("out", 1.0) < 0.1
             detail = (
