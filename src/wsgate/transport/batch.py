@@ -13,9 +13,9 @@ holds the *latest* deliveries of its members, in order, and only while
 nothing else happens to them:
 
 - **one batch at a time** per :class:`~wsgate.transport.outbound.Flusher`: a
-  delivery to another channel, any other frame queued for any connection of
-  the listener (a reply, a user's or hub's delivery, a pong, a close), and any
-  change of a channel's membership first *settles* the open batch
+  delivery to another channel or hub, any other frame queued for any
+  connection of the listener (a reply, a user's delivery, a pong, a close),
+  and any change of a channel's or hub's membership first *settles* the open batch
   (:meth:`ChannelBatch.settle`: each of its actions handed to each member's
   ``send``, exactly as the fan-out did without a batch), so frames keep the
   order in which they were sent, on every connection;
@@ -37,9 +37,9 @@ A hub's deliveries (an organization's) go the same way: its members are the
 hub's connections, copied as their sinks' ``send`` when the batch opens, and a
 connection opening or closing settles the batch as a join or leave does.
 
-Bounds: a batch holds at most :data:`~wsgate.transport.outbound.JOIN_FRAMES`
-actions and about :data:`~wsgate.transport.outbound.JOIN_MAX` bytes (past
-either it is written at once, within the iteration); its joined frames are
+Bounds: a batch holds at most :data:`BATCH_FRAMES` actions and about
+:data:`BATCH_BYTES` bytes (the flush's own join bounds; past either it is
+written at once, within the iteration); its joined frames are
 one transient copy shared by every member, freed when the last transport has
 written it. The copy of the member map is freed with the batch.
 """
@@ -65,6 +65,7 @@ class Member(Protocol):
 
     @property
     def sink(self) -> Sink: ...
+
 
 BATCH_FRAMES: Final = 64
 """Actions a batch holds before it is written early (a bounded join, as a flush's)."""
