@@ -83,8 +83,10 @@ class ChannelBatch:
         self.key = key
         """The target's own member map (compared by identity: which channel or hub)."""
         self.members = members
-        """A copy of the members when the batch opened (any change settles the batch
-        first), each as its ``send``."""
+        """A copy of the members when the batch opened, each as its ``send``. Any change
+        settles the batch first, so it equals the live map; it is a copy so that the
+        write's walk over it can never meet a map changed under it (one dict copy per
+        batch, not per delivery)."""
         self.payloads: list[bytes] = []
         """The actions, encoded, in the order they were sent."""
         self.skips: list[ConnectionId | None] = []
