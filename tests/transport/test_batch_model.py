@@ -1,8 +1,8 @@
 """The channel batch against a model of the fan-out without it, on real sockets.
 
 Each round runs a random sequence of operations inside one loop iteration:
-deliveries into two channels (sometimes skipping one member, as a relay skips
-its sender), direct sends to one connection, and members joining or leaving a
+deliveries into two channels and into the hub of all members (sometimes
+skipping one member, as a relay skips its sender), direct sends to one connection, and members joining or leaving a
 channel (``Flusher.settle`` first, as ``Pool.join``/``Pool.leave`` do). The
 model appends to each member's expected list what the unbatched fan-out would
 have sent it, at the moment it was sent; every client must then read exactly
@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Callable
+from types import SimpleNamespace
 
 from tests.transport.conftest import Start
 from tests.transport.helpers import COOKIE, OP_TEXT, RawClient
@@ -42,6 +43,8 @@ async def test_random_interleavings_reach_each_member_as_without_the_batch(
         cid: s.sink.send for cid, s in zip(ids, sessions, strict=True)
     }
     flusher = listener._ctx.flusher
+    # The hub (an organization): every member, as connections with a sink.
+    hub = {cid: SimpleNamespace(sink=s.sink) for cid, s in zip(ids, sessions, strict=True)}
     channels: list[dict[ConnectionId, Callable[[bytes], None]]] = [{}, {}]
     expected: dict[ConnectionId, list[bytes]] = {cid: [] for cid in ids}
     rng = random.Random(20261208)
@@ -60,6 +63,13 @@ async def test_random_interleavings_reach_each_member_as_without_the_batch(
                 got = flusher.publish(sends, data, skip)
                 assert got == len(sends) - (skip in sends)
                 for member in sends:
+                    if member != skip:
+                        expected[member].append(data)
+            elif op < 0.62:  # a delivery to the hub
+                data = b'{"hub":%d}' % n
+                skip = rng.choice([None, cid])
+                assert flusher.publish_hub(hub, data, skip) == MEMBERS - (skip is not None)
+                for member in ids:
                     if member != skip:
                         expected[member].append(data)
             elif op < 0.7:  # a reply to one connection
