@@ -12,7 +12,15 @@ from websockets.asyncio.client import connect
 
 from tests.helpers import eventually
 from tests.transport.conftest import Start
-from tests.transport.helpers import COOKIE, OP_TEXT, RawClient, frame, record_calls
+from tests.transport.helpers import (
+    COOKIE,
+    OP_BINARY,
+    OP_TEXT,
+    RawClient,
+    close_frame,
+    frame,
+    record_calls,
+)
 from wsgate.transport.framing import encode_binary_frame, encode_text_frame
 from wsgate.transport.outbound import JOIN_FRAMES, JOIN_MAX, MAX_FRAMES
 from wsgate.typing import ConnectionId
@@ -302,3 +310,41 @@ async def test_a_channel_batch_past_high_water_closes_the_member_4000_unwritten(
     data, code = await client.recv_until_close()
     assert code == 4000
     assert data == []
+
+
+async def test_a_frame_queued_between_a_channels_actions_keeps_its_place(start: Start) -> None:
+    # Any frame queued on the listener (here a binary one, through _enqueue, as pongs
+    # go) settles the open channel batch first, so it arrives between the two actions.
+    listener, handler = await start()
+    client = await RawClient.connect(listener.port)
+    (session,) = await handler.wait_sessions(1)
+    (conn,) = listener._ctx.connections
+    sends = {ConnectionId("c"): session.sink.send}
+    flusher = listener._ctx.flusher
+    flusher.publish(sends, b"a1", None)
+    conn.send_binary(b"\x00between")
+    flusher.publish(sends, b"a2", None)
+    assert await client.recv_frame() == (OP_TEXT, True, b"a1")
+    assert await client.recv_frame() == (OP_BINARY, True, b"\x00between")
+    assert await client.recv_frame() == (OP_TEXT, True, b"a2")
+
+
+async def test_a_channels_action_sent_before_the_peers_close_goes_out_before_the_answer(
+    start: Start,
+) -> None:
+    # The client's message and its close frame arrive in one read: the message's
+    # handler delivers into a channel (a batch opens), then the close is answered.
+    # What was sent before the answer goes out before it, as a flush does.
+    listener, handler = await start()
+    client = await RawClient.connect(listener.port)
+    (session,) = await handler.wait_sessions(1)
+    sends = {ConnectionId("c"): session.sink.send}
+    flusher = listener._ctx.flusher
+
+    def deliver(data: bytes) -> None:
+        flusher.publish(sends, b"reply to " + data, None)
+
+    session.on_message = deliver  # type: ignore[method-assign]
+    client.send(frame(OP_TEXT, b"go") + close_frame(1000))
+    data, code = await client.recv_until_close()
+    assert (data, code) == ([b"reply to go"], 1000)
