@@ -600,9 +600,11 @@ def _paired(a: Result, b: Result) -> float:
 def report(results: list[list[list[Result]]], args: argparse.Namespace) -> None:
     """One table per mode and N: a row per server, ratios to the reference and to uWS."""
     print()
+    hub = " (the gateway's publish: to their hub)" if args.publish_to == "hub" else ""
     print(
-        f"fan-out, one channel of N, 100-byte payload, burst B={args.burst}, {args.rounds} "
-        "interleaved rounds (median); servers pinned to CPU 0, load generators to CPU 1"
+        f"fan-out, one channel of N{hub}, 100-byte payload, burst B={args.burst}, "
+        f"{args.rounds} interleaved rounds (median); servers pinned to CPU 0, load "
+        "generators to CPU 1"
     )
     hdr = (
         f"{'mode':<7} {'N':>6} {'server':<12} {'deliv/s':>10} {'srv CPU':>7} {'cli CPU':>7} "
