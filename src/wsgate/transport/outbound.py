@@ -150,9 +150,13 @@ class Flusher:
 
     def _hold(self, batch: ChannelBatch, data: bytes, exclude: ConnectionId | None) -> None:
         if batch.add(data, exclude):  # full: written now, within the iteration
-            self.batch = None
-            self.batches_written += 1
-            batch.write()
+            self._write(batch)
+
+    def _write(self, batch: ChannelBatch) -> None:
+        """Close the open ``batch`` and give it to its members (one shared write each)."""
+        self.batch = None
+        self.batches_written += 1
+        batch.write()
 
     def settle(self) -> None:
         """Hand the open batch's actions to its members' ``send`` now (order is kept)."""
@@ -166,10 +170,8 @@ class Flusher:
         self._scheduled = False
         batch = self.batch
         if batch is not None:
-            self.batch = None
-            self.batches_written += 1
             try:
-                batch.write()
+                self._write(batch)
             except Exception:  # a bug must not keep the connections unflushed
                 _log.exception("channel batch write failed")
         dirty = self._dirty
