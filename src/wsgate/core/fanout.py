@@ -50,6 +50,7 @@ from wsgate.core.delivery import Delivery, TargetKind
 from wsgate.core.inbox import stream_of
 from wsgate.protocol.codes import ErrorCode
 from wsgate.protocol.envelope import Action, From, Outbound, OutMeta, encode
+from wsgate.transport.base import Sends
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
 
 if TYPE_CHECKING:
@@ -60,9 +61,6 @@ __all__ = ["Bus", "Fanout"]
 
 Route = Callable[[Delivery], int]
 """Delivers one :class:`Delivery`; returns how many local connections got it."""
-
-Sends = dict[ConnectionId, Callable[[bytes], None]]
-"""A channel's members: connection id → its ``send`` (:attr:`Channel.sends`)."""
 
 HubSend = Callable[[dict[ConnectionId, "Connection"], bytes, ConnectionId | None], int]
 """Hands one encoded action to a hub's connections but one; returns the deliveries.
@@ -86,9 +84,7 @@ class Bus(Protocol):
     def send(self, delivery: Delivery) -> None: ...
 
 
-def _send_each(
-    sends: dict[ConnectionId, Callable[[bytes], None]], data: bytes, exclude: ConnectionId | None
-) -> int:
+def _send_each(sends: Sends, data: bytes, exclude: ConnectionId | None) -> int:
     """The fan-out's inner loop over a channel's ``sends``; returns the deliveries."""
     skip = None if exclude is None else sends.get(exclude)
     for send in sends.values():

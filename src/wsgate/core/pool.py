@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from wsgate.core.delivery import Delivery
+from wsgate.transport.base import Sends
 from wsgate.typing import ChannelAddress, ConnectionId, HubId, UserId
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ class Channel:
         """Its namespace's options, resolved once when the channel was created."""
         self.members: dict[ConnectionId, Connection] = {}
         """Connections on this node, in join order."""
-        self.sends: dict[ConnectionId, Callable[[bytes], None]] = {}
+        self.sends: Sends = {}
         """Each member's ``sink.send``, kept beside ``members`` for the fan-out's
         inner loop: one dict walk and one call per delivery, no attribute lookups."""
         self.presence: PendingPresence | None = None

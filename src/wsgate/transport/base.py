@@ -17,10 +17,12 @@ no-op, so fan-out never needs to check.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from wsgate.auth.principal import Principal
+from wsgate.typing import ConnectionId
 
 __all__ = [
     "BinaryEchoSession",
@@ -29,9 +31,14 @@ __all__ = [
     "Described",
     "FlowSink",
     "HttpResponse",
+    "Sends",
     "Session",
     "Sink",
 ]
+
+Sends = dict[ConnectionId, Callable[[bytes], None]]
+"""A channel's members as the fan-out holds them: connection id → its sink's ``send``
+(``Channel.sends`` in the core; what the transport's channel batch writes to)."""
 
 
 class Sink(Protocol):

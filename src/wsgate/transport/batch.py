@@ -49,15 +49,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from wsgate.transport.base import Sink
+from wsgate.transport.base import Sends, Sink
 from wsgate.transport.deflate import SharedDeflater
 from wsgate.transport.framing import encode_text_frame
 from wsgate.typing import ConnectionId
 
-__all__ = ["BATCH_BYTES", "BATCH_FRAMES", "ChannelBatch", "Member", "Sends"]
-
-Sends = dict[ConnectionId, Callable[[bytes], None]]
-"""A channel's members: connection id → the member's ``send``."""
+__all__ = ["BATCH_BYTES", "BATCH_FRAMES", "ChannelBatch", "Member"]
 
 
 class Member(Protocol):

@@ -56,7 +56,8 @@ from typing import Final
 
 from picows import WSListener, WSTransport
 
-from wsgate.transport.batch import ChannelBatch, Member, Sends
+from wsgate.transport.base import Sends
+from wsgate.transport.batch import ChannelBatch, Member
 from wsgate.typing import ConnectionId
 
 __all__ = [
